@@ -1,0 +1,210 @@
+using System.Runtime.Intrinsics;
+using AttentionActors.Kernels.Partials;
+using AttentionActors.Kernels.Simd;
+using AttentionActors.Kernels.Tiles;
+
+namespace AttentionActors.Kernels;
+
+/// <summary>How a single-node computation runs. Defaults: every core, the widest SIMD path.</summary>
+public sealed record ComputeSettings
+{
+    /// <summary>Worker threads; 0 means <see cref="Environment.ProcessorCount"/>.</summary>
+    public int Threads { get; init; }
+
+    /// <summary>SIMD width; every path gives the same bits, only the speed differs.</summary>
+    public KernelPath Path { get; init; } = KernelPath.Auto;
+}
+
+/// <summary>The finished attention: <c>Output [B, H, Nq, Dv]</c> and <c>Lse [B, H, Nq]</c> (−∞ for rows with no visible key).</summary>
+public sealed record AttentionResult(AttentionTensor Output, float[] Lse);
+
+/// <summary>
+/// Exact attention on one node: <c>out_i = Σ_j softmax_j(s_ij) v_j</c> computed block by block with
+/// online softmax and merged in the canonical tree, so the bits equal those of any sharded run.
+/// </summary>
+public static class Attention
+{
+    /// <summary>Validates and computes in one call.</summary>
+    public static AttentionResult Compute(AttentionTensor q, AttentionTensor k, AttentionTensor v, AttentionOptions? options = null, ComputeSettings? settings = null, CancellationToken cancellationToken = default)
+        => Compute(AttentionProblem.Create(q, k, v, options), settings, null, cancellationToken);
+
+    /// <summary>
+    /// Computes every row of a validated problem, split across threads by (batch·head, 128-row panel).
+    /// <paramref name="progress"/>, when given, receives the number of query rows finished so far.
+    /// </summary>
+    public static AttentionResult Compute(AttentionProblem problem, ComputeSettings? settings = null, IProgress<long>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(problem);
+        settings ??= new ComputeSettings();
+        var output = AttentionTensor.Zeros("out", problem.Batch, problem.Heads, problem.QuerySeq, problem.ValueDim);
+        var lse = new float[problem.Batch * problem.Heads * problem.QuerySeq];
+        int panels = (problem.QuerySeq + PanelKernelShape.PanelRows - 1) / PanelKernelShape.PanelRows;
+        int items = problem.Batch * problem.Heads * panels;
+        long rowsDone = 0;
+
+        // Later panels see more keys under a causal mask: hand them out first so the threads finish together.
+        ParallelWork.Run(items, settings.Threads, item =>
+        {
+            int panel = panels - 1 - (item / (problem.Batch * problem.Heads));
+            int bh = item % (problem.Batch * problem.Heads);
+            int b = bh / problem.Heads;
+            int h = bh % problem.Heads;
+            int rowStart = panel * PanelKernelShape.PanelRows;
+            int rows = Math.Min(PanelKernelShape.PanelRows, problem.QuerySeq - rowStart);
+            Dispatch(settings.Path, new FinishPanel(problem, output, lse, b, h, rowStart, rows));
+            if (progress is not null)
+            {
+                progress.Report(Interlocked.Add(ref rowsDone, rows));
+            }
+        }, cancellationToken);
+
+        return new AttentionResult(output, lse);
+    }
+
+    /// <summary>
+    /// The partials of query rows [rowStart, rowStart + rowCount) of (b, h) over key blocks
+    /// [blockStart, blockEnd): one entry per maximal aligned tree node of the part of that range
+    /// the rows can see (none when they see nothing). This is a worker's whole job.
+    /// </summary>
+    public static PartialSet ComputePartials(AttentionProblem problem, int b, int h, int rowStart, int rowCount, int blockStart, int blockEnd, KernelPath path = KernelPath.Auto)
+    {
+        ArgumentNullException.ThrowIfNull(problem);
+        CheckRange(problem, b, h, rowStart, rowCount, blockStart, blockEnd);
+        var (first, end) = problem.VisibleBlocks(b, rowStart, rowCount);
+        first = Math.Max(first, blockStart);
+        end = Math.Min(end, blockEnd);
+        var nodes = first < end ? CanonicalTree.Decompose(first, end) : [];
+        var set = new PartialSet(nodes, rowCount, problem.ValueDim);
+        if (nodes.Length == 0)
+        {
+            return set;
+        }
+
+        for (int r0 = 0; r0 < rowCount; r0 += PanelKernelShape.PanelRows)
+        {
+            int rows = Math.Min(PanelKernelShape.PanelRows, rowCount - r0);
+            Dispatch(path, new CollectPanel(problem, set, b, h, rowStart + r0, r0, rows, first, end));
+        }
+
+        return set;
+    }
+
+    private static void CheckRange(AttentionProblem p, int b, int h, int rowStart, int rowCount, int blockStart, int blockEnd)
+    {
+        if (b < 0 || b >= p.Batch || h < 0 || h >= p.Heads)
+        {
+            throw new ArgumentOutOfRangeException(nameof(b), $"batch {b}, head {h} is outside [0, {p.Batch}) × [0, {p.Heads})");
+        }
+
+        if (rowStart < 0 || rowCount < 0 || rowStart + (long)rowCount > p.QuerySeq)
+        {
+            throw new ArgumentOutOfRangeException(nameof(rowStart), $"query rows [{rowStart}, {rowStart + (long)rowCount}) are outside [0, {p.QuerySeq})");
+        }
+
+        if (blockStart < 0 || blockEnd < blockStart || blockEnd > p.BlockCount)
+        {
+            throw new ArgumentOutOfRangeException(nameof(blockStart), $"key blocks [{blockStart}, {blockEnd}) are outside [0, {p.BlockCount})");
+        }
+    }
+
+    private static void Dispatch<TJob>(KernelPath path, TJob job)
+        where TJob : IPanelJob
+    {
+        switch (Lanes.Resolve(path))
+        {
+            case KernelPath.Vector512:
+                job.Run<Lanes512, Vector512<float>>();
+                break;
+            case KernelPath.Vector256:
+                job.Run<Lanes256, Vector256<float>>();
+                break;
+            case KernelPath.Vector128:
+                job.Run<Lanes128, Vector128<float>>();
+                break;
+            default:
+                job.Run<LanesScalar, float>();
+                break;
+        }
+    }
+
+    private static Workspace WorkspaceFor(AttentionProblem p, int blockStart, int blockEnd)
+    {
+        int depth = p.Options.Score == ScoreFunction.Additive ? p.Options.Additive!.AttentionDim : p.KeyDim;
+        int bp = (Math.Min(p.BlockSize, Math.Max(p.KeySeq, 1)) + 15) & ~15;
+        int slots = (2 * CanonicalTree.Height(Math.Max(blockEnd - blockStart, 1))) + 4;
+        return Workspace.For(depth, bp, PanelKernelShape.PanelRows, p.ValueDim, slots);
+    }
+
+    private interface IPanelJob
+    {
+        void Run<TL, TV>()
+            where TL : ILanes<TV>
+            where TV : unmanaged;
+    }
+
+    /// <summary>Computes a panel over the blocks it sees, evaluates the tree and finalizes the rows.</summary>
+    private readonly record struct FinishPanel(AttentionProblem P, AttentionTensor Output, float[] Lse, int B, int H, int RowStart, int Rows) : IPanelJob
+    {
+        public void Run<TL, TV>()
+            where TL : ILanes<TV>
+            where TV : unmanaged
+        {
+            var (first, end) = P.VisibleBlocks(B, RowStart, Rows);
+            var ws = WorkspaceFor(P, first, end);
+            int count = PanelKernel<TL, TV>.Run(P, ws, B, H, RowStart, Rows, first, end);
+            var self = this;
+            int root = CanonicalTree.Evaluate(P.BlockCount, ws.Nodes.AsSpan(0, count), (a, c) =>
+            {
+                PanelKernel<TL, TV>.MergeSlots(ws, a, c, self.Rows);
+                return a;
+            });
+
+            int dv = P.ValueDim;
+            var outSpan = Output.Data.Span;
+            long rowBase = (((long)B * P.Heads) + H) * P.QuerySeq;
+            for (int r = 0; r < Rows; r++)
+            {
+                long row = rowBase + RowStart + r;
+                var dst = outSpan.Slice((int)(row * dv), dv);
+                if (root < 0)
+                {
+                    dst.Clear();
+                    Lse[row] = float.NegativeInfinity;
+                    continue;
+                }
+
+                int at = ws.Index(root, r);
+                PartialMath.Finalize(ws.StackM[at], ws.StackL[at], ws.RowO(root, r), dst, out Lse[row]);
+            }
+        }
+    }
+
+    /// <summary>Computes a panel of a shard and copies its tree nodes into the shard's partial set.</summary>
+    private readonly record struct CollectPanel(AttentionProblem P, PartialSet Set, int B, int H, int RowStart, int SetRow, int Rows, int First, int End) : IPanelJob
+    {
+        public void Run<TL, TV>()
+            where TL : ILanes<TV>
+            where TV : unmanaged
+        {
+            var ws = WorkspaceFor(P, First, End);
+            int count = PanelKernel<TL, TV>.Run(P, ws, B, H, RowStart, Rows, First, End);
+            if (count != Set.Nodes.Length)
+            {
+                throw new InvalidOperationException($"panel produced {count} tree nodes where the range decomposes into {Set.Nodes.Length}");
+            }
+
+            int dv = P.ValueDim;
+            for (int n = 0; n < count; n++)
+            {
+                for (int r = 0; r < Rows; r++)
+                {
+                    int at = ws.Index(n, r);
+                    int dst = (n * Set.Rows) + SetRow + r;
+                    Set.M[dst] = ws.StackM[at];
+                    Set.L[dst] = ws.StackL[at];
+                    ws.RowO(n, r).CopyTo(Set.O.AsSpan(dst * dv, dv));
+                }
+            }
+        }
+    }
+}

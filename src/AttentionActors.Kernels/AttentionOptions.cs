@@ -1,0 +1,101 @@
+namespace AttentionActors.Kernels;
+
+/// <summary>How a query and a key are scored before the softmax.</summary>
+public enum ScoreFunction
+{
+    /// <summary><c>s = scale · q·k</c>, scale 1/√d_k unless set.</summary>
+    Dot,
+
+    /// <summary><c>s = (q/‖q‖)·(k/‖k‖) / temperature</c>; a zero vector has cosine 0 (norms floored at 1e-8).</summary>
+    Cosine,
+
+    /// <summary>Bahdanau: <c>s = vᵀ tanh(W_qᵀ q + W_kᵀ k)</c>.</summary>
+    Additive,
+
+    /// <summary>Nadaraya–Watson: <c>s = −‖q − k‖² / (2σ²)</c>.</summary>
+    Gaussian,
+}
+
+/// <summary>Where the causal diagonal sits when the query and key lengths differ.</summary>
+public enum DiagonalAlignment
+{
+    /// <summary>Key j is visible to query i when j ≤ i (PyTorch's <c>is_causal</c>).</summary>
+    TopLeft,
+
+    /// <summary>Key j is visible to query i when j ≤ i + Nk − Nq (FlashAttention ≥ 2.1).</summary>
+    BottomRight,
+}
+
+/// <summary>Parameters of additive (Bahdanau) attention.</summary>
+/// <param name="Wq">Query projection <c>[d_k, d_a]</c>, row major.</param>
+/// <param name="Wk">Key projection <c>[d_k, d_a]</c>, row major.</param>
+/// <param name="V">Output vector <c>[d_a]</c>.</param>
+public sealed record AdditiveParameters(float[] Wq, float[] Wk, float[] V)
+{
+    /// <summary>The attention dimension <c>d_a</c>.</summary>
+    public int AttentionDim => V.Length;
+}
+
+/// <summary>
+/// Everything about an attention computation except its tensors. Defaults give plain scaled
+/// dot-product attention with no mask.
+/// </summary>
+public sealed record AttentionOptions
+{
+    /// <summary>Default number of keys per canonical block.</summary>
+    public const int DefaultBlockSize = 128;
+
+    /// <summary>Score function; default <see cref="ScoreFunction.Dot"/>.</summary>
+    public ScoreFunction Score { get; init; } = ScoreFunction.Dot;
+
+    /// <summary>Dot-product scale; default <c>1/√d_k</c>. Any finite value, including 0 and negatives.</summary>
+    public float? Scale { get; init; }
+
+    /// <summary>Cosine temperature τ (> 0); default 1.</summary>
+    public float Temperature { get; init; } = 1f;
+
+    /// <summary>Gaussian bandwidth σ (> 0); default 1.</summary>
+    public float Sigma { get; init; } = 1f;
+
+    /// <summary>Required for <see cref="ScoreFunction.Additive"/>.</summary>
+    public AdditiveParameters? Additive { get; init; }
+
+    /// <summary>Logit soft-capping <c>c·tanh(s/c)</c>, applied after the score; off when null.</summary>
+    public float? SoftCap { get; init; }
+
+    /// <summary>ALiBi slopes, one per query head: the bias <c>−slope_h·(i − j)</c> is added after soft-capping.</summary>
+    public float[]? AlibiSlopes { get; init; }
+
+    /// <summary>Causal mask: key j visible to query i only on or below the aligned diagonal.</summary>
+    public bool Causal { get; init; }
+
+    /// <summary>
+    /// Diagonal alignment for the causal and window masks. Must be set when those masks are used
+    /// with Nq ≠ Nk; when null and the lengths are equal, both alignments coincide.
+    /// </summary>
+    public DiagonalAlignment? Alignment { get; init; }
+
+    /// <summary>
+    /// Sliding window (left, right), inclusive, counted from the aligned diagonal; −1 means
+    /// unbounded on that side (FlashAttention's <c>window_size</c>). Null: no window.
+    /// </summary>
+    public (int Left, int Right)? Window { get; init; }
+
+    /// <summary>Per-batch key lengths: keys j ≥ KeyLengths[b] are padding. Null: all keys valid.</summary>
+    public int[]? KeyLengths { get; init; }
+
+    /// <summary>Keys per canonical block (multiple of 16, 16..4096); fixes the merge tree and so the output bits.</summary>
+    public int BlockSize { get; init; } = DefaultBlockSize;
+
+    /// <summary>The built-in ALiBi slopes for <paramref name="heads"/> heads (Press et al.: 2^(−8h/H)).</summary>
+    public static float[] DefaultAlibiSlopes(int heads)
+    {
+        var slopes = new float[heads];
+        for (int h = 0; h < heads; h++)
+        {
+            slopes[h] = (float)Math.Pow(2.0, -8.0 * (h + 1) / heads);
+        }
+
+        return slopes;
+    }
+}

@@ -1,0 +1,258 @@
+using System.Globalization;
+
+namespace AttentionActors.Kernels;
+
+/// <summary>The checks behind <see cref="AttentionProblem.Create"/>; each failure names what is wrong.</summary>
+internal static class ProblemValidator
+{
+    public static void CheckShapes(AttentionTensor q, AttentionTensor k, AttentionTensor v, AttentionOptions options)
+    {
+        foreach (var t in new[] { q, k, v })
+        {
+            if (t.Batch < 1 || t.Heads < 1 || t.Dim < 1)
+            {
+                throw Fail($"{t}: batch, heads and dim must be at least 1");
+            }
+        }
+
+        if (k.Batch != q.Batch || v.Batch != q.Batch)
+        {
+            throw Fail($"batch sizes differ: {q}, {k}, {v}");
+        }
+
+        if (k.Heads != v.Heads)
+        {
+            throw Fail($"K has {k.Heads} heads but V has {v.Heads}: {k}, {v}");
+        }
+
+        if (q.Heads % k.Heads != 0)
+        {
+            throw Fail($"Q's {q.Heads} heads are not a multiple of K/V's {k.Heads} heads (grouped-query attention needs H_q = g·H_kv)");
+        }
+
+        if (k.Seq != v.Seq)
+        {
+            throw Fail($"K has {k.Seq} keys but V has {v.Seq} values: {k}, {v}");
+        }
+
+        if (q.Dim != k.Dim)
+        {
+            throw Fail($"Q's dim {q.Dim} differs from K's dim {k.Dim}: {q}, {k}");
+        }
+
+        _ = options;
+    }
+
+    public static void CheckOptions(AttentionTensor q, AttentionTensor k, AttentionOptions o)
+    {
+        if (o.BlockSize < 16 || o.BlockSize > 4096 || o.BlockSize % 16 != 0)
+        {
+            throw Fail($"block size {o.BlockSize} must be a multiple of 16 between 16 and 4096");
+        }
+
+        if (o.Scale is { } scale && !float.IsFinite(scale))
+        {
+            throw Fail($"scale {Show(scale)} is not finite");
+        }
+
+        RequirePositive("temperature", o.Temperature);
+        RequirePositive("sigma", o.Sigma);
+        if (o.SoftCap is { } cap)
+        {
+            RequirePositive("soft-cap", cap);
+        }
+
+        if (o.AlibiSlopes is { } slopes)
+        {
+            if (slopes.Length != q.Heads)
+            {
+                throw Fail($"ALiBi has {slopes.Length} slopes but Q has {q.Heads} heads");
+            }
+
+            RequireFinite("ALiBi slopes", slopes);
+        }
+
+        if (o.KeyLengths is { } lengths)
+        {
+            if (lengths.Length != q.Batch)
+            {
+                throw Fail($"{lengths.Length} key lengths given for a batch of {q.Batch}");
+            }
+
+            for (int b = 0; b < lengths.Length; b++)
+            {
+                if (lengths[b] < 0 || lengths[b] > k.Seq)
+                {
+                    throw Fail($"key length {lengths[b]} of batch {b} is outside [0, {k.Seq}] (K has {k.Seq} keys)");
+                }
+            }
+        }
+
+        if (o.Window is { } window && (window.Left < -1 || window.Right < -1))
+        {
+            throw Fail($"window ({window.Left}, {window.Right}) must have sides ≥ 0, or −1 for unbounded");
+        }
+
+        if ((o.Causal || o.Window is not null) && q.Seq != k.Seq && o.Alignment is null)
+        {
+            throw Fail($"a {(o.Causal ? "causal" : "window")} mask with Nq = {q.Seq} ≠ Nk = {k.Seq} needs an explicit alignment (top-left or bottom-right)");
+        }
+
+        if (o.Score == ScoreFunction.Additive)
+        {
+            CheckAdditive(q.Dim, o.Additive);
+        }
+        else if (o.Additive is not null)
+        {
+            throw Fail($"additive parameters were given but the score function is {o.Score}");
+        }
+    }
+
+    private static void CheckAdditive(int dk, AdditiveParameters? p)
+    {
+        if (p is null)
+        {
+            throw Fail("additive attention needs W_q [d_k, d_a], W_k [d_k, d_a] and v [d_a]");
+        }
+
+        int da = p.V.Length;
+        if (da < 1)
+        {
+            throw Fail("additive attention needs d_a ≥ 1 (v is empty)");
+        }
+
+        if (p.Wq.Length != dk * da || p.Wk.Length != dk * da)
+        {
+            throw Fail($"additive W_q has {p.Wq.Length} and W_k {p.Wk.Length} elements; [d_k = {dk}, d_a = {da}] needs {dk * da}");
+        }
+
+        RequireFinite("additive W_q", p.Wq);
+        RequireFinite("additive W_k", p.Wk);
+        RequireFinite("additive v", p.V);
+    }
+
+    public static void CheckValues(AttentionProblem p)
+    {
+        double qNorm = MaxRowNorm(p.Q, out _);
+        double kNorm = MaxRowNorm(p.K, out _);
+        MaxRowNorm(p.V, out double vAbs);
+        var o = p.Options;
+        double raw;
+        double logit;
+        switch (o.Score)
+        {
+            case ScoreFunction.Dot:
+                raw = qNorm * kNorm;
+                logit = Math.Abs((double)p.Scale) * raw;
+                break;
+            case ScoreFunction.Cosine:
+                raw = 1;
+                logit = 1.0 / o.Temperature;
+                break;
+            case ScoreFunction.Gaussian:
+                raw = (qNorm + kNorm) * (qNorm + kNorm);
+                logit = raw / (2.0 * o.Sigma * o.Sigma);
+                break;
+            default:
+                var a = o.Additive!;
+                raw = (qNorm * MaxColumnNorm(a.Wq, a.AttentionDim)) + (kNorm * MaxColumnNorm(a.Wk, a.AttentionDim));
+                logit = a.V.Sum(x => Math.Abs((double)x));
+                break;
+        }
+
+        if (raw > AttentionProblem.MaxSum)
+        {
+            throw Fail($"{o.Score} scores could overflow float32: their inner sums reach {raw:G3} (max row norms ‖Q‖ {qNorm:G3}, ‖K‖ {kNorm:G3}); rescale Q or K");
+        }
+
+        if (o.SoftCap is { } cap)
+        {
+            logit = Math.Min(logit, cap);
+        }
+
+        if (o.AlibiSlopes is { } slopes && slopes.Length > 0)
+        {
+            logit += slopes.Max(s => Math.Abs((double)s)) * Math.Max(p.QuerySeq, p.KeySeq);
+        }
+
+        if (logit > AttentionProblem.MaxLogit)
+        {
+            throw Fail($"logits could reach {logit:G3}, beyond the ±{AttentionProblem.MaxLogit:G1} this engine accepts; lower the scale or rescale Q or K");
+        }
+
+        if (vAbs * Math.Max(p.KeySeq, 1) > AttentionProblem.MaxSum)
+        {
+            throw Fail($"V's largest magnitude {vAbs:G3} times {p.KeySeq} keys could overflow the float32 weighted sum; rescale V");
+        }
+    }
+
+    /// <summary>Largest row L2 norm, and largest magnitude; throws on the first NaN or ±Inf.</summary>
+    private static double MaxRowNorm(AttentionTensor t, out double maxAbs)
+    {
+        var data = t.Data.Span;
+        double maxNorm = 0;
+        maxAbs = 0;
+        int dim = t.Dim;
+        for (long row = 0; row < data.Length; row += dim)
+        {
+            var span = data.Slice((int)row, dim);
+            double sum = 0;
+            for (int c = 0; c < span.Length; c++)
+            {
+                float x = span[c];
+                if (!float.IsFinite(x))
+                {
+                    throw Fail($"{t.DescribeIndex(row + c)} is {Show(x)}; inputs must be finite");
+                }
+
+                double ax = Math.Abs((double)x);
+                maxAbs = Math.Max(maxAbs, ax);
+                sum += ax * ax;
+            }
+
+            maxNorm = Math.Max(maxNorm, sum);
+        }
+
+        return Math.Sqrt(maxNorm);
+    }
+
+    private static double MaxColumnNorm(float[] w, int columns)
+    {
+        double max = 0;
+        for (int c = 0; c < columns; c++)
+        {
+            double sum = 0;
+            for (int r = c; r < w.Length; r += columns)
+            {
+                sum += (double)w[r] * w[r];
+            }
+
+            max = Math.Max(max, sum);
+        }
+
+        return Math.Sqrt(max);
+    }
+
+    private static void RequirePositive(string what, float value)
+    {
+        if (!float.IsFinite(value) || value <= 0)
+        {
+            throw Fail($"{what} {Show(value)} must be finite and > 0");
+        }
+    }
+
+    private static void RequireFinite(string what, float[] values)
+    {
+        for (int i = 0; i < values.Length; i++)
+        {
+            if (!float.IsFinite(values[i]))
+            {
+                throw Fail($"{what}[{i}] is {Show(values[i])}; parameters must be finite");
+            }
+        }
+    }
+
+    private static string Show(float x) => x.ToString("R", CultureInfo.InvariantCulture);
+
+    private static AttentionInputException Fail(string message) => new(message);
+}

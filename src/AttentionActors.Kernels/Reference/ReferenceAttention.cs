@@ -1,0 +1,178 @@
+namespace AttentionActors.Kernels.Reference;
+
+/// <summary>Float64 output <c>[B, H, Nq, Dv]</c> and log-sum-exp <c>[B, H, Nq]</c>.</summary>
+public sealed record ReferenceResult(double[] Output, double[] Lse);
+
+/// <summary>
+/// Plain float64 attention from the float32 inputs, written straight from the definitions with
+/// three passes per row (max, sum, weighted sum). For tests and <c>--verify</c> only: O(Nq·Nk) time.
+/// Shares no code with the fast path apart from the option types.
+/// </summary>
+public static class ReferenceAttention
+{
+    public static ReferenceResult Compute(AttentionTensor q, AttentionTensor k, AttentionTensor v, AttentionOptions options, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(q);
+        ArgumentNullException.ThrowIfNull(k);
+        ArgumentNullException.ThrowIfNull(v);
+        ArgumentNullException.ThrowIfNull(options);
+        int bsz = q.Batch, heads = q.Heads, nq = q.Seq, nk = k.Seq, dk = q.Dim, dv = v.Dim;
+        int group = heads / k.Heads;
+        var output = new double[(long)bsz * heads * nq * dv];
+        var lse = new double[(long)bsz * heads * nq];
+        var qd = q.Data;
+        var kd = k.Data;
+        var vd = v.Data;
+        Parallel.For(0, bsz * heads * nq, new ParallelOptions { CancellationToken = cancellationToken }, () => new double[nk], (row, _, s) =>
+        {
+            int i = row % nq;
+            int h = row / nq % heads;
+            int b = row / nq / heads;
+            int kvh = h / group;
+            var qRow = qd.Span.Slice((int)q.RowOffset(b, h, i), dk);
+
+            // Pass 1: scores of the visible keys and their maximum.
+            double m = double.NegativeInfinity;
+            for (int j = 0; j < nk; j++)
+            {
+                if (!Visible(options, b, i, j, nq, nk))
+                {
+                    s[j] = double.NegativeInfinity;
+                    continue;
+                }
+
+                s[j] = Logit(options, qRow, kd.Span.Slice((int)k.RowOffset(b, kvh, j), dk), h, i, j);
+                m = Math.Max(m, s[j]);
+            }
+
+            var dst = output.AsSpan(row * dv, dv);
+            if (double.IsNegativeInfinity(m))
+            {
+                lse[row] = double.NegativeInfinity;
+                return s;
+            }
+
+            // Pass 2: l = Σ_j e^(s_j − m).
+            double l = 0;
+            for (int j = 0; j < nk; j++)
+            {
+                if (!double.IsNegativeInfinity(s[j]))
+                {
+                    l += Math.Exp(s[j] - m);
+                }
+            }
+
+            // Pass 3: out = Σ_j e^(s_j − m) v_j / l.
+            for (int j = 0; j < nk; j++)
+            {
+                if (double.IsNegativeInfinity(s[j]))
+                {
+                    continue;
+                }
+
+                double p = Math.Exp(s[j] - m) / l;
+                var vRow = vd.Span.Slice((int)v.RowOffset(b, kvh, j), dv);
+                for (int c = 0; c < dv; c++)
+                {
+                    dst[c] += p * vRow[c];
+                }
+            }
+
+            lse[row] = m + Math.Log(l);
+            return s;
+        }, _ => { });
+        return new ReferenceResult(output, lse);
+    }
+
+    private static bool Visible(AttentionOptions o, int b, int i, int j, int nq, int nk)
+    {
+        if (o.KeyLengths is { } lengths && j >= lengths[b])
+        {
+            return false;
+        }
+
+        long diagonal = o.Alignment == DiagonalAlignment.BottomRight ? (long)i + nk - nq : i;
+        if (o.Causal && j > diagonal)
+        {
+            return false;
+        }
+
+        if (o.Window is { } w)
+        {
+            if (w.Left >= 0 && j < diagonal - w.Left)
+            {
+                return false;
+            }
+
+            if (w.Right >= 0 && j > diagonal + w.Right)
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    private static double Logit(AttentionOptions o, ReadOnlySpan<float> q, ReadOnlySpan<float> k, int h, int i, int j)
+    {
+        double s;
+        switch (o.Score)
+        {
+            case ScoreFunction.Dot:
+                s = (o.Scale ?? (1.0 / Math.Sqrt(q.Length))) * Dot(q, k);
+                break;
+            case ScoreFunction.Cosine:
+                s = Dot(q, k) / Math.Max(Math.Sqrt(Dot(q, q)), 1e-8) / Math.Max(Math.Sqrt(Dot(k, k)), 1e-8) / o.Temperature;
+                break;
+            case ScoreFunction.Gaussian:
+                double d2 = 0;
+                for (int c = 0; c < q.Length; c++)
+                {
+                    double d = (double)q[c] - k[c];
+                    d2 += d * d;
+                }
+
+                s = -d2 / (2.0 * o.Sigma * o.Sigma);
+                break;
+            default:
+                var a = o.Additive!;
+                int da = a.AttentionDim;
+                s = 0;
+                for (int t = 0; t < da; t++)
+                {
+                    double pre = 0;
+                    for (int c = 0; c < q.Length; c++)
+                    {
+                        pre += ((double)q[c] * a.Wq[(c * da) + t]) + ((double)k[c] * a.Wk[(c * da) + t]);
+                    }
+
+                    s += a.V[t] * Math.Tanh(pre);
+                }
+
+                break;
+        }
+
+        if (o.SoftCap is { } cap)
+        {
+            s = cap * Math.Tanh(s / cap);
+        }
+
+        if (o.AlibiSlopes is { } slopes)
+        {
+            s -= slopes[h] * ((double)i - j);
+        }
+
+        return s;
+    }
+
+    private static double Dot(ReadOnlySpan<float> x, ReadOnlySpan<float> y)
+    {
+        double sum = 0;
+        for (int c = 0; c < x.Length; c++)
+        {
+            sum += (double)x[c] * y[c];
+        }
+
+        return sum;
+    }
+}

@@ -1,0 +1,302 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using AttentionActors.Kernels.Partials;
+using AttentionActors.Kernels.Simd;
+
+namespace AttentionActors.Kernels.Tiles;
+
+/// <summary>
+/// One query panel (≤ 128 rows of one batch·head) against a contiguous range of key blocks.
+/// For each block: 1. pack Kᵀ, 2. S = score(Q_tile, K_block) per 4-row tile, 3. logits and mask,
+/// 4. (m, l, P) per row, 5. O = P·V, 6. push the block's partial as a tree leaf and merge it with
+/// its left sibling while one is on the stack. The stack ends holding the maximal aligned
+/// subtrees of the range, the same nodes (and bits) any shard plan produces.
+/// </summary>
+internal static class PanelKernel<TL, TV>
+    where TL : ILanes<TV>
+    where TV : unmanaged
+{
+    private const int Mr = PanelKernelShape.TileRows;
+
+    /// <summary>Runs the panel and returns how many nodes it left on <paramref name="ws"/>'s stack.</summary>
+    public static int Run(AttentionProblem p, Workspace ws, int b, int h, int rowStart, int rows, int blockStart, int blockEnd)
+    {
+        var o = p.Options;
+        int kvh = h / p.GroupSize;
+        int dv = p.ValueDim;
+        int depth = o.Score == ScoreFunction.Additive ? o.Additive!.AttentionDim : p.KeyDim;
+        var mods = new RowModifiers(
+            o.Score != ScoreFunction.Additive,
+            p.Scale,
+            o.SoftCap ?? 0f,
+            o.AlibiSlopes is { } slopes ? slopes[h] : null);
+
+        ref float q = ref PrepareQueries(p, ws, b, h, rowStart, rows, depth, out nint qStride);
+        for (int r = 0; r < rows; r++)
+        {
+            (ws.RowLo[r], ws.RowHi[r]) = p.VisibleKeys(b, rowStart + r);
+        }
+
+        var vData = p.V.Data.Span;
+        int nodes = 0;
+        for (int kb = blockStart; kb < blockEnd; kb++)
+        {
+            int j0 = kb * p.BlockSize;
+            int n = Math.Min(p.BlockSize, p.KeySeq - j0);
+            int bp = (n + 15) & ~15;
+            int slot = nodes;
+            if (!AnyVisible(ws, 0, rows, j0, n))
+            {
+                FillIdentity(ws, slot, 0, rows);
+            }
+            else
+            {
+                PackKeys(p, ws, b, kvh, j0, n, bp, depth);
+                ref float v = ref Unsafe.Add(ref MemoryMarshal.GetReference(vData), (nint)p.V.RowOffset(b, kvh, j0));
+                for (int r0 = 0; r0 < rows; r0 += Mr)
+                {
+                    int mr = Math.Min(Mr, rows - r0);
+                    if (!AnyVisible(ws, r0, mr, j0, n))
+                    {
+                        FillIdentity(ws, slot, r0, mr);
+                        continue;
+                    }
+
+                    ref float qTile = ref Unsafe.Add(ref q, r0 * qStride);
+                    Scores(p, ws, ref qTile, qStride, mr, depth, bp);
+                    for (int r = 0; r < mr; r++)
+                    {
+                        int row = r0 + r;
+                        ref float sRow = ref ws.S[r * bp];
+                        TileKernels<TL, TV>.PrepareRow(ref sRow, bp, mods, j0 - (rowStart + row), ws.RowLo[row] - j0, ws.RowHi[row] - j0, n);
+                        int at = ws.Index(slot, row);
+                        ws.StackM[at] = TileKernels<TL, TV>.SoftmaxRow(ref sRow, ref ws.P[r * bp], bp, ws.Lanes16, out ws.StackL[at]);
+                    }
+
+                    WeightedValues(ws, slot, r0, mr, n, bp, ref v, dv);
+                }
+            }
+
+            ws.Nodes[nodes++] = new TreeNode(0, kb);
+            while (nodes >= 2 && IsLeftSibling(ws.Nodes[nodes - 2], ws.Nodes[nodes - 1]))
+            {
+                MergeSlots(ws, nodes - 2, nodes - 1, rows);
+                var left = ws.Nodes[nodes - 2];
+                ws.Nodes[nodes - 2] = new TreeNode(left.Level + 1, left.Index >> 1);
+                nodes--;
+            }
+        }
+
+        return nodes;
+    }
+
+    /// <summary>Folds stack slot <paramref name="right"/> into slot <paramref name="left"/> for every row.</summary>
+    public static void MergeSlots(Workspace ws, int left, int right, int rows)
+    {
+        for (int r = 0; r < rows; r++)
+        {
+            int a = ws.Index(left, r);
+            int c = ws.Index(right, r);
+            PartialMath.MergeInto(ref ws.StackM[a], ref ws.StackL[a], ws.RowO(left, r), ws.StackM[c], ws.StackL[c], ws.RowO(right, r));
+        }
+    }
+
+    private static bool IsLeftSibling(TreeNode left, TreeNode right)
+        => left.Level == right.Level && (left.Index & 1) == 0 && left.Index + 1 == right.Index;
+
+    private static bool AnyVisible(Workspace ws, int r0, int count, int j0, int n)
+    {
+        for (int r = r0; r < r0 + count; r++)
+        {
+            if (Math.Max(ws.RowLo[r], j0) < Math.Min(ws.RowHi[r], j0 + n))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    private static void FillIdentity(Workspace ws, int slot, int r0, int count)
+    {
+        ws.StackM.AsSpan(ws.Index(slot, r0), count).Fill(float.NegativeInfinity);
+        ws.StackL.AsSpan(ws.Index(slot, r0), count).Clear();
+    }
+
+    private static void Scores(AttentionProblem p, Workspace ws, ref float q, nint qStride, int mr, int depth, int bp)
+    {
+        if (p.Options.Score == ScoreFunction.Gaussian)
+        {
+            Scores<DistanceStep>(ws, ref q, qStride, mr, depth, bp);
+        }
+        else if (p.Options.Score == ScoreFunction.Additive)
+        {
+            var va = p.Options.Additive!.V;
+            int w = TL.Count;
+            for (int r = 0; r < mr; r++)
+            {
+                for (int c = 0; c < bp; c += w)
+                {
+                    TileKernels<TL, TV>.ScoreAdditive1x1(ref Unsafe.Add(ref q, r * qStride), va, ref ws.Kt[c], bp, ref ws.S[(r * bp) + c]);
+                }
+            }
+        }
+        else
+        {
+            Scores<DotStep>(ws, ref q, qStride, mr, depth, bp);
+        }
+    }
+
+    private static void Scores<TS>(Workspace ws, ref float q, nint qStride, int mr, int depth, int bp)
+        where TS : struct
+    {
+        int w = TL.Count;
+        int c = 0;
+        if (mr == Mr)
+        {
+            for (; c + (4 * w) <= bp; c += 4 * w)
+            {
+                TileKernels<TL, TV>.Score4x4<TS>(ref q, qStride, depth, ref ws.Kt[c], bp, ref ws.S[c], bp);
+            }
+        }
+
+        for (; c < bp; c += w)
+        {
+            for (int r = 0; r < mr; r++)
+            {
+                TileKernels<TL, TV>.Score1x1<TS>(ref Unsafe.Add(ref q, r * qStride), depth, ref ws.Kt[c], bp, ref ws.S[(r * bp) + c]);
+            }
+        }
+    }
+
+    private static void WeightedValues(Workspace ws, int slot, int r0, int mr, int n, int bp, ref float v, int dv)
+    {
+        int w = TL.Count;
+        nint oStride = dv;
+        ref float o = ref ws.StackO[ws.Index(slot, r0) * dv];
+        int c = 0;
+        if (mr == Mr)
+        {
+            for (; c + (4 * w) <= dv; c += 4 * w)
+            {
+                TileKernels<TL, TV>.Pv4x4(ref ws.P[0], bp, n, ref Unsafe.Add(ref v, c), dv, ref Unsafe.Add(ref o, c), oStride);
+            }
+        }
+
+        for (; c + w <= dv; c += w)
+        {
+            for (int r = 0; r < mr; r++)
+            {
+                TileKernels<TL, TV>.Pv1x1(ref ws.P[r * bp], n, ref Unsafe.Add(ref v, c), dv, ref Unsafe.Add(ref o, (r * oStride) + c));
+            }
+        }
+
+        for (; c < dv; c++)
+        {
+            for (int r = 0; r < mr; r++)
+            {
+                float acc = 0f;
+                for (int j = 0; j < n; j++)
+                {
+                    acc = MathF.FusedMultiplyAdd(ws.P[(r * bp) + j], Unsafe.Add(ref v, (j * dv) + c), acc);
+                }
+
+                Unsafe.Add(ref o, (r * oStride) + c) = acc;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Kt[k, jj] = feature k of key j0 + jj, zero for the padding jj ≥ n. Features: the key itself
+    /// (dot, Gaussian), the key over its norm (cosine), or W_kᵀ k (additive).
+    /// </summary>
+    private static void PackKeys(AttentionProblem p, Workspace ws, int b, int kvh, int j0, int n, int bp, int depth)
+    {
+        var kData = p.K.Data.Span;
+        int dk = p.KeyDim;
+        var kt = ws.Kt.AsSpan(0, depth * bp);
+        var score = p.Options.Score;
+        for (int jj = 0; jj < n; jj++)
+        {
+            var key = kData.Slice((int)p.K.RowOffset(b, kvh, j0 + jj), dk);
+            if (score == ScoreFunction.Additive)
+            {
+                var wk = p.Options.Additive!.Wk;
+                for (int a = 0; a < depth; a++)
+                {
+                    kt[(a * bp) + jj] = Project(key, wk, a, depth);
+                }
+            }
+            else if (score == ScoreFunction.Cosine)
+            {
+                float inv = AttentionProblem.CosineInverseNorm(key);
+                for (int k = 0; k < dk; k++)
+                {
+                    kt[(k * bp) + jj] = key[k] * inv;
+                }
+            }
+            else
+            {
+                for (int k = 0; k < dk; k++)
+                {
+                    kt[(k * bp) + jj] = key[k];
+                }
+            }
+        }
+
+        for (int k = 0; k < depth; k++)
+        {
+            kt.Slice((k * bp) + n, bp - n).Clear();
+        }
+    }
+
+    /// <summary>The query rows the score kernel reads: Q itself, or normalized / projected copies.</summary>
+    private static ref float PrepareQueries(AttentionProblem p, Workspace ws, int b, int h, int rowStart, int rows, int depth, out nint stride)
+    {
+        var qData = p.Q.Data.Span;
+        int dk = p.KeyDim;
+        var score = p.Options.Score;
+        if (score is ScoreFunction.Dot or ScoreFunction.Gaussian)
+        {
+            stride = dk;
+            return ref Unsafe.Add(ref MemoryMarshal.GetReference(qData), (nint)p.Q.RowOffset(b, h, rowStart));
+        }
+
+        stride = depth;
+        for (int r = 0; r < rows; r++)
+        {
+            var query = qData.Slice((int)p.Q.RowOffset(b, h, rowStart + r), dk);
+            var dst = ws.QPanel.AsSpan(r * depth, depth);
+            if (score == ScoreFunction.Cosine)
+            {
+                float inv = AttentionProblem.CosineInverseNorm(query);
+                for (int k = 0; k < dk; k++)
+                {
+                    dst[k] = query[k] * inv;
+                }
+            }
+            else
+            {
+                var wq = p.Options.Additive!.Wq;
+                for (int a = 0; a < depth; a++)
+                {
+                    dst[a] = Project(query, wq, a, depth);
+                }
+            }
+        }
+
+        return ref ws.QPanel[0];
+    }
+
+    /// <summary>(Wᵀ x)_a = Σ_k x_k W[k, a], in float64 then rounded once.</summary>
+    private static float Project(ReadOnlySpan<float> x, float[] w, int a, int da)
+    {
+        double sum = 0;
+        for (int k = 0; k < x.Length; k++)
+        {
+            sum += (double)x[k] * w[(k * da) + a];
+        }
+
+        return (float)sum;
+    }
+}

@@ -1,0 +1,295 @@
+using System.Runtime.CompilerServices;
+using AttentionActors.Kernels.Simd;
+
+namespace AttentionActors.Kernels.Tiles;
+
+/// <summary>Marks the dot-product inner step <c>acc += q·k</c>.</summary>
+internal readonly struct DotStep;
+
+/// <summary>Marks the squared-distance inner step <c>acc += (q − k)²</c>.</summary>
+internal readonly struct DistanceStep;
+
+/// <summary>
+/// Register-blocked tile kernels for one SIMD width (W = TL.Count lanes).
+/// <code>
+/// Q: [rows, depth] row-major (stride qStride)      Kt: [depth, Bp] (keys transposed, zero padded)
+/// S: [rows, Bp]    S[i, j] = Σ_k step(Q[i, k], Kt[k, j]), k ascending
+/// P: [rows, Bp]    V: [n, Dv] (stride vStride)      O: [rows, Dv]  O[i, c] = Σ_j P[i, j]·V[j, c], j ascending
+/// </code>
+/// Each output element is one fused multiply-add chain in a fixed order, so a 4×4 tile, a single
+/// vector and a scalar tail all give it the same bits.
+/// </summary>
+internal static class TileKernels<TL, TV>
+    where TL : ILanes<TV>
+    where TV : unmanaged
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static TV Step<TS>(TV q, TV k, TV acc)
+        where TS : struct
+    {
+        if (typeof(TS) == typeof(DistanceStep))
+        {
+            var d = TL.Subtract(q, k);
+            return TL.Fma(d, d, acc);
+        }
+
+        return TL.Fma(q, k, acc);
+    }
+
+    /// <summary>S[0..4, 0..4W) for four query rows and 4W keys.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Score4x4<TS>(ref float q, nint qStride, int depth, ref float kt, nint ktStride, ref float s, nint sStride)
+        where TS : struct
+    {
+        nint w = TL.Count;
+        ref float q1 = ref Unsafe.Add(ref q, qStride);
+        ref float q2 = ref Unsafe.Add(ref q1, qStride);
+        ref float q3 = ref Unsafe.Add(ref q2, qStride);
+        TV a00 = default, a01 = default, a02 = default, a03 = default;
+        TV a10 = default, a11 = default, a12 = default, a13 = default;
+        TV a20 = default, a21 = default, a22 = default, a23 = default;
+        TV a30 = default, a31 = default, a32 = default, a33 = default;
+        ref float kr = ref kt;
+        for (nint k = 0; k < depth; k++)
+        {
+            var k0 = TL.Load(ref kr, 0);
+            var k1 = TL.Load(ref kr, w);
+            var k2 = TL.Load(ref kr, 2 * w);
+            var k3 = TL.Load(ref kr, 3 * w);
+            kr = ref Unsafe.Add(ref kr, ktStride);
+
+            var b = TL.Splat(Unsafe.Add(ref q, k));
+            a00 = Step<TS>(b, k0, a00);
+            a01 = Step<TS>(b, k1, a01);
+            a02 = Step<TS>(b, k2, a02);
+            a03 = Step<TS>(b, k3, a03);
+            b = TL.Splat(Unsafe.Add(ref q1, k));
+            a10 = Step<TS>(b, k0, a10);
+            a11 = Step<TS>(b, k1, a11);
+            a12 = Step<TS>(b, k2, a12);
+            a13 = Step<TS>(b, k3, a13);
+            b = TL.Splat(Unsafe.Add(ref q2, k));
+            a20 = Step<TS>(b, k0, a20);
+            a21 = Step<TS>(b, k1, a21);
+            a22 = Step<TS>(b, k2, a22);
+            a23 = Step<TS>(b, k3, a23);
+            b = TL.Splat(Unsafe.Add(ref q3, k));
+            a30 = Step<TS>(b, k0, a30);
+            a31 = Step<TS>(b, k1, a31);
+            a32 = Step<TS>(b, k2, a32);
+            a33 = Step<TS>(b, k3, a33);
+        }
+
+        Store4(ref s, 0, w, a00, a01, a02, a03);
+        Store4(ref s, sStride, w, a10, a11, a12, a13);
+        Store4(ref s, 2 * sStride, w, a20, a21, a22, a23);
+        Store4(ref s, 3 * sStride, w, a30, a31, a32, a33);
+    }
+
+    /// <summary>S[0, 0..W) for one query row and W keys.</summary>
+    public static void Score1x1<TS>(ref float q, int depth, ref float kt, nint ktStride, ref float s)
+        where TS : struct
+    {
+        TV acc = default;
+        for (nint k = 0; k < depth; k++)
+        {
+            acc = Step<TS>(TL.Splat(Unsafe.Add(ref q, k)), TL.Load(ref kt, k * ktStride), acc);
+        }
+
+        TL.Store(acc, ref s, 0);
+    }
+
+    /// <summary>Additive score for one row and W keys: S[j] = Σ_a v_a · tanh(q'_a + k'_a[j]), a ascending.</summary>
+    public static void ScoreAdditive1x1(ref float qa, ReadOnlySpan<float> v, ref float kt, nint ktStride, ref float s)
+    {
+        TV acc = default;
+        for (int a = 0; a < v.Length; a++)
+        {
+            var t = VectorMath.Tanh<TL, TV>(TL.Add(TL.Splat(Unsafe.Add(ref qa, a)), TL.Load(ref kt, a * ktStride)));
+            acc = TL.Fma(TL.Splat(v[a]), t, acc);
+        }
+
+        TL.Store(acc, ref s, 0);
+    }
+
+    /// <summary>O[0..4, 0..4W) = Σ_{j &lt; n} P[0..4, j] · V[j, 0..4W).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Pv4x4(ref float p, nint pStride, int n, ref float v, nint vStride, ref float o, nint oStride)
+    {
+        nint w = TL.Count;
+        ref float p1 = ref Unsafe.Add(ref p, pStride);
+        ref float p2 = ref Unsafe.Add(ref p1, pStride);
+        ref float p3 = ref Unsafe.Add(ref p2, pStride);
+        TV a00 = default, a01 = default, a02 = default, a03 = default;
+        TV a10 = default, a11 = default, a12 = default, a13 = default;
+        TV a20 = default, a21 = default, a22 = default, a23 = default;
+        TV a30 = default, a31 = default, a32 = default, a33 = default;
+        ref float vr = ref v;
+        for (nint j = 0; j < n; j++)
+        {
+            var v0 = TL.Load(ref vr, 0);
+            var v1 = TL.Load(ref vr, w);
+            var v2 = TL.Load(ref vr, 2 * w);
+            var v3 = TL.Load(ref vr, 3 * w);
+            vr = ref Unsafe.Add(ref vr, vStride);
+
+            var b = TL.Splat(Unsafe.Add(ref p, j));
+            a00 = TL.Fma(b, v0, a00);
+            a01 = TL.Fma(b, v1, a01);
+            a02 = TL.Fma(b, v2, a02);
+            a03 = TL.Fma(b, v3, a03);
+            b = TL.Splat(Unsafe.Add(ref p1, j));
+            a10 = TL.Fma(b, v0, a10);
+            a11 = TL.Fma(b, v1, a11);
+            a12 = TL.Fma(b, v2, a12);
+            a13 = TL.Fma(b, v3, a13);
+            b = TL.Splat(Unsafe.Add(ref p2, j));
+            a20 = TL.Fma(b, v0, a20);
+            a21 = TL.Fma(b, v1, a21);
+            a22 = TL.Fma(b, v2, a22);
+            a23 = TL.Fma(b, v3, a23);
+            b = TL.Splat(Unsafe.Add(ref p3, j));
+            a30 = TL.Fma(b, v0, a30);
+            a31 = TL.Fma(b, v1, a31);
+            a32 = TL.Fma(b, v2, a32);
+            a33 = TL.Fma(b, v3, a33);
+        }
+
+        Store4(ref o, 0, w, a00, a01, a02, a03);
+        Store4(ref o, oStride, w, a10, a11, a12, a13);
+        Store4(ref o, 2 * oStride, w, a20, a21, a22, a23);
+        Store4(ref o, 3 * oStride, w, a30, a31, a32, a33);
+    }
+
+    /// <summary>O[0, 0..W) = Σ_{j &lt; n} P[j] · V[j, 0..W).</summary>
+    public static void Pv1x1(ref float p, int n, ref float v, nint vStride, ref float o)
+    {
+        TV acc = default;
+        for (nint j = 0; j < n; j++)
+        {
+            acc = TL.Fma(TL.Splat(Unsafe.Add(ref p, j)), TL.Load(ref v, j * vStride), acc);
+        }
+
+        TL.Store(acc, ref o, 0);
+    }
+
+    /// <summary>
+    /// Softmax statistics of one score row of Bp (a multiple of 16) entries, masked entries −∞:
+    /// m = max_j s_j; P_j = e^(s_j − m); l = Σ_j P_j summed in 16 lanes (lane t takes j ≡ t mod 16,
+    /// in ascending j) and then a fixed pairwise tree over the lanes. A row with no visible key
+    /// gives m = −∞, l = 0 and P = 0.
+    /// </summary>
+    public static float SoftmaxRow(ref float s, ref float p, int bp, Span<float> lanes16, out float l)
+    {
+        nint w = TL.Count;
+        var vmax = TL.Splat(float.NegativeInfinity);
+        for (nint c = 0; c < bp; c += w)
+        {
+            vmax = TL.Max(vmax, TL.Load(ref s, c));
+        }
+
+        // + 0 turns a −0 maximum into +0, so the stored m does not depend on which lane won.
+        float m = TL.MaxAcross(vmax) + 0f;
+        if (float.IsNegativeInfinity(m))
+        {
+            for (nint c = 0; c < bp; c++)
+            {
+                Unsafe.Add(ref p, c) = 0f;
+            }
+
+            l = 0f;
+            return m;
+        }
+
+        int groups = 16 / TL.Count;
+        Span<TV> acc = stackalloc TV[groups];
+        acc.Clear();
+        var vm = TL.Splat(m);
+        int g = 0;
+        for (nint c = 0; c < bp; c += w)
+        {
+            var e = VectorMath.Exp<TL, TV>(TL.Subtract(TL.Load(ref s, c), vm));
+            TL.Store(e, ref p, c);
+            acc[g] = TL.Add(acc[g], e);
+            g = g + 1 == groups ? 0 : g + 1;
+        }
+
+        for (int i = 0; i < groups; i++)
+        {
+            TL.StoreLanes(acc[i], lanes16.Slice(i * TL.Count, TL.Count));
+        }
+
+        for (int half = 8; half >= 1; half >>= 1)
+        {
+            for (int t = 0; t < half; t++)
+            {
+                lanes16[t] += lanes16[t + half];
+            }
+        }
+
+        l = lanes16[0];
+        return m;
+    }
+
+    /// <summary>
+    /// Turns raw accumulated scores of one row into logits: s·scale, then c·tanh(s/c) when capped,
+    /// then + slope·(j − i) for ALiBi (fused), then −∞ outside the visible keys [lo, hi) and the
+    /// block's n real keys (indices local to the block).
+    /// </summary>
+    public static void PrepareRow(ref float s, int bp, in RowModifiers mods, int alibiOffset, int lo, int hi, int n)
+    {
+        nint w = TL.Count;
+        var scale = TL.Splat(mods.Scale);
+        if (mods.ApplyScale)
+        {
+            for (nint c = 0; c < bp; c += w)
+            {
+                TL.Store(TL.Multiply(TL.Load(ref s, c), scale), ref s, c);
+            }
+        }
+
+        if (mods.SoftCap > 0)
+        {
+            var cap = TL.Splat(mods.SoftCap);
+            var inv = TL.Splat(1f / mods.SoftCap);
+            for (nint c = 0; c < bp; c += w)
+            {
+                TL.Store(TL.Multiply(cap, VectorMath.Tanh<TL, TV>(TL.Multiply(TL.Load(ref s, c), inv))), ref s, c);
+            }
+        }
+
+        if (mods.AlibiSlope is { } slope)
+        {
+            // j − i is an integer below 2^24 in magnitude, so base + lane is exact in float32.
+            var vs = TL.Splat(slope);
+            for (nint c = 0; c < bp; c += w)
+            {
+                var offset = TL.Add(TL.Splat(alibiOffset + (int)c), TL.Iota);
+                TL.Store(TL.Fma(vs, offset, TL.Load(ref s, c)), ref s, c);
+            }
+        }
+
+        int visibleEnd = Math.Min(hi, n);
+        for (int j = 0; j < Math.Min(lo, bp); j++)
+        {
+            Unsafe.Add(ref s, j) = float.NegativeInfinity;
+        }
+
+        for (int j = Math.Max(visibleEnd, 0); j < bp; j++)
+        {
+            Unsafe.Add(ref s, j) = float.NegativeInfinity;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store4(ref float dst, nint offset, nint w, TV x0, TV x1, TV x2, TV x3)
+    {
+        TL.Store(x0, ref dst, offset);
+        TL.Store(x1, ref dst, offset + w);
+        TL.Store(x2, ref dst, offset + (2 * w));
+        TL.Store(x3, ref dst, offset + (3 * w));
+    }
+}
+
+/// <summary>Per-row logit modifiers for one (batch, head).</summary>
+internal readonly record struct RowModifiers(bool ApplyScale, float Scale, float SoftCap, float? AlibiSlope);

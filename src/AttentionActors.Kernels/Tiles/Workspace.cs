@@ -1,0 +1,84 @@
+using AttentionActors.Kernels.Partials;
+
+namespace AttentionActors.Kernels.Tiles;
+
+/// <summary>
+/// Scratch memory of one thread working on one query panel: packed keys, the score and
+/// probability tiles, and the stack of tree-node partials per row. Reused across panels.
+/// </summary>
+internal sealed class Workspace
+{
+    [ThreadStatic]
+    private static Workspace? cached;
+
+    public float[] Kt = [];
+    public float[] S = [];
+    public float[] P = [];
+    public float[] QPanel = [];
+    public float[] StackM = [];
+    public float[] StackL = [];
+    public float[] StackO = [];
+    public TreeNode[] Nodes = [];
+    public int[] RowLo = [];
+    public int[] RowHi = [];
+    public readonly float[] Lanes16 = new float[16];
+
+    public int SlotRows { get; private set; }
+
+    public int ValueDim { get; private set; }
+
+    /// <summary>The calling thread's workspace, grown to fit.</summary>
+    public static Workspace For(int depth, int bp, int panelRows, int valueDim, int maxSlots)
+    {
+        var ws = cached ??= new Workspace();
+        ws.Ensure(depth, bp, panelRows, valueDim, maxSlots);
+        return ws;
+    }
+
+    private void Ensure(int depth, int bp, int panelRows, int valueDim, int maxSlots)
+    {
+        Grow(ref Kt, depth * bp);
+        Grow(ref S, PanelKernelShape.TileRows * bp);
+        Grow(ref P, PanelKernelShape.TileRows * bp);
+        Grow(ref QPanel, panelRows * depth);
+        Grow(ref StackM, maxSlots * panelRows);
+        Grow(ref StackL, maxSlots * panelRows);
+        Grow(ref StackO, maxSlots * panelRows * valueDim);
+        if (Nodes.Length < maxSlots)
+        {
+            Nodes = new TreeNode[maxSlots];
+        }
+
+        if (RowLo.Length < panelRows)
+        {
+            RowLo = new int[panelRows];
+            RowHi = new int[panelRows];
+        }
+
+        SlotRows = panelRows;
+        ValueDim = valueDim;
+    }
+
+    private static void Grow(ref float[] array, int length)
+    {
+        if (array.Length < length)
+        {
+            array = new float[length];
+        }
+    }
+
+    /// <summary>Row r of stack slot s: (m, l) index and o offset.</summary>
+    public int Index(int slot, int row) => (slot * SlotRows) + row;
+
+    public Span<float> RowO(int slot, int row) => StackO.AsSpan(Index(slot, row) * ValueDim, ValueDim);
+}
+
+/// <summary>Fixed shape of the panel and tile loops.</summary>
+internal static class PanelKernelShape
+{
+    /// <summary>Query rows a panel shares one packed key block across (L2-resident Kt, V, Q).</summary>
+    public const int PanelRows = 128;
+
+    /// <summary>Query rows of a register tile.</summary>
+    public const int TileRows = 4;
+}
