@@ -6,8 +6,9 @@ namespace AttentionActors.Kernels.Partials;
 public static class PartialMath
 {
     /// <summary>
-    /// (m1, l1, o1) ← (m1, l1, o1) ⊕ (m2, l2, o2). With m = max(m1, m2), a = e^(m1−m), b = e^(m2−m):
-    /// l = a·l1 + b·l2 and o = a·o1 + b·o2, each as <c>fma(a, x1, b·x2)</c>.
+    /// (m1, l1, o1) ← (m1, l1, o1) ⊕ (m2, l2, o2). With m = max(m1, m2) one of the factors
+    /// e^(m1−m), e^(m2−m) is exactly 1, so l = l_big + e^(m_small − m)·l_small and likewise o, each
+    /// one fused multiply-add: a single rounding, and the same bits whichever side is which.
     /// The identity (m = −∞) is returned unchanged: <c>e^(−∞ − (−∞))</c> is never formed.
     /// </summary>
     public static void MergeInto(ref float m1, ref float l1, Span<float> o1, float m2, float l2, ReadOnlySpan<float> o2)
@@ -25,12 +26,19 @@ public static class PartialMath
             return;
         }
 
-        float m = Math.Max(m1, m2);
-        float a = VectorMath.Exp(m1 - m);
-        float b = VectorMath.Exp(m2 - m);
-        m1 = m;
-        l1 = MathF.FusedMultiplyAdd(a, l1, b * l2);
-        ScaleAdd(a, o1, b, o2);
+        if (m1 >= m2)
+        {
+            float b = VectorMath.Exp(m2 - m1);
+            l1 = MathF.FusedMultiplyAdd(b, l2, l1);
+            AddScaled(o1, b, o2, o1);
+        }
+        else
+        {
+            float a = VectorMath.Exp(m1 - m2);
+            m1 = m2;
+            l1 = MathF.FusedMultiplyAdd(a, l1, l2);
+            AddScaled(o2, a, o1, o1);
+        }
     }
 
     /// <summary>out = o / l and lse = m + ln l; a row with no visible key gives out = 0 and lse = −∞.</summary>
@@ -51,43 +59,44 @@ public static class PartialMath
         lse = m + MathF.Log(l);
     }
 
-    private static void ScaleAdd(float a, Span<float> o1, float b, ReadOnlySpan<float> o2)
+    /// <summary>destination = big + factor·small, element-wise as fma(factor, small, big).</summary>
+    private static void AddScaled(ReadOnlySpan<float> big, float factor, ReadOnlySpan<float> small, Span<float> destination)
     {
         if (Lanes.Width >= 16)
         {
-            ScaleAdd<Lanes512, System.Runtime.Intrinsics.Vector512<float>>(a, o1, b, o2);
+            AddScaled<Lanes512, System.Runtime.Intrinsics.Vector512<float>>(big, factor, small, destination);
         }
         else if (Lanes.Width >= 8)
         {
-            ScaleAdd<Lanes256, System.Runtime.Intrinsics.Vector256<float>>(a, o1, b, o2);
+            AddScaled<Lanes256, System.Runtime.Intrinsics.Vector256<float>>(big, factor, small, destination);
         }
         else if (Lanes.Width >= 4)
         {
-            ScaleAdd<Lanes128, System.Runtime.Intrinsics.Vector128<float>>(a, o1, b, o2);
+            AddScaled<Lanes128, System.Runtime.Intrinsics.Vector128<float>>(big, factor, small, destination);
         }
         else
         {
-            ScaleAdd<LanesScalar, float>(a, o1, b, o2);
+            AddScaled<LanesScalar, float>(big, factor, small, destination);
         }
     }
 
-    private static void ScaleAdd<TL, TV>(float a, Span<float> o1, float b, ReadOnlySpan<float> o2)
+    private static void AddScaled<TL, TV>(ReadOnlySpan<float> big, float factor, ReadOnlySpan<float> small, Span<float> destination)
         where TL : ILanes<TV>
         where TV : unmanaged
     {
-        ref float x = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(o1);
-        ref float y = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(o2);
-        var va = TL.Splat(a);
-        var vb = TL.Splat(b);
+        ref float x = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(big);
+        ref float y = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(small);
+        ref float z = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(destination);
+        var f = TL.Splat(factor);
         int c = 0;
-        for (; c + TL.Count <= o1.Length; c += TL.Count)
+        for (; c + TL.Count <= destination.Length; c += TL.Count)
         {
-            TL.Store(TL.Fma(va, TL.Load(ref x, c), TL.Multiply(vb, TL.Load(ref y, c))), ref x, c);
+            TL.Store(TL.Fma(f, TL.Load(ref y, c), TL.Load(ref x, c)), ref z, c);
         }
 
-        for (; c < o1.Length; c++)
+        for (; c < destination.Length; c++)
         {
-            o1[c] = MathF.FusedMultiplyAdd(a, o1[c], b * o2[c]);
+            destination[c] = MathF.FusedMultiplyAdd(factor, small[c], big[c]);
         }
     }
 }

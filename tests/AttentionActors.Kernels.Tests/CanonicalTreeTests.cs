@@ -1,0 +1,129 @@
+using AttentionActors.Kernels.Partials;
+using AttentionActors.Kernels.Simd;
+
+namespace AttentionActors.Kernels.Tests;
+
+/// <summary>The canonical tree: any partition, any arrival order, any SIMD width, same bits.</summary>
+public class CanonicalTreeTests
+{
+    private static AttentionProblem Problem(int seed, int nq, int nk, AttentionOptions options, int h = 2, int hk = 1, int dk = 16, int dv = 12)
+    {
+        var (q, k, v) = TestData.Qkv(seed, 2, h, hk, nq, nk, dk, dv);
+        return AttentionProblem.Create(q, k, v, options);
+    }
+
+    /// <summary>Cuts [0, n) into <paramref name="parts"/> random non-empty contiguous ranges.</summary>
+    private static List<(int Start, int End)> RandomPartition(Random rng, int n, int parts)
+    {
+        var cuts = Enumerable.Range(1, n - 1).OrderBy(_ => rng.Next()).Take(parts - 1).Append(0).Append(n).Order().ToList();
+        return [.. cuts.Zip(cuts.Skip(1))];
+    }
+
+    private static float[] Sharded(AttentionProblem p, Random rng, int parts, int b, int h, int rowStart, int rows, out float[] lse)
+    {
+        var pieces = RandomPartition(rng, p.BlockCount, Math.Min(parts, p.BlockCount))
+            .Select(r => Attention.ComputePartials(p, b, h, rowStart, rows, r.Start, r.End))
+            .OrderBy(_ => rng.Next())
+            .ToList();
+        var root = CanonicalTree.Reduce(p.BlockCount, pieces);
+        var output = new float[rows * p.ValueDim];
+        lse = new float[rows];
+        CanonicalTree.Finalize(root, output, lse);
+        return output;
+    }
+
+    [Fact]
+    public void Any_partition_into_1_to_64_parts_in_any_order_gives_the_single_node_bits()
+    {
+        var rng = new Random(42);
+        var options = new AttentionOptions { BlockSize = 16, Causal = true, KeyLengths = [1000, 777] };
+        var p = Problem(3, 1000, 1000, options);
+        var single = Attention.Compute(p);
+        int dv = p.ValueDim;
+        for (int parts = 1; parts <= 64; parts++)
+        {
+            int b = parts % 2, h = parts % 3 % 2;
+            int rowStart = rng.Next(0, 900), rows = rng.Next(1, 100);
+            var output = Sharded(p, rng, parts, b, h, rowStart, rows, out var lse);
+            long offset = single.Output.RowOffset(b, h, rowStart);
+            TestData.AssertBitwise(single.Output.Data.Span.Slice((int)offset, rows * dv), output, $"{parts} parts, out");
+            TestData.AssertBitwise(single.Lse.AsSpan((int)(offset / dv), rows), lse, $"{parts} parts, lse");
+        }
+    }
+
+    [Fact]
+    public void Partials_from_query_tiles_of_any_size_give_the_single_node_bits()
+    {
+        var rng = new Random(7);
+        var p = Problem(4, 517, 2049, new AttentionOptions { Window = (300, 40), Alignment = DiagonalAlignment.BottomRight, BlockSize = 32 }, 4, 2, 40, 33);
+        var single = Attention.Compute(p);
+        for (int trial = 0; trial < 20; trial++)
+        {
+            int rowStart = rng.Next(0, 517);
+            int rows = rng.Next(0, 517 - rowStart + 1);
+            var output = Sharded(p, rng, rng.Next(1, 30), 1, 3, rowStart, rows, out _);
+            TestData.AssertBitwise(single.Output.Data.Span.Slice((int)single.Output.RowOffset(1, 3, rowStart), rows * 33), output, $"rows [{rowStart}, {rowStart + rows})");
+        }
+    }
+
+    [Fact]
+    public void Every_simd_width_gives_identical_bits()
+    {
+        var rng = new Random(1);
+        float[] Rand(int n) => Enumerable.Range(0, n).Select(_ => TestData.Gaussian(rng) * 0.3f).ToArray();
+        var optionSets = new[]
+        {
+            new AttentionOptions { Causal = true, BlockSize = 64 },
+            new AttentionOptions { Score = ScoreFunction.Cosine, Temperature = 0.2f, SoftCap = 3f, AlibiSlopes = [0.3f, 0.01f] },
+            new AttentionOptions { Score = ScoreFunction.Gaussian, Sigma = 4f, Window = (17, 3) },
+            new AttentionOptions { Score = ScoreFunction.Additive, Additive = new AdditiveParameters(Rand(16 * 5), Rand(16 * 5), Rand(5)) },
+        };
+        foreach (var options in optionSets)
+        {
+            var p = Problem(8, 263, 263, options);
+            var expected = Attention.Compute(p, new ComputeSettings { Path = KernelPath.Scalar });
+            foreach (var path in new[] { KernelPath.Vector128, KernelPath.Vector256, KernelPath.Vector512, KernelPath.Auto })
+            {
+                var actual = Attention.Compute(p, new ComputeSettings { Path = path });
+                TestData.AssertBitwise(expected.Output.Data.Span, actual.Output.Data.Span, $"{path} vs scalar, {options.Score}");
+                TestData.AssertBitwise(expected.Lse, actual.Lse, $"{path} vs scalar lse, {options.Score}");
+            }
+        }
+    }
+
+    [Fact]
+    public void Thread_count_does_not_change_the_bits()
+    {
+        var p = Problem(5, 700, 900, new AttentionOptions { Causal = true, Alignment = DiagonalAlignment.TopLeft, BlockSize = 48 });
+        var one = Attention.Compute(p, new ComputeSettings { Threads = 1 });
+        var three = Attention.Compute(p, new ComputeSettings { Threads = 3 });
+        TestData.AssertBitwise(one.Output.Data.Span, three.Output.Data.Span, "1 vs 3 threads");
+    }
+
+    [Fact]
+    public void Decompose_returns_the_maximal_aligned_subtrees()
+    {
+        Assert.Equal([new TreeNode(0, 3), new TreeNode(2, 1), new TreeNode(1, 4), new TreeNode(0, 10)], CanonicalTree.Decompose(3, 11));
+        Assert.Equal([new TreeNode(4, 0)], CanonicalTree.Decompose(0, 16));
+        Assert.Empty(CanonicalTree.Decompose(5, 5));
+        for (int start = 0; start < 70; start++)
+        {
+            for (int end = start; end < 70; end++)
+            {
+                var nodes = CanonicalTree.Decompose(start, end);
+                Assert.Equal(end - start, nodes.Sum(n => n.End - n.Start));
+                Assert.All(nodes, n => Assert.True(n.Start >= start && n.End <= end));
+                Assert.True(nodes.Length <= 2 * (CanonicalTree.Height(70) + 1), $"[{start}, {end}) gave {nodes.Length} nodes");
+            }
+        }
+    }
+
+    [Fact]
+    public void Overlapping_nodes_are_rejected()
+    {
+        var a = new PartialSet([new TreeNode(1, 0)], 1, 1);
+        var b = new PartialSet([new TreeNode(0, 1)], 1, 1);
+        var ex = Assert.Throws<ArgumentException>(() => CanonicalTree.Reduce(4, [a, b]));
+        Assert.Contains("overlap", ex.Message, StringComparison.Ordinal);
+    }
+}
