@@ -39,23 +39,39 @@ public static class Attention
         var output = AttentionTensor.Zeros("out", problem.Batch, problem.Heads, problem.QuerySeq, problem.ValueDim);
         var lse = new float[problem.Batch * problem.Heads * problem.QuerySeq];
         int panels = (problem.QuerySeq + PanelKernelShape.PanelRows - 1) / PanelKernelShape.PanelRows;
-        int items = problem.Batch * problem.Heads * panels;
+        int kvGroups = problem.Batch * problem.KvHeads;
+        int perGroup = problem.GroupSize * panels;
         long rowsDone = 0;
 
-        // Later panels see more keys under a causal mask: hand them out first so the threads finish together.
-        ParallelWork.Run(items, settings.Threads, item =>
+        // Items run grouped by (batch, kv-head) so one key pack serves all its query heads and panels
+        // and is dropped after the last of them; within a head, later (costlier under a causal mask)
+        // panels go first so the threads finish together.
+        var packs = new Lazy<KeyPack>?[kvGroups];
+        var remaining = new int[kvGroups];
+        for (int g = 0; g < kvGroups; g++)
         {
-            int panel = panels - 1 - (item / (problem.Batch * problem.Heads));
-            int bh = item % (problem.Batch * problem.Heads);
-            int b = bh / problem.Heads;
-            int h = bh % problem.Heads;
+            int b = g / problem.KvHeads, kvh = g % problem.KvHeads;
+            packs[g] = new Lazy<KeyPack>(() => KeyPack.Create(problem, b, kvh, 0, problem.BlockCount));
+            remaining[g] = perGroup;
+        }
+
+        ParallelWork.Run(kvGroups * perGroup, settings.Threads, item =>
+        {
+            int group = item / perGroup;
+            int within = item % perGroup;
+            int b = group / problem.KvHeads;
+            int h = (group % problem.KvHeads * problem.GroupSize) + (within / panels);
+            int panel = panels - 1 - (within % panels);
             int rowStart = panel * PanelKernelShape.PanelRows;
             int rows = Math.Min(PanelKernelShape.PanelRows, problem.QuerySeq - rowStart);
-            Dispatch(settings.Path, new FinishPanel(problem, output, lse, b, h, rowStart, rows));
-            if (progress is not null)
+            var pack = Volatile.Read(ref packs[group])!.Value;
+            Dispatch(settings.Path, new FinishPanel(problem, pack, output, lse, b, h, rowStart, rows));
+            if (Interlocked.Decrement(ref remaining[group]) == 0)
             {
-                progress.Report(Interlocked.Add(ref rowsDone, rows));
+                Volatile.Write(ref packs[group], null);
             }
+
+            progress?.Report(Interlocked.Add(ref rowsDone, rows));
         }, cancellationToken);
 
         return new AttentionResult(output, lse);
@@ -80,10 +96,11 @@ public static class Attention
             return set;
         }
 
+        var pack = KeyPack.Create(problem, b, h / problem.GroupSize, first, end);
         for (int r0 = 0; r0 < rowCount; r0 += PanelKernelShape.PanelRows)
         {
             int rows = Math.Min(PanelKernelShape.PanelRows, rowCount - r0);
-            Dispatch(path, new CollectPanel(problem, set, b, h, rowStart + r0, r0, rows, first, end));
+            Dispatch(path, new CollectPanel(problem, pack, set, b, h, rowStart + r0, r0, rows, first, end));
         }
 
         return set;
@@ -129,7 +146,7 @@ public static class Attention
 
     private static Workspace WorkspaceFor(AttentionProblem p, int blockStart, int blockEnd)
     {
-        int depth = p.Options.Score == ScoreFunction.Additive ? p.Options.Additive!.AttentionDim : p.KeyDim;
+        int depth = KeyPack.FeatureDepth(p);
         int bp = (Math.Min(p.BlockSize, Math.Max(p.KeySeq, 1)) + 15) & ~15;
         int slots = (2 * CanonicalTree.Height(Math.Max(blockEnd - blockStart, 1))) + 4;
         return Workspace.For(depth, bp, PanelKernelShape.PanelRows, p.ValueDim, slots);
@@ -143,7 +160,7 @@ public static class Attention
     }
 
     /// <summary>Computes a panel over the blocks it sees, evaluates the tree and finalizes the rows.</summary>
-    private readonly record struct FinishPanel(AttentionProblem P, AttentionTensor Output, float[] Lse, int B, int H, int RowStart, int Rows) : IPanelJob
+    private readonly record struct FinishPanel(AttentionProblem P, KeyPack Keys, AttentionTensor Output, float[] Lse, int B, int H, int RowStart, int Rows) : IPanelJob
     {
         public void Run<TL, TV>()
             where TL : ILanes<TV>
@@ -151,7 +168,7 @@ public static class Attention
         {
             var (first, end) = P.VisibleBlocks(B, RowStart, Rows);
             var ws = WorkspaceFor(P, first, end);
-            int count = PanelKernel<TL, TV>.Run(P, ws, B, H, RowStart, Rows, first, end);
+            int count = PanelKernel<TL, TV>.Run(P, ws, Keys, B, H, RowStart, Rows, first, end);
             var self = this;
             int root = CanonicalTree.Evaluate(P.BlockCount, ws.Nodes.AsSpan(0, count), (a, c) =>
             {
@@ -180,14 +197,14 @@ public static class Attention
     }
 
     /// <summary>Computes a panel of a shard and copies its tree nodes into the shard's partial set.</summary>
-    private readonly record struct CollectPanel(AttentionProblem P, PartialSet Set, int B, int H, int RowStart, int SetRow, int Rows, int First, int End) : IPanelJob
+    private readonly record struct CollectPanel(AttentionProblem P, KeyPack Keys, PartialSet Set, int B, int H, int RowStart, int SetRow, int Rows, int First, int End) : IPanelJob
     {
         public void Run<TL, TV>()
             where TL : ILanes<TV>
             where TV : unmanaged
         {
             var ws = WorkspaceFor(P, First, End);
-            int count = PanelKernel<TL, TV>.Run(P, ws, B, H, RowStart, Rows, First, End);
+            int count = PanelKernel<TL, TV>.Run(P, ws, Keys, B, H, RowStart, Rows, First, End);
             if (count != Set.Nodes.Length)
             {
                 throw new InvalidOperationException($"panel produced {count} tree nodes where the range decomposes into {Set.Nodes.Length}");

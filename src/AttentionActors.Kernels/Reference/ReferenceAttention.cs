@@ -16,72 +16,84 @@ public static class ReferenceAttention
         ArgumentNullException.ThrowIfNull(k);
         ArgumentNullException.ThrowIfNull(v);
         ArgumentNullException.ThrowIfNull(options);
-        int bsz = q.Batch, heads = q.Heads, nq = q.Seq, nk = k.Seq, dk = q.Dim, dv = v.Dim;
-        int group = heads / k.Heads;
+        int bsz = q.Batch, heads = q.Heads, nq = q.Seq, nk = k.Seq, dv = v.Dim;
         var output = new double[(long)bsz * heads * nq * dv];
         var lse = new double[(long)bsz * heads * nq];
-        var qd = q.Data;
-        var kd = k.Data;
-        var vd = v.Data;
-        Parallel.For(0, bsz * heads * nq, new ParallelOptions { CancellationToken = cancellationToken }, () => new double[nk], (row, _, s) =>
+        Parallel.For(0, bsz * heads * nq, new ParallelOptions { CancellationToken = cancellationToken }, () => new double[nk], (row, _, scores) =>
         {
             int i = row % nq;
             int h = row / nq % heads;
             int b = row / nq / heads;
-            int kvh = h / group;
-            var qRow = qd.Span.Slice((int)q.RowOffset(b, h, i), dk);
-
-            // Pass 1: scores of the visible keys and their maximum.
-            double m = double.NegativeInfinity;
-            for (int j = 0; j < nk; j++)
-            {
-                if (!Visible(options, b, i, j, nq, nk))
-                {
-                    s[j] = double.NegativeInfinity;
-                    continue;
-                }
-
-                s[j] = Logit(options, qRow, kd.Span.Slice((int)k.RowOffset(b, kvh, j), dk), h, i, j);
-                m = Math.Max(m, s[j]);
-            }
-
-            var dst = output.AsSpan(row * dv, dv);
-            if (double.IsNegativeInfinity(m))
-            {
-                lse[row] = double.NegativeInfinity;
-                return s;
-            }
-
-            // Pass 2: l = Σ_j e^(s_j − m).
-            double l = 0;
-            for (int j = 0; j < nk; j++)
-            {
-                if (!double.IsNegativeInfinity(s[j]))
-                {
-                    l += Math.Exp(s[j] - m);
-                }
-            }
-
-            // Pass 3: out = Σ_j e^(s_j − m) v_j / l.
-            for (int j = 0; j < nk; j++)
-            {
-                if (double.IsNegativeInfinity(s[j]))
-                {
-                    continue;
-                }
-
-                double p = Math.Exp(s[j] - m) / l;
-                var vRow = vd.Span.Slice((int)v.RowOffset(b, kvh, j), dv);
-                for (int c = 0; c < dv; c++)
-                {
-                    dst[c] += p * vRow[c];
-                }
-            }
-
-            lse[row] = m + Math.Log(l);
-            return s;
+            lse[row] = Row(q, k, v, options, b, h, i, output.AsSpan(row * dv, dv), scores);
+            return scores;
         }, _ => { });
         return new ReferenceResult(output, lse);
+    }
+
+    /// <summary>
+    /// One query row (b, h, i): writes its output into <paramref name="output"/> [Dv] and returns
+    /// its log-sum-exp. <paramref name="scores"/> is scratch of at least Nk elements.
+    /// </summary>
+    public static double Row(AttentionTensor q, AttentionTensor k, AttentionTensor v, AttentionOptions options, int b, int h, int i, Span<double> output, Span<double> scores)
+    {
+        ArgumentNullException.ThrowIfNull(q);
+        ArgumentNullException.ThrowIfNull(k);
+        ArgumentNullException.ThrowIfNull(v);
+        ArgumentNullException.ThrowIfNull(options);
+        int nq = q.Seq, nk = k.Seq, dk = q.Dim, dv = v.Dim;
+        int kvh = h / (q.Heads / k.Heads);
+        var s = scores[..nk];
+        var qRow = q.Data.Span.Slice((int)q.RowOffset(b, h, i), dk);
+        var kd = k.Data.Span;
+        var vd = v.Data.Span;
+        output.Clear();
+
+        // Pass 1: scores of the visible keys and their maximum.
+        double m = double.NegativeInfinity;
+        for (int j = 0; j < nk; j++)
+        {
+            if (!Visible(options, b, i, j, nq, nk))
+            {
+                s[j] = double.NegativeInfinity;
+                continue;
+            }
+
+            s[j] = Logit(options, qRow, kd.Slice((int)k.RowOffset(b, kvh, j), dk), h, i, j);
+            m = Math.Max(m, s[j]);
+        }
+
+        if (double.IsNegativeInfinity(m))
+        {
+            return double.NegativeInfinity;
+        }
+
+        // Pass 2: l = Σ_j e^(s_j − m).
+        double l = 0;
+        for (int j = 0; j < nk; j++)
+        {
+            if (!double.IsNegativeInfinity(s[j]))
+            {
+                l += Math.Exp(s[j] - m);
+            }
+        }
+
+        // Pass 3: out = Σ_j e^(s_j − m) v_j / l.
+        for (int j = 0; j < nk; j++)
+        {
+            if (double.IsNegativeInfinity(s[j]))
+            {
+                continue;
+            }
+
+            double p = Math.Exp(s[j] - m) / l;
+            var vRow = vd.Slice((int)v.RowOffset(b, kvh, j), dv);
+            for (int c = 0; c < dv; c++)
+            {
+                output[c] += p * vRow[c];
+            }
+        }
+
+        return m + Math.Log(l);
     }
 
     private static bool Visible(AttentionOptions o, int b, int i, int j, int nq, int nk)

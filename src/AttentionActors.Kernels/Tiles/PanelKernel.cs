@@ -7,8 +7,8 @@ namespace AttentionActors.Kernels.Tiles;
 
 /// <summary>
 /// One query panel (≤ 128 rows of one batch·head) against a contiguous range of key blocks.
-/// For each block: 1. pack Kᵀ, 2. S = score(Q_tile, K_block) per 4-row tile, 3. logits and mask,
-/// 4. (m, l, P) per row, 5. O = P·V, 6. push the block's partial as a tree leaf and merge it with
+/// For each block (keys pre-transposed in a <see cref="KeyPack"/>): 1. S = score(Q_tile, K_block) per 4-row tile, 2. logits and mask,
+/// 3. (m, l, P) per row, 4. O = P·V, 5. push the block's partial as a tree leaf and merge it with
 /// its left sibling while one is on the stack. The stack ends holding the maximal aligned
 /// subtrees of the range, the same nodes (and bits) any shard plan produces.
 /// </summary>
@@ -19,12 +19,12 @@ internal static class PanelKernel<TL, TV>
     private const int Mr = PanelKernelShape.TileRows;
 
     /// <summary>Runs the panel and returns how many nodes it left on <paramref name="ws"/>'s stack.</summary>
-    public static int Run(AttentionProblem p, Workspace ws, int b, int h, int rowStart, int rows, int blockStart, int blockEnd)
+    public static int Run(AttentionProblem p, Workspace ws, KeyPack keys, int b, int h, int rowStart, int rows, int blockStart, int blockEnd)
     {
         var o = p.Options;
         int kvh = h / p.GroupSize;
         int dv = p.ValueDim;
-        int depth = o.Score == ScoreFunction.Additive ? o.Additive!.AttentionDim : p.KeyDim;
+        int depth = keys.Depth;
         var mods = new RowModifiers(
             o.Score != ScoreFunction.Additive,
             p.Scale,
@@ -51,7 +51,7 @@ internal static class PanelKernel<TL, TV>
             }
             else
             {
-                PackKeys(p, ws, b, kvh, j0, n, bp, depth);
+                ref float kt = ref keys.Data[keys.Offset(kb)];
                 ref float v = ref Unsafe.Add(ref MemoryMarshal.GetReference(vData), (nint)p.V.RowOffset(b, kvh, j0));
                 for (int r0 = 0; r0 < rows; r0 += Mr)
                 {
@@ -63,7 +63,7 @@ internal static class PanelKernel<TL, TV>
                     }
 
                     ref float qTile = ref Unsafe.Add(ref q, r0 * qStride);
-                    Scores(p, ws, ref qTile, qStride, mr, depth, bp);
+                    Scores(p, ws, ref qTile, qStride, ref kt, mr, depth, bp);
                     for (int r = 0; r < mr; r++)
                     {
                         int row = r0 + r;
@@ -123,11 +123,11 @@ internal static class PanelKernel<TL, TV>
         ws.StackL.AsSpan(ws.Index(slot, r0), count).Clear();
     }
 
-    private static void Scores(AttentionProblem p, Workspace ws, ref float q, nint qStride, int mr, int depth, int bp)
+    private static void Scores(AttentionProblem p, Workspace ws, ref float q, nint qStride, ref float kt, int mr, int depth, int bp)
     {
         if (p.Options.Score == ScoreFunction.Gaussian)
         {
-            Scores<DistanceStep>(ws, ref q, qStride, mr, depth, bp);
+            Scores<DistanceStep>(ws, ref q, qStride, ref kt, mr, depth, bp);
         }
         else if (p.Options.Score == ScoreFunction.Additive)
         {
@@ -137,17 +137,17 @@ internal static class PanelKernel<TL, TV>
             {
                 for (int c = 0; c < bp; c += w)
                 {
-                    TileKernels<TL, TV>.ScoreAdditive1x1(ref Unsafe.Add(ref q, r * qStride), va, ref ws.Kt[c], bp, ref ws.S[(r * bp) + c]);
+                    TileKernels<TL, TV>.ScoreAdditive1x1(ref Unsafe.Add(ref q, r * qStride), va, ref Unsafe.Add(ref kt, c), bp, ref ws.S[(r * bp) + c]);
                 }
             }
         }
         else
         {
-            Scores<DotStep>(ws, ref q, qStride, mr, depth, bp);
+            Scores<DotStep>(ws, ref q, qStride, ref kt, mr, depth, bp);
         }
     }
 
-    private static void Scores<TS>(Workspace ws, ref float q, nint qStride, int mr, int depth, int bp)
+    private static void Scores<TS>(Workspace ws, ref float q, nint qStride, ref float kt, int mr, int depth, int bp)
         where TS : struct
     {
         int w = TL.Count;
@@ -156,7 +156,7 @@ internal static class PanelKernel<TL, TV>
         {
             for (; c + (4 * w) <= bp; c += 4 * w)
             {
-                TileKernels<TL, TV>.Score4x4<TS>(ref q, qStride, depth, ref ws.Kt[c], bp, ref ws.S[c], bp);
+                TileKernels<TL, TV>.Score4x4<TS>(ref q, qStride, depth, ref Unsafe.Add(ref kt, c), bp, ref ws.S[c], bp);
             }
         }
 
@@ -164,7 +164,7 @@ internal static class PanelKernel<TL, TV>
         {
             for (int r = 0; r < mr; r++)
             {
-                TileKernels<TL, TV>.Score1x1<TS>(ref Unsafe.Add(ref q, r * qStride), depth, ref ws.Kt[c], bp, ref ws.S[(r * bp) + c]);
+                TileKernels<TL, TV>.Score1x1<TS>(ref Unsafe.Add(ref q, r * qStride), depth, ref Unsafe.Add(ref kt, c), bp, ref ws.S[(r * bp) + c]);
             }
         }
     }
@@ -206,50 +206,6 @@ internal static class PanelKernel<TL, TV>
         }
     }
 
-    /// <summary>
-    /// Kt[k, jj] = feature k of key j0 + jj, zero for the padding jj ≥ n. Features: the key itself
-    /// (dot, Gaussian), the key over its norm (cosine), or W_kᵀ k (additive).
-    /// </summary>
-    private static void PackKeys(AttentionProblem p, Workspace ws, int b, int kvh, int j0, int n, int bp, int depth)
-    {
-        var kData = p.K.Data.Span;
-        int dk = p.KeyDim;
-        var kt = ws.Kt.AsSpan(0, depth * bp);
-        var score = p.Options.Score;
-        for (int jj = 0; jj < n; jj++)
-        {
-            var key = kData.Slice((int)p.K.RowOffset(b, kvh, j0 + jj), dk);
-            if (score == ScoreFunction.Additive)
-            {
-                var wk = p.Options.Additive!.Wk;
-                for (int a = 0; a < depth; a++)
-                {
-                    kt[(a * bp) + jj] = Project(key, wk, a, depth);
-                }
-            }
-            else if (score == ScoreFunction.Cosine)
-            {
-                float inv = AttentionProblem.CosineInverseNorm(key);
-                for (int k = 0; k < dk; k++)
-                {
-                    kt[(k * bp) + jj] = key[k] * inv;
-                }
-            }
-            else
-            {
-                for (int k = 0; k < dk; k++)
-                {
-                    kt[(k * bp) + jj] = key[k];
-                }
-            }
-        }
-
-        for (int k = 0; k < depth; k++)
-        {
-            kt.Slice((k * bp) + n, bp - n).Clear();
-        }
-    }
-
     /// <summary>The query rows the score kernel reads: Q itself, or normalized / projected copies.</summary>
     private static ref float PrepareQueries(AttentionProblem p, Workspace ws, int b, int h, int rowStart, int rows, int depth, out nint stride)
     {
@@ -280,23 +236,11 @@ internal static class PanelKernel<TL, TV>
                 var wq = p.Options.Additive!.Wq;
                 for (int a = 0; a < depth; a++)
                 {
-                    dst[a] = Project(query, wq, a, depth);
+                    dst[a] = KeyPack.Project(query, wq, a, depth);
                 }
             }
         }
 
         return ref ws.QPanel[0];
-    }
-
-    /// <summary>(Wᵀ x)_a = Σ_k x_k W[k, a], in float64 then rounded once.</summary>
-    private static float Project(ReadOnlySpan<float> x, float[] w, int a, int da)
-    {
-        double sum = 0;
-        for (int k = 0; k < x.Length; k++)
-        {
-            sum += (double)x[k] * w[(k * da) + a];
-        }
-
-        return (float)sum;
     }
 }

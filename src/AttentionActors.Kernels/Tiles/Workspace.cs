@@ -11,7 +11,6 @@ internal sealed class Workspace
     [ThreadStatic]
     private static Workspace? cached;
 
-    public float[] Kt = [];
     public float[] S = [];
     public float[] P = [];
     public float[] QPanel = [];
@@ -37,7 +36,6 @@ internal sealed class Workspace
 
     private void Ensure(int depth, int bp, int panelRows, int valueDim, int maxSlots)
     {
-        Grow(ref Kt, depth * bp);
         Grow(ref S, PanelKernelShape.TileRows * bp);
         Grow(ref P, PanelKernelShape.TileRows * bp);
         Grow(ref QPanel, panelRows * depth);

@@ -1,0 +1,135 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using AttentionActors.Kernels;
+using AttentionActors.Kernels.Reference;
+using AttentionActors.Kernels.Simd;
+
+namespace AttentionActors.Cli.Commands;
+
+/// <summary>
+/// <c>attention bench</c>: GFLOP/s (4·Nq·Nk·d per head, non-causal count) and peak working set of
+/// the single-node kernel, each configuration first checked against the float64 reference on
+/// sampled rows. Prints a Markdown table.
+/// </summary>
+internal static class BenchCommand
+{
+    public static Command Create()
+    {
+        var seqs = new Option<int[]>("--seq") { Description = "Sequence lengths N (Nq = Nk)", DefaultValueFactory = _ => [1024, 4096, 16384], AllowMultipleArgumentsPerToken = true };
+        var dims = new Option<int[]>("--dim") { Description = "Head dims d", DefaultValueFactory = _ => [64, 128], AllowMultipleArgumentsPerToken = true };
+        var heads = new Option<int>("--heads") { Description = "Heads H", DefaultValueFactory = _ => 8 };
+        var threads = new Option<int[]>("--threads") { Description = "Thread counts", DefaultValueFactory = _ => [1, 2], AllowMultipleArgumentsPerToken = true };
+        var repeat = new Option<int>("--repeat") { Description = "Timed runs per configuration (the median is reported)", DefaultValueFactory = _ => 3 };
+        var causal = new Option<bool>("--causal") { Description = "Also time the causal mask and report causal/dense time" };
+        var block = new Option<int>("--block") { Description = "Keys per canonical block", DefaultValueFactory = _ => AttentionOptions.DefaultBlockSize };
+        var checkRows = new Option<int>("--check-rows") { Description = "Rows checked against the float64 reference per configuration", DefaultValueFactory = _ => 24 };
+        var path = new Option<KernelPath>("--path") { Description = "SIMD path", DefaultValueFactory = _ => KernelPath.Auto };
+        var command = new Command("bench", "Measure the single-node kernel (GFLOP/s, peak memory), verified against the reference first")
+        {
+            seqs, dims, heads, threads, repeat, causal, block, checkRows, path,
+        };
+        command.SetAction(r => Run(
+            r.GetValue(seqs)!, r.GetValue(dims)!, r.GetValue(heads), r.GetValue(threads)!, Math.Max(1, r.GetValue(repeat)),
+            r.GetValue(causal), r.GetValue(block), r.GetValue(checkRows), r.GetValue(path)));
+        return command;
+    }
+
+    private static int Run(int[] seqs, int[] dims, int heads, int[] threadCounts, int repeat, bool causal, int block, int checkRows, KernelPath path)
+    {
+        Console.WriteLine($"kernel path {Lanes.Resolve(path)}, {Environment.ProcessorCount} cores, block {block}, median of {repeat}");
+        Console.WriteLine();
+        Console.WriteLine("| N | d | H | threads | dense s | GFLOP/s | causal s | causal/dense | peak WS MiB | Q+K+V+O MiB | max err/tol |");
+        Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        bool allPassed = true;
+        foreach (int n in seqs)
+        {
+            foreach (int d in dims)
+            {
+                var q = Random("Q", 1, heads, n, d);
+                var k = Random("K", 2, heads, n, d);
+                var v = Random("V", 3, heads, n, d);
+                var dense = new AttentionOptions { BlockSize = block };
+                var masked = dense with { Causal = true };
+                var denseProblem = AttentionProblem.Create(q, k, v, dense);
+                var causalProblem = AttentionProblem.Create(q, k, v, masked);
+                foreach (int t in threadCounts)
+                {
+                    var settings = new ComputeSettings { Threads = t, Path = path };
+                    double errDense = Check(denseProblem, settings, checkRows);
+                    double errCausal = causal ? Check(causalProblem, settings, checkRows) : 0;
+                    double worst = Math.Max(errDense, errCausal);
+                    allPassed &= worst <= 1;
+                    double denseTime = Median(denseProblem, settings, repeat);
+                    double causalTime = causal ? Median(causalProblem, settings, repeat) : double.NaN;
+                    double gflops = denseProblem.DenseFlops / denseTime / 1e9;
+                    double ioMiB = 4.0 * q.Length * 4 / (1 << 20);
+                    using var self = Process.GetCurrentProcess();
+                    self.Refresh();
+                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                        $"| {n} | {d} | {heads} | {t} | {denseTime:F3} | {gflops:F1} | {(causal ? causalTime.ToString("F3", CultureInfo.InvariantCulture) : "–")} | {(causal ? (causalTime / denseTime).ToString("F2", CultureInfo.InvariantCulture) : "–")} | {self.PeakWorkingSet64 / (1 << 20)} | {ioMiB:F0} | {worst:F3} |"));
+                }
+            }
+        }
+
+        if (!allPassed)
+        {
+            Console.Error.WriteLine("bench: a configuration fell outside the accuracy contract (max err/tol > 1)");
+            return 1;
+        }
+
+        return 0;
+    }
+
+    private static double Median(AttentionProblem problem, ComputeSettings settings, int repeat)
+    {
+        var times = new double[repeat];
+        for (int r = 0; r < repeat; r++)
+        {
+            var sw = Stopwatch.StartNew();
+            Attention.Compute(problem, settings);
+            times[r] = sw.Elapsed.TotalSeconds;
+        }
+
+        Array.Sort(times);
+        return times[repeat / 2];
+    }
+
+    /// <summary>Worst |out − ref| / (2e-6 + 1e-5·|ref|) over sampled rows; ≤ 1 is within the contract.</summary>
+    private static double Check(AttentionProblem p, ComputeSettings settings, int rows)
+    {
+        var result = Attention.Compute(p, settings);
+        var rng = new Random(17);
+        var expected = new double[p.ValueDim];
+        var scratch = new double[p.KeySeq];
+        double worst = 0;
+        for (int s = 0; s < rows; s++)
+        {
+            int h = rng.Next(p.Heads);
+            int i = s == 0 ? 0 : s == 1 ? p.QuerySeq - 1 : rng.Next(p.QuerySeq);
+            double lse = ReferenceAttention.Row(p.Q, p.K, p.V, p.Options, 0, h, i, expected, scratch);
+            var actual = result.Output.Data.Span.Slice((int)result.Output.RowOffset(0, h, i), p.ValueDim);
+            for (int c = 0; c < p.ValueDim; c++)
+            {
+                worst = Math.Max(worst, Math.Abs(actual[c] - expected[c]) / (2e-6 + (1e-5 * Math.Abs(expected[c]))));
+            }
+
+            float actualLse = result.Lse[(h * p.QuerySeq) + i];
+            worst = Math.Max(worst, Math.Abs(actualLse - lse) / (2e-6 + (1e-5 * Math.Abs(lse))));
+        }
+
+        return worst;
+    }
+
+    private static AttentionTensor Random(string name, int seed, int heads, int n, int d)
+    {
+        var rng = new Random(seed);
+        var data = new float[heads * n * d];
+        for (int i = 0; i < data.Length; i++)
+        {
+            data[i] = (float)(rng.NextDouble() * 2 - 1) * 1.7f;
+        }
+
+        return AttentionTensor.FromArray(name, data, 1, heads, n, d);
+    }
+}
