@@ -43,17 +43,23 @@ public static class Attention
         int perGroup = problem.GroupSize * panels;
         long rowsDone = 0;
 
-        // Items run grouped by (batch, kv-head) so one key pack serves all its query heads and panels
-        // and is dropped after the last of them; within a head, later (costlier under a causal mask)
-        // panels go first so the threads finish together.
-        var packs = new Lazy<KeyPack>?[kvGroups];
+        // Keys are transposed once per (batch, kv-head), all in parallel up front, so no thread waits
+        // on another's packing. Items then run grouped by (batch, kv-head), so a pack serves all its
+        // query heads and panels and is dropped after the last of them; within a head, later
+        // (costlier under a causal mask) panels go first so the threads finish together.
+        var packs = new KeyPack?[kvGroups];
         var remaining = new int[kvGroups];
         for (int g = 0; g < kvGroups; g++)
         {
-            int b = g / problem.KvHeads, kvh = g % problem.KvHeads;
-            packs[g] = new Lazy<KeyPack>(() => KeyPack.Create(problem, b, kvh, 0, problem.BlockCount));
+            packs[g] = KeyPack.Allocate(problem, 0, problem.BlockCount);
             remaining[g] = perGroup;
         }
+
+        ParallelWork.Run(kvGroups * problem.BlockCount, settings.Threads, item =>
+        {
+            int g = item / problem.BlockCount;
+            packs[g]!.PackBlock(problem, g / problem.KvHeads, g % problem.KvHeads, item % problem.BlockCount);
+        }, cancellationToken);
 
         ParallelWork.Run(kvGroups * perGroup, settings.Threads, item =>
         {
@@ -64,7 +70,7 @@ public static class Attention
             int panel = panels - 1 - (within % panels);
             int rowStart = panel * PanelKernelShape.PanelRows;
             int rows = Math.Min(PanelKernelShape.PanelRows, problem.QuerySeq - rowStart);
-            var pack = Volatile.Read(ref packs[group])!.Value;
+            var pack = Volatile.Read(ref packs[group])!;
             Dispatch(settings.Path, new FinishPanel(problem, pack, output, lse, b, h, rowStart, rows));
             if (Interlocked.Decrement(ref remaining[group]) == 0)
             {

@@ -20,7 +20,7 @@ internal static class BenchCommand
         var dims = new Option<int[]>("--dim") { Description = "Head dims d", DefaultValueFactory = _ => [64, 128], AllowMultipleArgumentsPerToken = true };
         var heads = new Option<int>("--heads") { Description = "Heads H", DefaultValueFactory = _ => 8 };
         var threads = new Option<int[]>("--threads") { Description = "Thread counts", DefaultValueFactory = _ => [1, 2], AllowMultipleArgumentsPerToken = true };
-        var repeat = new Option<int>("--repeat") { Description = "Timed runs per configuration (the median is reported)", DefaultValueFactory = _ => 3 };
+        var repeat = new Option<int>("--repeat") { Description = "Minimum timed runs per configuration; short ones repeat to fill about a second (the median is reported)", DefaultValueFactory = _ => 3 };
         var causal = new Option<bool>("--causal") { Description = "Also time the causal mask and report causal/dense time" };
         var block = new Option<int>("--block") { Description = "Keys per canonical block", DefaultValueFactory = _ => AttentionOptions.DefaultBlockSize };
         var checkRows = new Option<int>("--check-rows") { Description = "Rows checked against the float64 reference per configuration", DefaultValueFactory = _ => 24 };
@@ -81,18 +81,21 @@ internal static class BenchCommand
         return 0;
     }
 
+    /// <summary>Median of at least <paramref name="repeat"/> runs, and of enough runs to fill about a second.</summary>
     private static double Median(AttentionProblem problem, ComputeSettings settings, int repeat)
     {
-        var times = new double[repeat];
-        for (int r = 0; r < repeat; r++)
+        var times = new List<double>();
+        double total = 0;
+        while (times.Count < repeat || (total < 1.0 && times.Count < 200))
         {
             var sw = Stopwatch.StartNew();
             Attention.Compute(problem, settings);
-            times[r] = sw.Elapsed.TotalSeconds;
+            times.Add(sw.Elapsed.TotalSeconds);
+            total += times[^1];
         }
 
-        Array.Sort(times);
-        return times[repeat / 2];
+        times.Sort();
+        return times[times.Count / 2];
     }
 
     /// <summary>Worst |out − ref| / (2e-6 + 1e-5·|ref|) over sampled rows; ≤ 1 is within the contract.</summary>

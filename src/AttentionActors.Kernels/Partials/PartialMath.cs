@@ -41,7 +41,11 @@ public static class PartialMath
         }
     }
 
-    /// <summary>out = o / l and lse = m + ln l; a row with no visible key gives out = 0 and lse = −∞.</summary>
+    /// <summary>
+    /// out = o / l and lse = m + ln l; a row with no visible key gives out = 0 and lse = −∞.
+    /// Adding +0 turns a −0 into +0: a sum of exactly-zero terms may carry either sign of zero
+    /// depending on how many zero terms a tile skipped, and the output must not.
+    /// </summary>
     public static void Finalize(float m, float l, ReadOnlySpan<float> o, Span<float> output, out float lse)
     {
         if (l == 0f)
@@ -53,7 +57,7 @@ public static class PartialMath
 
         for (int c = 0; c < o.Length; c++)
         {
-            output[c] = o[c] / l;
+            output[c] = (o[c] / l) + 0f;
         }
 
         lse = m + MathF.Log(l);

@@ -31,22 +31,47 @@ internal sealed class KeyPack
 
     public int Offset(int kb) => (kb - BlockStart) * BlockStride;
 
-    public static KeyPack Create(AttentionProblem p, int b, int kvh, int blockStart, int blockEnd)
+    /// <summary>Allocates a pack; fill it with <see cref="PackBlock"/> (blocks are independent).</summary>
+    public static KeyPack Allocate(AttentionProblem p, int blockStart, int blockEnd)
     {
         int depth = FeatureDepth(p);
-        int bpFull = (p.BlockSize + 15) & ~15;
-        int stride = depth * bpFull;
-        var data = new float[Math.Max(0, blockEnd - blockStart) * (long)stride];
+        int stride = depth * ((p.BlockSize + 15) & ~15);
+        return new KeyPack(new float[Math.Max(0, blockEnd - blockStart) * (long)stride], blockStart, blockEnd, depth, stride);
+    }
+
+    public static KeyPack Create(AttentionProblem p, int b, int kvh, int blockStart, int blockEnd)
+    {
+        var pack = Allocate(p, blockStart, blockEnd);
+        for (int kb = blockStart; kb < blockEnd; kb++)
+        {
+            pack.PackBlock(p, b, kvh, kb);
+        }
+
+        return pack;
+    }
+
+    /// <summary>Transposes key block <paramref name="kb"/> of (b, kvh) into its place.</summary>
+    public void PackBlock(AttentionProblem p, int b, int kvh, int kb)
+    {
+        var data = Data;
+        int depth = Depth;
+        int stride = BlockStride;
+        int blockStart = BlockStart;
         var kData = p.K.Data.Span;
         int dk = p.KeyDim;
         var score = p.Options.Score;
-        var feature = new float[depth];
-        for (int kb = blockStart; kb < blockEnd; kb++)
+        Span<float> feature = score is ScoreFunction.Dot or ScoreFunction.Gaussian ? [] : depth <= 1024 ? stackalloc float[depth] : new float[depth];
         {
             int j0 = kb * p.BlockSize;
             int n = Math.Min(p.BlockSize, p.KeySeq - j0);
             int bp = (n + 15) & ~15;
             var kt = data.AsSpan((kb - blockStart) * stride, depth * bp);
+            if (score is ScoreFunction.Dot or ScoreFunction.Gaussian)
+            {
+                Transpose(kData.Slice((int)p.K.RowOffset(b, kvh, j0), n * dk), n, dk, kt, bp);
+                return;
+            }
+
             for (int jj = 0; jj < n; jj++)
             {
                 var key = kData.Slice((int)p.K.RowOffset(b, kvh, j0 + jj), dk);
@@ -57,8 +82,35 @@ internal sealed class KeyPack
                 }
             }
         }
+    }
 
-        return new KeyPack(data, blockStart, blockEnd, depth, stride);
+    /// <summary>dst[k, j] = src[j, k] for an n × d source; dst rows have stride <paramref name="ld"/>.</summary>
+    private static void Transpose(ReadOnlySpan<float> src, int n, int d, Span<float> dst, int ld)
+    {
+        ref float s = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(src);
+        ref float t = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(dst);
+
+        // 8 keys at a time: eight sequential reads per row, eight contiguous writes per dim.
+        int j = 0;
+        for (; j + 8 <= n; j += 8)
+        {
+            for (int k = 0; k < d; k++)
+            {
+                ref float col = ref System.Runtime.CompilerServices.Unsafe.Add(ref t, (k * ld) + j);
+                for (int u = 0; u < 8; u++)
+                {
+                    System.Runtime.CompilerServices.Unsafe.Add(ref col, u) = System.Runtime.CompilerServices.Unsafe.Add(ref s, ((j + u) * d) + k);
+                }
+            }
+        }
+
+        for (; j < n; j++)
+        {
+            for (int k = 0; k < d; k++)
+            {
+                dst[(k * ld) + j] = src[(j * d) + k];
+            }
+        }
     }
 
     private static void Features(AttentionProblem p, ScoreFunction score, ReadOnlySpan<float> key, Span<float> feature)

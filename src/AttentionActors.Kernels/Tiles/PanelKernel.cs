@@ -62,18 +62,23 @@ internal static class PanelKernel<TL, TV>
                         continue;
                     }
 
+                    // Keys [keyLo, keyHi) of the block are visible to some row of the tile: only those
+                    // columns are scored (the rest are masked to −∞ below) and only those values are
+                    // summed (the rest have P = 0 exactly), so the bits do not depend on the tiling.
+                    var (keyLo, keyHi) = TileKeys(ws, r0, mr, j0, n);
                     ref float qTile = ref Unsafe.Add(ref q, r0 * qStride);
-                    Scores(p, ws, ref qTile, qStride, ref kt, mr, depth, bp);
+                    int cLo = keyLo & ~15, cHi = (keyHi + 15) & ~15;
+                    Scores(p, ws, ref qTile, qStride, ref kt, mr, depth, bp, cLo, cHi);
                     for (int r = 0; r < mr; r++)
                     {
                         int row = r0 + r;
                         ref float sRow = ref ws.S[r * bp];
-                        TileKernels<TL, TV>.PrepareRow(ref sRow, bp, mods, j0 - (rowStart + row), ws.RowLo[row] - j0, ws.RowHi[row] - j0, n);
+                        TileKernels<TL, TV>.PrepareRow(ref sRow, cLo, cHi, mods, j0 - (rowStart + row), ws.RowLo[row] - j0, ws.RowHi[row] - j0, n);
                         int at = ws.Index(slot, row);
-                        ws.StackM[at] = TileKernels<TL, TV>.SoftmaxRow(ref sRow, ref ws.P[r * bp], bp, ws.Lanes16, out ws.StackL[at]);
+                        ws.StackM[at] = TileKernels<TL, TV>.SoftmaxRow(ref sRow, ref ws.P[r * bp], cLo, cHi, ws.Lanes16, out ws.StackL[at]);
                     }
 
-                    WeightedValues(ws, slot, r0, mr, n, bp, ref v, dv);
+                    WeightedValues(ws, slot, r0, mr, keyLo, keyHi, bp, ref v, dv);
                 }
             }
 
@@ -117,17 +122,35 @@ internal static class PanelKernel<TL, TV>
         return false;
     }
 
+    /// <summary>The block-local key range [lo, hi) that any of the tile's rows sees.</summary>
+    private static (int Lo, int Hi) TileKeys(Workspace ws, int r0, int count, int j0, int n)
+    {
+        int lo = n, hi = 0;
+        for (int r = r0; r < r0 + count; r++)
+        {
+            int a = Math.Max(ws.RowLo[r] - j0, 0);
+            int b = Math.Min(ws.RowHi[r] - j0, n);
+            if (a < b)
+            {
+                lo = Math.Min(lo, a);
+                hi = Math.Max(hi, b);
+            }
+        }
+
+        return (lo, hi);
+    }
+
     private static void FillIdentity(Workspace ws, int slot, int r0, int count)
     {
         ws.StackM.AsSpan(ws.Index(slot, r0), count).Fill(float.NegativeInfinity);
         ws.StackL.AsSpan(ws.Index(slot, r0), count).Clear();
     }
 
-    private static void Scores(AttentionProblem p, Workspace ws, ref float q, nint qStride, ref float kt, int mr, int depth, int bp)
+    private static void Scores(AttentionProblem p, Workspace ws, ref float q, nint qStride, ref float kt, int mr, int depth, int bp, int cLo, int cHi)
     {
         if (p.Options.Score == ScoreFunction.Gaussian)
         {
-            Scores<DistanceStep>(ws, ref q, qStride, ref kt, mr, depth, bp);
+            Scores<DistanceStep>(ws, ref q, qStride, ref kt, mr, depth, bp, cLo, cHi);
         }
         else if (p.Options.Score == ScoreFunction.Additive)
         {
@@ -135,7 +158,7 @@ internal static class PanelKernel<TL, TV>
             int w = TL.Count;
             for (int r = 0; r < mr; r++)
             {
-                for (int c = 0; c < bp; c += w)
+                for (int c = cLo; c < cHi; c += w)
                 {
                     TileKernels<TL, TV>.ScoreAdditive1x1(ref Unsafe.Add(ref q, r * qStride), va, ref Unsafe.Add(ref kt, c), bp, ref ws.S[(r * bp) + c]);
                 }
@@ -143,24 +166,29 @@ internal static class PanelKernel<TL, TV>
         }
         else
         {
-            Scores<DotStep>(ws, ref q, qStride, ref kt, mr, depth, bp);
+            Scores<DotStep>(ws, ref q, qStride, ref kt, mr, depth, bp, cLo, cHi);
         }
     }
 
-    private static void Scores<TS>(Workspace ws, ref float q, nint qStride, ref float kt, int mr, int depth, int bp)
+    private static void Scores<TS>(Workspace ws, ref float q, nint qStride, ref float kt, int mr, int depth, int bp, int cLo, int cHi)
         where TS : struct
     {
         int w = TL.Count;
-        int c = 0;
+        int c = cLo;
         if (mr == Mr)
         {
-            for (; c + (4 * w) <= bp; c += 4 * w)
+            for (; c + (4 * w) <= cHi; c += 4 * w)
             {
                 TileKernels<TL, TV>.Score4x4<TS>(ref q, qStride, depth, ref Unsafe.Add(ref kt, c), bp, ref ws.S[c], bp);
             }
+
+            for (; c < cHi; c += w)
+            {
+                TileKernels<TL, TV>.Score4x1<TS>(ref q, qStride, depth, ref Unsafe.Add(ref kt, c), bp, ref ws.S[c], bp);
+            }
         }
 
-        for (; c < bp; c += w)
+        for (; c < cHi; c += w)
         {
             for (int r = 0; r < mr; r++)
             {
@@ -169,17 +197,21 @@ internal static class PanelKernel<TL, TV>
         }
     }
 
-    private static void WeightedValues(Workspace ws, int slot, int r0, int mr, int n, int bp, ref float v, int dv)
+    /// <summary>O[tile rows] = Σ_{keyLo ≤ j &lt; keyHi} P[row, j]·V[j] (keys outside have P = 0 for every row of the tile).</summary>
+    private static void WeightedValues(Workspace ws, int slot, int r0, int mr, int keyLo, int keyHi, int bp, ref float v, int dv)
     {
         int w = TL.Count;
+        int n = keyHi - keyLo;
         nint oStride = dv;
         ref float o = ref ws.StackO[ws.Index(slot, r0) * dv];
+        ref float p = ref ws.P[keyLo];
+        ref float vFirst = ref Unsafe.Add(ref v, keyLo * dv);
         int c = 0;
         if (mr == Mr)
         {
             for (; c + (4 * w) <= dv; c += 4 * w)
             {
-                TileKernels<TL, TV>.Pv4x4(ref ws.P[0], bp, n, ref Unsafe.Add(ref v, c), dv, ref Unsafe.Add(ref o, c), oStride);
+                TileKernels<TL, TV>.Pv4x4(ref p, bp, n, ref Unsafe.Add(ref vFirst, c), dv, ref Unsafe.Add(ref o, c), oStride);
             }
         }
 
@@ -187,7 +219,7 @@ internal static class PanelKernel<TL, TV>
         {
             for (int r = 0; r < mr; r++)
             {
-                TileKernels<TL, TV>.Pv1x1(ref ws.P[r * bp], n, ref Unsafe.Add(ref v, c), dv, ref Unsafe.Add(ref o, (r * oStride) + c));
+                TileKernels<TL, TV>.Pv1x1(ref Unsafe.Add(ref p, r * bp), n, ref Unsafe.Add(ref vFirst, c), dv, ref Unsafe.Add(ref o, (r * oStride) + c));
             }
         }
 
@@ -198,7 +230,7 @@ internal static class PanelKernel<TL, TV>
                 float acc = 0f;
                 for (int j = 0; j < n; j++)
                 {
-                    acc = MathF.FusedMultiplyAdd(ws.P[(r * bp) + j], Unsafe.Add(ref v, (j * dv) + c), acc);
+                    acc = MathF.FusedMultiplyAdd(Unsafe.Add(ref p, (r * bp) + j), Unsafe.Add(ref vFirst, (j * dv) + c), acc);
                 }
 
                 Unsafe.Add(ref o, (r * oStride) + c) = acc;

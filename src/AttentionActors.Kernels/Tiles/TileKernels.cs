@@ -86,6 +86,29 @@ internal static class TileKernels<TL, TV>
         Store4(ref s, 3 * sStride, w, a30, a31, a32, a33);
     }
 
+    /// <summary>S[0..4, 0..W) for four query rows and W keys.</summary>
+    public static void Score4x1<TS>(ref float q, nint qStride, int depth, ref float kt, nint ktStride, ref float s, nint sStride)
+        where TS : struct
+    {
+        ref float q1 = ref Unsafe.Add(ref q, qStride);
+        ref float q2 = ref Unsafe.Add(ref q1, qStride);
+        ref float q3 = ref Unsafe.Add(ref q2, qStride);
+        TV a0 = default, a1 = default, a2 = default, a3 = default;
+        for (nint k = 0; k < depth; k++)
+        {
+            var kv = TL.Load(ref kt, k * ktStride);
+            a0 = Step<TS>(TL.Splat(Unsafe.Add(ref q, k)), kv, a0);
+            a1 = Step<TS>(TL.Splat(Unsafe.Add(ref q1, k)), kv, a1);
+            a2 = Step<TS>(TL.Splat(Unsafe.Add(ref q2, k)), kv, a2);
+            a3 = Step<TS>(TL.Splat(Unsafe.Add(ref q3, k)), kv, a3);
+        }
+
+        TL.Store(a0, ref s, 0);
+        TL.Store(a1, ref s, sStride);
+        TL.Store(a2, ref s, 2 * sStride);
+        TL.Store(a3, ref s, 3 * sStride);
+    }
+
     /// <summary>S[0, 0..W) for one query row and W keys.</summary>
     public static void Score1x1<TS>(ref float q, int depth, ref float kt, nint ktStride, ref float s)
         where TS : struct
@@ -177,13 +200,14 @@ internal static class TileKernels<TL, TV>
     /// Softmax statistics of one score row of Bp (a multiple of 16) entries, masked entries −∞:
     /// m = max_j s_j; P_j = e^(s_j − m); l = Σ_j P_j summed in 16 lanes (lane t takes j ≡ t mod 16,
     /// in ascending j) and then a fixed pairwise tree over the lanes. A row with no visible key
-    /// gives m = −∞, l = 0 and P = 0.
+    /// gives m = −∞, l = 0 and P = 0. Only columns [cLo, cHi) (16-aligned) are read: the others
+    /// are masked, their P is never read, and skipping their +0 terms leaves every lane unchanged.
     /// </summary>
-    public static float SoftmaxRow(ref float s, ref float p, int bp, Span<float> lanes16, out float l)
+    public static float SoftmaxRow(ref float s, ref float p, int cLo, int cHi, Span<float> lanes16, out float l)
     {
         nint w = TL.Count;
         var vmax = TL.Splat(float.NegativeInfinity);
-        for (nint c = 0; c < bp; c += w)
+        for (nint c = cLo; c < cHi; c += w)
         {
             vmax = TL.Max(vmax, TL.Load(ref s, c));
         }
@@ -192,7 +216,7 @@ internal static class TileKernels<TL, TV>
         float m = TL.MaxAcross(vmax) + 0f;
         if (float.IsNegativeInfinity(m))
         {
-            for (nint c = 0; c < bp; c++)
+            for (nint c = cLo; c < cHi; c++)
             {
                 Unsafe.Add(ref p, c) = 0f;
             }
@@ -206,7 +230,7 @@ internal static class TileKernels<TL, TV>
         acc.Clear();
         var vm = TL.Splat(m);
         int g = 0;
-        for (nint c = 0; c < bp; c += w)
+        for (nint c = cLo; c < cHi; c += w)
         {
             var e = VectorMath.Exp<TL, TV>(TL.Subtract(TL.Load(ref s, c), vm));
             TL.Store(e, ref p, c);
@@ -234,15 +258,15 @@ internal static class TileKernels<TL, TV>
     /// <summary>
     /// Turns raw accumulated scores of one row into logits: s·scale, then c·tanh(s/c) when capped,
     /// then + slope·(j − i) for ALiBi (fused), then −∞ outside the visible keys [lo, hi) and the
-    /// block's n real keys (indices local to the block).
+    /// block's n real keys (indices local to the block). Only columns [cLo, cHi) are touched.
     /// </summary>
-    public static void PrepareRow(ref float s, int bp, in RowModifiers mods, int alibiOffset, int lo, int hi, int n)
+    public static void PrepareRow(ref float s, int cLo, int cHi, in RowModifiers mods, int alibiOffset, int lo, int hi, int n)
     {
         nint w = TL.Count;
         var scale = TL.Splat(mods.Scale);
         if (mods.ApplyScale)
         {
-            for (nint c = 0; c < bp; c += w)
+            for (nint c = cLo; c < cHi; c += w)
             {
                 TL.Store(TL.Multiply(TL.Load(ref s, c), scale), ref s, c);
             }
@@ -252,7 +276,7 @@ internal static class TileKernels<TL, TV>
         {
             var cap = TL.Splat(mods.SoftCap);
             var inv = TL.Splat(1f / mods.SoftCap);
-            for (nint c = 0; c < bp; c += w)
+            for (nint c = cLo; c < cHi; c += w)
             {
                 TL.Store(TL.Multiply(cap, VectorMath.Tanh<TL, TV>(TL.Multiply(TL.Load(ref s, c), inv))), ref s, c);
             }
@@ -262,7 +286,7 @@ internal static class TileKernels<TL, TV>
         {
             // j − i is an integer below 2^24 in magnitude, so base + lane is exact in float32.
             var vs = TL.Splat(slope);
-            for (nint c = 0; c < bp; c += w)
+            for (nint c = cLo; c < cHi; c += w)
             {
                 var offset = TL.Add(TL.Splat(alibiOffset + (int)c), TL.Iota);
                 TL.Store(TL.Fma(vs, offset, TL.Load(ref s, c)), ref s, c);
@@ -270,12 +294,12 @@ internal static class TileKernels<TL, TV>
         }
 
         int visibleEnd = Math.Min(hi, n);
-        for (int j = 0; j < Math.Min(lo, bp); j++)
+        for (int j = cLo; j < Math.Min(lo, cHi); j++)
         {
             Unsafe.Add(ref s, j) = float.NegativeInfinity;
         }
 
-        for (int j = Math.Max(visibleEnd, 0); j < bp; j++)
+        for (int j = Math.Max(visibleEnd, cLo); j < cHi; j++)
         {
             Unsafe.Add(ref s, j) = float.NegativeInfinity;
         }

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every test: one Release build of the solution, the whole suite, then the kernel tests again
+# at each narrower SIMD width (256-bit, 128-bit, scalar) so every vector path is exercised.
+# Needs only the .NET 10 SDK; NuGet packages are restored from the configured feed.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+dotnet build AttentionActors.sln -c Release -nologo -v quiet
+
+run() {
+    echo "== $*"
+    "$@" 2>&1 | tee -a "$log"
+}
+
+run dotnet test AttentionActors.sln -c Release --no-build -nologo
+for width in DOTNET_PreferredVectorBitWidth=256 DOTNET_PreferredVectorBitWidth=128 DOTNET_EnableHWIntrinsic=0; do
+    run env "$width" dotnet test tests/AttentionActors.Kernels.Tests -c Release --no-build -nologo
+done
+
+# One plain closing line over every run above.
+awk '/^(Passed|Failed)!/ {
+        for (i = 1; i <= NF; i++) {
+            if ($i == "Failed:") failed += $(i + 1)
+            if ($i == "Passed:") passed += $(i + 1)
+            if ($i == "Skipped:") skipped += $(i + 1)
+        }
+     }
+     END { printf "%d passed, %d failed, %d skipped\n", passed, failed, skipped }' "$log"
