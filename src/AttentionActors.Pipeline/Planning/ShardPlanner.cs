@@ -1,0 +1,223 @@
+using AttentionActors.Kernels;
+using AttentionActors.Kernels.Partials;
+
+namespace AttentionActors.Pipeline.Planning;
+
+/// <summary>
+/// Splits a job into shards. It starts from whole heads (no cross-shard merge needed, as
+/// DeepSpeed-Ulysses), drops (query, key block) ranges that masks hide completely, then splits the
+/// largest shard until every shard fits the byte budget and the largest-first deal over the workers
+/// is within <see cref="PlanOptions.MaxImbalance"/>. A split cuts whichever side weighs more in bytes:
+/// query rows (Q in, output out) or key blocks (K and V in, the split-KV of Flash-Decoding and Tree
+/// Attention), at the point that halves the visible work.
+/// </summary>
+public static class ShardPlanner
+{
+    private const int MaxNodes = 64;
+
+    public static ShardPlan Plan(AttentionProblem problem, int workers, PlanOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(problem);
+        ArgumentOutOfRangeException.ThrowIfLessThan(workers, 1);
+        options ??= new PlanOptions();
+        var shards = new List<Draft>();
+        for (int b = 0; b < problem.Batch; b++)
+        {
+            for (int h = 0; h < problem.Heads; h++)
+            {
+                AddTrimmed(problem, shards, new Draft(b, h, 0, problem.QuerySeq, 0, problem.BlockCount));
+            }
+        }
+
+        var settled = new HashSet<Draft>();
+        while (shards.Count < options.MaxShards)
+        {
+            var oversized = shards.Where(s => !settled.Contains(s) && Bytes(problem, s) > options.MaxShardBytes).MaxBy(s => Bytes(problem, s));
+            Draft? target = oversized;
+            if (target is null)
+            {
+                if (Imbalance(shards, workers) <= options.MaxImbalance && shards.Count >= Math.Min(workers, MaxUnits(problem)))
+                {
+                    break;
+                }
+
+                target = shards.Where(s => !settled.Contains(s)).MaxBy(s => s.Pairs);
+                if (target is null)
+                {
+                    break;
+                }
+            }
+
+            var parts = Split(problem, target, options);
+            if (parts is null)
+            {
+                if (oversized is not null)
+                {
+                    throw new AttentionInputException($"a single query row against one key block needs {Bytes(problem, target):N0} bytes, more than the {options.MaxShardBytes:N0}-byte shard budget; raise the budget or lower the block size");
+                }
+
+                settled.Add(target);
+                continue;
+            }
+
+            shards.Remove(target);
+            foreach (var part in parts)
+            {
+                AddTrimmed(problem, shards, part);
+            }
+        }
+
+        var ordered = shards.OrderByDescending(s => s.Pairs).ThenBy(s => s.Batch).ThenBy(s => s.Head).ThenBy(s => s.RowStart).ThenBy(s => s.BlockStart).ToList();
+        var result = ordered.Select((s, i) => new Shard(i, s.Batch, s.Head, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd, s.Pairs, Flops(problem, s.Pairs), Bytes(problem, s))).ToList();
+        return new ShardPlan(result, workers, Deal(result.Select(s => s.Flops), workers));
+    }
+
+    /// <summary>FLOPs per worker when loads are dealt largest first to the least-loaded worker.</summary>
+    public static double[] Deal(IEnumerable<double> loads, int workers)
+    {
+        var bins = new double[workers];
+        foreach (double load in loads.OrderByDescending(x => x))
+        {
+            int least = 0;
+            for (int w = 1; w < workers; w++)
+            {
+                if (bins[w] < bins[least])
+                {
+                    least = w;
+                }
+            }
+
+            bins[least] += load;
+        }
+
+        return bins;
+    }
+
+    private static double Imbalance(List<Draft> shards, int workers)
+    {
+        var bins = Deal(shards.Select(s => (double)s.Pairs), workers);
+        double total = bins.Sum();
+        return total == 0 ? 1 : bins.Max() / (total / workers);
+    }
+
+    private static int MaxUnits(AttentionProblem p) => (int)Math.Min(int.MaxValue, (long)p.Batch * p.Heads * Math.Max(p.QuerySeq, 1) * Math.Max(p.BlockCount, 1));
+
+    private static double Flops(AttentionProblem p, long pairs) => 2.0 * pairs * (p.KeyDim + p.ValueDim);
+
+    /// <summary>Q rows and K/V blocks in, the partials of at most ~2·log₂ n tree nodes out, as float32.</summary>
+    public static long Bytes(AttentionProblem p, int rowCount, int blockStart, int blockEnd)
+    {
+        long keys = Math.Min((long)blockEnd * p.BlockSize, p.KeySeq) - ((long)blockStart * p.BlockSize);
+        long nodes = Math.Min(CanonicalTree.Decompose(blockStart, blockEnd).Length, MaxNodes);
+        return 4 * ((rowCount * (long)p.KeyDim) + (keys * (p.KeyDim + p.ValueDim)) + (nodes * rowCount * (p.ValueDim + 2L)));
+    }
+
+    private static long Bytes(AttentionProblem p, Draft s) => Bytes(p, s.RowCount, s.BlockStart, s.BlockEnd);
+
+    /// <summary>Narrows a draft to the blocks its rows see and keeps it only if it has visible work.</summary>
+    private static void AddTrimmed(AttentionProblem p, List<Draft> shards, Draft d)
+    {
+        if (d.RowCount == 0)
+        {
+            return;
+        }
+
+        var (first, end) = p.VisibleBlocks(d.Batch, d.RowStart, d.RowCount);
+        first = Math.Max(first, d.BlockStart);
+        end = Math.Min(end, d.BlockEnd);
+        if (first >= end)
+        {
+            return;
+        }
+
+        long pairs = p.VisiblePairs(d.Batch, d.RowStart, d.RowCount, first, end);
+        if (pairs > 0)
+        {
+            shards.Add(d with { BlockStart = first, BlockEnd = end, Pairs = pairs });
+        }
+    }
+
+    private static Draft[]? Split(AttentionProblem p, Draft s, PlanOptions options)
+    {
+        long rowBytes = (long)s.RowCount * (p.KeyDim + p.ValueDim + 2);
+        long keyBytes = (Math.Min((long)s.BlockEnd * p.BlockSize, p.KeySeq) - ((long)s.BlockStart * p.BlockSize)) * (p.KeyDim + p.ValueDim);
+        bool canKeys = s.BlockEnd - s.BlockStart >= 2;
+        bool canRows = s.RowCount >= 2 * options.MinRows || (s.RowCount >= 2 && !canKeys);
+        if (canRows && (rowBytes >= keyBytes || !canKeys))
+        {
+            int cut = RowCut(p, s, options.MinRows);
+            return [s with { RowCount = cut - s.RowStart }, s with { RowStart = cut, RowCount = s.RowEnd - cut }];
+        }
+
+        if (canKeys)
+        {
+            int cut = BlockCut(p, s);
+            return [s with { BlockEnd = cut }, s with { BlockStart = cut }];
+        }
+
+        return null;
+    }
+
+    /// <summary>The row that halves the visible pairs, kept ≥ MinRows from both ends and on a multiple of 16 when possible.</summary>
+    private static int RowCut(AttentionProblem p, Draft s, int minRows)
+    {
+        long keyStart = (long)s.BlockStart * p.BlockSize;
+        long keyEnd = Math.Min((long)s.BlockEnd * p.BlockSize, p.KeySeq);
+        long half = s.Pairs / 2;
+        long acc = 0;
+        int cut = s.RowStart + 1;
+        for (int i = s.RowStart; i < s.RowEnd; i++)
+        {
+            var (lo, hi) = p.VisibleKeys(s.Batch, i);
+            acc += Math.Max(0, Math.Min(hi, keyEnd) - Math.Max(lo, keyStart));
+            if (acc >= half)
+            {
+                cut = i + 1;
+                break;
+            }
+        }
+
+        int margin = Math.Min(minRows, s.RowCount / 2);
+        int aligned = (cut + 8) & ~15;
+        if (aligned - s.RowStart >= margin && s.RowEnd - aligned >= margin)
+        {
+            cut = aligned;
+        }
+
+        return Math.Clamp(cut, s.RowStart + Math.Max(margin, 1), s.RowEnd - Math.Max(margin, 1));
+    }
+
+    /// <summary>The block boundary that halves the visible pairs.</summary>
+    private static int BlockCut(AttentionProblem p, Draft s)
+    {
+        int blocks = s.BlockEnd - s.BlockStart;
+        var perBlock = new long[blocks];
+        for (int i = s.RowStart; i < s.RowEnd; i++)
+        {
+            var (lo, hi) = p.VisibleKeys(s.Batch, i);
+            for (int kb = Math.Max(s.BlockStart, lo / p.BlockSize); kb < Math.Min(s.BlockEnd, ((hi - 1) / p.BlockSize) + 1) && hi > lo; kb++)
+            {
+                long j0 = (long)kb * p.BlockSize;
+                perBlock[kb - s.BlockStart] += Math.Max(0, Math.Min(hi, j0 + p.BlockSize) - Math.Max(lo, j0));
+            }
+        }
+
+        long total = perBlock.Sum();
+        long acc = 0;
+        for (int k = 0; k < blocks - 1; k++)
+        {
+            acc += perBlock[k];
+            if (2 * acc >= total)
+            {
+                return s.BlockStart + k + 1;
+            }
+        }
+
+        return s.BlockEnd - 1;
+    }
+
+    private sealed record Draft(int Batch, int Head, int RowStart, int RowCount, int BlockStart, int BlockEnd, long Pairs = 0)
+    {
+        public int RowEnd => RowStart + RowCount;
+    }
+}

@@ -1,0 +1,170 @@
+using AttentionActors.Kernels;
+using AttentionActors.Kernels.Reference;
+using AttentionActors.Kernels.Tests;
+using AttentionActors.Pipeline.Planning;
+
+namespace AttentionActors.Pipeline.Tests;
+
+/// <summary>End to end: the embedded pipeline equals single-node bit for bit, and the reference within the contract.</summary>
+public class PipelineTests
+{
+    public static TheoryData<string> Scenarios => ["gqa", "causal top-left", "causal bottom-right", "padding", "window", "cross"];
+
+    private static (AttentionProblem Problem, string Name) Scenario(string name)
+    {
+        var (q, k, v) = name switch
+        {
+            "gqa" => TestData.Qkv(10, 2, 6, 2, 700, 700, 32, 24),
+            "causal top-left" => TestData.Qkv(11, 1, 4, 4, 600, 1100, 32, 32),
+            "causal bottom-right" => TestData.Qkv(12, 1, 4, 1, 1100, 600, 32, 32),
+            "padding" => TestData.Qkv(13, 3, 2, 2, 500, 900, 16, 40),
+            "window" => TestData.Qkv(14, 1, 3, 3, 1500, 1500, 24, 24),
+            _ => TestData.Qkv(15, 2, 2, 2, 333, 1777, 40, 8),
+        };
+        var options = name switch
+        {
+            "causal top-left" => new AttentionOptions { Causal = true, Alignment = DiagonalAlignment.TopLeft, BlockSize = 64 },
+            "causal bottom-right" => new AttentionOptions { Causal = true, Alignment = DiagonalAlignment.BottomRight, BlockSize = 32 },
+            "padding" => new AttentionOptions { KeyLengths = [900, 1, 450], BlockSize = 64 },
+            "window" => new AttentionOptions { Window = (100, 20), Causal = true, BlockSize = 32 },
+            _ => new AttentionOptions { BlockSize = 48 },
+        };
+        return (AttentionProblem.Create(q, k, v, options), name);
+    }
+
+    [Theory]
+    [MemberData(nameof(Scenarios))]
+    public async Task Sharded_output_equals_single_node_bit_for_bit_for_any_worker_count(string name)
+    {
+        var (problem, _) = Scenario(name);
+        var single = Attention.Compute(problem);
+        var reference = ReferenceAttention.Compute(problem.Q, problem.K, problem.V, problem.Options);
+        TestData.AssertWithinContract(single, reference, $"{name} single-node");
+        foreach (int workers in new[] { 1, 2, 3, 7, 16 })
+        {
+            // A small byte budget forces key-range splits too, so partial merges are exercised.
+            var cluster = new ClusterOptions { Workers = workers, Plan = new PlanOptions { MaxShardBytes = 96 << 10 } };
+            var sharded = await AttentionCluster.ComputeAsync(problem.Q, problem.K, problem.V, problem.Options, cluster);
+            TestData.AssertBitwise(single.Output.Data.Span, sharded.Output.Data.Span, $"{name}, {workers} workers, out");
+            TestData.AssertBitwise(single.Lse, sharded.Lse, $"{name}, {workers} workers, lse");
+        }
+    }
+
+    [Fact]
+    public async Task Progress_reaches_every_shard_and_all_flops()
+    {
+        var (problem, _) = Scenario("gqa");
+        var reports = new List<Coordinator.JobProgress>();
+        var progress = new SyncProgress<Coordinator.JobProgress>(reports.Add);
+        await using var cluster = AttentionCluster.StartEmbedded(new ClusterOptions { Workers = 3 });
+        await cluster.ComputeAsync(problem, progress);
+        var last = reports[^1];
+        Assert.Equal(last.ShardsTotal, last.ShardsDone);
+        Assert.Equal(last.FlopsTotal, last.FlopsDone, 3);
+        Assert.True(reports.Count > 1, "progress must be reported along the way");
+    }
+
+    [Fact]
+    public async Task A_shard_that_keeps_failing_fails_the_job_naming_the_shard()
+    {
+        var (problem, _) = Scenario("gqa");
+        var options = new ClusterOptions
+        {
+            Workers = 2,
+            Compute = (p, s, a) => s.Id == 3 ? throw new InvalidOperationException("disk on fire") : Attention.ComputePartials(p, s.Batch, s.Head, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd),
+        };
+        await using var cluster = AttentionCluster.StartEmbedded(options);
+        var ex = await Assert.ThrowsAsync<AttentionJobException>(() => cluster.ComputeAsync(problem));
+        Assert.Contains("shard 3 ", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("disk on fire", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("attempt 3 of 3", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_shard_that_fails_once_is_retried_and_the_result_is_exact()
+    {
+        var (problem, _) = Scenario("padding");
+        int failures = 0;
+        var options = new ClusterOptions
+        {
+            Workers = 2,
+            Compute = (p, s, a) => s.Id == 0 && a == 1 && Interlocked.Increment(ref failures) == 1
+                ? throw new IOException("transient")
+                : Attention.ComputePartials(p, s.Batch, s.Head, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd),
+        };
+        await using var cluster = AttentionCluster.StartEmbedded(options);
+        var result = await cluster.ComputeAsync(problem);
+        TestData.AssertBitwise(Attention.Compute(problem).Output.Data.Span, result.Output.Data.Span, "after a retry");
+        Assert.Equal(1, failures);
+    }
+
+    [Fact]
+    public async Task A_late_shard_is_reissued_and_the_duplicate_is_ignored()
+    {
+        var (problem, _) = Scenario("window");
+        using var release = new ManualResetEventSlim();
+        int attempts = 0;
+        var options = new ClusterOptions
+        {
+            Workers = 2,
+            Job = new Coordinator.JobSettings { ShardTimeout = TimeSpan.FromMilliseconds(200), MinWorkerFlops = 1e15 },
+            Compute = (p, s, a) =>
+            {
+                if (s.Id == 0 && a == 1)
+                {
+                    Interlocked.Increment(ref attempts);
+                    release.Wait(TimeSpan.FromSeconds(20));
+                }
+
+                return Attention.ComputePartials(p, s.Batch, s.Head, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd);
+            },
+        };
+        await using var cluster = AttentionCluster.StartEmbedded(options);
+        var result = await cluster.ComputeAsync(problem);
+        release.Set();
+        Assert.Equal(1, attempts);
+        TestData.AssertBitwise(Attention.Compute(problem).Output.Data.Span, result.Output.Data.Span, "with a re-issued shard");
+    }
+
+    [Fact]
+    public async Task Cancellation_stops_the_job()
+    {
+        var (problem, _) = Scenario("gqa");
+        using var cts = new CancellationTokenSource();
+        int computed = 0;
+        var options = new ClusterOptions
+        {
+            Workers = 1,
+            Plan = new PlanOptions { MaxShardBytes = 32 << 10 },
+            Compute = (p, s, a) =>
+            {
+                if (Interlocked.Increment(ref computed) == 2)
+                {
+                    cts.Cancel();
+                }
+
+                Thread.Sleep(20);
+                return Attention.ComputePartials(p, s.Batch, s.Head, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd);
+            },
+        };
+        await using var cluster = AttentionCluster.StartEmbedded(options);
+        var plan = ShardPlanner.Plan(problem, 1, options.Plan);
+        Assert.True(plan.Shards.Count > 10, $"the plan has only {plan.Shards.Count} shards");
+        await Assert.ThrowsAsync<OperationCanceledException>(() => cluster.ComputeAsync(problem, plan, null, cts.Token));
+        await Task.Delay(200);
+        Assert.True(computed < plan.Shards.Count / 2, $"{computed} of {plan.Shards.Count} shards were still computed after cancelling");
+    }
+
+    private sealed class SyncProgress<T>(Action<T> report) : IProgress<T>
+    {
+        private readonly Lock gate = new();
+
+        public void Report(T value)
+        {
+            lock (gate)
+            {
+                report(value);
+            }
+        }
+    }
+}

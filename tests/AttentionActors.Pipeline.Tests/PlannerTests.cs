@@ -1,0 +1,119 @@
+using AttentionActors.Kernels;
+using AttentionActors.Kernels.Tests;
+using AttentionActors.Pipeline.Planning;
+
+namespace AttentionActors.Pipeline.Tests;
+
+public class PlannerTests
+{
+    public static TheoryData<string, int, int, int> Cases => new()
+    {
+        { "dense", 2, 700, 700 },
+        { "causal top-left", 1, 900, 1300 },
+        { "causal bottom-right", 2, 1300, 900 },
+        { "window", 1, 1500, 1500 },
+        { "padding", 3, 600, 600 },
+        { "causal window padding", 2, 1000, 1000 },
+    };
+
+    internal static AttentionOptions Options(string name) => name switch
+    {
+        "causal top-left" => new() { Causal = true, Alignment = DiagonalAlignment.TopLeft, BlockSize = 64 },
+        "causal bottom-right" => new() { Causal = true, Alignment = DiagonalAlignment.BottomRight, BlockSize = 64 },
+        "window" => new() { Window = (200, 50), BlockSize = 32 },
+        "padding" => new() { KeyLengths = [600, 17, 0], BlockSize = 48 },
+        "causal window padding" => new() { Causal = true, Window = (300, 0), KeyLengths = [1000, 555], BlockSize = 64 },
+        _ => new() { BlockSize = 64 },
+    };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void Every_visible_pair_is_covered_exactly_once_and_masked_pairs_are_never_sent(string name, int batch, int nq, int nk)
+    {
+        var (q, k, v) = TestData.Qkv(1, batch, 4, 2, nq, nk, 8, 8);
+        var problem = AttentionProblem.Create(q, k, v, Options(name));
+        foreach (int workers in new[] { 1, 3, 7, 16 })
+        {
+            var plan = ShardPlanner.Plan(problem, workers, new PlanOptions { MaxShardBytes = 64 << 10 });
+            var cover = new byte[batch * 4 * nq * nk];
+            foreach (var s in plan.Shards)
+            {
+                Assert.True(s.Pairs > 0, $"{s} has no visible pair yet was planned");
+                Assert.True(s.Bytes <= 64 << 10, $"{s} needs {s.Bytes} bytes, over the budget");
+                for (int i = s.RowStart; i < s.RowEnd; i++)
+                {
+                    var (lo, hi) = problem.VisibleKeys(s.Batch, i);
+                    for (int j = Math.Max(lo, s.BlockStart * problem.BlockSize); j < Math.Min(hi, Math.Min(s.BlockEnd * problem.BlockSize, nk)); j++)
+                    {
+                        cover[(((((s.Batch * 4) + s.Head) * nq) + i) * nk) + j]++;
+                    }
+                }
+            }
+
+            for (int b = 0; b < batch; b++)
+            {
+                for (int h = 0; h < 4; h++)
+                {
+                    for (int i = 0; i < nq; i++)
+                    {
+                        var (lo, hi) = problem.VisibleKeys(b, i);
+                        for (int j = lo; j < hi; j++)
+                        {
+                            int count = cover[(((((b * 4) + h) * nq) + i) * nk) + j];
+                            Assert.True(count == 1, $"{name}, {workers} workers: visible pair (b {b}, h {h}, q {i}, k {j}) covered {count} times");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public void A_shard_only_spans_key_blocks_its_rows_can_see()
+    {
+        var (q, k, v) = TestData.Qkv(5, 1, 2, 2, 2000, 2000, 8, 8);
+        var problem = AttentionProblem.Create(q, k, v, new AttentionOptions { Causal = true, Window = (100, 0), BlockSize = 32 });
+        var plan = ShardPlanner.Plan(problem, 4, new PlanOptions { MaxShardBytes = 64 << 10 });
+        foreach (var s in plan.Shards)
+        {
+            var (first, end) = problem.VisibleBlocks(s.Batch, s.RowStart, s.RowCount);
+            Assert.True(s.BlockStart >= first && s.BlockEnd <= end, $"{s} reaches outside the visible blocks [{first}, {end})");
+        }
+    }
+
+    [Theory]
+    [InlineData("causal top-left")]
+    [InlineData("causal bottom-right")]
+    [InlineData("window")]
+    [InlineData("causal window padding")]
+    public void Masked_plans_keep_the_busiest_worker_within_5_percent_of_the_mean(string name)
+    {
+        var (q, k, v) = TestData.Qkv(2, 2, 3, 3, 4000, 4000, 16, 16);
+        var options = Options(name) with { KeyLengths = name.Contains("padding", StringComparison.Ordinal) ? [4000, 2500] : null, Alignment = DiagonalAlignment.BottomRight };
+        var problem = AttentionProblem.Create(q, k, v, options);
+        foreach (int workers in new[] { 2, 3, 7, 16 })
+        {
+            var plan = ShardPlanner.Plan(problem, workers);
+            Assert.True(plan.Imbalance <= 1.05, $"{name}, {workers} workers: busiest worker {plan.WorkerLoads.Max():G4} FLOPs is {plan.Imbalance:F3}× the mean over {plan.Shards.Count} shards");
+        }
+    }
+
+    [Fact]
+    public void Whole_heads_come_first_when_they_balance()
+    {
+        var (q, k, v) = TestData.Qkv(3, 1, 8, 8, 512, 512, 16, 16);
+        var plan = ShardPlanner.Plan(AttentionProblem.Create(q, k, v), 4);
+        Assert.Equal(8, plan.Shards.Count);
+        Assert.All(plan.Shards, s => Assert.True(s.RowCount == 512 && s.BlockStart == 0 && s.BlockEnd == 4, $"{s} is not a whole head"));
+    }
+
+    [Fact]
+    public void Long_keys_over_the_byte_budget_are_split_into_key_ranges()
+    {
+        var (q, k, v) = TestData.Qkv(4, 1, 1, 1, 16, 8192, 64, 64);
+        var plan = ShardPlanner.Plan(AttentionProblem.Create(q, k, v), 1, new PlanOptions { MaxShardBytes = 1 << 20 });
+        Assert.True(plan.Shards.Count >= 4, $"only {plan.Shards.Count} shards");
+        Assert.All(plan.Shards, s => Assert.Equal(16, s.RowCount));
+        Assert.All(plan.Shards, s => Assert.True(s.Bytes <= 1 << 20, $"{s}: {s.Bytes} bytes"));
+    }
+}
