@@ -1,9 +1,3 @@
-using System.CommandLine;
-using AttentionActors.Cli.Commands;
+using AttentionActors.Cli;
 
-var root = new RootCommand("AttentionActors: exact attention over very long sequences, sharded across actors.")
-{
-    BenchCommand.Create(),
-};
-
-return root.Parse(args).Invoke();
+return await Cli.RunAsync(args, Console.Out, Console.Error);

@@ -1,0 +1,25 @@
+using System.CommandLine;
+using AttentionActors.Cli.Commands;
+
+namespace AttentionActors.Cli;
+
+/// <summary>The <c>attention</c> command line: exit 0 on success, 1 on a failure while computing, 2 on bad arguments or input.</summary>
+public static class Cli
+{
+    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken = default)
+    {
+        var root = new RootCommand("AttentionActors: exact attention over very long sequences, sharded across actors.")
+        {
+            RunCommand.Create(stdout, stderr),
+            BenchCommand.Create(),
+        };
+        var parsed = root.Parse(args);
+        if (parsed.Errors.Count > 0)
+        {
+            stderr.WriteLine($"attention: {parsed.Errors[0].Message} (see attention --help)");
+            return 2;
+        }
+
+        return await parsed.InvokeAsync(new InvocationConfiguration { Output = stdout, Error = stderr }, cancellationToken);
+    }
+}

@@ -1,0 +1,127 @@
+using System.CommandLine;
+using AttentionActors.Kernels;
+
+namespace AttentionActors.Cli.Commands;
+
+/// <summary><c>attention run</c>: the main job, on the embedded pipeline.</summary>
+internal static class RunCommand
+{
+    public static Command Create(TextWriter stdout, TextWriter stderr)
+    {
+        var q = new Option<string?>("--q") { Description = "Q .npy file: float32/float64, C order, [B,H,N,D], [H,N,D] or [N,D]" };
+        var k = new Option<string?>("--k") { Description = "K .npy file (may have fewer heads than Q; Nk may differ from Nq)" };
+        var v = new Option<string?>("--v") { Description = "V .npy file (same heads and length as K)" };
+        var random = new Option<bool>("--random") { Description = "Generate Q, K, V uniformly in ±1.7 instead of reading files" };
+        var seq = new Option<int?>("--seq") { Description = "Query length Nq (with --random)" };
+        var kvSeq = new Option<int?>("--kv-seq") { Description = "Key length Nk (with --random) [Nq]" };
+        var dim = new Option<int?>("--dim") { Description = "Head dim D (with --random)" };
+        var heads = new Option<int>("--heads") { Description = "Query heads H (with --random)", DefaultValueFactory = _ => 8 };
+        var kvHeads = new Option<int?>("--kv-heads") { Description = "Key/value heads (with --random) [H]" };
+        var batch = new Option<int>("--batch") { Description = "Batch B (with --random)", DefaultValueFactory = _ => 1 };
+        var seed = new Option<int>("--seed") { Description = "Random seed (with --random)", DefaultValueFactory = _ => 0 };
+        var causal = new Option<string?>("--causal") { Description = "Causal mask; alignment top-left or bottom-right (required when Nq ≠ Nk)", Arity = ArgumentArity.ZeroOrOne };
+        var window = new Option<string?>("--window") { Description = "Sliding window L[,R] around the aligned diagonal (L alone: R = 0; −1 unbounded)" };
+        var keyLengths = new Option<string?>("--key-lengths") { Description = "Per-batch valid key counts n1,n2,..." };
+        var scale = new Option<float?>("--scale") { Description = "Dot-product scale [1/√D]" };
+        var score = new Option<ScoreFunction>("--score") { Description = "Score function: dot, cosine, additive, gaussian", DefaultValueFactory = _ => ScoreFunction.Dot };
+        var temperature = new Option<float>("--temperature") { Description = "Cosine temperature τ", DefaultValueFactory = _ => 1f };
+        var sigma = new Option<float>("--sigma") { Description = "Gaussian bandwidth σ", DefaultValueFactory = _ => 1f };
+        var additiveDim = new Option<int>("--additive-dim") { Description = "Additive attention dim d_a for random W_q, W_k, v", DefaultValueFactory = _ => 32 };
+        var additiveFiles = new Option<string[]?>("--additive-weights") { Description = "Additive W_q [D,d_a], W_k [D,d_a], v [d_a] as three .npy files", AllowMultipleArgumentsPerToken = true };
+        var alibi = new Option<bool>("--alibi") { Description = "ALiBi bias −slope_h·(i − j), slopes 2^(−8h/H)" };
+        var softcap = new Option<float?>("--softcap") { Description = "Logit soft-cap C: C·tanh(s/C)" };
+        var workers = new Option<int>("--workers") { Description = "Worker actors [one per core]", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var block = new Option<int>("--block") { Description = "Keys per canonical block (multiple of 16)", DefaultValueFactory = _ => AttentionOptions.DefaultBlockSize };
+        var output = new Option<string?>("--out") { Description = "Write the output .npy (float32): Q's leading dims + [Nq, Dv]" };
+        var lseOut = new Option<string?>("--lse-out") { Description = "Write the log-sum-exp .npy (float32): Q's leading dims + [Nq]" };
+        var verify = new Option<bool>("--verify") { Description = "Also compute single-node and the float64 reference; exit 1 outside the accuracy contract" };
+        var quiet = new Option<bool>("--quiet") { Description = "No progress bar and no summary" };
+        var singleNode = new Option<bool>("--single-node") { Description = "Compute on the single-node kernel (--workers threads) instead of the actor pipeline; same bits" };
+        var command = new Command("run", "Compute exact attention on the embedded actor pipeline")
+        {
+            q, k, v, random, seq, kvSeq, dim, heads, kvHeads, batch, seed, causal, window, keyLengths, scale, score, temperature, sigma,
+            additiveDim, additiveFiles, alibi, softcap, workers, block, output, lseOut, verify, quiet, singleNode,
+        };
+        command.SetAction(async (r, cancellationToken) =>
+        {
+            var request = new RunRequest
+            {
+                Q = r.GetValue(q), K = r.GetValue(k), V = r.GetValue(v), Random = r.GetValue(random),
+                Seq = r.GetValue(seq), KvSeq = r.GetValue(kvSeq), Dim = r.GetValue(dim), Heads = r.GetValue(heads),
+                KvHeads = r.GetValue(kvHeads), Batch = r.GetValue(batch), Seed = r.GetValue(seed),
+                Causal = r.GetResult(causal) is not null, Alignment = r.GetValue(causal), Window = r.GetValue(window),
+                KeyLengths = r.GetValue(keyLengths), Scale = r.GetValue(scale), Score = r.GetValue(score),
+                Temperature = r.GetValue(temperature), Sigma = r.GetValue(sigma), AdditiveDim = r.GetValue(additiveDim),
+                AdditiveFiles = r.GetValue(additiveFiles), Alibi = r.GetValue(alibi), SoftCap = r.GetValue(softcap),
+                Workers = r.GetValue(workers), Block = r.GetValue(block), Out = r.GetValue(output), LseOut = r.GetValue(lseOut),
+                Verify = r.GetValue(verify), Quiet = r.GetValue(quiet), SingleNode = r.GetValue(singleNode),
+            };
+            return await RunJob.ExecuteAsync(request, stdout, stderr, cancellationToken);
+        });
+        return command;
+    }
+}
+
+/// <summary>Everything <c>attention run</c> was asked to do.</summary>
+internal sealed record RunRequest
+{
+    public string? Q { get; init; }
+
+    public string? K { get; init; }
+
+    public string? V { get; init; }
+
+    public bool Random { get; init; }
+
+    public int? Seq { get; init; }
+
+    public int? KvSeq { get; init; }
+
+    public int? Dim { get; init; }
+
+    public int Heads { get; init; } = 8;
+
+    public int? KvHeads { get; init; }
+
+    public int Batch { get; init; } = 1;
+
+    public int Seed { get; init; }
+
+    public bool Causal { get; init; }
+
+    public string? Alignment { get; init; }
+
+    public string? Window { get; init; }
+
+    public string? KeyLengths { get; init; }
+
+    public float? Scale { get; init; }
+
+    public ScoreFunction Score { get; init; }
+
+    public float Temperature { get; init; } = 1f;
+
+    public float Sigma { get; init; } = 1f;
+
+    public int AdditiveDim { get; init; } = 32;
+
+    public string[]? AdditiveFiles { get; init; }
+
+    public bool Alibi { get; init; }
+
+    public float? SoftCap { get; init; }
+
+    public int Workers { get; init; } = Environment.ProcessorCount;
+
+    public int Block { get; init; } = AttentionOptions.DefaultBlockSize;
+
+    public string? Out { get; init; }
+
+    public string? LseOut { get; init; }
+
+    public bool Verify { get; init; }
+
+    public bool Quiet { get; init; }
+
+    public bool SingleNode { get; init; }
+}

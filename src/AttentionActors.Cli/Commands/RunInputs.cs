@@ -1,0 +1,97 @@
+using System.Globalization;
+using AttentionActors.Cli.Npy;
+using AttentionActors.Kernels;
+
+namespace AttentionActors.Cli.Commands;
+
+/// <summary>Q, K and V for <c>attention run</c>: from .npy files or generated, plus Q's leading dims.</summary>
+internal sealed class RunInputs : IDisposable
+{
+    private readonly List<IDisposable> owned = [];
+
+    public required AttentionTensor Q { get; init; }
+
+    public required AttentionTensor K { get; init; }
+
+    public required AttentionTensor V { get; init; }
+
+    /// <summary>Q's dims before [N, D]: [], [H] or [B, H]; the outputs keep them.</summary>
+    public required int[] Leading { get; init; }
+
+    public static RunInputs FromFiles(string qPath, string kPath, string vPath)
+    {
+        var files = new List<NpyFile>();
+        try
+        {
+            files.Add(NpyFile.Read(qPath));
+            files.Add(NpyFile.Read(kPath));
+            files.Add(NpyFile.Read(vPath));
+            var q = Tensor("Q", files[0]);
+            var k = Tensor("K", files[1]);
+            var v = Tensor("V", files[2]);
+            if (files.Select(f => f.Shape.Length).Distinct().Count() != 1)
+            {
+                throw new UsageException($"Q, K and V must have the same rank; got Q {Show(files[0].Shape)}, K {Show(files[1].Shape)}, V {Show(files[2].Shape)}");
+            }
+
+            var inputs = new RunInputs { Q = q, K = k, V = v, Leading = files[0].Shape[..^2] };
+            inputs.owned.AddRange(files);
+            return inputs;
+        }
+        catch
+        {
+            files.ForEach(f => f.Dispose());
+            throw;
+        }
+    }
+
+    public static RunInputs Random(int batch, int heads, int kvHeads, int nq, int nk, int dim, int seed)
+    {
+        var rng = new Random(seed);
+        AttentionTensor Make(string name, int h, int n)
+        {
+            var data = new float[checked(batch * h * n * dim)];
+            for (int i = 0; i < data.Length; i++)
+            {
+                data[i] = (float)((rng.NextDouble() * 2) - 1) * 1.7f;
+            }
+
+            return AttentionTensor.FromArray(name, data, batch, h, n, dim);
+        }
+
+        return new RunInputs { Q = Make("Q", heads, nq), K = Make("K", kvHeads, nk), V = Make("V", kvHeads, nk), Leading = [batch, heads] };
+    }
+
+    public static string Show(IEnumerable<int> shape) => $"[{string.Join(", ", shape)}]";
+
+    public void Dispose() => owned.ForEach(o => o.Dispose());
+
+    private static AttentionTensor Tensor(string name, NpyFile file)
+    {
+        var s = file.Shape;
+        var (b, h, n, d) = s.Length switch
+        {
+            4 => (s[0], s[1], s[2], s[3]),
+            3 => (1, s[0], s[1], s[2]),
+            2 => (1, 1, s[0], s[1]),
+            _ => throw new UsageException($"{name} ({file.Path}) has shape {Show(s)}; expected [B, H, N, D], [H, N, D] or [N, D]"),
+        };
+        return new AttentionTensor($"{name} ({Path.GetFileName(file.Path)})", file.Data, b, h, n, d);
+    }
+
+    public static int[] ParseList(string option, string text)
+    {
+        try
+        {
+            return [.. text.Split(',', StringSplitOptions.TrimEntries).Select(t => int.Parse(t, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture))];
+        }
+        catch (FormatException)
+        {
+            throw new UsageException($"{option} '{text}' must be comma-separated integers");
+        }
+        catch (OverflowException)
+        {
+            throw new UsageException($"{option} '{text}' has a number out of range");
+        }
+    }
+}

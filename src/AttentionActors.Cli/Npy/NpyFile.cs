@@ -1,0 +1,247 @@
+using System.Buffers;
+using System.Globalization;
+using System.IO.MemoryMappedFiles;
+using System.Text;
+using System.Text.RegularExpressions;
+
+namespace AttentionActors.Cli.Npy;
+
+/// <summary>Bad .npy input; the message names the file and what is wrong.</summary>
+public sealed class NpyFormatException(string message) : Exception(message);
+
+/// <summary>
+/// A float32 array read from a .npy file (format 1.0–3.0, C order, little-endian float32 or
+/// float64). float32 data is memory-mapped, not copied; float64 is converted to float32 in one
+/// streaming pass (values beyond float32's range are refused). Dispose to unmap.
+/// </summary>
+public sealed partial class NpyFile : IDisposable
+{
+    /// <summary>\x93NUMPY as bytes (a u8 string literal would encode U+0093 as two bytes).</summary>
+    private static ReadOnlySpan<byte> Magic => [0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y'];
+
+    private readonly MemoryMappedFile? map;
+    private readonly MappedFloats? mapped;
+
+    private NpyFile(string path, int[] shape, Memory<float> data, MemoryMappedFile? map, MappedFloats? mapped)
+    {
+        Path = path;
+        Shape = shape;
+        Data = data;
+        this.map = map;
+        this.mapped = mapped;
+    }
+
+    public string Path { get; }
+
+    public int[] Shape { get; }
+
+    public Memory<float> Data { get; }
+
+    public static NpyFile Read(string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        if (!File.Exists(path))
+        {
+            throw new NpyFormatException($"{path}: no such file");
+        }
+
+        long fileLength = new FileInfo(path).Length;
+        var (descr, shape, dataOffset) = ReadHeader(path, fileLength);
+        long count = shape.Aggregate(1L, (a, d) => a * d);
+        int width = descr[^1] == '4' ? 4 : 8;
+        long needed = dataOffset + (count * width);
+        if (fileLength != needed)
+        {
+            throw new NpyFormatException($"{path}: header says shape ({string.Join(", ", shape)}) of {(width == 4 ? "float32" : "float64")}, which needs {needed - dataOffset:N0} data bytes, but the file has {fileLength - dataOffset:N0}{(fileLength < needed ? " (truncated?)" : "")}");
+        }
+
+        if (count > Array.MaxLength)
+        {
+            throw new NpyFormatException($"{path}: {count:N0} elements is more than one tensor may hold ({Array.MaxLength:N0})");
+        }
+
+        if (count == 0)
+        {
+            return new NpyFile(path, shape, Memory<float>.Empty, null, null);
+        }
+
+        if (width == 4)
+        {
+            var map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+            var mapped = new MappedFloats(map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read), dataOffset, (int)count);
+            return new NpyFile(path, shape, mapped.Memory, map, mapped);
+        }
+
+        return new NpyFile(path, shape, ConvertDoubles(path, dataOffset, count), null, null);
+    }
+
+    /// <summary>Writes <paramref name="data"/> as a little-endian float32 .npy file of <paramref name="shape"/>.</summary>
+    public static void Write(string path, ReadOnlySpan<float> data, IReadOnlyList<int> shape)
+    {
+        ArgumentNullException.ThrowIfNull(shape);
+        string dims = shape.Count == 1 ? $"{shape[0]}," : string.Join(", ", shape);
+        string dict = $"{{'descr': '<f4', 'fortran_order': False, 'shape': ({dims}), }}";
+        int total = 10 + dict.Length + 1;
+        int padded = (total + 63) / 64 * 64;
+        string header = dict + new string(' ', padded - total) + "\n";
+        using var stream = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20);
+        stream.Write(Magic);
+        stream.WriteByte(1);
+        stream.WriteByte(0);
+        stream.Write(BitConverter.GetBytes((ushort)header.Length));
+        stream.Write(Encoding.ASCII.GetBytes(header));
+        stream.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data));
+    }
+
+    public void Dispose()
+    {
+        ((IDisposable?)mapped)?.Dispose();
+        map?.Dispose();
+    }
+
+    private static (string Descr, int[] Shape, long DataOffset) ReadHeader(string path, long fileLength)
+    {
+        using var stream = File.OpenRead(path);
+        Span<byte> prefix = stackalloc byte[12];
+        if (fileLength < 10 || stream.Read(prefix[..10]) != 10 || !prefix[..6].SequenceEqual(Magic))
+        {
+            throw new NpyFormatException($"{path}: not a .npy file (missing the \\x93NUMPY magic)");
+        }
+
+        int major = prefix[6];
+        long headerLength;
+        int prefixLength;
+        if (major == 1)
+        {
+            headerLength = BitConverter.ToUInt16(prefix[8..10]);
+            prefixLength = 10;
+        }
+        else if (major is 2 or 3)
+        {
+            if (stream.Read(prefix[10..12]) != 2)
+            {
+                throw new NpyFormatException($"{path}: truncated .npy header");
+            }
+
+            headerLength = BitConverter.ToUInt32(prefix[8..12]);
+            prefixLength = 12;
+        }
+        else
+        {
+            throw new NpyFormatException($"{path}: .npy format version {major}.{prefix[7]} is not supported (1.0–3.0 are)");
+        }
+
+        if (prefixLength + headerLength > fileLength || headerLength > 1 << 20)
+        {
+            throw new NpyFormatException($"{path}: truncated .npy header ({headerLength} header bytes announced, file has {fileLength})");
+        }
+
+        var bytes = new byte[headerLength];
+        stream.ReadExactly(bytes);
+        string header = (major == 3 ? Encoding.UTF8 : Encoding.Latin1).GetString(bytes);
+        string descr = Field(path, header, DescrPattern(), "descr");
+        string fortran = Field(path, header, FortranPattern(), "fortran_order");
+        string shapeText = Field(path, header, ShapePattern(), "shape");
+        if (fortran != "False")
+        {
+            throw new NpyFormatException($"{path}: Fortran-order (column-major) arrays are not supported; save with np.ascontiguousarray");
+        }
+
+        if (descr is ">f4" or ">f8")
+        {
+            throw new NpyFormatException($"{path}: big-endian dtype '{descr}' is not supported; convert with arr.astype('<f{descr[^1]}')");
+        }
+
+        if (descr is not ("<f4" or "<f8"))
+        {
+            throw new NpyFormatException($"{path}: dtype '{descr}' is not supported; use float32 ('<f4') or float64 ('<f8')");
+        }
+
+        var shape = shapeText.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(d => int.TryParse(d, NumberStyles.None, CultureInfo.InvariantCulture, out int n) ? n : throw new NpyFormatException($"{path}: shape entry '{d}' is not a dimension"))
+            .ToArray();
+        return (descr, shape, prefixLength + headerLength);
+    }
+
+    private static string Field(string path, string header, Regex pattern, string name)
+    {
+        var match = pattern.Match(header);
+        return match.Success ? match.Groups[1].Value : throw new NpyFormatException($"{path}: .npy header has no valid '{name}' entry: {header.Trim()}");
+    }
+
+    private static float[] ConvertDoubles(string path, long offset, long count)
+    {
+        var result = new float[count];
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        stream.Position = offset;
+        var buffer = ArrayPool<byte>.Shared.Rent(1 << 20);
+        try
+        {
+            long done = 0;
+            while (done < count)
+            {
+                int chunk = (int)Math.Min(count - done, buffer.Length / 8);
+                stream.ReadExactly(buffer, 0, chunk * 8);
+                var doubles = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, double>(buffer.AsSpan(0, chunk * 8));
+                for (int i = 0; i < chunk; i++)
+                {
+                    double x = doubles[i];
+                    if (double.IsFinite(x) && Math.Abs(x) > float.MaxValue)
+                    {
+                        throw new NpyFormatException($"{path}: element {done + i} = {x:R} is beyond float32's range");
+                    }
+
+                    result[done + i] = (float)x;
+                }
+
+                done += chunk;
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+
+        return result;
+    }
+
+    [GeneratedRegex(@"'descr'\s*:\s*'([^']*)'")]
+    private static partial Regex DescrPattern();
+
+    [GeneratedRegex(@"'fortran_order'\s*:\s*(True|False)")]
+    private static partial Regex FortranPattern();
+
+    [GeneratedRegex(@"'shape'\s*:\s*\(([^)]*)\)")]
+    private static partial Regex ShapePattern();
+
+    /// <summary>The float32 data of a read-only memory-mapped view, as <see cref="Memory{T}"/>.</summary>
+    private sealed unsafe class MappedFloats : MemoryManager<float>
+    {
+        private readonly MemoryMappedViewAccessor view;
+        private readonly byte* pointer;
+        private readonly int length;
+
+        public MappedFloats(MemoryMappedViewAccessor view, long offset, int length)
+        {
+            this.view = view;
+            this.length = length;
+            byte* basePointer = null;
+            view.SafeMemoryMappedViewHandle.AcquirePointer(ref basePointer);
+            pointer = basePointer + view.PointerOffset + offset;
+        }
+
+        public override Span<float> GetSpan() => new(pointer, length);
+
+        public override MemoryHandle Pin(int elementIndex = 0) => new(pointer + ((long)elementIndex * 4));
+
+        public override void Unpin()
+        {
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+            view.SafeMemoryMappedViewHandle.ReleasePointer();
+            view.Dispose();
+        }
+    }
+}

@@ -1,0 +1,153 @@
+using System.Text;
+using AttentionActors.Cli.Npy;
+using AttentionActors.Kernels;
+using AttentionActors.Kernels.Tests;
+
+namespace AttentionActors.Cli.Tests;
+
+/// <summary>`attention run` in-process, on real .npy files in a temporary folder.</summary>
+public sealed class RunCommandTests : IDisposable
+{
+    private readonly string dir = Directory.CreateTempSubdirectory("attention-cli-").FullName;
+
+    public void Dispose() => Directory.Delete(dir, recursive: true);
+
+    private string PathOf(string name) => System.IO.Path.Combine(dir, name);
+
+    private static async Task<(int Code, string Out, string Err)> Run(params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int code = await Cli.RunAsync(args, stdout, stderr);
+        return (code, stdout.ToString(), stderr.ToString());
+    }
+
+    /// <summary>Writes a .npy with a hand-made header, so broken files can be made too.</summary>
+    private string WriteRaw(string name, string descr, string shape, byte[] data, bool fortran = false)
+    {
+        string dict = $"{{'descr': '{descr}', 'fortran_order': {(fortran ? "True" : "False")}, 'shape': ({shape}), }}";
+        int padded = ((10 + dict.Length + 1 + 63) / 64) * 64;
+        string header = dict + new string(' ', padded - 10 - dict.Length - 1) + "\n";
+        using var s = File.Create(PathOf(name));
+        s.Write([0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y']);
+        s.Write([1, 0]);
+        s.Write(BitConverter.GetBytes((ushort)header.Length));
+        s.Write(Encoding.ASCII.GetBytes(header));
+        s.Write(data);
+        return PathOf(name);
+    }
+
+    private string WriteF64(string name, AttentionTensor t, string shape)
+    {
+        var bytes = t.Data.ToArray().SelectMany(x => BitConverter.GetBytes((double)x)).ToArray();
+        return WriteRaw(name, "<f8", shape, bytes);
+    }
+
+    private string WriteF32(string name, AttentionTensor t, int[] shape)
+    {
+        NpyFile.Write(PathOf(name), t.Data.Span, shape);
+        return PathOf(name);
+    }
+
+    [Fact]
+    public async Task Float64_N_by_D_files_round_trip_to_the_single_node_bits()
+    {
+        var (q, k, v) = TestData.Qkv(1, 1, 1, 1, 300, 450, 24, 16);
+        var (code, _, err) = await Run("run", "--q", WriteF64("q.npy", q, "300, 24"), "--k", WriteF64("k.npy", k, "450, 24"), "--v", WriteF64("v.npy", v, "450, 16"),
+            "--out", PathOf("out.npy"), "--lse-out", PathOf("lse.npy"), "--workers", "3", "--quiet");
+        Assert.True(code == 0, err);
+        using var output = NpyFile.Read(PathOf("out.npy"));
+        using var lse = NpyFile.Read(PathOf("lse.npy"));
+        Assert.Equal([300, 16], output.Shape);
+        Assert.Equal([300], lse.Shape);
+
+        // float64 inputs are rounded to float32 once, so single-node on the float32 copies must match exactly.
+        var expected = Attention.Compute(q, k, v);
+        TestData.AssertBitwise(expected.Output.Data.Span, output.Data.Span, "out.npy");
+        TestData.AssertBitwise(expected.Lse, lse.Data.Span, "lse.npy");
+    }
+
+    [Fact]
+    public async Task Four_dimensional_gqa_files_round_trip_with_masks_and_verify()
+    {
+        var (q, k, v) = TestData.Qkv(2, 2, 4, 2, 260, 200, 16, 8);
+        var (code, stdout, err) = await Run("run", "--q", WriteF32("q.npy", q, [2, 4, 260, 16]), "--k", WriteF32("k.npy", k, [2, 2, 200, 16]), "--v", WriteF32("v.npy", v, [2, 2, 200, 8]),
+            "--causal", "bottom-right", "--key-lengths", "200,150", "--window", "64", "--out", PathOf("out.npy"), "--verify", "--workers", "4", "--block", "32");
+        Assert.True(code == 0, err + stdout);
+        Assert.Contains("bit for bit: yes", stdout, StringComparison.Ordinal);
+        Assert.Contains("within the contract", stdout, StringComparison.Ordinal);
+        using var output = NpyFile.Read(PathOf("out.npy"));
+        Assert.Equal([2, 4, 260, 8], output.Shape);
+        var expected = Attention.Compute(q, k, v, new AttentionOptions { Causal = true, Alignment = DiagonalAlignment.BottomRight, KeyLengths = [200, 150], Window = (64, 0), BlockSize = 32 });
+        TestData.AssertBitwise(expected.Output.Data.Span, output.Data.Span, "out.npy");
+    }
+
+    [Fact]
+    public async Task Random_inputs_with_every_score_function_run_and_verify()
+    {
+        foreach (var extra in new[] { new[] { "--score", "cosine", "--temperature", "0.2" }, ["--score", "additive", "--additive-dim", "8"], ["--score", "gaussian", "--sigma", "3"], ["--alibi", "--softcap", "5", "--scale", "0.3"] })
+        {
+            var (code, stdout, err) = await Run(["run", "--random", "--seq", "150", "--dim", "16", "--heads", "2", "--verify", .. extra]);
+            Assert.True(code == 0, $"{string.Join(' ', extra)}: {err}{stdout}");
+            Assert.Contains("bit for bit: yes", stdout, StringComparison.Ordinal);
+        }
+    }
+
+    public static TheoryData<string, string> BadInputs => new()
+    {
+        { "missing file", "no such file" },
+        { "dtype", "dtype '<i4' is not supported" },
+        { "fortran", "Fortran-order" },
+        { "truncated", "truncated" },
+        { "lying shape", "header says shape (30, 8)" },
+        { "dim mismatch", "Q's dim 8 differs from K's dim 6" },
+        { "kv length", "K has 30 keys but V has 29" },
+        { "heads", "not a multiple of K/V's 2 heads" },
+        { "nan", "is NaN" },
+        { "negative key length", "key length -3 of batch 0" },
+        { "long key length", "key length 31 of batch 0 is outside [0, 30]" },
+        { "unknown option", "--frobnicate" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadInputs))]
+    public async Task Bad_input_exits_2_with_one_line_naming_the_cause(string kind, string expected)
+    {
+        var (q, k, v) = TestData.Qkv(3, 1, 2, 2, 30, 30, 8, 8);
+        string qf = WriteF32("q.npy", q, [2, 30, 8]);
+        string kf = WriteF32("k.npy", k, [2, 30, 8]);
+        string vf = WriteF32("v.npy", v, [2, 30, 8]);
+        var f32 = q.Data.ToArray().Take(240).SelectMany(BitConverter.GetBytes).ToArray();
+        string[] args = kind switch
+        {
+            "missing file" => ["run", "--q", PathOf("absent.npy"), "--k", kf, "--v", vf],
+            "dtype" => ["run", "--q", WriteRaw("i.npy", "<i4", "30, 8", f32), "--k", kf, "--v", vf],
+            "fortran" => ["run", "--q", WriteRaw("f.npy", "<f4", "30, 8", f32, fortran: true), "--k", kf, "--v", vf],
+            "truncated" => ["run", "--q", WriteRaw("t.npy", "<f4", "30, 8", f32[..500]), "--k", kf, "--v", vf],
+            "lying shape" => ["run", "--q", WriteRaw("l.npy", "<f4", "30, 8", [.. f32, .. f32]), "--k", kf, "--v", vf],
+            "dim mismatch" => ["run", "--q", qf, "--k", WriteF32("k6.npy", TestData.Normal("K", 1, 1, 2, 30, 6), [2, 30, 6]), "--v", vf],
+            "kv length" => ["run", "--q", qf, "--k", kf, "--v", WriteF32("v29.npy", TestData.Normal("V", 1, 1, 2, 29, 8), [2, 29, 8])],
+            "heads" => ["run", "--q", WriteF32("q3.npy", TestData.Normal("Q", 1, 1, 3, 30, 8), [3, 30, 8]), "--k", kf, "--v", vf],
+            "nan" => ["run", "--q", WriteRaw("n.npy", "<f4", "2, 30, 8", [.. f32, .. BitConverter.GetBytes(float.NaN), .. f32[4..]]), "--k", kf, "--v", vf],
+            "negative key length" => ["run", "--q", qf, "--k", kf, "--v", vf, "--key-lengths", "-3"],
+            "long key length" => ["run", "--q", qf, "--k", kf, "--v", vf, "--key-lengths", "31"],
+            _ => ["run", "--random", "--seq", "8", "--dim", "4", "--frobnicate"],
+        };
+        var (code, stdout, stderr) = await Run(args);
+        Assert.True(code == 2, $"{kind}: exit {code}; stderr: {stderr}; stdout: {stdout}");
+        Assert.True(stderr.Contains(expected, StringComparison.Ordinal), $"{kind}: expected “{expected}” in stderr: {stderr}");
+        Assert.Single(stderr.TrimEnd().Split('\n'));
+    }
+
+    [Fact]
+    public async Task Nan_message_names_the_tensor_file_and_index()
+    {
+        var data = new float[2 * 30 * 8];
+        data[(1 * 30 * 8) + (4 * 8) + 5] = float.NaN;
+        NpyFile.Write(PathOf("q.npy"), data, [2, 30, 8]);
+        var (_, k, v) = TestData.Qkv(3, 1, 2, 2, 30, 30, 8, 8);
+        var (code, _, stderr) = await Run("run", "--q", PathOf("q.npy"), "--k", WriteF32("k.npy", k, [2, 30, 8]), "--v", WriteF32("v.npy", v, [2, 30, 8]));
+        Assert.Equal(2, code);
+        Assert.Contains("Q (q.npy)[0, 1, 4, 5] is NaN", stderr, StringComparison.Ordinal);
+    }
+}
