@@ -74,7 +74,7 @@ public static class Attention
             Dispatch(settings.Path, new FinishPanel(problem, pack, output, lse, b, h, rowStart, rows));
             if (Interlocked.Decrement(ref remaining[group]) == 0)
             {
-                Volatile.Write(ref packs[group], null);
+                Interlocked.Exchange(ref packs[group], null)?.Dispose();
             }
 
             progress?.Report(Interlocked.Add(ref rowsDone, rows));
@@ -102,7 +102,7 @@ public static class Attention
             return set;
         }
 
-        var pack = KeyPack.Create(problem, b, h / problem.GroupSize, first, end);
+        using var pack = KeyPack.Create(problem, b, h / problem.GroupSize, first, end);
         for (int r0 = 0; r0 < rowCount; r0 += PanelKernelShape.PanelRows)
         {
             int rows = Math.Min(PanelKernelShape.PanelRows, rowCount - r0);

@@ -25,8 +25,8 @@ internal static class RunJob
             }
 
             var cluster = new ClusterOptions { Workers = request.Workers };
-            var plan = ShardPlanner.Plan(problem, cluster.Workers, cluster.Plan);
             var clock = Stopwatch.StartNew();
+            var plan = ShardPlanner.Plan(problem, cluster.Workers, cluster.Plan);
             AttentionResult result;
             if (request.SingleNode)
             {

@@ -121,6 +121,13 @@ public static class CanonicalTree
             }
         }
 
+        // One node in all: nothing merges, so its arrays can serve as the root without a copy.
+        if (items.Count == 1 && items[0].Set.Nodes.Length == 1)
+        {
+            var only = items[0].Set;
+            return new PartialSet([new TreeNode(Height(blockCount), 0)], rows, dv, only.M, only.L, only.O);
+        }
+
         items.Sort((a, b) => a.Node.Start.CompareTo(b.Node.Start));
         var nodes = items.Select(x => x.Node).ToArray();
 

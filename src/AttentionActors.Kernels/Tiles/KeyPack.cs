@@ -6,7 +6,7 @@ namespace AttentionActors.Kernels.Tiles;
 /// <c>[depth, bp(kb)]</c> matrix, bp(kb) = the block's key count rounded up to 16, zero padded.
 /// Features: the key itself (dot, Gaussian), the key over its norm (cosine), or W_kᵀ k (additive).
 /// </summary>
-internal sealed class KeyPack
+internal sealed class KeyPack : IDisposable
 {
     private KeyPack(float[] data, int blockStart, int blockEnd, int depth, int stride)
     {
@@ -17,7 +17,8 @@ internal sealed class KeyPack
         BlockStride = stride;
     }
 
-    public float[] Data { get; }
+    /// <summary>Pooled storage (may be longer than needed); return it with <see cref="Dispose"/>.</summary>
+    public float[] Data { get; private set; }
 
     public int BlockStart { get; }
 
@@ -36,7 +37,8 @@ internal sealed class KeyPack
     {
         int depth = FeatureDepth(p);
         int stride = depth * ((p.BlockSize + 15) & ~15);
-        return new KeyPack(new float[Math.Max(0, blockEnd - blockStart) * (long)stride], blockStart, blockEnd, depth, stride);
+        long length = Math.Max(0, blockEnd - blockStart) * (long)stride;
+        return new KeyPack(System.Buffers.ArrayPool<float>.Shared.Rent((int)Math.Max(length, 1)), blockStart, blockEnd, depth, stride);
     }
 
     public static KeyPack Create(AttentionProblem p, int b, int kvh, int blockStart, int blockEnd)
@@ -66,6 +68,13 @@ internal sealed class KeyPack
             int n = Math.Min(p.BlockSize, p.KeySeq - j0);
             int bp = (n + 15) & ~15;
             var kt = data.AsSpan((kb - blockStart) * stride, depth * bp);
+
+            // Pooled memory is not zeroed: clear the padding columns jj ≥ n of every feature row.
+            for (int k = 0; k < depth && n < bp; k++)
+            {
+                kt.Slice((k * bp) + n, bp - n).Clear();
+            }
+
             if (score is ScoreFunction.Dot or ScoreFunction.Gaussian)
             {
                 Transpose(kData.Slice((int)p.K.RowOffset(b, kvh, j0), n * dk), n, dk, kt, bp);
@@ -81,6 +90,16 @@ internal sealed class KeyPack
                     kt[(k * bp) + jj] = feature[k];
                 }
             }
+        }
+    }
+
+    public void Dispose()
+    {
+        var data = Data;
+        Data = [];
+        if (data.Length > 0)
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(data);
         }
     }
 
