@@ -5,6 +5,7 @@ using AttentionActors.Kernels;
 using AttentionActors.Pipeline;
 using AttentionActors.Pipeline.Coordinator;
 using AttentionActors.Pipeline.Planning;
+using Microsoft.Extensions.Logging;
 using Spectre.Console;
 
 namespace AttentionActors.Cli.Commands;
@@ -24,7 +25,12 @@ internal static class RunJob
                 throw new UsageException($"--workers {request.Workers} must be at least 1");
             }
 
-            var cluster = new ClusterOptions { Workers = request.Workers };
+            using var loggers = LoggerFactory.Create(b => b
+                .SetMinimumLevel(request.Quiet ? LogLevel.Error : LogLevel.Warning)
+                .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace)
+                .AddSimpleConsole(o => o.SingleLine = true)
+                .AddFilter((_, _, level) => level >= LogLevel.Warning));
+            var cluster = new ClusterOptions { Workers = request.Workers, LoggerFactory = ReferenceEquals(stderr, Console.Error) ? loggers : null };
             var clock = Stopwatch.StartNew();
             var plan = ShardPlanner.Plan(problem, cluster.Workers, cluster.Plan);
             AttentionResult result;
