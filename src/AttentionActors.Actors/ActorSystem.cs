@@ -4,8 +4,8 @@ using Microsoft.Extensions.Logging.Abstractions;
 
 namespace AttentionActors.Actors;
 
-/// <summary>What a graceful shutdown did: whether every mailbox emptied, and how many messages were rejected.</summary>
-public sealed record ShutdownReport(bool Drained, int Rejected);
+/// <summary>What a graceful shutdown did: whether every mailbox emptied, how many messages were rejected, and whether every actor stopped in time.</summary>
+public sealed record ShutdownReport(bool Drained, int Rejected, bool AllStopped = true);
 
 /// <summary>
 /// Hosts actors: creates them, supervises the top-level ones, schedules timed messages, carries
@@ -15,6 +15,7 @@ public sealed partial class ActorSystem : IAsyncDisposable
 {
     private readonly ConcurrentDictionary<ActorPath, ActorCell> cells = new();
     private readonly TaskCompletionSource terminated = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly CancellationTokenSource stopping = new();
     private int deadLetterCount;
     private int rejectedAtShutdown;
     private volatile bool isTerminated;
@@ -43,6 +44,9 @@ public sealed partial class ActorSystem : IAsyncDisposable
     public int DeadLetterCount => Volatile.Read(ref deadLetterCount);
 
     public bool IsTerminated => isTerminated;
+
+    /// <summary>Cancelled when shutdown starts stopping actors: long handlers should pass it on and give up.</summary>
+    public CancellationToken Stopping => stopping.Token;
 
     public Task WhenTerminated => terminated.Task;
 
@@ -108,19 +112,26 @@ public sealed partial class ActorSystem : IAsyncDisposable
 
         int before = DeadLetterCount;
         isTerminated = true;
+        await stopping.CancelAsync().ConfigureAwait(false);
         var all = cells.Values.ToList();
         foreach (var cell in all.Where(c => c.ParentCell is null))
         {
             cell.SendSystem(StopSignal.Instance);
         }
 
-        await Task.WhenAll(all.Select(c => c.Stopped)).WaitAsync(TimeSpan.FromSeconds(30), cancellationToken).ConfigureAwait(false);
+        // A handler that ignores Stopping keeps its actor alive; report that instead of hanging.
+        var allStopped = Task.WhenAll(all.Select(c => c.Stopped));
+        bool stoppedInTime = await Task.WhenAny(allStopped, Task.Delay(TimeSpan.FromSeconds(30), cancellationToken)).ConfigureAwait(false) == allStopped;
         Volatile.Write(ref rejectedAtShutdown, DeadLetterCount - before);
         terminated.TrySetResult();
-        return new ShutdownReport(drained, Volatile.Read(ref rejectedAtShutdown));
+        return new ShutdownReport(drained, Volatile.Read(ref rejectedAtShutdown), stoppedInTime);
     }
 
-    public async ValueTask DisposeAsync() => await TerminateAsync(TimeSpan.Zero).ConfigureAwait(false);
+    public async ValueTask DisposeAsync()
+    {
+        await TerminateAsync(TimeSpan.Zero).ConfigureAwait(false);
+        stopping.Dispose();
+    }
 
     internal void Register(ActorCell cell) => cells[cell.Path] = cell;
 

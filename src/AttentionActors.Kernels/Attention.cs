@@ -88,7 +88,7 @@ public static class Attention
     /// [blockStart, blockEnd): one entry per maximal aligned tree node of the part of that range
     /// the rows can see (none when they see nothing). This is a worker's whole job.
     /// </summary>
-    public static PartialSet ComputePartials(AttentionProblem problem, int b, int h, int rowStart, int rowCount, int blockStart, int blockEnd, KernelPath path = KernelPath.Auto)
+    public static PartialSet ComputePartials(AttentionProblem problem, int b, int h, int rowStart, int rowCount, int blockStart, int blockEnd, KernelPath path = KernelPath.Auto, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(problem);
         CheckRange(problem, b, h, rowStart, rowCount, blockStart, blockEnd);
@@ -105,6 +105,7 @@ public static class Attention
         using var pack = KeyPack.Create(problem, b, h / problem.GroupSize, first, end);
         for (int r0 = 0; r0 < rowCount; r0 += PanelKernelShape.PanelRows)
         {
+            cancellationToken.ThrowIfCancellationRequested();
             int rows = Math.Min(PanelKernelShape.PanelRows, rowCount - r0);
             Dispatch(path, new CollectPanel(problem, pack, set, b, h, rowStart + r0, r0, rows, first, end));
         }

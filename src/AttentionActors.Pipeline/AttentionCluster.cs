@@ -68,7 +68,7 @@ public sealed class AttentionCluster : IAsyncDisposable
         system = ActorSystem.Create("attention", loggers);
         queue = system.ActorOf(Props.Create(() => new ShardQueue()) with { MailboxCapacity = 1 << 20 }, "queue");
         reducer = system.ActorOf(Props.Create(() => new Reducer.Reducer()) with { MailboxCapacity = 1 << 16 }, "reducer");
-        var compute = options.Compute ?? ((p, s, a) => Worker.ComputeWithKernel(p, s, a, options.Path));
+        var compute = options.Compute ?? ((p, s, _, ct) => Worker.ComputeWithKernel(p, s, options.Path, ct));
         for (int w = 0; w < options.Workers; w++)
         {
             system.ActorOf(Props.Create(() => new Worker(queue, compute)) with { DedicatedThread = true }, $"worker-{w}");
@@ -79,6 +79,10 @@ public sealed class AttentionCluster : IAsyncDisposable
 
     /// <summary>Starts an embedded cluster; dispose it to stop its actors.</summary>
     public static AttentionCluster StartEmbedded(ClusterOptions? options = null) => new(options ?? new ClusterOptions());
+
+    /// <summary>Validates, plans, runs and returns one attention job on a fresh embedded cluster with default settings.</summary>
+    public static Task<AttentionResult> ComputeAsync(AttentionTensor q, AttentionTensor k, AttentionTensor v, AttentionOptions? options, IProgress<JobProgress>? progress, CancellationToken cancellationToken = default)
+        => ComputeAsync(q, k, v, options, null, progress, cancellationToken);
 
     /// <summary>Validates, plans, runs and returns one attention job on a fresh embedded cluster.</summary>
     public static async Task<AttentionResult> ComputeAsync(AttentionTensor q, AttentionTensor k, AttentionTensor v, AttentionOptions? options = null, ClusterOptions? cluster = null, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)

@@ -71,7 +71,7 @@ public class PipelineTests
         var options = new ClusterOptions
         {
             Workers = 2,
-            Compute = (p, s, a) => s.Id == 3 ? throw new InvalidOperationException("disk on fire") : Attention.ComputePartials(p, s.Batch, s.Head, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd),
+            Compute = (p, s, a, ct) => s.Id == 3 ? throw new InvalidOperationException("disk on fire") : Kernel(p, s, ct),
         };
         await using var cluster = AttentionCluster.StartEmbedded(options);
         var ex = await Assert.ThrowsAsync<AttentionJobException>(() => cluster.ComputeAsync(problem));
@@ -88,9 +88,9 @@ public class PipelineTests
         var options = new ClusterOptions
         {
             Workers = 2,
-            Compute = (p, s, a) => s.Id == 0 && a == 1 && Interlocked.Increment(ref failures) == 1
+            Compute = (p, s, a, ct) => s.Id == 0 && a == 1 && Interlocked.Increment(ref failures) == 1
                 ? throw new IOException("transient")
-                : Attention.ComputePartials(p, s.Batch, s.Head, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd),
+                : Kernel(p, s, ct),
         };
         await using var cluster = AttentionCluster.StartEmbedded(options);
         var result = await cluster.ComputeAsync(problem);
@@ -108,15 +108,15 @@ public class PipelineTests
         {
             Workers = 2,
             Job = new Coordinator.JobSettings { ShardTimeout = TimeSpan.FromMilliseconds(200), MinWorkerFlops = 1e15 },
-            Compute = (p, s, a) =>
+            Compute = (p, s, a, ct) =>
             {
                 if (s.Id == 0 && a == 1)
                 {
                     Interlocked.Increment(ref attempts);
-                    release.Wait(TimeSpan.FromSeconds(20));
+                    release.Wait(TimeSpan.FromSeconds(20), ct);
                 }
 
-                return Attention.ComputePartials(p, s.Batch, s.Head, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd);
+                return Kernel(p, s, ct);
             },
         };
         await using var cluster = AttentionCluster.StartEmbedded(options);
@@ -136,7 +136,7 @@ public class PipelineTests
         {
             Workers = 1,
             Plan = new PlanOptions { MaxShardBytes = 32 << 10 },
-            Compute = (p, s, a) =>
+            Compute = (p, s, a, ct) =>
             {
                 if (Interlocked.Increment(ref computed) == 2)
                 {
@@ -144,7 +144,7 @@ public class PipelineTests
                 }
 
                 Thread.Sleep(20);
-                return Attention.ComputePartials(p, s.Batch, s.Head, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd);
+                return Kernel(p, s, ct);
             },
         };
         await using var cluster = AttentionCluster.StartEmbedded(options);
@@ -154,6 +154,34 @@ public class PipelineTests
         await Task.Delay(200);
         Assert.True(computed < plan.Shards.Count / 2, $"{computed} of {plan.Shards.Count} shards were still computed after cancelling");
     }
+
+    [Fact]
+    public async Task Shutting_down_abandons_a_long_shard_promptly()
+    {
+        var (problem, _) = Scenario("gqa");
+        using var started = new ManualResetEventSlim();
+        var options = new ClusterOptions
+        {
+            Workers = 1,
+            Compute = (p, s, a, ct) =>
+            {
+                started.Set();
+                ct.WaitHandle.WaitOne(TimeSpan.FromSeconds(60));
+                ct.ThrowIfCancellationRequested();
+                return Kernel(p, s, ct);
+            },
+        };
+        var cluster = AttentionCluster.StartEmbedded(options);
+        var job = cluster.ComputeAsync(problem);
+        Assert.True(started.Wait(TimeSpan.FromSeconds(10)), "the shard never started");
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        await cluster.DisposeAsync();
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"shutdown took {clock.Elapsed.TotalSeconds:F1} s with a shard in flight");
+        Assert.False(job.IsCompletedSuccessfully, "an abandoned job must not report success");
+    }
+
+    private static Kernels.Partials.PartialSet Kernel(AttentionProblem p, Planning.Shard s, CancellationToken ct)
+        => Attention.ComputePartials(p, s.Batch, s.Head, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd, Kernels.Simd.KernelPath.Auto, ct);
 
     private sealed class SyncProgress<T>(Action<T> report) : IProgress<T>
     {

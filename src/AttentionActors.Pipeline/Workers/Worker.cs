@@ -13,7 +13,7 @@ namespace AttentionActors.Pipeline.Workers;
 public sealed record ComputeShard(JobId Job, Shard Shard, int Attempt, AttentionProblem Problem, IActorRef Reducer, IActorRef Coordinator);
 
 /// <summary>How a worker turns a shard into partials; the default is the kernel library.</summary>
-public delegate PartialSet ShardComputer(AttentionProblem problem, Shard shard, int attempt);
+public delegate PartialSet ShardComputer(AttentionProblem problem, Shard shard, int attempt, CancellationToken cancellationToken);
 
 /// <summary>
 /// Pulls one shard at a time from the queue (like a RabbitMQ consumer with prefetch 1), computes
@@ -30,8 +30,12 @@ internal sealed class Worker : ActorBase
             var clock = Stopwatch.StartNew();
             try
             {
-                var partials = compute(work.Problem, work.Shard, work.Attempt);
+                var partials = compute(work.Problem, work.Shard, work.Attempt, Context.System.Stopping);
                 work.Reducer.Tell(new PartialComputed(work.Job, work.Shard.Id, work.Attempt, partials, clock.Elapsed), Self);
+            }
+            catch (OperationCanceledException) when (Context.System.Stopping.IsCancellationRequested)
+            {
+                // Shutting down: the shard is abandoned with the job.
             }
             catch (Exception ex)
             {
@@ -43,6 +47,6 @@ internal sealed class Worker : ActorBase
         queue.Tell(new WorkerReady(), Self);
     }
 
-    public static PartialSet ComputeWithKernel(AttentionProblem problem, Shard shard, int attempt, KernelPath path)
-        => Attention.ComputePartials(problem, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd, path);
+    public static PartialSet ComputeWithKernel(AttentionProblem problem, Shard shard, KernelPath path, CancellationToken cancellationToken)
+        => Attention.ComputePartials(problem, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd, path, cancellationToken);
 }
