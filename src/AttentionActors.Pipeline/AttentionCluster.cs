@@ -58,6 +58,7 @@ public sealed class AttentionCluster : IAsyncDisposable
     private readonly IActorRef reducer;
     private readonly ClusterOptions options;
     private readonly ILogger logger;
+    private readonly JobCancellations cancellations = new();
 
     private AttentionCluster(ClusterOptions options)
     {
@@ -71,7 +72,7 @@ public sealed class AttentionCluster : IAsyncDisposable
         var compute = options.Compute ?? ((p, s, _, ct) => Worker.ComputeWithKernel(p, s, options.Path, ct));
         for (int w = 0; w < options.Workers; w++)
         {
-            system.ActorOf(Props.Create(() => new Worker(queue, compute)) with { DedicatedThread = true }, $"worker-{w}");
+            system.ActorOf(Props.Create(() => new Worker(queue, compute, cancellations)) with { DedicatedThread = true }, $"worker-{w}");
         }
     }
 
@@ -104,7 +105,7 @@ public sealed class AttentionCluster : IAsyncDisposable
         cancellationToken.ThrowIfCancellationRequested();
         var job = JobId.New();
         var listener = new JobListener(progress);
-        var coordinator = system.ActorOf(Props.Create(() => new JobCoordinator(job, problem, plan, queue, reducer, listener, options.Job, logger)), $"job-{job}");
+        var coordinator = system.ActorOf(Props.Create(() => new JobCoordinator(job, problem, plan, queue, reducer, listener, options.Job, logger, cancellations)), $"job-{job}");
         await using var registration = cancellationToken.Register(() => coordinator.Tell(new CancelJob(job, "cancelled by the caller"))).ConfigureAwait(false);
         try
         {

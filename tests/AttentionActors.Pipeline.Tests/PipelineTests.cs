@@ -156,6 +156,38 @@ public class PipelineTests
     }
 
     [Fact]
+    public async Task Cancelling_interrupts_a_shard_that_is_already_running()
+    {
+        var (problem, _) = Scenario("gqa");
+        using var started = new ManualResetEventSlim();
+        using var interrupted = new ManualResetEventSlim();
+        var options = new ClusterOptions
+        {
+            Workers = 1,
+            Compute = (p, s, a, ct) =>
+            {
+                started.Set();
+                if (ct.WaitHandle.WaitOne(TimeSpan.FromSeconds(60)))
+                {
+                    interrupted.Set();
+                }
+
+                ct.ThrowIfCancellationRequested();
+                return Kernel(p, s, ct);
+            },
+        };
+        await using var cluster = AttentionCluster.StartEmbedded(options);
+        using var cts = new CancellationTokenSource();
+        var job = cluster.ComputeAsync(problem, null, cts.Token);
+        Assert.True(started.Wait(TimeSpan.FromSeconds(10)), "the shard never started");
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        await cts.CancelAsync();
+        await Assert.ThrowsAsync<OperationCanceledException>(() => job);
+        Assert.True(interrupted.Wait(TimeSpan.FromSeconds(5)), "the running shard was not told to stop");
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5), $"cancelling took {clock.Elapsed.TotalSeconds:F1} s");
+    }
+
+    [Fact]
     public async Task Shutting_down_abandons_a_long_shard_promptly()
     {
         var (problem, _) = Scenario("gqa");

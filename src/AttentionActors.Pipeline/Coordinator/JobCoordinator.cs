@@ -43,7 +43,8 @@ public sealed record JobSettings
 /// <summary>
 /// Runs one job: tells the reducer what to expect, hands the shards (largest first) to the work
 /// queue, gives each started shard a deadline, re-issues shards that miss it or fail, fails the job
-/// naming the shard once a shard has used up its attempts, and honours cancellation. States: <see cref="Dispatching"/> → <see cref="Finished"/>.
+/// naming the shard once a shard has used up its attempts, and honours cancellation (queued shards
+/// are withdrawn and running ones interrupted through <see cref="JobCancellations"/>). States: <see cref="Dispatching"/> → <see cref="Finished"/>.
 /// </summary>
 internal sealed partial class JobCoordinator : ActorBase
 {
@@ -55,13 +56,15 @@ internal sealed partial class JobCoordinator : ActorBase
     private readonly IActorRef client;
     private readonly JobSettings settings;
     private readonly ILogger logger;
+    private readonly JobCancellations cancellations;
     private readonly Dictionary<int, ShardState> shards = [];
     private int done;
     private DateTime lastActivity = DateTime.UtcNow;
     private ICancelable? stallTimer;
 
-    public JobCoordinator(JobId job, AttentionProblem problem, ShardPlan plan, IActorRef queue, IActorRef reducer, IActorRef client, JobSettings settings, ILogger logger)
+    public JobCoordinator(JobId job, AttentionProblem problem, ShardPlan plan, IActorRef queue, IActorRef reducer, IActorRef client, JobSettings settings, ILogger logger, JobCancellations? cancellations = null)
     {
+        this.cancellations = cancellations ?? new JobCancellations();
         this.job = job;
         this.problem = problem;
         this.plan = plan;
@@ -109,6 +112,7 @@ internal sealed partial class JobCoordinator : ActorBase
 
     protected override void PostStop()
     {
+        cancellations.Forget(job);
         stallTimer?.Cancel();
         foreach (var state in shards.Values)
         {
@@ -191,6 +195,7 @@ internal sealed partial class JobCoordinator : ActorBase
         LogFailed(logger, job, reason);
         reducer.Tell(new FailJob(job, reason), Self);
         queue.Tell(new CancelShards(job), Self);
+        cancellations.Cancel(job);
         Become(Finished);
         Context.Stop(Self);
     }

@@ -18,24 +18,26 @@ public delegate PartialSet ShardComputer(AttentionProblem problem, Shard shard, 
 /// <summary>
 /// Pulls one shard at a time from the queue (like a RabbitMQ consumer with prefetch 1), computes
 /// it with the kernel library, replies with its partials, and asks for the next. Stateless.
-/// A shard that throws is reported to its coordinator, which decides whether to retry.
+/// A shard that throws is reported to its coordinator, which decides whether to retry; a shard of
+/// a job that ended early is abandoned at the next query panel.
 /// </summary>
 internal sealed class Worker : ActorBase
 {
-    public Worker(IActorRef queue, ShardComputer compute)
+    public Worker(IActorRef queue, ShardComputer compute, JobCancellations cancellations)
     {
         Receive<ComputeShard>(work =>
         {
             work.Coordinator.Tell(new ShardStarted(work.Job, work.Shard.Id, work.Attempt), Self);
             var clock = Stopwatch.StartNew();
+            using var cancel = CancellationTokenSource.CreateLinkedTokenSource(Context.System.Stopping, cancellations.For(work.Job));
             try
             {
-                var partials = compute(work.Problem, work.Shard, work.Attempt, Context.System.Stopping);
+                var partials = compute(work.Problem, work.Shard, work.Attempt, cancel.Token);
                 work.Reducer.Tell(new PartialComputed(work.Job, work.Shard.Id, work.Attempt, partials, clock.Elapsed), Self);
             }
-            catch (OperationCanceledException) when (Context.System.Stopping.IsCancellationRequested)
+            catch (OperationCanceledException) when (cancel.IsCancellationRequested)
             {
-                // Shutting down: the shard is abandoned with the job.
+                // The job ended early or the node is shutting down: the shard is abandoned with it.
             }
             catch (Exception ex)
             {
