@@ -163,7 +163,7 @@ internal sealed partial class JobCoordinator : ActorBase
                 Retry(state, $"{state.Shard} failed: {failed.Error}");
             }
         });
-        Receive<CancelJob>(cancel => Fail(cancel.Reason));
+        Receive<CancelJob>(cancel => Fail(cancel.Reason, cancelled: true));
         Receive<StallCheck>(_ =>
         {
             if (DateTime.UtcNow - lastActivity > settings.StallTimeout)
@@ -190,9 +190,17 @@ internal sealed partial class JobCoordinator : ActorBase
         queue.Tell(new ComputeShard(job, state.Shard, state.Attempt, problem, reducer, Self), Self);
     }
 
-    private void Fail(string reason)
+    private void Fail(string reason, bool cancelled = false)
     {
-        LogFailed(logger, job, reason);
+        if (cancelled)
+        {
+            LogCancelled(logger, job, reason);
+        }
+        else
+        {
+            LogFailed(logger, job, reason);
+        }
+
         reducer.Tell(new FailJob(job, reason), Self);
         queue.Tell(new CancelShards(job), Self);
         cancellations.Cancel(job);
@@ -202,6 +210,9 @@ internal sealed partial class JobCoordinator : ActorBase
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "job {Job}: {Why}; re-issuing as attempt {Attempt}")]
     private static partial void LogRetry(ILogger logger, JobId job, string why, int attempt);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "job {Job} cancelled: {Reason}")]
+    private static partial void LogCancelled(ILogger logger, JobId job, string reason);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "job {Job} failed: {Reason}")]
     private static partial void LogFailed(ILogger logger, JobId job, string reason);
