@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: one Release build of the solution, the whole suite, then the kernel tests again
-# at each narrower SIMD width (256-bit, 128-bit, scalar) so every vector path is exercised.
+# at each narrower SIMD width (256-bit, 128-bit, scalar) and as on a CPU without AVX-512 (16 vector
+# registers, narrow register tiles), so every vector path and tile shape is exercised.
 # Needs only the .NET 10 SDK; NuGet packages are restored from the configured feed.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -16,7 +17,7 @@ run() {
 }
 
 run dotnet test AttentionActors.sln -c Release --no-build -nologo
-for width in DOTNET_PreferredVectorBitWidth=256 DOTNET_PreferredVectorBitWidth=128 DOTNET_EnableHWIntrinsic=0; do
+for width in DOTNET_PreferredVectorBitWidth=256 DOTNET_PreferredVectorBitWidth=128 DOTNET_EnableHWIntrinsic=0 DOTNET_EnableAVX512=0; do
     run env "$width" dotnet test tests/AttentionActors.Kernels.Tests -c Release --no-build -nologo
 done
 

@@ -92,6 +92,25 @@ public class CanonicalTreeTests
     }
 
     [Fact]
+    public void Narrow_and_wide_register_tiles_give_identical_bits()
+    {
+        var p = Problem(12, 301, 517, new AttentionOptions { Causal = true, Alignment = DiagonalAlignment.BottomRight, SoftCap = 4f }, 4, 2, 40, 72);
+        bool original = Tiles.PanelKernelShape.WideTiles;
+        try
+        {
+            Tiles.PanelKernelShape.WideTiles = true;
+            var wide = Attention.Compute(p);
+            Tiles.PanelKernelShape.WideTiles = false;
+            var narrow = Attention.Compute(p);
+            TestData.AssertBitwise(wide.Output.Data.Span, narrow.Output.Data.Span, "4×4 vs 4×2 tiles");
+        }
+        finally
+        {
+            Tiles.PanelKernelShape.WideTiles = original;
+        }
+    }
+
+    [Fact]
     public void Thread_count_does_not_change_the_bits()
     {
         var p = Problem(5, 700, 900, new AttentionOptions { Causal = true, Alignment = DiagonalAlignment.TopLeft, BlockSize = 48 });

@@ -18,6 +18,8 @@ internal static class PanelKernel<TL, TV>
 {
     private const int Mr = PanelKernelShape.TileRows;
 
+    private static bool WideTiles => PanelKernelShape.WideTiles;
+
     /// <summary>Runs the panel and returns how many nodes it left on <paramref name="ws"/>'s stack.</summary>
     public static int Run(AttentionProblem p, Workspace ws, KeyPack keys, int b, int h, int rowStart, int rows, int blockStart, int blockEnd)
     {
@@ -177,9 +179,14 @@ internal static class PanelKernel<TL, TV>
         int c = cLo;
         if (mr == Mr)
         {
-            for (; c + (4 * w) <= cHi; c += 4 * w)
+            for (; WideTiles && c + (4 * w) <= cHi; c += 4 * w)
             {
                 TileKernels<TL, TV>.Score4x4<TS>(ref q, qStride, depth, ref Unsafe.Add(ref kt, c), bp, ref ws.S[c], bp);
+            }
+
+            for (; c + (2 * w) <= cHi; c += 2 * w)
+            {
+                TileKernels<TL, TV>.Score4x2<TS>(ref q, qStride, depth, ref Unsafe.Add(ref kt, c), bp, ref ws.S[c], bp);
             }
 
             for (; c < cHi; c += w)
@@ -209,9 +216,14 @@ internal static class PanelKernel<TL, TV>
         int c = 0;
         if (mr == Mr)
         {
-            for (; c + (4 * w) <= dv; c += 4 * w)
+            for (; WideTiles && c + (4 * w) <= dv; c += 4 * w)
             {
                 TileKernels<TL, TV>.Pv4x4(ref p, bp, n, ref Unsafe.Add(ref vFirst, c), dv, ref Unsafe.Add(ref o, c), oStride);
+            }
+
+            for (; c + (2 * w) <= dv; c += 2 * w)
+            {
+                TileKernels<TL, TV>.Pv4x2(ref p, bp, n, ref Unsafe.Add(ref vFirst, c), dv, ref Unsafe.Add(ref o, c), oStride);
             }
         }
 

@@ -86,6 +86,43 @@ internal static class TileKernels<TL, TV>
         Store4(ref s, 3 * sStride, w, a30, a31, a32, a33);
     }
 
+    /// <summary>S[0..4, 0..2W) for four query rows and 2W keys: the tile for CPUs with 16 vector registers.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Score4x2<TS>(ref float q, nint qStride, int depth, ref float kt, nint ktStride, ref float s, nint sStride)
+        where TS : struct
+    {
+        nint w = TL.Count;
+        ref float q1 = ref Unsafe.Add(ref q, qStride);
+        ref float q2 = ref Unsafe.Add(ref q1, qStride);
+        ref float q3 = ref Unsafe.Add(ref q2, qStride);
+        TV a00 = default, a01 = default, a10 = default, a11 = default;
+        TV a20 = default, a21 = default, a30 = default, a31 = default;
+        ref float kr = ref kt;
+        for (nint k = 0; k < depth; k++)
+        {
+            var k0 = TL.Load(ref kr, 0);
+            var k1 = TL.Load(ref kr, w);
+            kr = ref Unsafe.Add(ref kr, ktStride);
+            var b = TL.Splat(Unsafe.Add(ref q, k));
+            a00 = Step<TS>(b, k0, a00);
+            a01 = Step<TS>(b, k1, a01);
+            b = TL.Splat(Unsafe.Add(ref q1, k));
+            a10 = Step<TS>(b, k0, a10);
+            a11 = Step<TS>(b, k1, a11);
+            b = TL.Splat(Unsafe.Add(ref q2, k));
+            a20 = Step<TS>(b, k0, a20);
+            a21 = Step<TS>(b, k1, a21);
+            b = TL.Splat(Unsafe.Add(ref q3, k));
+            a30 = Step<TS>(b, k0, a30);
+            a31 = Step<TS>(b, k1, a31);
+        }
+
+        Store2(ref s, 0, w, a00, a01);
+        Store2(ref s, sStride, w, a10, a11);
+        Store2(ref s, 2 * sStride, w, a20, a21);
+        Store2(ref s, 3 * sStride, w, a30, a31);
+    }
+
     /// <summary>S[0..4, 0..W) for four query rows and W keys.</summary>
     public static void Score4x1<TS>(ref float q, nint qStride, int depth, ref float kt, nint ktStride, ref float s, nint sStride)
         where TS : struct
@@ -182,6 +219,42 @@ internal static class TileKernels<TL, TV>
         Store4(ref o, oStride, w, a10, a11, a12, a13);
         Store4(ref o, 2 * oStride, w, a20, a21, a22, a23);
         Store4(ref o, 3 * oStride, w, a30, a31, a32, a33);
+    }
+
+    /// <summary>O[0..4, 0..2W) = Σ_{j &lt; n} P[0..4, j] · V[j, 0..2W): the tile for CPUs with 16 vector registers.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Pv4x2(ref float p, nint pStride, int n, ref float v, nint vStride, ref float o, nint oStride)
+    {
+        nint w = TL.Count;
+        ref float p1 = ref Unsafe.Add(ref p, pStride);
+        ref float p2 = ref Unsafe.Add(ref p1, pStride);
+        ref float p3 = ref Unsafe.Add(ref p2, pStride);
+        TV a00 = default, a01 = default, a10 = default, a11 = default;
+        TV a20 = default, a21 = default, a30 = default, a31 = default;
+        ref float vr = ref v;
+        for (nint j = 0; j < n; j++)
+        {
+            var v0 = TL.Load(ref vr, 0);
+            var v1 = TL.Load(ref vr, w);
+            vr = ref Unsafe.Add(ref vr, vStride);
+            var b = TL.Splat(Unsafe.Add(ref p, j));
+            a00 = TL.Fma(b, v0, a00);
+            a01 = TL.Fma(b, v1, a01);
+            b = TL.Splat(Unsafe.Add(ref p1, j));
+            a10 = TL.Fma(b, v0, a10);
+            a11 = TL.Fma(b, v1, a11);
+            b = TL.Splat(Unsafe.Add(ref p2, j));
+            a20 = TL.Fma(b, v0, a20);
+            a21 = TL.Fma(b, v1, a21);
+            b = TL.Splat(Unsafe.Add(ref p3, j));
+            a30 = TL.Fma(b, v0, a30);
+            a31 = TL.Fma(b, v1, a31);
+        }
+
+        Store2(ref o, 0, w, a00, a01);
+        Store2(ref o, oStride, w, a10, a11);
+        Store2(ref o, 2 * oStride, w, a20, a21);
+        Store2(ref o, 3 * oStride, w, a30, a31);
     }
 
     /// <summary>O[0, 0..W) = Σ_{j &lt; n} P[j] · V[j, 0..W).</summary>
@@ -303,6 +376,13 @@ internal static class TileKernels<TL, TV>
         {
             Unsafe.Add(ref s, j) = float.NegativeInfinity;
         }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store2(ref float dst, nint offset, nint w, TV x0, TV x1)
+    {
+        TL.Store(x0, ref dst, offset);
+        TL.Store(x1, ref dst, offset + w);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
