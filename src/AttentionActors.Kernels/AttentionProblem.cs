@@ -80,7 +80,7 @@ public sealed class AttentionProblem
         ArgumentNullException.ThrowIfNull(k);
         ArgumentNullException.ThrowIfNull(v);
         options ??= new AttentionOptions();
-        ProblemValidator.CheckShapes(q, k, v, options);
+        ProblemValidator.CheckShapes(q, k, v);
         ProblemValidator.CheckOptions(q, k, options);
         var problem = new AttentionProblem(q, k, v, options);
         ProblemValidator.CheckValues(problem);

@@ -5,7 +5,7 @@ namespace AttentionActors.Kernels;
 /// <summary>The checks behind <see cref="AttentionProblem.Create"/>; each failure names what is wrong.</summary>
 internal static class ProblemValidator
 {
-    public static void CheckShapes(AttentionTensor q, AttentionTensor k, AttentionTensor v, AttentionOptions options)
+    public static void CheckShapes(AttentionTensor q, AttentionTensor k, AttentionTensor v)
     {
         foreach (var t in new[] { q, k, v })
         {
@@ -39,8 +39,6 @@ internal static class ProblemValidator
         {
             throw Fail($"Q's dim {q.Dim} differs from K's dim {k.Dim}: {q}, {k}");
         }
-
-        _ = options;
     }
 
     public static void CheckOptions(AttentionTensor q, AttentionTensor k, AttentionOptions o)
@@ -70,6 +68,12 @@ internal static class ProblemValidator
             }
 
             RequireFinite("ALiBi slopes", slopes);
+
+            // The bias uses i − j as a float32, exact only below 2^24.
+            if (Math.Max(q.Seq, k.Seq) > 1 << 24)
+            {
+                throw Fail($"ALiBi needs sequence lengths up to 2^24 = 16,777,216; got Nq = {q.Seq}, Nk = {k.Seq}");
+            }
         }
 
         if (o.KeyLengths is { } lengths)
