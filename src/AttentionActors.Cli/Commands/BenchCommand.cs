@@ -2,7 +2,6 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using AttentionActors.Kernels;
-using AttentionActors.Kernels.Reference;
 using AttentionActors.Kernels.Simd;
 
 namespace AttentionActors.Cli.Commands;
@@ -100,29 +99,7 @@ internal static class BenchCommand
 
     /// <summary>Worst |out − ref| / (2e-6 + 1e-5·|ref|) over sampled rows; ≤ 1 is within the contract.</summary>
     private static double Check(AttentionProblem p, ComputeSettings settings, int rows)
-    {
-        var result = Attention.Compute(p, settings);
-        var rng = new Random(17);
-        var expected = new double[p.ValueDim];
-        var scratch = new double[p.KeySeq];
-        double worst = 0;
-        for (int s = 0; s < rows; s++)
-        {
-            int h = rng.Next(p.Heads);
-            int i = s == 0 ? 0 : s == 1 ? p.QuerySeq - 1 : rng.Next(p.QuerySeq);
-            double lse = ReferenceAttention.Row(p.Q, p.K, p.V, p.Options, 0, h, i, expected, scratch);
-            var actual = result.Output.Data.Span.Slice((int)result.Output.RowOffset(0, h, i), p.ValueDim);
-            for (int c = 0; c < p.ValueDim; c++)
-            {
-                worst = Math.Max(worst, Math.Abs(actual[c] - expected[c]) / (2e-6 + (1e-5 * Math.Abs(expected[c]))));
-            }
-
-            float actualLse = result.Lse[(h * p.QuerySeq) + i];
-            worst = Math.Max(worst, Math.Abs(actualLse - lse) / (2e-6 + (1e-5 * Math.Abs(lse))));
-        }
-
-        return worst;
-    }
+        => ReferenceCheck.Compare(p, Attention.Compute(p, settings), ReferenceCheck.Rows(p, rows, fullFlops: 0)).WorstRatio;
 
     private static AttentionTensor Random(string name, int seed, int heads, int n, int d)
     {

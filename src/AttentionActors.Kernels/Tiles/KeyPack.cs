@@ -1,18 +1,17 @@
 namespace AttentionActors.Kernels.Tiles;
 
 /// <summary>
-/// The keys of one (batch, kv-head) over blocks [BlockStart, BlockEnd), transposed once so every
+/// The keys of one (batch, kv-head) over a block range starting at BlockStart, transposed once so every
 /// query panel shares them. Block kb sits at <c>(kb − BlockStart)·depth·Bp</c> as a
 /// <c>[depth, bp(kb)]</c> matrix, bp(kb) = the block's key count rounded up to 16, zero padded.
 /// Features: the key itself (dot, Gaussian), the key over its norm (cosine), or W_kᵀ k (additive).
 /// </summary>
 internal sealed class KeyPack : IDisposable
 {
-    private KeyPack(float[] data, int blockStart, int blockEnd, int depth, int stride)
+    private KeyPack(float[] data, int blockStart, int depth, int stride)
     {
         Data = data;
         BlockStart = blockStart;
-        BlockEnd = blockEnd;
         Depth = depth;
         BlockStride = stride;
     }
@@ -21,8 +20,6 @@ internal sealed class KeyPack : IDisposable
     public float[] Data { get; private set; }
 
     public int BlockStart { get; }
-
-    public int BlockEnd { get; }
 
     public int Depth { get; }
 
@@ -38,7 +35,7 @@ internal sealed class KeyPack : IDisposable
         int depth = FeatureDepth(p);
         int stride = depth * ((p.BlockSize + 15) & ~15);
         long length = Math.Max(0, blockEnd - blockStart) * (long)stride;
-        return new KeyPack(System.Buffers.ArrayPool<float>.Shared.Rent((int)Math.Max(length, 1)), blockStart, blockEnd, depth, stride);
+        return new KeyPack(System.Buffers.ArrayPool<float>.Shared.Rent((int)Math.Max(length, 1)), blockStart, depth, stride);
     }
 
     public static KeyPack Create(AttentionProblem p, int b, int kvh, int blockStart, int blockEnd)
@@ -55,40 +52,35 @@ internal sealed class KeyPack : IDisposable
     /// <summary>Transposes key block <paramref name="kb"/> of (b, kvh) into its place.</summary>
     public void PackBlock(AttentionProblem p, int b, int kvh, int kb)
     {
-        var data = Data;
         int depth = Depth;
-        int stride = BlockStride;
-        int blockStart = BlockStart;
         var kData = p.K.Data.Span;
         int dk = p.KeyDim;
         var score = p.Options.Score;
-        Span<float> feature = score is ScoreFunction.Dot or ScoreFunction.Gaussian ? [] : depth <= 1024 ? stackalloc float[depth] : new float[depth];
+        int j0 = kb * p.BlockSize;
+        int n = Math.Min(p.BlockSize, p.KeySeq - j0);
+        int bp = (n + 15) & ~15;
+        var kt = Data.AsSpan(Offset(kb), depth * bp);
+
+        // Pooled memory is not zeroed: clear the padding columns jj ≥ n of every feature row.
+        for (int k = 0; k < depth && n < bp; k++)
         {
-            int j0 = kb * p.BlockSize;
-            int n = Math.Min(p.BlockSize, p.KeySeq - j0);
-            int bp = (n + 15) & ~15;
-            var kt = data.AsSpan((kb - blockStart) * stride, depth * bp);
+            kt.Slice((k * bp) + n, bp - n).Clear();
+        }
 
-            // Pooled memory is not zeroed: clear the padding columns jj ≥ n of every feature row.
-            for (int k = 0; k < depth && n < bp; k++)
-            {
-                kt.Slice((k * bp) + n, bp - n).Clear();
-            }
+        if (score is ScoreFunction.Dot or ScoreFunction.Gaussian)
+        {
+            Transpose(kData.Slice((int)p.K.RowOffset(b, kvh, j0), n * dk), n, dk, kt, bp);
+            return;
+        }
 
-            if (score is ScoreFunction.Dot or ScoreFunction.Gaussian)
+        Span<float> feature = depth <= 1024 ? stackalloc float[depth] : new float[depth];
+        for (int jj = 0; jj < n; jj++)
+        {
+            var key = kData.Slice((int)p.K.RowOffset(b, kvh, j0 + jj), dk);
+            Features(p, score, key, feature);
+            for (int k = 0; k < depth; k++)
             {
-                Transpose(kData.Slice((int)p.K.RowOffset(b, kvh, j0), n * dk), n, dk, kt, bp);
-                return;
-            }
-
-            for (int jj = 0; jj < n; jj++)
-            {
-                var key = kData.Slice((int)p.K.RowOffset(b, kvh, j0 + jj), dk);
-                Features(p, score, key, feature);
-                for (int k = 0; k < depth; k++)
-                {
-                    kt[(k * bp) + jj] = feature[k];
-                }
+                kt[(k * bp) + jj] = feature[k];
             }
         }
     }
@@ -132,6 +124,7 @@ internal sealed class KeyPack : IDisposable
         }
     }
 
+    /// <summary>The packed features of one key for the cosine (k/‖k‖) and additive (W_kᵀ k) scores.</summary>
     private static void Features(AttentionProblem p, ScoreFunction score, ReadOnlySpan<float> key, Span<float> feature)
     {
         if (score == ScoreFunction.Additive)
@@ -141,18 +134,14 @@ internal sealed class KeyPack : IDisposable
             {
                 feature[a] = Project(key, wk, a, feature.Length);
             }
+
+            return;
         }
-        else if (score == ScoreFunction.Cosine)
+
+        float inv = AttentionProblem.CosineInverseNorm(key);
+        for (int k = 0; k < key.Length; k++)
         {
-            float inv = AttentionProblem.CosineInverseNorm(key);
-            for (int k = 0; k < key.Length; k++)
-            {
-                feature[k] = key[k] * inv;
-            }
-        }
-        else
-        {
-            key.CopyTo(feature);
+            feature[k] = key[k] * inv;
         }
     }
 

@@ -32,7 +32,7 @@ public static class ShardPlanner
         var settled = new HashSet<Draft>();
         while (shards.Count < options.MaxShards)
         {
-            var oversized = shards.Where(s => !settled.Contains(s) && Bytes(problem, s) > options.MaxShardBytes).MaxBy(s => Bytes(problem, s));
+            var oversized = shards.Where(s => !settled.Contains(s) && s.Bytes > options.MaxShardBytes).MaxBy(s => s.Bytes);
             Draft? target = oversized;
             if (target is null)
             {
@@ -53,7 +53,7 @@ public static class ShardPlanner
             {
                 if (oversized is not null)
                 {
-                    throw new AttentionInputException($"a single query row against one key block needs {Bytes(problem, target):N0} bytes, more than the {options.MaxShardBytes:N0}-byte shard budget; raise the budget or lower the block size");
+                    throw new AttentionInputException($"a single query row against one key block needs {target.Bytes:N0} bytes, more than the {options.MaxShardBytes:N0}-byte shard budget; raise the budget or lower the block size");
                 }
 
                 settled.Add(target);
@@ -68,7 +68,7 @@ public static class ShardPlanner
         }
 
         var ordered = shards.OrderByDescending(s => s.Pairs).ThenBy(s => s.Batch).ThenBy(s => s.Head).ThenBy(s => s.RowStart).ThenBy(s => s.BlockStart).ToList();
-        var result = ordered.Select((s, i) => new Shard(i, s.Batch, s.Head, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd, s.Pairs, Flops(problem, s.Pairs), Bytes(problem, s))).ToList();
+        var result = ordered.Select((s, i) => new Shard(i, s.Batch, s.Head, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd, s.Pairs, Flops(problem, s.Pairs), s.Bytes)).ToList();
         return new ShardPlan(result, workers, Deal(result.Select(s => s.Flops), workers));
     }
 
@@ -112,8 +112,6 @@ public static class ShardPlanner
         return 4 * ((rowCount * (long)p.KeyDim) + (keys * (p.KeyDim + p.ValueDim)) + (nodes * rowCount * (p.ValueDim + 2L)));
     }
 
-    private static long Bytes(AttentionProblem p, Draft s) => Bytes(p, s.RowCount, s.BlockStart, s.BlockEnd);
-
     /// <summary>Narrows a draft to the blocks its rows see and keeps it only if it has visible work.</summary>
     private static void AddTrimmed(AttentionProblem p, List<Draft> shards, Draft d)
     {
@@ -133,7 +131,7 @@ public static class ShardPlanner
         long pairs = p.VisiblePairs(d.Batch, d.RowStart, d.RowCount, first, end);
         if (pairs > 0)
         {
-            shards.Add(d with { BlockStart = first, BlockEnd = end, Pairs = pairs });
+            shards.Add(d with { BlockStart = first, BlockEnd = end, Pairs = pairs, Bytes = Bytes(p, d.RowCount, first, end) });
         }
     }
 
@@ -216,7 +214,8 @@ public static class ShardPlanner
         return s.BlockEnd - 1;
     }
 
-    private sealed record Draft(int Batch, int Head, int RowStart, int RowCount, int BlockStart, int BlockEnd, long Pairs = 0)
+    /// <summary>A shard being planned; <see cref="Pairs"/> and <see cref="Bytes"/> are filled in when it is kept.</summary>
+    private sealed record Draft(int Batch, int Head, int RowStart, int RowCount, int BlockStart, int BlockEnd, long Pairs = 0, long Bytes = 0)
     {
         public int RowEnd => RowStart + RowCount;
     }

@@ -180,6 +180,7 @@ internal sealed class Reducer : ActorBase
             Lse = new float[p.Batch * p.Heads * p.QuerySeq];
             Array.Fill(Lse, float.NegativeInfinity);
             ShardsById = expect.Shards.ToDictionary(s => s.Id);
+            TotalFlops = expect.Shards.Sum(s => s.Flops);
             foreach (var group in expect.Shards.GroupBy(s => (s.Batch, s.Head)))
             {
                 var cuts = group.SelectMany(s => new[] { s.RowStart, s.RowEnd }).Distinct().Order().ToArray();
@@ -207,9 +208,11 @@ internal sealed class Reducer : ActorBase
 
         public double FlopsDone { get; set; }
 
+        public double TotalFlops { get; }
+
         private System.Diagnostics.Stopwatch Clock { get; } = System.Diagnostics.Stopwatch.StartNew();
 
         /// <summary>Progress as the reducer sees it: it reports before the result, so the last report is complete.</summary>
-        public JobProgress Progress() => new(Expect.Job, Received.Count, ShardsById.Count, FlopsDone, ShardsById.Values.Sum(s => s.Flops), Clock.Elapsed);
+        public JobProgress Progress() => new(Expect.Job, Received.Count, ShardsById.Count, FlopsDone, TotalFlops, Clock.Elapsed);
     }
 }
