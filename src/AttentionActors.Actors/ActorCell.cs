@@ -8,7 +8,7 @@ namespace AttentionActors.Actors;
 /// (stop, watch, failures of children), the current instance, and the loop that processes one
 /// message at a time.
 /// </summary>
-internal sealed partial class ActorCell : IActorRef, IActorContext
+internal sealed partial class ActorCell : ActorRefBase, IActorContext
 {
     private readonly Channel<Envelope> user;
     private readonly Channel<object> system = Channel.CreateUnbounded<object>(new UnboundedChannelOptions { SingleReader = true });
@@ -36,7 +36,7 @@ internal sealed partial class ActorCell : IActorRef, IActorContext
         });
     }
 
-    public ActorPath Path { get; }
+    public override ActorPath Path { get; }
 
     public Props Props { get; }
 
@@ -76,7 +76,7 @@ internal sealed partial class ActorCell : IActorRef, IActorContext
         }
     }
 
-    public void Tell(object message, IActorRef? sender = null)
+    public override void Tell(object message, IActorRef? sender = null)
     {
         ArgumentNullException.ThrowIfNull(message);
         sender ??= NoSender.Instance;
@@ -186,31 +186,44 @@ internal sealed partial class ActorCell : IActorRef, IActorContext
 
     public void Watch(IActorRef actor)
     {
-        if (actor is ActorCell cell)
+        if (actor is not ActorCell && actor is IWatchable watchable)
         {
-            cell.SendSystem(new Watch(this));
+            watchable.AddWatcher(this);
+            return;
         }
+
+        Local(actor, "watch").SendSystem(new Watch(this));
     }
 
     public void Unwatch(IActorRef actor)
     {
-        if (actor is ActorCell cell)
+        if (actor is not ActorCell && actor is IWatchable watchable)
         {
-            cell.SendSystem(new Unwatch(this));
+            watchable.RemoveWatcher(this);
+            return;
         }
+
+        Local(actor, "unwatch").SendSystem(new Unwatch(this));
     }
 
-    public void Stop(IActorRef actor)
+    public void Stop(IActorRef actor) => Local(actor, "stop").SendSystem(StopSignal.Instance);
+
+    /// <summary>
+    /// The local cell behind <paramref name="actor"/>, or a loud refusal: death watch and stop of
+    /// other references need their transport's own support (<see cref="IWatchable"/>), and silently
+    /// doing nothing would leave a watcher waiting for a <see cref="Terminated"/> that never comes.
+    /// </summary>
+    internal static ActorCell Local(IActorRef actor, string what)
     {
-        if (actor is ActorCell cell)
-        {
-            cell.SendSystem(StopSignal.Instance);
-        }
+        ArgumentNullException.ThrowIfNull(actor);
+        return actor as ActorCell
+            ?? throw new NotSupportedException($"cannot {what} {actor.Path}: it is not an actor of this process (a {actor.GetType().Name}), and only local actors support {what}");
     }
 
     public ICancelable ScheduleTellOnce(TimeSpan delay, object message) => System.Scheduler.ScheduleTellOnce(delay, this, message, this);
 
-    public override string ToString() => Path.ToString();
+    /// <summary>Tells <paramref name="watcher"/> that <paramref name="ended"/> has stopped: a system message to a local actor, else <see cref="Terminated"/>.</summary>
+    internal static void DeliverTerminated(IActorRef watcher, IActorRef ended) => Deliver(watcher, new WatchedTerminated(ended));
 
     private static void Deliver(IActorRef target, object systemMessage)
     {

@@ -14,6 +14,7 @@ public sealed record ShutdownReport(bool Drained, int Rejected, bool AllStopped 
 public sealed partial class ActorSystem : IAsyncDisposable
 {
     private readonly ConcurrentDictionary<ActorPath, ActorCell> cells = new();
+    private readonly ConcurrentBag<Func<ActorPath, IActorRef?>> resolvers = [];
     private readonly TaskCompletionSource terminated = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly CancellationTokenSource stopping = new();
     private int deadLetterCount;
@@ -25,7 +26,8 @@ public sealed partial class ActorSystem : IAsyncDisposable
     {
         Name = name;
         Logger = (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("AttentionActors.Actors");
-        Scheduler = new Scheduler(timeProvider ?? TimeProvider.System);
+        Time = timeProvider ?? TimeProvider.System;
+        Scheduler = new Scheduler(Time);
         GuardianStrategy = guardianStrategy ?? SupervisorStrategy.Default;
         EventStream = new EventStream();
         DeadLetters = new DeadLetterRef(this);
@@ -34,6 +36,9 @@ public sealed partial class ActorSystem : IAsyncDisposable
     public string Name { get; }
 
     public Scheduler Scheduler { get; }
+
+    /// <summary>The clock of the scheduler and of every actor that measures time (tests pass a manual one).</summary>
+    public TimeProvider Time { get; }
 
     public EventStream EventStream { get; }
 
@@ -81,15 +86,6 @@ public sealed partial class ActorSystem : IAsyncDisposable
         return cell;
     }
 
-    /// <summary>Stops an actor after the message it is handling; its mailbox goes to dead letters.</summary>
-    public void Stop(IActorRef actor)
-    {
-        if (actor is ActorCell cell && cell.System == this)
-        {
-            cell.SendSystem(StopSignal.Instance);
-        }
-    }
-
     /// <summary>
     /// Graceful shutdown: lets every mailbox drain for up to <paramref name="drainTimeout"/>, then
     /// stops all actors; messages still queued (or sent afterwards) go to dead letters and are
@@ -133,6 +129,42 @@ public sealed partial class ActorSystem : IAsyncDisposable
         stopping.Dispose();
     }
 
+    /// <summary>
+    /// Adds a way to reach actors at addresses that are not in this process (a cluster transport):
+    /// it returns a reference for a path it serves, or null.
+    /// </summary>
+    public void AddResolver(Func<ActorPath, IActorRef?> resolver)
+    {
+        ArgumentNullException.ThrowIfNull(resolver);
+        resolvers.Add(resolver);
+    }
+
+    /// <summary>
+    /// The reference for <paramref name="path"/>: a live local actor, or what a transport's resolver
+    /// gives for a remote address; false when neither knows it.
+    /// </summary>
+    public bool TryResolve(ActorPath path, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out IActorRef? actor)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        if (cells.TryGetValue(path, out var cell))
+        {
+            actor = cell;
+            return true;
+        }
+
+        foreach (var resolver in resolvers)
+        {
+            if (resolver(path) is { } found)
+            {
+                actor = found;
+                return true;
+            }
+        }
+
+        actor = null;
+        return false;
+    }
+
     internal void Register(ActorCell cell) => cells[cell.Path] = cell;
 
     internal void Unregister(ActorCell cell) => cells.TryRemove(cell.Path, out _);
@@ -140,11 +172,11 @@ public sealed partial class ActorSystem : IAsyncDisposable
     internal void DeadLetter(object message, IActorRef sender, IActorRef recipient, string reason)
         => DeadLetters.Tell(new DeadLetter(message, sender, recipient, reason), sender);
 
-    private sealed partial class DeadLetterRef(ActorSystem system) : IActorRef
+    private sealed partial class DeadLetterRef(ActorSystem system) : ActorRefBase
     {
-        public ActorPath Path { get; } = new($"local://{system.Name}", "deadLetters");
+        public override ActorPath Path { get; } = new($"local://{system.Name}", "deadLetters");
 
-        public void Tell(object message, IActorRef? sender = null)
+        public override void Tell(object message, IActorRef? sender = null)
         {
             var letter = message as DeadLetter ?? new DeadLetter(message, sender ?? NoSender.Instance, this, "sent to dead letters");
             Interlocked.Increment(ref system.deadLetterCount);

@@ -20,14 +20,6 @@ public sealed class AskTimeoutException : TimeoutException
 
 public static class ActorRefExtensions
 {
-    /// <summary>Sends <paramref name="message"/> keeping the original sender, so replies go straight to it.</summary>
-    public static void Forward(this IActorRef target, object message, IActorContext context)
-    {
-        ArgumentNullException.ThrowIfNull(target);
-        ArgumentNullException.ThrowIfNull(context);
-        target.Tell(message, context.Sender);
-    }
-
     /// <summary>
     /// Sends <paramref name="message"/> and awaits the first reply of type <typeparamref name="T"/>;
     /// a <see cref="StatusFailure"/> reply is rethrown, silence past <paramref name="timeout"/> throws
@@ -59,12 +51,12 @@ public static class ActorRefExtensions
     }
 
     /// <summary>A one-shot reference that completes a task with the first message it gets.</summary>
-    private sealed class PromiseRef(ActorPath target) : IActorRef
+    private sealed class PromiseRef(ActorPath target) : ActorRefBase
     {
         public TaskCompletionSource<object> Reply { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-        public ActorPath Path { get; } = new("local://temp", $"ask-{target.Name}-{Guid.NewGuid():N}");
+        public override ActorPath Path { get; } = new("local://temp", $"ask-{target.Name}-{Guid.NewGuid():N}");
 
-        public void Tell(object message, IActorRef? sender = null) => Reply.TrySetResult(message);
+        public override void Tell(object message, IActorRef? sender = null) => Reply.TrySetResult(message);
     }
 }

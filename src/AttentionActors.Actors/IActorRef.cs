@@ -31,8 +31,47 @@ public interface IActorRef
     }
 }
 
+/// <summary>
+/// Base of every actor reference: two references are equal when their paths are, whichever
+/// object or transport stands behind them (a path resolved twice gives equal references).
+/// </summary>
+public abstract class ActorRefBase : IActorRef, IEquatable<IActorRef>
+{
+    public abstract ActorPath Path { get; }
+
+    public abstract void Tell(object message, IActorRef? sender = null);
+
+    public bool Equals(IActorRef? other) => other is not null && Path == other.Path;
+
+    public override bool Equals(object? obj) => obj is IActorRef other && Equals(other);
+
+    public override int GetHashCode() => Path.GetHashCode();
+
+    public override string ToString() => Path.ToString();
+}
+
+/// <summary>
+/// A reference that supports death watch without being a local actor (a test probe; a remote
+/// actor whose transport reports its end): it delivers <see cref="Terminated"/> to each watcher
+/// when the actor behind it ends, or at once if it already has.
+/// </summary>
+public interface IWatchable
+{
+    void AddWatcher(IActorRef watcher);
+
+    void RemoveWatcher(IActorRef watcher);
+}
+
+/// <summary>
+/// Marks a message that may cross processes in cluster mode: it carries no exception objects and
+/// no in-process references other than <see cref="IActorRef"/>s, and goes through one codec.
+/// </summary>
+public interface IWireMessage
+{
+}
+
 /// <summary>The sender of messages sent from outside any actor.</summary>
-public sealed class NoSender : IActorRef
+public sealed class NoSender : ActorRefBase
 {
     public static readonly NoSender Instance = new();
 
@@ -40,13 +79,11 @@ public sealed class NoSender : IActorRef
     {
     }
 
-    public ActorPath Path { get; } = new("local://none", "no-sender");
+    public override ActorPath Path { get; } = new("local://none", "no-sender");
 
-    public void Tell(object message, IActorRef? sender = null)
+    public override void Tell(object message, IActorRef? sender = null)
     {
     }
-
-    public override string ToString() => "no-sender";
 }
 
 /// <summary>Stops an actor after the messages already in its mailbox.</summary>

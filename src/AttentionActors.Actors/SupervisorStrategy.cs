@@ -25,9 +25,6 @@ public sealed record SupervisorStrategy(Func<Exception, Directive> Decider, int 
     /// <summary>Restart on any exception, at most 10 times a minute.</summary>
     public static readonly SupervisorStrategy Default = new(_ => Directive.Restart);
 
-    /// <summary>Stop on any exception.</summary>
-    public static readonly SupervisorStrategy StoppingStrategy = new(_ => Directive.Stop);
-
     public TimeSpan Window => RestartWindow ?? TimeSpan.FromMinutes(1);
 }
 

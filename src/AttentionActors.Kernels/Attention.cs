@@ -5,16 +5,6 @@ using AttentionActors.Kernels.Tiles;
 
 namespace AttentionActors.Kernels;
 
-/// <summary>How a single-node computation runs. Defaults: every core, the widest SIMD path.</summary>
-public sealed record ComputeSettings
-{
-    /// <summary>Worker threads; 0 means <see cref="Environment.ProcessorCount"/>.</summary>
-    public int Threads { get; init; }
-
-    /// <summary>SIMD width; every path gives the same bits, only the speed differs.</summary>
-    public KernelPath Path { get; init; } = KernelPath.Auto;
-}
-
 /// <summary>The finished attention: <c>Output [B, H, Nq, Dv]</c> and <c>Lse [B, H, Nq]</c> (−∞ for rows with no visible key).</summary>
 public sealed record AttentionResult(AttentionTensor Output, float[] Lse);
 
@@ -25,17 +15,17 @@ public sealed record AttentionResult(AttentionTensor Output, float[] Lse);
 public static class Attention
 {
     /// <summary>Validates and computes in one call.</summary>
-    public static AttentionResult Compute(AttentionTensor q, AttentionTensor k, AttentionTensor v, AttentionOptions? options = null, ComputeSettings? settings = null, CancellationToken cancellationToken = default)
+    public static AttentionResult Compute(AttentionTensor q, AttentionTensor k, AttentionTensor v, AttentionOptions? options = null, ComputeOptions? settings = null, CancellationToken cancellationToken = default)
         => Compute(AttentionProblem.Create(q, k, v, options), settings, null, cancellationToken);
 
     /// <summary>
     /// Computes every row of a validated problem, split across threads by (batch·head, 128-row panel).
     /// <paramref name="progress"/>, when given, receives the number of query rows finished so far.
     /// </summary>
-    public static AttentionResult Compute(AttentionProblem problem, ComputeSettings? settings = null, IProgress<long>? progress = null, CancellationToken cancellationToken = default)
+    public static AttentionResult Compute(AttentionProblem problem, ComputeOptions? settings = null, IProgress<long>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(problem);
-        settings ??= new ComputeSettings();
+        settings ??= new ComputeOptions();
         var output = AttentionTensor.Zeros("out", problem.Batch, problem.Heads, problem.QuerySeq, problem.ValueDim);
         var lse = new float[problem.Batch * problem.Heads * problem.QuerySeq];
         int panels = (problem.QuerySeq + PanelKernelShape.PanelRows - 1) / PanelKernelShape.PanelRows;
@@ -71,7 +61,7 @@ public static class Attention
             int rowStart = panel * PanelKernelShape.PanelRows;
             int rows = Math.Min(PanelKernelShape.PanelRows, problem.QuerySeq - rowStart);
             var pack = Volatile.Read(ref packs[group])!;
-            Dispatch(settings.Path, new FinishPanel(problem, pack, output, lse, b, h, rowStart, rows));
+            Dispatch(settings.KernelPath, new FinishPanel(problem, pack, output, lse, b, h, rowStart, rows));
             if (Interlocked.Decrement(ref remaining[group]) == 0)
             {
                 Interlocked.Exchange(ref packs[group], null)?.Dispose();
@@ -84,6 +74,17 @@ public static class Attention
     }
 
     /// <summary>
+    /// The partials of one shard from its own data (<see cref="ShardInput.ToProblem"/> checks it
+    /// first): the same bits as computing the shard on the whole problem.
+    /// </summary>
+    public static PartialSet ComputePartials(ShardInput input, KernelPath path = KernelPath.Auto, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        var problem = input.ToProblem();
+        return ComputePartials(problem, input.Batch, input.Head, input.RowStart, input.RowCount, input.BlockStart, input.BlockEnd, path, cancellationToken);
+    }
+
+    /// <summary>
     /// The partials of query rows [rowStart, rowStart + rowCount) of (b, h) over key blocks
     /// [blockStart, blockEnd): one entry per maximal aligned tree node of the part of that range
     /// the rows can see (none when they see nothing). This is a worker's whole job.
@@ -92,10 +93,8 @@ public static class Attention
     {
         ArgumentNullException.ThrowIfNull(problem);
         CheckRange(problem, b, h, rowStart, rowCount, blockStart, blockEnd);
-        var (first, end) = problem.VisibleBlocks(b, rowStart, rowCount);
-        first = Math.Max(first, blockStart);
-        end = Math.Min(end, blockEnd);
-        var nodes = first < end ? CanonicalTree.Decompose(first, end) : [];
+        var (first, end) = problem.Geometry.VisibleBlocks(b, rowStart, rowCount, blockStart, blockEnd);
+        var nodes = CanonicalTree.Decompose(first, end);
         var set = new PartialSet(nodes, rowCount, problem.ValueDim);
         if (nodes.Length == 0)
         {
@@ -226,7 +225,17 @@ public static class Attention
                     int dst = (n * Set.Rows) + SetRow + r;
                     Set.M[dst] = ws.StackM[at];
                     Set.L[dst] = ws.StackL[at];
-                    ws.RowO(n, r).CopyTo(Set.O.AsSpan(dst * dv, dv));
+
+                    // An identity row's o is never read by a merge, but zeroing it makes a shard's
+                    // partials the same bits wherever it is computed (audits compare them).
+                    if (float.IsNegativeInfinity(ws.StackM[at]))
+                    {
+                        Set.O.AsSpan(dst * dv, dv).Clear();
+                    }
+                    else
+                    {
+                        ws.RowO(n, r).CopyTo(Set.O.AsSpan(dst * dv, dv));
+                    }
                 }
             }
         }

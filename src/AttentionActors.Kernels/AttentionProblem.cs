@@ -15,24 +15,16 @@ public sealed class AttentionProblem
 
     private const float CosineNormFloor = 1e-8f;
 
-    private AttentionProblem(AttentionTensor q, AttentionTensor k, AttentionTensor v, AttentionOptions options)
+    private AttentionProblem(AttentionGeometry geometry, AttentionTensor q, AttentionTensor k, AttentionTensor v)
     {
+        Geometry = geometry;
         Q = q;
         K = k;
         V = v;
-        Options = options;
-        GroupSize = q.Heads / k.Heads;
-        BlockSize = options.BlockSize;
-        BlockCount = (k.Seq + BlockSize - 1) / BlockSize;
-        Scale = options.Score switch
-        {
-            ScoreFunction.Dot => options.Scale ?? (float)(1.0 / Math.Sqrt(q.Dim)),
-            ScoreFunction.Cosine => 1f / options.Temperature,
-            ScoreFunction.Gaussian => (float)(-1.0 / (2.0 * options.Sigma * options.Sigma)),
-            _ => 1f,
-        };
-        DiagonalOffset = options.Alignment == DiagonalAlignment.BottomRight ? k.Seq - q.Seq : 0;
     }
+
+    /// <summary>Shapes, options and masks: everything but the tensors.</summary>
+    public AttentionGeometry Geometry { get; }
 
     public AttentionTensor Q { get; }
 
@@ -40,38 +32,38 @@ public sealed class AttentionProblem
 
     public AttentionTensor V { get; }
 
-    public AttentionOptions Options { get; }
+    public AttentionOptions Options => Geometry.Options;
 
-    public int Batch => Q.Batch;
+    public int Batch => Geometry.Batch;
 
-    public int Heads => Q.Heads;
+    public int Heads => Geometry.Heads;
 
-    public int KvHeads => K.Heads;
+    public int KvHeads => Geometry.KvHeads;
 
     /// <summary>Query heads per key/value head (1: MHA, H: MQA).</summary>
-    public int GroupSize { get; }
+    public int GroupSize => Geometry.GroupSize;
 
-    public int QuerySeq => Q.Seq;
+    public int QuerySeq => Geometry.QuerySeq;
 
-    public int KeySeq => K.Seq;
+    public int KeySeq => Geometry.KeySeq;
 
-    public int KeyDim => Q.Dim;
+    public int KeyDim => Geometry.KeyDim;
 
-    public int ValueDim => V.Dim;
+    public int ValueDim => Geometry.ValueDim;
 
-    public int BlockSize { get; }
+    public int BlockSize => Geometry.BlockSize;
 
     /// <summary>⌈Nk / BlockSize⌉ canonical key blocks.</summary>
-    public int BlockCount { get; }
+    public int BlockCount => Geometry.BlockCount;
 
     /// <summary>The factor applied to the raw accumulated score (dot scale, 1/τ, −1/(2σ²), or 1).</summary>
-    public float Scale { get; }
+    public float Scale => Geometry.Scale;
 
     /// <summary>Added to a query index to find its diagonal key (Nk − Nq when bottom-right aligned).</summary>
-    public long DiagonalOffset { get; }
+    public long DiagonalOffset => Geometry.DiagonalOffset;
 
     /// <summary>FLOPs of the non-causal problem: 4·Nq·Nk·d per head (d the mean of d_k and d_v).</summary>
-    public double DenseFlops => 2.0 * Batch * Heads * QuerySeq * (double)KeySeq * (KeyDim + ValueDim);
+    public double DenseFlops => Geometry.DenseFlops;
 
     /// <summary>Validates everything and builds the problem, or throws <see cref="AttentionInputException"/>.</summary>
     public static AttentionProblem Create(AttentionTensor q, AttentionTensor k, AttentionTensor v, AttentionOptions? options = null)
@@ -79,83 +71,40 @@ public sealed class AttentionProblem
         ArgumentNullException.ThrowIfNull(q);
         ArgumentNullException.ThrowIfNull(k);
         ArgumentNullException.ThrowIfNull(v);
-        options ??= new AttentionOptions();
-        ProblemValidator.CheckShapes(q, k, v);
-        ProblemValidator.CheckOptions(q, k, options);
-        var problem = new AttentionProblem(q, k, v, options);
+        return Create(AttentionGeometry.Create(q.ShapeInfo, k.ShapeInfo, v.ShapeInfo, options), q, k, v);
+    }
+
+    /// <summary>
+    /// Builds the problem of a known geometry from tensors that may be windows of the full ones (a
+    /// shard's rows and blocks): their shapes must be the geometry's, and every value they hold is checked.
+    /// </summary>
+    public static AttentionProblem Create(AttentionGeometry geometry, AttentionTensor q, AttentionTensor k, AttentionTensor v)
+    {
+        ArgumentNullException.ThrowIfNull(geometry);
+        ArgumentNullException.ThrowIfNull(q);
+        ArgumentNullException.ThrowIfNull(k);
+        ArgumentNullException.ThrowIfNull(v);
+        foreach (var (tensor, shape) in new[] { (q, geometry.QueryShape), (k, geometry.KeyShape), (v, geometry.ValueShape) })
+        {
+            if (tensor.Batch != shape.Batch || tensor.Heads != shape.Heads || tensor.Seq != shape.Seq || tensor.Dim != shape.Dim)
+            {
+                throw new AttentionInputException($"{tensor} does not have the shape {shape} of the job");
+            }
+        }
+
+        var problem = new AttentionProblem(geometry, q, k, v);
         ProblemValidator.CheckValues(problem);
         return problem;
     }
 
-    /// <summary>
-    /// The keys query <paramref name="i"/> of batch <paramref name="b"/> sees: the interval
-    /// [lo, hi) that the causal, window and padding masks leave (empty when lo ≥ hi).
-    /// </summary>
-    public (int Lo, int Hi) VisibleKeys(int b, int i)
-    {
-        long lo = 0;
-        long hi = Options.KeyLengths?[b] ?? KeySeq;
-        long diagonal = i + DiagonalOffset;
-        if (Options.Causal)
-        {
-            hi = Math.Min(hi, diagonal + 1);
-        }
+    /// <inheritdoc cref="AttentionGeometry.VisibleKeys"/>
+    public (int Lo, int Hi) VisibleKeys(int b, int i) => Geometry.VisibleKeys(b, i);
 
-        if (Options.Window is { } window)
-        {
-            if (window.Left >= 0)
-            {
-                lo = Math.Max(lo, diagonal - window.Left);
-            }
+    /// <inheritdoc cref="AttentionGeometry.VisibleBlocks(int, int, int)"/>
+    public (int First, int End) VisibleBlocks(int b, int rowStart, int rowCount) => Geometry.VisibleBlocks(b, rowStart, rowCount);
 
-            if (window.Right >= 0)
-            {
-                hi = Math.Min(hi, diagonal + window.Right + 1);
-            }
-        }
-
-        lo = Math.Clamp(lo, 0, KeySeq);
-        hi = Math.Clamp(hi, lo, KeySeq);
-        return ((int)lo, (int)hi);
-    }
-
-    /// <summary>The blocks [first, end) that any of the rows [rowStart, rowStart + rowCount) sees at all.</summary>
-    public (int First, int End) VisibleBlocks(int b, int rowStart, int rowCount)
-    {
-        long lo = long.MaxValue;
-        long hi = long.MinValue;
-        for (int i = rowStart; i < rowStart + rowCount; i++)
-        {
-            var (l, h) = VisibleKeys(b, i);
-            if (h > l)
-            {
-                lo = Math.Min(lo, l);
-                hi = Math.Max(hi, h);
-            }
-        }
-
-        if (lo >= hi)
-        {
-            return (0, 0);
-        }
-
-        return ((int)(lo / BlockSize), (int)((hi + BlockSize - 1) / BlockSize));
-    }
-
-    /// <summary>Number of visible (query, key) pairs in rows [rowStart, rowStart + rowCount) of batch b, within blocks [blockStart, blockEnd).</summary>
-    public long VisiblePairs(int b, int rowStart, int rowCount, int blockStart, int blockEnd)
-    {
-        long keyStart = (long)blockStart * BlockSize;
-        long keyEnd = Math.Min((long)blockEnd * BlockSize, KeySeq);
-        long total = 0;
-        for (int i = rowStart; i < rowStart + rowCount; i++)
-        {
-            var (lo, hi) = VisibleKeys(b, i);
-            total += Math.Max(0, Math.Min(hi, keyEnd) - Math.Max(lo, keyStart));
-        }
-
-        return total;
-    }
+    /// <inheritdoc cref="AttentionGeometry.VisiblePairs"/>
+    public long VisiblePairs(int b, int rowStart, int rowCount, int blockStart, int blockEnd) => Geometry.VisiblePairs(b, rowStart, rowCount, blockStart, blockEnd);
 
     internal static float CosineInverseNorm(ReadOnlySpan<float> x)
     {

@@ -2,18 +2,20 @@ namespace AttentionActors.Kernels;
 
 /// <summary>
 /// A float32 tensor in C order with shape <c>[batch, heads, seq, dim]</c> (PyTorch's layout).
-/// The storage may be an array, a pooled buffer or a memory-mapped file.
+/// The storage may be an array, a pooled buffer or a memory-mapped file. A <em>window</em> holds
+/// only rows [SeqStart, SeqStart + SeqCount) of one (batch, head) of the full tensor — a shard's
+/// Q rows or K/V blocks — and keeps the full shape and global indices, so masks, ALiBi and the
+/// canonical tree see the same positions as on the whole tensor.
 /// </summary>
 public sealed class AttentionTensor
 {
+    private readonly int windowBatch;
+    private readonly int windowHead;
+
     public AttentionTensor(string name, Memory<float> data, int batch, int heads, int seq, int dim)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
-        if (batch < 0 || heads < 0 || seq < 0 || dim < 0)
-        {
-            throw new AttentionInputException($"{name}: shape [{batch}, {heads}, {seq}, {dim}] has a negative dimension");
-        }
-
+        CheckShape(name, batch, heads, seq, dim);
         long count = (long)batch * heads * seq * dim;
         if (count != data.Length)
         {
@@ -26,11 +28,28 @@ public sealed class AttentionTensor
         Heads = heads;
         Seq = seq;
         Dim = dim;
+        SeqCount = seq;
+        windowBatch = -1;
+    }
+
+    private AttentionTensor(string name, Memory<float> data, TensorShape shape, int b, int h, int seqStart, int seqCount)
+    {
+        Name = name;
+        Data = data;
+        Batch = shape.Batch;
+        Heads = shape.Heads;
+        Seq = shape.Seq;
+        Dim = shape.Dim;
+        windowBatch = b;
+        windowHead = h;
+        SeqStart = seqStart;
+        SeqCount = seqCount;
     }
 
     /// <summary>The name used in error messages (Q, K, V, …).</summary>
     public string Name { get; }
 
+    /// <summary>The values held: the whole tensor, or a window's rows.</summary>
     public Memory<float> Data { get; }
 
     public int Batch { get; }
@@ -41,9 +60,19 @@ public sealed class AttentionTensor
 
     public int Dim { get; }
 
+    /// <summary>First row held (0 unless a window).</summary>
+    public int SeqStart { get; }
+
+    /// <summary>Rows held per (batch, head): <see cref="Seq"/>, or a window's row count.</summary>
+    public int SeqCount { get; }
+
+    public bool IsWindow => windowBatch >= 0;
+
     public long Length => Data.Length;
 
     public int[] Shape => [Batch, Heads, Seq, Dim];
+
+    public TensorShape ShapeInfo => new(Name, Batch, Heads, Seq, Dim);
 
     /// <summary>Allocates a zeroed tensor.</summary>
     public static AttentionTensor Zeros(string name, int batch, int heads, int seq, int dim)
@@ -53,14 +82,64 @@ public sealed class AttentionTensor
     public static AttentionTensor FromArray(string name, float[] data, int batch, int heads, int seq, int dim)
         => new(name, data, batch, heads, seq, dim);
 
-    /// <summary>Offset of row <paramref name="i"/> of head <paramref name="h"/> in batch <paramref name="b"/>.</summary>
-    public long RowOffset(int b, int h, int i) => (((long)b * Heads + h) * Seq + i) * Dim;
+    /// <summary>
+    /// Wraps <paramref name="data"/> as rows [seqStart, seqStart + seqCount) of (b, h) of a tensor of
+    /// <paramref name="shape"/>, or throws <see cref="AttentionInputException"/> naming what does not fit.
+    /// </summary>
+    public static AttentionTensor Window(TensorShape shape, Memory<float> data, int b, int h, int seqStart, int seqCount)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(shape.Name);
+        CheckShape(shape.Name, shape.Batch, shape.Heads, shape.Seq, shape.Dim);
+        if (b < 0 || b >= shape.Batch || h < 0 || h >= shape.Heads)
+        {
+            throw new AttentionInputException($"{shape.Name}: window of batch {b}, head {h} is outside {shape}");
+        }
 
-    /// <summary>Formats a flat element offset as <c>Name[b, h, i, d]</c>.</summary>
+        if (seqStart < 0 || seqCount < 0 || (long)seqStart + seqCount > shape.Seq)
+        {
+            throw new AttentionInputException($"{shape.Name}: window rows [{seqStart}, {(long)seqStart + seqCount}) are outside [0, {shape.Seq})");
+        }
+
+        long count = (long)seqCount * shape.Dim;
+        if (count != data.Length)
+        {
+            throw new AttentionInputException($"{shape.Name}: window of {seqCount} rows × {shape.Dim} needs {count} elements but holds {data.Length}");
+        }
+
+        return new AttentionTensor(shape.Name, data, shape, b, h, seqStart, seqCount);
+    }
+
+    /// <summary>A window of this tensor's rows [seqStart, seqStart + seqCount) of (b, h), sharing its storage.</summary>
+    public AttentionTensor Slice(int b, int h, int seqStart, int seqCount)
+    {
+        if (IsWindow)
+        {
+            throw new InvalidOperationException($"{Name} is already a window");
+        }
+
+        if ((long)seqStart + seqCount > Seq || seqStart < 0 || seqCount < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(seqStart), $"{Name}: rows [{seqStart}, {(long)seqStart + seqCount}) are outside [0, {Seq})");
+        }
+
+        return Window(ShapeInfo, Data.Slice(checked((int)RowOffset(b, h, seqStart)), checked(seqCount * Dim)), b, h, seqStart, seqCount);
+    }
+
+    /// <summary>Offset in <see cref="Data"/> of row <paramref name="i"/> of head <paramref name="h"/> in batch <paramref name="b"/> (global indices, also for a window).</summary>
+    public long RowOffset(int b, int h, int i) => IsWindow
+        ? (long)(i - SeqStart) * Dim
+        : ((((long)b * Heads) + h) * Seq + i) * Dim;
+
+    /// <summary>Formats an element offset in <see cref="Data"/> as <c>Name[b, h, i, d]</c> in global indices.</summary>
     public string DescribeIndex(long offset)
     {
         long d = offset % Math.Max(Dim, 1);
         long rest = offset / Math.Max(Dim, 1);
+        if (IsWindow)
+        {
+            return $"{Name}[{windowBatch}, {windowHead}, {SeqStart + rest}, {d}]";
+        }
+
         long i = rest % Math.Max(Seq, 1);
         rest /= Math.Max(Seq, 1);
         long h = rest % Math.Max(Heads, 1);
@@ -68,5 +147,15 @@ public sealed class AttentionTensor
         return $"{Name}[{b}, {h}, {i}, {d}]";
     }
 
-    public override string ToString() => $"{Name}[{Batch}, {Heads}, {Seq}, {Dim}]";
+    public override string ToString() => IsWindow
+        ? $"{Name}[{Batch}, {Heads}, {Seq}, {Dim}] rows [{SeqStart}, {SeqStart + SeqCount}) of ({windowBatch}, {windowHead})"
+        : $"{Name}[{Batch}, {Heads}, {Seq}, {Dim}]";
+
+    private static void CheckShape(string name, int batch, int heads, int seq, int dim)
+    {
+        if (batch < 0 || heads < 0 || seq < 0 || dim < 0)
+        {
+            throw new AttentionInputException($"{name}: shape [{batch}, {heads}, {seq}, {dim}] has a negative dimension");
+        }
+    }
 }

@@ -2,10 +2,10 @@ using System.Globalization;
 
 namespace AttentionActors.Kernels;
 
-/// <summary>The checks behind <see cref="AttentionProblem.Create"/>; each failure names what is wrong.</summary>
+/// <summary>The checks behind <see cref="AttentionGeometry.Create"/> and the problem factories; each failure names what is wrong.</summary>
 internal static class ProblemValidator
 {
-    public static void CheckShapes(AttentionTensor q, AttentionTensor k, AttentionTensor v)
+    public static void CheckShapes(TensorShape q, TensorShape k, TensorShape v)
     {
         foreach (var t in new[] { q, k, v })
         {
@@ -41,7 +41,7 @@ internal static class ProblemValidator
         }
     }
 
-    public static void CheckOptions(AttentionTensor q, AttentionTensor k, AttentionOptions o)
+    public static void CheckOptions(TensorShape q, TensorShape k, AttentionOptions o)
     {
         if (o.BlockSize < 16 || o.BlockSize > 4096 || o.BlockSize % 16 != 0)
         {

@@ -1,55 +1,22 @@
+using System.Collections.Concurrent;
 using AttentionActors.Actors;
 using AttentionActors.Kernels;
-using AttentionActors.Kernels.Simd;
+using AttentionActors.Pipeline.Client;
 using AttentionActors.Pipeline.Coordinator;
 using AttentionActors.Pipeline.Planning;
-using AttentionActors.Pipeline.Reducer;
+using AttentionActors.Pipeline.Reduction;
 using AttentionActors.Pipeline.Workers;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace AttentionActors.Pipeline;
 
-/// <summary>How the pipeline runs; defaults in brackets.</summary>
-public sealed record ClusterOptions
-{
-    /// <summary>Worker actors, each computing one shard at a time on a thread of its own [one per core].</summary>
-    public int Workers { get; init; } = Environment.ProcessorCount;
-
-    public PlanOptions Plan { get; init; } = new();
-
-    public JobSettings Job { get; init; } = new();
-
-    /// <summary>SIMD path of the workers' kernels [widest available; every path gives the same bits].</summary>
-    public KernelPath Path { get; init; } = KernelPath.Auto;
-
-    /// <summary>Replaces the kernel call of every worker (tests inject faults and delays with it) [null].</summary>
-    public ShardComputer? Compute { get; init; }
-
-    public ILoggerFactory? LoggerFactory { get; init; }
-}
-
-/// <summary>Thrown when a job fails; the message names the shard or cause.</summary>
-public sealed class AttentionJobException : Exception
-{
-    public AttentionJobException()
-    {
-    }
-
-    public AttentionJobException(string message)
-        : base(message)
-    {
-    }
-
-    public AttentionJobException(string message, Exception innerException)
-        : base(message, innerException)
-    {
-    }
-}
-
 /// <summary>
 /// The pipeline in one process: a work queue, N workers and a reducer on an in-memory actor
-/// system, and a coordinator per job. Results are bit-for-bit those of <see cref="Attention.Compute(AttentionProblem, ComputeSettings?, IProgress{long}?, CancellationToken)"/>.
+/// system, and a coordinator and a client actor per job. Results are bit-for-bit those of
+/// <see cref="Attention.Compute(AttentionProblem, ComputeOptions?, IProgress{long}?, CancellationToken)"/>.
+/// Every job's task completes: with the result, or faulted when the job fails, is cancelled, loses
+/// its coordinator or reducer, or the cluster is disposed under it.
 /// </summary>
 public sealed class AttentionCluster : IAsyncDisposable
 {
@@ -58,28 +25,32 @@ public sealed class AttentionCluster : IAsyncDisposable
     private readonly IActorRef reducer;
     private readonly ClusterOptions options;
     private readonly ILogger logger;
-    private readonly JobCancellations cancellations = new();
+    private readonly ConcurrentDictionary<JobId, (IActorRef Client, TaskCompletionSource<AttentionResult> Result)> pending = new();
+    private int disposed;
 
-    private AttentionCluster(ClusterOptions options)
+    private AttentionCluster(ClusterOptions options, TimeProvider? time)
     {
-        ArgumentOutOfRangeException.ThrowIfLessThan(options.Workers, 1);
+        options.Validate();
         this.options = options;
         var loggers = options.LoggerFactory ?? NullLoggerFactory.Instance;
         logger = loggers.CreateLogger("AttentionActors.Pipeline");
-        system = ActorSystem.Create("attention", loggers);
+        system = ActorSystem.Create("attention", loggers, time);
         queue = system.ActorOf(Props.Create(() => new ShardQueue()) with { MailboxCapacity = 1 << 20 }, "queue");
-        reducer = system.ActorOf(Props.Create(() => new Reducer.Reducer()) with { MailboxCapacity = 1 << 16 }, "reducer");
-        var compute = options.Compute ?? ((p, s, _, ct) => Worker.ComputeWithKernel(p, s, options.Path, ct));
+        reducer = system.ActorOf(Props.Create(() => new Reducer(options.MaxMessageBytes)) with { MailboxCapacity = 1 << 16 }, "reducer");
+        var compute = options.Compute ?? Worker.Kernel(options.KernelPath);
         for (int w = 0; w < options.Workers; w++)
         {
-            system.ActorOf(Props.Create(() => new Worker(queue, compute, cancellations)) with { DedicatedThread = true }, $"worker-{w}");
+            system.ActorOf(Props.Create(() => new Worker(queue, compute)), $"worker-{w}");
         }
     }
 
     public ClusterOptions Options => options;
 
-    /// <summary>Starts an embedded cluster; dispose it to stop its actors.</summary>
-    public static AttentionCluster StartEmbedded(ClusterOptions? options = null) => new(options ?? new ClusterOptions());
+    /// <summary>Starts an embedded cluster; dispose it to stop its actors (pending jobs fail).</summary>
+    public static AttentionCluster StartEmbedded(ClusterOptions? options = null) => new(options ?? new ClusterOptions(), null);
+
+    /// <summary>Starts an embedded cluster on the given clock (tests move a manual one).</summary>
+    public static AttentionCluster StartEmbedded(ClusterOptions options, TimeProvider time) => new(options, time);
 
     /// <summary>Validates, plans, runs and returns one attention job on a fresh embedded cluster with default settings.</summary>
     public static Task<AttentionResult> ComputeAsync(AttentionTensor q, AttentionTensor k, AttentionTensor v, AttentionOptions? options, IProgress<JobProgress>? progress, CancellationToken cancellationToken = default)
@@ -98,50 +69,67 @@ public sealed class AttentionCluster : IAsyncDisposable
         => ComputeAsync(problem, ShardPlanner.Plan(problem, options.Workers, options.Plan), progress, cancellationToken);
 
     /// <summary>Runs a given plan (tests use this to control the shards).</summary>
-    public async Task<AttentionResult> ComputeAsync(AttentionProblem problem, ShardPlan plan, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
+    public Task<AttentionResult> ComputeAsync(AttentionProblem problem, ShardPlan plan, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
+        => ComputeAsync(problem, plan, null, progress, cancellationToken);
+
+    /// <summary>
+    /// Runs a plan, writing the output [B, H, Nq, Dv] into <paramref name="output"/> as rows finish
+    /// (a memory-mapped file, say), or into a new array when null. Nothing is written after the task completes.
+    /// </summary>
+    public async Task<AttentionResult> ComputeAsync(AttentionProblem problem, ShardPlan plan, Memory<float>? output, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(problem);
         ArgumentNullException.ThrowIfNull(plan);
         cancellationToken.ThrowIfCancellationRequested();
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref disposed) != 0, this);
+        var g = problem.Geometry;
+        long outputLength = (long)g.Batch * g.Heads * g.QuerySeq * g.ValueDim;
+        var target = output ?? new float[checked((int)outputLength)];
+        if (target.Length != outputLength)
+        {
+            throw new ArgumentException($"the output buffer holds {target.Length} values; [{g.Batch}, {g.Heads}, {g.QuerySeq}, {g.ValueDim}] needs {outputLength}", nameof(output));
+        }
+
         var job = JobId.New();
-        var listener = new JobListener(progress);
-        var coordinator = system.ActorOf(Props.Create(() => new JobCoordinator(job, problem, plan, queue, reducer, listener, options.Job, logger, cancellations)), $"job-{job}");
-        await using var registration = cancellationToken.Register(() => coordinator.Tell(new CancelJob(job, "cancelled by the caller"))).ConfigureAwait(false);
+        var result = new TaskCompletionSource<AttentionResult>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var client = system.ActorOf(Props.Create(() => new JobClient(job, g, target, progress, result, options.Job.ResultGrace)), $"client-{job}");
+        pending[job] = (client, result);
         try
         {
-            return await listener.Result.ConfigureAwait(false);
+            ShardInputSource inputs = shard => ShardInput.Slice(problem, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd);
+            var coordinator = system.ActorOf(Props.Create(() => new JobCoordinator(job, g, plan, inputs, queue, reducer, client, options.Job, logger)), $"job-{job}");
+            client.Tell(new WatchJob(coordinator, reducer));
+            await using var registration = cancellationToken.Register(() => client.Tell(new CancelRequested("cancelled by the caller"))).ConfigureAwait(false);
+            return await result.Task.ConfigureAwait(false);
         }
-        catch (AttentionJobException) when (cancellationToken.IsCancellationRequested)
+        finally
         {
-            throw new OperationCanceledException($"attention job {job} was cancelled", cancellationToken);
+            pending.TryRemove(job, out _);
+            client.Tell(PoisonPill.Instance);
         }
     }
 
-    public async ValueTask DisposeAsync() => await system.TerminateAsync(TimeSpan.FromSeconds(1)).ConfigureAwait(false);
-
-    /// <summary>The client end of a job: completes a task and forwards progress.</summary>
-    private sealed class JobListener(IProgress<JobProgress>? progress) : IActorRef
+    /// <summary>Stops every actor; jobs still running fail with a message saying the cluster shut down.</summary>
+    public async ValueTask DisposeAsync()
     {
-        private readonly TaskCompletionSource<AttentionResult> result = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-        public ActorPath Path { get; } = new("local://attention", $"client-{Guid.NewGuid():N}");
-
-        public Task<AttentionResult> Result => result.Task;
-
-        public void Tell(object message, IActorRef? sender = null)
+        if (Interlocked.Exchange(ref disposed, 1) != 0)
         {
-            switch (message)
-            {
-                case AttentionCompleted completed:
-                    result.TrySetResult(completed.Result);
-                    break;
-                case AttentionFailed failed:
-                    result.TrySetException(new AttentionJobException(failed.Reason));
-                    break;
-                case JobProgress report:
-                    progress?.Report(report);
-                    break;
-            }
+            return;
+        }
+
+        const string reason = "the embedded cluster was shut down before the job finished";
+        foreach (var (_, (client, _)) in pending)
+        {
+            client.Tell(new HostStopping(reason));
+        }
+
+        await Task.WhenAny(Task.WhenAll(pending.Values.Select(p => p.Result.Task)), Task.Delay(TimeSpan.FromSeconds(2))).ConfigureAwait(false);
+        await system.TerminateAsync(TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+
+        // A client that could not take the message (its mailbox full, say) still must not leave its caller waiting.
+        foreach (var (_, (_, result)) in pending)
+        {
+            result.TrySetException(new AttentionJobException(reason));
         }
     }
 }

@@ -81,10 +81,10 @@ public class CanonicalTreeTests
         foreach (var options in optionSets)
         {
             var p = Problem(8, 263, 263, options);
-            var expected = Attention.Compute(p, new ComputeSettings { Path = KernelPath.Scalar });
+            var expected = Attention.Compute(p, new ComputeOptions { KernelPath = KernelPath.Scalar });
             foreach (var path in new[] { KernelPath.Vector128, KernelPath.Vector256, KernelPath.Vector512, KernelPath.Auto })
             {
-                var actual = Attention.Compute(p, new ComputeSettings { Path = path });
+                var actual = Attention.Compute(p, new ComputeOptions { KernelPath = path });
                 TestData.AssertBitwise(expected.Output.Data.Span, actual.Output.Data.Span, $"{path} vs scalar, {options.Score}");
                 TestData.AssertBitwise(expected.Lse, actual.Lse, $"{path} vs scalar lse, {options.Score}");
             }
@@ -114,8 +114,8 @@ public class CanonicalTreeTests
     public void Thread_count_does_not_change_the_bits()
     {
         var p = Problem(5, 700, 900, new AttentionOptions { Causal = true, Alignment = DiagonalAlignment.TopLeft, BlockSize = 48 });
-        var one = Attention.Compute(p, new ComputeSettings { Threads = 1 });
-        var three = Attention.Compute(p, new ComputeSettings { Threads = 3 });
+        var one = Attention.Compute(p, new ComputeOptions { Threads = 1 });
+        var three = Attention.Compute(p, new ComputeOptions { Threads = 3 });
         TestData.AssertBitwise(one.Output.Data.Span, three.Output.Data.Span, "1 vs 3 threads");
     }
 

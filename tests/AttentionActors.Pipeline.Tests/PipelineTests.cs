@@ -54,8 +54,8 @@ public class PipelineTests
     public async Task Progress_reaches_every_shard_and_all_flops()
     {
         var (problem, _) = Scenario("gqa");
-        var reports = new List<Coordinator.JobProgress>();
-        var progress = new SyncProgress<Coordinator.JobProgress>(reports.Add);
+        var reports = new List<Pipeline.Client.JobProgress>();
+        var progress = new SyncProgress<Pipeline.Client.JobProgress>(reports.Add);
         await using var cluster = AttentionCluster.StartEmbedded(new ClusterOptions { Workers = 3 });
         await cluster.ComputeAsync(problem, progress);
         var last = reports[^1];
@@ -71,7 +71,7 @@ public class PipelineTests
         var options = new ClusterOptions
         {
             Workers = 2,
-            Compute = (p, s, a, ct) => s.Id == 3 ? throw new InvalidOperationException("disk on fire") : Kernel(p, s, ct),
+            Compute = (input, s, a, ct) => s.Id == 3 ? throw new InvalidOperationException("disk on fire") : Kernel(input, ct),
         };
         await using var cluster = AttentionCluster.StartEmbedded(options);
         var ex = await Assert.ThrowsAsync<AttentionJobException>(() => cluster.ComputeAsync(problem));
@@ -88,9 +88,9 @@ public class PipelineTests
         var options = new ClusterOptions
         {
             Workers = 2,
-            Compute = (p, s, a, ct) => s.Id == 0 && a == 1 && Interlocked.Increment(ref failures) == 1
+            Compute = (input, s, a, ct) => s.Id == 0 && a == 1 && Interlocked.Increment(ref failures) == 1
                 ? throw new IOException("transient")
-                : Kernel(p, s, ct),
+                : Kernel(input, ct),
         };
         await using var cluster = AttentionCluster.StartEmbedded(options);
         var result = await cluster.ComputeAsync(problem);
@@ -107,8 +107,8 @@ public class PipelineTests
         var options = new ClusterOptions
         {
             Workers = 2,
-            Job = new Coordinator.JobSettings { ShardTimeout = TimeSpan.FromMilliseconds(200), MinWorkerFlops = 1e15 },
-            Compute = (p, s, a, ct) =>
+            Job = new Pipeline.Coordinator.JobOptions { ShardTimeout = TimeSpan.FromMilliseconds(200), MinWorkerFlops = 1e15 },
+            Compute = (input, s, a, ct) =>
             {
                 if (s.Id == 0 && a == 1)
                 {
@@ -116,7 +116,7 @@ public class PipelineTests
                     release.Wait(TimeSpan.FromSeconds(20), ct);
                 }
 
-                return Kernel(p, s, ct);
+                return Kernel(input, ct);
             },
         };
         await using var cluster = AttentionCluster.StartEmbedded(options);
@@ -136,7 +136,7 @@ public class PipelineTests
         {
             Workers = 1,
             Plan = new PlanOptions { MaxShardBytes = 32 << 10 },
-            Compute = (p, s, a, ct) =>
+            Compute = (input, s, a, ct) =>
             {
                 if (Interlocked.Increment(ref computed) == 2)
                 {
@@ -144,7 +144,7 @@ public class PipelineTests
                 }
 
                 Thread.Sleep(20);
-                return Kernel(p, s, ct);
+                return Kernel(input, ct);
             },
         };
         await using var cluster = AttentionCluster.StartEmbedded(options);
@@ -164,7 +164,7 @@ public class PipelineTests
         var options = new ClusterOptions
         {
             Workers = 1,
-            Compute = (p, s, a, ct) =>
+            Compute = (input, s, a, ct) =>
             {
                 started.Set();
                 if (ct.WaitHandle.WaitOne(TimeSpan.FromSeconds(60)))
@@ -173,7 +173,7 @@ public class PipelineTests
                 }
 
                 ct.ThrowIfCancellationRequested();
-                return Kernel(p, s, ct);
+                return Kernel(input, ct);
             },
         };
         await using var cluster = AttentionCluster.StartEmbedded(options);
@@ -195,12 +195,12 @@ public class PipelineTests
         var options = new ClusterOptions
         {
             Workers = 1,
-            Compute = (p, s, a, ct) =>
+            Compute = (input, s, a, ct) =>
             {
                 started.Set();
                 ct.WaitHandle.WaitOne(TimeSpan.FromSeconds(60));
                 ct.ThrowIfCancellationRequested();
-                return Kernel(p, s, ct);
+                return Kernel(input, ct);
             },
         };
         var cluster = AttentionCluster.StartEmbedded(options);
@@ -209,11 +209,87 @@ public class PipelineTests
         var clock = System.Diagnostics.Stopwatch.StartNew();
         await cluster.DisposeAsync();
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"shutdown took {clock.Elapsed.TotalSeconds:F1} s with a shard in flight");
-        Assert.False(job.IsCompletedSuccessfully, "an abandoned job must not report success");
+
+        // The job's task must be over, faulted, promptly — not merely "not successful".
+        var finished = await Task.WhenAny(job, Task.Delay(TimeSpan.FromSeconds(2)));
+        Assert.True(finished == job, $"the job's task was still waiting {clock.Elapsed.TotalSeconds:F1} s after shutdown began");
+        var error = await Assert.ThrowsAsync<AttentionJobException>(() => job);
+        Assert.Contains("shut down", error.Message, StringComparison.Ordinal);
     }
 
-    private static Kernels.Partials.PartialSet Kernel(AttentionProblem p, Planning.Shard s, CancellationToken ct)
-        => Attention.ComputePartials(p, s.Batch, s.Head, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd, Kernels.Simd.KernelPath.Auto, ct);
+    [Fact]
+    public async Task Cancelling_completes_the_job_even_when_the_shard_ignores_the_token()
+    {
+        var (problem, _) = Scenario("gqa");
+        using var started = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        var options = new ClusterOptions
+        {
+            Workers = 1,
+            Compute = (input, s, a, ct) =>
+            {
+                started.Set();
+                release.Wait(TimeSpan.FromSeconds(30), CancellationToken.None);
+                return Kernel(input, CancellationToken.None);
+            },
+        };
+        await using var cluster = AttentionCluster.StartEmbedded(options);
+        using var cts = new CancellationTokenSource();
+        var job = cluster.ComputeAsync(problem, null, cts.Token);
+        Assert.True(started.Wait(TimeSpan.FromSeconds(10)), "the shard never started");
+        await cts.CancelAsync();
+        var finished = await Task.WhenAny(job, Task.Delay(TimeSpan.FromSeconds(5)));
+        release.Set();
+        Assert.True(finished == job, "the job's task did not honour its cancellation token");
+        await Assert.ThrowsAsync<OperationCanceledException>(() => job);
+    }
+
+    [Fact]
+    public async Task A_worker_that_returns_too_little_is_retried_and_never_merged()
+    {
+        var (problem, _) = Scenario("causal top-left");
+        int forged = 0;
+        var options = new ClusterOptions
+        {
+            Workers = 2,
+            Plan = new PlanOptions { MaxShardBytes = 96 << 10 },
+            Compute = (input, s, a, ct) => a == 1 && s.Id % 2 == 0 && Interlocked.Increment(ref forged) > 0
+                ? new Kernels.Partials.PartialSet([], input.RowCount, input.Geometry.ValueDim)
+                : Kernel(input, ct),
+        };
+        await using var cluster = AttentionCluster.StartEmbedded(options);
+        var result = await cluster.ComputeAsync(problem);
+        Assert.True(forged > 0);
+        TestData.AssertBitwise(Attention.Compute(problem).Output.Data.Span, result.Output.Data.Span, "after empty partial sets");
+    }
+
+    [Fact]
+    public async Task The_output_is_written_into_the_callers_buffer()
+    {
+        var (problem, _) = Scenario("padding");
+        var buffer = new float[problem.Batch * problem.Heads * problem.QuerySeq * problem.ValueDim];
+        Array.Fill(buffer, float.NaN);
+        await using var cluster = AttentionCluster.StartEmbedded(new ClusterOptions { Workers = 3, MaxMessageBytes = 64 << 10 });
+        var plan = ShardPlanner.Plan(problem, 3, new PlanOptions { MaxShardBytes = 64 << 10 });
+        var result = await cluster.ComputeAsync(problem, plan, buffer);
+        Assert.True(result.Output.Data.Span.Overlaps(buffer), "the result must be the caller's buffer");
+        var single = Attention.Compute(problem);
+        TestData.AssertBitwise(single.Output.Data.Span, buffer, "caller's buffer");
+        TestData.AssertBitwise(single.Lse, result.Lse, "lse");
+    }
+
+    [Fact]
+    public void Worker_counts_outside_the_bound_are_refused_before_anything_starts()
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var error = Assert.Throws<ArgumentOutOfRangeException>(() => AttentionCluster.StartEmbedded(new ClusterOptions { Workers = 100_000 }));
+        Assert.Contains($"between 1 and {ClusterOptions.MaxWorkers}", error.Message, StringComparison.Ordinal);
+        Assert.Throws<ArgumentOutOfRangeException>(() => AttentionCluster.StartEmbedded(new ClusterOptions { Workers = 0 }));
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5), $"refusing took {clock.Elapsed.TotalSeconds:F1} s");
+    }
+
+    private static Kernels.Partials.PartialSet Kernel(ShardInput input, CancellationToken ct)
+        => Attention.ComputePartials(input, Kernels.Simd.KernelPath.Auto, ct);
 
     private sealed class SyncProgress<T>(Action<T> report) : IProgress<T>
     {

@@ -26,9 +26,12 @@ public sealed class TestKitAssertionException : Exception
 /// replies (<see cref="ExpectMsg{T}"/>), silence (<see cref="ExpectNoMsg"/>), or a message among
 /// others (<see cref="FishForMessage{T}"/>), optionally all <see cref="Within"/> a time limit.
 /// </summary>
-public sealed class TestProbe : IActorRef
+public sealed class TestProbe : ActorRefBase, IWatchable
 {
     private readonly BlockingCollection<(object Message, IActorRef Sender)> queue = [];
+    private readonly Lock gate = new();
+    private readonly HashSet<IActorRef> watchers = [];
+    private bool stopped;
     private DateTime? end;
 
     public TestProbe(ActorSystem system, string name = "probe")
@@ -40,7 +43,7 @@ public sealed class TestProbe : IActorRef
 
     public ActorSystem System { get; }
 
-    public ActorPath Path { get; }
+    public override ActorPath Path { get; }
 
     /// <summary>Timeout of an expectation that names none (inside <see cref="Within"/>: the time left).</summary>
     public TimeSpan DefaultTimeout { get; set; } = TimeSpan.FromSeconds(5);
@@ -48,7 +51,7 @@ public sealed class TestProbe : IActorRef
     /// <summary>The sender of the last message received.</summary>
     public IActorRef LastSender { get; private set; } = NoSender.Instance;
 
-    public void Tell(object message, IActorRef? sender = null) => queue.Add((message, sender ?? NoSender.Instance));
+    public override void Tell(object message, IActorRef? sender = null) => queue.Add((message, sender ?? NoSender.Instance));
 
     /// <summary>Sends <paramref name="message"/> to <paramref name="target"/> with this probe as the sender.</summary>
     public void Send(IActorRef target, object message)
@@ -57,16 +60,56 @@ public sealed class TestProbe : IActorRef
         target.Tell(message, this);
     }
 
-    /// <summary>Replies to <see cref="LastSender"/>.</summary>
-    public void Reply(object message) => LastSender.Tell(message, this);
+    /// <summary>Ends this probe as if it were an actor that stopped: its watchers get <see cref="Terminated"/>.</summary>
+    public void Stop()
+    {
+        List<IActorRef> toNotify;
+        lock (gate)
+        {
+            if (stopped)
+            {
+                return;
+            }
+
+            stopped = true;
+            toNotify = [.. watchers];
+        }
+
+        toNotify.ForEach(w => ActorCell.DeliverTerminated(w, this));
+    }
+
+    void IWatchable.AddWatcher(IActorRef watcher)
+    {
+        lock (gate)
+        {
+            if (!stopped)
+            {
+                watchers.Add(watcher);
+                return;
+            }
+        }
+
+        ActorCell.DeliverTerminated(watcher, this);
+    }
+
+    void IWatchable.RemoveWatcher(IActorRef watcher)
+    {
+        lock (gate)
+        {
+            watchers.Remove(watcher);
+        }
+    }
 
     /// <summary>Makes this probe receive <see cref="Terminated"/> when <paramref name="actor"/> stops.</summary>
     public void Watch(IActorRef actor)
     {
-        if (actor is ActorCell cell)
+        if (actor is not ActorCell && actor is IWatchable watchable)
         {
-            cell.SendSystem(new Watch(this));
+            watchable.AddWatcher(this);
+            return;
         }
+
+        ActorCell.Local(actor, "watch").SendSystem(new Watch(this));
     }
 
     /// <summary>Expects the next message to be a <typeparamref name="T"/> (matching <paramref name="predicate"/>).</summary>

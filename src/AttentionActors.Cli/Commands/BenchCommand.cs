@@ -54,7 +54,7 @@ internal static class BenchCommand
                 var causalProblem = AttentionProblem.Create(q, k, v, masked);
                 foreach (int t in threadCounts)
                 {
-                    var settings = new ComputeSettings { Threads = t, Path = path };
+                    var settings = new ComputeOptions { Threads = t, KernelPath = path };
                     double errDense = Check(denseProblem, settings, checkRows);
                     double errCausal = causal ? Check(causalProblem, settings, checkRows) : 0;
                     double worst = Math.Max(errDense, errCausal);
@@ -81,7 +81,7 @@ internal static class BenchCommand
     }
 
     /// <summary>Median of at least <paramref name="repeat"/> runs, and of enough runs to fill about a second.</summary>
-    private static double Median(AttentionProblem problem, ComputeSettings settings, int repeat)
+    private static double Median(AttentionProblem problem, ComputeOptions settings, int repeat)
     {
         var times = new List<double>();
         double total = 0;
@@ -98,7 +98,7 @@ internal static class BenchCommand
     }
 
     /// <summary>Worst |out − ref| / (2e-6 + 1e-5·|ref|) over sampled rows; ≤ 1 is within the contract.</summary>
-    private static double Check(AttentionProblem p, ComputeSettings settings, int rows)
+    private static double Check(AttentionProblem p, ComputeOptions settings, int rows)
         => ReferenceCheck.Compare(p, Attention.Compute(p, settings), ReferenceCheck.Rows(p, rows, fullFlops: 0)).WorstRatio;
 
     private static AttentionTensor Random(string name, int seed, int heads, int n, int d)

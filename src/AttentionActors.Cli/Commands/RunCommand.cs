@@ -30,17 +30,18 @@ internal static class RunCommand
         var additiveFiles = new Option<string[]?>("--additive-weights") { Description = "Additive W_q [D,d_a], W_k [D,d_a], v [d_a] as three .npy files", AllowMultipleArgumentsPerToken = true };
         var alibi = new Option<bool>("--alibi") { Description = "ALiBi bias −slope_h·(i − j), slopes 2^(−8h/H)" };
         var softcap = new Option<float?>("--softcap") { Description = "Logit soft-cap C: C·tanh(s/C)" };
-        var workers = new Option<int>("--workers") { Description = "Worker actors [one per core]", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var workers = new Option<int>("--workers") { Description = "Worker actors (threads with --single-node), 1 to 16 per core [one per core]", DefaultValueFactory = _ => Environment.ProcessorCount };
         var block = new Option<int>("--block") { Description = "Keys per canonical block (multiple of 16)", DefaultValueFactory = _ => AttentionOptions.DefaultBlockSize };
         var output = new Option<string?>("--out") { Description = "Write the output .npy (float32): Q's leading dims + [Nq, Dv]" };
         var lseOut = new Option<string?>("--lse-out") { Description = "Write the log-sum-exp .npy (float32): Q's leading dims + [Nq]" };
         var verify = new Option<bool>("--verify") { Description = "Also compute single-node and the float64 reference; exit 1 outside the accuracy contract" };
         var quiet = new Option<bool>("--quiet") { Description = "No progress bar and no summary" };
         var singleNode = new Option<bool>("--single-node") { Description = "Compute on the single-node kernel (--workers threads) instead of the actor pipeline; same bits" };
+        var noMemoryCheck = new Option<bool>("--no-memory-check") { Description = "Run even when the job's estimated memory exceeds what is available" };
         var command = new Command("run", "Compute exact attention on the embedded actor pipeline")
         {
             q, k, v, random, seq, kvSeq, dim, heads, kvHeads, batch, seed, causal, window, keyLengths, scale, score, temperature, sigma,
-            additiveDim, additiveFiles, alibi, softcap, workers, block, output, lseOut, verify, quiet, singleNode,
+            additiveDim, additiveFiles, alibi, softcap, workers, block, output, lseOut, verify, quiet, singleNode, noMemoryCheck,
         };
         command.SetAction(async (r, cancellationToken) =>
         {
@@ -76,6 +77,7 @@ internal static class RunCommand
                 Verify = r.GetValue(verify),
                 Quiet = r.GetValue(quiet),
                 SingleNode = r.GetValue(singleNode),
+                NoMemoryCheck = r.GetValue(noMemoryCheck),
             };
             return await RunJob.ExecuteAsync(request, stdout, stderr, cancellationToken);
         });
@@ -145,4 +147,6 @@ internal sealed record RunRequest
     public bool Quiet { get; init; }
 
     public bool SingleNode { get; init; }
+
+    public bool NoMemoryCheck { get; init; }
 }

@@ -18,6 +18,20 @@ internal sealed class RunInputs : IDisposable
     /// <summary>Q's dims before [N, D]: [], [H] or [B, H]; the outputs keep them.</summary>
     public required int[] Leading { get; init; }
 
+    /// <summary>Q, K and V shapes of three .npy files from their headers alone, Q's leading dims, and the bytes converting float64 files will take.</summary>
+    public static (TensorShape Q, TensorShape K, TensorShape V, int[] Leading, long HeapBytes) InspectFiles(string qPath, string kPath, string vPath)
+    {
+        var files = new[] { ("Q", qPath), ("K", kPath), ("V", vPath) }.Select(f => (f.Item1, f.Item2, NpyFile.Inspect(f.Item2))).ToArray();
+        if (files.Select(f => f.Item3.Shape.Length).Distinct().Count() != 1)
+        {
+            throw new UsageException($"Q, K and V must have the same rank; got Q {Show(files[0].Item3.Shape)}, K {Show(files[1].Item3.Shape)}, V {Show(files[2].Item3.Shape)}");
+        }
+
+        var shapes = files.Select(f => ShapeOf(f.Item1, f.Item2, f.Item3.Shape)).ToArray();
+        long heap = files.Where(f => f.Item3.Width == 8).Sum(f => 4 * f.Item3.Shape.Aggregate(1L, (a, d) => a * d));
+        return (shapes[0], shapes[1], shapes[2], files[0].Item3.Shape[..^2], heap);
+    }
+
     public static RunInputs FromFiles(string qPath, string kPath, string vPath)
     {
         var files = new List<NpyFile>();
@@ -68,15 +82,20 @@ internal sealed class RunInputs : IDisposable
 
     private static AttentionTensor Tensor(string name, NpyFile file)
     {
-        var s = file.Shape;
+        var shape = ShapeOf(name, file.Path, file.Shape);
+        return new AttentionTensor(shape.Name, file.Data, shape.Batch, shape.Heads, shape.Seq, shape.Dim);
+    }
+
+    private static TensorShape ShapeOf(string name, string path, int[] s)
+    {
         var (b, h, n, d) = s.Length switch
         {
             4 => (s[0], s[1], s[2], s[3]),
             3 => (1, s[0], s[1], s[2]),
             2 => (1, 1, s[0], s[1]),
-            _ => throw new UsageException($"{name} ({file.Path}) has shape {Show(s)}; expected [B, H, N, D], [H, N, D] or [N, D]"),
+            _ => throw new UsageException($"{name} ({path}) has shape {Show(s)}; expected [B, H, N, D], [H, N, D] or [N, D]"),
         };
-        return new AttentionTensor($"{name} ({Path.GetFileName(file.Path)})", file.Data, b, h, n, d);
+        return new TensorShape($"{name} ({Path.GetFileName(path)})", b, h, n, d);
     }
 
     public static int[] ParseList(string option, string text)

@@ -3,7 +3,7 @@ using System.Globalization;
 using AttentionActors.Cli.Npy;
 using AttentionActors.Kernels;
 using AttentionActors.Pipeline;
-using AttentionActors.Pipeline.Coordinator;
+using AttentionActors.Pipeline.Client;
 using AttentionActors.Pipeline.Planning;
 using Microsoft.Extensions.Logging;
 using Spectre.Console;
@@ -15,54 +15,93 @@ internal static class RunJob
 {
     public static async Task<int> ExecuteAsync(RunRequest request, TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken)
     {
+        var outputs = new List<OutputFile>();
         try
         {
-            using var inputs = LoadInputs(request);
-            var options = BuildOptions(request, inputs);
-            var problem = AttentionProblem.Create(inputs.Q, inputs.K, inputs.V, options);
-            if (request.Workers < 1)
+            if (request.Workers < 1 || request.Workers > ClusterOptions.MaxWorkers)
             {
-                throw new UsageException($"--workers {request.Workers} must be at least 1");
+                throw new UsageException($"--workers {request.Workers} must be between 1 and {ClusterOptions.MaxWorkers} on this {Environment.ProcessorCount}-core machine (16 per core, at least 64); workers beyond the core count add shards, not speed");
             }
 
+            // Everything that can be checked without computing is checked first: the output paths,
+            // then the shapes and options, then the memory the job needs — before anything is allocated.
+            var outPath = request.Out is { } o ? OutputFile.Check("--out", o) : null;
+            var lsePath = request.LseOut is { } l ? OutputFile.Check("--lse-out", l) : null;
+            var (qShape, kShape, vShape, leading, inputHeap) = Shapes(request);
+            var options = BuildOptions(request, qShape);
+            var geometry = AttentionGeometry.Create(qShape, kShape, vShape, options);
+            var cluster = new ClusterOptions { Workers = request.Workers };
+            var estimate = JobEstimate.For(geometry, inputHeap, outPath is not null && !request.SingleNode, request.Workers, cluster.Plan.MaxShardBytes, request.Verify);
+            if (!estimate.Fits && !request.NoMemoryCheck)
+            {
+                throw new UsageException($"this job needs about {JobEstimate.Size(estimate.NeededBytes)} of memory ({estimate.DescribeNeed()}) but {JobEstimate.Size(estimate.AvailableBytes)} is available; make it smaller, write a large output with --out (memory-mapped), or pass --no-memory-check to run anyway");
+            }
+
+            if (!request.Quiet && estimate.Time > TimeSpan.FromMinutes(10))
+            {
+                stderr.WriteLine($"attention: this job is {estimate.Flops / 1e12:G3} TFLOP, about {JobEstimate.Duration(estimate.Time)} on {estimate.Threads} {(estimate.Threads == 1 ? "core" : "cores")} here (Ctrl-C cancels)");
+            }
+
+            using var inputs = LoadInputs(request);
+            var problem = AttentionProblem.Create(geometry, inputs.Q, inputs.K, inputs.V);
             using var loggers = LoggerFactory.Create(b => b
                 .SetMinimumLevel(request.Quiet ? LogLevel.Error : LogLevel.Warning)
-                .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace)
-                .AddSimpleConsole(o => o.SingleLine = true)
+                .AddConsole(c => c.LogToStandardErrorThreshold = LogLevel.Trace)
+                .AddSimpleConsole(c => c.SingleLine = true)
                 .AddFilter((_, _, level) => level >= LogLevel.Warning));
-            var cluster = new ClusterOptions { Workers = request.Workers, LoggerFactory = ReferenceEquals(stderr, Console.Error) ? loggers : null };
+            cluster = cluster with { LoggerFactory = ReferenceEquals(stderr, Console.Error) ? loggers : null };
             var clock = Stopwatch.StartNew();
-            var plan = ShardPlanner.Plan(problem, cluster.Workers, cluster.Plan);
+            ShardPlan? plan = null;
             AttentionResult result;
+            int[] outShape = [.. leading, problem.QuerySeq, problem.ValueDim];
             if (request.SingleNode)
             {
-                result = Attention.Compute(problem, new ComputeSettings { Threads = request.Workers }, null, cancellationToken);
+                result = Attention.Compute(problem, new ComputeOptions { Threads = request.Workers }, null, cancellationToken);
             }
             else
             {
+                plan = ShardPlanner.Plan(problem.Geometry, cluster.Workers, cluster.Plan);
+                var mapped = outPath is null ? null : OutputFile.Create(outPath, outShape);
+                if (mapped is not null)
+                {
+                    outputs.Add(mapped);
+                }
+
                 await using var embedded = AttentionCluster.StartEmbedded(cluster);
-                result = await WithProgress(request, stderr, plan, (progress, ct) => embedded.ComputeAsync(problem, plan, progress, ct), cancellationToken);
+                var job = plan;
+                result = await WithProgress(request, stderr, plan, estimate.Time, (progress, ct) => embedded.ComputeAsync(problem, job, mapped?.Data, progress, ct), cancellationToken);
             }
 
             var elapsed = clock.Elapsed;
-            int[] outShape = [.. inputs.Leading, problem.QuerySeq, problem.ValueDim];
-            if (request.Out is { } outPath)
+            if (outPath is not null && !outputs.Any(f => f.Path == outPath))
             {
-                NpyFile.Write(outPath, result.Output.Data.Span, outShape);
+                outputs.Add(OutputFile.Write(outPath, result.Output.Data.Span, outShape));
             }
 
-            if (request.LseOut is { } lsePath)
+            if (lsePath is not null)
             {
-                NpyFile.Write(lsePath, result.Lse, [.. inputs.Leading, problem.QuerySeq]);
+                outputs.Add(OutputFile.Write(lsePath, result.Lse, [.. leading, problem.QuerySeq]));
             }
 
             if (!request.Quiet)
             {
+                string how = plan is null
+                    ? $"single node, {Count(request.Workers, "thread")}"
+                    : $"{Count(plan.Shards.Count, "shard")} on {Count(cluster.Workers, "worker")}";
+                double flops = plan?.TotalFlops ?? estimate.Flops;
                 stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"attention: Q {RunInputs.Show(inputs.Q.Shape)}, K/V {RunInputs.Show(inputs.K.Shape)} → out {RunInputs.Show(outShape)}; {(request.SingleNode ? $"single node, {request.Workers} threads" : $"{plan.Shards.Count} shards on {cluster.Workers} workers")}; {elapsed.TotalSeconds:F3} s, {plan.TotalFlops / 1e9:G4} GFLOP visible, {plan.TotalFlops / 1e9 / Math.Max(elapsed.TotalSeconds, 1e-9):F1} GFLOP/s"));
+                    $"attention: Q {RunInputs.Show(inputs.Q.Shape)}, K/V {RunInputs.Show(inputs.K.Shape)} → out {RunInputs.Show(outShape)}; {how}; {elapsed.TotalSeconds:F3} s (estimated {JobEstimate.Duration(estimate.Time)}), {flops / 1e9:G4} GFLOP visible, {flops / 1e9 / Math.Max(elapsed.TotalSeconds, 1e-9):F1} GFLOP/s"));
             }
 
-            return request.Verify ? Verifier.Check(problem, result, stdout) : 0;
+            int code = request.Verify ? await Verifier.CheckAsync(problem, result, request.SingleNode, cluster, stdout, cancellationToken) : 0;
+
+            // The result may live in a mapped output file: it is released only now, then every file is put in place.
+            foreach (var file in outputs)
+            {
+                file.Commit();
+            }
+
+            return code;
         }
         catch (Exception ex) when (ex is UsageException or AttentionInputException or NpyFormatException or IOException or UnauthorizedAccessException)
         {
@@ -79,11 +118,34 @@ internal static class RunJob
             stderr.WriteLine($"attention: job failed: {OneLine(ex.Message)}");
             return 1;
         }
+        finally
+        {
+            // Files not committed (a failed or cancelled job) are removed: never a partial output.
+            outputs.ForEach(f => f.Dispose());
+        }
+    }
+
+    private static string Count(int n, string noun) => $"{n} {noun}{(n == 1 ? "" : "s")}";
+
+    /// <summary>Q, K and V shapes before anything is loaded or generated, Q's leading dims, and the bytes the inputs will take in memory.</summary>
+    private static (TensorShape Q, TensorShape K, TensorShape V, int[] Leading, long HeapBytes) Shapes(RunRequest r)
+    {
+        CheckInputChoice(r);
+        if (!r.Random)
+        {
+            return RunInputs.InspectFiles(r.Q!, r.K!, r.V!);
+        }
+
+        var (seq, kvSeq, dim, kvHeads) = RandomShape(r);
+        var q = new TensorShape("Q", r.Batch, r.Heads, seq, dim);
+        var k = new TensorShape("K", r.Batch, kvHeads, kvSeq, dim);
+        var v = new TensorShape("V", r.Batch, kvHeads, kvSeq, dim);
+        return (q, k, v, [r.Batch, r.Heads], 4 * (q.Length + k.Length + v.Length));
     }
 
     private static string OneLine(string text) => text.ReplaceLineEndings(" ");
 
-    private static RunInputs LoadInputs(RunRequest r)
+    private static void CheckInputChoice(RunRequest r)
     {
         bool files = r.Q is not null || r.K is not null || r.V is not null;
         if (files && r.Random)
@@ -91,21 +153,19 @@ internal static class RunJob
             throw new UsageException("give either --q/--k/--v or --random, not both");
         }
 
-        if (files)
+        if (files && (r.Q is null || r.K is null || r.V is null))
         {
-            if (r.Q is null || r.K is null || r.V is null)
-            {
-                throw new UsageException($"missing {string.Join(" and ", new[] { ("--q", r.Q), ("--k", r.K), ("--v", r.V) }.Where(x => x.Item2 is null).Select(x => x.Item1))}: --q, --k and --v go together");
-            }
-
-            return RunInputs.FromFiles(r.Q, r.K, r.V);
+            throw new UsageException($"missing {string.Join(" and ", new[] { ("--q", r.Q), ("--k", r.K), ("--v", r.V) }.Where(x => x.Item2 is null).Select(x => x.Item1))}: --q, --k and --v go together");
         }
 
-        if (!r.Random)
+        if (!files && !r.Random)
         {
             throw new UsageException("no input: give --q FILE --k FILE --v FILE, or --random --seq N --dim D");
         }
+    }
 
+    private static (int Seq, int KvSeq, int Dim, int KvHeads) RandomShape(RunRequest r)
+    {
         if (r.Seq is not { } seq || r.Dim is not { } dim)
         {
             throw new UsageException("--random needs --seq N and --dim D");
@@ -123,13 +183,24 @@ internal static class RunJob
 
         if ((long)r.Batch * Math.Max(r.Heads, kvHeads) * Math.Max(seq, kvSeq) * dim > Array.MaxLength)
         {
-            throw new UsageException($"--random tensor of {(long)r.Batch * r.Heads * seq * dim:N0} elements is more than one tensor may hold");
+            throw new UsageException($"--random tensor of {(long)r.Batch * Math.Max(r.Heads, kvHeads) * Math.Max(seq, kvSeq) * dim:N0} elements is more than one tensor may hold ({Array.MaxLength:N0})");
         }
 
+        return (seq, kvSeq, dim, kvHeads);
+    }
+
+    private static RunInputs LoadInputs(RunRequest r)
+    {
+        if (!r.Random)
+        {
+            return RunInputs.FromFiles(r.Q!, r.K!, r.V!);
+        }
+
+        var (seq, kvSeq, dim, kvHeads) = RandomShape(r);
         return RunInputs.Random(r.Batch, r.Heads, kvHeads, seq, kvSeq, dim, r.Seed);
     }
 
-    private static AttentionOptions BuildOptions(RunRequest r, RunInputs inputs)
+    private static AttentionOptions BuildOptions(RunRequest r, TensorShape q)
     {
         DiagonalAlignment? alignment = r.Alignment switch
         {
@@ -156,9 +227,9 @@ internal static class RunJob
             Scale = r.Scale,
             Temperature = r.Temperature,
             Sigma = r.Sigma,
-            Additive = r.Score == ScoreFunction.Additive ? Additive(r, inputs.Q.Dim) : null,
+            Additive = r.Score == ScoreFunction.Additive ? Additive(r, q.Dim) : null,
             SoftCap = r.SoftCap,
-            AlibiSlopes = r.Alibi ? AttentionOptions.DefaultAlibiSlopes(inputs.Q.Heads) : null,
+            AlibiSlopes = r.Alibi ? AttentionOptions.DefaultAlibiSlopes(q.Heads) : null,
             Causal = r.Causal,
             Alignment = alignment,
             Window = window,
@@ -210,11 +281,10 @@ internal static class RunJob
     }
 
     /// <summary>Runs <paramref name="work"/> with a progress bar on stderr when it is a terminal, not quiet, and the job is long enough.</summary>
-    private static async Task<AttentionResult> WithProgress(RunRequest request, TextWriter stderr, ShardPlan plan, Func<IProgress<JobProgress>?, CancellationToken, Task<AttentionResult>> work, CancellationToken cancellationToken)
+    private static async Task<AttentionResult> WithProgress(RunRequest request, TextWriter stderr, ShardPlan plan, TimeSpan estimated, Func<IProgress<JobProgress>?, CancellationToken, Task<AttentionResult>> work, CancellationToken cancellationToken)
     {
         bool terminal = ReferenceEquals(stderr, Console.Error) && !Console.IsErrorRedirected;
-        bool long_ = plan.TotalFlops / (request.Workers * 40e9) > 1.0;
-        if (request.Quiet || !terminal || !long_)
+        if (request.Quiet || !terminal || estimated < TimeSpan.FromSeconds(1))
         {
             return await work(null, cancellationToken);
         }
@@ -225,12 +295,13 @@ internal static class RunJob
             .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new SpinnerColumn())
             .StartAsync(async ctx =>
             {
-                var task = ctx.AddTask($"{plan.Shards.Count} shards", maxValue: plan.Shards.Count);
+                string estimate = $"est. {JobEstimate.Duration(estimated)}";
+                var task = ctx.AddTask($"{Count(plan.Shards.Count, "shard")}, {estimate}", maxValue: plan.Shards.Count);
                 var progress = new Progress<JobProgress>(p =>
                 {
                     task.Value = p.ShardsDone;
                     double rate = p.FlopsDone / 1e9 / Math.Max(p.Elapsed.TotalSeconds, 1e-9);
-                    task.Description = string.Create(CultureInfo.InvariantCulture, $"{p.ShardsDone}/{p.ShardsTotal} shards, {rate:F1} GFLOP/s");
+                    task.Description = string.Create(CultureInfo.InvariantCulture, $"{p.ShardsDone}/{p.ShardsTotal} shards, {rate:F1} GFLOP/s, {estimate}");
                 });
                 result = await work(progress, cancellationToken);
                 task.Value = plan.Shards.Count;

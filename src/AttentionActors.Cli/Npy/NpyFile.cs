@@ -37,7 +37,62 @@ public sealed partial class NpyFile : IDisposable
 
     public Memory<float> Data { get; }
 
+    /// <summary>Reads and checks a file's header and size only: its shape and bytes per element (4 or 8).</summary>
+    public static (int[] Shape, int Width) Inspect(string path)
+    {
+        var (shape, width, _, _) = Check(path);
+        return (shape, width);
+    }
+
     public static NpyFile Read(string path)
+    {
+        var (shape, width, dataOffset, count) = Check(path);
+        if (count == 0)
+        {
+            return new NpyFile(path, shape, Memory<float>.Empty, null, null);
+        }
+
+        if (width == 4)
+        {
+            var map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+            var mapped = new MappedFloats(map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read), dataOffset, (int)count);
+            return new NpyFile(path, shape, mapped.Memory, map, mapped);
+        }
+
+        return new NpyFile(path, shape, ConvertDoubles(path, dataOffset, count), null, null);
+    }
+
+    /// <summary>
+    /// Creates a zero-filled float32 .npy file of <paramref name="shape"/> and maps its data for
+    /// writing, so a result can be written in place as it arrives instead of held in memory.
+    /// </summary>
+    public static NpyFile Create(string path, IReadOnlyList<int> shape)
+    {
+        ArgumentNullException.ThrowIfNull(shape);
+        long count = shape.Aggregate(1L, (a, d) => a * d);
+        if (count > Array.MaxLength)
+        {
+            throw new NpyFormatException($"{path}: {count:N0} elements is more than one tensor may hold ({Array.MaxLength:N0})");
+        }
+
+        var header = Header(shape);
+        using (var stream = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None))
+        {
+            stream.Write(header);
+            stream.SetLength(header.Length + (count * 4));
+        }
+
+        if (count == 0)
+        {
+            return new NpyFile(path, [.. shape], Memory<float>.Empty, null, null);
+        }
+
+        var map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.ReadWrite);
+        var mapped = new MappedFloats(map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.ReadWrite), header.Length, (int)count);
+        return new NpyFile(path, [.. shape], mapped.Memory, map, mapped);
+    }
+
+    private static (int[] Shape, int Width, long DataOffset, long Count) Check(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         if (!File.Exists(path))
@@ -60,37 +115,32 @@ public sealed partial class NpyFile : IDisposable
             throw new NpyFormatException($"{path}: {count:N0} elements is more than one tensor may hold ({Array.MaxLength:N0})");
         }
 
-        if (count == 0)
-        {
-            return new NpyFile(path, shape, Memory<float>.Empty, null, null);
-        }
-
-        if (width == 4)
-        {
-            var map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
-            var mapped = new MappedFloats(map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read), dataOffset, (int)count);
-            return new NpyFile(path, shape, mapped.Memory, map, mapped);
-        }
-
-        return new NpyFile(path, shape, ConvertDoubles(path, dataOffset, count), null, null);
+        return (shape, width, dataOffset, count);
     }
 
     /// <summary>Writes <paramref name="data"/> as a little-endian float32 .npy file of <paramref name="shape"/>.</summary>
     public static void Write(string path, ReadOnlySpan<float> data, IReadOnlyList<int> shape)
     {
         ArgumentNullException.ThrowIfNull(shape);
+        using var stream = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20);
+        stream.Write(Header(shape));
+        stream.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data));
+    }
+
+    /// <summary>Magic, version 1.0, and the header dict padded so the data start on a 64-byte boundary.</summary>
+    private static byte[] Header(IReadOnlyList<int> shape)
+    {
         string dims = shape.Count == 1 ? $"{shape[0]}," : string.Join(", ", shape);
         string dict = $"{{'descr': '<f4', 'fortran_order': False, 'shape': ({dims}), }}";
         int total = 10 + dict.Length + 1;
         int padded = (total + 63) / 64 * 64;
         string header = dict + new string(' ', padded - total) + "\n";
-        using var stream = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20);
-        stream.Write(Magic);
-        stream.WriteByte(1);
-        stream.WriteByte(0);
-        stream.Write(BitConverter.GetBytes((ushort)header.Length));
-        stream.Write(Encoding.ASCII.GetBytes(header));
-        stream.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data));
+        var bytes = new byte[10 + header.Length];
+        Magic.CopyTo(bytes);
+        bytes[6] = 1;
+        BitConverter.TryWriteBytes(bytes.AsSpan(8, 2), (ushort)header.Length);
+        Encoding.ASCII.GetBytes(header, bytes.AsSpan(10));
+        return bytes;
     }
 
     public void Dispose()

@@ -2,7 +2,11 @@ using AttentionActors.Kernels.Simd;
 
 namespace AttentionActors.Kernels.Partials;
 
-/// <summary>The merge and finalize of DESIGN §2, for one query row. Every path uses these.</summary>
+/// <summary>
+/// The merge and finalize of the online softmax, for one query row; every path uses these.
+/// A partial over key set B is (m, l, o) = (max s_j, Σ e^(s_j − m), Σ e^(s_j − m)·v_j); the identity is (−∞, 0, 0);
+/// finalize gives out = o / l and lse = m + ln l, or 0 and −∞ when l = 0.
+/// </summary>
 public static class PartialMath
 {
     /// <summary>

@@ -1,80 +1,67 @@
 using AttentionActors.Actors;
 using AttentionActors.Kernels;
+using AttentionActors.Pipeline.Client;
 using AttentionActors.Pipeline.Planning;
-using AttentionActors.Pipeline.Reducer;
+using AttentionActors.Pipeline.Reduction;
 using AttentionActors.Pipeline.Workers;
 using Microsoft.Extensions.Logging;
 
 namespace AttentionActors.Pipeline.Coordinator;
 
-/// <summary>Notice from a worker: it began a shard (the shard's deadline starts now).</summary>
-public sealed record ShardStarted(JobId Job, int ShardId, int Attempt);
+/// <summary>Notice from a worker: it began attempt <paramref name="Attempt"/> of a shard (the attempt's deadline starts now).</summary>
+public sealed record ShardStarted(JobId Job, int ShardId, int Attempt) : IWireMessage;
 
-/// <summary>Notice from a worker or the reducer: a shard attempt failed.</summary>
-public sealed record ShardFailed(JobId Job, int ShardId, int Attempt, string Error);
+/// <summary>Notice from a worker or the reducer: attempt <paramref name="Attempt"/> of a shard failed.</summary>
+public sealed record ShardFailed(JobId Job, int ShardId, int Attempt, string Error) : IWireMessage;
 
 /// <summary>Notice from the reducer: a shard's partials are merged.</summary>
-public sealed record ShardMerged(JobId Job, int ShardId, double Flops);
+public sealed record ShardMerged(JobId Job, int ShardId) : IWireMessage;
 
 /// <summary>Command: stop the job; the client gets <see cref="AttentionFailed"/> with the reason.</summary>
-public sealed record CancelJob(JobId Job, string Reason);
+public sealed record CancelJob(JobId Job, string Reason) : IWireMessage;
 
-/// <summary>Progress notice to the client, from the reducer: shards and FLOPs merged so far.</summary>
-public sealed record JobProgress(JobId Job, int ShardsDone, int ShardsTotal, double FlopsDone, double FlopsTotal, TimeSpan Elapsed);
-
-/// <summary>Deadlines and retries of a job; defaults in brackets.</summary>
-public sealed record JobSettings
-{
-    /// <summary>Time every shard gets once started, before its share by size [30 s].</summary>
-    public TimeSpan ShardTimeout { get; init; } = TimeSpan.FromSeconds(30);
-
-    /// <summary>Slowest worker speed the deadline allows for, in FLOP/s [0.5e9].</summary>
-    public double MinWorkerFlops { get; init; } = 0.5e9;
-
-    /// <summary>Attempts per shard before the job fails [3].</summary>
-    public int MaxAttempts { get; init; } = 3;
-
-    /// <summary>The job fails when no shard starts or finishes for this long [5 min].</summary>
-    public TimeSpan StallTimeout { get; init; } = TimeSpan.FromMinutes(5);
-
-    public TimeSpan DeadlineFor(Shard shard) => ShardTimeout + TimeSpan.FromSeconds(shard.Flops / MinWorkerFlops);
-}
+/// <summary>Where a worker's data for a shard comes from: views of the job's tensors in one process.</summary>
+public delegate ShardInput ShardInputSource(Shard shard);
 
 /// <summary>
 /// Runs one job: tells the reducer what to expect, hands the shards (largest first) to the work
-/// queue, gives each started shard a deadline, re-issues shards that miss it or fail, fails the job
-/// naming the shard once a shard has used up its attempts, and honours cancellation (queued shards
-/// are withdrawn and running ones interrupted through <see cref="JobCancellations"/>). States: <see cref="Dispatching"/> → <see cref="Finished"/>.
+/// queue, gives each started attempt a deadline, re-issues shards whose current attempt is late or
+/// failed, and fails the job naming the shard once it has used up its attempts. However the job
+/// ends, the coordinator tells the queue (<see cref="JobEnded"/>: queued copies are dropped, running
+/// ones interrupted) and, on failure, the client directly. It never reads Q, K or V: shard data come
+/// from a <see cref="ShardInputSource"/>. States: <see cref="Dispatching"/> → <see cref="Finished"/>.
 /// </summary>
 internal sealed partial class JobCoordinator : ActorBase
 {
     private readonly JobId job;
-    private readonly AttentionProblem problem;
+    private readonly AttentionGeometry geometry;
     private readonly ShardPlan plan;
+    private readonly ShardInputSource inputs;
     private readonly IActorRef queue;
     private readonly IActorRef reducer;
     private readonly IActorRef client;
-    private readonly JobSettings settings;
+    private readonly JobOptions options;
     private readonly ILogger logger;
-    private readonly JobCancellations cancellations;
     private readonly Dictionary<int, ShardState> shards = [];
     private int done;
-    private DateTime lastActivity = DateTime.UtcNow;
+    private DateTimeOffset lastActivity;
     private ICancelable? stallTimer;
 
-    public JobCoordinator(JobId job, AttentionProblem problem, ShardPlan plan, IActorRef queue, IActorRef reducer, IActorRef client, JobSettings settings, ILogger logger, JobCancellations? cancellations = null)
+    public JobCoordinator(JobId job, AttentionGeometry geometry, ShardPlan plan, ShardInputSource inputs, IActorRef queue, IActorRef reducer, IActorRef client, JobOptions options, ILogger logger)
     {
-        this.cancellations = cancellations ?? new JobCancellations();
         this.job = job;
-        this.problem = problem;
+        this.geometry = geometry;
         this.plan = plan;
+        this.inputs = inputs;
         this.queue = queue;
         this.reducer = reducer;
         this.client = client;
-        this.settings = settings;
+        this.options = options;
         this.logger = logger;
         Dispatching();
     }
+
+    private DateTimeOffset Now => Context.System.Time.GetUtcNow();
 
     private sealed record StallCheck;
 
@@ -86,8 +73,6 @@ internal sealed partial class JobCoordinator : ActorBase
 
         public int Attempt { get; set; } = 1;
 
-        public int Failures { get; set; }
-
         public bool Done { get; set; }
 
         public ICancelable? Deadline { get; set; }
@@ -95,24 +80,30 @@ internal sealed partial class JobCoordinator : ActorBase
 
     protected override void PreStart()
     {
-        reducer.Tell(new ExpectShards(job, problem, plan.Shards, client, Self), Self);
+        lastActivity = Now;
+        reducer.Tell(new ExpectShards(job, geometry, plan.Shards, client, Self), Self);
         foreach (var shard in plan.Shards)
         {
             shards[shard.Id] = new ShardState(shard);
-            queue.Tell(new ComputeShard(job, shard, 1, problem, reducer, Self), Self);
+            queue.Tell(Work(shard, 1), Self);
         }
 
-        stallTimer = Context.System.Scheduler.ScheduleTellRepeatedly(settings.StallTimeout / 4, settings.StallTimeout / 4, Self, new StallCheck(), Self);
+        stallTimer = Context.System.Scheduler.ScheduleTellRepeatedly(options.StallTimeout / 4, options.StallTimeout / 4, Self, new StallCheck(), Self);
         if (plan.Shards.Count == 0)
         {
-            Become(Finished);
-            Context.Stop(Self);
+            End();
         }
+    }
+
+    /// <summary>A crashed coordinator has lost track of its shards: the job fails rather than start over unseen.</summary>
+    protected override void PostRestart(Exception cause)
+    {
+        lastActivity = Now;
+        Fail($"the coordinator of job {job} crashed: {cause.GetType().Name}: {cause.Message}");
     }
 
     protected override void PostStop()
     {
-        cancellations.Forget(job);
         stallTimer?.Cancel();
         foreach (var state in shards.Values)
         {
@@ -124,16 +115,16 @@ internal sealed partial class JobCoordinator : ActorBase
     {
         Receive<ShardStarted>(started =>
         {
-            lastActivity = DateTime.UtcNow;
-            if (shards.TryGetValue(started.ShardId, out var state) && !state.Done && started.Attempt == state.Attempt)
+            lastActivity = Now;
+            if (Current(started.ShardId, started.Attempt) is { } state)
             {
                 state.Deadline?.Cancel();
-                state.Deadline = Context.System.Scheduler.ScheduleTellOnce(settings.DeadlineFor(state.Shard), Self, new ShardDeadline(state.Shard.Id, state.Attempt), Self);
+                state.Deadline = Context.System.Scheduler.ScheduleTellOnce(options.DeadlineFor(state.Shard), Self, new ShardDeadline(state.Shard.Id, state.Attempt), Self);
             }
         });
         Receive<ShardMerged>(merged =>
         {
-            lastActivity = DateTime.UtcNow;
+            lastActivity = Now;
             if (!shards.TryGetValue(merged.ShardId, out var state) || state.Done)
             {
                 return;
@@ -141,53 +132,61 @@ internal sealed partial class JobCoordinator : ActorBase
 
             state.Done = true;
             state.Deadline?.Cancel();
-            done++;
-            if (done == shards.Count)
+            if (++done == shards.Count)
             {
-                Become(Finished);
-                Context.Stop(Self);
+                End();
             }
         });
         Receive<ShardDeadline>(late =>
         {
-            if (shards.TryGetValue(late.ShardId, out var state) && !state.Done && late.Attempt == state.Attempt)
+            if (Current(late.ShardId, late.Attempt) is { } state)
             {
-                Retry(state, $"{state.Shard} missed its {settings.DeadlineFor(state.Shard).TotalSeconds:F1} s deadline");
+                Retry(state, $"{state.Shard} missed its {options.DeadlineFor(state.Shard).TotalSeconds:F1} s deadline");
             }
         });
         Receive<ShardFailed>(failed =>
         {
-            if (shards.TryGetValue(failed.ShardId, out var state) && !state.Done)
+            // Only the current attempt counts: a late failure of an attempt already replaced must not use up another.
+            if (Current(failed.ShardId, failed.Attempt) is { } state)
             {
-                state.Failures++;
                 Retry(state, $"{state.Shard} failed: {failed.Error}");
+            }
+            else
+            {
+                LogStaleFailure(logger, job, failed.ShardId, failed.Attempt, failed.Error);
             }
         });
         Receive<CancelJob>(cancel => Fail(cancel.Reason, cancelled: true));
         Receive<StallCheck>(_ =>
         {
-            if (DateTime.UtcNow - lastActivity > settings.StallTimeout)
+            if (Now - lastActivity > options.StallTimeout)
             {
-                Fail($"no shard started or finished for {settings.StallTimeout.TotalSeconds:F0} s ({done} of {shards.Count} shards done); are any workers running?");
+                Fail($"no shard started or finished for {options.StallTimeout.TotalSeconds:F0} s ({done} of {shards.Count} shards done); are any workers running?");
             }
         });
     }
 
     private void Finished() => ReceiveAny(_ => { });
 
+    /// <summary>The state of a shard still running as <paramref name="attempt"/>, or null.</summary>
+    private ShardState? Current(int shardId, int attempt)
+        => shards.TryGetValue(shardId, out var state) && !state.Done && state.Attempt == attempt ? state : null;
+
+    private ComputeShard Work(Shard shard, int attempt) => new(job, shard, attempt, inputs(shard), reducer, Self);
+
     /// <summary>Re-issues a shard as a new attempt, or fails the job once its attempts are used up.</summary>
     private void Retry(ShardState state, string why)
     {
         state.Deadline?.Cancel();
-        if (state.Attempt >= settings.MaxAttempts)
+        if (state.Attempt >= options.MaxAttempts)
         {
-            Fail($"{why} (attempt {state.Attempt} of {settings.MaxAttempts}); giving up");
+            Fail($"{why} (attempt {state.Attempt} of {options.MaxAttempts}); giving up");
             return;
         }
 
         state.Attempt++;
         LogRetry(logger, job, why, state.Attempt);
-        queue.Tell(new ComputeShard(job, state.Shard, state.Attempt, problem, reducer, Self), Self);
+        queue.Tell(Work(state.Shard, state.Attempt), Self);
     }
 
     private void Fail(string reason, bool cancelled = false)
@@ -201,15 +200,24 @@ internal sealed partial class JobCoordinator : ActorBase
             LogFailed(logger, job, reason);
         }
 
+        client.Tell(new AttentionFailed(job, reason, cancelled), Self);
         reducer.Tell(new FailJob(job, reason), Self);
-        queue.Tell(new CancelShards(job), Self);
-        cancellations.Cancel(job);
+        End(reason);
+    }
+
+    /// <summary>Withdraws the job's queued shards and interrupts running ones, then stops.</summary>
+    private void End(string why = "completed")
+    {
+        queue.Tell(new JobEnded(job, why), Self);
         Become(Finished);
         Context.Stop(Self);
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "job {Job}: {Why}; re-issuing as attempt {Attempt}")]
     private static partial void LogRetry(ILogger logger, JobId job, string why, int attempt);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "job {Job}: ignoring the failure of shard {ShardId} attempt {Attempt}, already replaced: {Error}")]
+    private static partial void LogStaleFailure(ILogger logger, JobId job, int shardId, int attempt, string error);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "job {Job} cancelled: {Reason}")]
     private static partial void LogCancelled(ILogger logger, JobId job, string reason);

@@ -24,18 +24,3 @@ public sealed record ShardPlan(IReadOnlyList<Shard> Shards, int Workers, IReadOn
     public double Imbalance => WorkerLoads.Count == 0 || TotalFlops == 0 ? 1 : WorkerLoads.Max() / (TotalFlops / Workers);
 }
 
-/// <summary>Planner settings; defaults in brackets.</summary>
-public sealed record PlanOptions
-{
-    /// <summary>Largest shard, counting Q rows, K/V blocks and the partials it returns [16 MiB: a RabbitMQ message must stay below it].</summary>
-    public long MaxShardBytes { get; init; } = 16L << 20;
-
-    /// <summary>Target for busiest-worker load over the mean [1.05].</summary>
-    public double MaxImbalance { get; init; } = 1.05;
-
-    /// <summary>Fewest query rows a row split may leave [16].</summary>
-    public int MinRows { get; init; } = 16;
-
-    /// <summary>Most shards a plan may hold [65536].</summary>
-    public int MaxShards { get; init; } = 65536;
-}

@@ -18,6 +18,13 @@ public static class ShardPlanner
     public static ShardPlan Plan(AttentionProblem problem, int workers, PlanOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(problem);
+        return Plan(problem.Geometry, workers, options);
+    }
+
+    /// <summary>Plans from the geometry alone: no tensor is read.</summary>
+    public static ShardPlan Plan(AttentionGeometry problem, int workers, PlanOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(problem);
         ArgumentOutOfRangeException.ThrowIfLessThan(workers, 1);
         options ??= new PlanOptions();
         var shards = new List<Draft>();
@@ -100,12 +107,12 @@ public static class ShardPlanner
         return total == 0 ? 1 : bins.Max() / (total / workers);
     }
 
-    private static int MaxUnits(AttentionProblem p) => (int)Math.Min(int.MaxValue, (long)p.Batch * p.Heads * Math.Max(p.QuerySeq, 1) * Math.Max(p.BlockCount, 1));
+    private static int MaxUnits(AttentionGeometry p) => (int)Math.Min(int.MaxValue, (long)p.Batch * p.Heads * Math.Max(p.QuerySeq, 1) * Math.Max(p.BlockCount, 1));
 
-    private static double Flops(AttentionProblem p, long pairs) => 2.0 * pairs * (p.KeyDim + p.ValueDim);
+    private static double Flops(AttentionGeometry p, long pairs) => 2.0 * pairs * (p.KeyDim + p.ValueDim);
 
     /// <summary>Q rows and K/V blocks in, the partials of at most ~2·log₂ n tree nodes out, as float32.</summary>
-    public static long Bytes(AttentionProblem p, int rowCount, int blockStart, int blockEnd)
+    public static long Bytes(AttentionGeometry p, int rowCount, int blockStart, int blockEnd)
     {
         long keys = Math.Min((long)blockEnd * p.BlockSize, p.KeySeq) - ((long)blockStart * p.BlockSize);
         long nodes = Math.Min(CanonicalTree.Decompose(blockStart, blockEnd).Length, MaxNodes);
@@ -113,7 +120,7 @@ public static class ShardPlanner
     }
 
     /// <summary>Narrows a draft to the blocks its rows see and keeps it only if it has visible work.</summary>
-    private static void AddTrimmed(AttentionProblem p, List<Draft> shards, Draft d)
+    private static void AddTrimmed(AttentionGeometry p, List<Draft> shards, Draft d)
     {
         if (d.RowCount == 0)
         {
@@ -135,7 +142,7 @@ public static class ShardPlanner
         }
     }
 
-    private static Draft[]? Split(AttentionProblem p, Draft s, PlanOptions options)
+    private static Draft[]? Split(AttentionGeometry p, Draft s, PlanOptions options)
     {
         long rowBytes = (long)s.RowCount * (p.KeyDim + p.ValueDim + 2);
         long keyBytes = (Math.Min((long)s.BlockEnd * p.BlockSize, p.KeySeq) - ((long)s.BlockStart * p.BlockSize)) * (p.KeyDim + p.ValueDim);
@@ -157,7 +164,7 @@ public static class ShardPlanner
     }
 
     /// <summary>The row that halves the visible pairs, kept ≥ MinRows from both ends and on a multiple of 16 when possible.</summary>
-    private static int RowCut(AttentionProblem p, Draft s, int minRows)
+    private static int RowCut(AttentionGeometry p, Draft s, int minRows)
     {
         long keyStart = (long)s.BlockStart * p.BlockSize;
         long keyEnd = Math.Min((long)s.BlockEnd * p.BlockSize, p.KeySeq);
@@ -186,7 +193,7 @@ public static class ShardPlanner
     }
 
     /// <summary>The block boundary that halves the visible pairs.</summary>
-    private static int BlockCut(AttentionProblem p, Draft s)
+    private static int BlockCut(AttentionGeometry p, Draft s)
     {
         int blocks = s.BlockEnd - s.BlockStart;
         var perBlock = new long[blocks];

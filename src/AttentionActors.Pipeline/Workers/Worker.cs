@@ -1,54 +1,127 @@
-using System.Diagnostics;
 using AttentionActors.Actors;
 using AttentionActors.Kernels;
 using AttentionActors.Kernels.Partials;
 using AttentionActors.Kernels.Simd;
 using AttentionActors.Pipeline.Coordinator;
 using AttentionActors.Pipeline.Planning;
-using AttentionActors.Pipeline.Reducer;
+using AttentionActors.Pipeline.Reduction;
 
 namespace AttentionActors.Pipeline.Workers;
 
-/// <summary>Command: compute one shard and send its partials to <paramref name="Reducer"/>.</summary>
-public sealed record ComputeShard(JobId Job, Shard Shard, int Attempt, AttentionProblem Problem, IActorRef Reducer, IActorRef Coordinator);
+/// <summary>Command: compute attempt <paramref name="Attempt"/> of a shard from <paramref name="Input"/> and send its partials to <paramref name="Reducer"/>.</summary>
+public sealed record ComputeShard(JobId Job, Shard Shard, int Attempt, ShardInput Input, IActorRef Reducer, IActorRef Coordinator) : IWireMessage;
 
-/// <summary>How a worker turns a shard into partials; the default is the kernel library.</summary>
-public delegate PartialSet ShardComputer(AttentionProblem problem, Shard shard, int attempt, CancellationToken cancellationToken);
+/// <summary>How a worker turns a shard's input into partials; the default is the kernel library.</summary>
+public delegate PartialSet ShardComputer(ShardInput input, Shard shard, int attempt, CancellationToken cancellationToken);
 
 /// <summary>
 /// Pulls one shard at a time from the queue (like a RabbitMQ consumer with prefetch 1), computes
-/// it with the kernel library, replies with its partials, and asks for the next. Stateless.
-/// A shard that throws is reported to its coordinator, which decides whether to retry; a shard of
-/// a job that ended early is abandoned at the next query panel.
+/// it off the mailbox thread, replies with its partials, and asks for the next. While computing it
+/// still reads its mailbox, so a <see cref="JobEnded"/> for the running shard's job interrupts the
+/// kernel at its next query panel. Stateless apart from the set of ended jobs it remembers.
+/// States: <see cref="Idle"/> → <see cref="Computing"/>.
 /// </summary>
 internal sealed class Worker : ActorBase
 {
-    public Worker(IActorRef queue, ShardComputer compute, JobCancellations cancellations)
-    {
-        Receive<ComputeShard>(work =>
-        {
-            work.Coordinator.Tell(new ShardStarted(work.Job, work.Shard.Id, work.Attempt), Self);
-            var clock = Stopwatch.StartNew();
-            using var cancel = CancellationTokenSource.CreateLinkedTokenSource(Context.System.Stopping, cancellations.For(work.Job));
-            try
-            {
-                var partials = compute(work.Problem, work.Shard, work.Attempt, cancel.Token);
-                work.Reducer.Tell(new PartialComputed(work.Job, work.Shard.Id, work.Attempt, partials, clock.Elapsed), Self);
-            }
-            catch (OperationCanceledException) when (cancel.IsCancellationRequested)
-            {
-                // The job ended early or the node is shutting down: the shard is abandoned with it.
-            }
-            catch (Exception ex)
-            {
-                work.Coordinator.Tell(new ShardFailed(work.Job, work.Shard.Id, work.Attempt, $"{ex.GetType().Name}: {ex.Message}"), Self);
-            }
+    private readonly IActorRef queue;
+    private readonly ShardComputer compute;
+    private readonly EndedJobs ended = new();
+    private ComputeShard? current;
+    private CancellationTokenSource? running;
 
-            queue.Tell(new WorkerReady(), Self);
-        });
-        queue.Tell(new WorkerReady(), Self);
+    public Worker(IActorRef queue, ShardComputer compute)
+    {
+        this.queue = queue;
+        this.compute = compute;
+        Idle();
     }
 
-    public static PartialSet ComputeWithKernel(AttentionProblem problem, Shard shard, KernelPath path, CancellationToken cancellationToken)
-        => Attention.ComputePartials(problem, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd, path, cancellationToken);
+    /// <summary>How the default computer runs the kernel on a shard's own data.</summary>
+    public static ShardComputer Kernel(KernelPath path) => (input, _, _, ct) => Attention.ComputePartials(input, path, ct);
+
+    protected override void PreStart() => queue.Tell(new WorkerReady(), Self);
+
+    protected override void PostStop() => running?.Cancel();
+
+    private sealed record ShardDone(ComputeShard Work, PartialSet? Partials, Exception? Error, bool Cancelled);
+
+    private void Idle()
+    {
+        Receive<ComputeShard>(Start);
+        Receive<JobEnded>(end => ended.Add(end.Job));
+    }
+
+    private void Computing()
+    {
+        Receive<JobEnded>(end =>
+        {
+            ended.Add(end.Job);
+            if (current?.Job == end.Job)
+            {
+                running?.Cancel();
+            }
+        });
+        Receive<ShardDone>(Finish);
+
+        // The queue hands out one shard per WorkerReady, so this is a stray: give it back, never drop it.
+        Receive<ComputeShard>(work => queue.Tell(work, Self));
+    }
+
+    private void Start(ComputeShard work)
+    {
+        if (ended.Contains(work.Job))
+        {
+            queue.Tell(new WorkerReady(), Self);
+            return;
+        }
+
+        work.Coordinator.Tell(new ShardStarted(work.Job, work.Shard.Id, work.Attempt), Self);
+        current = work;
+        running = CancellationTokenSource.CreateLinkedTokenSource(Context.System.Stopping);
+        var token = running.Token;
+        var self = Self;
+        _ = Task.Factory.StartNew(
+            () =>
+            {
+                ShardDone done;
+                try
+                {
+                    done = new ShardDone(work, compute(work.Input, work.Shard, work.Attempt, token), null, false);
+                }
+                catch (OperationCanceledException) when (token.IsCancellationRequested)
+                {
+                    done = new ShardDone(work, null, null, true);
+                }
+                catch (Exception ex)
+                {
+                    done = new ShardDone(work, null, ex, false);
+                }
+
+                self.Tell(done, self);
+            },
+            CancellationToken.None,
+            TaskCreationOptions.LongRunning,
+            TaskScheduler.Default);
+        Become(Computing);
+    }
+
+    private void Finish(ShardDone done)
+    {
+        var work = done.Work;
+        if (done.Partials is { } partials)
+        {
+            work.Reducer.Tell(new PartialComputed(work.Job, work.Shard.Id, work.Attempt, partials), Self);
+        }
+        else if (!done.Cancelled)
+        {
+            // Only the text crosses: exception objects never travel in messages.
+            work.Coordinator.Tell(new ShardFailed(work.Job, work.Shard.Id, work.Attempt, $"{done.Error!.GetType().Name}: {done.Error.Message}"), Self);
+        }
+
+        running?.Dispose();
+        running = null;
+        current = null;
+        Become(Idle);
+        queue.Tell(new WorkerReady(), Self);
+    }
 }

@@ -1,0 +1,132 @@
+using System.Diagnostics;
+using System.Globalization;
+using AttentionActors.Kernels;
+
+namespace AttentionActors.Cli.Commands;
+
+/// <summary>
+/// What a job will cost, from its shapes alone (nothing allocated yet): the memory it needs, part
+/// by part, against what the machine has available, and the time it should take at the kernel
+/// speed measured on this machine just now.
+/// </summary>
+internal sealed record JobEstimate(IReadOnlyList<(string Part, long Bytes)> Parts, long AvailableBytes, double Flops, double FlopsPerSecond, int Threads)
+{
+    /// <summary>The runtime, code and scratch not tied to the job's size.</summary>
+    private const long BaseBytes = 96L << 20;
+
+    public long NeededBytes => Parts.Sum(p => p.Bytes);
+
+    public bool Fits => NeededBytes <= AvailableBytes;
+
+    public TimeSpan Time => TimeSpan.FromSeconds(Flops / Math.Max(FlopsPerSecond * Threads, 1));
+
+    /// <param name="geometry">The job.</param>
+    /// <param name="inputBytesOnHeap">Bytes of Q, K and V held in memory (generated or converted from float64; memory-mapped float32 files count 0).</param>
+    /// <param name="outputMapped">The output goes to a memory-mapped file rather than memory.</param>
+    /// <param name="workers">Workers (or threads) computing at once.</param>
+    /// <param name="maxShardBytes">The planner's shard budget.</param>
+    /// <param name="verify">A second full output (the other computation) and the reference rows.</param>
+    public static JobEstimate For(AttentionGeometry geometry, long inputBytesOnHeap, bool outputMapped, int workers, long maxShardBytes, bool verify)
+    {
+        long output = 4L * geometry.Batch * geometry.Heads * geometry.QuerySeq * geometry.ValueDim;
+        long lse = 4L * geometry.Batch * geometry.Heads * geometry.QuerySeq;
+        var parts = new List<(string, long)>
+        {
+            ("Q, K, V", inputBytesOnHeap),
+            (outputMapped ? "lse (output memory-mapped)" : "output and lse", (outputMapped ? 0 : output) + lse),
+
+            // Each worker holds one shard's input views, key pack and partials; the reducer holds
+            // partials of key-split shards until their partners arrive: a few budgets per worker.
+            ("shards in flight", 3L * (workers + 1) * maxShardBytes),
+            ("runtime", BaseBytes),
+        };
+        if (verify)
+        {
+            parts.Add(("--verify's second output", output + lse));
+        }
+
+        int threads = Math.Min(workers, Environment.ProcessorCount);
+        return new JobEstimate(parts, AvailableMemory(), geometry.VisibleFlops(), MeasureSpeed(geometry), threads);
+    }
+
+    public string DescribeNeed() => string.Join("; ", Parts.Where(p => p.Bytes > 0).Select(p => $"{p.Part} {Size(p.Bytes)}"));
+
+    public static string Size(long bytes) => bytes >= 1L << 30
+        ? string.Create(CultureInfo.InvariantCulture, $"{bytes / (double)(1L << 30):F1} GiB")
+        : string.Create(CultureInfo.InvariantCulture, $"{bytes / (double)(1L << 20):F0} MiB");
+
+    public static string Duration(TimeSpan t) => t.TotalSeconds switch
+    {
+        < 1 => string.Create(CultureInfo.InvariantCulture, $"{t.TotalSeconds:F2} s"),
+        < 120 => string.Create(CultureInfo.InvariantCulture, $"{t.TotalSeconds:F1} s"),
+        < 7200 => string.Create(CultureInfo.InvariantCulture, $"{t.TotalMinutes:F1} min"),
+        _ => string.Create(CultureInfo.InvariantCulture, $"{t.TotalHours:F1} h"),
+    };
+
+    /// <summary>Memory the job may use: the kernel's MemAvailable (free plus reclaimable), capped by the runtime's limit (a container's, say).</summary>
+    private static long AvailableMemory()
+    {
+        long limit = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+        try
+        {
+            foreach (string line in File.ReadLines("/proc/meminfo"))
+            {
+                if (line.StartsWith("MemAvailable:", StringComparison.Ordinal))
+                {
+                    long kib = long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
+                    return Math.Min(limit, kib * 1024);
+                }
+            }
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or FormatException)
+        {
+        }
+
+        return limit;
+    }
+
+    /// <summary>
+    /// FLOP/s of one thread of the kernel on this machine for this job's score function and head
+    /// dims: a dense 128 × 2048 shard, timed for at least 30 ms (one warm-up run first).
+    /// </summary>
+    private static double MeasureSpeed(AttentionGeometry g)
+    {
+        const int rows = 128, keys = 2048;
+        var rng = new Random(1);
+        AttentionTensor Make(string name, int n, int d)
+        {
+            var data = new float[n * d];
+            for (int i = 0; i < data.Length; i++)
+            {
+                data[i] = (float)((rng.NextDouble() * 2) - 1);
+            }
+
+            return AttentionTensor.FromArray(name, data, 1, 1, n, d);
+        }
+
+        var o = g.Options;
+        var options = new AttentionOptions
+        {
+            Score = o.Score,
+            Scale = o.Scale,
+            Temperature = o.Temperature,
+            Sigma = o.Sigma,
+            Additive = o.Additive,
+            SoftCap = o.SoftCap,
+            AlibiSlopes = o.AlibiSlopes is { Length: > 0 } slopes ? [slopes[0]] : null,
+            BlockSize = o.BlockSize,
+        };
+        var problem = AttentionProblem.Create(Make("Q", rows, g.KeyDim), Make("K", keys, g.KeyDim), Make("V", keys, g.ValueDim), options);
+        double flops = 2.0 * rows * keys * (g.KeyDim + g.ValueDim);
+        Attention.ComputePartials(problem, 0, 0, 0, rows, 0, problem.BlockCount);
+        var clock = Stopwatch.StartNew();
+        int runs = 0;
+        do
+        {
+            Attention.ComputePartials(problem, 0, 0, 0, rows, 0, problem.BlockCount);
+            runs++;
+        }
+        while (clock.Elapsed.TotalMilliseconds < 30);
+        return flops * runs / clock.Elapsed.TotalSeconds;
+    }
+}

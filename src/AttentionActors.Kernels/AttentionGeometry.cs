@@ -1,0 +1,188 @@
+namespace AttentionActors.Kernels;
+
+/// <summary>The name and shape <c>[batch, heads, seq, dim]</c> of a tensor, without its data.</summary>
+public readonly record struct TensorShape(string Name, int Batch, int Heads, int Seq, int Dim)
+{
+    public long Length => (long)Batch * Heads * Seq * Dim;
+
+    public override string ToString() => $"{Name}[{Batch}, {Heads}, {Seq}, {Dim}]";
+}
+
+/// <summary>
+/// Everything about a job except its tensors: shapes, options, blocks, the diagonal offset and the
+/// score scale, and which keys each query row sees. Small and serialisable: the coordinator, the
+/// reducer and the planner work from this alone, and a worker receives it with its shard's data.
+/// </summary>
+public sealed class AttentionGeometry
+{
+    private AttentionGeometry(TensorShape q, TensorShape k, TensorShape v, AttentionOptions options)
+    {
+        QueryShape = q;
+        KeyShape = k;
+        ValueShape = v;
+        Options = options;
+        GroupSize = q.Heads / k.Heads;
+        BlockSize = options.BlockSize;
+        BlockCount = (int)(((long)k.Seq + BlockSize - 1) / BlockSize);
+        Scale = options.Score switch
+        {
+            ScoreFunction.Dot => options.Scale ?? (float)(1.0 / Math.Sqrt(q.Dim)),
+            ScoreFunction.Cosine => 1f / options.Temperature,
+            ScoreFunction.Gaussian => (float)(-1.0 / (2.0 * options.Sigma * options.Sigma)),
+            _ => 1f,
+        };
+        DiagonalOffset = options.Alignment == DiagonalAlignment.BottomRight ? (long)k.Seq - q.Seq : 0;
+    }
+
+    public TensorShape QueryShape { get; }
+
+    public TensorShape KeyShape { get; }
+
+    public TensorShape ValueShape { get; }
+
+    public AttentionOptions Options { get; }
+
+    public int Batch => QueryShape.Batch;
+
+    public int Heads => QueryShape.Heads;
+
+    public int KvHeads => KeyShape.Heads;
+
+    /// <summary>Query heads per key/value head (1: MHA, H: MQA).</summary>
+    public int GroupSize { get; }
+
+    public int QuerySeq => QueryShape.Seq;
+
+    public int KeySeq => KeyShape.Seq;
+
+    public int KeyDim => QueryShape.Dim;
+
+    public int ValueDim => ValueShape.Dim;
+
+    public int BlockSize { get; }
+
+    /// <summary>⌈Nk / BlockSize⌉ canonical key blocks.</summary>
+    public int BlockCount { get; }
+
+    /// <summary>The factor applied to the raw accumulated score (dot scale, 1/τ, −1/(2σ²), or 1).</summary>
+    public float Scale { get; }
+
+    /// <summary>Added to a query index to find its diagonal key (Nk − Nq when bottom-right aligned).</summary>
+    public long DiagonalOffset { get; }
+
+    /// <summary>FLOPs of the non-causal problem: 4·Nq·Nk·d per head (d the mean of d_k and d_v).</summary>
+    public double DenseFlops => 2.0 * Batch * Heads * QuerySeq * (double)KeySeq * (KeyDim + ValueDim);
+
+    /// <summary>Validates shapes and options (not values) and builds the geometry, or throws <see cref="AttentionInputException"/>.</summary>
+    public static AttentionGeometry Create(TensorShape q, TensorShape k, TensorShape v, AttentionOptions? options = null)
+    {
+        options ??= new AttentionOptions();
+        ProblemValidator.CheckShapes(q, k, v);
+        ProblemValidator.CheckOptions(q, k, options);
+        return new AttentionGeometry(q, k, v, options);
+    }
+
+    /// <summary>
+    /// The keys query <paramref name="i"/> of batch <paramref name="b"/> sees: the interval
+    /// [lo, hi) that the causal, window and padding masks leave (empty when lo ≥ hi).
+    /// </summary>
+    public (int Lo, int Hi) VisibleKeys(int b, int i)
+    {
+        long lo = 0;
+        long hi = Options.KeyLengths?[b] ?? KeySeq;
+        long diagonal = i + DiagonalOffset;
+        if (Options.Causal)
+        {
+            hi = Math.Min(hi, diagonal + 1);
+        }
+
+        if (Options.Window is { } window)
+        {
+            if (window.Left >= 0)
+            {
+                lo = Math.Max(lo, diagonal - window.Left);
+            }
+
+            if (window.Right >= 0)
+            {
+                hi = Math.Min(hi, diagonal + window.Right + 1);
+            }
+        }
+
+        lo = Math.Clamp(lo, 0, KeySeq);
+        hi = Math.Clamp(hi, lo, KeySeq);
+        return ((int)lo, (int)hi);
+    }
+
+    /// <summary>The blocks [first, end) that any of the rows [rowStart, rowStart + rowCount) sees at all.</summary>
+    public (int First, int End) VisibleBlocks(int b, int rowStart, int rowCount)
+    {
+        long lo = long.MaxValue;
+        long hi = long.MinValue;
+        for (int i = rowStart; i < rowStart + rowCount; i++)
+        {
+            var (l, h) = VisibleKeys(b, i);
+            if (h > l)
+            {
+                lo = Math.Min(lo, l);
+                hi = Math.Max(hi, h);
+            }
+        }
+
+        if (lo >= hi)
+        {
+            return (0, 0);
+        }
+
+        return ((int)(lo / BlockSize), (int)((hi + BlockSize - 1) / BlockSize));
+    }
+
+    /// <summary>
+    /// The blocks of [blockStart, blockEnd) that rows [rowStart, rowStart + rowCount) see, narrowed
+    /// to [first, end); empty (first ≥ end) when they see none. A shard's partials are exactly the
+    /// canonical tree nodes of this range.
+    /// </summary>
+    public (int First, int End) VisibleBlocks(int b, int rowStart, int rowCount, int blockStart, int blockEnd)
+    {
+        var (first, end) = VisibleBlocks(b, rowStart, rowCount);
+        first = Math.Max(first, blockStart);
+        end = Math.Min(end, blockEnd);
+        return first < end ? (first, end) : (blockStart, blockStart);
+    }
+
+    /// <summary>Number of visible (query, key) pairs in rows [rowStart, rowStart + rowCount) of batch b, within blocks [blockStart, blockEnd).</summary>
+    public long VisiblePairs(int b, int rowStart, int rowCount, int blockStart, int blockEnd)
+    {
+        long keyStart = (long)blockStart * BlockSize;
+        long keyEnd = Math.Min((long)blockEnd * BlockSize, KeySeq);
+        long total = 0;
+        for (int i = rowStart; i < rowStart + rowCount; i++)
+        {
+            var (lo, hi) = VisibleKeys(b, i);
+            total += Math.Max(0, Math.Min(hi, keyEnd) - Math.Max(lo, keyStart));
+        }
+
+        return total;
+    }
+
+    /// <summary>FLOPs of the visible work: 2·(d_k + d_v) per visible (query, key) pair, summed over batches and heads.</summary>
+    public double VisibleFlops()
+    {
+        double pairs = 0;
+        for (int b = 0; b < Batch; b++)
+        {
+            pairs += VisiblePairs(b, 0, QuerySeq, 0, BlockCount);
+        }
+
+        return 2.0 * pairs * Heads * (KeyDim + ValueDim);
+    }
+
+    /// <summary>First key of block <paramref name="block"/> and the keys it holds (the last block may be short).</summary>
+    public (long Start, int Count) BlockKeys(int block)
+    {
+        long start = (long)block * BlockSize;
+        return (start, (int)Math.Clamp(KeySeq - start, 0, BlockSize));
+    }
+
+    public override string ToString() => $"{QueryShape}, {KeyShape}, {ValueShape}, block {BlockSize}";
+}

@@ -1,0 +1,208 @@
+using AttentionActors.Actors;
+using AttentionActors.Kernels;
+using AttentionActors.Kernels.Partials;
+using AttentionActors.Pipeline.Client;
+using AttentionActors.Pipeline.Coordinator;
+using AttentionActors.Pipeline.Planning;
+
+namespace AttentionActors.Pipeline.Reduction;
+
+/// <summary>Command: get ready for a job's shards; finished rows and the result go to <paramref name="Client"/>.</summary>
+public sealed record ExpectShards(JobId Job, AttentionGeometry Geometry, IReadOnlyList<Shard> Shards, IActorRef Client, IActorRef Coordinator) : IWireMessage;
+
+/// <summary>Notice from a worker: the partials of attempt <paramref name="Attempt"/> of a shard.</summary>
+public sealed record PartialComputed(JobId Job, int ShardId, int Attempt, PartialSet Partials) : IWireMessage;
+
+/// <summary>Command: forget a job (its coordinator has told the client why it failed).</summary>
+public sealed record FailJob(JobId Job, string Reason) : IWireMessage;
+
+/// <summary>
+/// Merges partials into the exact output and streams it. Rows are cut into segments at every shard
+/// boundary; a segment is reduced, in the canonical tree order, once every shard covering it has
+/// arrived — so arrival order never changes a bit — and its finished rows go to the client at once
+/// in messages of at most <see cref="maxMessageBytes"/>, so the reducer never holds the output. A
+/// second copy of a shard (delivery is at least once; a late shard may be re-issued) is dropped by
+/// shard id. Partials are checked (<see cref="PartialCheck"/>) before use: a bad set is reported to
+/// the coordinator as a failed attempt, never merged.
+/// </summary>
+internal sealed class Reducer : ActorBase
+{
+    private readonly Dictionary<JobId, JobState> jobs = [];
+    private readonly int maxMessageBytes;
+
+    public Reducer(int maxMessageBytes = ClusterOptions.DefaultMaxMessageBytes)
+    {
+        this.maxMessageBytes = maxMessageBytes;
+        Receive<ExpectShards>(expect =>
+        {
+            var job = jobs[expect.Job] = new JobState(expect);
+            expect.Client.Tell(job.Progress(), Self);
+            if (expect.Shards.Count == 0)
+            {
+                Complete(job);
+            }
+        });
+        Receive<PartialComputed>(OnPartial);
+        Receive<FailJob>(fail => jobs.Remove(fail.Job));
+    }
+
+    /// <summary>A restarted reducer has lost its jobs' partials: every client learns now rather than waiting.</summary>
+    protected override void PreRestart(Exception cause, object? message) => AbandonAll($"the reducer failed ({cause.GetType().Name}: {cause.Message}) and lost the job's partials");
+
+    protected override void PostStop() => AbandonAll("the reducer stopped before the job finished");
+
+    private void AbandonAll(string reason)
+    {
+        foreach (var (id, job) in jobs)
+        {
+            job.Expect.Client.Tell(new AttentionFailed(id, reason), Self);
+            job.Expect.Coordinator.Tell(new CancelJob(id, reason), Self);
+        }
+
+        jobs.Clear();
+    }
+
+    private void OnPartial(PartialComputed done)
+    {
+        if (!jobs.TryGetValue(done.Job, out var job) || job.Received.Contains(done.ShardId))
+        {
+            return;
+        }
+
+        if (!job.ShardsById.TryGetValue(done.ShardId, out var shard))
+        {
+            job.Expect.Coordinator.Tell(new ShardFailed(done.Job, done.ShardId, done.Attempt, $"the job has no shard {done.ShardId}"), Self);
+            return;
+        }
+
+        if (PartialCheck.Invalid(job.Expect.Geometry, shard, done.Partials) is { } problem)
+        {
+            job.Expect.Coordinator.Tell(new ShardFailed(done.Job, done.ShardId, done.Attempt, problem), Self);
+            return;
+        }
+
+        job.Received.Add(shard.Id);
+        foreach (var segment in job.SegmentsOf[shard.Id])
+        {
+            segment.Parts.Add((done.Partials, segment.Start - shard.RowStart));
+            if (--segment.Remaining == 0)
+            {
+                Finish(job, segment);
+            }
+        }
+
+        job.FlopsDone += shard.Flops;
+
+        // The client hears first, so in one process its result is queued before the coordinator stops.
+        job.Expect.Client.Tell(job.Progress(), Self);
+        if (job.Received.Count == job.ShardsById.Count)
+        {
+            Complete(job);
+        }
+
+        job.Expect.Coordinator.Tell(new ShardMerged(done.Job, shard.Id), Self);
+    }
+
+    private void Complete(JobState job)
+    {
+        jobs.Remove(job.Expect.Job);
+        job.Expect.Client.Tell(new AttentionCompleted(job.Expect.Job, job.RowsSent), Self);
+    }
+
+    /// <summary>Reduces one segment in tree order and streams its finished rows to the client.</summary>
+    private void Finish(JobState job, Segment segment)
+    {
+        var g = job.Expect.Geometry;
+        int rows = segment.End - segment.Start;
+        var slices = segment.Parts.Select(part => Slice(part.Set, part.Offset, rows)).ToList();
+        var root = CanonicalTree.Reduce(g.BlockCount, slices);
+        segment.Parts.Clear();
+        int perMessage = Math.Max(1, maxMessageBytes / (4 * (g.ValueDim + 1)));
+        for (int r0 = 0; r0 < rows; r0 += perMessage)
+        {
+            int n = Math.Min(perMessage, rows - r0);
+            var output = new float[n * g.ValueDim];
+            var lse = new float[n];
+            for (int r = 0; r < n; r++)
+            {
+                PartialMath.Finalize(root.M[r0 + r], root.L[r0 + r], root.O.AsSpan((r0 + r) * g.ValueDim, g.ValueDim), output.AsSpan(r * g.ValueDim, g.ValueDim), out lse[r]);
+            }
+
+            job.Expect.Client.Tell(new RowsFinished(job.Expect.Job, segment.Batch, segment.Head, segment.Start + r0, n, output, lse), Self);
+            job.RowsSent += n;
+        }
+    }
+
+    private static PartialSet Slice(PartialSet set, int offset, int rows)
+    {
+        if (offset == 0 && rows == set.Rows)
+        {
+            return set;
+        }
+
+        var slice = new PartialSet(set.Nodes, rows, set.ValueDim);
+        for (int n = 0; n < set.Nodes.Length; n++)
+        {
+            Array.Copy(set.M, (n * set.Rows) + offset, slice.M, n * rows, rows);
+            Array.Copy(set.L, (n * set.Rows) + offset, slice.L, n * rows, rows);
+            Array.Copy(set.O, ((n * set.Rows) + offset) * set.ValueDim, slice.O, n * rows * set.ValueDim, rows * set.ValueDim);
+        }
+
+        return slice;
+    }
+
+    private sealed class Segment(int batch, int head, int start, int end)
+    {
+        public int Batch { get; } = batch;
+
+        public int Head { get; } = head;
+
+        public int Start { get; } = start;
+
+        public int End { get; } = end;
+
+        public int Remaining { get; set; }
+
+        public List<(PartialSet Set, int Offset)> Parts { get; } = [];
+    }
+
+    private sealed class JobState
+    {
+        private readonly System.Diagnostics.Stopwatch clock = System.Diagnostics.Stopwatch.StartNew();
+
+        public JobState(ExpectShards expect)
+        {
+            Expect = expect;
+            ShardsById = expect.Shards.ToDictionary(s => s.Id);
+            TotalFlops = expect.Shards.Sum(s => s.Flops);
+            foreach (var group in expect.Shards.GroupBy(s => (s.Batch, s.Head)))
+            {
+                var cuts = group.SelectMany(s => new[] { s.RowStart, s.RowEnd }).Distinct().Order().ToArray();
+                var segments = cuts.Zip(cuts.Skip(1)).Select(c => new Segment(group.Key.Batch, group.Key.Head, c.First, c.Second)).ToList();
+                foreach (var shard in group)
+                {
+                    var mine = segments.Where(g => g.Start >= shard.RowStart && g.End <= shard.RowEnd).ToList();
+                    mine.ForEach(g => g.Remaining++);
+                    SegmentsOf[shard.Id] = mine;
+                }
+            }
+        }
+
+        public ExpectShards Expect { get; }
+
+        public Dictionary<int, Shard> ShardsById { get; }
+
+        public Dictionary<int, List<Segment>> SegmentsOf { get; } = [];
+
+        public HashSet<int> Received { get; } = [];
+
+        public double FlopsDone { get; set; }
+
+        public double TotalFlops { get; }
+
+        public long RowsSent { get; set; }
+
+        /// <summary>Progress as the reducer sees it: it reports before the result, so the last report is complete.</summary>
+        public JobProgress Progress() => new(Expect.Job, Received.Count, ShardsById.Count, FlopsDone, TotalFlops, clock.Elapsed);
+    }
+}
