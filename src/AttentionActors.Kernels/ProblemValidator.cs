@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Numerics;
 
 namespace AttentionActors.Kernels;
 
@@ -190,34 +191,80 @@ internal static class ProblemValidator
         }
     }
 
-    /// <summary>Largest row L2 norm, and largest magnitude; throws on the first NaN or ±Inf.</summary>
+    /// <summary>
+    /// Largest row L2 norm, and largest magnitude; throws on the first NaN or ±Inf. Rows are
+    /// summed in float32 SIMD lanes (these bounds are orders of magnitude, so the rounding cannot
+    /// change a decision); a row whose sum is not finite — a NaN or ±Inf in it, or squares beyond
+    /// float32 — is redone exactly in float64, which finds and names the culprit. Workers run this
+    /// on every shard they receive, so it must cost little next to the shard's compute.
+    /// </summary>
     private static double MaxRowNorm(AttentionTensor t, out double maxAbs)
     {
         var data = t.Data.Span;
         double maxNorm = 0;
         maxAbs = 0;
         int dim = t.Dim;
+        int width = Vector<float>.Count;
         for (long row = 0; row < data.Length; row += dim)
         {
             var span = data.Slice((int)row, dim);
-            double sum = 0;
-            for (int c = 0; c < span.Length; c++)
+            var squares = Vector<float>.Zero;
+            var magnitude = Vector<float>.Zero;
+            int c = 0;
+            for (; c <= dim - width; c += width)
             {
-                float x = span[c];
-                if (!float.IsFinite(x))
-                {
-                    throw Fail($"{t.DescribeIndex(row + c)} is {Show(x)}; inputs must be finite");
-                }
+                var x = new Vector<float>(span.Slice(c, width));
+                squares += x * x;
+                magnitude = Vector.Max(magnitude, Vector.Abs(x));
+            }
 
-                double ax = Math.Abs((double)x);
-                maxAbs = Math.Max(maxAbs, ax);
-                sum += ax * ax;
+            float sum = Vector.Sum(squares);
+            float largest = 0;
+            for (int lane = 0; lane < width; lane++)
+            {
+                largest = Math.Max(largest, magnitude[lane]);
+            }
+
+            for (; c < dim; c++)
+            {
+                sum += span[c] * span[c];
+                largest = Math.Max(largest, Math.Abs(span[c]));
+            }
+
+            if (!float.IsFinite(sum))
+            {
+                double exact = ExactRowSquares(t, row, span, out double rowAbs);
+                maxNorm = Math.Max(maxNorm, exact);
+                maxAbs = Math.Max(maxAbs, rowAbs);
+                continue;
             }
 
             maxNorm = Math.Max(maxNorm, sum);
+            maxAbs = Math.Max(maxAbs, largest);
         }
 
         return Math.Sqrt(maxNorm);
+    }
+
+    /// <summary>One row's sum of squares in float64, and its largest magnitude; throws naming the first NaN or ±Inf.</summary>
+    private static double ExactRowSquares(AttentionTensor t, long row, ReadOnlySpan<float> span, out double maxAbs)
+    {
+        double sum = 0;
+        maxAbs = 0;
+        for (int c = 0; c < span.Length; c++)
+        {
+            float x = span[c];
+            if (!float.IsFinite(x))
+            {
+                throw Fail($"{t.DescribeIndex(row + c)} is {Show(x)}; inputs must be finite");
+            }
+
+            double ax = Math.Abs((double)x);
+            maxAbs = Math.Max(maxAbs, ax);
+            sum += ax * ax;
+        }
+
+        return sum;
     }
 
     private static double MaxColumnNorm(float[] w, int columns)

@@ -24,13 +24,18 @@ internal static class BenchCommand
         var block = new Option<int>("--block") { Description = "Keys per canonical block", DefaultValueFactory = _ => AttentionOptions.DefaultBlockSize };
         var checkRows = new Option<int>("--check-rows") { Description = "Rows checked against the float64 reference per configuration", DefaultValueFactory = _ => 24 };
         var path = new Option<KernelPath>("--path") { Description = "SIMD path", DefaultValueFactory = _ => KernelPath.Auto };
-        var command = new Command("bench", "Measure the single-node kernel (GFLOP/s, peak memory), verified against the reference first")
+        var pipeline = new Option<bool>("--pipeline") { Description = "Time the embedded pipeline against the single-node kernel instead (alternating runs, bits compared)" };
+        var workers = new Option<int>("--workers") { Description = "With --pipeline: workers, and the single-node threads they are compared with [one per core]", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var maxShardBytes = new Option<long>("--max-shard-bytes") { Description = "With --pipeline: the planner's shard budget in bytes", DefaultValueFactory = _ => new Pipeline.Planning.PlanOptions().MaxShardBytes };
+        var command = new Command("bench", "Measure the single-node kernel (GFLOP/s, peak memory), verified against the reference first; or, with --pipeline, the embedded pipeline against it")
         {
-            seqs, dims, heads, threads, repeat, causal, block, checkRows, path,
+            seqs, dims, heads, threads, repeat, causal, block, checkRows, path, pipeline, workers, maxShardBytes,
         };
-        command.SetAction(r => Run(
-            r.GetValue(seqs)!, r.GetValue(dims)!, r.GetValue(heads), r.GetValue(threads)!, Math.Max(1, r.GetValue(repeat)),
-            r.GetValue(causal), r.GetValue(block), r.GetValue(checkRows), r.GetValue(path)));
+        command.SetAction(async r => r.GetValue(pipeline)
+            ? await PipelineBench.RunAsync(r.GetValue(seqs)!, r.GetValue(dims)!, r.GetValue(heads), r.GetValue(workers), Math.Max(1, r.GetValue(repeat)), r.GetValue(causal), r.GetValue(block), r.GetValue(maxShardBytes))
+            : Run(
+                r.GetValue(seqs)!, r.GetValue(dims)!, r.GetValue(heads), r.GetValue(threads)!, Math.Max(1, r.GetValue(repeat)),
+                r.GetValue(causal), r.GetValue(block), r.GetValue(checkRows), r.GetValue(path)));
         return command;
     }
 
@@ -45,9 +50,9 @@ internal static class BenchCommand
         {
             foreach (int d in dims)
             {
-                var q = Random("Q", 1, heads, n, d);
-                var k = Random("K", 2, heads, n, d);
-                var v = Random("V", 3, heads, n, d);
+                var q = PipelineBench.Random("Q", 1, heads, n, d);
+                var k = PipelineBench.Random("K", 2, heads, n, d);
+                var v = PipelineBench.Random("V", 3, heads, n, d);
                 var dense = new AttentionOptions { BlockSize = block };
                 var masked = dense with { Causal = true };
                 var denseProblem = AttentionProblem.Create(q, k, v, dense);
@@ -100,16 +105,4 @@ internal static class BenchCommand
     /// <summary>Worst |out − ref| / (2e-6 + 1e-5·|ref|) over sampled rows; ≤ 1 is within the contract.</summary>
     private static double Check(AttentionProblem p, ComputeOptions settings, int rows)
         => ReferenceCheck.Compare(p, Attention.Compute(p, settings), ReferenceCheck.Rows(p, rows, fullFlops: 0)).WorstRatio;
-
-    private static AttentionTensor Random(string name, int seed, int heads, int n, int d)
-    {
-        var rng = new Random(seed);
-        var data = new float[heads * n * d];
-        for (int i = 0; i < data.Length; i++)
-        {
-            data[i] = (float)(rng.NextDouble() * 2 - 1) * 1.7f;
-        }
-
-        return AttentionTensor.FromArray(name, data, 1, heads, n, d);
-    }
 }

@@ -16,7 +16,12 @@ internal sealed record JobEstimate(IReadOnlyList<(string Part, long Bytes)> Part
 
     public long NeededBytes => Parts.Sum(p => p.Bytes);
 
-    public bool Fits => NeededBytes <= AvailableBytes;
+    /// <summary>Share of the available memory a job may plan to use: the rest is headroom for the page cache, the GC and everything else.</summary>
+    public const double UsableShare = 0.9;
+
+    public long UsableBytes => (long)(AvailableBytes * UsableShare);
+
+    public bool Fits => NeededBytes <= UsableBytes;
 
     public TimeSpan Time => TimeSpan.FromSeconds(Flops / Math.Max(FlopsPerSecond * Threads, 1));
 

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using AttentionActors.Kernels;
+using AttentionActors.Pipeline.Planning;
 
 namespace AttentionActors.Cli.Commands;
 
@@ -37,11 +38,12 @@ internal static class RunCommand
         var verify = new Option<bool>("--verify") { Description = "Also compute single-node and the float64 reference; exit 1 outside the accuracy contract" };
         var quiet = new Option<bool>("--quiet") { Description = "No progress bar and no summary" };
         var singleNode = new Option<bool>("--single-node") { Description = "Compute on the single-node kernel (--workers threads) instead of the actor pipeline; same bits" };
+        var maxShardBytes = new Option<long>("--max-shard-bytes") { Description = "Largest shard (Q rows, K/V blocks and partials), in bytes: one message in cluster mode", DefaultValueFactory = _ => new PlanOptions().MaxShardBytes };
         var noMemoryCheck = new Option<bool>("--no-memory-check") { Description = "Run even when the job's estimated memory exceeds what is available" };
         var command = new Command("run", "Compute exact attention on the embedded actor pipeline")
         {
             q, k, v, random, seq, kvSeq, dim, heads, kvHeads, batch, seed, causal, window, keyLengths, scale, score, temperature, sigma,
-            additiveDim, additiveFiles, alibi, softcap, workers, block, output, lseOut, verify, quiet, singleNode, noMemoryCheck,
+            additiveDim, additiveFiles, alibi, softcap, workers, block, output, lseOut, verify, quiet, singleNode, maxShardBytes, noMemoryCheck,
         };
         command.SetAction(async (r, cancellationToken) =>
         {
@@ -78,6 +80,7 @@ internal static class RunCommand
                 Quiet = r.GetValue(quiet),
                 SingleNode = r.GetValue(singleNode),
                 NoMemoryCheck = r.GetValue(noMemoryCheck),
+                MaxShardBytes = r.GetValue(maxShardBytes),
             };
             return await RunJob.ExecuteAsync(request, stdout, stderr, cancellationToken);
         });
@@ -149,4 +152,6 @@ internal sealed record RunRequest
     public bool SingleNode { get; init; }
 
     public bool NoMemoryCheck { get; init; }
+
+    public long MaxShardBytes { get; init; } = new PlanOptions().MaxShardBytes;
 }

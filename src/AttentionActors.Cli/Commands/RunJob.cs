@@ -30,11 +30,16 @@ internal static class RunJob
             var (qShape, kShape, vShape, leading, inputHeap) = Shapes(request);
             var options = BuildOptions(request, qShape);
             var geometry = AttentionGeometry.Create(qShape, kShape, vShape, options);
-            var cluster = new ClusterOptions { Workers = request.Workers };
+            if (request.MaxShardBytes < 64 << 10)
+            {
+                throw new UsageException($"--max-shard-bytes {request.MaxShardBytes} must be at least 65536 (64 KiB)");
+            }
+
+            var cluster = new ClusterOptions { Workers = request.Workers, Plan = new PlanOptions { MaxShardBytes = request.MaxShardBytes } };
             var estimate = JobEstimate.For(geometry, inputHeap, outPath is not null && !request.SingleNode, request.Workers, cluster.Plan.MaxShardBytes, request.Verify);
             if (!estimate.Fits && !request.NoMemoryCheck)
             {
-                throw new UsageException($"this job needs about {JobEstimate.Size(estimate.NeededBytes)} of memory ({estimate.DescribeNeed()}) but {JobEstimate.Size(estimate.AvailableBytes)} is available; make it smaller, write a large output with --out (memory-mapped), or pass --no-memory-check to run anyway");
+                throw new UsageException($"this job needs about {JobEstimate.Size(estimate.NeededBytes)} of memory ({estimate.DescribeNeed()}) but {JobEstimate.Size(estimate.AvailableBytes)} is available and a job may plan on {JobEstimate.UsableShare:P0} of it; make it smaller, write a large output with --out (memory-mapped), or pass --no-memory-check to run anyway");
             }
 
             if (!request.Quiet && estimate.Time > TimeSpan.FromMinutes(10))

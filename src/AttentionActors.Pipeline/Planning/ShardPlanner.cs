@@ -195,21 +195,10 @@ public static class ShardPlanner
     /// <summary>The block boundary that halves the visible pairs.</summary>
     private static int BlockCut(AttentionGeometry p, Draft s)
     {
-        int blocks = s.BlockEnd - s.BlockStart;
-        var perBlock = new long[blocks];
-        for (int i = s.RowStart; i < s.RowEnd; i++)
-        {
-            var (lo, hi) = p.VisibleKeys(s.Batch, i);
-            for (int kb = Math.Max(s.BlockStart, lo / p.BlockSize); kb < Math.Min(s.BlockEnd, ((hi - 1) / p.BlockSize) + 1) && hi > lo; kb++)
-            {
-                long j0 = (long)kb * p.BlockSize;
-                perBlock[kb - s.BlockStart] += Math.Max(0, Math.Min(hi, j0 + p.BlockSize) - Math.Max(lo, j0));
-            }
-        }
-
+        var perBlock = VisiblePerBlock(p, s);
         long total = perBlock.Sum();
         long acc = 0;
-        for (int k = 0; k < blocks - 1; k++)
+        for (int k = 0; k < perBlock.Length - 1; k++)
         {
             acc += perBlock[k];
             if (2 * acc >= total)
@@ -219,6 +208,51 @@ public static class ShardPlanner
         }
 
         return s.BlockEnd - 1;
+    }
+
+    /// <summary>
+    /// Visible (query, key) pairs per block of the draft, in O(rows + blocks): each row's interval
+    /// adds its partial edge blocks directly and its full blocks through a difference array (only
+    /// the last block of K can be short, and it can only be an edge).
+    /// </summary>
+    private static long[] VisiblePerBlock(AttentionGeometry p, Draft s)
+    {
+        int blocks = s.BlockEnd - s.BlockStart;
+        var perBlock = new long[blocks];
+        var full = new long[blocks + 1];
+        long keyStart = (long)s.BlockStart * p.BlockSize;
+        long keyEnd = Math.Min((long)s.BlockEnd * p.BlockSize, p.KeySeq);
+        for (int i = s.RowStart; i < s.RowEnd; i++)
+        {
+            var (lo, hi) = p.VisibleKeys(s.Batch, i);
+            long a = Math.Max(lo, keyStart), b = Math.Min(hi, keyEnd);
+            if (a >= b)
+            {
+                continue;
+            }
+
+            int first = (int)((a / p.BlockSize) - s.BlockStart);
+            int last = (int)(((b - 1) / p.BlockSize) - s.BlockStart);
+            if (first == last)
+            {
+                perBlock[first] += b - a;
+                continue;
+            }
+
+            perBlock[first] += ((long)(first + s.BlockStart + 1) * p.BlockSize) - a;
+            perBlock[last] += b - ((long)(last + s.BlockStart) * p.BlockSize);
+            full[first + 1]++;
+            full[last]--;
+        }
+
+        long running = 0;
+        for (int k = 0; k < blocks; k++)
+        {
+            running += full[k];
+            perBlock[k] += running * p.BlockSize;
+        }
+
+        return perBlock;
     }
 
     /// <summary>A shard being planned; <see cref="Pairs"/> and <see cref="Bytes"/> are filled in when it is kept.</summary>

@@ -1,0 +1,128 @@
+using System.Diagnostics;
+using AttentionActors.Pipeline;
+
+namespace AttentionActors.Cli.Tests;
+
+/// <summary>`attention run` refuses what it cannot do before doing any of it, and says only what it checked.</summary>
+public sealed class RunSafetyTests : IDisposable
+{
+    private readonly string dir = Directory.CreateTempSubdirectory("attention-safety-").FullName;
+
+    public void Dispose() => Directory.Delete(dir, recursive: true);
+
+    private static async Task<(int Code, string Out, string Err)> Run(CancellationToken cancellationToken, params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int code = await Cli.RunAsync(args, stdout, stderr, cancellationToken);
+        return (code, stdout.ToString(), stderr.ToString());
+    }
+
+    private static Task<(int Code, string Out, string Err)> Run(params string[] args) => Run(CancellationToken.None, args);
+
+    [Fact]
+    public async Task Verify_with_single_node_compares_against_a_sharded_run()
+    {
+        var (code, stdout, stderr) = await Run("run", "--random", "--seq", "300", "--dim", "16", "--heads", "2", "--causal", "--single-node", "--workers", "3", "--verify");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("verify: single-node == sharded (3 workers) bit for bit: yes", stdout, StringComparison.Ordinal);
+        Assert.DoesNotContain("verify: sharded == single-node", stdout, StringComparison.Ordinal);
+
+        (code, stdout, stderr) = await Run("run", "--random", "--seq", "300", "--dim", "16", "--heads", "2", "--causal", "--workers", "3", "--verify");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("verify: sharded == single-node bit for bit: yes", stdout, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("100000")]
+    [InlineData("0")]
+    public async Task A_worker_count_out_of_bounds_exits_2_at_once(string workers)
+    {
+        var clock = Stopwatch.StartNew();
+        var (code, _, stderr) = await Run("run", "--random", "--seq", "100", "--dim", "64", "--workers", workers);
+        Assert.Equal(2, code);
+        Assert.Contains($"--workers {workers} must be between 1 and {ClusterOptions.MaxWorkers}", stderr, StringComparison.Ordinal);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"refusing took {clock.Elapsed.TotalSeconds:F1} s");
+    }
+
+    [Fact]
+    public async Task A_job_too_large_for_memory_is_refused_before_anything_is_allocated()
+    {
+        long before = GC.GetTotalAllocatedBytes(precise: true);
+        var (code, _, stderr) = await Run("run", "--random", "--seq", "3000000", "--dim", "64", "--heads", "8");
+        long allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
+        Assert.Equal(2, code);
+        Assert.Contains("this job needs about", stderr, StringComparison.Ordinal);
+        Assert.Contains("Q, K, V 17.2 GiB", stderr, StringComparison.Ordinal);
+        Assert.Contains("is available", stderr, StringComparison.Ordinal);
+        Assert.Contains("--no-memory-check", stderr, StringComparison.Ordinal);
+        Assert.True(allocated < 256L << 20, $"{allocated >> 20} MiB were allocated before refusing");
+    }
+
+    [Fact]
+    public async Task The_summary_shows_the_estimated_time_and_counts_in_the_singular()
+    {
+        var (code, stdout, stderr) = await Run("run", "--random", "--seq", "200", "--dim", "16", "--heads", "1", "--workers", "1");
+        Assert.True(code == 0, stderr);
+        Assert.Matches(@"\d+ shards? on 1 worker;", stdout);
+        Assert.DoesNotContain("1 workers", stdout, StringComparison.Ordinal);
+        Assert.Contains("(estimated ", stdout, StringComparison.Ordinal);
+
+        (code, stdout, stderr) = await Run("run", "--random", "--seq", "200", "--dim", "16", "--heads", "1", "--workers", "1", "--single-node");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("single node, 1 thread;", stdout, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("--out")]
+    [InlineData("--lse-out")]
+    public async Task An_output_in_a_missing_folder_is_refused_before_computing(string option)
+    {
+        string path = Path.Combine(dir, "no", "such", "o.npy");
+        var (code, stdout, stderr) = await Run("run", "--random", "--seq", "64", "--dim", "16", option, path);
+        Assert.Equal(2, code);
+        Assert.Contains($"{option} {path}: the folder {Path.GetDirectoryName(path)} does not exist", stderr, StringComparison.Ordinal);
+        Assert.Equal(string.Empty, stdout);
+    }
+
+    [Fact]
+    public async Task A_cancelled_job_leaves_no_output_file()
+    {
+        string output = Path.Combine(dir, "out.npy");
+        using var cancelled = new CancellationTokenSource();
+        await cancelled.CancelAsync();
+        var (code, _, stderr) = await Run(cancelled.Token, "run", "--random", "--seq", "512", "--dim", "16", "--out", output, "--lse-out", Path.Combine(dir, "lse.npy"));
+        Assert.Equal(1, code);
+        Assert.Contains("cancelled", stderr, StringComparison.Ordinal);
+        Assert.Empty(Directory.GetFiles(dir));
+    }
+
+    [Fact]
+    public void The_attention_script_does_not_rebuild_or_print_build_output_when_nothing_changed()
+    {
+        string root = AppContext.BaseDirectory;
+        while (!File.Exists(Path.Combine(root, "AttentionActors.sln")))
+        {
+            root = Path.GetDirectoryName(root) ?? throw new InvalidOperationException("the repository root was not found");
+        }
+
+        string dll = Path.Combine(root, "src", "AttentionActors.Cli", "bin", "Release", "net10.0", "attention.dll");
+        (string Out, string Err) Call()
+        {
+            using var process = Process.Start(new ProcessStartInfo("bash", [Path.Combine(root, "attention"), "--help"]) { RedirectStandardOutput = true, RedirectStandardError = true })!;
+            var stdout = process.StandardOutput.ReadToEndAsync();
+            var stderr = process.StandardError.ReadToEndAsync();
+            Assert.True(process.WaitForExit(TimeSpan.FromMinutes(3)), "./attention --help did not finish");
+            Assert.Equal(0, process.ExitCode);
+            return (stdout.Result, stderr.Result);
+        }
+
+        Call();
+        var built = File.GetLastWriteTimeUtc(dll);
+        var (output, errors) = Call();
+        Assert.Equal(built, File.GetLastWriteTimeUtc(dll));
+        Assert.DoesNotContain("Build succeeded", output + errors, StringComparison.Ordinal);
+        Assert.Equal(string.Empty, errors);
+        Assert.Contains("Usage:", output, StringComparison.Ordinal);
+    }
+}
