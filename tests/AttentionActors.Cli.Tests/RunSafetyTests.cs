@@ -48,15 +48,44 @@ public sealed class RunSafetyTests : IDisposable
     [Fact]
     public async Task A_job_too_large_for_memory_is_refused_before_anything_is_allocated()
     {
+        // 20000 × 64 floats per tensor: Q, K, V 15 MiB; were the refusal lost, the job would just run for a second.
         long before = GC.GetTotalAllocatedBytes(precise: true);
-        var (code, _, stderr) = await Run("run", "--random", "--seq", "3000000", "--dim", "64", "--heads", "8");
+        var (code, stdout, stderr) = await Run("run", "--random", "--seq", "20000", "--dim", "64", "--heads", "1", "--memory-limit", "16M");
         long allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
         Assert.Equal(2, code);
         Assert.Contains("this job needs about", stderr, StringComparison.Ordinal);
-        Assert.Contains("Q, K, V 17.2 GiB", stderr, StringComparison.Ordinal);
-        Assert.Contains("is available", stderr, StringComparison.Ordinal);
+        Assert.Contains("Q, K, V 15 MiB", stderr, StringComparison.Ordinal);
+        Assert.Contains("but 16 MiB is available", stderr, StringComparison.Ordinal);
         Assert.Contains("--no-memory-check", stderr, StringComparison.Ordinal);
-        Assert.True(allocated < 256L << 20, $"{allocated >> 20} MiB were allocated before refusing");
+        Assert.Equal(string.Empty, stdout);
+        Assert.True(allocated < 8L << 20, $"{allocated >> 10} KiB were allocated before refusing");
+
+        (code, _, stderr) = await Run("run", "--random", "--seq", "2000", "--dim", "64", "--heads", "1", "--memory-limit", "16M", "--no-memory-check", "--quiet");
+        Assert.True(code == 0, stderr);
+    }
+
+    [Fact]
+    public void The_estimate_of_a_3M_token_8_head_job_exceeds_a_24_GiB_machine()
+    {
+        var shape = (string name) => new Kernels.TensorShape(name, 1, 8, 3_000_000, 64);
+        var geometry = Kernels.AttentionGeometry.Create(shape("Q"), shape("K"), shape("V"));
+        long inputs = 3 * 4L * 8 * 3_000_000 * 64;
+        var estimate = Commands.JobEstimate.For(geometry, inputs, outputMapped: false, workers: 2, maxShardBytes: 8 << 20, verify: false, memoryLimit: 24L << 30);
+        Assert.False(estimate.Fits, $"needs {estimate.NeededBytes >> 20} MiB of {estimate.AvailableBytes >> 20}");
+        Assert.True(estimate.NeededBytes > 23L << 30, $"needs only {estimate.NeededBytes >> 20} MiB");
+        Assert.Equal(4.0 * 8 * 3e6 * 3e6 * 64, estimate.Flops, 1e-9 * estimate.Flops);
+        Assert.True(estimate.Time > TimeSpan.FromHours(1), $"estimated {estimate.Time}");
+    }
+
+    [Theory]
+    [InlineData("0")]
+    [InlineData("12X")]
+    [InlineData("-5M")]
+    public async Task A_bad_memory_limit_exits_2(string limit)
+    {
+        var (code, _, stderr) = await Run("run", "--random", "--seq", "64", "--dim", "16", "--memory-limit", limit);
+        Assert.Equal(2, code);
+        Assert.Contains($"--memory-limit '{limit}' must be a positive number of bytes", stderr, StringComparison.Ordinal);
     }
 
     [Fact]

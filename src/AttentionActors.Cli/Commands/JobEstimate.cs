@@ -31,7 +31,8 @@ internal sealed record JobEstimate(IReadOnlyList<(string Part, long Bytes)> Part
     /// <param name="workers">Workers (or threads) computing at once.</param>
     /// <param name="maxShardBytes">The planner's shard budget.</param>
     /// <param name="verify">A second full output (the other computation) and the reference rows.</param>
-    public static JobEstimate For(AttentionGeometry geometry, long inputBytesOnHeap, bool outputMapped, int workers, long maxShardBytes, bool verify)
+    /// <param name="memoryLimit">Caps the memory counted as available (null: what the machine has).</param>
+    public static JobEstimate For(AttentionGeometry geometry, long inputBytesOnHeap, bool outputMapped, int workers, long maxShardBytes, bool verify, long? memoryLimit = null)
     {
         long output = 4L * geometry.Batch * geometry.Heads * geometry.QuerySeq * geometry.ValueDim;
         long lse = 4L * geometry.Batch * geometry.Heads * geometry.QuerySeq;
@@ -51,7 +52,8 @@ internal sealed record JobEstimate(IReadOnlyList<(string Part, long Bytes)> Part
         }
 
         int threads = Math.Min(workers, Environment.ProcessorCount);
-        return new JobEstimate(parts, AvailableMemory(), geometry.VisibleFlops(), MeasureSpeed(geometry), threads);
+        long available = Math.Min(AvailableMemory(), memoryLimit ?? long.MaxValue);
+        return new JobEstimate(parts, available, geometry.VisibleFlops(), MeasureSpeed(geometry), threads);
     }
 
     public string DescribeNeed() => string.Join("; ", Parts.Where(p => p.Bytes > 0).Select(p => $"{p.Part} {Size(p.Bytes)}"));

@@ -39,11 +39,12 @@ internal static class RunCommand
         var quiet = new Option<bool>("--quiet") { Description = "No progress bar and no summary" };
         var singleNode = new Option<bool>("--single-node") { Description = "Compute on the single-node kernel (--workers threads) instead of the actor pipeline; same bits" };
         var maxShardBytes = new Option<long>("--max-shard-bytes") { Description = "Largest shard (Q rows, K/V blocks and partials), in bytes: one message in cluster mode", DefaultValueFactory = _ => new PlanOptions().MaxShardBytes };
+        var memoryLimit = new Option<string?>("--memory-limit") { Description = "Plan as if at most this much memory were available: bytes, or with a K, M or G suffix (powers of 1024) [what the machine has available]" };
         var noMemoryCheck = new Option<bool>("--no-memory-check") { Description = "Run even when the job's estimated memory exceeds what is available" };
         var command = new Command("run", "Compute exact attention on the embedded actor pipeline")
         {
             q, k, v, random, seq, kvSeq, dim, heads, kvHeads, batch, seed, causal, window, keyLengths, scale, score, temperature, sigma,
-            additiveDim, additiveFiles, alibi, softcap, workers, block, output, lseOut, verify, quiet, singleNode, maxShardBytes, noMemoryCheck,
+            additiveDim, additiveFiles, alibi, softcap, workers, block, output, lseOut, verify, quiet, singleNode, maxShardBytes, memoryLimit, noMemoryCheck,
         };
         command.SetAction(async (r, cancellationToken) =>
         {
@@ -81,6 +82,7 @@ internal static class RunCommand
                 SingleNode = r.GetValue(singleNode),
                 NoMemoryCheck = r.GetValue(noMemoryCheck),
                 MaxShardBytes = r.GetValue(maxShardBytes),
+                MemoryLimit = r.GetValue(memoryLimit),
             };
             return await RunJob.ExecuteAsync(request, stdout, stderr, cancellationToken);
         });
@@ -154,4 +156,6 @@ internal sealed record RunRequest
     public bool NoMemoryCheck { get; init; }
 
     public long MaxShardBytes { get; init; } = new PlanOptions().MaxShardBytes;
+
+    public string? MemoryLimit { get; init; }
 }

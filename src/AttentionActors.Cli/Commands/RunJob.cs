@@ -36,7 +36,7 @@ internal static class RunJob
             }
 
             var cluster = new ClusterOptions { Workers = request.Workers, Plan = new PlanOptions { MaxShardBytes = request.MaxShardBytes } };
-            var estimate = JobEstimate.For(geometry, inputHeap, outPath is not null && !request.SingleNode, request.Workers, cluster.Plan.MaxShardBytes, request.Verify);
+            var estimate = JobEstimate.For(geometry, inputHeap, outPath is not null && !request.SingleNode, request.Workers, cluster.Plan.MaxShardBytes, request.Verify, ParseBytes("--memory-limit", request.MemoryLimit));
             if (!estimate.Fits && !request.NoMemoryCheck)
             {
                 throw new UsageException($"this job needs about {JobEstimate.Size(estimate.NeededBytes)} of memory ({estimate.DescribeNeed()}) but {JobEstimate.Size(estimate.AvailableBytes)} is available and a job may plan on {JobEstimate.UsableShare:P0} of it; make it smaller, write a large output with --out (memory-mapped), or pass --no-memory-check to run anyway");
@@ -128,6 +128,25 @@ internal static class RunJob
             // Files not committed (a failed or cancelled job) are removed: never a partial output.
             outputs.ForEach(f => f.Dispose());
         }
+    }
+
+    /// <summary>Bytes from "123", "512M", "4G", "64k" (powers of 1024); null when not given.</summary>
+    internal static long? ParseBytes(string option, string? text)
+    {
+        if (text is null)
+        {
+            return null;
+        }
+
+        string t = text.Trim();
+        int shift = t.Length == 0 ? 0 : char.ToUpperInvariant(t[^1]) switch { 'K' => 10, 'M' => 20, 'G' => 30, _ => 0 };
+        string digits = shift == 0 ? t : t[..^1];
+        if (!long.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out long value) || value <= 0 || value > long.MaxValue >> shift)
+        {
+            throw new UsageException($"{option} '{text}' must be a positive number of bytes, optionally with a K, M or G suffix");
+        }
+
+        return value << shift;
     }
 
     private static string Count(int n, string noun) => $"{n} {noun}{(n == 1 ? "" : "s")}";
