@@ -177,12 +177,5 @@ public sealed class AttentionGeometry
         return 2.0 * pairs * Heads * (KeyDim + ValueDim);
     }
 
-    /// <summary>First key of block <paramref name="block"/> and the keys it holds (the last block may be short).</summary>
-    public (long Start, int Count) BlockKeys(int block)
-    {
-        long start = (long)block * BlockSize;
-        return (start, (int)Math.Clamp(KeySeq - start, 0, BlockSize));
-    }
-
     public override string ToString() => $"{QueryShape}, {KeyShape}, {ValueShape}, block {BlockSize}";
 }

@@ -109,22 +109,6 @@ public sealed class AttentionTensor
         return new AttentionTensor(shape.Name, data, shape, b, h, seqStart, seqCount);
     }
 
-    /// <summary>A window of this tensor's rows [seqStart, seqStart + seqCount) of (b, h), sharing its storage.</summary>
-    public AttentionTensor Slice(int b, int h, int seqStart, int seqCount)
-    {
-        if (IsWindow)
-        {
-            throw new InvalidOperationException($"{Name} is already a window");
-        }
-
-        if ((long)seqStart + seqCount > Seq || seqStart < 0 || seqCount < 0)
-        {
-            throw new ArgumentOutOfRangeException(nameof(seqStart), $"{Name}: rows [{seqStart}, {(long)seqStart + seqCount}) are outside [0, {Seq})");
-        }
-
-        return Window(ShapeInfo, Data.Slice(checked((int)RowOffset(b, h, seqStart)), checked(seqCount * Dim)), b, h, seqStart, seqCount);
-    }
-
     /// <summary>Offset in <see cref="Data"/> of row <paramref name="i"/> of head <paramref name="h"/> in batch <paramref name="b"/> (global indices, also for a window).</summary>
     public long RowOffset(int b, int h, int i) => IsWindow
         ? (long)(i - SeqStart) * Dim

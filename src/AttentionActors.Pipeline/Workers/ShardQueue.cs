@@ -85,9 +85,6 @@ internal sealed class ShardQueue : ActorBase
         });
     }
 
-    /// <summary>Shards waiting for a worker (for tests and status).</summary>
-    internal int Pending => pending.Count;
-
     private void Dispatch()
     {
         while (pending.First is { } work && idle.First is { } worker)
