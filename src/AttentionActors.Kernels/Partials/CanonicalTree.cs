@@ -131,23 +131,31 @@ public static class CanonicalTree
         items.Sort((a, b) => a.Node.Start.CompareTo(b.Node.Start));
         var nodes = items.Select(x => x.Node).ToArray();
 
-        // Work on copies so the inputs stay intact (a duplicate delivery may still reference them).
+        // The inputs stay intact (a duplicate delivery may still reference them): an item is copied
+        // only when something is merged into it, so the right-hand side of each merge is read in place.
         var m = new float[items.Count][];
         var l = new float[items.Count][];
         var o = new float[items.Count][];
-        for (int i = 0; i < items.Count; i++)
+        void Own(int i)
         {
-            var (_, set, n) = items[i];
-            m[i] = set.M.AsSpan(n * rows, rows).ToArray();
-            l[i] = set.L.AsSpan(n * rows, rows).ToArray();
-            o[i] = set.O.AsSpan(n * rows * dv, rows * dv).ToArray();
+            if (m[i] is null)
+            {
+                var (_, set, n) = items[i];
+                m[i] = set.M.AsSpan(n * rows, rows).ToArray();
+                l[i] = set.L.AsSpan(n * rows, rows).ToArray();
+                o[i] = set.O.AsSpan(n * rows * dv, rows * dv).ToArray();
+            }
         }
 
         int root = Evaluate(blockCount, nodes, (a, b) =>
         {
+            Own(a);
+            var (_, right, j) = items[b];
+            bool owned = m[b] is not null;
+            var (mb, lb, ob, at) = owned ? (m[b], l[b], o[b], 0) : (right.M, right.L, right.O, j * rows);
             for (int r = 0; r < rows; r++)
             {
-                PartialMath.MergeInto(ref m[a][r], ref l[a][r], o[a].AsSpan(r * dv, dv), m[b][r], l[b][r], o[b].AsSpan(r * dv, dv));
+                PartialMath.MergeInto(ref m[a][r], ref l[a][r], o[a].AsSpan(r * dv, dv), mb[at + r], lb[at + r], ob.AsSpan((at + r) * dv, dv));
             }
 
             return a;
@@ -161,6 +169,7 @@ public static class CanonicalTree
             return empty;
         }
 
+        Own(root);
         return new PartialSet([rootNode], rows, dv, m[root], l[root], o[root]);
     }
 

@@ -103,6 +103,15 @@ internal sealed class JobClient : ActorBase
             return;
         }
 
+        Write(rows);
+
+        // This client is the message's only consumer: once copied, its arrays serve the next rows.
+        RowBuffers.Return(rows.Output);
+        RowBuffers.Return(rows.Lse);
+    }
+
+    private void Write(RowsFinished rows)
+    {
         var g = geometry;
         var span = output.Span;
         for (int r = 0; r < rows.RowCount; r++)

@@ -20,13 +20,16 @@ public sealed record FailJob(JobId Job, string Reason) : IWireMessage;
 /// Merges partials into the exact output and streams it. Rows are cut into segments at every shard
 /// boundary; a segment is reduced, in the canonical tree order, once every shard covering it has
 /// arrived — so arrival order never changes a bit — and its finished rows go to the client at once
-/// in messages of at most <see cref="maxMessageBytes"/>, so the reducer never holds the output. A
+/// in messages of at most <see cref="RowsMessageBytes"/>, so the reducer never holds the output. A
 /// second copy of a shard (delivery is at least once; a late shard may be re-issued) is dropped by
 /// shard id. Partials are checked (<see cref="PartialCheck"/>) before use: a bad set is reported to
 /// the coordinator as a failed attempt, never merged.
 /// </summary>
 internal sealed class Reducer : ActorBase
 {
+    /// <summary>Largest rows message even when the budget allows more: small enough to stream a segment while it is finalized.</summary>
+    public const int RowsMessageBytes = 1 << 20;
+
     private readonly Dictionary<JobId, JobState> jobs = [];
     private readonly int maxMessageBytes;
 
@@ -113,19 +116,20 @@ internal sealed class Reducer : ActorBase
     private void Finish(JobState job, Segment segment)
     {
         var g = job.Expect.Geometry;
+        int dv = g.ValueDim;
         int rows = segment.End - segment.Start;
         var slices = segment.Parts.Select(part => Slice(part.Set, part.Offset, rows)).ToList();
         var root = CanonicalTree.Reduce(g.BlockCount, slices);
         segment.Parts.Clear();
-        int perMessage = Math.Max(1, maxMessageBytes / (4 * (g.ValueDim + 1)));
+        int perMessage = Math.Max(1, Math.Min(maxMessageBytes, RowsMessageBytes) / (4 * (dv + 1)));
         for (int r0 = 0; r0 < rows; r0 += perMessage)
         {
             int n = Math.Min(perMessage, rows - r0);
-            var output = new float[n * g.ValueDim];
-            var lse = new float[n];
+            var output = RowBuffers.Rent(n * dv);
+            var lse = RowBuffers.Rent(n);
             for (int r = 0; r < n; r++)
             {
-                PartialMath.Finalize(root.M[r0 + r], root.L[r0 + r], root.O.AsSpan((r0 + r) * g.ValueDim, g.ValueDim), output.AsSpan(r * g.ValueDim, g.ValueDim), out lse[r]);
+                PartialMath.Finalize(root.M[r0 + r], root.L[r0 + r], root.O.AsSpan((r0 + r) * dv, dv), output.AsSpan(r * dv, dv), out lse[r]);
             }
 
             job.Expect.Client.Tell(new RowsFinished(job.Expect.Job, segment.Batch, segment.Head, segment.Start + r0, n, output, lse), Self);

@@ -28,6 +28,7 @@ internal sealed class Worker : ActorBase
     private readonly EndedJobs ended = new();
     private ComputeShard? current;
     private CancellationTokenSource? running;
+    private ComputeThread? thread;
 
     public Worker(IActorRef queue, ShardComputer compute)
     {
@@ -39,9 +40,19 @@ internal sealed class Worker : ActorBase
     /// <summary>How the default computer runs the kernel on a shard's own data.</summary>
     public static ShardComputer Kernel(KernelPath path) => (input, _, _, ct) => Attention.ComputePartials(input, path, ct);
 
-    protected override void PreStart() => queue.Tell(new WorkerReady(), Self);
+    protected override void PreStart()
+    {
+        thread = new ComputeThread(Self.Path.Name);
+        queue.Tell(new WorkerReady(), Self);
+    }
 
-    protected override void PostStop() => running?.Cancel();
+    protected override void PreRestart(Exception cause, object? message) => PostStop();
+
+    protected override void PostStop()
+    {
+        running?.Cancel();
+        thread?.Complete();
+    }
 
     private sealed record ShardDone(ComputeShard Work, PartialSet? Partials, Exception? Error, bool Cancelled);
 
@@ -80,28 +91,24 @@ internal sealed class Worker : ActorBase
         running = CancellationTokenSource.CreateLinkedTokenSource(Context.System.Stopping);
         var token = running.Token;
         var self = Self;
-        _ = Task.Factory.StartNew(
-            () =>
+        thread!.Post(() =>
+        {
+            ShardDone done;
+            try
             {
-                ShardDone done;
-                try
-                {
-                    done = new ShardDone(work, compute(work.Input, work.Shard, work.Attempt, token), null, false);
-                }
-                catch (OperationCanceledException) when (token.IsCancellationRequested)
-                {
-                    done = new ShardDone(work, null, null, true);
-                }
-                catch (Exception ex)
-                {
-                    done = new ShardDone(work, null, ex, false);
-                }
+                done = new ShardDone(work, compute(work.Input, work.Shard, work.Attempt, token), null, false);
+            }
+            catch (OperationCanceledException) when (token.IsCancellationRequested)
+            {
+                done = new ShardDone(work, null, null, true);
+            }
+            catch (Exception ex)
+            {
+                done = new ShardDone(work, null, ex, false);
+            }
 
-                self.Tell(done, self);
-            },
-            CancellationToken.None,
-            TaskCreationOptions.LongRunning,
-            TaskScheduler.Default);
+            self.Tell(done, self);
+        });
         Become(Computing);
     }
 
