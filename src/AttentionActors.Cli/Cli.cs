@@ -12,6 +12,7 @@ public static class Cli
         {
             RunCommand.Create(stdout, stderr),
             BenchCommand.Create(),
+            CompareCommand.Create(stdout, stderr),
         };
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)

@@ -44,6 +44,9 @@ public sealed partial class NpyFile : IDisposable
         return (shape, width);
     }
 
+    /// <summary>Like <see cref="Inspect"/>, plus where the little-endian data start, for streaming a file of any size.</summary>
+    public static (int[] Shape, int Width, long DataOffset, long Count) Layout(string path) => Check(path);
+
     public static NpyFile Read(string path)
     {
         var (shape, width, dataOffset, count) = Check(path);
