@@ -102,6 +102,27 @@ public sealed class RunSafetyTests : IDisposable
         Assert.Contains("single node, 1 thread;", stdout, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task A_dry_run_prints_the_plan_without_loading_computing_or_writing()
+    {
+        string output = Path.Combine(dir, "out.npy");
+        long before = GC.GetTotalAllocatedBytes(precise: true);
+        var (code, stdout, stderr) = await Run("run", "--random", "--seq", "60000", "--dim", "64", "--heads", "2", "--causal", "--workers", "3", "--dry-run", "--out", output);
+        long allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
+        Assert.True(code == 0, stderr);
+
+        // Q, K and V alone would be 88 MiB: a dry run must not create them.
+        Assert.True(allocated < 48L << 20, $"{allocated >> 20} MiB were allocated by a dry run");
+        Assert.Empty(Directory.GetFiles(dir));
+        var shape = (string name) => new Kernels.TensorShape(name, 1, 2, 60000, 64);
+        var plan = Pipeline.Planning.ShardPlanner.Plan(Kernels.AttentionGeometry.Create(shape("Q"), shape("K"), shape("V"), new Kernels.AttentionOptions { Causal = true }), 3);
+        Assert.Contains($"dry run: {plan.Shards.Count} shards on 3 workers", stdout, StringComparison.Ordinal);
+        Assert.Contains("moved in all", stdout, StringComparison.Ordinal);
+        Assert.Contains("dry run: worker 2:", stdout, StringComparison.Ordinal);
+        Assert.Contains($"| {plan.Shards[0].Id} | 0 | {plan.Shards[0].Head} | [{plan.Shards[0].RowStart}, {plan.Shards[0].RowEnd}) |", stdout, StringComparison.Ordinal);
+        Assert.DoesNotContain("GFLOP/s\n", stdout, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("--out")]
     [InlineData("--lse-out")]

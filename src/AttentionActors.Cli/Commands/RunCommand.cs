@@ -40,11 +40,12 @@ internal static class RunCommand
         var singleNode = new Option<bool>("--single-node") { Description = "Compute on the single-node kernel (--workers threads) instead of the actor pipeline; same bits" };
         var maxShardBytes = new Option<long>("--max-shard-bytes") { Description = "Largest shard (Q rows, K/V blocks and partials), in bytes: one message in cluster mode", DefaultValueFactory = _ => new PlanOptions().MaxShardBytes };
         var memoryLimit = new Option<string?>("--memory-limit") { Description = "Plan as if at most this much memory were available: bytes, or with a K, M or G suffix (powers of 1024) [what the machine has available]" };
+        var dryRun = new Option<bool>("--dry-run") { Description = "Print the plan (shards, bytes per message, bytes moved, time per worker) without computing or loading the tensors" };
         var noMemoryCheck = new Option<bool>("--no-memory-check") { Description = "Run even when the job's estimated memory exceeds what is available" };
         var command = new Command("run", "Compute exact attention on the embedded actor pipeline")
         {
             q, k, v, random, seq, kvSeq, dim, heads, kvHeads, batch, seed, causal, window, keyLengths, scale, score, temperature, sigma,
-            additiveDim, additiveFiles, alibi, softcap, workers, block, output, lseOut, verify, quiet, singleNode, maxShardBytes, memoryLimit, noMemoryCheck,
+            additiveDim, additiveFiles, alibi, softcap, workers, block, output, lseOut, verify, quiet, singleNode, maxShardBytes, memoryLimit, noMemoryCheck, dryRun,
         };
         command.SetAction(async (r, cancellationToken) =>
         {
@@ -83,6 +84,7 @@ internal static class RunCommand
                 NoMemoryCheck = r.GetValue(noMemoryCheck),
                 MaxShardBytes = r.GetValue(maxShardBytes),
                 MemoryLimit = r.GetValue(memoryLimit),
+                DryRun = r.GetValue(dryRun),
             };
             return await RunJob.ExecuteAsync(request, stdout, stderr, cancellationToken);
         });
@@ -158,4 +160,6 @@ internal sealed record RunRequest
     public long MaxShardBytes { get; init; } = new PlanOptions().MaxShardBytes;
 
     public string? MemoryLimit { get; init; }
+
+    public bool DryRun { get; init; }
 }

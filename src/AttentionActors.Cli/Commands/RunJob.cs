@@ -37,6 +37,11 @@ internal static class RunJob
 
             var cluster = new ClusterOptions { Workers = request.Workers, Plan = new PlanOptions { MaxShardBytes = request.MaxShardBytes } };
             var estimate = JobEstimate.For(geometry, inputHeap, outPath is not null && !request.SingleNode, request.Workers, cluster.Plan.MaxShardBytes, request.Verify, ParseBytes("--memory-limit", request.MemoryLimit));
+            if (request.DryRun)
+            {
+                return DryRun.Print(geometry, ShardPlanner.Plan(geometry, cluster.Workers, cluster.Plan), estimate, cluster, stdout);
+            }
+
             if (!estimate.Fits && !request.NoMemoryCheck)
             {
                 throw new UsageException($"this job needs about {JobEstimate.Size(estimate.NeededBytes)} of memory ({estimate.DescribeNeed()}) but {JobEstimate.Size(estimate.AvailableBytes)} is available and a job may plan on {JobEstimate.UsableShare:P0} of it; make it smaller, write a large output with --out (memory-mapped), or pass --no-memory-check to run anyway");

@@ -27,42 +27,57 @@ public static class ShardPlanner
         ArgumentNullException.ThrowIfNull(problem);
         ArgumentOutOfRangeException.ThrowIfLessThan(workers, 1);
         options ??= new PlanOptions();
-        var shards = new List<Draft>();
+        // Phase 1: split the largest oversized shard until every shard fits the byte budget. A
+        // priority queue keeps this O(S log S) in the shard count S (plans reach tens of thousands).
+        var kept = new HashSet<Draft>();
+        var oversized = new PriorityQueue<Draft, long>(Comparer<long>.Create((x, y) => y.CompareTo(x)));
+        void Keep(Draft? draft)
+        {
+            if (draft is not null && kept.Add(draft) && draft.Bytes > options.MaxShardBytes)
+            {
+                oversized.Enqueue(draft, draft.Bytes);
+            }
+        }
+
         for (int b = 0; b < problem.Batch; b++)
         {
             for (int h = 0; h < problem.Heads; h++)
             {
-                AddTrimmed(problem, shards, new Draft(b, h, 0, problem.QuerySeq, 0, problem.BlockCount));
+                Keep(Trimmed(problem, new Draft(b, h, 0, problem.QuerySeq, 0, problem.BlockCount)));
             }
         }
 
+        while (oversized.Count > 0 && kept.Count < options.MaxShards)
+        {
+            var target = oversized.Dequeue();
+            var parts = Split(problem, target, options)
+                ?? throw new AttentionInputException($"a single query row against one key block needs {target.Bytes:N0} bytes, more than the {options.MaxShardBytes:N0}-byte shard budget; raise the budget or lower the block size");
+            kept.Remove(target);
+            foreach (var part in parts)
+            {
+                Keep(Trimmed(problem, part));
+            }
+        }
+
+        // Phase 2: split the shard with the most work until the largest-first deal is balanced.
+        var shards = kept.ToList();
         var settled = new HashSet<Draft>();
         while (shards.Count < options.MaxShards)
         {
-            var oversized = shards.Where(s => !settled.Contains(s) && s.Bytes > options.MaxShardBytes).MaxBy(s => s.Bytes);
-            Draft? target = oversized;
+            if (Imbalance(shards, workers) <= options.MaxImbalance && shards.Count >= Math.Min(workers, MaxUnits(problem)))
+            {
+                break;
+            }
+
+            var target = shards.Where(s => !settled.Contains(s)).MaxBy(s => s.Pairs);
             if (target is null)
             {
-                if (Imbalance(shards, workers) <= options.MaxImbalance && shards.Count >= Math.Min(workers, MaxUnits(problem)))
-                {
-                    break;
-                }
-
-                target = shards.Where(s => !settled.Contains(s)).MaxBy(s => s.Pairs);
-                if (target is null)
-                {
-                    break;
-                }
+                break;
             }
 
             var parts = Split(problem, target, options);
             if (parts is null)
             {
-                if (oversized is not null)
-                {
-                    throw new AttentionInputException($"a single query row against one key block needs {target.Bytes:N0} bytes, more than the {options.MaxShardBytes:N0}-byte shard budget; raise the budget or lower the block size");
-                }
-
                 settled.Add(target);
                 continue;
             }
@@ -70,7 +85,10 @@ public static class ShardPlanner
             shards.Remove(target);
             foreach (var part in parts)
             {
-                AddTrimmed(problem, shards, part);
+                if (Trimmed(problem, part) is { } trimmed)
+                {
+                    shards.Add(trimmed);
+                }
             }
         }
 
@@ -119,12 +137,12 @@ public static class ShardPlanner
         return 4 * ((rowCount * (long)p.KeyDim) + (keys * (p.KeyDim + p.ValueDim)) + (nodes * rowCount * (p.ValueDim + 2L)));
     }
 
-    /// <summary>Narrows a draft to the blocks its rows see and keeps it only if it has visible work.</summary>
-    private static void AddTrimmed(AttentionGeometry p, List<Draft> shards, Draft d)
+    /// <summary>Narrows a draft to the blocks its rows see; null when it has no visible work.</summary>
+    private static Draft? Trimmed(AttentionGeometry p, Draft d)
     {
         if (d.RowCount == 0)
         {
-            return;
+            return null;
         }
 
         var (first, end) = p.VisibleBlocks(d.Batch, d.RowStart, d.RowCount);
@@ -132,14 +150,11 @@ public static class ShardPlanner
         end = Math.Min(end, d.BlockEnd);
         if (first >= end)
         {
-            return;
+            return null;
         }
 
         long pairs = p.VisiblePairs(d.Batch, d.RowStart, d.RowCount, first, end);
-        if (pairs > 0)
-        {
-            shards.Add(d with { BlockStart = first, BlockEnd = end, Pairs = pairs, Bytes = Bytes(p, d.RowCount, first, end) });
-        }
+        return pairs > 0 ? d with { BlockStart = first, BlockEnd = end, Pairs = pairs, Bytes = Bytes(p, d.RowCount, first, end) } : null;
     }
 
     private static Draft[]? Split(AttentionGeometry p, Draft s, PlanOptions options)
