@@ -1,0 +1,64 @@
+namespace AttentionActors.Cli.Tests;
+
+/// <summary>Tests that count the bytes the process allocates, so nothing else may run beside them.</summary>
+[CollectionDefinition(nameof(AllocationTests), DisableParallelization = true)]
+public sealed class AllocationCollection
+{
+}
+
+/// <summary>Refusals and dry runs allocate nothing of the job's size (measured process-wide, running alone).</summary>
+[Collection(nameof(AllocationTests))]
+public sealed class AllocationTests : IDisposable
+{
+    private readonly string dir = Directory.CreateTempSubdirectory("attention-alloc-").FullName;
+
+    public void Dispose() => Directory.Delete(dir, recursive: true);
+
+    private static async Task<(int Code, string Out, string Err)> Run(params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int code = await Cli.RunAsync(args, stdout, stderr);
+        return (code, stdout.ToString(), stderr.ToString());
+    }
+
+    [Fact]
+    public async Task A_job_too_large_for_memory_is_refused_before_anything_is_allocated()
+    {
+        // 20000 × 64 floats per tensor: Q, K, V 15 MiB; were the refusal lost, the job would just run for a second.
+        long before = GC.GetTotalAllocatedBytes(precise: true);
+        var (code, stdout, stderr) = await Run("run", "--random", "--seq", "20000", "--dim", "64", "--heads", "1", "--memory-limit", "16M");
+        long allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
+        Assert.Equal(2, code);
+        Assert.Contains("this job needs about", stderr, StringComparison.Ordinal);
+        Assert.Contains("Q, K, V 15 MiB", stderr, StringComparison.Ordinal);
+        Assert.Contains("but 16 MiB is available", stderr, StringComparison.Ordinal);
+        Assert.Contains("--no-memory-check", stderr, StringComparison.Ordinal);
+        Assert.Equal(string.Empty, stdout);
+        Assert.True(allocated < 8L << 20, $"{allocated >> 10} KiB were allocated before refusing");
+
+        (code, _, stderr) = await Run("run", "--random", "--seq", "2000", "--dim", "64", "--heads", "1", "--memory-limit", "16M", "--no-memory-check", "--quiet");
+        Assert.True(code == 0, stderr);
+    }
+
+    [Fact]
+    public async Task A_dry_run_prints_the_plan_without_loading_computing_or_writing()
+    {
+        string output = Path.Combine(dir, "out.npy");
+        long before = GC.GetTotalAllocatedBytes(precise: true);
+        var (code, stdout, stderr) = await Run("run", "--random", "--seq", "60000", "--dim", "64", "--heads", "2", "--causal", "--workers", "3", "--dry-run", "--out", output);
+        long allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
+        Assert.True(code == 0, stderr);
+
+        // Q, K and V alone would be 88 MiB: a dry run must not create them.
+        Assert.True(allocated < 48L << 20, $"{allocated >> 20} MiB were allocated by a dry run");
+        Assert.Empty(Directory.GetFiles(dir));
+        var shape = (string name) => new Kernels.TensorShape(name, 1, 2, 60000, 64);
+        var plan = Pipeline.Planning.ShardPlanner.Plan(Kernels.AttentionGeometry.Create(shape("Q"), shape("K"), shape("V"), new Kernels.AttentionOptions { Causal = true }), 3);
+        Assert.Contains($"dry run: {plan.Shards.Count} shards on 3 workers", stdout, StringComparison.Ordinal);
+        Assert.Contains("moved in all", stdout, StringComparison.Ordinal);
+        Assert.Contains("dry run: worker 2:", stdout, StringComparison.Ordinal);
+        Assert.Contains($"| {plan.Shards[0].Id} | 0 | {plan.Shards[0].Head} | [{plan.Shards[0].RowStart}, {plan.Shards[0].RowEnd}) |", stdout, StringComparison.Ordinal);
+        Assert.DoesNotContain("attention: Q", stdout, StringComparison.Ordinal);
+    }
+}
