@@ -184,16 +184,7 @@ internal sealed partial class ActorCell : ActorRefBase, IActorContext
         return child;
     }
 
-    public void Watch(IActorRef actor)
-    {
-        if (actor is not ActorCell && actor is IWatchable watchable)
-        {
-            watchable.AddWatcher(this);
-            return;
-        }
-
-        Local(actor, "watch").SendSystem(new Watch(this));
-    }
+    public void Watch(IActorRef actor) => Watch(actor, this);
 
     public void Unwatch(IActorRef actor)
     {
@@ -207,6 +198,18 @@ internal sealed partial class ActorCell : ActorRefBase, IActorContext
     }
 
     public void Stop(IActorRef actor) => Local(actor, "stop").SendSystem(StopSignal.Instance);
+
+    /// <summary>Makes <paramref name="watcher"/> receive <see cref="Terminated"/> when <paramref name="actor"/> stops: a local actor, or any <see cref="IWatchable"/>.</summary>
+    internal static void Watch(IActorRef actor, IActorRef watcher)
+    {
+        if (actor is not ActorCell && actor is IWatchable watchable)
+        {
+            watchable.AddWatcher(watcher);
+            return;
+        }
+
+        Local(actor, "watch").SendSystem(new Watch(watcher));
+    }
 
     /// <summary>
     /// The local cell behind <paramref name="actor"/>, or a loud refusal: death watch and stop of

@@ -165,6 +165,10 @@ public sealed class AttentionGeometry
         return total;
     }
 
+    /// <summary>Keys the blocks [blockStart, blockEnd) hold (the last block of K may be short).</summary>
+    public int KeysIn(int blockStart, int blockEnd)
+        => (int)Math.Max(0, Math.Min((long)blockEnd * BlockSize, KeySeq) - ((long)blockStart * BlockSize));
+
     /// <summary>FLOPs of the visible work: 2·(d_k + d_v) per visible (query, key) pair, summed over batches and heads.</summary>
     public double VisibleFlops()
     {

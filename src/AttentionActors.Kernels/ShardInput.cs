@@ -20,7 +20,7 @@ public sealed record ShardInput(
     ReadOnlyMemory<float> V)
 {
     /// <summary>Keys the blocks [BlockStart, BlockEnd) hold (the last block of K may be short).</summary>
-    public int KeyCount => KeysIn(Geometry, BlockStart, BlockEnd);
+    public int KeyCount => Geometry.KeysIn(BlockStart, BlockEnd);
 
     /// <summary>Views of <paramref name="problem"/>'s tensors for one shard; nothing is copied.</summary>
     public static ShardInput Slice(AttentionProblem problem, int b, int h, int rowStart, int rowCount, int blockStart, int blockEnd)
@@ -30,7 +30,7 @@ public sealed record ShardInput(
         CheckPlace(g, b, h, rowStart, rowCount, blockStart, blockEnd);
         int kvh = h / g.GroupSize;
         int j0 = blockStart * g.BlockSize;
-        int keys = KeysIn(g, blockStart, blockEnd);
+        int keys = g.KeysIn(blockStart, blockEnd);
         return new ShardInput(
             g, b, h, rowStart, rowCount, blockStart, blockEnd,
             problem.Q.Data.Slice((int)problem.Q.RowOffset(b, h, rowStart), rowCount * g.KeyDim),
@@ -55,9 +55,6 @@ public sealed record ShardInput(
     }
 
     public override string ToString() => $"batch {Batch}, head {Head}, rows [{RowStart}, {RowStart + RowCount}), key blocks [{BlockStart}, {BlockEnd})";
-
-    private static int KeysIn(AttentionGeometry g, int blockStart, int blockEnd)
-        => (int)Math.Max(0, Math.Min((long)blockEnd * g.BlockSize, g.KeySeq) - ((long)blockStart * g.BlockSize));
 
     // The kernel only reads its inputs; the tensor type is shared with outputs, hence the cast.
     private static Memory<float> MemoryOf(ReadOnlyMemory<float> data) => System.Runtime.InteropServices.MemoryMarshal.AsMemory(data);

@@ -22,7 +22,7 @@ public sealed record ClusterOptions
     /// <summary>SIMD path of the workers' kernels [widest available; every path gives the same bits].</summary>
     public KernelPath KernelPath { get; init; } = KernelPath.Auto;
 
-    /// <summary>Largest streamed-rows message from the reducer to a client, in bytes [8 MiB].</summary>
+    /// <summary>Largest message the reducer streams rows in, in bytes; rows messages are also never over 1 MiB (<c>Reducer.RowsMessageBytes</c>) [8 MiB].</summary>
     public int MaxMessageBytes { get; init; } = DefaultMaxMessageBytes;
 
     /// <summary>Replaces the kernel call of every worker (tests inject faults and delays with it) [null].</summary>

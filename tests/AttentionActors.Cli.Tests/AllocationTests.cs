@@ -1,3 +1,5 @@
+using static AttentionActors.Cli.Tests.CliRunner;
+
 namespace AttentionActors.Cli.Tests;
 
 /// <summary>Tests that count the bytes the process allocates, so nothing else may run beside them.</summary>
@@ -13,14 +15,6 @@ public sealed class AllocationTests : IDisposable
     private readonly string dir = Directory.CreateTempSubdirectory("attention-alloc-").FullName;
 
     public void Dispose() => Directory.Delete(dir, recursive: true);
-
-    private static async Task<(int Code, string Out, string Err)> Run(params string[] args)
-    {
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        int code = await Cli.RunAsync(args, stdout, stderr);
-        return (code, stdout.ToString(), stderr.ToString());
-    }
 
     [Fact]
     public async Task A_job_too_large_for_memory_is_refused_before_anything_is_allocated()

@@ -1,6 +1,8 @@
 using System.Text;
 using AttentionActors.Cli.Npy;
 
+using static AttentionActors.Cli.Tests.CliRunner;
+
 namespace AttentionActors.Cli.Tests;
 
 /// <summary>`attention compare` on real .npy files whose differences are made by hand.</summary>
@@ -9,14 +11,6 @@ public sealed class CompareCommandTests : IDisposable
     private readonly string dir = Directory.CreateTempSubdirectory("attention-compare-").FullName;
 
     public void Dispose() => Directory.Delete(dir, recursive: true);
-
-    private static async Task<(int Code, string Out, string Err)> Run(params string[] args)
-    {
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        int code = await Cli.RunAsync(args, stdout, stderr);
-        return (code, stdout.ToString(), stderr.ToString());
-    }
 
     private string F32(string name, float[] data, params int[] shape)
     {

@@ -3,6 +3,8 @@ using AttentionActors.Cli.Npy;
 using AttentionActors.Kernels;
 using AttentionActors.Kernels.Tests;
 
+using static AttentionActors.Cli.Tests.CliRunner;
+
 namespace AttentionActors.Cli.Tests;
 
 /// <summary>`attention run` in-process, on real .npy files in a temporary folder.</summary>
@@ -13,14 +15,6 @@ public sealed class RunCommandTests : IDisposable
     public void Dispose() => Directory.Delete(dir, recursive: true);
 
     private string PathOf(string name) => System.IO.Path.Combine(dir, name);
-
-    private static async Task<(int Code, string Out, string Err)> Run(params string[] args)
-    {
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        int code = await Cli.RunAsync(args, stdout, stderr);
-        return (code, stdout.ToString(), stderr.ToString());
-    }
 
     /// <summary>Writes a .npy with a hand-made header, so broken files can be made too.</summary>
     private string WriteRaw(string name, string descr, string shape, byte[] data, bool fortran = false)

@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using AttentionActors.Pipeline;
 
+using static AttentionActors.Cli.Tests.CliRunner;
+
 namespace AttentionActors.Cli.Tests;
 
 /// <summary>`attention run` refuses what it cannot do before doing any of it, and says only what it checked.</summary>
@@ -9,16 +11,6 @@ public sealed class RunSafetyTests : IDisposable
     private readonly string dir = Directory.CreateTempSubdirectory("attention-safety-").FullName;
 
     public void Dispose() => Directory.Delete(dir, recursive: true);
-
-    private static async Task<(int Code, string Out, string Err)> Run(CancellationToken cancellationToken, params string[] args)
-    {
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        int code = await Cli.RunAsync(args, stdout, stderr, cancellationToken);
-        return (code, stdout.ToString(), stderr.ToString());
-    }
-
-    private static Task<(int Code, string Out, string Err)> Run(params string[] args) => Run(CancellationToken.None, args);
 
     [Fact]
     public async Task Verify_with_single_node_compares_against_a_sharded_run()

@@ -101,16 +101,7 @@ public sealed class TestProbe : ActorRefBase, IWatchable
     }
 
     /// <summary>Makes this probe receive <see cref="Terminated"/> when <paramref name="actor"/> stops.</summary>
-    public void Watch(IActorRef actor)
-    {
-        if (actor is not ActorCell && actor is IWatchable watchable)
-        {
-            watchable.AddWatcher(this);
-            return;
-        }
-
-        ActorCell.Local(actor, "watch").SendSystem(new Watch(this));
-    }
+    public void Watch(IActorRef actor) => ActorCell.Watch(actor, this);
 
     /// <summary>Expects the next message to be a <typeparamref name="T"/> (matching <paramref name="predicate"/>).</summary>
     public T ExpectMsg<T>(TimeSpan? timeout = null, Func<T, bool>? predicate = null)

@@ -106,6 +106,10 @@ internal static class CompareCommand
                 int n = (int)Math.Min(ChunkElements, count - done);
                 fa.ReadExactly(ba, 0, n * width);
                 fb.ReadExactly(bb, 0, n * width);
+                var a32 = MemoryMarshal.Cast<byte, float>(ba.AsSpan(0, n * width));
+                var b32 = MemoryMarshal.Cast<byte, float>(bb.AsSpan(0, n * width));
+                var a64 = MemoryMarshal.Cast<byte, double>(ba.AsSpan(0, n * width));
+                var b64 = MemoryMarshal.Cast<byte, double>(bb.AsSpan(0, n * width));
                 for (int i = 0; i < n; i++)
                 {
                     double x, y;
@@ -113,16 +117,16 @@ internal static class CompareCommand
                     bool same;
                     if (width == 4)
                     {
-                        float a = MemoryMarshal.Cast<byte, float>(ba.AsSpan(0, n * 4))[i];
-                        float b = MemoryMarshal.Cast<byte, float>(bb.AsSpan(0, n * 4))[i];
+                        float a = a32[i];
+                        float b = b32[i];
                         same = BitConverter.SingleToInt32Bits(a) == BitConverter.SingleToInt32Bits(b);
                         ulps = Math.Abs(Ordered(a) - Ordered(b));
                         (x, y) = (a, b);
                     }
                     else
                     {
-                        double a = MemoryMarshal.Cast<byte, double>(ba.AsSpan(0, n * 8))[i];
-                        double b = MemoryMarshal.Cast<byte, double>(bb.AsSpan(0, n * 8))[i];
+                        double a = a64[i];
+                        double b = b64[i];
                         same = BitConverter.DoubleToInt64Bits(a) == BitConverter.DoubleToInt64Bits(b);
                         ulps = Ordered(a, b);
                         (x, y) = (a, b);

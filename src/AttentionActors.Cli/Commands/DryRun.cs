@@ -55,7 +55,7 @@ internal static class DryRun
     /// <summary>Float32 bytes of a shard's data in (Q rows, K and V of its blocks), its partials back (m, l, o per tree node and row) and its finished rows out (o and lse).</summary>
     private static (long In, long Partials, long Rows) Messages(AttentionGeometry g, Shard s)
     {
-        long keys = Math.Min((long)s.BlockEnd * g.BlockSize, g.KeySeq) - ((long)s.BlockStart * g.BlockSize);
+        long keys = g.KeysIn(s.BlockStart, s.BlockEnd);
         var (first, end) = g.VisibleBlocks(s.Batch, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd);
         long nodes = CanonicalTree.Decompose(first, end).Length;
         return (

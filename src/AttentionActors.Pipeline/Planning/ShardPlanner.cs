@@ -132,7 +132,7 @@ public static class ShardPlanner
     /// <summary>Q rows and K/V blocks in, the partials of at most ~2·log₂ n tree nodes out, as float32.</summary>
     public static long Bytes(AttentionGeometry p, int rowCount, int blockStart, int blockEnd)
     {
-        long keys = Math.Min((long)blockEnd * p.BlockSize, p.KeySeq) - ((long)blockStart * p.BlockSize);
+        long keys = p.KeysIn(blockStart, blockEnd);
         long nodes = Math.Min(CanonicalTree.Decompose(blockStart, blockEnd).Length, MaxNodes);
         return 4 * ((rowCount * (long)p.KeyDim) + (keys * (p.KeyDim + p.ValueDim)) + (nodes * rowCount * (p.ValueDim + 2L)));
     }
@@ -160,7 +160,7 @@ public static class ShardPlanner
     private static Draft[]? Split(AttentionGeometry p, Draft s, PlanOptions options)
     {
         long rowBytes = (long)s.RowCount * (p.KeyDim + p.ValueDim + 2);
-        long keyBytes = (Math.Min((long)s.BlockEnd * p.BlockSize, p.KeySeq) - ((long)s.BlockStart * p.BlockSize)) * (p.KeyDim + p.ValueDim);
+        long keyBytes = (long)p.KeysIn(s.BlockStart, s.BlockEnd) * (p.KeyDim + p.ValueDim);
         bool canKeys = s.BlockEnd - s.BlockStart >= 2;
         bool canRows = s.RowCount >= 2 * options.MinRows || (s.RowCount >= 2 && !canKeys);
         if (canRows && (rowBytes >= keyBytes || !canKeys))

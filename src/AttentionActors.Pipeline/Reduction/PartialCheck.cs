@@ -30,13 +30,13 @@ internal static class PartialCheck
             return $"partials of {shard} hold tree nodes [{string.Join(", ", set.Nodes)}], but its rows see blocks [{first}, {end}), whose canonical nodes are [{string.Join(", ", expected)}]";
         }
 
-        for (int n = 0; n < expected.Length; n++)
+        for (int r = 0; r < set.Rows; r++)
         {
-            long keyStart = expected[n].Start * g.BlockSize;
-            long keyEnd = Math.Min(expected[n].End * g.BlockSize, g.KeySeq);
-            for (int r = 0; r < set.Rows; r++)
+            var (lo, hi) = g.VisibleKeys(shard.Batch, shard.RowStart + r);
+            for (int n = 0; n < expected.Length; n++)
             {
-                var (lo, hi) = g.VisibleKeys(shard.Batch, shard.RowStart + r);
+                long keyStart = expected[n].Start * g.BlockSize;
+                long keyEnd = Math.Min(expected[n].End * g.BlockSize, g.KeySeq);
                 long visible = Math.Max(0, Math.Min(hi, keyEnd) - Math.Max(lo, keyStart));
                 int at = (n * set.Rows) + r;
                 float m = set.M[at], l = set.L[at];
