@@ -13,6 +13,8 @@ public static class Cli
             RunCommand.Create(stdout, stderr),
             BenchCommand.Create(),
             CompareCommand.Create(stdout, stderr),
+            NodeCommand.Create(stderr),
+            ClusterCommand.Create(stdout, stderr),
         };
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)

@@ -42,11 +42,13 @@ internal static class RunCommand
         var memoryLimit = new Option<string?>("--memory-limit") { Description = "Plan as if at most this much memory were available: bytes, or with a K, M or G suffix (powers of 1024) [what the machine has available]" };
         var dryRun = new Option<bool>("--dry-run") { Description = "Print the plan (shards, bytes per message, bytes moved, time per worker) without computing or loading the tensors" };
         var noMemoryCheck = new Option<bool>("--no-memory-check") { Description = "Run even when the job's estimated memory exceeds what is available" };
-        var command = new Command("run", "Compute exact attention on the embedded actor pipeline")
+        var config = new Option<string?>("--config") { Description = "JSON settings file for --broker (its Broker section; see cluster-config/README.md)" };
+        var command = new Command("run", "Compute exact attention on the embedded actor pipeline, or on a running cluster with --broker")
         {
             q, k, v, random, seq, kvSeq, dim, heads, kvHeads, batch, seed, causal, window, keyLengths, scale, score, temperature, sigma,
-            additiveDim, additiveFiles, alibi, softcap, workers, block, output, lseOut, verify, quiet, singleNode, maxShardBytes, memoryLimit, noMemoryCheck, dryRun,
+            additiveDim, additiveFiles, alibi, softcap, workers, block, output, lseOut, verify, quiet, singleNode, maxShardBytes, memoryLimit, noMemoryCheck, dryRun, config,
         };
+        var broker = BrokerFlags.Add(command);
         command.SetAction(async (r, cancellationToken) =>
         {
             var request = new RunRequest
@@ -85,6 +87,8 @@ internal static class RunCommand
                 MaxShardBytes = r.GetValue(maxShardBytes),
                 MemoryLimit = r.GetValue(memoryLimit),
                 DryRun = r.GetValue(dryRun),
+                Broker = broker.Given(r) ? broker.Read(r).Where(f => f.Value is not null).ToList() : null,
+                Config = r.GetValue(config),
             };
             return await RunJob.ExecuteAsync(request, stdout, stderr, cancellationToken);
         });
@@ -162,4 +166,9 @@ internal sealed record RunRequest
     public string? MemoryLimit { get; init; }
 
     public bool DryRun { get; init; }
+
+    /// <summary>The broker settings given as flags when the job goes to a cluster (<c>--broker</c>); null runs embedded.</summary>
+    public IReadOnlyList<KeyValuePair<string, string?>>? Broker { get; init; }
+
+    public string? Config { get; init; }
 }

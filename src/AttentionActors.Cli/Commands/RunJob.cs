@@ -1,6 +1,9 @@
 using System.Diagnostics;
 using System.Globalization;
 using AttentionActors.Cli.Npy;
+using AttentionActors.Cluster;
+using AttentionActors.Cluster.Client;
+using AttentionActors.Cluster.Transport;
 using AttentionActors.Kernels;
 using AttentionActors.Pipeline;
 using AttentionActors.Pipeline.Client;
@@ -37,8 +40,19 @@ internal static class RunJob
 
             var cluster = new ClusterOptions { Workers = request.Workers, Plan = new PlanOptions { MaxShardBytes = request.MaxShardBytes } };
             var estimate = JobEstimate.For(geometry, inputHeap, outPath is not null && !request.SingleNode, request.Workers, cluster.Plan.MaxShardBytes, request.Verify, ParseBytes("--memory-limit", request.MemoryLimit));
+            var brokerOptions = request.Broker is { } flags ? NodeConfiguration.Load(request.Config, flags).Broker : null;
             if (request.DryRun)
             {
+                if (brokerOptions is not null)
+                {
+                    // The cluster's coordinator plans for the worker threads alive now, in shards that fit one message.
+                    await using var probe = await ClusterClient.ConnectAsync(brokerOptions, cancellationToken: cancellationToken);
+                    await Task.Delay(brokerOptions.HeartbeatInterval * 2.5, cancellationToken);
+                    int threads = Math.Max(1, probe.Members.Where(m => m.Heartbeat.Roles.Contains(NodeRoles.Worker)).Sum(m => m.Heartbeat.Threads));
+                    cluster = cluster with { Workers = Math.Min(threads, ClusterOptions.MaxWorkers), Plan = new PlanOptions { MaxShardBytes = Math.Min(request.MaxShardBytes, brokerOptions.MaxMessageBytes - (256 << 10)) } };
+                    stdout.WriteLine($"cluster on {probe.Broker}: {threads} worker {(threads == 1 ? "thread" : "threads")} alive");
+                }
+
                 return DryRun.Print(geometry, ShardPlanner.Plan(geometry, cluster.Workers, cluster.Plan), estimate, cluster, stdout);
             }
 
@@ -64,9 +78,22 @@ internal static class RunJob
             ShardPlan? plan = null;
             AttentionResult result;
             int[] outShape = [.. leading, problem.QuerySeq, problem.ValueDim];
+            string? clusterName = null;
             if (request.SingleNode)
             {
                 result = Attention.Compute(problem, new ComputeOptions { Threads = request.Workers }, null, cancellationToken);
+            }
+            else if (brokerOptions is not null)
+            {
+                var mapped = outPath is null ? null : OutputFile.Create(outPath, outShape);
+                if (mapped is not null)
+                {
+                    outputs.Add(mapped);
+                }
+
+                await using var client = await ClusterClient.ConnectAsync(brokerOptions, cluster.LoggerFactory, cancellationToken: cancellationToken);
+                clusterName = client.Broker;
+                result = await WithProgress(request, stderr, 0, estimate.Time, (progress, ct) => client.ComputeAsync(problem, mapped?.Data, request.MaxShardBytes, progress, ct), cancellationToken);
             }
             else
             {
@@ -79,7 +106,7 @@ internal static class RunJob
 
                 await using var embedded = AttentionCluster.StartEmbedded(cluster);
                 var job = plan;
-                result = await WithProgress(request, stderr, plan, estimate.Time, (progress, ct) => embedded.ComputeAsync(problem, job, mapped?.Data, progress, ct), cancellationToken);
+                result = await WithProgress(request, stderr, plan.Shards.Count, estimate.Time, (progress, ct) => embedded.ComputeAsync(problem, job, mapped?.Data, progress, ct), cancellationToken);
             }
 
             var elapsed = clock.Elapsed;
@@ -95,15 +122,15 @@ internal static class RunJob
 
             if (!request.Quiet)
             {
-                string how = plan is null
-                    ? $"single node, {Count(request.Workers, "thread")}"
+                string how = clusterName is not null ? $"cluster on {clusterName}"
+                    : plan is null ? $"single node, {Count(request.Workers, "thread")}"
                     : $"{Count(plan.Shards.Count, "shard")} on {Count(cluster.Workers, "worker")}";
                 double flops = plan?.TotalFlops ?? estimate.Flops;
                 stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"attention: Q {RunInputs.Show(inputs.Q.Shape)}, K/V {RunInputs.Show(inputs.K.Shape)} → out {RunInputs.Show(outShape)}; {how}; {elapsed.TotalSeconds:F3} s (estimated {JobEstimate.Duration(estimate.Time)}), {flops / 1e9:G4} GFLOP visible, {flops / 1e9 / Math.Max(elapsed.TotalSeconds, 1e-9):F1} GFLOP/s"));
             }
 
-            int code = request.Verify ? await Verifier.CheckAsync(problem, result, request.SingleNode, cluster, stdout, cancellationToken) : 0;
+            int code = request.Verify ? await Verifier.CheckAsync(problem, result, request.SingleNode, cluster, stdout, cancellationToken, clusterName is null ? "sharded" : "cluster") : 0;
 
             // The result may live in a mapped output file: it is released only now, then every file is put in place.
             foreach (var file in outputs)
@@ -121,6 +148,11 @@ internal static class RunJob
         catch (OperationCanceledException)
         {
             stderr.WriteLine("attention: cancelled");
+            return 1;
+        }
+        catch (BrokerUnreachableException ex)
+        {
+            stderr.WriteLine($"attention: {OneLine(ex.Message)}");
             return 1;
         }
         catch (AttentionJobException ex)
@@ -310,7 +342,7 @@ internal static class RunJob
     }
 
     /// <summary>Runs <paramref name="work"/> with a progress bar on stderr when it is a terminal, not quiet, and the job is long enough.</summary>
-    private static async Task<AttentionResult> WithProgress(RunRequest request, TextWriter stderr, ShardPlan plan, TimeSpan estimated, Func<IProgress<JobProgress>?, CancellationToken, Task<AttentionResult>> work, CancellationToken cancellationToken)
+    private static async Task<AttentionResult> WithProgress(RunRequest request, TextWriter stderr, int shards, TimeSpan estimated, Func<IProgress<JobProgress>?, CancellationToken, Task<AttentionResult>> work, CancellationToken cancellationToken)
     {
         bool terminal = ReferenceEquals(stderr, Console.Error) && !Console.IsErrorRedirected;
         if (request.Quiet || !terminal || estimated < TimeSpan.FromSeconds(1))
@@ -325,15 +357,16 @@ internal static class RunJob
             .StartAsync(async ctx =>
             {
                 string estimate = $"est. {JobEstimate.Duration(estimated)}";
-                var task = ctx.AddTask($"{Count(plan.Shards.Count, "shard")}, {estimate}", maxValue: plan.Shards.Count);
+                var task = ctx.AddTask(shards > 0 ? $"{Count(shards, "shard")}, {estimate}" : $"submitting, {estimate}", maxValue: Math.Max(shards, 1));
                 var progress = new Progress<JobProgress>(p =>
                 {
+                    task.MaxValue = Math.Max(p.ShardsTotal, 1);
                     task.Value = p.ShardsDone;
                     double rate = p.FlopsDone / 1e9 / Math.Max(p.Elapsed.TotalSeconds, 1e-9);
                     task.Description = string.Create(CultureInfo.InvariantCulture, $"{p.ShardsDone}/{p.ShardsTotal} shards, {rate:F1} GFLOP/s, {estimate}");
                 });
                 result = await work(progress, cancellationToken);
-                task.Value = plan.Shards.Count;
+                task.Value = task.MaxValue;
             });
         return result!;
     }

@@ -16,7 +16,7 @@ internal static class Verifier
     private const double FullReferenceFlops = 4e9;
     private const int SampledRows = 256;
 
-    public static async Task<int> CheckAsync(AttentionProblem p, AttentionResult result, bool resultIsSingleNode, ClusterOptions cluster, TextWriter stdout, CancellationToken cancellationToken)
+    public static async Task<int> CheckAsync(AttentionProblem p, AttentionResult result, bool resultIsSingleNode, ClusterOptions cluster, TextWriter stdout, CancellationToken cancellationToken, string resultName = "sharded")
     {
         AttentionResult other;
         string comparison;
@@ -29,7 +29,7 @@ internal static class Verifier
         else
         {
             other = Attention.Compute(p, null, null, cancellationToken);
-            comparison = "sharded == single-node";
+            comparison = $"{resultName} == single-node";
         }
 
         int differing = Differing(result.Output.Data.Span, other.Output.Data.Span) + Differing(result.Lse, other.Lse);

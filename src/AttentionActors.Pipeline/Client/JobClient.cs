@@ -18,7 +18,7 @@ public sealed record AttentionFailed(JobId Job, string Reason, bool Cancelled = 
 public sealed record JobProgress(JobId Job, int ShardsDone, int ShardsTotal, double FlopsDone, double FlopsTotal, TimeSpan Elapsed) : IWireMessage;
 
 /// <summary>Command to a client: watch the job's coordinator and reducer; if either stops first, fail after the grace period.</summary>
-public sealed record WatchJob(IActorRef Coordinator, IActorRef Reducer);
+public sealed record WatchJob(IActorRef Coordinator, IActorRef Reducer) : IWireMessage;
 
 /// <summary>Command to a client: the caller gave up; tell the coordinator and complete as cancelled at once.</summary>
 public sealed record CancelRequested(string Reason);

@@ -17,6 +17,14 @@ public sealed record ShardFailed(JobId Job, int ShardId, int Attempt, string Err
 /// <summary>Notice from the reducer: a shard's partials are merged.</summary>
 public sealed record ShardMerged(JobId Job, int ShardId) : IWireMessage;
 
+/// <summary>
+/// Notice from the dead-letter watcher (cluster mode): the work queue gave up on attempt
+/// <paramref name="Attempt"/> of a shard after <paramref name="Deliveries"/> deliveries, each of
+/// which ended without an acknowledgement (the worker died or vanished). The job fails at once:
+/// another attempt would only take down more workers.
+/// </summary>
+public sealed record ShardPoisoned(JobId Job, int ShardId, int Attempt, long Deliveries) : IWireMessage;
+
 /// <summary>Command: stop the job; the client gets <see cref="AttentionFailed"/> with the reason.</summary>
 public sealed record CancelJob(JobId Job, string Reason) : IWireMessage;
 
@@ -154,6 +162,13 @@ internal sealed partial class JobCoordinator : ActorBase
             else
             {
                 LogStaleFailure(logger, job, failed.ShardId, failed.Attempt, failed.Error);
+            }
+        });
+        Receive<ShardPoisoned>(poisoned =>
+        {
+            if (shards.TryGetValue(poisoned.ShardId, out var state) && !state.Done)
+            {
+                Fail($"{state.Shard} was dead-lettered by the work queue after {poisoned.Deliveries} deliveries of attempt {poisoned.Attempt}, each ending without an answer (its worker died or disconnected every time); a shard that keeps killing workers is not retried");
             }
         });
         Receive<CancelJob>(cancel => Fail(cancel.Reason, cancelled: true));

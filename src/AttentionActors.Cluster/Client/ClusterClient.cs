@@ -1,0 +1,165 @@
+using System.Collections.Concurrent;
+using AttentionActors.Actors;
+using AttentionActors.Cluster.Transport;
+using AttentionActors.Cluster.Wire;
+using AttentionActors.Kernels;
+using AttentionActors.Kernels.Simd;
+using AttentionActors.Pipeline;
+using AttentionActors.Pipeline.Client;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace AttentionActors.Cluster.Client;
+
+/// <summary>
+/// Submits jobs to a running cluster and reads its membership. Each job: a coordinator node is
+/// chosen from the heartbeats, the geometry goes first (the coordinator may refuse at once), then
+/// Q, K and V in budget-sized chunks, each confirmed by the broker before the next is sent (so the
+/// upload never holds a second copy of the tensors). Output rows stream back into the caller's
+/// buffer as the reducer finishes them. Every job's task completes: with the result, or faulted
+/// with <see cref="AttentionJobException"/> when the job fails or its coordinator or reducer node
+/// dies (after the node timeout and the result grace), or cancelled.
+/// </summary>
+public sealed class ClusterClient : IAsyncDisposable
+{
+    private readonly ActorSystem system;
+    private readonly NodeTransport transport;
+    private readonly TimeSpan resultGrace;
+    private readonly ConcurrentDictionary<JobId, IActorRef> pending = new();
+
+    private ClusterClient(ActorSystem system, NodeTransport transport, TimeSpan resultGrace)
+    {
+        this.system = system;
+        this.transport = transport;
+        this.resultGrace = resultGrace;
+    }
+
+    /// <summary>The broker URL with its password hidden.</summary>
+    public string Broker => transport.Broker.Describe;
+
+    /// <summary>Nodes heard from within the node timeout.</summary>
+    public IReadOnlyCollection<Member> Members => transport.Membership.Alive;
+
+    /// <summary>Bytes this client published and received so far.</summary>
+    public (long Sent, long Received) Traffic => (transport.Outbox.PublishedBytes, transport.ReceivedBytes);
+
+    /// <summary>Connects to the broker as a client node; throws <see cref="BrokerUnreachableException"/> if it cannot within the connect timeout.</summary>
+    public static async Task<ClusterClient> ConnectAsync(BrokerOptions broker, ILoggerFactory? loggers = null, TimeSpan? resultGrace = null, CancellationToken cancellationToken = default)
+    {
+        loggers ??= NullLoggerFactory.Instance;
+        string name = $"client-{Environment.MachineName}-{Environment.ProcessId}-{Guid.NewGuid().ToString("N")[..6]}";
+        var system = ActorSystem.Create(name, loggers);
+        long started = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        string simd = Lanes.Resolve(KernelPath.Auto).ToString();
+        NodeHeartbeat Beat() => new(name, [NodeRoles.Client], Environment.MachineName, Environment.ProcessId, simd, 0, started, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(), 0, 0, false);
+        try
+        {
+            var transport = await NodeTransport.StartAsync(system, broker, Beat, broadcasts: false, trackMembership: true, loggers.CreateLogger("AttentionActors.Cluster"), cancellationToken).ConfigureAwait(false);
+            return new ClusterClient(system, transport, resultGrace ?? TimeSpan.FromSeconds(5));
+        }
+        catch
+        {
+            await system.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    /// <summary>Waits until a node with <paramref name="role"/> has sent a heartbeat, or returns false after <paramref name="timeout"/>.</summary>
+    public async Task<bool> WaitForRoleAsync(string role, TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (!transport.Membership.WithRole(role).Any())
+        {
+            if (DateTime.UtcNow >= deadline)
+            {
+                return false;
+            }
+
+            await Task.Delay(50, cancellationToken).ConfigureAwait(false);
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// Runs a validated problem on the cluster, writing the output [B, H, Nq, Dv] into
+    /// <paramref name="output"/> (or a new array) as rows arrive. <paramref name="maxShardBytes"/> 0
+    /// leaves shard sizes to the coordinator.
+    /// </summary>
+    public async Task<AttentionResult> ComputeAsync(AttentionProblem problem, Memory<float>? output = null, long maxShardBytes = 0, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(problem);
+        var g = problem.Geometry;
+        long outputLength = (long)g.Batch * g.Heads * g.QuerySeq * g.ValueDim;
+        var target = output ?? new float[checked((int)outputLength)];
+        if (target.Length != outputLength)
+        {
+            throw new ArgumentException($"the output buffer holds {target.Length} values; [{g.Batch}, {g.Heads}, {g.QuerySeq}, {g.ValueDim}] needs {outputLength}", nameof(output));
+        }
+
+        var options = transport.Broker.Options;
+        if (!await WaitForRoleAsync(NodeRoles.Coordinator, options.NodeTimeout, cancellationToken).ConfigureAwait(false))
+        {
+            throw new AttentionJobException($"no coordinator node is alive on broker {Broker} (no heartbeat in {options.NodeTimeout.TotalSeconds:F0} s): start one with `attention node --roles coordinator --broker …`");
+        }
+
+        var coordinators = transport.Membership.WithRole(NodeRoles.Coordinator).Select(m => m.Heartbeat.Node).ToList();
+        var jobs = (ClusterRef)transport.Resolve(new ActorAddress(coordinators[Random.Shared.Next(coordinators.Count)], JobHost.ActorName));
+        var job = JobId.New();
+        var result = new TaskCompletionSource<AttentionResult>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var client = system.ActorOf(Props.Create(() => new JobClient(job, g, target, progress, result, resultGrace)), $"client-{job}");
+        pending[job] = client;
+        try
+        {
+            // Until the job is accepted, its coordinator node stands for both the coordinator and the reducer.
+            client.Tell(new WatchJob(jobs, jobs));
+            await using var registration = cancellationToken.Register(() => client.Tell(new CancelRequested("cancelled by the caller"))).ConfigureAwait(false);
+            await transport.Send(jobs.Address, new SubmitAttention(job, g, maxShardBytes), client).ConfigureAwait(false);
+            await UploadAsync(job, problem, jobs.Address, client, result.Task, options.MaxMessageBytes).ConfigureAwait(false);
+            return await result.Task.ConfigureAwait(false);
+        }
+        finally
+        {
+            pending.TryRemove(job, out _);
+            client.Tell(PoisonPill.Instance);
+        }
+    }
+
+    /// <summary>Sends Q, K, V in chunks, one confirmed chunk at a time; stops early once the job has ended (refused, say).</summary>
+    private async Task UploadAsync(JobId job, AttentionProblem problem, ActorAddress jobs, IActorRef client, Task ended, int maxMessageBytes)
+    {
+        int chunk = (maxMessageBytes - (64 << 10)) / sizeof(float);
+        var tensors = new[] { (TensorRole.Q, problem.Q), (TensorRole.K, problem.K), (TensorRole.V, problem.V) };
+        for (int t = 0; t < tensors.Length; t++)
+        {
+            var (role, tensor) = tensors[t];
+            var data = tensor.Data;
+            long offset = 0;
+            do
+            {
+                if (ended.IsCompleted)
+                {
+                    return;
+                }
+
+                int count = (int)Math.Min(chunk, data.Length - offset);
+                bool last = t == tensors.Length - 1 && offset + count == data.Length;
+                await transport.Send(jobs, new TensorChunk(job, role, offset, data.Slice((int)offset, count), last), client).ConfigureAwait(false);
+                offset += count;
+            }
+            while (offset < data.Length);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var (_, client) in pending)
+        {
+            client.Tell(new HostStopping("the cluster client was disposed before the job finished"));
+        }
+
+        await system.TerminateAsync(TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+        await transport.StopAsync(TimeSpan.FromSeconds(2)).ConfigureAwait(false);
+        await transport.DisposeAsync().ConfigureAwait(false);
+    }
+}

@@ -1,0 +1,240 @@
+using AttentionActors.Actors;
+using AttentionActors.Cluster.Transport;
+using AttentionActors.Cluster.Wire;
+using AttentionActors.Kernels;
+using AttentionActors.Pipeline;
+using AttentionActors.Pipeline.Client;
+using AttentionActors.Pipeline.Coordinator;
+using AttentionActors.Pipeline.Planning;
+using Microsoft.Extensions.Logging;
+
+namespace AttentionActors.Cluster;
+
+/// <summary>
+/// A coordinator node's door: it takes a job's geometry (<see cref="SubmitAttention"/>), refuses
+/// at once what it cannot run (too large for this node, no worker or reducer alive), receives the
+/// tensors in chunks, checks every value, plans the shards for the live workers, picks a reducer,
+/// and starts a <see cref="JobCoordinator"/> for it, telling the client where its job runs. It holds
+/// a job's tensors until the job's coordinator stops, and cancels the jobs of a client that vanishes.
+/// </summary>
+internal sealed partial class JobHost : ActorBase
+{
+    /// <summary>The host's actor name on every coordinator node.</summary>
+    public const string ActorName = "jobs";
+
+    private static readonly TimeSpan UploadIdleTimeout = TimeSpan.FromMinutes(2);
+
+    private readonly NodeTransport transport;
+    private readonly NodeOptions options;
+    private readonly ILogger logger;
+    private readonly Dictionary<JobId, Upload> uploads = [];
+    private readonly Dictionary<JobId, (IActorRef Coordinator, IActorRef Client)> running = [];
+    private readonly IActorRef queue;
+    private int nextReducer;
+    private ICancelable? sweep;
+
+    public JobHost(NodeTransport transport, NodeOptions options, ILogger logger)
+    {
+        this.transport = transport;
+        this.options = options;
+        this.logger = logger;
+        queue = new WorkQueueRef(transport);
+        Receive<SubmitAttention>(OnSubmit);
+        Receive<TensorChunk>(OnChunk);
+        Receive<CancelJob>(cancel =>
+        {
+            if (uploads.Remove(cancel.Job))
+            {
+                LogCancelledUpload(logger, cancel.Job, cancel.Reason);
+            }
+            else if (running.TryGetValue(cancel.Job, out var job))
+            {
+                job.Coordinator.Tell(cancel, Sender);
+            }
+        });
+        Receive<Terminated>(OnTerminated);
+        Receive<SweepUploads>(_ =>
+        {
+            var now = Context.System.Time.GetUtcNow();
+            foreach (var (id, upload) in uploads.Where(u => now - u.Value.LastChunk > UploadIdleTimeout).ToList())
+            {
+                Reject(id, upload.Client, $"no part of the job's tensors arrived for {UploadIdleTimeout.TotalMinutes:F0} min; upload abandoned");
+            }
+        });
+    }
+
+    private sealed record SweepUploads;
+
+    private sealed class Upload(SubmitAttention submit, IActorRef client, DateTimeOffset now)
+    {
+        public SubmitAttention Submit { get; } = submit;
+
+        public IActorRef Client { get; } = client;
+
+        public float[][] Data { get; } = [new float[submit.Geometry.QueryShape.Length], new float[submit.Geometry.KeyShape.Length], new float[submit.Geometry.ValueShape.Length]];
+
+        public long[] Received { get; } = new long[3];
+
+        public DateTimeOffset LastChunk { get; set; } = now;
+    }
+
+    protected override void PreStart() => sweep = Context.System.Scheduler.ScheduleTellRepeatedly(TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(30), Self, new SweepUploads(), Self);
+
+    protected override void PostStop()
+    {
+        sweep?.Cancel();
+        foreach (var (id, job) in running)
+        {
+            job.Coordinator.Tell(new CancelJob(id, $"coordinator node {transport.Node} is shutting down"), Self);
+        }
+    }
+
+    private void OnSubmit(SubmitAttention submit)
+    {
+        if (uploads.ContainsKey(submit.Job) || running.ContainsKey(submit.Job))
+        {
+            return;
+        }
+
+        var g = submit.Geometry;
+        long values = g.QueryShape.Length + g.KeyShape.Length + g.ValueShape.Length;
+        string? refusal = null;
+        if (new[] { g.QueryShape, g.KeyShape, g.ValueShape }.FirstOrDefault(s => s.Length > Array.MaxLength) is { Name: not null } big)
+        {
+            refusal = $"tensor {big} has {big.Length:N0} values; a coordinator holds at most {Array.MaxLength:N0} per tensor";
+        }
+        else if (values * sizeof(float) > options.MaxJobBytes)
+        {
+            refusal = $"the job's Q, K and V take {values * 4.0 / (1 << 30):F2} GiB; coordinator {transport.Node} takes at most {options.MaxJobBytes / (double)(1 << 30):F2} GiB per job (Node:MaxJobBytes)";
+        }
+        else if (!transport.Membership.WithRole(NodeRoles.Worker).Any())
+        {
+            refusal = $"no worker node is alive on broker {transport.Broker.Describe}: start one with `attention node --roles worker --broker …`";
+        }
+        else if (!transport.Membership.WithRole(NodeRoles.Reducer).Any())
+        {
+            refusal = $"no reducer node is alive on broker {transport.Broker.Describe}: start one with `attention node --roles reducer --broker …`";
+        }
+
+        if (refusal is not null)
+        {
+            Reject(submit.Job, Sender, refusal);
+            return;
+        }
+
+        uploads[submit.Job] = new Upload(submit, Sender, Context.System.Time.GetUtcNow());
+        Context.Watch(Sender);
+        LogSubmitted(logger, submit.Job, g.QueryShape, g.KeyShape, g.ValueShape);
+    }
+
+    private void OnChunk(TensorChunk chunk)
+    {
+        if (!uploads.TryGetValue(chunk.Job, out var upload))
+        {
+            return;
+        }
+
+        var target = upload.Data[(int)chunk.Tensor];
+        if (chunk.Offset + chunk.Data.Length > target.Length)
+        {
+            Reject(chunk.Job, upload.Client, $"a chunk of {chunk.Tensor} covers values [{chunk.Offset}, {chunk.Offset + chunk.Data.Length}) but the tensor holds {target.Length}");
+            return;
+        }
+
+        chunk.Data.Span.CopyTo(target.AsSpan((int)chunk.Offset));
+        upload.Received[(int)chunk.Tensor] += chunk.Data.Length;
+        upload.LastChunk = Context.System.Time.GetUtcNow();
+        if (chunk.Last)
+        {
+            uploads.Remove(chunk.Job);
+            Start(upload);
+        }
+    }
+
+    private void Start(Upload upload)
+    {
+        var job = upload.Submit.Job;
+        var g = upload.Submit.Geometry;
+        for (int t = 0; t < 3; t++)
+        {
+            if (upload.Received[t] != upload.Data[t].Length)
+            {
+                Reject(job, upload.Client, $"the upload ended with {upload.Received[t]:N0} of the {upload.Data[t].Length:N0} values of {(TensorRole)t}");
+                return;
+            }
+        }
+
+        AttentionProblem problem;
+        ShardPlan plan;
+        try
+        {
+            problem = AttentionProblem.Create(
+                g,
+                new AttentionTensor(g.QueryShape.Name, upload.Data[0], g.Batch, g.Heads, g.QuerySeq, g.KeyDim),
+                new AttentionTensor(g.KeyShape.Name, upload.Data[1], g.Batch, g.KvHeads, g.KeySeq, g.KeyDim),
+                new AttentionTensor(g.ValueShape.Name, upload.Data[2], g.Batch, g.KvHeads, g.KeySeq, g.ValueDim));
+            int workers = Math.Max(1, transport.Membership.WithRole(NodeRoles.Worker).Sum(m => m.Heartbeat.Threads));
+            long budget = transport.Broker.Options.MaxMessageBytes - (256 << 10);
+            long maxShard = Math.Min(budget, upload.Submit.MaxShardBytes > 0 ? upload.Submit.MaxShardBytes : options.MaxShardBytes ?? budget);
+            plan = ShardPlanner.Plan(problem, workers, new PlanOptions { MaxShardBytes = maxShard });
+        }
+        catch (Exception ex) when (ex is AttentionInputException or ArgumentException or InvalidOperationException)
+        {
+            Reject(job, upload.Client, ex.Message);
+            return;
+        }
+
+        var reducers = transport.Membership.WithRole(NodeRoles.Reducer).Select(m => m.Heartbeat.Node).Order(StringComparer.Ordinal).ToList();
+        if (reducers.Count == 0)
+        {
+            Reject(job, upload.Client, $"no reducer node is alive on broker {transport.Broker.Describe}");
+            return;
+        }
+
+        var reducer = transport.Resolve(new ActorAddress(reducers[nextReducer++ % reducers.Count], "reducer"));
+        ShardInputSource inputs = shard => ShardInput.Slice(problem, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd);
+        var client = upload.Client;
+        var coordinator = Context.ActorOf(Props.Create(() => new JobCoordinator(job, g, plan, inputs, queue, reducer, client, options.Job, logger)), $"job-{job}");
+        Context.Watch(coordinator);
+        running[job] = (coordinator, client);
+        client.Tell(new WatchJob(coordinator, reducer), Self);
+        LogStarted(logger, job, plan.Shards.Count, reducer.Path);
+    }
+
+    private void Reject(JobId job, IActorRef client, string reason)
+    {
+        uploads.Remove(job);
+        LogRejected(logger, job, reason);
+        client.Tell(new AttentionFailed(job, reason), Self);
+    }
+
+    private void OnTerminated(Terminated t)
+    {
+        foreach (var (id, job) in running.Where(r => r.Value.Coordinator.Equals(t.Actor)).ToList())
+        {
+            running.Remove(id);
+        }
+
+        foreach (var (id, job) in running.Where(r => r.Value.Client.Equals(t.Actor)).ToList())
+        {
+            job.Coordinator.Tell(new CancelJob(id, $"the client {t.Actor.Path} vanished"), Self);
+        }
+
+        foreach (var (id, _) in uploads.Where(u => u.Value.Client.Equals(t.Actor)).ToList())
+        {
+            uploads.Remove(id);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "job {Job} submitted: Q {Q}, K {K}, V {V}")]
+    private static partial void LogSubmitted(ILogger logger, JobId job, TensorShape q, TensorShape k, TensorShape v);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "job {Job} started: {Shards} shards, reducer {Reducer}")]
+    private static partial void LogStarted(ILogger logger, JobId job, int shards, ActorPath reducer);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "job {Job} refused: {Reason}")]
+    private static partial void LogRejected(ILogger logger, JobId job, string reason);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "upload of job {Job} cancelled: {Reason}")]
+    private static partial void LogCancelledUpload(ILogger logger, JobId job, string reason);
+}

@@ -1,0 +1,177 @@
+using System.Threading.Channels;
+using AttentionActors.Actors;
+using AttentionActors.Cluster.Wire;
+using Microsoft.Extensions.Logging;
+using RabbitMQ.Client;
+
+namespace AttentionActors.Cluster.Transport;
+
+/// <summary>
+/// Everything a node publishes goes through one ordered loop on one confirm channel: messages are
+/// encoded only when their turn comes (a coordinator may queue thousands of shards that are views
+/// of its tensors, not copies), each is checked against the message budget, published, and its
+/// confirmation awaited before the next — so messages from one node to another keep their order (the
+/// last rows before the completion notice), and an action queued after a message (acking the shard a
+/// partial answers) runs only once the broker has that message.
+/// </summary>
+internal sealed partial class Outbox : IAsyncDisposable
+{
+    private readonly Channel<Item> items = System.Threading.Channels.Channel.CreateUnbounded<Item>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly BrokerConnection broker;
+    private readonly WireCodec codec;
+    private readonly ILogger logger;
+    private readonly Task loop;
+    private readonly CancellationTokenSource stop = new();
+    private IChannel? channel;
+    private long published;
+    private long publishedBytes;
+
+    public Outbox(BrokerConnection broker, WireCodec codec, ILogger logger)
+    {
+        this.broker = broker;
+        this.codec = codec;
+        this.logger = logger;
+        loop = Task.Run(RunAsync);
+    }
+
+    public long Published => Interlocked.Read(ref published);
+
+    public long PublishedBytes => Interlocked.Read(ref publishedBytes);
+
+    /// <summary>Queues a message for <paramref name="target"/> via <paramref name="exchange"/>; the task completes once the broker confirms it (or faults).</summary>
+    public Task Send(string exchange, string routingKey, object message, ActorAddress target, IActorRef? sender, bool persistent = false)
+    {
+        var item = new Publish(exchange, routingKey, message, target, sender, persistent, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+        if (!items.Writer.TryWrite(item))
+        {
+            item.Done.TrySetException(new InvalidOperationException("the node is shutting down"));
+        }
+
+        return item.Done.Task;
+    }
+
+    /// <summary>Runs <paramref name="action"/> once everything queued before it is confirmed.</summary>
+    public void AfterConfirmed(Func<Task> action) => items.Writer.TryWrite(new AfterAll(action));
+
+    /// <summary>Publishes what is queued (up to <paramref name="timeout"/>), then stops.</summary>
+    public async Task FlushAsync(TimeSpan timeout)
+    {
+        items.Writer.TryComplete();
+        if (await Task.WhenAny(loop, Task.Delay(timeout)).ConfigureAwait(false) != loop)
+        {
+            await stop.CancelAsync().ConfigureAwait(false);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        items.Writer.TryComplete();
+        await stop.CancelAsync().ConfigureAwait(false);
+        try
+        {
+            await loop.ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            // Stopped on purpose.
+        }
+
+        if (channel is not null)
+        {
+            await channel.DisposeAsync().ConfigureAwait(false);
+        }
+
+        stop.Dispose();
+    }
+
+    private abstract record Item;
+
+    private sealed record Publish(string Exchange, string RoutingKey, object Message, ActorAddress Target, IActorRef? Sender, bool Persistent, TaskCompletionSource Done) : Item;
+
+    private sealed record AfterAll(Func<Task> Action) : Item;
+
+    private async Task RunAsync()
+    {
+        await foreach (var item in items.Reader.ReadAllAsync(stop.Token).ConfigureAwait(false))
+        {
+            switch (item)
+            {
+                case Publish publish:
+                    await PublishAsync(publish).ConfigureAwait(false);
+                    break;
+                case AfterAll after:
+                    try
+                    {
+                        await after.Action().ConfigureAwait(false);
+                    }
+                    catch (Exception ex)
+                    {
+                        LogActionFailed(logger, ex.Message);
+                    }
+
+                    break;
+            }
+        }
+    }
+
+    private async Task PublishAsync(Publish item)
+    {
+        byte[] body;
+        try
+        {
+            body = WireCodec.Encode(item.Message, item.Target, item.Sender);
+        }
+        catch (Exception ex)
+        {
+            LogUnsendable(logger, item.Message.GetType().Name, item.Target.ToString(), ex.Message);
+            item.Done.TrySetException(ex);
+            return;
+        }
+
+        if (body.Length > broker.Options.MaxMessageBytes)
+        {
+            string why = $"{item.Message.GetType().Name} to {item.Target} is {body.Length:N0} bytes, over the {broker.Options.MaxMessageBytes:N0}-byte message budget";
+            LogUnsendable(logger, item.Message.GetType().Name, item.Target.ToString(), why);
+            item.Done.TrySetException(new InvalidOperationException(why));
+            return;
+        }
+
+        try
+        {
+            channel ??= await broker.CreatePublishChannelAsync(stop.Token).ConfigureAwait(false);
+            var properties = new BasicProperties { DeliveryMode = item.Persistent ? DeliveryModes.Persistent : DeliveryModes.Transient, Type = item.Message.GetType().Name };
+
+            // No cancellable token on a confirm channel in client 7.1.2 (its semaphore leaks on cancel): bound the wait instead.
+            await channel.BasicPublishAsync(item.Exchange, item.RoutingKey, mandatory: false, properties, body).AsTask().WaitAsync(broker.Options.PublishTimeout, stop.Token).ConfigureAwait(false);
+            Interlocked.Increment(ref published);
+            Interlocked.Add(ref publishedBytes, body.Length);
+            item.Done.TrySetResult();
+        }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        {
+            item.Done.TrySetCanceled();
+        }
+        catch (Exception ex)
+        {
+            LogPublishFailed(logger, item.Message.GetType().Name, item.Target.ToString(), ex.Message);
+            item.Done.TrySetException(ex);
+
+            // A timed-out or failed confirm channel is not reused: the next message opens a fresh one.
+            var broken = channel;
+            channel = null;
+            if (broken is not null)
+            {
+                _ = broken.DisposeAsync().AsTask().ContinueWith(_ => { }, TaskScheduler.Default);
+            }
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "cannot send {MessageType} to {Target}: {Reason}")]
+    private static partial void LogUnsendable(ILogger logger, string messageType, string target, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "publishing {MessageType} to {Target} failed: {Reason}")]
+    private static partial void LogPublishFailed(ILogger logger, string messageType, string target, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "an action after confirmation failed: {Reason}")]
+    private static partial void LogActionFailed(ILogger logger, string reason);
+}
