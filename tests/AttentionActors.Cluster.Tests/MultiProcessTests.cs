@@ -1,0 +1,53 @@
+using AttentionActors.Kernels;
+using AttentionActors.Kernels.Tests;
+
+namespace AttentionActors.Cluster.Tests;
+
+/// <summary>Jobs on real node processes (1 coordinator, 1 reducer, 3 workers) over the private broker.</summary>
+[Collection(BrokerCollection.Name)]
+public sealed class MultiProcessTests(PrivateBroker broker)
+{
+    private const long SmallShards = 96 << 10;
+
+    private static readonly string[] Cases = ["causal", "gqa", "cross", "padded"];
+
+    private static AttentionProblem Problem(string name) => name switch
+    {
+        "causal" => Create(TestData.Qkv(11, 1, 3, 3, 515, 515, 32, 32), new AttentionOptions { Causal = true, BlockSize = 64 }),
+        "gqa" => Create(TestData.Qkv(12, 1, 6, 2, 300, 300, 24, 40), new AttentionOptions { BlockSize = 32 }),
+        "cross" => Create(TestData.Qkv(13, 1, 2, 2, 123, 777, 32, 16), new AttentionOptions { Causal = true, Alignment = DiagonalAlignment.BottomRight, BlockSize = 48 }),
+        "padded" => Create(TestData.Qkv(14, 3, 2, 2, 200, 200, 16, 16), new AttentionOptions { KeyLengths = [200, 37, 0], BlockSize = 16 }),
+        _ => throw new ArgumentOutOfRangeException(nameof(name)),
+    };
+
+    private static AttentionProblem Create((AttentionTensor Q, AttentionTensor K, AttentionTensor V) t, AttentionOptions options)
+        => AttentionProblem.Create(t.Q, t.K, t.V, options);
+
+    [Fact]
+    public async Task Cluster_of_processes_with_mixed_SIMD_widths_gives_single_node_bits()
+    {
+        await using var cluster = await ClusterHarness.StartAsync(broker);
+        await cluster.StartTopology(
+            ("worker-512", null),
+            ("worker-256", new Dictionary<string, string> { ["DOTNET_PreferredVectorBitWidth"] = "256" }),
+            ("worker-noavx512", new Dictionary<string, string> { ["DOTNET_EnableAVX512"] = "0" }));
+
+        foreach (string name in Cases)
+        {
+            var problem = Problem(name);
+            var expected = ClusterHarness.SingleNode(problem);
+            var actual = await cluster.Client.ComputeAsync(problem, maxShardBytes: SmallShards).WaitAsync(TimeSpan.FromSeconds(60));
+            TestData.AssertBitwise(expected.Output.Data.Span, actual.Output.Data.Span, $"{name}: cluster output");
+            TestData.AssertBitwise(expected.Lse, actual.Lse, $"{name}: cluster lse");
+        }
+
+        // Every worker took part, whatever its vector width: the bits above came from all three.
+        await Task.Delay(cluster.Broker.HeartbeatInterval * 3);
+        Assert.Equal("Vector256", cluster.Member("worker-256").Heartbeat.Simd);
+        Assert.Equal("Vector256", cluster.Member("worker-noavx512").Heartbeat.Simd);
+        foreach (var worker in new[] { "worker-512", "worker-256", "worker-noavx512" })
+        {
+            Assert.True(cluster.Member(worker).Heartbeat.ShardsDone > 0, $"{worker} computed no shard:\n{cluster.Logs()}");
+        }
+    }
+}
