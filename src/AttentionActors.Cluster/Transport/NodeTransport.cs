@@ -25,7 +25,10 @@ internal sealed partial class NodeTransport : IAsyncDisposable
     private readonly bool broadcasts;
     private readonly bool trackMembership;
     private IChannel? inbox;
+    private IChannel? beatsIn;
+    private IChannel? beatsOut;
     private ITimer? heartbeatTimer;
+    private int beating;
     private long receivedBytes;
     private long dropped;
 
@@ -114,17 +117,20 @@ internal sealed partial class NodeTransport : IAsyncDisposable
     public async Task StopAsync(TimeSpan flushTimeout)
     {
         heartbeatTimer?.Dispose();
-        _ = Outbox.Send(Topology.Heartbeats, "", heartbeat() with { Leaving = true }, new ActorAddress(AnyNode, "membership"), null);
         await Outbox.FlushAsync(flushTimeout).ConfigureAwait(false);
+        await PublishBeatAsync(heartbeat() with { Leaving = true }).ConfigureAwait(false);
     }
 
     public async ValueTask DisposeAsync()
     {
         heartbeatTimer?.Dispose();
         await Outbox.DisposeAsync().ConfigureAwait(false);
-        if (inbox is not null)
+        foreach (var channel in new[] { inbox, beatsIn, beatsOut })
         {
-            await inbox.DisposeAsync().ConfigureAwait(false);
+            if (channel is not null)
+            {
+                await channel.DisposeAsync().ConfigureAwait(false);
+            }
         }
 
         await Broker.DisposeAsync().ConfigureAwait(false);
@@ -137,7 +143,7 @@ internal sealed partial class NodeTransport : IAsyncDisposable
         await Topology.DeclareSharedAsync(channel, cancellationToken).ConfigureAwait(false);
         try
         {
-            await Topology.DeclareInboxAsync(channel, Node, broadcasts, trackMembership, cancellationToken).ConfigureAwait(false);
+            await Topology.DeclareInboxAsync(channel, Node, broadcasts, cancellationToken).ConfigureAwait(false);
         }
         catch (RabbitMQ.Client.Exceptions.OperationInterruptedException ex) when (ex.ShutdownReason?.ReplyCode == 405)
         {
@@ -149,14 +155,54 @@ internal sealed partial class NodeTransport : IAsyncDisposable
         var consumer = new AsyncEventingBasicConsumer(channel);
         consumer.ReceivedAsync += OnInboxAsync;
         await channel.BasicConsumeAsync(Topology.Inbox(Node), autoAck: false, consumer, cancellationToken).ConfigureAwait(false);
-        var interval = Broker.Options.HeartbeatInterval;
-        heartbeatTimer = TimeProvider.System.CreateTimer(_ => Beat(), null, TimeSpan.Zero, interval);
+
+        // Heartbeats travel apart from data, both ways: behind a queue of 8 MiB shards a live node would look dead.
+        if (trackMembership)
+        {
+            beatsIn = await Broker.CreateConsumeChannelAsync(cancellationToken).ConfigureAwait(false);
+            await Topology.DeclareBeatsAsync(beatsIn, Node, Broker.Options.NodeTimeout, cancellationToken).ConfigureAwait(false);
+            var beats = new AsyncEventingBasicConsumer(beatsIn);
+            beats.ReceivedAsync += (_, delivery) =>
+            {
+                if (Accept(delivery.Body.Span, delivery.BasicProperties.Type) is { Message: NodeHeartbeat beat })
+                {
+                    Membership.Observe(beat);
+                }
+
+                return Task.CompletedTask;
+            };
+            await beatsIn.BasicConsumeAsync(Topology.Beats(Node), autoAck: true, beats, cancellationToken).ConfigureAwait(false);
+        }
+
+        beatsOut = await Broker.Publishing.CreateChannelAsync(null, cancellationToken).ConfigureAwait(false);
+        heartbeatTimer = TimeProvider.System.CreateTimer(_ => Beat(), null, TimeSpan.Zero, Broker.Options.HeartbeatInterval);
     }
 
     private void Beat()
     {
-        _ = Outbox.Send(Topology.Heartbeats, "", heartbeat(), new ActorAddress(AnyNode, "membership"), null);
         Membership.Sweep();
+        if (Interlocked.Exchange(ref beating, 1) == 0)
+        {
+            _ = PublishBeatAsync(heartbeat());
+        }
+    }
+
+    /// <summary>One heartbeat, unconfirmed (the next one follows within an interval); at most one in flight.</summary>
+    private async Task PublishBeatAsync(NodeHeartbeat beat)
+    {
+        try
+        {
+            var body = WireCodec.Encode(beat, new ActorAddress(AnyNode, "membership"), null);
+            await beatsOut!.BasicPublishAsync(Topology.Heartbeats, "", body).AsTask().WaitAsync(Broker.Options.PublishTimeout).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            LogBeatFailed(logger, ex.Message);
+        }
+        finally
+        {
+            Volatile.Write(ref beating, 0);
+        }
     }
 
     private async Task OnInboxAsync(object sender, BasicDeliverEventArgs delivery)
@@ -166,11 +212,7 @@ internal sealed partial class NodeTransport : IAsyncDisposable
         {
             if (Accept(delivery.Body.Span, delivery.BasicProperties.Type) is { } message)
             {
-                if (message.Message is NodeHeartbeat beat)
-                {
-                    Membership.Observe(beat);
-                }
-                else if (system.TryResolve(new ActorPath($"local://{Node}", message.Target.Name), out var target) && target.Path.IsLocal)
+                if (system.TryResolve(new ActorPath($"local://{Node}", message.Target.Name), out var target) && target.Path.IsLocal)
                 {
                     await target.TellAsync(message.Message, message.Sender).ConfigureAwait(false);
                 }
@@ -223,6 +265,9 @@ internal sealed partial class NodeTransport : IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "node {Node} dropped a message: {Why}")]
     private static partial void LogDropped(ILogger logger, string node, string why);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "heartbeat not sent: {Reason}")]
+    private static partial void LogBeatFailed(ILogger logger, string reason);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "{MessageType} for actor {Name}, which is not (or no longer) on this node")]
     private static partial void LogNoSuchActor(ILogger logger, string messageType, string name);

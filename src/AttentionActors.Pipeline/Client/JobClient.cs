@@ -44,6 +44,7 @@ internal sealed class JobClient : ActorBase
     private readonly TaskCompletionSource<AttentionResult> result;
     private readonly TimeSpan grace;
     private IActorRef coordinator = NoSender.Instance;
+    private IActorRef? reducer;
     private long rowsReceived;
 
     public JobClient(JobId job, AttentionGeometry geometry, Memory<float> output, IProgress<JobProgress>? progress, TaskCompletionSource<AttentionResult> result, TimeSpan grace)
@@ -70,7 +71,15 @@ internal sealed class JobClient : ActorBase
     {
         Receive<WatchJob>(watch =>
         {
+            // In cluster mode the coordinator node stands in until the job is accepted; then the job's own actors replace it.
+            if (reducer is not null)
+            {
+                Context.Unwatch(coordinator);
+                Context.Unwatch(reducer);
+            }
+
             coordinator = watch.Coordinator;
+            reducer = watch.Reducer;
             Context.Watch(watch.Coordinator);
             Context.Watch(watch.Reducer);
         });
