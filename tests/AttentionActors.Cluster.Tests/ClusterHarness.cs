@@ -71,6 +71,17 @@ public sealed class ClusterHarness : IAsyncDisposable
         await WaitForNodes(TimeSpan.FromSeconds(30), ["coordinator", "reducer", .. workers.Select(w => w.Name)]);
     }
 
+    /// <summary>The task's result, or a timeout that shows every node's last log lines.</summary>
+    public async Task<T> Within<T>(Task<T> task, TimeSpan timeout)
+    {
+        if (await Task.WhenAny(task, Task.Delay(timeout)) != task)
+        {
+            throw new TimeoutException($"no result within {timeout.TotalSeconds:F0} s\n{Logs()}");
+        }
+
+        return await task;
+    }
+
     public string Logs() => string.Join("\n---\n", nodes.Select(n => $"{n.Name}:\n{n.Tail(25)}"));
 
     public async ValueTask DisposeAsync()

@@ -175,7 +175,7 @@ public sealed class FaultTests(PrivateBroker broker)
         var poisonedJob = cluster.Client.ComputeAsync(poisoned, maxShardBytes: 64 << 10);
         var healthyJob = cluster.Client.ComputeAsync(healthy, maxShardBytes: SmallShards);
 
-        var failure = await Assert.ThrowsAsync<AttentionJobException>(() => poisonedJob.WaitAsync(TimeSpan.FromSeconds(120)));
+        var failure = await Assert.ThrowsAsync<AttentionJobException>(() => cluster.Within(poisonedJob, TimeSpan.FromSeconds(90)));
         Assert.Contains("dead-lettered", failure.Message, StringComparison.Ordinal);
         Assert.Contains("head 1", failure.Message, StringComparison.Ordinal);
         var result = await healthyJob.WaitAsync(TimeSpan.FromSeconds(120));

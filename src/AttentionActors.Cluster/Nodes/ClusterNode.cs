@@ -55,12 +55,12 @@ public sealed partial class ClusterNode : IAsyncDisposable
         long started = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
         string simd = Lanes.Resolve(options.KernelPath).ToString();
         bool worker = options.Has(NodeRoles.Worker);
-        NodeHeartbeat Beat() => new(name, options.Roles, Environment.MachineName, Environment.ProcessId, simd, worker ? options.Threads : 0, started, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(), stats.ShardsDone, stats.InFlight, false);
+        NodeHeartbeat Beat() => new(name, options.Roles, Environment.MachineName, Environment.ProcessId, simd, worker ? options.Threads : 0, started, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(), stats.ShardsDone, stats.InFlight, false, stats.EndedJobs);
 
         NodeTransport transport;
         try
         {
-            transport = await NodeTransport.StartAsync(system, broker, Beat, broadcasts: worker, trackMembership: options.Has(NodeRoles.Coordinator) || options.Has(NodeRoles.Reducer), logger, cancellationToken).ConfigureAwait(false);
+            transport = await NodeTransport.StartAsync(system, broker, Beat, broadcasts: worker, trackMembership: true, logger, cancellationToken).ConfigureAwait(false);
         }
         catch
         {
@@ -78,7 +78,7 @@ public sealed partial class ClusterNode : IAsyncDisposable
 
             if (options.Has(NodeRoles.Coordinator))
             {
-                system.ActorOf(Props.Create(() => new JobHost(transport, options, logger)) with { MailboxCapacity = 1 << 16 }, JobHost.ActorName);
+                system.ActorOf(Props.Create(() => new JobHost(transport, options, stats, logger)) with { MailboxCapacity = 1 << 16 }, JobHost.ActorName);
                 await node.WatchDeadLettersAsync(cancellationToken).ConfigureAwait(false);
             }
 
@@ -143,6 +143,8 @@ public sealed partial class ClusterNode : IAsyncDisposable
             system.ActorOf(Props.Create(() => new Worker(queue, compute)), $"worker-{w}");
         }
 
+        // Hear the coordinators first: their heartbeats name the jobs that ended before this node joined.
+        await Task.Delay(transport.Broker.Options.HeartbeatInterval * 1.5, cancellationToken).ConfigureAwait(false);
         workConsumer = await WorkFeed.ConsumeAsync(transport, workChannel, queue, options.Threads, logger, cancellationToken).ConfigureAwait(false);
     }
 

@@ -33,9 +33,12 @@ internal sealed partial class JobHost : ActorBase
     private int nextReducer;
     private ICancelable? sweep;
 
-    public JobHost(NodeTransport transport, NodeOptions options, ILogger logger)
+    private readonly NodeStats stats;
+
+    public JobHost(NodeTransport transport, NodeOptions options, NodeStats stats, ILogger logger)
     {
         this.transport = transport;
+        this.stats = stats;
         this.options = options;
         this.logger = logger;
         queue = new WorkQueueRef(transport);
@@ -210,9 +213,10 @@ internal sealed partial class JobHost : ActorBase
 
     private void OnTerminated(Terminated t)
     {
-        foreach (var (id, job) in running.Where(r => r.Value.Coordinator.Equals(t.Actor)).ToList())
+        foreach (var (id, _) in running.Where(r => r.Value.Coordinator.Equals(t.Actor)).ToList())
         {
             running.Remove(id);
+            stats.JobEnded(id.Value);
         }
 
         foreach (var (id, job) in running.Where(r => r.Value.Client.Equals(t.Actor)).ToList())

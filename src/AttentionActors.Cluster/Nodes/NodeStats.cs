@@ -15,4 +15,19 @@ internal sealed class NodeStats
     }
 
     public void ShardDone() => Interlocked.Increment(ref shardsDone);
+
+    private const int EndedKept = 256;
+    private readonly System.Collections.Concurrent.ConcurrentQueue<string> ended = new();
+
+    /// <summary>The most recently ended jobs of this coordinator, oldest first.</summary>
+    public IReadOnlyList<string> EndedJobs => [.. ended];
+
+    public void JobEnded(string job)
+    {
+        ended.Enqueue(job);
+        while (ended.Count > EndedKept)
+        {
+            ended.TryDequeue(out _);
+        }
+    }
 }

@@ -49,9 +49,9 @@ internal sealed partial class WorkFeed : ActorBase
         Receive<WorkerReady>(_ => OnReady(Sender));
         Receive<WorkDelivered>(delivered =>
         {
-            if (ended.Contains(delivered.Work.Job) || drainRequester is not null)
+            if (Ended(delivered.Work) || drainRequester is not null)
             {
-                Settle(delivered.Tag, requeue: drainRequester is not null && !ended.Contains(delivered.Work.Job));
+                Settle(delivered.Tag, requeue: drainRequester is not null && !Ended(delivered.Work));
                 return;
             }
 
@@ -151,12 +151,21 @@ internal sealed partial class WorkFeed : ActorBase
         while (drainRequester is null && pending.First is { } work && idle.First is { } worker)
         {
             pending.RemoveFirst();
+            if (Ended(work.Value.Work))
+            {
+                Settle(work.Value.Tag, requeue: false);
+                continue;
+            }
+
             idle.RemoveFirst();
             busy[worker.Value] = work.Value.Tag;
             stats.InFlight = busy.Count;
             worker.Value.Tell(work.Value.Work, Self);
         }
     }
+
+    /// <summary>Whether the shard's job is over: its end was broadcast, or its coordinator's heartbeat lists it (this node joined later).</summary>
+    private bool Ended(ComputeShard work) => ended.Contains(work.Job) || transport.Membership.HasEnded(work.Job.Value);
 
     /// <summary>Acknowledges a delivery (after everything published before it is confirmed), or hands it back to the queue.</summary>
     private void Settle(ulong tag, bool requeue)

@@ -28,6 +28,9 @@ internal sealed class Membership(TimeProvider time, TimeSpan nodeTimeout)
 
     public bool IsAlive(string node) => members.ContainsKey(node);
 
+    /// <summary>Whether a live coordinator's heartbeat lists <paramref name="job"/> as ended.</summary>
+    public bool HasEnded(string job) => members.Values.Any(m => m.Heartbeat.EndedJobs is { } ended && ended.Contains(job));
+
     public void Observe(NodeHeartbeat beat)
     {
         if (beat.Leaving)

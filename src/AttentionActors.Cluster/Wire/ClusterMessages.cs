@@ -40,4 +40,5 @@ public sealed record NodeHeartbeat(
     long SentUnixMs,
     long ShardsDone,
     int InFlight,
-    bool Leaving) : IWireMessage;
+    bool Leaving,
+    IReadOnlyList<string>? EndedJobs = null) : IWireMessage;

@@ -86,6 +86,7 @@ internal sealed class WireCodec
             case NodeHeartbeat m:
                 var beat = new P.Heartbeat { Node = m.Node, Host = m.Host, ProcessId = m.ProcessId, Simd = m.Simd, Threads = m.Threads, StartedUnixMs = m.StartedUnixMs, SentUnixMs = m.SentUnixMs, ShardsDone = m.ShardsDone, InFlight = m.InFlight, Leaving = m.Leaving };
                 beat.Roles.AddRange(m.Roles);
+                beat.EndedJobs.AddRange(m.EndedJobs ?? []);
                 envelope.Heartbeat = beat;
                 break;
             default: throw new ArgumentException($"{message.GetType().Name} has no wire form", nameof(message));
@@ -381,7 +382,7 @@ internal sealed class WireCodec
             throw new WireFormatException($"heartbeat node name of {h.Node.Length} characters");
         }
 
-        return new NodeHeartbeat(h.Node, [.. h.Roles], h.Host, h.ProcessId, h.Simd, h.Threads, h.StartedUnixMs, h.SentUnixMs, h.ShardsDone, h.InFlight, h.Leaving);
+        return new NodeHeartbeat(h.Node, [.. h.Roles], h.Host, h.ProcessId, h.Simd, h.Threads, h.StartedUnixMs, h.SentUnixMs, h.ShardsDone, h.InFlight, h.Leaving, [.. h.EndedJobs]);
     }
 }
 
