@@ -54,6 +54,8 @@ internal static class NodeCommand
             c.SingleLine = true;
             c.TimestampFormat = "HH:mm:ss.fff ";
         });
+        // A failure to start is reported once, as one clear line below, not as the host's stack trace.
+        builder.Logging.AddFilter("Microsoft.Extensions.Hosting.Internal.Host", LogLevel.None);
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = node.ShutdownTimeout + TimeSpan.FromSeconds(15));
         builder.Services.AddSingleton(new NodeService.Settings(node, broker));
         builder.Services.AddHostedService<NodeService>();

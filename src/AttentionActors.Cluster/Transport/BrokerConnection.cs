@@ -10,18 +10,21 @@ namespace AttentionActors.Cluster.Transport;
 public sealed class BrokerUnreachableException(string message, Exception? inner = null) : Exception(message, inner);
 
 /// <summary>
-/// A node's two connections to RabbitMQ: one to publish (with confirmations), one to consume —
-/// apart, because a memory alarm blocks publishing connections and would block the acks with them.
-/// Both recover automatically from lost connections; queues and consumers are redeclared.
+/// A node's three connections to RabbitMQ: one to publish data (with confirmations), one to
+/// consume — apart, because a memory alarm blocks publishing connections and would block the acks
+/// with them — and one for heartbeats alone, because the broker's flow control throttles a
+/// connection that publishes faster than a quorum queue absorbs, and a throttled heartbeat makes a
+/// live node look dead. All recover automatically from lost connections; queues and consumers are redeclared.
 /// </summary>
 internal sealed partial class BrokerConnection : IAsyncDisposable
 {
     private readonly ILogger logger;
 
-    private BrokerConnection(IConnection publishing, IConnection consuming, BrokerOptions options, ILogger logger)
+    private BrokerConnection(IConnection publishing, IConnection consuming, IConnection heartbeats, BrokerOptions options, ILogger logger)
     {
         Publishing = publishing;
         Consuming = consuming;
+        Heartbeats = heartbeats;
         Options = options;
         this.logger = logger;
         Publishing.ConnectionShutdownAsync += (_, e) => e.Initiator == ShutdownInitiator.Application ? Task.CompletedTask : OnShutdown("publishing", e.ReplyText);
@@ -33,6 +36,8 @@ internal sealed partial class BrokerConnection : IAsyncDisposable
     public IConnection Publishing { get; }
 
     public IConnection Consuming { get; }
+
+    public IConnection Heartbeats { get; }
 
     public BrokerOptions Options { get; }
 
@@ -53,15 +58,23 @@ internal sealed partial class BrokerConnection : IAsyncDisposable
         {
             try
             {
-                var publishing = await factory.CreateConnectionAsync($"{node} publish", cancellationToken).ConfigureAwait(false);
+                var opened = new List<IConnection>();
                 try
                 {
-                    var consuming = await factory.CreateConnectionAsync($"{node} consume", cancellationToken).ConfigureAwait(false);
-                    return new BrokerConnection(publishing, consuming, options, logger);
+                    foreach (string purpose in new[] { "publish", "consume", "heartbeat" })
+                    {
+                        opened.Add(await factory.CreateConnectionAsync($"{node} {purpose}", cancellationToken).ConfigureAwait(false));
+                    }
+
+                    return new BrokerConnection(opened[0], opened[1], opened[2], options, logger);
                 }
                 catch
                 {
-                    await publishing.DisposeAsync().ConfigureAwait(false);
+                    foreach (var connection in opened)
+                    {
+                        await connection.DisposeAsync().ConfigureAwait(false);
+                    }
+
                     throw;
                 }
             }
@@ -97,7 +110,7 @@ internal sealed partial class BrokerConnection : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        foreach (var connection in new[] { Consuming, Publishing })
+        foreach (var connection in new[] { Consuming, Publishing, Heartbeats })
         {
             try
             {

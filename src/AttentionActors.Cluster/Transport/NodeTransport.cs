@@ -174,7 +174,7 @@ internal sealed partial class NodeTransport : IAsyncDisposable
             await beatsIn.BasicConsumeAsync(Topology.Beats(Node), autoAck: true, beats, cancellationToken).ConfigureAwait(false);
         }
 
-        beatsOut = await Broker.Publishing.CreateChannelAsync(null, cancellationToken).ConfigureAwait(false);
+        beatsOut = await Broker.Heartbeats.CreateChannelAsync(null, cancellationToken).ConfigureAwait(false);
         heartbeatTimer = TimeProvider.System.CreateTimer(_ => Beat(), null, TimeSpan.Zero, Broker.Options.HeartbeatInterval);
     }
 

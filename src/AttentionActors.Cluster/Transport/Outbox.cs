@@ -9,10 +9,12 @@ namespace AttentionActors.Cluster.Transport;
 /// <summary>
 /// Everything a node publishes goes through one ordered loop on one confirm channel: messages are
 /// encoded only when their turn comes (a coordinator may queue thousands of shards that are views
-/// of its tensors, not copies), each is checked against the message budget, published, and its
-/// confirmation awaited before the next — so messages from one node to another keep their order (the
-/// last rows before the completion notice), and an action queued after a message (acking the shard a
-/// partial answers) runs only once the broker has that message.
+/// of its tensors, not copies), each is checked against the message budget and published in order —
+/// so messages from one node to another keep their order (the last rows before the completion
+/// notice) — with up to <see cref="Window"/> confirmations outstanding (a quorum queue confirms only
+/// after its log is written; waiting for each in turn would idle the workers). An action queued
+/// after a message (acking the shard a partial answers) runs only once the broker has confirmed
+/// everything before it.
 /// </summary>
 internal sealed partial class Outbox : IAsyncDisposable
 {
@@ -21,7 +23,9 @@ internal sealed partial class Outbox : IAsyncDisposable
     private readonly WireCodec codec;
     private readonly ILogger logger;
     private readonly Task loop;
+    private const int Window = 4;
     private readonly CancellationTokenSource stop = new();
+    private readonly Queue<(Task Confirmed, Publish Item, int Bytes)> inFlight = new();
     private IChannel? channel;
     private long published;
     private long publishedBytes;
@@ -92,25 +96,82 @@ internal sealed partial class Outbox : IAsyncDisposable
 
     private async Task RunAsync()
     {
-        await foreach (var item in items.Reader.ReadAllAsync(stop.Token).ConfigureAwait(false))
+        while (await items.Reader.WaitToReadAsync(stop.Token).ConfigureAwait(false))
         {
-            switch (item)
+            while (items.Reader.TryRead(out var item))
             {
-                case Publish publish:
-                    await PublishAsync(publish).ConfigureAwait(false);
-                    break;
-                case AfterAll after:
-                    try
-                    {
-                        await after.Action().ConfigureAwait(false);
-                    }
-                    catch (Exception ex)
-                    {
-                        LogActionFailed(logger, ex.Message);
-                    }
+                switch (item)
+                {
+                    case Publish publish:
+                        await PublishAsync(publish).ConfigureAwait(false);
+                        if (inFlight.Count >= Window)
+                        {
+                            await ConfirmOldestAsync().ConfigureAwait(false);
+                        }
 
-                    break;
+                        break;
+                    case AfterAll after:
+                        await ConfirmAllAsync().ConfigureAwait(false);
+                        try
+                        {
+                            await after.Action().ConfigureAwait(false);
+                        }
+                        catch (Exception ex)
+                        {
+                            LogActionFailed(logger, ex.Message);
+                        }
+
+                        break;
+                }
             }
+
+            // Nothing more queued: settle what is outstanding, so a sender awaiting its confirmation is never left waiting.
+            await ConfirmAllAsync().ConfigureAwait(false);
+        }
+
+        await ConfirmAllAsync().ConfigureAwait(false);
+    }
+
+    private async Task ConfirmAllAsync()
+    {
+        while (inFlight.Count > 0)
+        {
+            await ConfirmOldestAsync().ConfigureAwait(false);
+        }
+    }
+
+    private async Task ConfirmOldestAsync()
+    {
+        var (confirmed, item, bytes) = inFlight.Dequeue();
+        try
+        {
+            // No cancellable token on a confirm channel in client 7.1.2 (its semaphore leaks on cancel): bound the wait instead.
+            await confirmed.WaitAsync(broker.Options.PublishTimeout, stop.Token).ConfigureAwait(false);
+            Interlocked.Increment(ref published);
+            Interlocked.Add(ref publishedBytes, bytes);
+            item.Done.TrySetResult();
+        }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        {
+            item.Done.TrySetCanceled();
+        }
+        catch (Exception ex)
+        {
+            Broken(item, ex);
+        }
+    }
+
+    private void Broken(Publish item, Exception ex)
+    {
+        LogPublishFailed(logger, item.Message.GetType().Name, item.Target.ToString(), ex.Message);
+        item.Done.TrySetException(ex);
+
+        // A timed-out or failed confirm channel is not reused: the next message opens a fresh one.
+        var broken = channel;
+        channel = null;
+        if (broken is not null)
+        {
+            _ = broken.DisposeAsync().AsTask().ContinueWith(_ => { }, TaskScheduler.Default);
         }
     }
 
@@ -141,11 +202,8 @@ internal sealed partial class Outbox : IAsyncDisposable
             channel ??= await broker.CreatePublishChannelAsync(stop.Token).ConfigureAwait(false);
             var properties = new BasicProperties { DeliveryMode = item.Persistent ? DeliveryModes.Persistent : DeliveryModes.Transient, Type = item.Message.GetType().Name };
 
-            // No cancellable token on a confirm channel in client 7.1.2 (its semaphore leaks on cancel): bound the wait instead.
-            await channel.BasicPublishAsync(item.Exchange, item.RoutingKey, mandatory: false, properties, body).AsTask().WaitAsync(broker.Options.PublishTimeout, stop.Token).ConfigureAwait(false);
-            Interlocked.Increment(ref published);
-            Interlocked.Add(ref publishedBytes, body.Length);
-            item.Done.TrySetResult();
+            // Started in order on one channel, so the broker receives them in order; their confirmations are awaited later.
+            inFlight.Enqueue((channel.BasicPublishAsync(item.Exchange, item.RoutingKey, mandatory: false, properties, body).AsTask(), item, body.Length));
         }
         catch (OperationCanceledException) when (stop.IsCancellationRequested)
         {
@@ -153,16 +211,7 @@ internal sealed partial class Outbox : IAsyncDisposable
         }
         catch (Exception ex)
         {
-            LogPublishFailed(logger, item.Message.GetType().Name, item.Target.ToString(), ex.Message);
-            item.Done.TrySetException(ex);
-
-            // A timed-out or failed confirm channel is not reused: the next message opens a fresh one.
-            var broken = channel;
-            channel = null;
-            if (broken is not null)
-            {
-                _ = broken.DisposeAsync().AsTask().ContinueWith(_ => { }, TaskScheduler.Default);
-            }
+            Broken(item, ex);
         }
     }
 
