@@ -137,8 +137,9 @@ internal sealed partial class BrokerConnection : IAsyncDisposable
             NetworkRecoveryInterval = TimeSpan.FromSeconds(1),
             RequestedHeartbeat = TimeSpan.FromSeconds(10),
 
-            // Above the largest message this node sends: a message over the client's limit would close the connection and loop on redelivery.
-            MaxInboundMessageBodySize = (uint)Math.Min(int.MaxValue, (long)options.MaxMessageBytes * 2),
+            // Above anything the broker accepts (RabbitMQ 3.x: 128 MiB by default), not just our budget: a message over the
+            // client's limit closes the connection and comes back on redelivery forever. Oversized ones are dropped after receipt.
+            MaxInboundMessageBodySize = (uint)Math.Max(128L << 20, (long)options.MaxMessageBytes * 2),
         };
         if (uri.UserInfo.Length == 0)
         {

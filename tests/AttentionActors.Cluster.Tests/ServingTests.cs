@@ -1,0 +1,103 @@
+using AttentionActors.Cluster.Client;
+using AttentionActors.Cluster.Transport;
+using AttentionActors.Cluster.Wire;
+using AttentionActors.Kernels;
+using AttentionActors.Kernels.Tests;
+using AttentionActors.Pipeline;
+using Google.Protobuf;
+using RabbitMQ.Client;
+using P = AttentionActors.Cluster.Wire.Proto;
+
+namespace AttentionActors.Cluster.Tests;
+
+/// <summary>Nodes keep serving: through garbage on every queue, concurrent clients, and workers that join mid-job.</summary>
+[Collection(BrokerCollection.Name)]
+public sealed class ServingTests(PrivateBroker broker)
+{
+    private const long SmallShards = 512 << 10;
+
+    private static AttentionProblem Job(int seed, int n = 2048, int heads = 4)
+    {
+        var (q, k, v) = TestData.Qkv(seed, 1, heads, heads, n, n, 64, 64);
+        return AttentionProblem.Create(q, k, v, new AttentionOptions { Causal = true });
+    }
+
+    [Fact]
+    public async Task Garbage_truncated_oversized_and_wrong_version_messages_on_every_queue_leave_the_nodes_serving()
+    {
+        await using var cluster = await ClusterHarness.StartAsync(broker);
+        await cluster.StartTopology(("w1", null));
+        var t = new Topology(cluster.Broker.Prefix, cluster.Broker.DeliveryLimit);
+        var valid = WireCodec.Encode(new Pipeline.Coordinator.ShardMerged(new JobId("nobody"), 1), new ActorAddress("coordinator", "jobs"), null);
+        var wrongVersion = P.Envelope.Parser.ParseFrom(valid);
+        wrongVersion.Version = 7;
+        byte[][] bodies =
+        [
+            [0xde, 0xad, 0xbe, 0xef],
+            valid[..^3],
+            wrongVersion.ToByteArray(),
+            new byte[cluster.Broker.MaxMessageBytes + 1],
+
+            // Over twice the budget: a client whose inbound limit were this low would close its connection and loop on redelivery.
+            new byte[20 << 20],
+        ];
+
+        var factory = new ConnectionFactory { Uri = new Uri(broker.Url), MaxInboundMessageBodySize = 64 << 20 };
+        await using (var connection = await factory.CreateConnectionAsync())
+        await using (var channel = await connection.CreateChannelAsync())
+        {
+            foreach (var body in bodies)
+            {
+                await channel.BasicPublishAsync("", t.WorkQueue, body);
+                await channel.BasicPublishAsync("", t.DeadQueue, body);
+                await channel.BasicPublishAsync(t.Heartbeats, "", body);
+                await channel.BasicPublishAsync(t.Broadcast, "", body);
+                foreach (var node in new[] { "coordinator", "reducer", "w1" })
+                {
+                    await channel.BasicPublishAsync("", t.Inbox(node), body);
+                }
+            }
+        }
+
+        await Task.Delay(TimeSpan.FromSeconds(2));
+        var problem = Job(31);
+        var result = await cluster.Within(cluster.Client.ComputeAsync(problem, maxShardBytes: SmallShards), TimeSpan.FromSeconds(60));
+
+        TestData.AssertBitwise(ClusterHarness.SingleNode(problem).Output.Data.Span, result.Output.Data.Span, "the job after the garbage");
+        foreach (var node in cluster.Nodes)
+        {
+            Assert.False(node.HasExited, $"{node.Name} died:\n{node.Tail()}");
+        }
+
+        Assert.Contains("dropped a message", cluster.Nodes.Single(n => n.Name == "reducer").Output, StringComparison.Ordinal);
+        Assert.Contains("not a valid shard", cluster.Nodes.Single(n => n.Name == "w1").Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Two_clients_at_once_both_get_their_own_bits_and_a_worker_joining_mid_job_takes_shards()
+    {
+        await using var cluster = await ClusterHarness.StartAsync(broker);
+        await cluster.StartTopology(("w1", null));
+        await using var second = await ClusterClient.ConnectAsync(cluster.Broker);
+        await second.WaitForRoleAsync(NodeRoles.Coordinator, TimeSpan.FromSeconds(10));
+        var (a, b) = (Job(32, 4096), Job(33, 3000, 3));
+        int joined = 0;
+        var progress = new Progress<Pipeline.Client.JobProgress>(p =>
+        {
+            if (p.ShardsDone > 0 && Interlocked.Exchange(ref joined, 1) == 0)
+            {
+                cluster.Start("w2", NodeRoles.Worker);
+            }
+        });
+
+        var first = cluster.Client.ComputeAsync(a, maxShardBytes: SmallShards, progress: progress);
+        var other = second.ComputeAsync(b, maxShardBytes: SmallShards);
+        var resultA = await cluster.Within(first, TimeSpan.FromSeconds(120));
+        var resultB = await cluster.Within(other, TimeSpan.FromSeconds(120));
+
+        TestData.AssertBitwise(ClusterHarness.SingleNode(a).Output.Data.Span, resultA.Output.Data.Span, "first client");
+        TestData.AssertBitwise(ClusterHarness.SingleNode(b).Output.Data.Span, resultB.Output.Data.Span, "second client");
+        await Task.Delay(cluster.Broker.HeartbeatInterval * 3);
+        Assert.True(cluster.Member("w2").Heartbeat.ShardsDone > 0, $"the worker that joined mid-job took no shard:\n{cluster.Logs()}");
+    }
+}

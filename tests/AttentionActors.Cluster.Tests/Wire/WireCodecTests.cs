@@ -1,0 +1,167 @@
+using AttentionActors.Actors;
+using AttentionActors.Cluster.Wire;
+using AttentionActors.Kernels;
+using AttentionActors.Kernels.Partials;
+using AttentionActors.Kernels.Tests;
+using AttentionActors.Pipeline;
+using AttentionActors.Pipeline.Client;
+using AttentionActors.Pipeline.Coordinator;
+using AttentionActors.Pipeline.Planning;
+using AttentionActors.Pipeline.Reduction;
+using AttentionActors.Pipeline.Workers;
+using Google.Protobuf;
+using P = AttentionActors.Cluster.Wire.Proto;
+
+namespace AttentionActors.Cluster.Tests.Wire;
+
+public sealed class WireCodecTests
+{
+    private static readonly ActorAddress Target = new("node-b", "reducer");
+    private readonly WireCodec codec = new(address => new AddressRef(address));
+
+    private static AttentionGeometry Geometry() => AttentionGeometry.Create(
+        new TensorShape("Q", 2, 4, 100, 24),
+        new TensorShape("K", 2, 2, 130, 24),
+        new TensorShape("V", 2, 2, 130, 40),
+        new AttentionOptions
+        {
+            Causal = true,
+            Alignment = DiagonalAlignment.BottomRight,
+            Window = (17, -1),
+            KeyLengths = [130, 55],
+            SoftCap = 30f,
+            AlibiSlopes = AttentionOptions.DefaultAlibiSlopes(4),
+            Scale = 0.3f,
+            BlockSize = 32,
+        });
+
+    private Delivered RoundTrip(object message) => codec.Decode(WireCodec.Encode(message, Target, new AddressRef(new ActorAddress("node-a", "job-1"))));
+
+    [Fact]
+    public void Every_wire_message_of_the_pipeline_survives_the_round_trip()
+    {
+        var job = new JobId("job-1");
+        var g = Geometry();
+        var shard = new Shard(3, 1, 2, 40, 20, 1, 3, 777, 1.5e6, 4096);
+        var input = new ShardInput(g, 1, 2, 40, 20, 1, 3, Floats(20 * 24, 1), Floats(64 * 24, 2), Floats(64 * 40, 3));
+        var partials = new PartialSet([new TreeNode(1, 0), new TreeNode(0, 2)], 3, 40, Floats(6, 4), Floats(6, 5), Floats(6 * 40, 6));
+        var coordinator = new AddressRef(new ActorAddress("node-a", "jobs/job-job-1"));
+        var reducer = new AddressRef(new ActorAddress("node-c", "reducer"));
+
+        var compute = Assert.IsType<ComputeShard>(RoundTrip(new ComputeShard(job, shard, 2, input, reducer, coordinator)).Message);
+        Assert.Equal(shard, compute.Shard);
+        Assert.Equal(2, compute.Attempt);
+        Assert.Equal(reducer, compute.Reducer);
+        Assert.Equal(coordinator, compute.Coordinator);
+        TestData.AssertBitwise(input.Q.Span, compute.Input.Q.Span, "q");
+        TestData.AssertBitwise(input.K.Span, compute.Input.K.Span, "k");
+        TestData.AssertBitwise(input.V.Span, compute.Input.V.Span, "v");
+        Assert.Equal(g.Options.KeyLengths, compute.Input.Geometry.Options.KeyLengths);
+        Assert.Equal(g.Options.AlibiSlopes, compute.Input.Geometry.Options.AlibiSlopes);
+        Assert.Equal(g.Options.Window, compute.Input.Geometry.Options.Window);
+        Assert.Equal(g.Scale, compute.Input.Geometry.Scale);
+        Assert.Equal(g.DiagonalOffset, compute.Input.Geometry.DiagonalOffset);
+        Assert.Equal(g.Options.SoftCap, compute.Input.Geometry.Options.SoftCap);
+
+        var partial = Assert.IsType<PartialComputed>(RoundTrip(new PartialComputed(job, 3, 2, partials)).Message);
+        Assert.Equal(partials.Nodes, partial.Partials.Nodes);
+        TestData.AssertBitwise(partials.O, partial.Partials.O, "o");
+        TestData.AssertBitwise(partials.M, partial.Partials.M, "m");
+
+        var expect = Assert.IsType<ExpectShards>(RoundTrip(new ExpectShards(job, g, [shard, shard with { Id = 4 }], reducer, coordinator)).Message);
+        Assert.Equal([shard, shard with { Id = 4 }], expect.Shards);
+
+        var rows = Assert.IsType<RowsFinished>(RoundTrip(new RowsFinished(job, 1, 3, 10, 2, Floats(80, 7), [1.5f, float.NegativeInfinity])).Message);
+        Assert.Equal(float.NegativeInfinity, rows.Lse[1]);
+        Assert.Equal(80, rows.Output.Length);
+
+        object[] small =
+        [
+            new ShardStarted(job, 3, 2), new ShardFailed(job, 3, 2, "boom"), new ShardMerged(job, 3), new ShardPoisoned(job, 3, 2, 4),
+            new CancelJob(job, "why"), new JobEnded(job, "completed"), new FailJob(job, "no"), new AttentionCompleted(job, 99),
+            new AttentionFailed(job, "bad", true), new JobProgress(job, 1, 2, 3, 4, TimeSpan.FromSeconds(5)),
+        ];
+        foreach (var message in small)
+        {
+            Assert.Equal(message, RoundTrip(message).Message);
+        }
+
+        var watch = Assert.IsType<WatchJob>(RoundTrip(new WatchJob(coordinator, reducer)).Message);
+        Assert.Equal(coordinator, watch.Coordinator);
+        var chunk = Assert.IsType<TensorChunk>(RoundTrip(new TensorChunk(job, TensorRole.V, 12, Floats(5, 8), true)).Message);
+        Assert.Equal(Floats(5, 8), chunk.Data.ToArray());
+        var submit = Assert.IsType<SubmitAttention>(RoundTrip(new SubmitAttention(job, g, 1 << 20)).Message);
+        Assert.Equal(g.QueryShape, submit.Geometry.QueryShape);
+        var sender = RoundTrip(new ShardMerged(job, 1)).Sender;
+        Assert.Equal(new ActorPath("node://node-a", "job-1"), sender.Path);
+    }
+
+    [Fact]
+    public void Garbage_truncated_and_foreign_bytes_are_refused_with_a_reason()
+    {
+        var valid = WireCodec.Encode(new ShardMerged(new JobId("j"), 1), Target, null);
+        var cases = new Dictionary<string, byte[]>
+        {
+            ["garbage"] = [0xff, 0xff, 0xff, 0xff, 0x0f, 0x01],
+            ["truncated"] = valid[..^2],
+            ["empty"] = [],
+            ["text"] = "{\"job\": 1}"u8.ToArray(),
+        };
+        foreach (var (name, bytes) in cases)
+        {
+            var error = Assert.Throws<WireFormatException>(() => codec.Decode(bytes));
+            Assert.False(string.IsNullOrWhiteSpace(error.Message), name);
+        }
+    }
+
+    [Fact]
+    public void Another_wire_version_is_refused_naming_both_versions()
+    {
+        var envelope = P.Envelope.Parser.ParseFrom(WireCodec.Encode(new ShardMerged(new JobId("j"), 1), Target, null));
+        envelope.Version = 2;
+
+        var error = Assert.Throws<WireFormatException>(() => codec.Decode(envelope.ToByteArray()));
+
+        Assert.Contains("version 2", error.Message, StringComparison.Ordinal);
+        Assert.Contains("version 1", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Byte_counts_that_do_not_match_the_shapes_are_refused_before_use()
+    {
+        var g = Geometry();
+        var shard = new Shard(0, 0, 0, 0, 10, 0, 1, 0, 0, 0);
+        var input = new ShardInput(g, 0, 0, 0, 10, 0, 1, Floats(10 * 24, 1), Floats(32 * 24, 2), Floats(32 * 40, 3));
+        var envelope = P.Envelope.Parser.ParseFrom(WireCodec.Encode(new ComputeShard(new JobId("j"), shard, 1, input, new AddressRef(Target), new AddressRef(Target)), Target, null));
+
+        envelope.Compute.K = ByteString.CopyFrom(new byte[(32 * 24 * 4) - 4]);
+        Assert.Contains("k holds 767 float32 values; its shape needs 768", Assert.Throws<WireFormatException>(() => codec.Decode(envelope.ToByteArray())).Message, StringComparison.Ordinal);
+
+        envelope.Compute.K = ByteString.CopyFrom(new byte[(32 * 24 * 4) + 2]);
+        Assert.Contains("not a whole number of float32", Assert.Throws<WireFormatException>(() => codec.Decode(envelope.ToByteArray())).Message, StringComparison.Ordinal);
+
+        envelope.Compute.Shard.RowStart = 95;
+        Assert.Contains("outside the job's geometry", Assert.Throws<WireFormatException>(() => codec.Decode(envelope.ToByteArray())).Message, StringComparison.Ordinal);
+
+        envelope.Compute.Geometry.Q.Dim = 0;
+        Assert.Throws<WireFormatException>(() => codec.Decode(envelope.ToByteArray()));
+    }
+
+    private static float[] Floats(int n, int seed)
+    {
+        var rng = new Random(seed);
+        return [.. Enumerable.Range(0, n).Select(_ => (float)rng.NextDouble())];
+    }
+
+    /// <summary>A reference that only carries an address (what the transport's refs do, minus the broker).</summary>
+    private sealed class AddressRef(ActorAddress address) : ActorRefBase, IRemoteAddressable
+    {
+        public ActorAddress Address { get; } = address;
+
+        public override ActorPath Path { get; } = new($"node://{address.Node}", address.Name);
+
+        public override void Tell(object message, IActorRef? sender = null)
+        {
+        }
+    }
+}
