@@ -46,7 +46,9 @@ public sealed class FaultTests(PrivateBroker broker)
         await cluster.WaitForNodes(TimeSpan.FromSeconds(30), "coordinator", "reducer", "w1", "w2");
         var problem = LongJob();
 
-        var actual = await cluster.Within(RunWithHook(cluster, problem, victim.KillHard), TimeSpan.FromSeconds(100));
+        var job = cluster.Client.ComputeAsync(problem, maxShardBytes: SmallShards);
+        await KillWhileBusy(cluster, victim, job);
+        var actual = await cluster.Within(job, TimeSpan.FromSeconds(100));
 
         Assert.True(victim.HasExited, "the worker was not killed during the job");
         var expected = ClusterHarness.SingleNode(problem);
@@ -188,6 +190,24 @@ public sealed class FaultTests(PrivateBroker broker)
         await keeper;
         TestData.AssertBitwise(ClusterHarness.SingleNode(healthy).Output.Data.Span, result.Output.Data.Span, "the healthy job beside the poisoned one");
         Assert.True(started >= 3, $"the poisoned shard killed {started - 2} workers; the delivery limit needs 3");
+    }
+
+    /// <summary>Kills <paramref name="victim"/> once its heartbeat says it is computing a shard (and has answered one).</summary>
+    private static async Task KillWhileBusy(ClusterHarness cluster, NodeProcess victim, Task job)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (!job.IsCompleted && DateTime.UtcNow < deadline)
+        {
+            if (cluster.Client.Members.FirstOrDefault(m => m.Heartbeat.Node == victim.Name) is { Heartbeat: { InFlight: > 0, ShardsDone: > 0 } })
+            {
+                victim.KillHard();
+                return;
+            }
+
+            await Task.Delay(10);
+        }
+
+        Assert.Fail($"{victim.Name} never held a shard while the job ran:\n{cluster.Logs()}");
     }
 
     /// <summary>Reports on the caller's thread (no synchronization context hop), so a hook runs at once.</summary>
