@@ -40,7 +40,7 @@ internal static class RunJob
 
             var cluster = new ClusterOptions { Workers = request.Workers, Plan = new PlanOptions { MaxShardBytes = request.MaxShardBytes } };
             var estimate = JobEstimate.For(geometry, inputHeap, outPath is not null && !request.SingleNode, request.Workers, cluster.Plan.MaxShardBytes, request.Verify, ParseBytes("--memory-limit", request.MemoryLimit));
-            var brokerOptions = request.Broker is { } flags ? NodeConfiguration.Load(request.Config, flags).Broker : null;
+            var (clusterSettings, brokerOptions) = request.Broker is { } flags ? NodeConfiguration.Load(request.Config, flags) : (null, null);
             if (request.DryRun)
             {
                 if (brokerOptions is not null)
@@ -91,7 +91,7 @@ internal static class RunJob
                     outputs.Add(mapped);
                 }
 
-                await using var client = await ClusterClient.ConnectAsync(brokerOptions, cluster.LoggerFactory, cancellationToken: cancellationToken);
+                await using var client = await ClusterClient.ConnectAsync(brokerOptions, cluster.LoggerFactory, clusterSettings?.Job.ResultGrace, cancellationToken);
                 clusterName = client.Broker;
                 result = await WithProgress(request, stderr, 0, estimate.Time, (progress, ct) => client.ComputeAsync(problem, mapped?.Data, request.MaxShardBytes, progress, ct), cancellationToken);
             }

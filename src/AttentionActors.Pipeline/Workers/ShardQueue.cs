@@ -2,8 +2,8 @@ using AttentionActors.Actors;
 
 namespace AttentionActors.Pipeline.Workers;
 
-/// <summary>Notice from a worker: it is idle and takes the next shard.</summary>
-public sealed record WorkerReady : IWireMessage;
+/// <summary>Notice from a worker to its queue, always in the same process (in cluster mode, the node's work feed): it is idle and takes the next shard.</summary>
+public sealed record WorkerReady;
 
 /// <summary>
 /// Notice that a job is over (<paramref name="Why"/>: completed, failed or cancelled): its queued
