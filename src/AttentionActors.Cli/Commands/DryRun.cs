@@ -15,12 +15,15 @@ internal static class DryRun
 {
     private const int ListedShards = 12;
 
+    /// <summary>Bytes of every shard's input, partials and output rows: what crosses the broker besides the upload.</summary>
+    public static long BytesMoved(AttentionGeometry g, ShardPlan plan) => plan.Shards.Select(s => Messages(g, s)).Sum(m => m.In + m.Partials + m.Rows);
+
     public static int Print(AttentionGeometry g, ShardPlan plan, JobEstimate estimate, ClusterOptions cluster, TextWriter stdout)
     {
         var inv = CultureInfo.InvariantCulture;
         var shards = plan.Shards;
         var sizes = shards.Select(s => Messages(g, s)).ToList();
-        long moved = sizes.Sum(m => m.In + m.Partials + m.Rows);
+        long moved = BytesMoved(g, plan);
         stdout.WriteLine(string.Create(inv, $"dry run: Q {g.QueryShape}, K {g.KeyShape}, V {g.ValueShape}; block {g.BlockSize}, {g.BlockCount} key blocks"));
         stdout.WriteLine(string.Create(inv, $"dry run: {shards.Count} shards on {cluster.Workers} workers, shard budget {JobEstimate.Size(cluster.Plan.MaxShardBytes)}, imbalance {plan.Imbalance:F3} (busiest worker over the mean)"));
         if (shards.Count > 0)

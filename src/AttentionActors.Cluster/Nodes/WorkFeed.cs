@@ -110,6 +110,11 @@ internal sealed partial class WorkFeed : ActorBase
         {
             if (transport.Accept(delivery.Body.Span, delivery.BasicProperties.Type) is { Message: ComputeShard work })
             {
+                if (delivery.Redelivered)
+                {
+                    LogRedelivered(logger, work.Job.Value, work.Shard.Id, work.Attempt);
+                }
+
                 await feed.TellAsync(new WorkDelivered(delivery.DeliveryTag, work), feed).ConfigureAwait(false);
                 return;
             }
@@ -185,6 +190,9 @@ internal sealed partial class WorkFeed : ActorBase
             drainRequester = NoSender.Instance;
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "job {Job}: shard {ShardId} attempt {Attempt} redelivered (its previous worker went away without answering)")]
+    private static partial void LogRedelivered(ILogger logger, string job, int shardId, int attempt);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "work queue delivery {Tag} is not a valid shard; dead-lettered")]
     private static partial void LogRejected(ILogger logger, ulong tag);
