@@ -116,4 +116,17 @@ public class PlannerTests
         Assert.All(plan.Shards, s => Assert.Equal(16, s.RowCount));
         Assert.All(plan.Shards, s => Assert.True(s.Bytes <= 1 << 20, $"{s}: {s.Bytes} bytes"));
     }
+
+    [Fact]
+    public void A_plan_that_cannot_keep_every_shard_within_the_budget_is_refused_not_oversized()
+    {
+        var (q, k, v) = TestData.Qkv(5, 1, 2, 2, 512, 8192, 64, 64);
+        var problem = AttentionProblem.Create(q, k, v);
+
+        var error = Assert.Throws<AttentionInputException>(() => ShardPlanner.Plan(problem, 2, new PlanOptions { MaxShardBytes = 256 << 10, MaxShards = 8 }));
+
+        Assert.Contains("more than 8 shards", error.Message, StringComparison.Ordinal);
+        var plan = ShardPlanner.Plan(problem, 2, new PlanOptions { MaxShardBytes = 256 << 10 });
+        Assert.All(plan.Shards, s => Assert.True(s.Bytes <= 256 << 10, $"{s}: {s.Bytes} bytes"));
+    }
 }

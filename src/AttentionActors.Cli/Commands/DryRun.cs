@@ -34,9 +34,19 @@ internal static class DryRun
 
         stdout.WriteLine(string.Create(inv, $"dry run: {JobEstimate.Size(moved)} moved in all, {moved / Math.Max(plan.TotalFlops, 1):G3} bytes per FLOP; {plan.TotalFlops / 1e9:G4} GFLOP visible"));
         double perThread = estimate.FlopsPerSecond;
-        for (int w = 0; w < plan.WorkerLoads.Count; w++)
+        if (plan.WorkerLoads.Count > 8)
         {
-            stdout.WriteLine(string.Create(inv, $"dry run: worker {w}: {plan.WorkerLoads[w] / 1e9:G4} GFLOP, about {JobEstimate.Duration(TimeSpan.FromSeconds(plan.WorkerLoads[w] / perThread))} at {perThread / 1e9:F1} GFLOP/s per core"));
+            // Many workers: one line, not one per worker.
+            var loads = plan.WorkerLoads.Order().ToList();
+            string Time(double flops) => JobEstimate.Duration(TimeSpan.FromSeconds(flops / perThread));
+            stdout.WriteLine(string.Create(inv, $"dry run: per worker {loads[0] / 1e9:G4} / {loads[loads.Count / 2] / 1e9:G4} / {loads[^1] / 1e9:G4} GFLOP (min / median / max), about {Time(loads[0])} / {Time(loads[loads.Count / 2])} / {Time(loads[^1])} at {perThread / 1e9:F1} GFLOP/s per core"));
+        }
+        else
+        {
+            for (int w = 0; w < plan.WorkerLoads.Count; w++)
+            {
+                stdout.WriteLine(string.Create(inv, $"dry run: worker {w}: {plan.WorkerLoads[w] / 1e9:G4} GFLOP, about {JobEstimate.Duration(TimeSpan.FromSeconds(plan.WorkerLoads[w] / perThread))} at {perThread / 1e9:F1} GFLOP/s per core"));
+            }
         }
 
         stdout.WriteLine(string.Create(inv, $"dry run: memory needed about {JobEstimate.Size(estimate.NeededBytes)} ({estimate.DescribeNeed()}); {JobEstimate.Size(estimate.AvailableBytes)} available{(estimate.Fits ? "" : " — too much: the run would be refused")}"));

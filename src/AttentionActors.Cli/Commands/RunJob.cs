@@ -21,7 +21,8 @@ internal static class RunJob
         var outputs = new List<OutputFile>();
         try
         {
-            if (request.Workers < 1 || request.Workers > ClusterOptions.MaxWorkers)
+            // A dry run plans for any cluster (64 nodes of 16 cores, say); a real run is bounded by this machine.
+            if (request.Workers < 1 || request.Workers > (request.DryRun ? 1 << 16 : ClusterOptions.MaxWorkers))
             {
                 throw new UsageException($"--workers {request.Workers} must be between 1 and {ClusterOptions.MaxWorkers} on this {Environment.ProcessorCount}-core machine (16 per core, at least 64); workers beyond the core count add shards, not speed");
             }
@@ -38,7 +39,12 @@ internal static class RunJob
                 throw new UsageException($"--max-shard-bytes {request.MaxShardBytes} must be at least 65536 (64 KiB)");
             }
 
-            var cluster = new ClusterOptions { Workers = request.Workers, Plan = new PlanOptions { MaxShardBytes = request.MaxShardBytes } };
+            if (request.MaxShards < 1 || request.MaxShards > PlanOptions.ShardsCeiling)
+            {
+                throw new UsageException($"--max-shards {request.MaxShards} must be between 1 and {PlanOptions.ShardsCeiling:N0}");
+            }
+
+            var cluster = new ClusterOptions { Workers = request.Workers, Plan = new PlanOptions { MaxShardBytes = request.MaxShardBytes, MaxShards = request.MaxShards } };
             var estimate = JobEstimate.For(geometry, inputHeap, outPath is not null && !request.SingleNode, request.Workers, cluster.Plan.MaxShardBytes, request.Verify, ParseBytes("--memory-limit", request.MemoryLimit));
             var (clusterSettings, brokerOptions) = request.Broker is { } flags ? NodeConfiguration.Load(request.Config, flags) : (null, null);
             if (request.DryRun)
@@ -49,7 +55,7 @@ internal static class RunJob
                     await using var probe = await ClusterClient.ConnectAsync(brokerOptions, cancellationToken: cancellationToken);
                     await Task.Delay(brokerOptions.HeartbeatInterval * 2.5, cancellationToken);
                     int threads = Math.Max(1, probe.Members.Where(m => m.Heartbeat.Roles.Contains(NodeRoles.Worker)).Sum(m => m.Heartbeat.Threads));
-                    cluster = cluster with { Workers = Math.Min(threads, ClusterOptions.MaxWorkers), Plan = new PlanOptions { MaxShardBytes = Math.Min(request.MaxShardBytes, brokerOptions.MaxMessageBytes - (256 << 10)) } };
+                    cluster = cluster with { Workers = Math.Min(threads, ClusterOptions.MaxWorkers), Plan = new PlanOptions { MaxShardBytes = Math.Min(request.MaxShardBytes, brokerOptions.MaxMessageBytes - (256 << 10)), MaxShards = request.MaxShards } };
                     stdout.WriteLine($"cluster on {probe.Broker}: {threads} worker {(threads == 1 ? "thread" : "threads")} alive");
                 }
 
@@ -242,7 +248,8 @@ internal static class RunJob
             }
         }
 
-        if ((long)r.Batch * Math.Max(r.Heads, kvHeads) * Math.Max(seq, kvSeq) * dim > Array.MaxLength)
+        // A dry run allocates nothing, so it may plan jobs larger than one process could hold.
+        if (!r.DryRun && (long)r.Batch * Math.Max(r.Heads, kvHeads) * Math.Max(seq, kvSeq) * dim > Array.MaxLength)
         {
             throw new UsageException($"--random tensor of {(long)r.Batch * Math.Max(r.Heads, kvHeads) * Math.Max(seq, kvSeq) * dim:N0} elements is more than one tensor may hold ({Array.MaxLength:N0})");
         }

@@ -14,4 +14,7 @@ public sealed record PlanOptions
 
     /// <summary>Most shards a plan may hold [65536].</summary>
     public int MaxShards { get; init; } = 65536;
+
+    /// <summary>Most shards a plan may ever hold: the coordinator tracks each one [16 M].</summary>
+    public const int ShardsCeiling = 1 << 24;
 }

@@ -59,6 +59,12 @@ public static class ShardPlanner
             }
         }
 
+        // The byte budget is the broker's message limit: a plan that cannot keep to it is refused, never sent.
+        if (oversized.Count > 0)
+        {
+            throw new AttentionInputException($"keeping every shard within {options.MaxShardBytes:N0} bytes needs more than {options.MaxShards:N0} shards (the plan's limit); raise the shard limit (--max-shards) or the budget, or split the job by heads");
+        }
+
         // Phase 2: split the shard with the most work until the largest-first deal is balanced.
         var shards = kept.ToList();
         var settled = new HashSet<Draft>();
