@@ -192,6 +192,36 @@ public sealed class FaultTests(PrivateBroker broker)
         Assert.True(started >= 3, $"the poisoned shard killed {started - 2} workers; the delivery limit needs 3");
     }
 
+    [Fact]
+    public async Task Broker_restarted_mid_job_gives_the_right_bits_or_a_clear_failure_and_the_nodes_recover()
+    {
+        await using var cluster = await ClusterHarness.StartAsync(broker);
+        await cluster.StartTopology(("w1", null), ("w2", null));
+        var problem = LongJob(28, heads: 8);
+        var expected = ClusterHarness.SingleNode(problem);
+        Task? restart = null;
+
+        try
+        {
+            var result = await cluster.Within(RunWithHook(cluster, problem, () => restart = broker.RestartAppAsync(TimeSpan.FromSeconds(1))), TimeSpan.FromSeconds(90));
+            TestData.AssertBitwise(expected.Output.Data.Span, result.Output.Data.Span, "output across a broker restart");
+        }
+        catch (AttentionJobException failure)
+        {
+            Assert.Contains("broker", failure.Message, StringComparison.Ordinal);
+        }
+
+        Assert.NotNull(restart);
+        await restart;
+
+        // Every node reconnects on its own, and the next job is exact.
+        await Task.Delay(cluster.Broker.NodeTimeout * 2);
+        await cluster.WaitForNodes(TimeSpan.FromSeconds(60), "coordinator", "reducer", "w1", "w2");
+        var again = await cluster.Within(cluster.Client.ComputeAsync(problem, maxShardBytes: SmallShards), TimeSpan.FromSeconds(90));
+        TestData.AssertBitwise(expected.Output.Data.Span, again.Output.Data.Span, "the job after the broker came back");
+        Assert.All(cluster.Nodes, n => Assert.False(n.HasExited, $"{n.Name} died:\n{n.Tail()}"));
+    }
+
     /// <summary>Kills <paramref name="victim"/> once its heartbeat says it is computing a shard.</summary>
     private static async Task KillWhileBusy(ClusterHarness cluster, NodeProcess victim, Task job)
     {

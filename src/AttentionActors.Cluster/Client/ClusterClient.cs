@@ -32,6 +32,15 @@ public sealed class ClusterClient : IAsyncDisposable
         this.system = system;
         this.transport = transport;
         this.resultGrace = resultGrace;
+
+        // Messages of a running job may be lost with the connection (inboxes are not durable): fail its jobs clearly rather than let them wait.
+        transport.Broker.Lost += reason =>
+        {
+            foreach (var (_, client) in pending)
+            {
+                client.Tell(new HostStopping($"the connection to broker {Broker} was lost mid-job ({reason}); the job's messages may be gone, so it is failed rather than left to wait; run it again"));
+            }
+        };
     }
 
     /// <summary>The broker URL with its password hidden.</summary>
