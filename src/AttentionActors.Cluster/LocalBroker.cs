@@ -20,6 +20,7 @@ public sealed class LocalBroker : IAsyncDisposable
     private readonly string folder = Path.Combine(Path.GetTempPath(), $"attention-broker-{Environment.ProcessId}-{Guid.NewGuid().ToString("N")[..8]}");
     private readonly System.Collections.Concurrent.ConcurrentQueue<string> serverOutput = new();
     private Process? server;
+    private (string CaFile, string CertFile, string KeyFile)? tls;
 
     public string Password { get; } = Guid.NewGuid().ToString("N");
 
@@ -29,10 +30,19 @@ public sealed class LocalBroker : IAsyncDisposable
 
     public string Url => $"amqp://{User}:{Password}@127.0.0.1:{Port}/";
 
-    /// <summary>Starts a broker and waits until it takes connections (the first boot takes 5–15 s).</summary>
-    public static async Task<LocalBroker> StartAsync()
+    /// <summary>The TLS port when started with a certificate, else 0.</summary>
+    public int TlsPort { get; private set; }
+
+    /// <summary><c>amqps://</c> URL of the TLS listener (started with a certificate).</summary>
+    public string TlsUrl => $"amqps://{User}:{Password}@localhost:{TlsPort}/";
+
+    /// <summary>
+    /// Starts a broker and waits until it takes connections (the first boot takes 5–15 s). Given a
+    /// server certificate and key (PEM), it also listens for TLS.
+    /// </summary>
+    public static async Task<LocalBroker> StartAsync((string CaFile, string CertFile, string KeyFile)? tls = null)
     {
-        var broker = new LocalBroker();
+        var broker = new LocalBroker { tls = tls };
         try
         {
             await broker.InitializeAsync().ConfigureAwait(false);
@@ -57,7 +67,14 @@ public sealed class LocalBroker : IAsyncDisposable
         int distribution = FreePort(Port);
         NodeName = $"attention-test-{Port}@localhost";
         await File.WriteAllTextAsync(Path.Combine(folder, "enabled_plugins"), "[].").ConfigureAwait(false);
-        await File.WriteAllTextAsync(Path.Combine(folder, "rabbitmq.conf"), "loopback_users = none\n").ConfigureAwait(false);
+        string config = "loopback_users = none\n";
+        if (tls is { } t)
+        {
+            TlsPort = FreePort(distribution);
+            config += $"listeners.ssl.default = {TlsPort}\nssl_options.cacertfile = {t.CaFile}\nssl_options.certfile = {t.CertFile}\nssl_options.keyfile = {t.KeyFile}\nssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n";
+        }
+
+        await File.WriteAllTextAsync(Path.Combine(folder, "rabbitmq.conf"), config).ConfigureAwait(false);
 
         // The Erlang cookie is written before the server and rabbitmqctl start: left to them, both may create it at once and disagree.
         string cookie = Path.Combine(folder, ".erlang.cookie");

@@ -172,7 +172,7 @@ internal sealed partial class BrokerConnection : IAsyncDisposable
                     throw new BrokerUnreachableException($"CA file {caFile} does not exist");
                 }
 
-                var ca = X509Certificate2.CreateFromPemFile(caFile);
+                var ca = X509CertificateLoader.LoadCertificateFromFile(caFile);
                 factory.Ssl.CertificateValidationCallback = (_, certificate, _, errors) => TrustedBy(ca, certificate, errors);
             }
         }
@@ -192,7 +192,7 @@ internal sealed partial class BrokerConnection : IAsyncDisposable
         chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
         chain.ChainPolicy.CustomTrustStore.Add(ca);
         chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
-        using var leaf = new X509Certificate2(certificate);
+        using var leaf = X509CertificateLoader.LoadCertificate(certificate.GetRawCertData());
         return chain.Build(leaf);
     }
 
