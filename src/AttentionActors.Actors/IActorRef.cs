@@ -9,6 +9,14 @@ public sealed record ActorPath(string Address, string Name)
 {
     public bool IsLocal => Address.StartsWith("local://", StringComparison.Ordinal);
 
+    /// <summary>The path <paramref name="text"/> shows (<c>scheme://address/name</c>, the form of <see cref="ToString"/>), or null.</summary>
+    public static ActorPath? Parse(string text)
+    {
+        int scheme = text.IndexOf("://", StringComparison.Ordinal);
+        int slash = scheme < 0 ? -1 : text.IndexOf('/', scheme + 3);
+        return slash < 0 ? null : new ActorPath(text[..slash], text[(slash + 1)..]);
+    }
+
     public override string ToString() => $"{Address}/{Name}";
 }
 

@@ -39,7 +39,7 @@ internal static class NodeConfiguration
         ("Node:MaxJobBytes", "bytes", "half the memory", "most bytes of Q, K and V a coordinator holds for one job"),
         ("Node:MaxShardBytes", "bytes", "MaxMessageBytes − 256 KiB", "largest shard the planner cuts"),
         ("Node:ShutdownTimeoutSeconds", "s", "30", "how long a stopping node waits for its running shards"),
-        ("Node:Fault", "text", "(none)", "testing only: exit-on-value=X kills the worker on a shard whose Q holds X"),
+        ("Node:Fault", "text", "(none)", "testing only: exit-on-value=X kills the worker on a shard whose Q holds X; flip-bit flips one bit of every partial"),
         ("Job:ShardTimeoutSeconds", "s", "30", "time every started shard gets before its share by size"),
         ("Job:MinWorkerFlops", "FLOP/s", "500000000", "slowest worker speed a shard's deadline allows for"),
         ("Job:MaxAttempts", "count", "3", "attempts per shard before its job fails"),

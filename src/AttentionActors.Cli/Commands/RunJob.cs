@@ -47,6 +47,12 @@ internal static class RunJob
             var cluster = new ClusterOptions { Workers = request.Workers, Plan = new PlanOptions { MaxShardBytes = request.MaxShardBytes, MaxShards = request.MaxShards } };
             var estimate = JobEstimate.For(geometry, inputHeap, outPath is not null && !request.SingleNode, request.Workers, cluster.Plan.MaxShardBytes, request.Verify, ParseBytes("--memory-limit", request.MemoryLimit));
             var (clusterSettings, brokerOptions) = request.Broker is { } flags ? NodeConfiguration.Load(request.Config, flags) : (null, null);
+            if (request.Audit != 0 && (brokerOptions is null || request.Audit is < 0 or > 1 || double.IsNaN(request.Audit)))
+            {
+                throw new UsageException(brokerOptions is null
+                    ? "--audit needs --broker: it computes shards again on a second worker node of a cluster"
+                    : $"--audit {request.Audit} must be a fraction between 0 and 1");
+            }
             if (request.DryRun)
             {
                 if (brokerOptions is not null)
@@ -99,7 +105,7 @@ internal static class RunJob
 
                 await using var client = await ClusterClient.ConnectAsync(brokerOptions, cluster.LoggerFactory, clusterSettings?.Job.ResultGrace, cancellationToken);
                 clusterName = client.Broker;
-                result = await WithProgress(request, stderr, 0, estimate.Time, (progress, ct) => client.ComputeAsync(problem, mapped?.Data, request.MaxShardBytes, progress, ct), cancellationToken);
+                result = await WithProgress(request, stderr, 0, estimate.Time, (progress, ct) => client.ComputeAsync(problem, mapped?.Data, request.MaxShardBytes, progress, request.Audit, ct), cancellationToken);
             }
             else
             {

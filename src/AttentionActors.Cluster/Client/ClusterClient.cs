@@ -93,11 +93,14 @@ public sealed class ClusterClient : IAsyncDisposable
     /// <summary>
     /// Runs a validated problem on the cluster, writing the output [B, H, Nq, Dv] into
     /// <paramref name="output"/> (or a new array) as rows arrive. <paramref name="maxShardBytes"/> 0
-    /// leaves shard sizes to the coordinator.
+    /// leaves shard sizes to the coordinator. <paramref name="audit"/> (0 to 1) is the fraction of
+    /// shards computed again on a second worker node; any difference in their bits fails the job.
     /// </summary>
-    public async Task<AttentionResult> ComputeAsync(AttentionProblem problem, Memory<float>? output = null, long maxShardBytes = 0, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
+    public async Task<AttentionResult> ComputeAsync(AttentionProblem problem, Memory<float>? output = null, long maxShardBytes = 0, IProgress<JobProgress>? progress = null, double audit = 0, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(problem);
+        ArgumentOutOfRangeException.ThrowIfLessThan(audit, 0);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(audit, 1);
         var g = problem.Geometry;
         long outputLength = (long)g.Batch * g.Heads * g.QuerySeq * g.ValueDim;
         var target = output ?? new float[checked((int)outputLength)];
@@ -123,7 +126,7 @@ public sealed class ClusterClient : IAsyncDisposable
             // Until the job is accepted, its coordinator node stands for both the coordinator and the reducer.
             client.Tell(new WatchJob(jobs, jobs));
             await using var registration = cancellationToken.Register(() => client.Tell(new CancelRequested("cancelled by the caller"))).ConfigureAwait(false);
-            await transport.Send(jobs.Address, new SubmitAttention(job, g, maxShardBytes), client).ConfigureAwait(false);
+            await transport.Send(jobs.Address, new SubmitAttention(job, g, maxShardBytes, audit), client).ConfigureAwait(false);
             await UploadAsync(job, problem, jobs.Address, client, result.Task, options.MaxMessageBytes).ConfigureAwait(false);
             return await result.Task.ConfigureAwait(false);
         }

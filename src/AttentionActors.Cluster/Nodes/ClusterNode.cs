@@ -205,6 +205,23 @@ internal static partial class FaultInjection
             return compute;
         }
 
+        if (fault == "flip-bit")
+        {
+            // A machine that returns plausible wrong numbers: the lowest bit of the first o that counts.
+            return (input, shard, attempt, ct) =>
+            {
+                var partials = compute(input, shard, attempt, ct);
+                int first = Array.FindIndex(partials.M, float.IsFinite);
+                if (first >= 0)
+                {
+                    ref float o = ref partials.O[first * partials.ValueDim];
+                    o = BitConverter.Int32BitsToSingle(BitConverter.SingleToInt32Bits(o) ^ 1);
+                }
+
+                return partials;
+            };
+        }
+
         float poison = float.Parse(fault["exit-on-value=".Length..], System.Globalization.CultureInfo.InvariantCulture);
         return (input, shard, attempt, ct) =>
         {

@@ -197,11 +197,19 @@ internal sealed partial class JobHost : ActorBase
         var reducer = transport.Resolve(new ActorAddress(reducers[nextReducer++ % reducers.Count], "reducer"));
         ShardInputSource inputs = shard => ShardInput.Slice(problem, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd);
         var client = upload.Client;
-        var coordinator = Context.ActorOf(Props.Create(() => new JobCoordinator(job, g, plan, inputs, queue, reducer, client, options.Job, logger)), $"job-{job}");
+        var audit = upload.Submit.Audit > 0 ? new AuditOptions(upload.Submit.Audit, OtherWorker) : null;
+        var coordinator = Context.ActorOf(Props.Create(() => new JobCoordinator(job, g, plan, inputs, queue, reducer, client, options.Job, logger, audit)), $"job-{job}");
         Context.Watch(coordinator);
         running[job] = (coordinator, client);
         client.Tell(new WatchJob(coordinator, reducer), Self);
         LogStarted(logger, job, plan.Shards.Count, reducer.Path);
+    }
+
+    /// <summary>The work feed of a live worker node other than the one <paramref name="first"/> lives on, or null.</summary>
+    private IActorRef? OtherWorker(Shard shard, ActorPath first)
+    {
+        var others = transport.Membership.WithRole(NodeRoles.Worker).Select(m => m.Heartbeat.Node).Where(n => $"node://{n}" != first.Address && $"local://{n}" != first.Address).ToList();
+        return others.Count == 0 ? null : transport.Resolve(new ActorAddress(others[(shard.Id & int.MaxValue) % others.Count], WorkFeed.ActorName));
     }
 
     private void Reject(JobId job, IActorRef client, string reason)

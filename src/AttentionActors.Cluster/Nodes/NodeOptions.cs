@@ -45,7 +45,8 @@ public sealed record NodeOptions
 
     /// <summary>
     /// Testing only: a fault this worker injects. <c>exit-on-value=X</c> kills the process (as by
-    /// SIGKILL) when a shard's Q holds the value X [none].
+    /// SIGKILL) when a shard's Q holds the value X; <c>flip-bit</c> flips the lowest bit of one
+    /// value of every partial (a machine that computes wrongly, for audits to catch) [none].
     /// </summary>
     public string? Fault { get; init; }
 
@@ -79,9 +80,9 @@ public sealed record NodeOptions
             throw new ArgumentOutOfRangeException(nameof(MaxJobBytes), $"MaxJobBytes {MaxJobBytes} must be positive and MaxShardBytes {MaxShardBytes} at least 4096");
         }
 
-        if (Fault is not null && !(Fault.StartsWith("exit-on-value=", StringComparison.Ordinal) && float.TryParse(Fault["exit-on-value=".Length..], System.Globalization.CultureInfo.InvariantCulture, out _)))
+        if (Fault is not null && Fault != "flip-bit" && !(Fault.StartsWith("exit-on-value=", StringComparison.Ordinal) && float.TryParse(Fault["exit-on-value=".Length..], System.Globalization.CultureInfo.InvariantCulture, out _)))
         {
-            throw new ArgumentException($"fault '{Fault}': the only fault is exit-on-value=X", nameof(Fault));
+            throw new ArgumentException($"fault '{Fault}': use exit-on-value=X or flip-bit", nameof(Fault));
         }
 
         Job.Validate();

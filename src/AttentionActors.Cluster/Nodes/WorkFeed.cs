@@ -29,6 +29,8 @@ internal sealed partial class WorkFeed : ActorBase
     /// <summary>The feed's actor name on every worker node; broadcasts are addressed to it.</summary>
     public const string ActorName = "queue";
 
+    private const ulong DirectTag = 0;
+
     private readonly NodeTransport transport;
     private readonly IChannel channel;
     private readonly ILogger logger;
@@ -56,6 +58,12 @@ internal sealed partial class WorkFeed : ActorBase
             }
 
             pending.AddLast(delivered);
+            Dispatch();
+        });
+        // Sent straight to this node, not through the queue (an audit's second computation): nothing to acknowledge.
+        Receive<ComputeShard>(work =>
+        {
+            pending.AddLast(new WorkDelivered(DirectTag, work));
             Dispatch();
         });
         Receive<JobEnded>(end =>
@@ -175,6 +183,11 @@ internal sealed partial class WorkFeed : ActorBase
     /// <summary>Acknowledges a delivery (after everything published before it is confirmed), or hands it back to the queue.</summary>
     private void Settle(ulong tag, bool requeue)
     {
+        if (tag == DirectTag)
+        {
+            return;
+        }
+
         var ch = channel;
         transport.Outbox.AfterConfirmed(() => requeue
             ? ch.BasicNackAsync(tag, multiple: false, requeue: true).AsTask()

@@ -15,9 +15,10 @@ public enum TensorRole
 /// <summary>
 /// Command from a client to a coordinator node: plan and run a job of this geometry once its
 /// tensors have arrived as <see cref="TensorChunk"/>s. <paramref name="MaxShardBytes"/> 0 takes the
-/// coordinator's default.
+/// coordinator's default; <paramref name="Audit"/> is the fraction of shards computed again on a
+/// second worker node, whose bits must match.
 /// </summary>
-public sealed record SubmitAttention(JobId Job, AttentionGeometry Geometry, long MaxShardBytes) : IWireMessage;
+public sealed record SubmitAttention(JobId Job, AttentionGeometry Geometry, long MaxShardBytes, double Audit = 0) : IWireMessage;
 
 /// <summary>
 /// Part of a submitted job's tensor: <paramref name="Data"/> are its C-order elements from

@@ -62,7 +62,7 @@ internal sealed class WireCodec
         var envelope = new P.Envelope { Version = Version, Target = Address(target), Sender = Address(AddressOf(sender)) };
         switch (message)
         {
-            case SubmitAttention m: envelope.Submit = new P.SubmitAttention { Job = m.Job.Value, Geometry = Geometry(m.Geometry), MaxShardBytes = m.MaxShardBytes }; break;
+            case SubmitAttention m: envelope.Submit = new P.SubmitAttention { Job = m.Job.Value, Geometry = Geometry(m.Geometry), MaxShardBytes = m.MaxShardBytes, Audit = m.Audit }; break;
             case TensorChunk m: envelope.Chunk = new P.TensorChunk { Job = m.Job.Value, Tensor = (P.TensorRole)m.Tensor, Offset = m.Offset, Data = Bytes(m.Data.Span), Last = m.Last }; break;
             case WatchJob m: envelope.Accepted = new P.JobAccepted { Coordinator = Address(AddressOf(m.Coordinator)), Reducer = Address(AddressOf(m.Reducer)) }; break;
             case ComputeShard m: envelope.Compute = Compute(m); break;
@@ -73,10 +73,12 @@ internal sealed class WireCodec
             case ExpectShards m:
                 var expect = new P.ExpectShards { Job = m.Job.Value, Geometry = Geometry(m.Geometry), Client = Address(AddressOf(m.Client)), Coordinator = Address(AddressOf(m.Coordinator)) };
                 expect.Shards.AddRange(m.Shards.Select(Shard));
+                expect.Audited.AddRange(m.Audited ?? []);
                 envelope.Expect = expect;
                 break;
             case FailJob m: envelope.FailJob = new P.FailJob { Job = m.Job.Value, Reason = m.Reason }; break;
-            case ShardMerged m: envelope.Merged = new P.ShardMerged { Job = m.Job.Value, ShardId = m.ShardId }; break;
+            case ShardMerged m: envelope.Merged = new P.ShardMerged { Job = m.Job.Value, ShardId = m.ShardId, Worker = m.Worker, Audit = m.Audit }; break;
+            case AuditMismatch m: envelope.AuditMismatch = new P.AuditMismatch { Job = m.Job.Value, ShardId = m.ShardId, Reason = m.Reason }; break;
             case CancelJob m: envelope.Cancel = new P.CancelJob { Job = m.Job.Value, Reason = m.Reason }; break;
             case JobEnded m: envelope.Ended = new P.JobEnded { Job = m.Job.Value, Why = m.Why }; break;
             case RowsFinished m: envelope.Rows = new P.RowsFinished { Job = m.Job.Value, Batch = m.Batch, Head = m.Head, RowStart = m.RowStart, RowCount = m.RowCount, Output = Bytes(m.Output), Lse = Bytes(m.Lse) }; break;
@@ -123,7 +125,7 @@ internal sealed class WireCodec
         {
             object message = envelope.BodyCase switch
             {
-                P.Envelope.BodyOneofCase.Submit => new SubmitAttention(Job(envelope.Submit.Job), Geometry(envelope.Submit.Geometry), envelope.Submit.MaxShardBytes),
+                P.Envelope.BodyOneofCase.Submit => new SubmitAttention(Job(envelope.Submit.Job), Geometry(envelope.Submit.Geometry), envelope.Submit.MaxShardBytes, envelope.Submit.Audit is >= 0 and <= 1 ? envelope.Submit.Audit : throw new WireFormatException($"audit fraction {envelope.Submit.Audit} is outside [0, 1]")),
                 P.Envelope.BodyOneofCase.Chunk => Chunk(envelope.Chunk),
                 P.Envelope.BodyOneofCase.Accepted => new WatchJob(Ref(envelope.Accepted.Coordinator, "coordinator"), Ref(envelope.Accepted.Reducer, "reducer")),
                 P.Envelope.BodyOneofCase.Compute => Compute(envelope.Compute),
@@ -131,9 +133,10 @@ internal sealed class WireCodec
                 P.Envelope.BodyOneofCase.Failed => new ShardFailed(Job(envelope.Failed.Job), envelope.Failed.ShardId, envelope.Failed.Attempt, envelope.Failed.Error),
                 P.Envelope.BodyOneofCase.Poisoned => new ShardPoisoned(Job(envelope.Poisoned.Job), envelope.Poisoned.ShardId, envelope.Poisoned.Attempt, envelope.Poisoned.Deliveries),
                 P.Envelope.BodyOneofCase.Partial => Partial(envelope.Partial),
-                P.Envelope.BodyOneofCase.Expect => new ExpectShards(Job(envelope.Expect.Job), Geometry(envelope.Expect.Geometry), envelope.Expect.Shards.Select(Shard).ToList(), Ref(envelope.Expect.Client, "client"), Ref(envelope.Expect.Coordinator, "coordinator")),
+                P.Envelope.BodyOneofCase.Expect => new ExpectShards(Job(envelope.Expect.Job), Geometry(envelope.Expect.Geometry), envelope.Expect.Shards.Select(Shard).ToList(), Ref(envelope.Expect.Client, "client"), Ref(envelope.Expect.Coordinator, "coordinator"), [.. envelope.Expect.Audited]),
                 P.Envelope.BodyOneofCase.FailJob => new FailJob(Job(envelope.FailJob.Job), envelope.FailJob.Reason),
-                P.Envelope.BodyOneofCase.Merged => new ShardMerged(Job(envelope.Merged.Job), envelope.Merged.ShardId),
+                P.Envelope.BodyOneofCase.Merged => new ShardMerged(Job(envelope.Merged.Job), envelope.Merged.ShardId, envelope.Merged.Worker, envelope.Merged.Audit),
+                P.Envelope.BodyOneofCase.AuditMismatch => new AuditMismatch(Job(envelope.AuditMismatch.Job), envelope.AuditMismatch.ShardId, envelope.AuditMismatch.Reason),
                 P.Envelope.BodyOneofCase.Cancel => new CancelJob(Job(envelope.Cancel.Job), envelope.Cancel.Reason),
                 P.Envelope.BodyOneofCase.Ended => new JobEnded(Job(envelope.Ended.Job), envelope.Ended.Why),
                 P.Envelope.BodyOneofCase.Rows => Rows(envelope.Rows),

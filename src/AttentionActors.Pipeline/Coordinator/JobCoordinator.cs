@@ -14,8 +14,25 @@ public sealed record ShardStarted(JobId Job, int ShardId, int Attempt) : IWireMe
 /// <summary>Notice from a worker or the reducer: attempt <paramref name="Attempt"/> of a shard failed.</summary>
 public sealed record ShardFailed(JobId Job, int ShardId, int Attempt, string Error) : IWireMessage;
 
-/// <summary>Notice from the reducer: a shard's partials are merged.</summary>
-public sealed record ShardMerged(JobId Job, int ShardId) : IWireMessage;
+/// <summary>
+/// Notice from the reducer: a shard's partials (from the worker at <paramref name="Worker"/>) are
+/// merged; with <paramref name="Audit"/>, a second computation on another node gave the same bits.
+/// </summary>
+public sealed record ShardMerged(JobId Job, int ShardId, string Worker = "", bool Audit = false) : IWireMessage;
+
+/// <summary>Notice from the reducer: an audited shard came back with different bits from two nodes; the job fails with <paramref name="Reason"/>.</summary>
+public sealed record AuditMismatch(JobId Job, int ShardId, string Reason) : IWireMessage;
+
+/// <summary>
+/// Which shards a job re-computes on a second worker node (<paramref name="Fraction"/> of them,
+/// chosen by shard id) and where: <paramref name="Route"/> gives a worker on a node other than the
+/// first result's (its actor path), or null when no other node is alive.
+/// </summary>
+public sealed record AuditOptions(double Fraction, Func<Shard, ActorPath, IActorRef?> Route)
+{
+    /// <summary>Whether shard <paramref name="id"/> is audited: a fixed hash of the id below the fraction.</summary>
+    public bool Covers(int id) => Fraction >= 1 || (uint)(id * 2654435761u) < Fraction * 4294967296.0;
+}
 
 /// <summary>
 /// Notice from the dead-letter watcher (cluster mode): the work queue gave up on attempt
@@ -50,13 +67,16 @@ internal sealed partial class JobCoordinator : ActorBase
     private readonly IActorRef client;
     private readonly JobOptions options;
     private readonly ILogger logger;
+    private readonly AuditOptions? audit;
     private readonly Dictionary<int, ShardState> shards = [];
+    private readonly HashSet<int> audited = [];
     private int done;
     private DateTimeOffset lastActivity;
     private ICancelable? stallTimer;
 
-    public JobCoordinator(JobId job, AttentionGeometry geometry, ShardPlan plan, ShardInputSource inputs, IActorRef queue, IActorRef reducer, IActorRef client, JobOptions options, ILogger logger)
+    public JobCoordinator(JobId job, AttentionGeometry geometry, ShardPlan plan, ShardInputSource inputs, IActorRef queue, IActorRef reducer, IActorRef client, JobOptions options, ILogger logger, AuditOptions? audit = null)
     {
+        this.audit = audit;
         this.job = job;
         this.geometry = geometry;
         this.plan = plan;
@@ -89,7 +109,12 @@ internal sealed partial class JobCoordinator : ActorBase
     protected override void PreStart()
     {
         lastActivity = Now;
-        reducer.Tell(new ExpectShards(job, geometry, plan.Shards, client, Self), Self);
+        if (audit is not null)
+        {
+            audited.UnionWith(plan.Shards.Where(s => audit.Covers(s.Id)).Select(s => s.Id));
+        }
+
+        reducer.Tell(new ExpectShards(job, geometry, plan.Shards, client, Self, [.. audited.Order()]), Self);
         foreach (var shard in plan.Shards)
         {
             shards[shard.Id] = new ShardState(shard);
@@ -133,6 +158,16 @@ internal sealed partial class JobCoordinator : ActorBase
         Receive<ShardMerged>(merged =>
         {
             lastActivity = Now;
+            if (merged.Audit)
+            {
+                if (audited.Remove(merged.ShardId) && done == shards.Count && audited.Count == 0)
+                {
+                    End();
+                }
+
+                return;
+            }
+
             if (!shards.TryGetValue(merged.ShardId, out var state) || state.Done)
             {
                 return;
@@ -140,11 +175,17 @@ internal sealed partial class JobCoordinator : ActorBase
 
             state.Done = true;
             state.Deadline?.Cancel();
-            if (++done == shards.Count)
+            if (audited.Contains(merged.ShardId))
+            {
+                Audit(state, merged.Worker);
+            }
+
+            if (++done == shards.Count && audited.Count == 0)
             {
                 End();
             }
         });
+        Receive<AuditMismatch>(mismatch => Fail(mismatch.Reason));
         Receive<ShardDeadline>(late =>
         {
             if (Current(late.ShardId, late.Attempt) is { } state)
@@ -182,6 +223,19 @@ internal sealed partial class JobCoordinator : ActorBase
     }
 
     private void Finished() => ReceiveAny(_ => { });
+
+    /// <summary>Sends a merged shard to a worker on another node; its bits must match the first result's.</summary>
+    private void Audit(ShardState state, string worker)
+    {
+        var first = ActorPath.Parse(worker);
+        if (first is null || audit?.Route(state.Shard, first) is not { } other)
+        {
+            Fail($"audit of {state.Shard}: no worker node other than the one that computed it ({worker}) is alive to compute it again");
+            return;
+        }
+
+        other.Tell(new ComputeShard(job, state.Shard, state.Attempt, inputs(state.Shard), reducer, Self), Self);
+    }
 
     /// <summary>The state of a shard still running as <paramref name="attempt"/>, or null.</summary>
     private ShardState? Current(int shardId, int attempt)

@@ -65,7 +65,9 @@ public static class ShardPlanner
             throw new AttentionInputException($"keeping every shard within {options.MaxShardBytes:N0} bytes needs more than {options.MaxShards:N0} shards (the plan's limit); raise the shard limit (--max-shards) or the budget, or split the job by heads");
         }
 
-        // Phase 2: split the shard with the most work until the largest-first deal is balanced.
+        // Phase 2: split the shards with the most work until the largest-first deal is balanced.
+        // Each round re-deals every shard (O(S log S)), so a round splits the largest 1/64 of them
+        // at once: a million-shard plan takes a few hundred rounds instead of one per split.
         var shards = kept.ToList();
         var settled = new HashSet<Draft>();
         while (shards.Count < options.MaxShards)
@@ -75,27 +77,33 @@ public static class ShardPlanner
                 break;
             }
 
-            var target = shards.Where(s => !settled.Contains(s)).MaxBy(s => s.Pairs);
-            if (target is null)
+            int batch = Math.Min(Math.Max(1, shards.Count / 64), options.MaxShards - shards.Count);
+            var targets = shards.Where(s => !settled.Contains(s)).OrderByDescending(s => s.Pairs).Take(batch).ToList();
+            if (targets.Count == 0)
             {
                 break;
             }
 
-            var parts = Split(problem, target, options);
-            if (parts is null)
+            var split = new HashSet<Draft>();
+            foreach (var target in targets)
             {
-                settled.Add(target);
-                continue;
-            }
-
-            shards.Remove(target);
-            foreach (var part in parts)
-            {
-                if (Trimmed(problem, part) is { } trimmed)
+                if (Split(problem, target, options) is not { } parts)
                 {
-                    shards.Add(trimmed);
+                    settled.Add(target);
+                    continue;
+                }
+
+                split.Add(target);
+                foreach (var part in parts)
+                {
+                    if (Trimmed(problem, part) is { } trimmed)
+                    {
+                        shards.Add(trimmed);
+                    }
                 }
             }
+
+            shards.RemoveAll(split.Contains);
         }
 
         var ordered = shards.OrderByDescending(s => s.Pairs).ThenBy(s => s.Batch).ThenBy(s => s.Head).ThenBy(s => s.RowStart).ThenBy(s => s.BlockStart).ToList();

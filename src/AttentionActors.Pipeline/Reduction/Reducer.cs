@@ -8,7 +8,8 @@ using AttentionActors.Pipeline.Planning;
 namespace AttentionActors.Pipeline.Reduction;
 
 /// <summary>Command: get ready for a job's shards; finished rows and the result go to <paramref name="Client"/>.</summary>
-public sealed record ExpectShards(JobId Job, AttentionGeometry Geometry, IReadOnlyList<Shard> Shards, IActorRef Client, IActorRef Coordinator) : IWireMessage;
+/// <paramref name="Audited"/> lists the shards whose second result, from another node, must carry the same bits before the job completes.
+public sealed record ExpectShards(JobId Job, AttentionGeometry Geometry, IReadOnlyList<Shard> Shards, IActorRef Client, IActorRef Coordinator, IReadOnlyList<int>? Audited = null) : IWireMessage;
 
 /// <summary>Notice from a worker: the partials of attempt <paramref name="Attempt"/> of a shard.</summary>
 public sealed record PartialComputed(JobId Job, int ShardId, int Attempt, PartialSet Partials) : IWireMessage;
@@ -67,8 +68,14 @@ internal sealed class Reducer : ActorBase
 
     private void OnPartial(PartialComputed done)
     {
-        if (!jobs.TryGetValue(done.Job, out var job) || job.Received.Contains(done.ShardId))
+        if (!jobs.TryGetValue(done.Job, out var job))
         {
+            return;
+        }
+
+        if (job.Received.Contains(done.ShardId))
+        {
+            Audit(job, done);
             return;
         }
 
@@ -85,6 +92,11 @@ internal sealed class Reducer : ActorBase
         }
 
         job.Received.Add(shard.Id);
+        if (job.AuditPending.Contains(shard.Id))
+        {
+            job.AuditFirst[shard.Id] = (PartialDigest.Of(done.Partials), Sender.Path);
+        }
+
         foreach (var segment in job.SegmentsOf[shard.Id])
         {
             segment.Parts.Add((done.Partials, segment.Start - shard.RowStart));
@@ -98,12 +110,41 @@ internal sealed class Reducer : ActorBase
 
         // The client hears first, so in one process its result is queued before the coordinator stops.
         job.Expect.Client.Tell(job.Progress(), Self);
-        if (job.Received.Count == job.ShardsById.Count)
+        if (job.Received.Count == job.ShardsById.Count && job.AuditPending.Count == 0)
         {
             Complete(job);
         }
 
-        job.Expect.Coordinator.Tell(new ShardMerged(done.Job, shard.Id), Self);
+        job.Expect.Coordinator.Tell(new ShardMerged(done.Job, shard.Id, Sender.Path.ToString()), Self);
+    }
+
+    /// <summary>
+    /// A second result for a merged shard: a repeat from the same node is a duplicate delivery and
+    /// ignored; from another node, of a shard under audit, it must carry the first result's bits.
+    /// </summary>
+    private void Audit(JobState job, PartialComputed second)
+    {
+        if (!job.AuditPending.Contains(second.ShardId) || !job.AuditFirst.TryGetValue(second.ShardId, out var first) || first.Worker.Address == Sender.Path.Address)
+        {
+            return;
+        }
+
+        var shard = job.ShardsById[second.ShardId];
+        string? invalid = PartialCheck.Invalid(job.Expect.Geometry, shard, second.Partials);
+        if (invalid is not null || PartialDigest.Of(second.Partials) != first.Digest)
+        {
+            string why = $"audit failed: {shard} computed on {first.Worker.Address} and again on {Sender.Path.Address} gave different bits{(invalid is null ? "" : $" ({invalid})")}; one of these machines computes wrongly";
+            jobs.Remove(job.Expect.Job);
+            job.Expect.Coordinator.Tell(new AuditMismatch(job.Expect.Job, shard.Id, why), Self);
+            return;
+        }
+
+        job.AuditPending.Remove(shard.Id);
+        job.Expect.Coordinator.Tell(new ShardMerged(job.Expect.Job, shard.Id, Sender.Path.ToString(), Audit: true), Self);
+        if (job.Received.Count == job.ShardsById.Count && job.AuditPending.Count == 0)
+        {
+            Complete(job);
+        }
     }
 
     private void Complete(JobState job)
@@ -178,6 +219,7 @@ internal sealed class Reducer : ActorBase
         {
             Expect = expect;
             ShardsById = expect.Shards.ToDictionary(s => s.Id);
+            AuditPending = [.. expect.Audited ?? []];
             TotalFlops = expect.Shards.Sum(s => s.Flops);
             foreach (var group in expect.Shards.GroupBy(s => (s.Batch, s.Head)))
             {
@@ -199,6 +241,12 @@ internal sealed class Reducer : ActorBase
         public Dictionary<int, List<Segment>> SegmentsOf { get; } = [];
 
         public HashSet<int> Received { get; } = [];
+
+        /// <summary>Audited shards whose second result has not matched yet.</summary>
+        public HashSet<int> AuditPending { get; }
+
+        /// <summary>Digest and worker of each audited shard's first result.</summary>
+        public Dictionary<int, (ulong Digest, ActorPath Worker)> AuditFirst { get; } = [];
 
         public double FlopsDone { get; set; }
 
