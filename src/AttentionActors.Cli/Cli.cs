@@ -8,15 +8,7 @@ public static class Cli
 {
     public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken = default)
     {
-        var root = new RootCommand("AttentionActors: exact attention over very long sequences, sharded across actors.")
-        {
-            RunCommand.Create(stdout, stderr),
-            BenchCommand.Create(),
-            CompareCommand.Create(stdout, stderr),
-            NodeCommand.Create(stderr),
-            ClusterCommand.Create(stdout, stderr),
-        };
-        var parsed = root.Parse(args);
+        var parsed = Build(stdout, stderr).Parse(args);
         if (parsed.Errors.Count > 0)
         {
             stderr.WriteLine($"attention: {parsed.Errors[0].Message} (see attention --help)");
@@ -25,4 +17,14 @@ public static class Cli
 
         return await parsed.InvokeAsync(new InvocationConfiguration { Output = stdout, Error = stderr, ProcessTerminationTimeout = null }, cancellationToken);
     }
+
+    /// <summary>The whole command tree (tests parse the commands of the compose file with it).</summary>
+    internal static RootCommand Build(TextWriter stdout, TextWriter stderr) => new("AttentionActors: exact attention over very long sequences, sharded across actors.")
+    {
+        RunCommand.Create(stdout, stderr),
+        BenchCommand.Create(),
+        CompareCommand.Create(stdout, stderr),
+        NodeCommand.Create(stderr),
+        ClusterCommand.Create(stdout, stderr),
+    };
 }
