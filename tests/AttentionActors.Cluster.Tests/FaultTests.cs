@@ -222,6 +222,70 @@ public sealed class FaultTests(PrivateBroker broker)
         Assert.All(cluster.Nodes, n => Assert.False(n.HasExited, $"{n.Name} died:\n{n.Tail()}"));
     }
 
+    [Fact]
+    public async Task Worker_stopped_with_SIGTERM_mid_shard_answers_it_and_exits_0()
+    {
+        await using var cluster = await ClusterHarness.StartAsync(broker);
+        await cluster.StartTopology(("w1", null), ("w2", null));
+        var leaving = cluster.Nodes.Single(n => n.Name == "w1");
+        var problem = LongJob(29, heads: 8);
+
+        var job = cluster.Client.ComputeAsync(problem, maxShardBytes: SmallShards);
+        await StopWhileBusy(cluster, leaving, job);
+        int code = await leaving.WaitForExit(TimeSpan.FromSeconds(40));
+        var result = await cluster.Within(job, TimeSpan.FromSeconds(100));
+
+        Assert.True(code == 0, $"w1 exited {code}:\n{leaving.Tail()}");
+        Assert.Contains("node w1 stopped", leaving.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("before its running shards were answered", leaving.Output, StringComparison.Ordinal);
+        TestData.AssertBitwise(ClusterHarness.SingleNode(problem).Output.Data.Span, result.Output.Data.Span, "output after a worker left");
+    }
+
+    [Fact]
+    public async Task A_client_that_vanishes_mid_job_has_its_job_cancelled_by_the_coordinator()
+    {
+        await using var cluster = await ClusterHarness.StartAsync(broker);
+        await cluster.StartTopology(("w1", null));
+        var coordinator = cluster.Nodes.Single(n => n.Name == "coordinator");
+        var environment = new Dictionary<string, string>
+        {
+            ["ATTENTION_BROKER__PREFIX"] = cluster.Broker.Prefix,
+            ["ATTENTION_BROKER__HEARTBEATINTERVALSECONDS"] = "0.25",
+            ["ATTENTION_BROKER__NODETIMEOUTSECONDS"] = "2",
+        };
+        await using var run = NodeProcess.Start("run", environment, "run", "--random", "--seq", "8192", "--dim", "64", "--heads", "8", "--max-shard-bytes", "1048576", "--broker", cluster.Broker.Url);
+        await coordinator.WaitForOutput("started:", TimeSpan.FromSeconds(60));
+
+        run.KillHard();
+
+        await coordinator.WaitForOutput("vanished", TimeSpan.FromSeconds(15));
+        Assert.Contains("cancelled: the client node://client-", coordinator.Output, StringComparison.Ordinal);
+
+        // The worker stops on the job: soon nothing is in flight, and the count of shards done stays put.
+        await Task.Delay(TimeSpan.FromSeconds(2));
+        long before = cluster.Member("w1").Heartbeat.ShardsDone;
+        await Task.Delay(TimeSpan.FromSeconds(2));
+        Assert.Equal(before, cluster.Member("w1").Heartbeat.ShardsDone);
+    }
+
+    /// <summary>Sends SIGTERM to <paramref name="victim"/> once its heartbeat says it is computing a shard.</summary>
+    private static async Task StopWhileBusy(ClusterHarness cluster, NodeProcess victim, Task job)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (!job.IsCompleted && DateTime.UtcNow < deadline)
+        {
+            if (cluster.Client.Members.FirstOrDefault(m => m.Heartbeat.Node == victim.Name) is { Heartbeat.InFlight: > 0 })
+            {
+                victim.Terminate();
+                return;
+            }
+
+            await Task.Delay(10);
+        }
+
+        Assert.Fail($"{victim.Name} never held a shard while the job ran:\n{cluster.Logs()}");
+    }
+
     /// <summary>Kills <paramref name="victim"/> once its heartbeat says it is computing a shard.</summary>
     private static async Task KillWhileBusy(ClusterHarness cluster, NodeProcess victim, Task job)
     {
