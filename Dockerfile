@@ -17,7 +17,7 @@ RUN dotnet publish src/AttentionActors.Cli -c Release -r linux-x64 --self-contai
 
 FROM ${RUNTIME_IMAGE} AS runtime-base
 # A fixed non-root user; its home is the working folder for outputs.
-RUN (getent passwd attention >/dev/null || useradd --system --uid 10001 --create-home --home-dir /work attention)
+RUN (getent passwd attention >/dev/null || useradd --uid 10001 --create-home --home-dir /work attention)
 WORKDIR /work
 ENV DOTNET_gcServer=0 \
     ATTENTION_BROKER__URL=amqp://rabbitmq:5672/
