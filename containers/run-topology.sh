@@ -42,14 +42,15 @@ fi
 mirror=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
 if ! podman image exists localhost/debian:bookworm; then
     say "building the Debian base image (about 40 s, once per machine)"
-    debootstrap --variant=minbase bookworm "$work/rootfs" "${mirror:-http://deb.debian.org/debian}" >/dev/null
-    tar -C "$work/rootfs" -c . | podman import - localhost/debian:bookworm >/dev/null
+    debootstrap --variant=minbase bookworm "$work/rootfs" "${mirror:-http://deb.debian.org/debian}" >"$work/build.log" 2>&1 || fail "debootstrap: $(tail -5 "$work/build.log")"
+    tar -C "$work/rootfs" -c . | podman import --quiet - localhost/debian:bookworm >/dev/null
 fi
-podman image exists "$RABBITMQ_IMAGE" || podman build -q -t "$RABBITMQ_IMAGE" -f containers/broker.Containerfile containers >/dev/null
-podman image exists localhost/attention-runtime:bookworm || podman build -q -t localhost/attention-runtime:bookworm -f containers/runtime.Containerfile containers >/dev/null
+build() { podman build -q "$@" >"$work/build.log" 2>&1 || fail "podman build $*: $(tail -20 "$work/build.log")"; }
+podman image exists "$RABBITMQ_IMAGE" || build -t "$RABBITMQ_IMAGE" -f containers/broker.Containerfile containers
+podman image exists localhost/attention-runtime:bookworm || build -t localhost/attention-runtime:bookworm -f containers/runtime.Containerfile containers
 say "publishing a self-contained build and building the node image"
-dotnet publish src/AttentionActors.Cli -c Release -r linux-x64 --self-contained -o "$root/publish" -nologo -v quiet >/dev/null
-podman build -q --target runtime-prebuilt --build-arg RUNTIME_IMAGE=localhost/attention-runtime:bookworm -t "$ATTENTION_IMAGE" -f Dockerfile . >/dev/null
+dotnet publish src/AttentionActors.Cli -c Release -r linux-x64 --self-contained -o "$root/publish" -nologo -v quiet >"$work/build.log" 2>&1 || fail "dotnet publish: $(tail -20 "$work/build.log")"
+build --target runtime-prebuilt --build-arg RUNTIME_IMAGE=localhost/attention-runtime:bookworm -t "$ATTENTION_IMAGE" -f Dockerfile .
 
 # 3. The Docker-compatible socket docker-compose talks to; podman runs healthchecks only when asked (no systemd).
 podman system service --time=0 "$DOCKER_HOST" >/dev/null 2>&1 &
