@@ -64,6 +64,15 @@ for _ in $(seq 120); do
     sleep 1
 done
 wait "$up" || fail "compose up: $(cat "$work/up.log")"
+
+# Every node has joined once it logs "node … up" (then one heartbeat interval for the others to hear it).
+# (The logs are read whole before grep: with pipefail, grep -q closing the pipe early reads as a failure.)
+joined() { grep -q " up: roles" <<<"$(podman logs "${project}_$1" 2>&1)"; }
+for name in coordinator_1 reducer_1 worker_1 worker_2 worker_3; do
+    for _ in $(seq 600); do joined "$name" && break; sleep 0.1; done
+    joined "$name" || fail "${project}_$name did not start: $(podman logs "${project}_$name" 2>&1 | tail -5)"
+done
+sleep 2
 say "up: $(podman ps --filter "name=$project" --format '{{.Names}}' | tr '\n' ' ')"
 
 # 4. A verified job; its output is compared with embedded mode on the host, bit for bit.

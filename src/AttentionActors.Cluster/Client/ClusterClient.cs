@@ -115,6 +115,10 @@ public sealed class ClusterClient : IAsyncDisposable
             throw new AttentionJobException($"no coordinator node is alive on broker {Broker} (no heartbeat in {options.NodeTimeout.TotalSeconds:F0} s): start one with `attention node --roles coordinator --broker …`");
         }
 
+        // A cluster that is still starting (compose up, then run) gets a moment for its workers and reducer to join;
+        // if they do not, the coordinator refuses the job and says which role is missing.
+        await WaitForRoleAsync(NodeRoles.Reducer, options.NodeTimeout, cancellationToken).ConfigureAwait(false);
+        await WaitForRoleAsync(NodeRoles.Worker, options.NodeTimeout, cancellationToken).ConfigureAwait(false);
         var coordinators = transport.Membership.WithRole(NodeRoles.Coordinator).Select(m => m.Heartbeat.Node).ToList();
         var jobs = (ClusterRef)transport.Resolve(new ActorAddress(coordinators[Random.Shared.Next(coordinators.Count)], JobHost.ActorName));
         var job = JobId.New();
