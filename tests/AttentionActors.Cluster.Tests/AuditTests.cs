@@ -24,7 +24,7 @@ public sealed class AuditTests(PrivateBroker broker)
         var result = await cluster.Within(cluster.Client.ComputeAsync(problem, maxShardBytes: 64 << 10, audit: 1.0), TimeSpan.FromSeconds(60));
 
         TestData.AssertBitwise(ClusterHarness.SingleNode(problem).Output.Data.Span, result.Output.Data.Span, "audited output");
-        await Task.Delay(cluster.Broker.HeartbeatInterval * 3);
+        await cluster.Eventually(() => cluster.Find("w1")?.Heartbeat.ShardsDone + cluster.Find("w2")?.Heartbeat.ShardsDone >= 2 * 8, TimeSpan.FromSeconds(10), "heartbeats showing both computations of the shards");
         long computed = cluster.Member("w1").Heartbeat.ShardsDone + cluster.Member("w2").Heartbeat.ShardsDone;
         Assert.True(computed >= 2 * 8, $"only {computed} shard computations for a fully audited job");
     }

@@ -71,6 +71,24 @@ public sealed class ClusterHarness : IAsyncDisposable
         await WaitForNodes(TimeSpan.FromSeconds(30), ["coordinator", "reducer", .. workers.Select(w => w.Name)]);
     }
 
+    /// <summary>Waits until <paramref name="condition"/> holds (checked every 50 ms), or fails naming <paramref name="what"/> with every node's last log lines.</summary>
+    public async Task Eventually(Func<bool> condition, TimeSpan timeout, string what)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException($"{what}: not within {timeout.TotalSeconds:F0} s\n{Logs()}");
+            }
+
+            await Task.Delay(50);
+        }
+    }
+
+    /// <summary>The last heartbeat of <paramref name="name"/>, or null when it is not a live member.</summary>
+    public Member? Find(string name) => Client.Members.FirstOrDefault(m => m.Heartbeat.Node == name);
+
     /// <summary>The task's result, or a timeout that shows every node's last log lines.</summary>
     public async Task<T> Within<T>(Task<T> task, TimeSpan timeout)
     {

@@ -42,10 +42,11 @@ public sealed class MultiProcessTests(PrivateBroker broker)
         }
 
         // Every worker took part, whatever its vector width: the bits above came from all three.
-        await Task.Delay(cluster.Broker.HeartbeatInterval * 3);
+        string[] workers = ["worker-512", "worker-256", "worker-noavx512"];
+        await cluster.Eventually(() => workers.All(w => cluster.Find(w)?.Heartbeat.ShardsDone > 0), TimeSpan.FromSeconds(10), "a heartbeat of each worker showing shards done");
         Assert.Equal("Vector256", cluster.Member("worker-256").Heartbeat.Simd);
         Assert.Equal("Vector256", cluster.Member("worker-noavx512").Heartbeat.Simd);
-        foreach (var worker in new[] { "worker-512", "worker-256", "worker-noavx512" })
+        foreach (var worker in workers)
         {
             Assert.True(cluster.Member(worker).Heartbeat.ShardsDone > 0, $"{worker} computed no shard:\n{cluster.Logs()}");
         }

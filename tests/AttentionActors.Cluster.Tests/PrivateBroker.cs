@@ -33,6 +33,14 @@ public sealed class PrivateBroker : IAsyncLifetime
 
     public Task RestartAppAsync(TimeSpan down) => Broker.RestartAppAsync(down);
 
+    /// <summary>Messages (ready and unacknowledged) in the work queue of the cluster with <paramref name="prefix"/>, from rabbitmqctl.</summary>
+    public int WorkQueueDepth(string prefix)
+    {
+        var (_, output) = Broker.Ctl(TimeSpan.FromSeconds(30), "list_queues", "-q", "name", "messages").GetAwaiter().GetResult();
+        string? line = output.Split('\n').FirstOrDefault(l => l.StartsWith($"{prefix}.work\t", StringComparison.Ordinal));
+        return line is null ? -1 : int.Parse(line.Split('\t')[1].Trim(), System.Globalization.CultureInfo.InvariantCulture);
+    }
+
     public async Task InitializeAsync() => broker = await LocalBroker.StartAsync();
 
     public async Task DisposeAsync()

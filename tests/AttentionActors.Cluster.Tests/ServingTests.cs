@@ -59,7 +59,9 @@ public sealed class ServingTests(PrivateBroker broker)
             }
         }
 
-        await Task.Delay(TimeSpan.FromSeconds(2));
+        // The garbage has reached the nodes (they log each drop) before the job runs beside it.
+        await cluster.Nodes.Single(n => n.Name == "reducer").WaitForOutput("dropped a message", TimeSpan.FromSeconds(30));
+        await cluster.Nodes.Single(n => n.Name == "w1").WaitForOutput("not a valid shard", TimeSpan.FromSeconds(30));
         var problem = Job(31);
         var result = await cluster.Within(cluster.Client.ComputeAsync(problem, maxShardBytes: SmallShards), TimeSpan.FromSeconds(60));
 
@@ -97,7 +99,7 @@ public sealed class ServingTests(PrivateBroker broker)
 
         TestData.AssertBitwise(ClusterHarness.SingleNode(a).Output.Data.Span, resultA.Output.Data.Span, "first client");
         TestData.AssertBitwise(ClusterHarness.SingleNode(b).Output.Data.Span, resultB.Output.Data.Span, "second client");
-        await Task.Delay(cluster.Broker.HeartbeatInterval * 3);
+        await cluster.Eventually(() => cluster.Find("w2")?.Heartbeat.ShardsDone > 0, TimeSpan.FromSeconds(10), "a heartbeat of w2 showing shards done");
         Assert.True(cluster.Member("w2").Heartbeat.ShardsDone > 0, $"the worker that joined mid-job took no shard:\n{cluster.Logs()}");
     }
 }

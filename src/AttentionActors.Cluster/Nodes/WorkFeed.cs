@@ -198,7 +198,7 @@ internal sealed partial class WorkFeed : ActorBase
     {
         if (drainRequester is not null && busy.Count == 0)
         {
-            transport.Outbox.AfterConfirmed(() => Task.CompletedTask);
+            // The acks queued so far go out with the outbox's final flush when the node stops.
             drainRequester.Tell(new Drained(), Self);
             drainRequester = NoSender.Instance;
         }

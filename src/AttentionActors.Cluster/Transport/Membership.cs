@@ -26,8 +26,6 @@ internal sealed class Membership(TimeProvider time, TimeSpan nodeTimeout)
 
     public IEnumerable<Member> WithRole(string role) => members.Values.Where(m => !m.Heartbeat.Leaving && m.Heartbeat.Roles.Contains(role));
 
-    public bool IsAlive(string node) => members.ContainsKey(node);
-
     /// <summary>Whether a live coordinator's heartbeat lists <paramref name="job"/> as ended.</summary>
     public bool HasEnded(string job) => members.Values.Any(m => m.Heartbeat.EndedJobs is { } ended && ended.Contains(job));
 

@@ -30,7 +30,6 @@ internal sealed partial class NodeTransport : IAsyncDisposable
     private ITimer? heartbeatTimer;
     private int beating;
     private long receivedBytes;
-    private long dropped;
 
     private NodeTransport(ActorSystem system, BrokerConnection broker, Func<NodeHeartbeat> heartbeat, bool broadcasts, bool trackMembership, ILogger logger)
     {
@@ -43,7 +42,7 @@ internal sealed partial class NodeTransport : IAsyncDisposable
         Node = system.Name;
         Topology = new Topology(broker.Options.Prefix, broker.Options.DeliveryLimit);
         Codec = new WireCodec(Resolve);
-        Outbox = new Outbox(broker, Codec, logger);
+        Outbox = new Outbox(broker, logger);
         Membership = new Membership(TimeProvider.System, broker.Options.NodeTimeout);
         system.AddResolver(path => path.Address.StartsWith("node://", StringComparison.Ordinal) ? Resolve(new ActorAddress(path.Address["node://".Length..], path.Name)) : null);
     }
@@ -61,9 +60,6 @@ internal sealed partial class NodeTransport : IAsyncDisposable
     public Membership Membership { get; }
 
     public long ReceivedBytes => Interlocked.Read(ref receivedBytes);
-
-    /// <summary>Messages dropped as malformed or misaddressed.</summary>
-    public long Dropped => Interlocked.Read(ref dropped);
 
     /// <summary>
     /// Connects, declares the shared topology and this node's inbox, and starts consuming and sending
@@ -259,7 +255,6 @@ internal sealed partial class NodeTransport : IAsyncDisposable
 
     private void Drop(string why)
     {
-        Interlocked.Increment(ref dropped);
         LogDropped(logger, Node, why);
     }
 

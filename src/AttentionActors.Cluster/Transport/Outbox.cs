@@ -20,25 +20,20 @@ internal sealed partial class Outbox : IAsyncDisposable
 {
     private readonly Channel<Item> items = System.Threading.Channels.Channel.CreateUnbounded<Item>(new UnboundedChannelOptions { SingleReader = true });
     private readonly BrokerConnection broker;
-    private readonly WireCodec codec;
     private readonly ILogger logger;
     private readonly Task loop;
     private const int Window = 4;
     private readonly CancellationTokenSource stop = new();
     private readonly Queue<(Task Confirmed, Publish Item, int Bytes)> inFlight = new();
     private IChannel? channel;
-    private long published;
     private long publishedBytes;
 
-    public Outbox(BrokerConnection broker, WireCodec codec, ILogger logger)
+    public Outbox(BrokerConnection broker, ILogger logger)
     {
         this.broker = broker;
-        this.codec = codec;
         this.logger = logger;
         loop = Task.Run(RunAsync);
     }
-
-    public long Published => Interlocked.Read(ref published);
 
     public long PublishedBytes => Interlocked.Read(ref publishedBytes);
 
@@ -147,7 +142,6 @@ internal sealed partial class Outbox : IAsyncDisposable
         {
             // No cancellable token on a confirm channel in client 7.1.2 (its semaphore leaks on cancel): bound the wait instead.
             await confirmed.WaitAsync(broker.Options.PublishTimeout, stop.Token).ConfigureAwait(false);
-            Interlocked.Increment(ref published);
             Interlocked.Add(ref publishedBytes, bytes);
             item.Done.TrySetResult();
         }

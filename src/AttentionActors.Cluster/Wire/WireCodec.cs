@@ -55,8 +55,6 @@ internal sealed class WireCodec
         _ => throw new ArgumentException($"actor {actor.Path} has no cluster address"),
     };
 
-    public static bool IsWireMessage(object message) => message is IWireMessage;
-
     public static byte[] Encode(object message, ActorAddress target, IActorRef? sender)
     {
         var envelope = new P.Envelope { Version = Version, Target = Address(target), Sender = Address(AddressOf(sender)) };
