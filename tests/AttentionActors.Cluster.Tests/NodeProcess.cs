@@ -53,13 +53,19 @@ public sealed partial class NodeProcess : IAsyncDisposable
     /// <summary>Starts <c>attention node</c> with the given roles on the test broker (settings through the environment, as containers pass them).</summary>
     public static NodeProcess StartNode(BrokerOptions broker, string name, string roles, int threads = 1, IDictionary<string, string>? environment = null, params string[] extra)
     {
-        var env = new Dictionary<string, string>(environment ?? new Dictionary<string, string>())
+        var env = new Dictionary<string, string>
         {
             ["ATTENTION_BROKER__PREFIX"] = broker.Prefix,
             ["ATTENTION_BROKER__HEARTBEATINTERVALSECONDS"] = broker.HeartbeatInterval.TotalSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture),
             ["ATTENTION_BROKER__NODETIMEOUTSECONDS"] = broker.NodeTimeout.TotalSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture),
             ["ATTENTION_BROKER__DELIVERYLIMIT"] = broker.DeliveryLimit.ToString(System.Globalization.CultureInfo.InvariantCulture),
         };
+
+        // The test's own settings win over the broker's.
+        foreach (var (key, value) in environment ?? new Dictionary<string, string>())
+        {
+            env[key] = value;
+        }
         return Start(name, env, ["node", "--broker", broker.Url, "--name", name, "--roles", roles, "--threads", threads.ToString(System.Globalization.CultureInfo.InvariantCulture), "--log-level", "Debug", .. extra]);
     }
 

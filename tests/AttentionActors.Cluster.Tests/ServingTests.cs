@@ -102,4 +102,60 @@ public sealed class ServingTests(PrivateBroker broker)
         await cluster.Eventually(() => cluster.Find("w2")?.Heartbeat.ShardsDone > 0, TimeSpan.FromSeconds(10), "a heartbeat of w2 showing shards done");
         Assert.True(cluster.Member("w2").Heartbeat.ShardsDone > 0, $"the worker that joined mid-job took no shard:\n{cluster.Logs()}");
     }
+
+    [Fact]
+    public async Task A_coordinator_gives_a_missing_reducer_one_node_timeout_to_join_then_refuses_naming_the_role()
+    {
+        // The client waits 1 s for a reducer and submits anyway; the coordinator waits 10 s.
+        await using var cluster = await ClusterHarness.StartAsync(broker, b => b with { NodeTimeout = TimeSpan.FromSeconds(1) });
+        var coordinator = cluster.Start("coordinator", NodeRoles.Coordinator, environment: new Dictionary<string, string> { ["ATTENTION_BROKER__NODETIMEOUTSECONDS"] = "10" });
+        cluster.Start("w1", NodeRoles.Worker);
+        await cluster.WaitForNodes(TimeSpan.FromSeconds(30), "coordinator", "w1");
+        var problem = Job(34, 700);
+
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var refused = await Assert.ThrowsAsync<AttentionJobException>(() => cluster.Within(cluster.Client.ComputeAsync(problem), TimeSpan.FromSeconds(60)));
+        Assert.Contains("no reducer node is alive", refused.Message, StringComparison.Ordinal);
+        Assert.True(clock.Elapsed >= TimeSpan.FromSeconds(10), $"refused after {clock.Elapsed.TotalSeconds:F1} s, before the coordinator's 10 s node timeout: {refused.Message}");
+
+        // A reducer that starts only after the job reached the coordinator still gets it.
+        var job = cluster.Client.ComputeAsync(problem);
+        await Task.WhenAny(job, cluster.Eventually(() => coordinator.Output.Split("submitted:").Length > 2, TimeSpan.FromSeconds(30), "the second job submitted"));
+        cluster.Start("reducer", NodeRoles.Reducer);
+        var result = await cluster.Within(job, TimeSpan.FromSeconds(60));
+        TestData.AssertBitwise(ClusterHarness.SingleNode(problem).Output.Data.Span, result.Output.Data.Span, "the job that waited for its reducer");
+    }
+
+    [Fact]
+    public async Task A_coordinator_heard_from_but_without_an_inbox_fails_the_job_by_name_instead_of_losing_it()
+    {
+        // A node whose heartbeats arrive while its inbox is missing (its consuming connection is down):
+        // what is sent to it is returned by the broker, and the client says so rather than wait forever.
+        await using var cluster = await ClusterHarness.StartAsync(broker);
+        var t = new Topology(cluster.Broker.Prefix, cluster.Broker.DeliveryLimit);
+        var factory = new ConnectionFactory { Uri = new Uri(broker.Url) };
+        await using var connection = await factory.CreateConnectionAsync();
+        await using var channel = await connection.CreateChannelAsync();
+        using var stop = new CancellationTokenSource();
+        var ghost = Task.Run(async () =>
+        {
+            long started = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+            while (!stop.IsCancellationRequested)
+            {
+                var beat = new NodeHeartbeat("ghost", [NodeRoles.Coordinator, NodeRoles.Reducer, NodeRoles.Worker], "nowhere", 1, "Vector512", 1, started, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(), 0, 0, false);
+                await channel.BasicPublishAsync(t.Heartbeats, "", WireCodec.Encode(beat, new ActorAddress(NodeTransport.AnyNode, "membership"), null));
+                await Task.Delay(200);
+            }
+        });
+        await cluster.Eventually(() => cluster.Find("ghost") is not null, TimeSpan.FromSeconds(10), "the ghost's heartbeat at the client");
+
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var failure = await Assert.ThrowsAsync<AttentionJobException>(() => cluster.Within(cluster.Client.ComputeAsync(Job(35, 300)), TimeSpan.FromSeconds(30)));
+        await stop.CancelAsync();
+        await ghost;
+
+        Assert.Contains("node ghost has no inbox", failure.Message, StringComparison.Ordinal);
+        Assert.Contains("SubmitAttention", failure.Message, StringComparison.Ordinal);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"the failure took {clock.Elapsed.TotalSeconds:F1} s; the node timeout is {cluster.Broker.NodeTimeout.TotalSeconds} s");
+    }
 }

@@ -130,7 +130,7 @@ public sealed class ClusterClient : IAsyncDisposable
             // Until the job is accepted, its coordinator node stands for both the coordinator and the reducer.
             client.Tell(new WatchJob(jobs, jobs));
             await using var registration = cancellationToken.Register(() => client.Tell(new CancelRequested("cancelled by the caller"))).ConfigureAwait(false);
-            await transport.Send(jobs.Address, new SubmitAttention(job, g, maxShardBytes, audit), client).ConfigureAwait(false);
+            await SendRoutedAsync(jobs.Address, new SubmitAttention(job, g, maxShardBytes, audit), client).ConfigureAwait(false);
             await UploadAsync(job, problem, jobs.Address, client, result.Task, options.MaxMessageBytes).ConfigureAwait(false);
             return await result.Task.ConfigureAwait(false);
         }
@@ -160,10 +160,36 @@ public sealed class ClusterClient : IAsyncDisposable
 
                 int count = (int)Math.Min(chunk, data.Length - offset);
                 bool last = t == tensors.Length - 1 && offset + count == data.Length;
-                await transport.Send(jobs, new TensorChunk(job, role, offset, data.Slice((int)offset, count), last), client).ConfigureAwait(false);
+                await SendRoutedAsync(jobs, new TensorChunk(job, role, offset, data.Slice((int)offset, count), last), client).ConfigureAwait(false);
                 offset += count;
             }
             while (offset < data.Length);
+        }
+    }
+
+    /// <summary>
+    /// Sends to a node, sending again while the broker returns the message unrouted (a node that is
+    /// heard from but still re-creating its inbox after a reconnect) for up to one node timeout.
+    /// </summary>
+    private async Task SendRoutedAsync(ActorAddress target, object message, IActorRef sender)
+    {
+        var deadline = DateTime.UtcNow + transport.Broker.Options.NodeTimeout;
+        while (true)
+        {
+            try
+            {
+                await transport.Send(target, message, sender).ConfigureAwait(false);
+                return;
+            }
+            catch (UnroutableMessageException unroutable)
+            {
+                if (DateTime.UtcNow >= deadline)
+                {
+                    throw new AttentionJobException($"{unroutable.Message}; gave up after {transport.Broker.Options.NodeTimeout.TotalSeconds:F0} s");
+                }
+
+                await Task.Delay(100).ConfigureAwait(false);
+            }
         }
     }
 

@@ -12,8 +12,9 @@ namespace AttentionActors.Cluster;
 
 /// <summary>
 /// A coordinator node's door: it takes a job's geometry (<see cref="SubmitAttention"/>), refuses
-/// at once what it cannot run (too large for this node, no worker or reducer alive), receives the
-/// tensors in chunks, checks every value, plans the shards for the live workers, picks a reducer,
+/// at once what it cannot run (too large for this node), gives a missing worker or reducer one node
+/// timeout to be heard from (a node that has just reconnected to the broker may not have heard the
+/// others yet) before refusing the job, receives the tensors in chunks, checks every value, plans the shards for the live workers, picks a reducer,
 /// and starts a <see cref="JobCoordinator"/> for it, telling the client where its job runs. It holds
 /// a job's tensors until the job's coordinator stops, and cancels the jobs of a client that vanishes.
 /// </summary>
@@ -23,6 +24,7 @@ internal sealed partial class JobHost : ActorBase
     public const string ActorName = "jobs";
 
     private static readonly TimeSpan UploadIdleTimeout = TimeSpan.FromMinutes(2);
+    private static readonly TimeSpan MemberRecheck = TimeSpan.FromMilliseconds(250);
 
     private readonly NodeTransport transport;
     private readonly NodeOptions options;
@@ -56,6 +58,7 @@ internal sealed partial class JobHost : ActorBase
             }
         });
         Receive<Terminated>(OnTerminated);
+        Receive<RecheckMembers>(OnRecheckMembers);
         Receive<SweepUploads>(_ =>
         {
             var now = Context.System.Time.GetUtcNow();
@@ -68,6 +71,8 @@ internal sealed partial class JobHost : ActorBase
 
     private sealed record SweepUploads;
 
+    private sealed record RecheckMembers(JobId Job);
+
     private sealed class Upload(SubmitAttention submit, IActorRef client, DateTimeOffset now)
     {
         public SubmitAttention Submit { get; } = submit;
@@ -79,6 +84,12 @@ internal sealed partial class JobHost : ActorBase
         public long[] Received { get; } = new long[3];
 
         public DateTimeOffset LastChunk { get; set; } = now;
+
+        /// <summary>All of Q, K and V have arrived; the job starts once a worker and a reducer are alive.</summary>
+        public bool Complete { get; set; }
+
+        /// <summary>When a missing role was first noticed and the refusal deadline counted from then, or null while every role is alive.</summary>
+        public DateTimeOffset? MissingSince { get; set; }
     }
 
     protected override void PreStart() => sweep = Context.System.Scheduler.ScheduleTellRepeatedly(TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(30), Self, new SweepUploads(), Self);
@@ -110,14 +121,6 @@ internal sealed partial class JobHost : ActorBase
         {
             refusal = $"the job's Q, K and V take {values * 4.0 / (1 << 30):F2} GiB; coordinator {transport.Node} takes at most {options.MaxJobBytes / (double)(1 << 30):F2} GiB per job (Node:MaxJobBytes)";
         }
-        else if (!transport.Membership.WithRole(NodeRoles.Worker).Any())
-        {
-            refusal = $"no worker node is alive on broker {transport.Broker.Describe}: start one with `attention node --roles worker --broker …`";
-        }
-        else if (!transport.Membership.WithRole(NodeRoles.Reducer).Any())
-        {
-            refusal = $"no reducer node is alive on broker {transport.Broker.Describe}: start one with `attention node --roles reducer --broker …`";
-        }
 
         if (refusal is not null)
         {
@@ -125,9 +128,53 @@ internal sealed partial class JobHost : ActorBase
             return;
         }
 
-        uploads[submit.Job] = new Upload(submit, Sender, Context.System.Time.GetUtcNow());
+        var upload = new Upload(submit, Sender, Context.System.Time.GetUtcNow());
+        uploads[submit.Job] = upload;
         Context.Watch(Sender);
         LogSubmitted(logger, submit.Job, g.QueryShape, g.KeyShape, g.ValueShape);
+        AwaitMissingRole(upload);
+    }
+
+    /// <summary>The refusal for a role no live node has, or null when a worker and a reducer are both alive.</summary>
+    private string? MissingRole() =>
+        !transport.Membership.WithRole(NodeRoles.Worker).Any() ? $"no worker node is alive on broker {transport.Broker.Describe}: start one with `attention node --roles worker --broker …`"
+        : !transport.Membership.WithRole(NodeRoles.Reducer).Any() ? $"no reducer node is alive on broker {transport.Broker.Describe}: start one with `attention node --roles reducer --broker …`"
+        : null;
+
+    /// <summary>Starts counting a node timeout when a role is missing, and re-checks until it is heard from or the time is up.</summary>
+    private void AwaitMissingRole(Upload upload)
+    {
+        if (upload.MissingSince is null && MissingRole() is not null)
+        {
+            upload.MissingSince = Context.System.Time.GetUtcNow();
+            Context.ScheduleTellOnce(MemberRecheck, new RecheckMembers(upload.Submit.Job));
+        }
+    }
+
+    private void OnRecheckMembers(RecheckMembers recheck)
+    {
+        if (!uploads.TryGetValue(recheck.Job, out var upload) || upload.MissingSince is not { } since)
+        {
+            return;
+        }
+
+        if (MissingRole() is not { } missing)
+        {
+            upload.MissingSince = null;
+            if (upload.Complete)
+            {
+                uploads.Remove(recheck.Job);
+                Start(upload);
+            }
+        }
+        else if (Context.System.Time.GetUtcNow() - since >= transport.Broker.Options.NodeTimeout)
+        {
+            Reject(recheck.Job, upload.Client, $"{missing} (none heard from in {transport.Broker.Options.NodeTimeout.TotalSeconds:F0} s)");
+        }
+        else
+        {
+            Context.ScheduleTellOnce(MemberRecheck, recheck);
+        }
     }
 
     private void OnChunk(TensorChunk chunk)
@@ -149,8 +196,13 @@ internal sealed partial class JobHost : ActorBase
         upload.LastChunk = Context.System.Time.GetUtcNow();
         if (chunk.Last)
         {
-            uploads.Remove(chunk.Job);
-            Start(upload);
+            upload.Complete = true;
+            AwaitMissingRole(upload);
+            if (upload.MissingSince is null)
+            {
+                uploads.Remove(chunk.Job);
+                Start(upload);
+            }
         }
     }
 

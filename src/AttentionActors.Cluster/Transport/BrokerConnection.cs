@@ -19,6 +19,7 @@ public sealed class BrokerUnreachableException(string message, Exception? inner 
 internal sealed partial class BrokerConnection : IAsyncDisposable
 {
     private readonly ILogger logger;
+    private volatile bool inboxReady = true;
 
     private BrokerConnection(IConnection publishing, IConnection consuming, IConnection heartbeats, BrokerOptions options, ILogger logger)
     {
@@ -32,6 +33,13 @@ internal sealed partial class BrokerConnection : IAsyncDisposable
         Publishing.RecoverySucceededAsync += (_, _) => OnRecovered("publishing");
         Consuming.RecoverySucceededAsync += (_, _) => OnRecovered("consuming");
     }
+
+    /// <summary>
+    /// False from the loss of the consuming connection until its recovery, queues, bindings and
+    /// consumers included, has finished: while false this node's inbox may not exist on the broker,
+    /// and messages sent to it would be dropped, so the node does not announce itself alive.
+    /// </summary>
+    public bool InboxReady => inboxReady;
 
     public IConnection Publishing { get; }
 
@@ -212,6 +220,11 @@ internal sealed partial class BrokerConnection : IAsyncDisposable
 
     private Task OnShutdown(string which, string reason)
     {
+        if (which == "consuming")
+        {
+            inboxReady = false;
+        }
+
         LogLost(logger, which, Describe, reason);
         Lost?.Invoke(reason);
         return Task.CompletedTask;
@@ -219,6 +232,11 @@ internal sealed partial class BrokerConnection : IAsyncDisposable
 
     private Task OnRecovered(string which)
     {
+        if (which == "consuming")
+        {
+            inboxReady = true;
+        }
+
         LogRecovered(logger, which, Describe);
         return Task.CompletedTask;
     }

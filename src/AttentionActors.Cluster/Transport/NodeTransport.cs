@@ -98,7 +98,7 @@ internal sealed partial class NodeTransport : IAsyncDisposable
             return Task.CompletedTask;
         }
 
-        return Outbox.Send(Topology.Nodes, target.Node, message, target, sender);
+        return Outbox.Send(Topology.Nodes, target.Node, message, target, sender, mandatory: true);
     }
 
     /// <summary>Puts a shard on the durable work queue, persistent, for whichever worker takes it.</summary>
@@ -177,7 +177,9 @@ internal sealed partial class NodeTransport : IAsyncDisposable
     private void Beat()
     {
         Membership.Sweep();
-        if (Interlocked.Exchange(ref beating, 1) == 0)
+
+        // A heartbeat says "send to me": not while this node's inbox may be missing on the broker.
+        if (Broker.InboxReady && Interlocked.Exchange(ref beating, 1) == 0)
         {
             _ = PublishBeatAsync(heartbeat());
         }

@@ -3,6 +3,7 @@ using AttentionActors.Actors;
 using AttentionActors.Cluster.Wire;
 using Microsoft.Extensions.Logging;
 using RabbitMQ.Client;
+using RabbitMQ.Client.Exceptions;
 
 namespace AttentionActors.Cluster.Transport;
 
@@ -37,10 +38,14 @@ internal sealed partial class Outbox : IAsyncDisposable
 
     public long PublishedBytes => Interlocked.Read(ref publishedBytes);
 
-    /// <summary>Queues a message for <paramref name="target"/> via <paramref name="exchange"/>; the task completes once the broker confirms it (or faults).</summary>
-    public Task Send(string exchange, string routingKey, object message, ActorAddress target, IActorRef? sender, bool persistent = false)
+    /// <summary>
+    /// Queues a message for <paramref name="target"/> via <paramref name="exchange"/>; the task completes once the broker
+    /// confirms it, or faults. A <paramref name="mandatory"/> message that reaches no queue (the target node's inbox does not
+    /// exist: the node is gone or reconnecting) faults with <see cref="UnroutableMessageException"/>.
+    /// </summary>
+    public Task Send(string exchange, string routingKey, object message, ActorAddress target, IActorRef? sender, bool persistent = false, bool mandatory = false)
     {
-        var item = new Publish(exchange, routingKey, message, target, sender, persistent, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+        var item = new Publish(exchange, routingKey, message, target, sender, persistent, mandatory, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
         if (!items.Writer.TryWrite(item))
         {
             item.Done.TrySetException(new InvalidOperationException("the node is shutting down"));
@@ -85,7 +90,7 @@ internal sealed partial class Outbox : IAsyncDisposable
 
     private abstract record Item;
 
-    private sealed record Publish(string Exchange, string RoutingKey, object Message, ActorAddress Target, IActorRef? Sender, bool Persistent, TaskCompletionSource Done) : Item;
+    private sealed record Publish(string Exchange, string RoutingKey, object Message, ActorAddress Target, IActorRef? Sender, bool Persistent, bool Mandatory, TaskCompletionSource Done) : Item;
 
     private sealed record AfterAll(Func<Task> Action) : Item;
 
@@ -149,6 +154,13 @@ internal sealed partial class Outbox : IAsyncDisposable
         {
             item.Done.TrySetCanceled();
         }
+        catch (PublishException returned) when (returned.IsReturn)
+        {
+            // Returned unrouted, then confirmed: the channel is sound, only this message went nowhere.
+            var unroutable = new UnroutableMessageException(item.Message.GetType().Name, item.Target);
+            LogUnroutable(logger, unroutable.Message);
+            item.Done.TrySetException(unroutable);
+        }
         catch (Exception ex)
         {
             Broken(item, ex);
@@ -197,7 +209,7 @@ internal sealed partial class Outbox : IAsyncDisposable
             var properties = new BasicProperties { DeliveryMode = item.Persistent ? DeliveryModes.Persistent : DeliveryModes.Transient, Type = item.Message.GetType().Name };
 
             // Started in order on one channel, so the broker receives them in order; their confirmations are awaited later.
-            inFlight.Enqueue((channel.BasicPublishAsync(item.Exchange, item.RoutingKey, mandatory: false, properties, body).AsTask(), item, body.Length));
+            inFlight.Enqueue((channel.BasicPublishAsync(item.Exchange, item.RoutingKey, item.Mandatory, properties, body).AsTask(), item, body.Length));
         }
         catch (OperationCanceledException) when (stop.IsCancellationRequested)
         {
@@ -214,6 +226,9 @@ internal sealed partial class Outbox : IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "publishing {MessageType} to {Target} failed: {Reason}")]
     private static partial void LogPublishFailed(ILogger logger, string messageType, string target, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Reason}")]
+    private static partial void LogUnroutable(ILogger logger, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "an action after confirmation failed: {Reason}")]
     private static partial void LogActionFailed(ILogger logger, string reason);
