@@ -96,6 +96,84 @@ public static class ReferenceAttention
         return m + Math.Log(l);
     }
 
+    /// <summary>
+    /// The full float64 weight row a_ij = e^(s_ij − lse_i) of query row (b, h, i) into
+    /// <paramref name="weights"/> [Nk] (0 for masked keys; all 0 when the row sees nothing), its
+    /// logits into <paramref name="scores"/> (−∞ where masked), and its log-sum-exp returned.
+    /// </summary>
+    public static double WeightRow(AttentionTensor q, AttentionTensor k, AttentionOptions options, int b, int h, int i, Span<double> weights, Span<double> scores)
+    {
+        ArgumentNullException.ThrowIfNull(q);
+        ArgumentNullException.ThrowIfNull(k);
+        ArgumentNullException.ThrowIfNull(options);
+        int nq = q.Seq, nk = k.Seq, dk = q.Dim;
+        int kvh = h / (q.Heads / k.Heads);
+        var qRow = q.Data.Span.Slice((int)q.RowOffset(b, h, i), dk);
+        double m = double.NegativeInfinity;
+        for (int j = 0; j < nk; j++)
+        {
+            scores[j] = Visible(options, b, i, j, nq, nk) ? Logit(options, qRow, k.Data.Span.Slice((int)k.RowOffset(b, kvh, j), dk), h, i, j) : double.NegativeInfinity;
+            m = Math.Max(m, scores[j]);
+        }
+
+        weights[..nk].Clear();
+        if (double.IsNegativeInfinity(m))
+        {
+            return m;
+        }
+
+        double l = 0;
+        for (int j = 0; j < nk; j++)
+        {
+            l += double.IsNegativeInfinity(scores[j]) ? 0 : Math.Exp(scores[j] - m);
+        }
+
+        double lse = m + Math.Log(l);
+        for (int j = 0; j < nk; j++)
+        {
+            weights[j] = double.IsNegativeInfinity(scores[j]) ? 0 : Math.Exp(scores[j] - lse);
+        }
+
+        return lse;
+    }
+
+    /// <summary>
+    /// Entropy −Σ_j a_ij ln a_ij of every row [B, H, Nq] (0 for a row that sees nothing) and the
+    /// coverage Σ_i a_ij of every key [B, Hkv, Nk] summed over the query heads sharing each key head,
+    /// from the full float64 weight matrix.
+    /// </summary>
+    public static (double[] Entropy, double[] Coverage) Inspect(AttentionTensor q, AttentionTensor k, AttentionOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(q);
+        ArgumentNullException.ThrowIfNull(k);
+        int nq = q.Seq, nk = k.Seq, group = q.Heads / k.Heads;
+        var entropy = new double[(long)q.Batch * q.Heads * nq];
+        var coverage = new double[(long)q.Batch * k.Heads * nk];
+        var weights = new double[nk];
+        var scores = new double[nk];
+        for (int b = 0; b < q.Batch; b++)
+        {
+            for (int h = 0; h < q.Heads; h++)
+            {
+                for (int i = 0; i < nq; i++)
+                {
+                    WeightRow(q, k, options, b, h, i, weights, scores);
+                    double e = 0;
+                    long cover = (((long)b * k.Heads) + (h / group)) * nk;
+                    for (int j = 0; j < nk; j++)
+                    {
+                        e -= weights[j] > 0 ? weights[j] * Math.Log(weights[j]) : 0;
+                        coverage[cover + j] += weights[j];
+                    }
+
+                    entropy[(((long)b * q.Heads) + h) * nq + i] = e;
+                }
+            }
+        }
+
+        return (entropy, coverage);
+    }
+
     private static bool Visible(AttentionOptions o, int b, int i, int j, int nq, int nk)
     {
         if (o.KeyLengths is { } lengths && j >= lengths[b])

@@ -97,6 +97,43 @@ internal static class PanelKernel<TL, TV>
         return nodes;
     }
 
+    /// <summary>The logit modifiers of query head <paramref name="h"/>.</summary>
+    public static RowModifiers Modifiers(AttentionProblem p, int h)
+    {
+        var o = p.Options;
+        return new RowModifiers(o.Score != ScoreFunction.Additive, p.Scale, o.SoftCap ?? 0f, o.AlibiSlopes is { } slopes ? slopes[h] : null);
+    }
+
+    /// <summary>
+    /// The logits of rows [r0, r0 + mr) of a panel (queries from <see cref="PrepareQueries"/>, visible
+    /// keys in <c>ws.RowLo/RowHi</c>) against key block <paramref name="kb"/>, the same bits the
+    /// attention pass computes: row r's logits land in <c>ws.S[r·bp + c]</c> for block-local columns
+    /// c in [cLo, cHi), −∞ where masked. Returns false (and touches nothing) when no row sees the block.
+    /// </summary>
+    public static bool TileLogits(AttentionProblem p, Workspace ws, ref float q, nint qStride, KeyPack keys, in RowModifiers mods, int rowStart, int r0, int mr, int kb, out int cLo, out int cHi, out int bp)
+    {
+        int j0 = kb * p.BlockSize;
+        int n = Math.Min(p.BlockSize, p.KeySeq - j0);
+        bp = (n + 15) & ~15;
+        cLo = cHi = 0;
+        if (!AnyVisible(ws, r0, mr, j0, n))
+        {
+            return false;
+        }
+
+        var (keyLo, keyHi) = TileKeys(ws, r0, mr, j0, n);
+        cLo = keyLo & ~15;
+        cHi = (keyHi + 15) & ~15;
+        Scores(p, ws, ref Unsafe.Add(ref q, r0 * qStride), qStride, ref keys.Data[keys.Offset(kb)], mr, keys.Depth, bp, cLo, cHi);
+        for (int r = 0; r < mr; r++)
+        {
+            int row = r0 + r;
+            TileKernels<TL, TV>.PrepareRow(ref ws.S[r * bp], cLo, cHi, mods, j0 - (rowStart + row), ws.RowLo[row] - j0, ws.RowHi[row] - j0, n);
+        }
+
+        return true;
+    }
+
     /// <summary>Folds stack slot <paramref name="right"/> into slot <paramref name="left"/> for every row.</summary>
     public static void MergeSlots(Workspace ws, int left, int right, int rows)
     {
@@ -108,7 +145,7 @@ internal static class PanelKernel<TL, TV>
         }
     }
 
-    private static bool IsLeftSibling(TreeNode left, TreeNode right)
+    public static bool IsLeftSibling(TreeNode left, TreeNode right)
         => left.Level == right.Level && (left.Index & 1) == 0 && left.Index + 1 == right.Index;
 
     private static bool AnyVisible(Workspace ws, int r0, int count, int j0, int n)
@@ -251,7 +288,7 @@ internal static class PanelKernel<TL, TV>
     }
 
     /// <summary>The query rows the score kernel reads: Q itself, or normalized / projected copies.</summary>
-    private static ref float PrepareQueries(AttentionProblem p, Workspace ws, int b, int h, int rowStart, int rows, int depth, out nint stride)
+    public static ref float PrepareQueries(AttentionProblem p, Workspace ws, int b, int h, int rowStart, int rows, int depth, out nint stride)
     {
         var qData = p.Q.Data.Span;
         int dk = p.KeyDim;

@@ -1,0 +1,245 @@
+using System.Runtime.Intrinsics;
+using AttentionActors.Kernels.Partials;
+using AttentionActors.Kernels.Simd;
+using AttentionActors.Kernels.Tiles;
+
+namespace AttentionActors.Kernels;
+
+/// <summary>
+/// What each query's attention looks like, without the N×N weight matrix: <c>Entropy [B, H, Nq]</c>
+/// (H_i = −Σ_j a_ij ln a_ij = lse_i − Σ_j a_ij·s_ij, in nats; 0 for a row that sees no key) and,
+/// when asked for, <c>Coverage [B, Hkv, Nk]</c> (c_j = Σ_i a_ij summed over every query head that
+/// shares key head Hkv).
+/// </summary>
+public sealed record InspectionResult(float[] Entropy, float[]? Coverage);
+
+/// <summary>Pooling of weights into heatmap cells.</summary>
+public enum WeightPooling
+{
+    /// <summary>The largest weight in the cell.</summary>
+    Max,
+
+    /// <summary>The mean weight over the cell.</summary>
+    Mean,
+}
+
+/// <summary>
+/// The inspection pass over a computed attention (its log-sum-exp): entropy, coverage and windows
+/// of the weights a_ij = e^(s_ij − lse_i), from the same logits as the attention pass and in fixed
+/// orders, so their bits do not depend on threads or SIMD width.
+/// </summary>
+public static class Inspection
+{
+    /// <summary>Entropy of every row and, if <paramref name="coverage"/>, the coverage of every key.</summary>
+    public static InspectionResult Compute(AttentionProblem problem, ReadOnlySpan<float> lse, bool coverage, ComputeOptions? settings = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(problem);
+        settings ??= new ComputeOptions();
+        CheckLse(problem, lse);
+        var lseArray = lse.ToArray();
+        var entropy = new float[lseArray.Length];
+        int panels = (problem.QuerySeq + PanelKernelShape.PanelRows - 1) / PanelKernelShape.PanelRows;
+        var packs = new KeyPack[problem.Batch * problem.KvHeads];
+        try
+        {
+            for (int g = 0; g < packs.Length; g++)
+            {
+                packs[g] = KeyPack.Create(problem, g / problem.KvHeads, g % problem.KvHeads, 0, problem.BlockCount);
+            }
+
+            ParallelWork.Run(problem.Batch * problem.Heads * panels, settings.Threads, item =>
+            {
+                int bh = item / panels;
+                int b = bh / problem.Heads, h = bh % problem.Heads;
+                int rowStart = item % panels * PanelKernelShape.PanelRows;
+                int rows = Math.Min(PanelKernelShape.PanelRows, problem.QuerySeq - rowStart);
+                Dispatch(settings.KernelPath, new EntropyJob(problem, packs[(b * problem.KvHeads) + (h / problem.GroupSize)], lseArray, entropy, b, h, rowStart, rows));
+            }, cancellationToken);
+
+            float[]? cover = null;
+            if (coverage)
+            {
+                cover = new float[(long)problem.Batch * problem.KvHeads * problem.KeySeq];
+                ParallelWork.Run(problem.Batch * problem.KvHeads * problem.BlockCount, settings.Threads, item =>
+                {
+                    int g = item / problem.BlockCount;
+                    Dispatch(settings.KernelPath, new CoverageJob(problem, packs[g], lseArray, cover, g / problem.KvHeads, g % problem.KvHeads, item % problem.BlockCount));
+                }, cancellationToken);
+            }
+
+            return new InspectionResult(entropy, cover);
+        }
+        finally
+        {
+            foreach (var pack in packs)
+            {
+                pack?.Dispose();
+            }
+        }
+    }
+
+    /// <summary>
+    /// The weights of rows [rowLo, rowHi) × keys [colLo, colHi) of (b, head), or their mean over
+    /// all heads when <paramref name="head"/> is null, pooled into <paramref name="cellRows"/> ×
+    /// <paramref name="cellCols"/> cells (row-major); unpooled when the cell counts equal the window.
+    /// Row r of the window falls in cell ⌊r·cellRows / rows⌋, and likewise for columns.
+    /// </summary>
+    public static float[] Weights(AttentionProblem problem, ReadOnlySpan<float> lse, int b, int? head, (int Lo, int Hi) rowWindow, (int Lo, int Hi) colWindow, int cellRows, int cellCols, WeightPooling pooling = WeightPooling.Mean, KernelPath path = KernelPath.Auto)
+    {
+        ArgumentNullException.ThrowIfNull(problem);
+        CheckLse(problem, lse);
+        var (rowLo, rowHi) = rowWindow;
+        var (colLo, colHi) = colWindow;
+        if (b < 0 || b >= problem.Batch || head is { } hh && (hh < 0 || hh >= problem.Heads))
+        {
+            throw new ArgumentOutOfRangeException(nameof(head), $"batch {b}, head {head} is outside [0, {problem.Batch}) × [0, {problem.Heads})");
+        }
+
+        if (rowLo < 0 || rowHi > problem.QuerySeq || rowLo >= rowHi || colLo < 0 || colHi > problem.KeySeq || colLo >= colHi)
+        {
+            throw new ArgumentOutOfRangeException(nameof(rowWindow), $"window rows [{rowLo}, {rowHi}) × keys [{colLo}, {colHi}) is empty or outside [0, {problem.QuerySeq}) × [0, {problem.KeySeq})");
+        }
+
+        int rows = rowHi - rowLo, cols = colHi - colLo;
+        if (cellRows < 1 || cellRows > rows || cellCols < 1 || cellCols > cols)
+        {
+            throw new ArgumentOutOfRangeException(nameof(cellRows), $"{cellRows} × {cellCols} cells do not fit a window of {rows} × {cols}");
+        }
+
+        var cells = new double[(long)cellRows * cellCols];
+        var counts = new long[cells.Length];
+        int headCount = head is null ? problem.Heads : 1;
+        var lseArray = lse.ToArray();
+        for (int hi = 0; hi < headCount; hi++)
+        {
+            int h = head ?? hi;
+            int kvh = h / problem.GroupSize;
+            int firstBlock = colLo / problem.BlockSize, endBlock = ((colHi - 1) / problem.BlockSize) + 1;
+            using var pack = KeyPack.Create(problem, b, kvh, firstBlock, endBlock);
+            var lseRows = lseArray.AsSpan((int)((((long)b * problem.Heads) + h) * problem.QuerySeq), problem.QuerySeq).ToArray();
+            for (int panel = rowLo / PanelKernelShape.PanelRows * PanelKernelShape.PanelRows; panel < rowHi; panel += PanelKernelShape.PanelRows)
+            {
+                int panelRows = Math.Min(PanelKernelShape.PanelRows, problem.QuerySeq - panel);
+                for (int kb = firstBlock; kb < endBlock; kb++)
+                {
+                    int j0 = kb * problem.BlockSize;
+                    int start = panel;
+                    Dispatch(path, new WeightsJob(problem, pack, lseRows, b, h, panel, panelRows, kb, (r, weights) =>
+                    {
+                        int i = start + r;
+                        if (i < rowLo || i >= rowHi)
+                        {
+                            return;
+                        }
+
+                        long cellRow = (long)(i - rowLo) * cellRows / rows;
+                        for (int c = 0; c < weights.Length; c++)
+                        {
+                            int j = j0 + c;
+                            if (j < colLo || j >= colHi)
+                            {
+                                continue;
+                            }
+
+                            long cell = (cellRow * cellCols) + ((long)(j - colLo) * cellCols / cols);
+                            cells[cell] = pooling == WeightPooling.Max ? Math.Max(cells[cell], weights[c]) : cells[cell] + weights[c];
+                            counts[cell]++;
+                        }
+                    }));
+                }
+            }
+        }
+
+        var result = new float[cells.Length];
+        for (int c = 0; c < cells.Length; c++)
+        {
+            result[c] = pooling == WeightPooling.Max ? (float)cells[c] : (float)(cells[c] / counts[c]);
+        }
+
+        return result;
+    }
+
+    private static void CheckLse(AttentionProblem problem, ReadOnlySpan<float> lse)
+    {
+        long expected = (long)problem.Batch * problem.Heads * problem.QuerySeq;
+        if (lse.Length != expected)
+        {
+            throw new ArgumentException($"the log-sum-exp holds {lse.Length} values; [{problem.Batch}, {problem.Heads}, {problem.QuerySeq}] needs {expected}", nameof(lse));
+        }
+    }
+
+    private static void Dispatch<TJob>(KernelPath path, TJob job)
+        where TJob : IInspectJob
+    {
+        switch (Lanes.Resolve(path))
+        {
+            case KernelPath.Vector512:
+                job.Run<Lanes512, Vector512<float>>();
+                break;
+            case KernelPath.Vector256:
+                job.Run<Lanes256, Vector256<float>>();
+                break;
+            case KernelPath.Vector128:
+                job.Run<Lanes128, Vector128<float>>();
+                break;
+            default:
+                job.Run<LanesScalar, float>();
+                break;
+        }
+    }
+
+    private static Workspace WorkspaceFor(AttentionProblem p)
+    {
+        int depth = KeyPack.FeatureDepth(p);
+        int bp = (Math.Min(p.BlockSize, Math.Max(p.KeySeq, 1)) + 15) & ~15;
+        return Workspace.For(depth, bp, PanelKernelShape.PanelRows, p.ValueDim, (2 * CanonicalTree.Height(Math.Max(p.BlockCount, 1))) + 4);
+    }
+
+    private interface IInspectJob
+    {
+        void Run<TL, TV>()
+            where TL : ILanes<TV>
+            where TV : unmanaged;
+    }
+
+    private readonly record struct EntropyJob(AttentionProblem P, KeyPack Keys, float[] Lse, float[] Entropy, int B, int H, int RowStart, int Rows) : IInspectJob
+    {
+        public void Run<TL, TV>()
+            where TL : ILanes<TV>
+            where TV : unmanaged
+        {
+            var (first, end) = P.VisibleBlocks(B, RowStart, Rows);
+            int offset = (int)((((long)B * P.Heads) + H) * P.QuerySeq);
+            var rowsLse = Lse.AsSpan(offset, P.QuerySeq);
+            var rowsEntropy = Entropy.AsSpan(offset, P.QuerySeq);
+            if (first >= end)
+            {
+                rowsEntropy.Slice(RowStart, Rows).Clear();
+                return;
+            }
+
+            InspectKernel<TL, TV>.EntropyPanel(P, WorkspaceFor(P), Keys, rowsLse, B, H, RowStart, Rows, first, end, rowsEntropy);
+        }
+    }
+
+    private readonly record struct CoverageJob(AttentionProblem P, KeyPack Keys, float[] Lse, float[] Coverage, int B, int Kvh, int Block) : IInspectJob
+    {
+        public void Run<TL, TV>()
+            where TL : ILanes<TV>
+            where TV : unmanaged
+        {
+            int j0 = Block * P.BlockSize;
+            int n = Math.Min(P.BlockSize, P.KeySeq - j0);
+            long offset = ((((long)B * P.KvHeads) + Kvh) * P.KeySeq) + j0;
+            InspectKernel<TL, TV>.CoverageBlock(P, WorkspaceFor(P), Keys, Lse, B, Kvh, Block, Coverage.AsSpan((int)offset, n));
+        }
+    }
+
+    private readonly record struct WeightsJob(AttentionProblem P, KeyPack Keys, float[] Lse, int B, int H, int RowStart, int Rows, int Block, Action<int, ReadOnlySpan<float>> Sink) : IInspectJob
+    {
+        public void Run<TL, TV>()
+            where TL : ILanes<TV>
+            where TV : unmanaged
+            => InspectKernel<TL, TV>.WeightsBlock(P, WorkspaceFor(P), Keys, Lse, B, H, RowStart, Rows, Block, Sink);
+    }
+}

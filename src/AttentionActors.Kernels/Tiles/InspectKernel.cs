@@ -1,0 +1,237 @@
+using AttentionActors.Kernels.Partials;
+using AttentionActors.Kernels.Simd;
+
+namespace AttentionActors.Kernels.Tiles;
+
+/// <summary>
+/// The inspection pass, once every row's log-sum-exp is known. With the attention pass's own
+/// logits s (same kernel, same bits) and a_ij = e^(s_ij − lse_i):
+/// <code>
+/// entropy:  T_i = Σ_j a_ij · s_ij     per key block in 16 lanes (lane t takes j ≡ t mod 16), then
+///                                      the blocks summed in the canonical tree;  H_i = lse_i − T_i
+/// coverage: c_j = Σ_h Σ_i a_ij         query heads of the key head ascending, rows ascending
+/// </code>
+/// Every sum has a fixed order independent of the SIMD width, the thread count and how rows or
+/// blocks are split, so the bits are too. Masked keys have a = 0 and add nothing.
+/// </summary>
+internal static class InspectKernel<TL, TV>
+    where TL : ILanes<TV>
+    where TV : unmanaged
+{
+    private const int Mr = PanelKernelShape.TileRows;
+
+    /// <summary>H_i for rows [rowStart, rowStart + rows) of (b, h) over key blocks [first, end), into <paramref name="entropy"/>.</summary>
+    public static void EntropyPanel(AttentionProblem p, Workspace ws, KeyPack keys, ReadOnlySpan<float> lse, int b, int h, int rowStart, int rows, int first, int end, Span<float> entropy)
+    {
+        var mods = PanelKernel<TL, TV>.Modifiers(p, h);
+        ref float q = ref PanelKernel<TL, TV>.PrepareQueries(p, ws, b, h, rowStart, rows, keys.Depth, out nint qStride);
+        for (int r = 0; r < rows; r++)
+        {
+            (ws.RowLo[r], ws.RowHi[r]) = p.VisibleKeys(b, rowStart + r);
+        }
+
+        // A stack of tree nodes, each holding T per row; a node is folded into its left sibling as
+        // soon as both exist, as the attention pass does with its partials.
+        int slots = (2 * CanonicalTree.Height(Math.Max(end - first, 1))) + 4;
+        var stack = new float[slots * rows];
+        var nodes = new TreeNode[slots];
+        int count = 0;
+        for (int kb = first; kb < end; kb++)
+        {
+            var leaf = stack.AsSpan(count * rows, rows);
+            leaf.Clear();
+            for (int r0 = 0; r0 < rows; r0 += Mr)
+            {
+                int mr = Math.Min(Mr, rows - r0);
+                if (!PanelKernel<TL, TV>.TileLogits(p, ws, ref q, qStride, keys, mods, rowStart, r0, mr, kb, out int cLo, out int cHi, out int bp))
+                {
+                    continue;
+                }
+
+                for (int r = 0; r < mr; r++)
+                {
+                    float rowLse = lse[rowStart + r0 + r];
+                    if (!float.IsNegativeInfinity(rowLse))
+                    {
+                        leaf[r0 + r] = WeightedLogits(ref ws.S[r * bp], cLo, cHi, rowLse, ws.Lanes16);
+                    }
+                }
+            }
+
+            nodes[count++] = new TreeNode(0, kb);
+            while (count >= 2 && PanelKernel<TL, TV>.IsLeftSibling(nodes[count - 2], nodes[count - 1]))
+            {
+                Fold(stack, rows, count - 2, count - 1);
+                nodes[count - 2] = new TreeNode(nodes[count - 2].Level + 1, nodes[count - 2].Index >> 1);
+                count--;
+            }
+        }
+
+        int root = CanonicalTree.Evaluate(p.BlockCount, nodes.AsSpan(0, count), (a, c) =>
+        {
+            Fold(stack, rows, a, c);
+            return a;
+        });
+
+        for (int r = 0; r < rows; r++)
+        {
+            float rowLse = lse[rowStart + r];
+
+            // A row that sees no key has no distribution; its entropy is 0 by convention.
+            entropy[rowStart + r] = float.IsNegativeInfinity(rowLse) || root < 0 ? 0f : rowLse - stack[(root * rows) + r];
+        }
+    }
+
+    /// <summary>
+    /// c_j for the keys of block <paramref name="kb"/> of (b, kvh), summed over the query heads that
+    /// share the key head and all their rows, into <paramref name="coverage"/> (block-local, n keys).
+    /// </summary>
+    public static void CoverageBlock(AttentionProblem p, Workspace ws, KeyPack keys, ReadOnlySpan<float> lse, int b, int kvh, int kb, Span<float> coverage)
+    {
+        int j0 = kb * p.BlockSize;
+        int n = Math.Min(p.BlockSize, p.KeySeq - j0);
+        int bp = (n + 15) & ~15;
+        var sums = ws.P.AsSpan(0, bp);
+        sums.Clear();
+        nint w = TL.Count;
+        for (int g = 0; g < p.GroupSize; g++)
+        {
+            int h = (kvh * p.GroupSize) + g;
+            var mods = PanelKernel<TL, TV>.Modifiers(p, h);
+            long lseBase = (((long)b * p.Heads) + h) * p.QuerySeq;
+            for (int rowStart = 0; rowStart < p.QuerySeq; rowStart += PanelKernelShape.PanelRows)
+            {
+                int rows = Math.Min(PanelKernelShape.PanelRows, p.QuerySeq - rowStart);
+                var (first, end) = p.VisibleBlocks(b, rowStart, rows);
+                if (kb < first || kb >= end)
+                {
+                    continue;
+                }
+
+                ref float q = ref PanelKernel<TL, TV>.PrepareQueries(p, ws, b, h, rowStart, rows, keys.Depth, out nint qStride);
+                for (int r = 0; r < rows; r++)
+                {
+                    (ws.RowLo[r], ws.RowHi[r]) = p.VisibleKeys(b, rowStart + r);
+                }
+
+                for (int r0 = 0; r0 < rows; r0 += Mr)
+                {
+                    int mr = Math.Min(Mr, rows - r0);
+                    if (!PanelKernel<TL, TV>.TileLogits(p, ws, ref q, qStride, keys, mods, rowStart, r0, mr, kb, out int cLo, out int cHi, out _))
+                    {
+                        continue;
+                    }
+
+                    for (int r = 0; r < mr; r++)
+                    {
+                        float rowLse = lse[(int)(lseBase + rowStart + r0 + r)];
+                        if (float.IsNegativeInfinity(rowLse))
+                        {
+                            continue;
+                        }
+
+                        // c_j += e^(s_j − lse): one rounding per element, rows in ascending order.
+                        var vl = TL.Splat(rowLse);
+                        ref float s = ref ws.S[r * bp];
+                        ref float c = ref sums[0];
+                        for (nint col = cLo; col < cHi; col += w)
+                        {
+                            var a = VectorMath.Exp<TL, TV>(TL.Subtract(TL.Load(ref s, col), vl));
+                            TL.Store(TL.Add(TL.Load(ref c, col), a), ref c, col);
+                        }
+                    }
+                }
+            }
+        }
+
+        sums[..n].CopyTo(coverage);
+    }
+
+    /// <summary>
+    /// Σ_j e^(s_j − lse)·s_j over columns [cLo, cHi) of one logit row (masked entries −∞ add
+    /// nothing), in 16 lanes and then a fixed pairwise tree over the lanes.
+    /// </summary>
+    public static float WeightedLogits(ref float s, int cLo, int cHi, float lse, Span<float> lanes16)
+    {
+        nint w = TL.Count;
+        int groups = 16 / TL.Count;
+        Span<TV> acc = stackalloc TV[groups];
+        acc.Clear();
+        var vl = TL.Splat(lse);
+        var zero = TL.Splat(0f);
+        var lowest = TL.Splat(float.MinValue);
+        int g = 0;
+        for (nint c = cLo; c < cHi; c += w)
+        {
+            var x = TL.Load(ref s, c);
+            var a = VectorMath.Exp<TL, TV>(TL.Subtract(x, vl));
+
+            // 0 · (−∞) would be NaN: a masked logit counts as 0 (its weight is 0 anyway).
+            acc[g] = TL.Fma(a, TL.SelectWhereLess(x, lowest, zero, x), acc[g]);
+            g = g + 1 == groups ? 0 : g + 1;
+        }
+
+        for (int i = 0; i < groups; i++)
+        {
+            TL.StoreLanes(acc[i], lanes16.Slice(i * TL.Count, TL.Count));
+        }
+
+        for (int half = 8; half >= 1; half >>= 1)
+        {
+            for (int t = 0; t < half; t++)
+            {
+                lanes16[t] += lanes16[t + half];
+            }
+        }
+
+        return lanes16[0];
+    }
+
+    /// <summary>
+    /// The weights a_ij = e^(s_ij − lse_i) of rows [rowStart, rowStart + rows) of (b, h) against
+    /// key block <paramref name="kb"/>, handed row by row (block-local columns [0, n)) to
+    /// <paramref name="sink"/>; a row that sees none of the block's keys is handed zeros.
+    /// </summary>
+    public static void WeightsBlock(AttentionProblem p, Workspace ws, KeyPack keys, ReadOnlySpan<float> lse, int b, int h, int rowStart, int rows, int kb, Action<int, ReadOnlySpan<float>> sink)
+    {
+        var mods = PanelKernel<TL, TV>.Modifiers(p, h);
+        ref float q = ref PanelKernel<TL, TV>.PrepareQueries(p, ws, b, h, rowStart, rows, keys.Depth, out nint qStride);
+        for (int r = 0; r < rows; r++)
+        {
+            (ws.RowLo[r], ws.RowHi[r]) = p.VisibleKeys(b, rowStart + r);
+        }
+
+        int j0 = kb * p.BlockSize;
+        int n = Math.Min(p.BlockSize, p.KeySeq - j0);
+        var row = new float[(n + 15) & ~15];
+        for (int r0 = 0; r0 < rows; r0 += Mr)
+        {
+            int mr = Math.Min(Mr, rows - r0);
+            bool seen = PanelKernel<TL, TV>.TileLogits(p, ws, ref q, qStride, keys, mods, rowStart, r0, mr, kb, out int cLo, out int cHi, out int bp);
+            for (int r = 0; r < mr; r++)
+            {
+                Array.Clear(row);
+                float rowLse = lse[rowStart + r0 + r];
+                if (seen && !float.IsNegativeInfinity(rowLse))
+                {
+                    var vl = TL.Splat(rowLse);
+                    ref float s = ref ws.S[r * bp];
+                    for (nint c = cLo; c < cHi; c += TL.Count)
+                    {
+                        TL.Store(VectorMath.Exp<TL, TV>(TL.Subtract(TL.Load(ref s, c), vl)), ref row[0], c);
+                    }
+                }
+
+                sink(r0 + r, row.AsSpan(0, n));
+            }
+        }
+    }
+
+    private static void Fold(float[] stack, int rows, int left, int right)
+    {
+        for (int r = 0; r < rows; r++)
+        {
+            stack[(left * rows) + r] += stack[(right * rows) + r];
+        }
+    }
+}

@@ -1,0 +1,148 @@
+using AttentionActors.Kernels.Reference;
+using AttentionActors.Kernels.Simd;
+
+namespace AttentionActors.Kernels.Tests;
+
+/// <summary>Entropy, coverage and weight windows against the float64 full weight matrix, and their bits across paths and threads.</summary>
+public class InspectionTests
+{
+    private static readonly KernelPath[] Paths = [KernelPath.Scalar, KernelPath.Vector128, KernelPath.Vector256, KernelPath.Vector512];
+
+    private static (AttentionProblem Problem, AttentionResult Result, InspectionResult Inspection) Run(int seed, int b, int h, int hk, int nq, int nk, int d, AttentionOptions options, ComputeOptions? settings = null)
+    {
+        var (q, k, v) = TestData.Qkv(seed, b, h, hk, nq, nk, d, d);
+        var problem = AttentionProblem.Create(q, k, v, options);
+        var result = Attention.Compute(problem, settings);
+        return (problem, result, Inspection.Compute(problem, result.Lse, coverage: true, settings));
+    }
+
+    /// <summary>
+    /// Entropy is lse − Σ a·s, a difference of two numbers of the size of lse: its float32 error
+    /// scales with |lse| as well as |H|. Coverage is held to the output's contract.
+    /// </summary>
+    private static void AssertAgrees(AttentionProblem p, AttentionResult result, InspectionResult actual, string context)
+    {
+        var (entropy, coverage) = ReferenceAttention.Inspect(p.Q, p.K, p.Options);
+        double worst = double.NegativeInfinity;
+        int at = -1;
+        for (int i = 0; i < entropy.Length; i++)
+        {
+            Assert.True(float.IsFinite(actual.Entropy[i]), $"{context}: entropy[{i}] = {actual.Entropy[i]} is not finite");
+            double lse = float.IsNegativeInfinity(result.Lse[i]) ? 0 : result.Lse[i];
+            double excess = Math.Abs(actual.Entropy[i] - entropy[i]) - (2e-6 + (1e-5 * (Math.Abs(entropy[i]) + Math.Abs(lse))));
+            if (excess > worst)
+            {
+                (worst, at) = (excess, i);
+            }
+        }
+
+        if (at >= 0)
+        {
+            Assert.True(worst <= 0, $"{context}: worst entropy [{at}]: {actual.Entropy[at]:R} vs reference {entropy[at]:R} (lse {result.Lse[at]}), over the tolerance by {worst:G3}");
+        }
+
+        TestData.AssertClose(actual.Coverage, coverage, $"{context}: coverage");
+    }
+
+    [Fact]
+    public void Entropy_and_coverage_match_the_full_weight_matrix_for_every_mask_and_awkward_shapes()
+    {
+        var cases = new (string Name, int B, int H, int Hk, int Nq, int Nk, int D, AttentionOptions Options)[]
+        {
+            ("dense", 1, 2, 2, 37, 53, 8, new AttentionOptions { BlockSize = 16 }),
+            ("causal 3816-style", 1, 5, 5, 381, 381, 12, new AttentionOptions { BlockSize = 32, Causal = true }),
+            ("causal bottom-right cross", 2, 4, 2, 70, 200, 16, new AttentionOptions { BlockSize = 16, Causal = true, Alignment = DiagonalAlignment.BottomRight }),
+            ("window", 1, 3, 1, 150, 150, 6, new AttentionOptions { BlockSize = 16, Window = (20, 5) }),
+            ("key padding with an empty batch", 3, 2, 1, 40, 90, 5, new AttentionOptions { BlockSize = 16, KeyLengths = [90, 0, 33] }),
+            ("causal top-left, more queries than keys", 1, 2, 2, 100, 30, 8, new AttentionOptions { BlockSize = 16, Causal = true, Alignment = DiagonalAlignment.TopLeft }),
+            ("soft cap and ALiBi", 1, 2, 2, 64, 64, 8, new AttentionOptions { BlockSize = 16, SoftCap = 2f, AlibiSlopes = [0.5f, 0.125f], Causal = true }),
+            ("gaussian kernel", 1, 1, 1, 50, 77, 3, new AttentionOptions { BlockSize = 16, Score = ScoreFunction.Gaussian, Sigma = 0.7f }),
+            ("cosine", 1, 2, 1, 45, 66, 9, new AttentionOptions { BlockSize = 16, Score = ScoreFunction.Cosine, Temperature = 0.1f }),
+        };
+        foreach (var (name, b, h, hk, nq, nk, d, options) in cases)
+        {
+            var (problem, result, inspection) = Run(nq * 31 + nk, b, h, hk, nq, nk, d, options);
+            AssertAgrees(problem, result, inspection, name);
+        }
+    }
+
+    [Fact]
+    public void Fully_masked_rows_have_entropy_0_and_give_no_coverage()
+    {
+        var options = new AttentionOptions { BlockSize = 16, KeyLengths = [0, 25] };
+        var (problem, _, inspection) = Run(7, 2, 2, 2, 30, 50, 4, options);
+        Assert.All(inspection.Entropy.AsSpan(0, 2 * 30).ToArray(), e => Assert.Equal(0f, e));
+        Assert.All(inspection.Coverage!.AsSpan(0, 2 * 50).ToArray(), c => Assert.Equal(0f, c));
+        Assert.All(inspection.Coverage!.AsSpan((2 * 50) + 25, 25).ToArray(), c => Assert.Equal(0f, c));
+
+        // Every one of the second batch's 2 heads × 30 rows spreads a total weight of 1 over the 25 visible keys.
+        double total = inspection.Coverage!.AsSpan(2 * 50, 2 * 50).ToArray().Sum(c => (double)c);
+        Assert.True(Math.Abs(total - (2 * 30)) < 1e-3, $"coverage of the padded batch sums to {total}, expected {2 * 30}");
+        Assert.True(problem.Batch == 2);
+    }
+
+    [Fact]
+    public void Entropy_and_coverage_have_the_same_bits_on_every_path_and_thread_count()
+    {
+        var options = new AttentionOptions { BlockSize = 32, Causal = true, Alignment = DiagonalAlignment.BottomRight };
+        var (q, k, v) = TestData.Qkv(11, 1, 4, 2, 300, 333, 40, 40);
+        var problem = AttentionProblem.Create(q, k, v, options);
+        var lse = Attention.Compute(problem).Lse;
+        var expected = Inspection.Compute(problem, lse, coverage: true, new ComputeOptions { Threads = 1, KernelPath = KernelPath.Scalar });
+        foreach (var path in Paths)
+        {
+            foreach (int threads in new[] { 1, 2, 3 })
+            {
+                var actual = Inspection.Compute(problem, lse, coverage: true, new ComputeOptions { Threads = threads, KernelPath = path });
+                TestData.AssertBitwise(expected.Entropy, actual.Entropy, $"entropy {path} {threads} threads");
+                TestData.AssertBitwise(expected.Coverage, actual.Coverage, $"coverage {path} {threads} threads");
+            }
+        }
+    }
+
+    [Fact]
+    public void Weight_windows_match_the_reference_and_whole_rows_sum_to_1()
+    {
+        var options = new AttentionOptions { BlockSize = 16, Causal = true };
+        var (q, k, v) = TestData.Qkv(13, 1, 3, 3, 90, 90, 8, 8);
+        var problem = AttentionProblem.Create(q, k, v, options);
+        var lse = Attention.Compute(problem).Lse;
+
+        var window = Inspection.Weights(problem, lse, 0, 1, (10, 70), (5, 83), 60, 78);
+        var weights = new double[90];
+        var scores = new double[90];
+        var expected = new double[60 * 78];
+        for (int i = 10; i < 70; i++)
+        {
+            ReferenceAttention.WeightRow(q, k, options, 0, 1, i, weights, scores);
+            Array.Copy(weights, 5, expected, (i - 10) * 78, 78);
+        }
+
+        TestData.AssertClose(window, expected, "weights of head 1, rows 10:70, keys 5:83");
+
+        var rows = Inspection.Weights(problem, lse, 0, null, (0, 90), (0, 90), 90, 1, WeightPooling.Mean);
+        for (int i = 0; i < 90; i++)
+        {
+            // The mean over the row's 90 cells times 90 is the row sum, averaged over heads.
+            double sum = rows[i] * 90.0;
+            Assert.True(Math.Abs(sum - 1) < 1e-5, $"row {i}: weights sum to {sum:R}");
+        }
+
+        var pooled = Inspection.Weights(problem, lse, 0, 2, (0, 90), (0, 90), 9, 9, WeightPooling.Max);
+        var full = Inspection.Weights(problem, lse, 0, 2, (0, 90), (0, 90), 90, 90);
+        for (int cell = 0; cell < 81; cell++)
+        {
+            int r = cell / 9, c = cell % 9;
+            float max = 0;
+            for (int i = r * 10; i < (r + 1) * 10; i++)
+            {
+                for (int j = c * 10; j < (c + 1) * 10; j++)
+                {
+                    max = Math.Max(max, full[(i * 90) + j]);
+                }
+            }
+
+            Assert.Equal(max, pooled[cell]);
+        }
+    }
+}
