@@ -22,6 +22,7 @@ public static class Cli
     internal static RootCommand Build(TextWriter stdout, TextWriter stderr) => new("AttentionActors: exact attention over very long sequences, sharded across actors.")
     {
         RunCommand.Create(stdout, stderr),
+        InspectCommand.Create(stdout, stderr),
         BenchCommand.Create(),
         CompareCommand.Create(stdout, stderr),
         NodeCommand.Create(stderr),

@@ -110,42 +110,49 @@ public static class Inspection
         var counts = new long[cells.Length];
         int headCount = head is null ? problem.Heads : 1;
         var lseArray = lse.ToArray();
-        for (int hi = 0; hi < headCount; hi++)
+        int firstBlock = colLo / problem.BlockSize, endBlock = ((colHi - 1) / problem.BlockSize) + 1;
+
+        // One panel of rows at a time: the weights of every head are summed (heads ascending) at full
+        // resolution, divided by the head count, and only then pooled, so a cell is the max or mean of
+        // the head-mean weights.
+        var panel = new double[(long)PanelKernelShape.PanelRows * cols];
+        for (int panelStart = rowLo / PanelKernelShape.PanelRows * PanelKernelShape.PanelRows; panelStart < rowHi; panelStart += PanelKernelShape.PanelRows)
         {
-            int h = head ?? hi;
-            int kvh = h / problem.GroupSize;
-            int firstBlock = colLo / problem.BlockSize, endBlock = ((colHi - 1) / problem.BlockSize) + 1;
-            using var pack = KeyPack.Create(problem, b, kvh, firstBlock, endBlock);
-            var lseRows = lseArray.AsSpan((int)((((long)b * problem.Heads) + h) * problem.QuerySeq), problem.QuerySeq).ToArray();
-            for (int panel = rowLo / PanelKernelShape.PanelRows * PanelKernelShape.PanelRows; panel < rowHi; panel += PanelKernelShape.PanelRows)
+            int panelRows = Math.Min(PanelKernelShape.PanelRows, problem.QuerySeq - panelStart);
+            Array.Clear(panel);
+            for (int hi = 0; hi < headCount; hi++)
             {
-                int panelRows = Math.Min(PanelKernelShape.PanelRows, problem.QuerySeq - panel);
+                int h = head ?? hi;
+                using var pack = KeyPack.Create(problem, b, h / problem.GroupSize, firstBlock, endBlock);
+                var lseRows = lseArray.AsSpan((int)((((long)b * problem.Heads) + h) * problem.QuerySeq), problem.QuerySeq).ToArray();
                 for (int kb = firstBlock; kb < endBlock; kb++)
                 {
                     int j0 = kb * problem.BlockSize;
-                    int start = panel;
-                    Dispatch(path, new WeightsJob(problem, pack, lseRows, b, h, panel, panelRows, kb, (r, weights) =>
+                    Dispatch(path, new WeightsJob(problem, pack, lseRows, b, h, panelStart, panelRows, kb, (r, weights) =>
                     {
-                        int i = start + r;
+                        int i = panelStart + r;
                         if (i < rowLo || i >= rowHi)
                         {
                             return;
                         }
 
-                        long cellRow = (long)(i - rowLo) * cellRows / rows;
-                        for (int c = 0; c < weights.Length; c++)
+                        for (int c = Math.Max(colLo - j0, 0); c < Math.Min(weights.Length, colHi - j0); c++)
                         {
-                            int j = j0 + c;
-                            if (j < colLo || j >= colHi)
-                            {
-                                continue;
-                            }
-
-                            long cell = (cellRow * cellCols) + ((long)(j - colLo) * cellCols / cols);
-                            cells[cell] = pooling == WeightPooling.Max ? Math.Max(cells[cell], weights[c]) : cells[cell] + weights[c];
-                            counts[cell]++;
+                            panel[((long)r * cols) + j0 + c - colLo] += weights[c];
                         }
                     }));
+                }
+            }
+
+            for (int i = Math.Max(panelStart, rowLo); i < Math.Min(panelStart + panelRows, rowHi); i++)
+            {
+                long cellRow = (long)(i - rowLo) * cellRows / rows;
+                for (int j = 0; j < cols; j++)
+                {
+                    double value = panel[((long)(i - panelStart) * cols) + j] / headCount;
+                    long cell = (cellRow * cellCols) + ((long)j * cellCols / cols);
+                    cells[cell] = pooling == WeightPooling.Max ? Math.Max(cells[cell], value) : cells[cell] + value;
+                    counts[cell]++;
                 }
             }
         }

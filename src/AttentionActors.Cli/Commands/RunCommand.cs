@@ -9,6 +9,15 @@ internal static class RunCommand
 {
     public static Command Create(TextWriter stdout, TextWriter stderr)
     {
+        var command = new Command("run", "Compute exact attention on the embedded actor pipeline, or on a running cluster with --broker");
+        var read = AddOptions(command);
+        command.SetAction(async (r, cancellationToken) => await RunJob.ExecuteAsync(read(r), stdout, stderr, cancellationToken));
+        return command;
+    }
+
+    /// <summary>Adds the inputs and options of <c>attention run</c> to <paramref name="command"/>; returns how to read them back as a request.</summary>
+    public static Func<ParseResult, RunRequest> AddOptions(Command command)
+    {
         var q = new Option<string?>("--q") { Description = "Q .npy file: float32/float64, C order, [B,H,N,D], [H,N,D] or [N,D]" };
         var k = new Option<string?>("--k") { Description = "K .npy file (may have fewer heads than Q; Nk may differ from Nq)" };
         var v = new Option<string?>("--v") { Description = "V .npy file (same heads and length as K)" };
@@ -45,58 +54,57 @@ internal static class RunCommand
         var dryRun = new Option<bool>("--dry-run") { Description = "Print the plan (shards, bytes per message, bytes moved, time per worker) without computing or loading the tensors" };
         var noMemoryCheck = new Option<bool>("--no-memory-check") { Description = "Run even when the job's estimated memory exceeds what is available" };
         var config = new Option<string?>("--config") { Description = "JSON settings file for --broker (its Broker section; see cluster-config/README.md)" };
-        var command = new Command("run", "Compute exact attention on the embedded actor pipeline, or on a running cluster with --broker")
+        foreach (var option in new Option[]
         {
             q, k, v, random, seq, kvSeq, dim, heads, kvHeads, batch, seed, causal, window, keyLengths, scale, score, temperature, sigma,
             additiveDim, additiveFiles, alibi, softcap, workers, block, output, lseOut, verify, quiet, singleNode, maxShardBytes, memoryLimit, noMemoryCheck, dryRun, config, maxShards, audit,
-        };
-        var broker = BrokerFlags.Add(command);
-        command.SetAction(async (r, cancellationToken) =>
+        })
         {
-            var request = new RunRequest
-            {
-                Q = r.GetValue(q),
-                K = r.GetValue(k),
-                V = r.GetValue(v),
-                Random = r.GetValue(random),
-                Seq = r.GetValue(seq),
-                KvSeq = r.GetValue(kvSeq),
-                Dim = r.GetValue(dim),
-                Heads = r.GetValue(heads),
-                KvHeads = r.GetValue(kvHeads),
-                Batch = r.GetValue(batch),
-                Seed = r.GetValue(seed),
-                Causal = r.GetResult(causal) is not null,
-                Alignment = r.GetValue(causal),
-                Window = r.GetValue(window),
-                KeyLengths = r.GetValue(keyLengths),
-                Scale = r.GetValue(scale),
-                Score = r.GetValue(score),
-                Temperature = r.GetValue(temperature),
-                Sigma = r.GetValue(sigma),
-                AdditiveDim = r.GetValue(additiveDim),
-                AdditiveFiles = r.GetValue(additiveFiles),
-                Alibi = r.GetValue(alibi),
-                SoftCap = r.GetValue(softcap),
-                Workers = r.GetValue(workers),
-                Block = r.GetValue(block),
-                Out = r.GetValue(output),
-                LseOut = r.GetValue(lseOut),
-                Verify = r.GetValue(verify),
-                Quiet = r.GetValue(quiet),
-                SingleNode = r.GetValue(singleNode),
-                NoMemoryCheck = r.GetValue(noMemoryCheck),
-                MaxShardBytes = r.GetValue(maxShardBytes),
-                MemoryLimit = r.GetValue(memoryLimit),
-                DryRun = r.GetValue(dryRun),
-                MaxShards = r.GetValue(maxShards),
-                Audit = r.GetValue(audit),
-                Broker = broker.Given(r) ? broker.Read(r).Where(f => f.Value is not null).ToList() : null,
-                Config = r.GetValue(config),
-            };
-            return await RunJob.ExecuteAsync(request, stdout, stderr, cancellationToken);
-        });
-        return command;
+            command.Options.Add(option);
+        }
+
+        var broker = BrokerFlags.Add(command);
+        return r => new RunRequest
+        {
+            Q = r.GetValue(q),
+            K = r.GetValue(k),
+            V = r.GetValue(v),
+            Random = r.GetValue(random),
+            Seq = r.GetValue(seq),
+            KvSeq = r.GetValue(kvSeq),
+            Dim = r.GetValue(dim),
+            Heads = r.GetValue(heads),
+            KvHeads = r.GetValue(kvHeads),
+            Batch = r.GetValue(batch),
+            Seed = r.GetValue(seed),
+            Causal = r.GetResult(causal) is not null,
+            Alignment = r.GetValue(causal),
+            Window = r.GetValue(window),
+            KeyLengths = r.GetValue(keyLengths),
+            Scale = r.GetValue(scale),
+            Score = r.GetValue(score),
+            Temperature = r.GetValue(temperature),
+            Sigma = r.GetValue(sigma),
+            AdditiveDim = r.GetValue(additiveDim),
+            AdditiveFiles = r.GetValue(additiveFiles),
+            Alibi = r.GetValue(alibi),
+            SoftCap = r.GetValue(softcap),
+            Workers = r.GetValue(workers),
+            Block = r.GetValue(block),
+            Out = r.GetValue(output),
+            LseOut = r.GetValue(lseOut),
+            Verify = r.GetValue(verify),
+            Quiet = r.GetValue(quiet),
+            SingleNode = r.GetValue(singleNode),
+            NoMemoryCheck = r.GetValue(noMemoryCheck),
+            MaxShardBytes = r.GetValue(maxShardBytes),
+            MemoryLimit = r.GetValue(memoryLimit),
+            DryRun = r.GetValue(dryRun),
+            MaxShards = r.GetValue(maxShards),
+            Audit = r.GetValue(audit),
+            Broker = broker.Given(r) ? broker.Read(r).Where(f => f.Value is not null).ToList() : null,
+            Config = r.GetValue(config),
+        };
     }
 }
 
@@ -179,4 +187,7 @@ internal sealed record RunRequest
     public IReadOnlyList<KeyValuePair<string, string?>>? Broker { get; init; }
 
     public string? Config { get; init; }
+
+    /// <summary>What <c>attention inspect</c> adds; null for <c>attention run</c>.</summary>
+    public InspectRequest? Inspect { get; init; }
 }

@@ -34,6 +34,7 @@ internal static class RunJob
             var (qShape, kShape, vShape, leading, inputHeap) = Shapes(request);
             var options = BuildOptions(request, qShape);
             var geometry = AttentionGeometry.Create(qShape, kShape, vShape, options);
+            var inspect = request.Inspect is { } asked ? InspectStep.Check(asked, geometry) : null;
             if (request.MaxShardBytes < 64 << 10)
             {
                 throw new UsageException($"--max-shard-bytes {request.MaxShardBytes} must be at least 65536 (64 KiB)");
@@ -142,6 +143,7 @@ internal static class RunJob
                     $"attention: Q {RunInputs.Show(inputs.Q.Shape)}, K/V {RunInputs.Show(inputs.K.Shape)} → out {RunInputs.Show(outShape)}; {how}; {elapsed.TotalSeconds:F3} s (estimated {JobEstimate.Duration(estimate.Time)}), {flops / 1e9:G4} GFLOP visible, {flops / 1e9 / Math.Max(elapsed.TotalSeconds, 1e-9):F1} GFLOP/s"));
             }
 
+            inspect?.Run(problem, result, leading, request.Workers, outputs, stdout, request.Quiet, cancellationToken);
             int code = request.Verify ? await Verifier.CheckAsync(problem, result, request.SingleNode, cluster, stdout, cancellationToken, clusterName is null ? "sharded" : "cluster") : 0;
 
             // The result may live in a mapped output file: it is released only now, then every file is put in place.
