@@ -6,7 +6,14 @@ using AttentionActors.Kernels.Tiles;
 namespace AttentionActors.Kernels;
 
 /// <summary>The finished attention: <c>Output [B, H, Nq, Dv]</c> and <c>Lse [B, H, Nq]</c> (−∞ for rows with no visible key).</summary>
-public sealed record AttentionResult(AttentionTensor Output, float[] Lse);
+public sealed record AttentionResult(AttentionTensor Output, float[] Lse)
+{
+    /// <summary>
+    /// With <see cref="AttentionOptions.Entropy"/>: each row's entropy <c>[B, H, Nq]</c> in nats,
+    /// H = lse − t/l from the partials' extra column; 0 for a row with no visible key. Else null.
+    /// </summary>
+    public float[]? Entropy { get; init; }
+}
 
 /// <summary>
 /// Exact attention on one node: <c>out_i = Σ_j softmax_j(s_ij) v_j</c> computed block by block with
@@ -28,6 +35,7 @@ public static class Attention
         settings ??= new ComputeOptions();
         var output = AttentionTensor.Zeros("out", problem.Batch, problem.Heads, problem.QuerySeq, problem.ValueDim);
         var lse = new float[problem.Batch * problem.Heads * problem.QuerySeq];
+        var entropy = problem.Options.Entropy ? new float[lse.Length] : null;
         int panels = (problem.QuerySeq + PanelKernelShape.PanelRows - 1) / PanelKernelShape.PanelRows;
         int kvGroups = problem.Batch * problem.KvHeads;
         int perGroup = problem.GroupSize * panels;
@@ -61,7 +69,7 @@ public static class Attention
             int rowStart = panel * PanelKernelShape.PanelRows;
             int rows = Math.Min(PanelKernelShape.PanelRows, problem.QuerySeq - rowStart);
             var pack = Volatile.Read(ref packs[group])!;
-            Dispatch(settings.KernelPath, new FinishPanel(problem, pack, output, lse, b, h, rowStart, rows));
+            Dispatch(settings.KernelPath, new FinishPanel(problem, pack, output, lse, entropy, b, h, rowStart, rows));
             if (Interlocked.Decrement(ref remaining[group]) == 0)
             {
                 Interlocked.Exchange(ref packs[group], null)?.Dispose();
@@ -70,7 +78,7 @@ public static class Attention
             progress?.Report(Interlocked.Add(ref rowsDone, rows));
         }, cancellationToken);
 
-        return new AttentionResult(output, lse);
+        return new AttentionResult(output, lse) { Entropy = entropy };
     }
 
     /// <summary>
@@ -95,7 +103,7 @@ public static class Attention
         CheckRange(problem, b, h, rowStart, rowCount, blockStart, blockEnd);
         var (first, end) = problem.Geometry.VisibleBlocks(b, rowStart, rowCount, blockStart, blockEnd);
         var nodes = CanonicalTree.Decompose(first, end);
-        var set = new PartialSet(nodes, rowCount, problem.ValueDim);
+        var set = new PartialSet(nodes, rowCount, problem.PartialWidth);
         if (nodes.Length == 0)
         {
             return set;
@@ -155,7 +163,7 @@ public static class Attention
         int depth = KeyPack.FeatureDepth(p);
         int bp = (Math.Min(p.BlockSize, Math.Max(p.KeySeq, 1)) + 15) & ~15;
         int slots = (2 * CanonicalTree.Height(Math.Max(blockEnd - blockStart, 1))) + 4;
-        return Workspace.For(depth, bp, PanelKernelShape.PanelRows, p.ValueDim, slots);
+        return Workspace.For(depth, bp, PanelKernelShape.PanelRows, p.PartialWidth, slots);
     }
 
     private interface IPanelJob
@@ -166,7 +174,7 @@ public static class Attention
     }
 
     /// <summary>Computes a panel over the blocks it sees, evaluates the tree and finalizes the rows.</summary>
-    private readonly record struct FinishPanel(AttentionProblem P, KeyPack Keys, AttentionTensor Output, float[] Lse, int B, int H, int RowStart, int Rows) : IPanelJob
+    private readonly record struct FinishPanel(AttentionProblem P, KeyPack Keys, AttentionTensor Output, float[] Lse, float[]? Entropy, int B, int H, int RowStart, int Rows) : IPanelJob
     {
         public void Run<TL, TV>()
             where TL : ILanes<TV>
@@ -193,11 +201,21 @@ public static class Attention
                 {
                     dst.Clear();
                     Lse[row] = float.NegativeInfinity;
+                    if (Entropy is not null)
+                    {
+                        Entropy[row] = 0f;
+                    }
+
                     continue;
                 }
 
                 int at = ws.Index(root, r);
-                PartialMath.Finalize(ws.StackM[at], ws.StackL[at], ws.RowO(root, r), dst, out Lse[row]);
+                var o = ws.RowO(root, r);
+                PartialMath.Finalize(ws.StackM[at], ws.StackL[at], o[..dv], dst, out Lse[row]);
+                if (Entropy is not null)
+                {
+                    Entropy[row] = PartialMath.Entropy(ws.StackL[at], o[dv], Lse[row]);
+                }
             }
         }
     }
@@ -216,7 +234,7 @@ public static class Attention
                 throw new InvalidOperationException($"panel produced {count} tree nodes where the range decomposes into {Set.Nodes.Length}");
             }
 
-            int dv = P.ValueDim;
+            int dv = P.PartialWidth;
             for (int n = 0; n < count; n++)
             {
                 for (int r = 0; r < Rows; r++)

@@ -59,6 +59,9 @@ public sealed class AttentionGeometry
 
     public int ValueDim => ValueShape.Dim;
 
+    /// <summary>Values per row of a partial's o: Dv, plus one for the entropy sum t when <see cref="AttentionOptions.Entropy"/>.</summary>
+    public int PartialWidth => ValueShape.Dim + (Options.Entropy ? 1 : 0);
+
     public int BlockSize { get; }
 
     /// <summary>⌈Nk / BlockSize⌉ canonical key blocks.</summary>

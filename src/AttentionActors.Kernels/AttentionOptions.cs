@@ -84,6 +84,13 @@ public sealed record AttentionOptions
     /// <summary>Per-batch key lengths: keys j ≥ KeyLengths[b] are padding. Null: all keys valid.</summary>
     public int[]? KeyLengths { get; init; }
 
+    /// <summary>
+    /// Also compute each row's entropy H_i = lse_i − Σ_j a_ij·s_ij inside the online softmax: the
+    /// partials carry t = Σ e^(s−m)·s as one more column beside o, rescaled and merged as o is, and
+    /// H = lse − t/l at the end. The output's bits do not change.
+    /// </summary>
+    public bool Entropy { get; init; }
+
     /// <summary>Keys per canonical block (multiple of 16, 16..4096); fixes the merge tree and so the output bits.</summary>
     public int BlockSize { get; init; } = DefaultBlockSize;
 

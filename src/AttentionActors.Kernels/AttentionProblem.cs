@@ -51,6 +51,9 @@ public sealed class AttentionProblem
 
     public int ValueDim => Geometry.ValueDim;
 
+    /// <inheritdoc cref="AttentionGeometry.PartialWidth"/>
+    public int PartialWidth => Geometry.PartialWidth;
+
     public int BlockSize => Geometry.BlockSize;
 
     /// <summary>⌈Nk / BlockSize⌉ canonical key blocks.</summary>

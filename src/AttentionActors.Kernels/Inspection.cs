@@ -30,7 +30,11 @@ public enum WeightPooling
 /// </summary>
 public static class Inspection
 {
-    /// <summary>Entropy of every row and, if <paramref name="coverage"/>, the coverage of every key.</summary>
+    /// <summary>
+    /// Entropy of every row by a second pass over the keys (attention computed with
+    /// <see cref="AttentionOptions.Entropy"/> carries it without one) and, if
+    /// <paramref name="coverage"/>, the coverage of every key.
+    /// </summary>
     public static InspectionResult Compute(AttentionProblem problem, ReadOnlySpan<float> lse, bool coverage, ComputeOptions? settings = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(problem);
@@ -39,37 +43,64 @@ public static class Inspection
         var lseArray = lse.ToArray();
         var entropy = new float[lseArray.Length];
         int panels = (problem.QuerySeq + PanelKernelShape.PanelRows - 1) / PanelKernelShape.PanelRows;
-        var packs = new KeyPack[problem.Batch * problem.KvHeads];
-        try
+        using var packs = new Packs(problem);
+        ParallelWork.Run(problem.Batch * problem.Heads * panels, settings.Threads, item =>
         {
-            for (int g = 0; g < packs.Length; g++)
-            {
-                packs[g] = KeyPack.Create(problem, g / problem.KvHeads, g % problem.KvHeads, 0, problem.BlockCount);
-            }
+            int bh = item / panels;
+            int b = bh / problem.Heads, h = bh % problem.Heads;
+            int rowStart = item % panels * PanelKernelShape.PanelRows;
+            int rows = Math.Min(PanelKernelShape.PanelRows, problem.QuerySeq - rowStart);
+            Dispatch(settings.KernelPath, new EntropyJob(problem, packs[(b * problem.KvHeads) + (h / problem.GroupSize)], lseArray, entropy, b, h, rowStart, rows));
+        }, cancellationToken);
 
-            ParallelWork.Run(problem.Batch * problem.Heads * panels, settings.Threads, item =>
-            {
-                int bh = item / panels;
-                int b = bh / problem.Heads, h = bh % problem.Heads;
-                int rowStart = item % panels * PanelKernelShape.PanelRows;
-                int rows = Math.Min(PanelKernelShape.PanelRows, problem.QuerySeq - rowStart);
-                Dispatch(settings.KernelPath, new EntropyJob(problem, packs[(b * problem.KvHeads) + (h / problem.GroupSize)], lseArray, entropy, b, h, rowStart, rows));
-            }, cancellationToken);
+        return new InspectionResult(entropy, coverage ? Coverage(problem, lseArray, packs, settings, cancellationToken) : null);
+    }
 
-            float[]? cover = null;
-            if (coverage)
+    /// <summary>The coverage c_j = Σ_h Σ_i a_ij of every key, [B, Hkv, Nk]: a pass over the key blocks once every row's lse is known.</summary>
+    public static float[] Coverage(AttentionProblem problem, ReadOnlySpan<float> lse, ComputeOptions? settings = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(problem);
+        CheckLse(problem, lse);
+        using var packs = new Packs(problem);
+        return Coverage(problem, lse.ToArray(), packs, settings ?? new ComputeOptions(), cancellationToken);
+    }
+
+    private static float[] Coverage(AttentionProblem problem, float[] lse, Packs packs, ComputeOptions settings, CancellationToken cancellationToken)
+    {
+        var cover = new float[(long)problem.Batch * problem.KvHeads * problem.KeySeq];
+        ParallelWork.Run(problem.Batch * problem.KvHeads * problem.BlockCount, settings.Threads, item =>
+        {
+            int g = item / problem.BlockCount;
+            Dispatch(settings.KernelPath, new CoverageJob(problem, packs[g], lse, cover, g / problem.KvHeads, g % problem.KvHeads, item % problem.BlockCount));
+        }, cancellationToken);
+        return cover;
+    }
+
+    /// <summary>Every (batch, key head)'s keys packed once for the whole pass.</summary>
+    private sealed class Packs : IDisposable
+    {
+        private readonly KeyPack[] packs;
+
+        public Packs(AttentionProblem problem)
+        {
+            packs = new KeyPack[problem.Batch * problem.KvHeads];
+            try
             {
-                cover = new float[(long)problem.Batch * problem.KvHeads * problem.KeySeq];
-                ParallelWork.Run(problem.Batch * problem.KvHeads * problem.BlockCount, settings.Threads, item =>
+                for (int g = 0; g < packs.Length; g++)
                 {
-                    int g = item / problem.BlockCount;
-                    Dispatch(settings.KernelPath, new CoverageJob(problem, packs[g], lseArray, cover, g / problem.KvHeads, g % problem.KvHeads, item % problem.BlockCount));
-                }, cancellationToken);
+                    packs[g] = KeyPack.Create(problem, g / problem.KvHeads, g % problem.KvHeads, 0, problem.BlockCount);
+                }
             }
-
-            return new InspectionResult(entropy, cover);
+            catch
+            {
+                Dispose();
+                throw;
+            }
         }
-        finally
+
+        public KeyPack this[int group] => packs[group];
+
+        public void Dispose()
         {
             foreach (var pack in packs)
             {

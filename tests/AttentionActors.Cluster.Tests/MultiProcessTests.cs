@@ -9,7 +9,7 @@ public sealed class MultiProcessTests(PrivateBroker broker)
 {
     private const long SmallShards = 96 << 10;
 
-    private static readonly string[] Cases = ["causal", "gqa", "cross", "padded"];
+    private static readonly string[] Cases = ["causal", "gqa", "cross", "padded", "entropy"];
 
     private static AttentionProblem Problem(string name) => name switch
     {
@@ -17,6 +17,7 @@ public sealed class MultiProcessTests(PrivateBroker broker)
         "gqa" => Create(TestData.Qkv(12, 1, 6, 2, 300, 300, 24, 40), new AttentionOptions { BlockSize = 32 }),
         "cross" => Create(TestData.Qkv(13, 1, 2, 2, 123, 777, 32, 16), new AttentionOptions { Causal = true, Alignment = DiagonalAlignment.BottomRight, BlockSize = 48 }),
         "padded" => Create(TestData.Qkv(14, 3, 2, 2, 200, 200, 16, 16), new AttentionOptions { KeyLengths = [200, 37, 0], BlockSize = 16 }),
+        "entropy" => Create(TestData.Qkv(15, 2, 4, 2, 260, 300, 16, 16), new AttentionOptions { Causal = true, Alignment = DiagonalAlignment.BottomRight, KeyLengths = [300, 120], BlockSize = 32, Entropy = true }),
         _ => throw new ArgumentOutOfRangeException(nameof(name)),
     };
 
@@ -39,6 +40,11 @@ public sealed class MultiProcessTests(PrivateBroker broker)
             var actual = await cluster.Client.ComputeAsync(problem, maxShardBytes: SmallShards).WaitAsync(TimeSpan.FromSeconds(60));
             TestData.AssertBitwise(expected.Output.Data.Span, actual.Output.Data.Span, $"{name}: cluster output");
             TestData.AssertBitwise(expected.Lse, actual.Lse, $"{name}: cluster lse");
+            Assert.Equal(expected.Entropy is null, actual.Entropy is null);
+            if (expected.Entropy is not null)
+            {
+                TestData.AssertBitwise(expected.Entropy, actual.Entropy, $"{name}: cluster entropy");
+            }
         }
 
         // Every worker took part, whatever its vector width: the bits above came from all three.

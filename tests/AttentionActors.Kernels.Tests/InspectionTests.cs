@@ -145,4 +145,35 @@ public class InspectionTests
             Assert.Equal(max, pooled[cell]);
         }
     }
+
+    [Fact]
+    public void Entropy_carried_in_the_online_softmax_matches_the_reference_and_leaves_the_output_bits_alone()
+    {
+        var cases = new (string Name, AttentionOptions Options)[]
+        {
+            ("dense", new AttentionOptions { BlockSize = 16 }),
+            ("causal bottom-right with padding", new AttentionOptions { BlockSize = 32, Causal = true, Alignment = DiagonalAlignment.BottomRight, KeyLengths = [0, 150] }),
+            ("window, soft cap", new AttentionOptions { BlockSize = 16, Window = (30, 4), SoftCap = 3f, Alignment = DiagonalAlignment.TopLeft }),
+            ("gaussian", new AttentionOptions { BlockSize = 16, Score = ScoreFunction.Gaussian, Sigma = 0.8f }),
+        };
+        foreach (var (name, options) in cases)
+        {
+            var (q, k, v) = TestData.Qkv(name.Length, 2, 4, 2, 140, 190, 12, 7);
+            var plain = Attention.Compute(AttentionProblem.Create(q, k, v, options));
+            var problem = AttentionProblem.Create(q, k, v, options with { Entropy = true });
+            var fused = Attention.Compute(problem);
+            Assert.Null(plain.Entropy);
+            TestData.AssertBitwise(plain.Output.Data.Span, fused.Output.Data.Span, $"{name}: output with entropy on");
+            TestData.AssertBitwise(plain.Lse, fused.Lse, $"{name}: lse with entropy on");
+            AssertAgrees(problem, fused, new InspectionResult(fused.Entropy!, Inspection.Compute(problem, fused.Lse, coverage: true).Coverage), $"{name} (fused)");
+            foreach (var path in Paths)
+            {
+                foreach (int threads in new[] { 1, 3 })
+                {
+                    var other = Attention.Compute(problem, new ComputeOptions { Threads = threads, KernelPath = path });
+                    TestData.AssertBitwise(fused.Entropy!, other.Entropy!, $"{name}: fused entropy {path} {threads} threads");
+                }
+            }
+        }
+    }
 }

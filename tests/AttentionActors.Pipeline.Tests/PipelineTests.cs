@@ -50,6 +50,23 @@ public class PipelineTests
         }
     }
 
+    [Theory]
+    [MemberData(nameof(Scenarios))]
+    public async Task Entropy_rides_through_shards_and_merges_to_the_single_node_bits(string name)
+    {
+        var (plain, _) = Scenario(name);
+        var options = plain.Options with { Entropy = true };
+        var single = Attention.Compute(AttentionProblem.Create(plain.Q, plain.K, plain.V, options));
+        foreach (int workers in new[] { 2, 7 })
+        {
+            var cluster = new ClusterOptions { Workers = workers, Plan = new PlanOptions { MaxShardBytes = 96 << 10 } };
+            var sharded = await AttentionCluster.ComputeAsync(plain.Q, plain.K, plain.V, options, cluster);
+            Assert.NotNull(sharded.Entropy);
+            TestData.AssertBitwise(single.Entropy!, sharded.Entropy!, $"{name}, {workers} workers, entropy");
+            TestData.AssertBitwise(single.Output.Data.Span, sharded.Output.Data.Span, $"{name}, {workers} workers, out with entropy on");
+        }
+    }
+
     [Fact]
     public async Task Progress_reaches_every_shard_and_all_flops()
     {

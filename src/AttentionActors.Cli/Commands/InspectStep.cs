@@ -89,7 +89,8 @@ internal sealed class InspectStep
     {
         var clock = Stopwatch.StartNew();
         bool coverage = CoveragePath is not null;
-        var inspection = Inspection.Compute(problem, result.Lse, coverage, new ComputeOptions { Threads = threads }, cancellationToken);
+        var entropy = result.Entropy ?? throw new InvalidOperationException("the attention pass returned no entropy although the job asked for it");
+        var inspection = new InspectionResult(entropy, coverage ? Inspection.Coverage(problem, result.Lse, new ComputeOptions { Threads = threads }, cancellationToken) : null);
         var elapsed = clock.Elapsed;
         if (EntropyPath is not null)
         {
@@ -119,7 +120,7 @@ internal sealed class InspectStep
 
         if (!quiet)
         {
-            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"inspect: entropy{(coverage ? " and coverage" : "")} in {elapsed.TotalSeconds:F3} s"));
+            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"inspect: entropy computed with the attention{(coverage ? $"; the coverage pass took {elapsed.TotalSeconds:F3} s" : "")}"));
             Summary(problem, inspection, stdout);
         }
     }

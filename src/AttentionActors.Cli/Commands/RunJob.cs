@@ -311,6 +311,9 @@ internal static class RunJob
             Window = window,
             KeyLengths = r.KeyLengths is { } lengths ? RunInputs.ParseList("--key-lengths", lengths) : null,
             BlockSize = r.Block,
+
+            // inspect reports every row's entropy: it rides in the online softmax, not a second pass.
+            Entropy = r.Inspect is not null,
         };
     }
 

@@ -79,7 +79,14 @@ internal sealed class WireCodec
             case AuditMismatch m: envelope.AuditMismatch = new P.AuditMismatch { Job = m.Job.Value, ShardId = m.ShardId, Reason = m.Reason }; break;
             case CancelJob m: envelope.Cancel = new P.CancelJob { Job = m.Job.Value, Reason = m.Reason }; break;
             case JobEnded m: envelope.Ended = new P.JobEnded { Job = m.Job.Value, Why = m.Why }; break;
-            case RowsFinished m: envelope.Rows = new P.RowsFinished { Job = m.Job.Value, Batch = m.Batch, Head = m.Head, RowStart = m.RowStart, RowCount = m.RowCount, Output = Bytes(m.Output), Lse = Bytes(m.Lse) }; break;
+            case RowsFinished m:
+                envelope.Rows = new P.RowsFinished { Job = m.Job.Value, Batch = m.Batch, Head = m.Head, RowStart = m.RowStart, RowCount = m.RowCount, Output = Bytes(m.Output), Lse = Bytes(m.Lse) };
+                if (m.Entropy is not null)
+                {
+                    envelope.Rows.Entropy = Bytes(m.Entropy);
+                }
+
+                break;
             case JobProgress m: envelope.Progress = new P.JobProgress { Job = m.Job.Value, ShardsDone = m.ShardsDone, ShardsTotal = m.ShardsTotal, FlopsDone = m.FlopsDone, FlopsTotal = m.FlopsTotal, ElapsedTicks = m.Elapsed.Ticks }; break;
             case AttentionCompleted m: envelope.Completed = new P.AttentionCompleted { Job = m.Job.Value, RowsSent = m.RowsSent }; break;
             case AttentionFailed m: envelope.AttentionFailed = new P.AttentionFailed { Job = m.Job.Value, Reason = m.Reason, Cancelled = m.Cancelled }; break;
@@ -210,6 +217,7 @@ internal sealed class WireCodec
             Temperature = o.Temperature,
             Sigma = o.Sigma,
             Causal = o.Causal,
+            Entropy = o.Entropy,
             Alignment = o.Alignment switch { DiagonalAlignment.TopLeft => P.Alignment.TopLeft, DiagonalAlignment.BottomRight => P.Alignment.BottomRight, _ => P.Alignment.Unset },
             Windowed = o.Window is not null,
             WindowLeft = o.Window?.Left ?? 0,
@@ -264,6 +272,7 @@ internal sealed class WireCodec
             AlibiSlopes = p.HasAlibiSlopes ? Floats(p.AlibiSlopes, "alibi_slopes") : null,
             Additive = p.HasAdditiveWq ? new AdditiveParameters(Floats(p.AdditiveWq, "additive_wq"), Floats(p.AdditiveWk, "additive_wk"), Floats(p.AdditiveV, "additive_v")) : null,
             Causal = p.Causal,
+            Entropy = p.Entropy,
             Alignment = p.Alignment switch { P.Alignment.TopLeft => DiagonalAlignment.TopLeft, P.Alignment.BottomRight => DiagonalAlignment.BottomRight, _ => null },
             Window = p.Windowed ? (p.WindowLeft, p.WindowRight) : null,
             KeyLengths = p.Padded ? [.. p.KeyLengths] : null,
@@ -373,7 +382,8 @@ internal sealed class WireCodec
             throw new WireFormatException($"{output.Length} output values do not split into {m.RowCount} rows");
         }
 
-        return new RowsFinished(Job(m.Job), m.Batch, m.Head, m.RowStart, m.RowCount, output, lse);
+        var entropy = m.HasEntropy ? Floats(m.Entropy, "entropy", m.RowCount) : null;
+        return new RowsFinished(Job(m.Job), m.Batch, m.Head, m.RowStart, m.RowCount, output, lse, entropy);
     }
 
     private static NodeHeartbeat Heartbeat(P.Heartbeat h)

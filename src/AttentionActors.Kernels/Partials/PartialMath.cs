@@ -67,6 +67,12 @@ public static class PartialMath
         lse = m + MathF.Log(l);
     }
 
+    /// <summary>
+    /// The entropy of a finished row from its partial's l and t = Σ e^(s−m)·s and its lse:
+    /// H = lse − t/l (Σ_j a_ij·s_ij = t/l); 0 for a row that sees no key.
+    /// </summary>
+    public static float Entropy(float l, float t, float lse) => l == 0f ? 0f : lse - (t / l);
+
     /// <summary>destination = big + factor·small, element-wise as fma(factor, small, big).</summary>
     private static void AddScaled(ReadOnlySpan<float> big, float factor, ReadOnlySpan<float> small, Span<float> destination)
     {

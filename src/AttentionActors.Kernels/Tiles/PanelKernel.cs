@@ -26,6 +26,7 @@ internal static class PanelKernel<TL, TV>
         var o = p.Options;
         int kvh = h / p.GroupSize;
         int dv = p.ValueDim;
+        bool entropy = o.Entropy;
         int depth = keys.Depth;
         var mods = new RowModifiers(
             o.Score != ScoreFunction.Additive,
@@ -78,6 +79,11 @@ internal static class PanelKernel<TL, TV>
                         TileKernels<TL, TV>.PrepareRow(ref sRow, cLo, cHi, mods, j0 - (rowStart + row), ws.RowLo[row] - j0, ws.RowHi[row] - j0, n);
                         int at = ws.Index(slot, row);
                         ws.StackM[at] = TileKernels<TL, TV>.SoftmaxRow(ref sRow, ref ws.P[r * bp], cLo, cHi, ws.Lanes16, out ws.StackL[at]);
+                        if (entropy)
+                        {
+                            // t = Σ_j e^(s_j − m)·s_j, the column after o (a row that sees nothing has m = −∞ and is never read).
+                            ws.StackO[(at * ws.ValueDim) + dv] = TileKernels<TL, TV>.WeightedLogitSum(ref sRow, ref ws.P[r * bp], cLo, cHi, ws.Lanes16);
+                        }
                     }
 
                     WeightedValues(ws, slot, r0, mr, keyLo, keyHi, bp, ref v, dv);
@@ -246,8 +252,8 @@ internal static class PanelKernel<TL, TV>
     {
         int w = TL.Count;
         int n = keyHi - keyLo;
-        nint oStride = dv;
-        ref float o = ref ws.StackO[ws.Index(slot, r0) * dv];
+        nint oStride = ws.ValueDim;
+        ref float o = ref ws.StackO[ws.Index(slot, r0) * ws.ValueDim];
         ref float p = ref ws.P[keyLo];
         ref float vFirst = ref Unsafe.Add(ref v, keyLo * dv);
         int c = 0;

@@ -329,6 +329,43 @@ internal static class TileKernels<TL, TV>
     }
 
     /// <summary>
+    /// t = Σ_j P_j·s_j over columns [cLo, cHi) of one row (P = e^(s − m) from <see cref="SoftmaxRow"/>;
+    /// a masked s = −∞ has P = 0 and counts as 0, never as 0·(−∞)), in 16 lanes (lane t takes
+    /// j ≡ t mod 16, ascending j) and then a fixed pairwise tree over the lanes.
+    /// </summary>
+    public static float WeightedLogitSum(ref float s, ref float p, int cLo, int cHi, Span<float> lanes16)
+    {
+        nint w = TL.Count;
+        int groups = 16 / TL.Count;
+        Span<TV> acc = stackalloc TV[groups];
+        acc.Clear();
+        var zero = TL.Splat(0f);
+        var lowest = TL.Splat(float.MinValue);
+        int g = 0;
+        for (nint c = cLo; c < cHi; c += w)
+        {
+            var x = TL.Load(ref s, c);
+            acc[g] = TL.Fma(TL.Load(ref p, c), TL.SelectWhereLess(x, lowest, zero, x), acc[g]);
+            g = g + 1 == groups ? 0 : g + 1;
+        }
+
+        for (int i = 0; i < groups; i++)
+        {
+            TL.StoreLanes(acc[i], lanes16.Slice(i * TL.Count, TL.Count));
+        }
+
+        for (int half = 8; half >= 1; half >>= 1)
+        {
+            for (int t = 0; t < half; t++)
+            {
+                lanes16[t] += lanes16[t + half];
+            }
+        }
+
+        return lanes16[0];
+    }
+
+    /// <summary>
     /// Turns raw accumulated scores of one row into logits: s·scale, then c·tanh(s/c) when capped,
     /// then + slope·(j − i) for ALiBi (fused), then −∞ outside the visible keys [lo, hi) and the
     /// block's n real keys (indices local to the block). Only columns [cLo, cHi) are touched.

@@ -5,8 +5,11 @@ using AttentionActors.Pipeline.Coordinator;
 
 namespace AttentionActors.Pipeline.Client;
 
-/// <summary>Finished output rows [RowStart, RowStart + RowCount) of (batch, head): <c>Output [RowCount, Dv]</c> and <c>Lse [RowCount]</c>.</summary>
-public sealed record RowsFinished(JobId Job, int Batch, int Head, int RowStart, int RowCount, float[] Output, float[] Lse) : IWireMessage;
+/// <summary>
+/// Finished output rows [RowStart, RowStart + RowCount) of (batch, head): <c>Output [RowCount, Dv]</c>,
+/// <c>Lse [RowCount]</c>, and <c>Entropy [RowCount]</c> when the job asked for it (else null).
+/// </summary>
+public sealed record RowsFinished(JobId Job, int Batch, int Head, int RowStart, int RowCount, float[] Output, float[] Lse, float[]? Entropy = null) : IWireMessage;
 
 /// <summary>Notice to the client: every shard is merged and <paramref name="RowsSent"/> rows were streamed.</summary>
 public sealed record AttentionCompleted(JobId Job, long RowsSent) : IWireMessage;
@@ -39,6 +42,7 @@ internal sealed class JobClient : ActorBase
     private readonly AttentionGeometry geometry;
     private readonly Memory<float> output;
     private readonly float[] lse;
+    private readonly float[]? entropy;
     private readonly BitArray received;
     private readonly IProgress<JobProgress>? progress;
     private readonly TaskCompletionSource<AttentionResult> result;
@@ -57,6 +61,7 @@ internal sealed class JobClient : ActorBase
         this.grace = grace;
         long rows = (long)geometry.Batch * geometry.Heads * geometry.QuerySeq;
         lse = new float[rows];
+        entropy = geometry.Options.Entropy ? new float[rows] : null;
         received = new BitArray(checked((int)rows));
         Waiting();
     }
@@ -117,6 +122,10 @@ internal sealed class JobClient : ActorBase
         // This client is the message's only consumer: once copied, its arrays serve the next rows.
         RowBuffers.Return(rows.Output);
         RowBuffers.Return(rows.Lse);
+        if (rows.Entropy is not null)
+        {
+            RowBuffers.Return(rows.Entropy);
+        }
     }
 
     private void Write(RowsFinished rows)
@@ -131,7 +140,8 @@ internal sealed class JobClient : ActorBase
             if (received[(int)row])
             {
                 // Delivery is at least once: a repeat must be the same bits, or something computed wrongly.
-                if (!source.SequenceEqual(target) || BitConverter.SingleToInt32Bits(lse[row]) != BitConverter.SingleToInt32Bits(rows.Lse[r]))
+                if (!source.SequenceEqual(target) || BitConverter.SingleToInt32Bits(lse[row]) != BitConverter.SingleToInt32Bits(rows.Lse[r])
+                    || (entropy is not null && BitConverter.SingleToInt32Bits(entropy[row]) != BitConverter.SingleToInt32Bits(rows.Entropy![r])))
                 {
                     string conflict = $"job {job} received two different results for row {rows.RowStart + r} of batch {rows.Batch}, head {rows.Head}";
                     coordinator.Tell(new CancelJob(job, conflict), Self);
@@ -144,6 +154,11 @@ internal sealed class JobClient : ActorBase
 
             source.CopyTo(target);
             lse[row] = rows.Lse[r];
+            if (entropy is not null)
+            {
+                entropy[row] = rows.Entropy![r];
+            }
+
             received[(int)row] = true;
             rowsReceived++;
         }
@@ -169,6 +184,19 @@ internal sealed class JobClient : ActorBase
             if (!float.IsFinite(rows.Output[i]))
             {
                 return $"job {job} received output {rows.Output[i]} in row {rows.RowStart + (i / g.ValueDim)} of batch {rows.Batch}, head {rows.Head}";
+            }
+        }
+
+        if ((rows.Entropy is null) != (entropy is null) || (rows.Entropy is not null && rows.Entropy.Length != rows.RowCount))
+        {
+            return $"job {job} received {rows.RowCount} rows carrying {rows.Entropy?.Length ?? 0} entropy values; expected {(entropy is null ? 0 : rows.RowCount)}";
+        }
+
+        foreach (float x in rows.Entropy ?? [])
+        {
+            if (!float.IsFinite(x))
+            {
+                return $"job {job} received entropy {x} for batch {rows.Batch}, head {rows.Head}";
             }
         }
 
@@ -212,6 +240,10 @@ internal sealed class JobClient : ActorBase
 
                     span.Slice((int)(row * g.ValueDim), g.ValueDim).Clear();
                     lse[row] = float.NegativeInfinity;
+                    if (entropy is not null)
+                    {
+                        entropy[row] = 0f;
+                    }
                 }
             }
         }
@@ -223,7 +255,7 @@ internal sealed class JobClient : ActorBase
         }
 
         Done();
-        result.TrySetResult(new AttentionResult(new AttentionTensor("out", output, g.Batch, g.Heads, g.QuerySeq, g.ValueDim), lse));
+        result.TrySetResult(new AttentionResult(new AttentionTensor("out", output, g.Batch, g.Heads, g.QuerySeq, g.ValueDim), lse) { Entropy = entropy });
     }
 
     private void Fail(string reason, bool cancelled = false)

@@ -148,7 +148,7 @@ public static class ShardPlanner
     {
         long keys = p.KeysIn(blockStart, blockEnd);
         long nodes = Math.Min(CanonicalTree.Decompose(blockStart, blockEnd).Length, MaxNodes);
-        return 4 * ((rowCount * (long)p.KeyDim) + (keys * (p.KeyDim + p.ValueDim)) + (nodes * rowCount * (p.ValueDim + 2L)));
+        return 4 * ((rowCount * (long)p.KeyDim) + (keys * (p.KeyDim + p.ValueDim)) + (nodes * rowCount * (p.PartialWidth + 2L)));
     }
 
     /// <summary>Narrows a draft to the blocks its rows see; null when it has no visible work.</summary>
@@ -173,7 +173,7 @@ public static class ShardPlanner
 
     private static Draft[]? Split(AttentionGeometry p, Draft s, PlanOptions options)
     {
-        long rowBytes = (long)s.RowCount * (p.KeyDim + p.ValueDim + 2);
+        long rowBytes = (long)s.RowCount * (p.KeyDim + p.PartialWidth + 2);
         long keyBytes = (long)p.KeysIn(s.BlockStart, s.BlockEnd) * (p.KeyDim + p.ValueDim);
         bool canKeys = s.BlockEnd - s.BlockStart >= 2;
         bool canRows = s.RowCount >= 2 * options.MinRows || (s.RowCount >= 2 && !canKeys);

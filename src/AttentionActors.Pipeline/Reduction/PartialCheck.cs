@@ -18,9 +18,9 @@ internal static class PartialCheck
     /// <summary>Why <paramref name="set"/> cannot be merged as the partials of <paramref name="shard"/>, or null when it can.</summary>
     public static string? Invalid(AttentionGeometry g, Shard shard, PartialSet set)
     {
-        if (set.Rows != shard.RowCount || set.ValueDim != g.ValueDim)
+        if (set.Rows != shard.RowCount || set.ValueDim != g.PartialWidth)
         {
-            return $"partials of {shard} hold {set.Rows} rows × {set.ValueDim} values, expected {shard.RowCount} × {g.ValueDim}";
+            return $"partials of {shard} hold {set.Rows} rows × {set.ValueDim} values, expected {shard.RowCount} × {g.PartialWidth}";
         }
 
         var (first, end) = g.VisibleBlocks(shard.Batch, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd);

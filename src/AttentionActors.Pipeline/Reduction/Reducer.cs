@@ -157,23 +157,29 @@ internal sealed class Reducer : ActorBase
     private void Finish(JobState job, Segment segment)
     {
         var g = job.Expect.Geometry;
-        int dv = g.ValueDim;
+        int dv = g.ValueDim, width = g.PartialWidth;
         int rows = segment.End - segment.Start;
         var slices = segment.Parts.Select(part => Slice(part.Set, part.Offset, rows)).ToList();
         var root = CanonicalTree.Reduce(g.BlockCount, slices);
         segment.Parts.Clear();
-        int perMessage = Math.Max(1, Math.Min(maxMessageBytes, RowsMessageBytes) / (4 * (dv + 1)));
+        int perMessage = Math.Max(1, Math.Min(maxMessageBytes, RowsMessageBytes) / (4 * (dv + (g.Options.Entropy ? 2 : 1))));
         for (int r0 = 0; r0 < rows; r0 += perMessage)
         {
             int n = Math.Min(perMessage, rows - r0);
             var output = RowBuffers.Rent(n * dv);
             var lse = RowBuffers.Rent(n);
+            var entropy = g.Options.Entropy ? RowBuffers.Rent(n) : null;
             for (int r = 0; r < n; r++)
             {
-                PartialMath.Finalize(root.M[r0 + r], root.L[r0 + r], root.O.AsSpan((r0 + r) * dv, dv), output.AsSpan(r * dv, dv), out lse[r]);
+                var o = root.O.AsSpan((r0 + r) * width, width);
+                PartialMath.Finalize(root.M[r0 + r], root.L[r0 + r], o[..dv], output.AsSpan(r * dv, dv), out lse[r]);
+                if (entropy is not null)
+                {
+                    entropy[r] = PartialMath.Entropy(root.L[r0 + r], o[dv], lse[r]);
+                }
             }
 
-            job.Expect.Client.Tell(new RowsFinished(job.Expect.Job, segment.Batch, segment.Head, segment.Start + r0, n, output, lse), Self);
+            job.Expect.Client.Tell(new RowsFinished(job.Expect.Job, segment.Batch, segment.Head, segment.Start + r0, n, output, lse, entropy), Self);
             job.RowsSent += n;
         }
     }

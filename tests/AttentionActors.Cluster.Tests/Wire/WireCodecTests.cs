@@ -74,6 +74,10 @@ public sealed class WireCodecTests
         var rows = Assert.IsType<RowsFinished>(RoundTrip(new RowsFinished(job, 1, 3, 10, 2, Floats(80, 7), [1.5f, float.NegativeInfinity])).Message);
         Assert.Equal(float.NegativeInfinity, rows.Lse[1]);
         Assert.Equal(80, rows.Output.Length);
+        Assert.Null(rows.Entropy);
+        var withEntropy = Assert.IsType<RowsFinished>(RoundTrip(new RowsFinished(job, 1, 3, 10, 2, Floats(80, 7), [1.5f, 2f], [0.25f, 3.5f])).Message);
+        Assert.Equal([0.25f, 3.5f], withEntropy.Entropy!);
+        Assert.Throws<WireFormatException>(() => codec.Decode(WireCodec.Encode(new RowsFinished(job, 1, 3, 10, 2, Floats(80, 7), [1.5f, 2f], [0.25f]), Target, null)));
 
         object[] small =
         [
