@@ -24,6 +24,7 @@ public static class Cli
         RunCommand.Create(stdout, stderr),
         InspectCommand.Create(stdout, stderr),
         PlotCommand.Create(stdout, stderr),
+        MhaCommand.Create(stdout, stderr),
         BenchCommand.Create(),
         CompareCommand.Create(stdout, stderr),
         NodeCommand.Create(stderr),

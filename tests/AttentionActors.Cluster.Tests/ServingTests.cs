@@ -106,8 +106,8 @@ public sealed class ServingTests(PrivateBroker broker)
     [Fact]
     public async Task A_coordinator_gives_a_missing_reducer_one_node_timeout_to_join_then_refuses_naming_the_role()
     {
-        // The client waits 1 s for a reducer and submits anyway; the coordinator waits 10 s.
-        await using var cluster = await ClusterHarness.StartAsync(broker, b => b with { NodeTimeout = TimeSpan.FromSeconds(1) });
+        // The client waits its node timeout (2 s) for a reducer and submits anyway; the coordinator waits 10 s.
+        await using var cluster = await ClusterHarness.StartAsync(broker);
         var coordinator = cluster.Start("coordinator", NodeRoles.Coordinator, environment: new Dictionary<string, string> { ["ATTENTION_BROKER__NODETIMEOUTSECONDS"] = "10" });
         cluster.Start("w1", NodeRoles.Worker);
         await cluster.WaitForNodes(TimeSpan.FromSeconds(30), "coordinator", "w1");

@@ -1,0 +1,222 @@
+using System.CommandLine;
+using System.Globalization;
+using AttentionActors.Cli.Npy;
+using AttentionActors.Kernels;
+using AttentionActors.Pipeline;
+using AttentionActors.Pipeline.Planning;
+
+namespace AttentionActors.Cli.Commands;
+
+/// <summary>
+/// <c>attention mha</c>: the multi-head attention layer of <c>torch.nn.MultiheadAttention</c>
+/// (batch first) from tensors saved with <c>numpy.save</c>: projections, exact attention per head,
+/// output projection.
+/// </summary>
+internal static class MhaCommand
+{
+    public static Command Create(TextWriter stdout, TextWriter stderr)
+    {
+        var x = new Option<string>("--x") { Description = "Input X .npy: [B, N, E_q] or [N, E_q] (batch first)", Required = true };
+        var memory = new Option<string?>("--memory") { Description = "Memory M .npy for cross-attention: [B, Nk, E_k] or [Nk, E_k]; keys (and values) come from it [X]" };
+        var memoryValue = new Option<string?>("--memory-value") { Description = "A separate value input [B, Nk, E_v], as PyTorch's value argument when vdim ≠ kdim [--memory]" };
+        var wq = new Option<string>("--wq") { Description = "W_q .npy [E, E_q] (nn.Linear layout: y = x·Wᵀ + b)", Required = true };
+        var wk = new Option<string>("--wk") { Description = "W_k .npy [E, E_k]", Required = true };
+        var wv = new Option<string>("--wv") { Description = "W_v .npy [E, E_v]", Required = true };
+        var wo = new Option<string>("--wo") { Description = "W_o .npy [E_out, E]", Required = true };
+        var bq = new Option<string?>("--bq") { Description = "b_q .npy [E]" };
+        var bk = new Option<string?>("--bk") { Description = "b_k .npy [E]" };
+        var bv = new Option<string?>("--bv") { Description = "b_v .npy [E]" };
+        var bo = new Option<string?>("--bo") { Description = "b_o .npy [E_out]" };
+        var heads = new Option<int>("--heads") { Description = "Heads H (E must be a multiple of H; each head has E/H dims, scale 1/√(E/H))", Required = true };
+        var causal = new Option<string?>("--causal") { Description = "Causal mask; alignment top-left or bottom-right (required when N ≠ Nk)", Arity = ArgumentArity.ZeroOrOne };
+        var keyLengths = new Option<string?>("--key-lengths") { Description = "Per-batch valid key counts n1,n2,... (PyTorch's key_padding_mask with True after them)" };
+        var positional = new Option<string?>("--positional") { Description = "Add a positional encoding to X (and M) first: sinusoidal" };
+        var workers = new Option<int>("--workers") { Description = "Worker actors (threads with --single-node)", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var singleNode = new Option<bool>("--single-node") { Description = "Attention on the single-node kernel instead of the actor pipeline; same bits" };
+        var block = new Option<int>("--block") { Description = "Keys per canonical block (multiple of 16)", DefaultValueFactory = _ => AttentionOptions.DefaultBlockSize };
+        var output = new Option<string>("--out") { Description = "Output .npy (float32): [B, N, E_out] (or [N, E_out] for 2-D X)", Required = true };
+        var weightsAvg = new Option<string?>("--weights-avg-out") { Description = "Attention weights averaged over heads .npy [B, N, Nk] (PyTorch's average_attn_weights); at most 64M values" };
+        var command = new Command("mha", "The multi-head attention layer (torch.nn.MultiheadAttention, batch first): projections, exact attention per head, output projection")
+        {
+            x, memory, memoryValue, wq, wk, wv, wo, bq, bk, bv, bo, heads, causal, keyLengths, positional, workers, singleNode, block, output, weightsAvg,
+        };
+        command.SetAction(async (r, cancellationToken) =>
+        {
+            var outputs = new List<OutputFile>();
+            try
+            {
+                var outPath = OutputFile.Check("--out", r.GetValue(output)!);
+                var avgPath = r.GetValue(weightsAvg) is { } a ? OutputFile.Check("--weights-avg-out", a) : null;
+                string? pe = r.GetValue(positional);
+                if (pe is not null and not "sinusoidal")
+                {
+                    throw new UsageException($"--positional '{pe}' must be sinusoidal");
+                }
+
+                using var xFile = NpyFile.Read(Existing("--x", r.GetValue(x)!));
+                using var mFile = r.GetValue(memory) is { } mp ? NpyFile.Read(Existing("--memory", mp)) : null;
+                using var vFile = r.GetValue(memoryValue) is { } vp ? NpyFile.Read(Existing("--memory-value", vp)) : null;
+                var (batch, n, eq) = Sequence("--x", xFile);
+                var (mb, nk, ek) = mFile is null ? (batch, n, eq) : Sequence("--memory", mFile);
+                var (vb, vn, ev) = vFile is null ? (mb, nk, ek) : Sequence("--memory-value", vFile);
+                if (mb != batch || vb != batch || vn != nk || (mFile is not null && mFile.Shape.Length != xFile.Shape.Length))
+                {
+                    throw new UsageException($"--memory {RunInputs.Show(mFile?.Shape ?? xFile.Shape)} and --memory-value {RunInputs.Show(vFile?.Shape ?? mFile?.Shape ?? xFile.Shape)} must have X's batch {batch} (and rank) and one length Nk");
+                }
+
+                int h = r.GetValue(heads);
+                var wqT = Matrix("--wq", r.GetValue(wq)!, null, eq);
+                int e = wqT.Rows;
+                if (h < 1 || e % h != 0)
+                {
+                    throw new UsageException($"--heads {h}: the embedding dim E = {e} (rows of --wq) must be a positive multiple of the head count");
+                }
+
+                var wkT = Matrix("--wk", r.GetValue(wk)!, e, ek);
+                var wvT = Matrix("--wv", r.GetValue(wv)!, e, ev);
+                var woT = Matrix("--wo", r.GetValue(wo)!, null, e);
+                var weights = new MultiHeadWeights(h, wqT.Data, wkT.Data, wvT.Data, woT.Data, e, eq, ek, ev, woT.Rows)
+                {
+                    Bq = Bias("--bq", r.GetValue(bq), e),
+                    Bk = Bias("--bk", r.GetValue(bk), e),
+                    Bv = Bias("--bv", r.GetValue(bv), e),
+                    Bo = Bias("--bo", r.GetValue(bo), woT.Rows),
+                };
+                if (avgPath is not null && (long)batch * n * nk > InspectStep.MaxWindowCells)
+                {
+                    throw new UsageException($"--weights-avg-out: [{batch}, {n}, {nk}] is {(long)batch * n * nk:N0} values, over {InspectStep.MaxWindowCells:N0}; use attention inspect with a window");
+                }
+
+                var xs = xFile.Data.ToArray();
+                var ks = (mFile ?? xFile).Data.ToArray();
+                var vs = vFile is not null ? vFile.Data.ToArray() : mFile is not null ? ks : xs;
+                Finite("--x", xFile.Path, xs);
+                Finite("--memory", mFile?.Path ?? xFile.Path, ks);
+                Finite("--memory-value", vFile?.Path ?? mFile?.Path ?? xFile.Path, vs);
+
+                // The encoding is added to copies: X may double as the memory, and must not get it twice.
+                if (pe is not null)
+                {
+                    xs = (float[])xs.Clone();
+                    ks = mFile is null ? xs : (float[])ks.Clone();
+                    vs = vFile is null ? ks : (float[])vs.Clone();
+                }
+                if (pe is not null)
+                {
+                    MultiHeadLayer.AddSinusoidal(xs, batch, n, eq);
+                    if (!ReferenceEquals(ks, xs))
+                    {
+                        MultiHeadLayer.AddSinusoidal(ks, batch, nk, ek);
+                    }
+
+                    if (!ReferenceEquals(vs, ks) && !ReferenceEquals(vs, xs))
+                    {
+                        MultiHeadLayer.AddSinusoidal(vs, batch, nk, ev);
+                    }
+                }
+
+                int threads = Math.Clamp(r.GetValue(workers), 1, ClusterOptions.MaxWorkers);
+                var (q, k, v) = MultiHeadLayer.Project(weights, batch, xs, n, ks, vs, nk, threads, cancellationToken);
+                string? alignment = r.GetValue(causal);
+                var options = new AttentionOptions
+                {
+                    Causal = r.GetResult(causal) is not null,
+                    Alignment = alignment switch { null => null, "top-left" => DiagonalAlignment.TopLeft, "bottom-right" => DiagonalAlignment.BottomRight, _ => throw new UsageException($"--causal '{alignment}' must be top-left or bottom-right") },
+                    KeyLengths = r.GetValue(keyLengths) is { } lengths ? RunInputs.ParseList("--key-lengths", lengths) : null,
+                    BlockSize = r.GetValue(block),
+                };
+                var problem = AttentionProblem.Create(q, k, v, options);
+                var result = r.GetValue(singleNode)
+                    ? Attention.Compute(problem, new ComputeOptions { Threads = threads }, null, cancellationToken)
+                    : await AttentionCluster.ComputeAsync(q, k, v, options, new ClusterOptions { Workers = threads, Plan = new PlanOptions() }, null, cancellationToken);
+                var y = MultiHeadLayer.Combine(weights, result.Output, threads, cancellationToken);
+                int[] leading = xFile.Shape.Length == 3 ? [batch] : [];
+                outputs.Add(OutputFile.Write(outPath, y, [.. leading, n, weights.OutDim]));
+                if (avgPath is not null)
+                {
+                    var avg = new float[(long)batch * n * nk];
+                    for (int b = 0; b < batch; b++)
+                    {
+                        Inspection.Weights(problem, result.Lse, b, null, (0, n), (0, nk), n, nk).CopyTo(avg, (long)b * n * nk);
+                    }
+
+                    outputs.Add(OutputFile.Write(avgPath, avg, [.. leading, n, nk]));
+                }
+
+                foreach (var file in outputs)
+                {
+                    file.Commit();
+                }
+
+                stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"mha: X {RunInputs.Show(xFile.Shape)} → out {RunInputs.Show([.. leading, n, weights.OutDim])}; {h} heads of {weights.HeadDim} dims over {nk} keys"));
+                return 0;
+            }
+            catch (Exception ex) when (ex is UsageException or AttentionInputException or NpyFormatException or IOException or UnauthorizedAccessException)
+            {
+                stderr.WriteLine($"attention: {ex.Message.ReplaceLineEndings(" ")}");
+                return 2;
+            }
+            catch (AttentionJobException ex)
+            {
+                stderr.WriteLine($"attention: job failed: {ex.Message}");
+                return 1;
+            }
+            finally
+            {
+                outputs.ForEach(f => f.Dispose());
+            }
+        });
+        return command;
+    }
+
+    private static string Existing(string option, string path)
+        => File.Exists(path) ? path : throw new UsageException($"{option} {path} does not exist");
+
+    /// <summary>(B, N, E) of a [B, N, E] or [N, E] input.</summary>
+    private static (int Batch, int Seq, int Dim) Sequence(string option, NpyFile file) => file.Shape switch
+    {
+        [var nn, var ee] when ee > 0 => (1, nn, ee),
+        [var bb, var nn, var ee] when ee > 0 => (bb, nn, ee),
+        _ => throw new UsageException($"{option} {file.Path} is {RunInputs.Show(file.Shape)}; expected [B, N, E] or [N, E] with E ≥ 1"),
+    };
+
+    private static (float[] Data, int Rows) Matrix(string option, string path, int? rows, int cols)
+    {
+        using var file = NpyFile.Read(Existing(option, path));
+        if (file.Shape.Length != 2 || file.Shape[1] != cols || (rows is { } expected && file.Shape[0] != expected) || file.Shape[0] < 1)
+        {
+            throw new UsageException($"{option} {path} is {RunInputs.Show(file.Shape)}; expected [{rows?.ToString(CultureInfo.InvariantCulture) ?? "E"}, {cols}] (nn.Linear's [out, in] for this input)");
+        }
+
+        var data = file.Data.ToArray();
+        Finite(option, path, data);
+        return (data, file.Shape[0]);
+    }
+
+    private static float[]? Bias(string option, string? path, int length)
+    {
+        if (path is null)
+        {
+            return null;
+        }
+
+        using var file = NpyFile.Read(Existing(option, path));
+        if (file.Shape.Length != 1 || file.Shape[0] != length)
+        {
+            throw new UsageException($"{option} {path} is {RunInputs.Show(file.Shape)}; expected [{length}]");
+        }
+
+        var data = file.Data.ToArray();
+        Finite(option, path, data);
+        return data;
+    }
+
+    private static void Finite(string option, string path, float[] data)
+    {
+        int bad = Array.FindIndex(data, v => !float.IsFinite(v));
+        if (bad >= 0)
+        {
+            throw new UsageException($"{option} {path} holds {data[bad]} at flat index {bad}");
+        }
+    }
+}
