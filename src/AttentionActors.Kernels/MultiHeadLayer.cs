@@ -1,3 +1,5 @@
+using System.Numerics.Tensors;
+
 namespace AttentionActors.Kernels;
 
 /// <summary>
@@ -70,16 +72,19 @@ public static class MultiHeadLayer
     public static void AddSinusoidal(float[] x, int batch, int n, int e)
     {
         ArgumentNullException.ThrowIfNull(x);
+        var pe = new float[e];
         for (int pos = 0; pos < n; pos++)
         {
             for (int c = 0; c < e; c++)
             {
                 double angle = pos / Math.Pow(10000, 2 * (c / 2) / (double)e);
-                float pe = (float)(c % 2 == 0 ? Math.Sin(angle) : Math.Cos(angle));
-                for (int b = 0; b < batch; b++)
-                {
-                    x[(((long)b * n) + pos) * e + c] += pe;
-                }
+                pe[c] = (float)(c % 2 == 0 ? Math.Sin(angle) : Math.Cos(angle));
+            }
+
+            for (int b = 0; b < batch; b++)
+            {
+                var row = x.AsSpan((int)((((long)b * n) + pos) * e), e);
+                TensorPrimitives.Add(row, pe, row);
             }
         }
     }

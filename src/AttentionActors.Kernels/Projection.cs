@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -19,6 +20,7 @@ namespace AttentionActors.Kernels;
 public static class Projection
 {
     private const int Tile = 4;
+    private const int Block = 64;
 
     /// <summary>y [n, out] = x [n, in]·Wᵀ + b, split over <paramref name="threads"/> threads by row tiles.</summary>
     public static float[] Linear(float[] x, int rows, int inDim, float[] w, int outDim, float[]? b, int threads = 1, CancellationToken cancellationToken = default)
@@ -35,26 +37,32 @@ public static class Projection
         var xp = Pad(x, rows, inDim, padded);
         var wp = Pad(w, outDim, inDim, padded);
         var y = new float[(long)rows * outDim];
-        int tiles = (rows + Tile - 1) / Tile;
-        ParallelWork.Run(tiles, threads, tile =>
+        // Work items of 64 rows; within one, 64 outputs at a time, so the 64 rows of x and 64 rows of
+        // W in use (2 × 64 × depth floats) stay in L2 while every 4 × 4 tile of them is computed.
+        int blocks = (rows + Block - 1) / Block;
+        ParallelWork.Run(blocks, threads, block =>
         {
-            int r0 = tile * Tile;
-            int mr = Math.Min(Tile, rows - r0);
-            Span<float> lanes = stackalloc float[16];
-            for (int c0 = 0; c0 < outDim; c0 += Tile)
+            int r0 = block * Block;
+            int mr = Math.Min(Block, rows - r0);
+            for (int c0 = 0; c0 < outDim; c0 += Block)
             {
-                int nc = Math.Min(Tile, outDim - c0);
-                if (mr == Tile && nc == Tile)
+                int nc = Math.Min(Block, outDim - c0);
+                for (int r = r0; r < r0 + mr; r += Tile)
                 {
-                    Tile4x4(xp, r0, wp, c0, padded, y, outDim, lanes);
-                }
-                else
-                {
-                    for (int r = 0; r < mr; r++)
+                    for (int c = c0; c < c0 + nc; c += Tile)
                     {
-                        for (int c = 0; c < nc; c++)
+                        if (r + Tile <= r0 + mr && c + Tile <= c0 + nc)
                         {
-                            y[((long)(r0 + r) * outDim) + c0 + c] = Dot(xp, r0 + r, wp, c0 + c, padded, lanes);
+                            Tile4x4(xp, r, wp, c, padded, y, outDim);
+                            continue;
+                        }
+
+                        for (int rr = r; rr < Math.Min(r + Tile, r0 + mr); rr++)
+                        {
+                            for (int cc = c; cc < Math.Min(c + Tile, c0 + nc); cc++)
+                            {
+                                y[((long)rr * outDim) + cc] = Dot(xp, rr, wp, cc, padded);
+                            }
                         }
                     }
                 }
@@ -62,12 +70,11 @@ public static class Projection
 
             if (b is not null)
             {
+                // Element-wise, one rounding each: TensorPrimitives' vector width cannot change a bit.
                 for (int r = r0; r < r0 + mr; r++)
                 {
-                    for (int c = 0; c < outDim; c++)
-                    {
-                        y[((long)r * outDim) + c] += b[c];
-                    }
+                    var row = y.AsSpan((int)((long)r * outDim), outDim);
+                    TensorPrimitives.Add(row, b, row);
                 }
             }
         }, cancellationToken);
@@ -90,7 +97,7 @@ public static class Projection
         return p;
     }
 
-    private static void Tile4x4(float[] x, int r0, float[] w, int c0, int depth, float[] y, int outDim, Span<float> lanes)
+    private static void Tile4x4(float[] x, int r0, float[] w, int c0, int depth, float[] y, int outDim)
     {
         ref float xr = ref MemoryMarshal.GetArrayDataReference(x);
         ref float wr = ref MemoryMarshal.GetArrayDataReference(w);
@@ -127,15 +134,14 @@ public static class Projection
             a33 = Vector512.FusedMultiplyAdd(q3, k3, a33);
         }
 
-        long y0 = ((long)r0 * outDim) + c0;
-        ReadOnlySpan<Vector512<float>> sums = [a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33];
-        for (int i = 0; i < 16; i++)
-        {
-            y[y0 + ((i / 4) * outDim) + (i % 4)] = Across(sums[i], lanes);
-        }
+        long y0 = ((long)r0 * outDim) + c0, y1 = y0 + outDim, y2 = y1 + outDim, y3 = y2 + outDim;
+        (y[y0], y[y0 + 1], y[y0 + 2], y[y0 + 3]) = (Across(a00), Across(a01), Across(a02), Across(a03));
+        (y[y1], y[y1 + 1], y[y1 + 2], y[y1 + 3]) = (Across(a10), Across(a11), Across(a12), Across(a13));
+        (y[y2], y[y2 + 1], y[y2 + 2], y[y2 + 3]) = (Across(a20), Across(a21), Across(a22), Across(a23));
+        (y[y3], y[y3 + 1], y[y3 + 2], y[y3 + 3]) = (Across(a30), Across(a31), Across(a32), Across(a33));
     }
 
-    private static float Dot(float[] x, int r, float[] w, int c, int depth, Span<float> lanes)
+    private static float Dot(float[] x, int r, float[] w, int c, int depth)
     {
         ref float xr = ref MemoryMarshal.GetArrayDataReference(x);
         ref float wr = ref MemoryMarshal.GetArrayDataReference(w);
@@ -146,24 +152,21 @@ public static class Projection
             acc = Vector512.FusedMultiplyAdd(Load(ref xr, x0 + k), Load(ref wr, w0 + k), acc);
         }
 
-        return Across(acc, lanes);
+        return Across(acc);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> Load(ref float source, nint offset) => Vector512.LoadUnsafe(ref source, (nuint)offset);
 
-    /// <summary>The 16 lanes summed in a fixed pairwise tree: (0+8, 1+9, …), then halves again.</summary>
-    private static float Across(Vector512<float> v, Span<float> lanes)
+    /// <summary>
+    /// The 16 lanes summed in a fixed pairwise tree: lane t + lane t+8 (t &lt; 8), then t + t+4,
+    /// then t + t+2, then 0 + 1 — halves of the vector added, which is the same tree at any width.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Across(Vector512<float> v)
     {
-        v.CopyTo(lanes);
-        for (int half = 8; half >= 1; half >>= 1)
-        {
-            for (int t = 0; t < half; t++)
-            {
-                lanes[t] += lanes[t + half];
-            }
-        }
-
-        return lanes[0];
+        var half = v.GetLower() + v.GetUpper();
+        var quarter = half.GetLower() + half.GetUpper();
+        return (quarter.GetElement(0) + quarter.GetElement(2)) + (quarter.GetElement(1) + quarter.GetElement(3));
     }
 }

@@ -116,7 +116,9 @@ internal static class MhaCommand
                 }
 
                 int threads = Math.Clamp(r.GetValue(workers), 1, ClusterOptions.MaxWorkers);
+                var clock = System.Diagnostics.Stopwatch.StartNew();
                 var (q, k, v) = MultiHeadLayer.Project(weights, batch, xs, n, ks, vs, nk, threads, cancellationToken);
+                var projected = clock.Elapsed;
                 string? alignment = r.GetValue(causal);
                 var options = new AttentionOptions
                 {
@@ -129,7 +131,9 @@ internal static class MhaCommand
                 var result = r.GetValue(singleNode)
                     ? Attention.Compute(problem, new ComputeOptions { Threads = threads }, null, cancellationToken)
                     : await AttentionCluster.ComputeAsync(q, k, v, options, new ClusterOptions { Workers = threads, Plan = new PlanOptions() }, null, cancellationToken);
+                var attended = clock.Elapsed;
                 var y = MultiHeadLayer.Combine(weights, result.Output, threads, cancellationToken);
+                var combined = clock.Elapsed;
                 int[] leading = xFile.Shape.Length == 3 ? [batch] : [];
                 outputs.Add(OutputFile.Write(outPath, y, [.. leading, n, weights.OutDim]));
                 if (avgPath is not null)
@@ -148,7 +152,10 @@ internal static class MhaCommand
                     file.Commit();
                 }
 
+                double projectionFlops = 2.0 * batch * e * (((double)n * eq) + ((double)nk * (ek + ev)));
+                double outputFlops = 2.0 * batch * n * (double)e * weights.OutDim;
                 stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"mha: X {RunInputs.Show(xFile.Shape)} → out {RunInputs.Show([.. leading, n, weights.OutDim])}; {h} heads of {weights.HeadDim} dims over {nk} keys"));
+                stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"mha: projections {projected.TotalSeconds:F3} s ({projectionFlops / 1e9 / Math.Max(projected.TotalSeconds, 1e-9):F1} GFLOP/s), attention {(attended - projected).TotalSeconds:F3} s ({problem.Geometry.DenseFlops / 1e9 / Math.Max((attended - projected).TotalSeconds, 1e-9):F1} GFLOP/s dense-equivalent), output projection {(combined - attended).TotalSeconds:F3} s ({outputFlops / 1e9 / Math.Max((combined - attended).TotalSeconds, 1e-9):F1} GFLOP/s)"));
                 return 0;
             }
             catch (Exception ex) when (ex is UsageException or AttentionInputException or NpyFormatException or IOException or UnauthorizedAccessException)
