@@ -70,4 +70,66 @@ public sealed class ClusterCliTests(PrivateBroker broker)
         Assert.Equal(0, await worker.WaitForExit(TimeSpan.FromSeconds(30)));
         Assert.Contains("node status-worker stopped", worker.Output, StringComparison.Ordinal);
     }
+
+    /// <summary>A float32 .npy file of Gaussian values (scaled), written by hand: header, then the data.</summary>
+    private static void SaveNpy(string path, Random rng, float scale, params int[] shape)
+    {
+        string dict = $"{{'descr': '<f4', 'fortran_order': False, 'shape': ({string.Join(", ", shape)}{(shape.Length == 1 ? "," : "")}), }}";
+        int padded = ((10 + dict.Length + 1 + 63) / 64) * 64;
+        string header = dict + new string(' ', padded - 10 - dict.Length - 1) + "\n";
+        using var file = File.Create(path);
+        file.Write([0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y', 1, 0]);
+        file.Write(BitConverter.GetBytes((ushort)header.Length));
+        file.Write(System.Text.Encoding.ASCII.GetBytes(header));
+        for (int i = 0; i < shape.Aggregate(1, (a, b) => a * b); i++)
+        {
+            file.Write(BitConverter.GetBytes((float)(Kernels.Tests.TestData.Gaussian(rng) * scale)));
+        }
+    }
+
+    [Fact]
+    public async Task Mha_on_a_cluster_writes_the_single_node_bits()
+    {
+        await using var cluster = await ClusterHarness.StartAsync(broker);
+        await cluster.StartTopology(("w1", null));
+        string dir = Directory.CreateTempSubdirectory("attention-mha-cluster-").FullName;
+        try
+        {
+            var rng = new Random(5);
+            string F(string name) => Path.Combine(dir, name);
+            SaveNpy(F("x.npy"), rng, 1f, 2, 70, 24);
+            SaveNpy(F("m.npy"), rng, 1f, 2, 90, 12);
+            SaveNpy(F("wq.npy"), rng, 0.3f, 32, 24);
+            SaveNpy(F("wk.npy"), rng, 0.3f, 32, 12);
+            SaveNpy(F("wv.npy"), rng, 0.3f, 32, 12);
+            SaveNpy(F("wo.npy"), rng, 0.3f, 24, 32);
+            SaveNpy(F("bo.npy"), rng, 0.1f, 24);
+            string[] layer = ["mha", "--x", F("x.npy"), "--memory", F("m.npy"), "--wq", F("wq.npy"), "--wk", F("wk.npy"), "--wv", F("wv.npy"), "--wo", F("wo.npy"), "--bo", F("bo.npy"),
+                "--heads", "4", "--key-lengths", "90,33", "--block", "32"];
+            var environment = new Dictionary<string, string>
+            {
+                ["ATTENTION_BROKER__PREFIX"] = cluster.Broker.Prefix,
+                ["ATTENTION_BROKER__HEARTBEATINTERVALSECONDS"] = "0.25",
+                ["ATTENTION_BROKER__NODETIMEOUTSECONDS"] = "2",
+            };
+            await using var remote = NodeProcess.Start("mha-cluster", environment, [.. layer, "--broker", broker.Url, "--out", F("y-cluster.npy")]);
+            await using var local = NodeProcess.Start("mha-local", NoEnvironment, [.. layer, "--single-node", "--out", F("y-local.npy")]);
+            int remoteCode = await remote.WaitForExit(TimeSpan.FromSeconds(90));
+            int localCode = await local.WaitForExit(TimeSpan.FromSeconds(90));
+
+            Assert.True(remoteCode == 0, $"mha --broker exited {remoteCode}:\n{remote.Tail()}\n{cluster.Logs()}");
+            Assert.True(localCode == 0, $"mha --single-node exited {localCode}:\n{local.Tail()}");
+            Assert.Contains("mha: X [2, 70, 24] → out [2, 70, 24]", remote.Output, StringComparison.Ordinal);
+            Assert.Contains("started:", cluster.Nodes.Single(n => n.Name == "coordinator").Output, StringComparison.Ordinal);
+
+            // Same header and the same bits: the files are byte for byte equal.
+            var (a, b) = (File.ReadAllBytes(F("y-cluster.npy")), File.ReadAllBytes(F("y-local.npy")));
+            int first = Enumerable.Range(0, Math.Min(a.Length, b.Length)).FirstOrDefault(i => a[i] != b[i], -1);
+            Assert.True(a.Length == b.Length && first < 0, $"the cluster's output differs from single node ({a.Length} vs {b.Length} bytes, first differing byte {first})");
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
 }

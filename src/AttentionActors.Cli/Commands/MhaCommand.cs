@@ -1,6 +1,8 @@
 using System.CommandLine;
 using System.Globalization;
 using AttentionActors.Cli.Npy;
+using AttentionActors.Cluster.Client;
+using AttentionActors.Cluster.Transport;
 using AttentionActors.Kernels;
 using AttentionActors.Pipeline;
 using AttentionActors.Pipeline.Planning;
@@ -35,11 +37,13 @@ internal static class MhaCommand
         var singleNode = new Option<bool>("--single-node") { Description = "Attention on the single-node kernel instead of the actor pipeline; same bits" };
         var block = new Option<int>("--block") { Description = "Keys per canonical block (multiple of 16)", DefaultValueFactory = _ => AttentionOptions.DefaultBlockSize };
         var output = new Option<string>("--out") { Description = "Output .npy (float32): [B, N, E_out] (or [N, E_out] for 2-D X)", Required = true };
+        var config = new Option<string?>("--config") { Description = "JSON settings file for --broker (its Broker section; see cluster-config/README.md)" };
         var weightsAvg = new Option<string?>("--weights-avg-out") { Description = "Attention weights averaged over heads .npy [B, N, Nk] (PyTorch's average_attn_weights); at most 64M values" };
         var command = new Command("mha", "The multi-head attention layer (torch.nn.MultiheadAttention, batch first): projections, exact attention per head, output projection")
         {
-            x, memory, memoryValue, wq, wk, wv, wo, bq, bk, bv, bo, heads, causal, keyLengths, positional, workers, singleNode, block, output, weightsAvg,
+            x, memory, memoryValue, wq, wk, wv, wo, bq, bk, bv, bo, heads, causal, keyLengths, positional, workers, singleNode, block, output, weightsAvg, config,
         };
+        var broker = BrokerFlags.Add(command);
         command.SetAction(async (r, cancellationToken) =>
         {
             var outputs = new List<OutputFile>();
@@ -128,9 +132,20 @@ internal static class MhaCommand
                     BlockSize = r.GetValue(block),
                 };
                 var problem = AttentionProblem.Create(q, k, v, options);
-                var result = r.GetValue(singleNode)
-                    ? Attention.Compute(problem, new ComputeOptions { Threads = threads }, null, cancellationToken)
-                    : await AttentionCluster.ComputeAsync(q, k, v, options, new ClusterOptions { Workers = threads, Plan = new PlanOptions() }, null, cancellationToken);
+                AttentionResult result;
+                if (broker.Given(r))
+                {
+                    // The heads' attention runs on the cluster; the projections on either side run here.
+                    var (settings, brokerOptions) = NodeConfiguration.Load(r.GetValue(config), [.. broker.Read(r).Where(f => f.Value is not null)]);
+                    await using var client = await ClusterClient.ConnectAsync(brokerOptions, null, settings.Job.ResultGrace, cancellationToken);
+                    result = await client.ComputeAsync(problem, cancellationToken: cancellationToken);
+                }
+                else
+                {
+                    result = r.GetValue(singleNode)
+                        ? Attention.Compute(problem, new ComputeOptions { Threads = threads }, null, cancellationToken)
+                        : await AttentionCluster.ComputeAsync(q, k, v, options, new ClusterOptions { Workers = threads, Plan = new PlanOptions() }, null, cancellationToken);
+                }
                 var attended = clock.Elapsed;
                 var y = MultiHeadLayer.Combine(weights, result.Output, threads, cancellationToken);
                 var combined = clock.Elapsed;
@@ -166,6 +181,11 @@ internal static class MhaCommand
             catch (AttentionJobException ex)
             {
                 stderr.WriteLine($"attention: job failed: {ex.Message}");
+                return 1;
+            }
+            catch (BrokerUnreachableException ex)
+            {
+                stderr.WriteLine($"attention: {ex.Message}");
                 return 1;
             }
             finally
