@@ -138,7 +138,8 @@ public static class Attention
         }
     }
 
-    private static void Dispatch<TJob>(KernelPath path, TJob job)
+    /// <summary>Runs <paramref name="job"/> at the SIMD width <paramref name="path"/> resolves to.</summary>
+    internal static void Dispatch<TJob>(KernelPath path, TJob job)
         where TJob : IPanelJob
     {
         switch (Lanes.Resolve(path))
@@ -158,7 +159,8 @@ public static class Attention
         }
     }
 
-    private static Workspace WorkspaceFor(AttentionProblem p, int blockStart, int blockEnd)
+    /// <summary>The calling thread's workspace, sized for panels of <paramref name="p"/> over key blocks [blockStart, blockEnd).</summary>
+    internal static Workspace WorkspaceFor(AttentionProblem p, int blockStart, int blockEnd)
     {
         int depth = KeyPack.FeatureDepth(p);
         int bp = (Math.Min(p.BlockSize, Math.Max(p.KeySeq, 1)) + 15) & ~15;
@@ -166,7 +168,8 @@ public static class Attention
         return Workspace.For(depth, bp, PanelKernelShape.PanelRows, p.PartialWidth, slots);
     }
 
-    private interface IPanelJob
+    /// <summary>Kernel work written once for every SIMD width, specialised by <see cref="Dispatch"/>.</summary>
+    internal interface IPanelJob
     {
         void Run<TL, TV>()
             where TL : ILanes<TV>

@@ -1,5 +1,3 @@
-using System.Runtime.Intrinsics;
-using AttentionActors.Kernels.Partials;
 using AttentionActors.Kernels.Simd;
 using AttentionActors.Kernels.Tiles;
 
@@ -50,7 +48,7 @@ public static class Inspection
             int b = bh / problem.Heads, h = bh % problem.Heads;
             int rowStart = item % panels * PanelKernelShape.PanelRows;
             int rows = Math.Min(PanelKernelShape.PanelRows, problem.QuerySeq - rowStart);
-            Dispatch(settings.KernelPath, new EntropyJob(problem, packs[(b * problem.KvHeads) + (h / problem.GroupSize)], lseArray, entropy, b, h, rowStart, rows));
+            Attention.Dispatch(settings.KernelPath, new EntropyJob(problem, packs[(b * problem.KvHeads) + (h / problem.GroupSize)], lseArray, entropy, b, h, rowStart, rows));
         }, cancellationToken);
 
         return new InspectionResult(entropy, coverage ? Coverage(problem, lseArray, packs, settings, cancellationToken) : null);
@@ -71,7 +69,7 @@ public static class Inspection
         ParallelWork.Run(problem.Batch * problem.KvHeads * problem.BlockCount, settings.Threads, item =>
         {
             int g = item / problem.BlockCount;
-            Dispatch(settings.KernelPath, new CoverageJob(problem, packs[g], lse, cover, g / problem.KvHeads, g % problem.KvHeads, item % problem.BlockCount));
+            Attention.Dispatch(settings.KernelPath, new CoverageJob(problem, packs[g], lse, cover, g / problem.KvHeads, g % problem.KvHeads, item % problem.BlockCount));
         }, cancellationToken);
         return cover;
     }
@@ -159,7 +157,7 @@ public static class Inspection
                 for (int kb = firstBlock; kb < endBlock; kb++)
                 {
                     int j0 = kb * problem.BlockSize;
-                    Dispatch(path, new WeightsJob(problem, pack, lseRows, b, h, panelStart, panelRows, kb, (r, weights) =>
+                    Attention.Dispatch(path, new WeightsJob(problem, pack, lseRows, b, h, panelStart, panelRows, kb, (r, weights) =>
                     {
                         int i = panelStart + r;
                         if (i < rowLo || i >= rowHi)
@@ -206,41 +204,7 @@ public static class Inspection
         }
     }
 
-    private static void Dispatch<TJob>(KernelPath path, TJob job)
-        where TJob : IInspectJob
-    {
-        switch (Lanes.Resolve(path))
-        {
-            case KernelPath.Vector512:
-                job.Run<Lanes512, Vector512<float>>();
-                break;
-            case KernelPath.Vector256:
-                job.Run<Lanes256, Vector256<float>>();
-                break;
-            case KernelPath.Vector128:
-                job.Run<Lanes128, Vector128<float>>();
-                break;
-            default:
-                job.Run<LanesScalar, float>();
-                break;
-        }
-    }
-
-    private static Workspace WorkspaceFor(AttentionProblem p)
-    {
-        int depth = KeyPack.FeatureDepth(p);
-        int bp = (Math.Min(p.BlockSize, Math.Max(p.KeySeq, 1)) + 15) & ~15;
-        return Workspace.For(depth, bp, PanelKernelShape.PanelRows, p.ValueDim, (2 * CanonicalTree.Height(Math.Max(p.BlockCount, 1))) + 4);
-    }
-
-    private interface IInspectJob
-    {
-        void Run<TL, TV>()
-            where TL : ILanes<TV>
-            where TV : unmanaged;
-    }
-
-    private readonly record struct EntropyJob(AttentionProblem P, KeyPack Keys, float[] Lse, float[] Entropy, int B, int H, int RowStart, int Rows) : IInspectJob
+    private readonly record struct EntropyJob(AttentionProblem P, KeyPack Keys, float[] Lse, float[] Entropy, int B, int H, int RowStart, int Rows) : Attention.IPanelJob
     {
         public void Run<TL, TV>()
             where TL : ILanes<TV>
@@ -256,11 +220,11 @@ public static class Inspection
                 return;
             }
 
-            InspectKernel<TL, TV>.EntropyPanel(P, WorkspaceFor(P), Keys, rowsLse, B, H, RowStart, Rows, first, end, rowsEntropy);
+            InspectKernel<TL, TV>.EntropyPanel(P, Attention.WorkspaceFor(P, 0, P.BlockCount), Keys, rowsLse, B, H, RowStart, Rows, first, end, rowsEntropy);
         }
     }
 
-    private readonly record struct CoverageJob(AttentionProblem P, KeyPack Keys, float[] Lse, float[] Coverage, int B, int Kvh, int Block) : IInspectJob
+    private readonly record struct CoverageJob(AttentionProblem P, KeyPack Keys, float[] Lse, float[] Coverage, int B, int Kvh, int Block) : Attention.IPanelJob
     {
         public void Run<TL, TV>()
             where TL : ILanes<TV>
@@ -269,15 +233,15 @@ public static class Inspection
             int j0 = Block * P.BlockSize;
             int n = Math.Min(P.BlockSize, P.KeySeq - j0);
             long offset = ((((long)B * P.KvHeads) + Kvh) * P.KeySeq) + j0;
-            InspectKernel<TL, TV>.CoverageBlock(P, WorkspaceFor(P), Keys, Lse, B, Kvh, Block, Coverage.AsSpan((int)offset, n));
+            InspectKernel<TL, TV>.CoverageBlock(P, Attention.WorkspaceFor(P, 0, P.BlockCount), Keys, Lse, B, Kvh, Block, Coverage.AsSpan((int)offset, n));
         }
     }
 
-    private readonly record struct WeightsJob(AttentionProblem P, KeyPack Keys, float[] Lse, int B, int H, int RowStart, int Rows, int Block, Action<int, ReadOnlySpan<float>> Sink) : IInspectJob
+    private readonly record struct WeightsJob(AttentionProblem P, KeyPack Keys, float[] Lse, int B, int H, int RowStart, int Rows, int Block, Action<int, ReadOnlySpan<float>> Sink) : Attention.IPanelJob
     {
         public void Run<TL, TV>()
             where TL : ILanes<TV>
             where TV : unmanaged
-            => InspectKernel<TL, TV>.WeightsBlock(P, WorkspaceFor(P), Keys, Lse, B, H, RowStart, Rows, Block, Sink);
+            => InspectKernel<TL, TV>.WeightsBlock(P, Attention.WorkspaceFor(P, 0, P.BlockCount), Keys, Lse, B, H, RowStart, Rows, Block, Sink);
     }
 }

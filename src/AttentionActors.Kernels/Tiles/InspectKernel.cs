@@ -171,20 +171,7 @@ internal static class InspectKernel<TL, TV>
             g = g + 1 == groups ? 0 : g + 1;
         }
 
-        for (int i = 0; i < groups; i++)
-        {
-            TL.StoreLanes(acc[i], lanes16.Slice(i * TL.Count, TL.Count));
-        }
-
-        for (int half = 8; half >= 1; half >>= 1)
-        {
-            for (int t = 0; t < half; t++)
-            {
-                lanes16[t] += lanes16[t + half];
-            }
-        }
-
-        return lanes16[0];
+        return TileKernels<TL, TV>.SumLanes(acc, lanes16);
     }
 
     /// <summary>
@@ -203,14 +190,14 @@ internal static class InspectKernel<TL, TV>
 
         int j0 = kb * p.BlockSize;
         int n = Math.Min(p.BlockSize, p.KeySeq - j0);
-        var row = new float[(n + 15) & ~15];
+        var row = ws.P.AsSpan(0, (n + 15) & ~15);
         for (int r0 = 0; r0 < rows; r0 += Mr)
         {
             int mr = Math.Min(Mr, rows - r0);
             bool seen = PanelKernel<TL, TV>.TileLogits(p, ws, ref q, qStride, keys, mods, rowStart, r0, mr, kb, out int cLo, out int cHi, out int bp);
             for (int r = 0; r < mr; r++)
             {
-                Array.Clear(row);
+                row.Clear();
                 float rowLse = lse[rowStart + r0 + r];
                 if (seen && !float.IsNegativeInfinity(rowLse))
                 {
@@ -222,7 +209,7 @@ internal static class InspectKernel<TL, TV>
                     }
                 }
 
-                sink(r0 + r, row.AsSpan(0, n));
+                sink(r0 + r, row[..n]);
             }
         }
     }

@@ -311,20 +311,7 @@ internal static class TileKernels<TL, TV>
             g = g + 1 == groups ? 0 : g + 1;
         }
 
-        for (int i = 0; i < groups; i++)
-        {
-            TL.StoreLanes(acc[i], lanes16.Slice(i * TL.Count, TL.Count));
-        }
-
-        for (int half = 8; half >= 1; half >>= 1)
-        {
-            for (int t = 0; t < half; t++)
-            {
-                lanes16[t] += lanes16[t + half];
-            }
-        }
-
-        l = lanes16[0];
+        l = SumLanes(acc, lanes16);
         return m;
     }
 
@@ -349,7 +336,17 @@ internal static class TileKernels<TL, TV>
             g = g + 1 == groups ? 0 : g + 1;
         }
 
-        for (int i = 0; i < groups; i++)
+        return SumLanes(acc, lanes16);
+    }
+
+    /// <summary>
+    /// The sum of 16 lanes held as 16/W vectors (lane t of the whole is lane t mod W of vector
+    /// t / W): stored in order, then a fixed pairwise tree (t + t+8, then t + t+4, …), the same
+    /// at every width.
+    /// </summary>
+    public static float SumLanes(ReadOnlySpan<TV> acc, Span<float> lanes16)
+    {
+        for (int i = 0; i < acc.Length; i++)
         {
             TL.StoreLanes(acc[i], lanes16.Slice(i * TL.Count, TL.Count));
         }
