@@ -1,3 +1,4 @@
+using AttentionActors.Kernels.Partials;
 using AttentionActors.Kernels.Reference;
 using AttentionActors.Kernels.Simd;
 
@@ -98,6 +99,80 @@ public class InspectionTests
                 TestData.AssertBitwise(expected.Coverage, actual.Coverage, $"coverage {path} {threads} threads");
             }
         }
+    }
+
+    [Fact]
+    public void Coverage_from_shards_of_any_split_has_the_single_node_bits()
+    {
+        var cases = new (string Name, int B, int H, int Hk, int Nq, int Nk, AttentionOptions Options)[]
+        {
+            ("causal GQA, bottom-right", 2, 6, 2, 75, 140, new AttentionOptions { BlockSize = 16, Causal = true, Alignment = DiagonalAlignment.BottomRight }),
+            ("window and padding", 2, 3, 3, 97, 97, new AttentionOptions { BlockSize = 16, Window = (20, 5), KeyLengths = [97, 40] }),
+            ("dense MQA", 1, 5, 1, 49, 33, new AttentionOptions { BlockSize = 16 }),
+        };
+        foreach (var (name, b, h, hk, nq, nk, options) in cases)
+        {
+            var (q, k, v) = TestData.Qkv(nq + nk, b, h, hk, nq, nk, 12, 7);
+            var problem = AttentionProblem.Create(q, k, v, options);
+            var lse = Attention.Compute(problem).Lse;
+            var expected = Inspection.Coverage(problem, lse);
+            var g = problem.Geometry;
+            int queryBlocks = (nq + g.BlockSize - 1) / g.BlockSize;
+            var random = new Random(nq * nk);
+            for (int trial = 0; trial < 4; trial++)
+            {
+                var actual = new float[expected.Length];
+                foreach (int path in new[] { 0, 1 })
+                {
+                    for (int bi = 0; bi < b; bi++)
+                    {
+                        for (int kvh = 0; kvh < hk; kvh++)
+                        {
+                            var keyCuts = Cuts(random, g.BlockCount);
+                            for (int c = 0; c + 1 < keyCuts.Length; c++)
+                            {
+                                // Each query head of the group split at its own random query-block cuts, shards in random order.
+                                var parts = new List<CoverageParts>();
+                                for (int head = kvh * g.GroupSize; head < (kvh + 1) * g.GroupSize; head++)
+                                {
+                                    var rowCuts = Cuts(random, queryBlocks);
+                                    for (int r = 0; r + 1 < rowCuts.Length; r++)
+                                    {
+                                        int rowStart = rowCuts[r] * g.BlockSize, rowEnd = Math.Min(rowCuts[r + 1] * g.BlockSize, nq);
+                                        var input = ShardInput.Slice(problem, bi, head, rowStart, rowEnd - rowStart, keyCuts[c], keyCuts[c + 1]);
+                                        var shardLse = lse.AsSpan((int)((((long)bi * h) + head) * nq) + rowStart, rowEnd - rowStart);
+                                        parts.Add(Inspection.CoverageOfShard(input, shardLse, path == 0 ? KernelPath.Scalar : KernelPath.Auto));
+                                    }
+                                }
+
+                                var root = CoverageParts.Combine([.. parts.OrderBy(_ => random.Next())]).Root(Inspection.CoverageLeaves(g));
+                                int j0 = keyCuts[c] * g.BlockSize;
+                                root.CopyTo(actual.AsSpan((int)((((long)bi * hk) + kvh) * nk) + j0, root.Length));
+                            }
+                        }
+                    }
+
+                    TestData.AssertBitwise(expected, actual, $"{name}, trial {trial}, {(path == 0 ? "scalar" : "auto")} shards");
+                }
+            }
+        }
+
+        static int[] Cuts(Random random, int count)
+            => [.. new[] { 0, count }.Concat(Enumerable.Range(1, Math.Max(0, count - 1)).Where(_ => random.Next(3) == 0)).Distinct().Order()];
+    }
+
+    [Fact]
+    public void A_coverage_shard_that_does_not_start_on_a_query_block_is_refused()
+    {
+        var (q, k, v) = TestData.Qkv(3, 1, 1, 1, 40, 40, 4, 4);
+        var problem = AttentionProblem.Create(q, k, v, new AttentionOptions { BlockSize = 16 });
+        var input = ShardInput.Slice(problem, 0, 0, 5, 11, 0, 3);
+        var error = Assert.Throws<AttentionInputException>(() => Inspection.CoverageOfShard(input, new float[11]));
+        Assert.Contains("query blocks of 16 rows", error.Message);
+        var wrongLse = Assert.Throws<AttentionInputException>(() => Inspection.CoverageOfShard(ShardInput.Slice(problem, 0, 0, 16, 16, 0, 3), new float[3]));
+        Assert.Contains("holds 3 values", wrongLse.Message);
+        var nanLse = Assert.Throws<AttentionInputException>(() => Inspection.CoverageOfShard(ShardInput.Slice(problem, 0, 0, 16, 16, 0, 3), Enumerable.Repeat(float.NaN, 16).ToArray()));
+        Assert.Contains("row 16", nanLse.Message);
     }
 
     [Fact]

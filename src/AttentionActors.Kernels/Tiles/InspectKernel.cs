@@ -9,7 +9,9 @@ namespace AttentionActors.Kernels.Tiles;
 /// <code>
 /// entropy:  T_i = Σ_j a_ij · s_ij     per key block in 16 lanes (lane t takes j ≡ t mod 16), then
 ///                                      the blocks summed in the canonical tree;  H_i = lse_i − T_i
-/// coverage: c_j = Σ_h Σ_i a_ij         query heads of the key head ascending, rows ascending
+/// coverage: c_j = Σ_h Σ_i a_ij         per leaf (one query head × one query block of B rows) rows
+///                                      ascending, then the leaves (heads, then query blocks) summed
+///                                      in the canonical tree over leaf indices
 /// </code>
 /// Every sum has a fixed order independent of the SIMD width, the thread count and how rows or
 /// blocks are split, so the bits are too. Masked keys have a = 0 and add nothing.
@@ -83,68 +85,110 @@ internal static class InspectKernel<TL, TV>
     }
 
     /// <summary>
-    /// c_j for the keys of block <paramref name="kb"/> of (b, kvh), summed over the query heads that
-    /// share the key head and all their rows, into <paramref name="coverage"/> (block-local, n keys).
+    /// Coverage of key block <paramref name="kb"/> of (b, kvh) over the leaves [leafStart, leafEnd)
+    /// (<see cref="CoverageLeaves"/>), folded into the maximal aligned subtrees of that range, left to
+    /// right: node n's sums for the block's keys at <c>values[n·bp ..]</c>, bp = keys rounded up to
+    /// 16. <paramref name="lseBase"/>(h) gives the index of row 0 of query head h in <paramref name="lse"/>.
+    /// Returns the node count.
     /// </summary>
-    public static void CoverageBlock(AttentionProblem p, Workspace ws, KeyPack keys, ReadOnlySpan<float> lse, int b, int kvh, int kb, Span<float> coverage)
+    public static int CoverageNodes(AttentionProblem p, Workspace ws, KeyPack keys, float[] lse, Func<int, long> lseBase, int b, int kvh, int leafStart, int leafEnd, int kb, Span<float> values)
     {
         int j0 = kb * p.BlockSize;
-        int n = Math.Min(p.BlockSize, p.KeySeq - j0);
-        int bp = (n + 15) & ~15;
-        var sums = ws.P.AsSpan(0, bp);
-        sums.Clear();
-        nint w = TL.Count;
-        for (int g = 0; g < p.GroupSize; g++)
+        int bp = (Math.Min(p.BlockSize, p.KeySeq - j0) + 15) & ~15;
+        int queryBlocks = CoverageLeaves(p.Geometry) / p.GroupSize;
+        Span<TreeNode> nodes = stackalloc TreeNode[(2 * CanonicalTree.Height(Math.Max(leafEnd - leafStart, 1))) + 4];
+        int count = 0;
+        for (int leaf = leafStart; leaf < leafEnd; leaf++)
         {
-            int h = (kvh * p.GroupSize) + g;
-            var mods = PanelKernel<TL, TV>.Modifiers(p, h);
-            long lseBase = (((long)b * p.Heads) + h) * p.QuerySeq;
-            for (int rowStart = 0; rowStart < p.QuerySeq; rowStart += PanelKernelShape.PanelRows)
+            int h = (kvh * p.GroupSize) + (leaf / queryBlocks);
+            int rowStart = leaf % queryBlocks * p.BlockSize;
+            var sums = values.Slice(count * bp, bp);
+            sums.Clear();
+            CoverageLeaf(p, ws, keys, lse, lseBase(h), b, h, rowStart, Math.Min(p.BlockSize, p.QuerySeq - rowStart), kb, sums);
+            nodes[count++] = new TreeNode(0, leaf);
+
+            // c = c_left + c_right: one rounding per key and fold, in the tree's order.
+            while (count >= 2 && PanelKernel<TL, TV>.IsLeftSibling(nodes[count - 2], nodes[count - 1]))
             {
-                int rows = Math.Min(PanelKernelShape.PanelRows, p.QuerySeq - rowStart);
-                var (first, end) = p.VisibleBlocks(b, rowStart, rows);
-                if (kb < first || kb >= end)
+                Add(values.Slice((count - 2) * bp, bp), values.Slice((count - 1) * bp, bp));
+                nodes[count - 2] = new TreeNode(nodes[count - 2].Level + 1, nodes[count - 2].Index >> 1);
+                count--;
+            }
+        }
+
+        return count;
+    }
+
+    /// <summary>
+    /// Leaves of the coverage tree of one key head: leaf L = g·QB + qb is query head kvh·G + g over
+    /// the rows of query block qb (QB = ⌈Nq / B⌉ blocks of the key block size B).
+    /// </summary>
+    public static int CoverageLeaves(AttentionGeometry g) => g.GroupSize * (int)(((long)g.QuerySeq + g.BlockSize - 1) / g.BlockSize);
+
+    /// <summary>left += right, element by element.</summary>
+    public static void Add(Span<float> left, ReadOnlySpan<float> right)
+    {
+        nint w = TL.Count;
+        ref float l = ref left[0];
+        ref float r = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(right);
+        for (nint c = 0; c < left.Length; c += w)
+        {
+            TL.Store(TL.Add(TL.Load(ref l, c), TL.Load(ref r, c)), ref l, c);
+        }
+    }
+
+    /// <summary>
+    /// One leaf: c_j += e^(s_ij − lse_i) for rows [rowStart, rowStart + rows) of (b, h), ascending,
+    /// over the keys of block kb (block-local <paramref name="sums"/>); rows that see none of the
+    /// block's keys add nothing.
+    /// </summary>
+    private static void CoverageLeaf(AttentionProblem p, Workspace ws, KeyPack keys, float[] lse, long lseBase, int b, int h, int rowStart, int rowCount, int kb, Span<float> sums)
+    {
+        nint w = TL.Count;
+        var mods = PanelKernel<TL, TV>.Modifiers(p, h);
+        for (int panelStart = rowStart; panelStart < rowStart + rowCount; panelStart += PanelKernelShape.PanelRows)
+        {
+            int rows = Math.Min(PanelKernelShape.PanelRows, rowStart + rowCount - panelStart);
+            var (first, end) = p.VisibleBlocks(b, panelStart, rows);
+            if (kb < first || kb >= end)
+            {
+                continue;
+            }
+
+            ref float q = ref PanelKernel<TL, TV>.PrepareQueries(p, ws, b, h, panelStart, rows, keys.Depth, out nint qStride);
+            for (int r = 0; r < rows; r++)
+            {
+                (ws.RowLo[r], ws.RowHi[r]) = p.VisibleKeys(b, panelStart + r);
+            }
+
+            for (int r0 = 0; r0 < rows; r0 += Mr)
+            {
+                int mr = Math.Min(Mr, rows - r0);
+                if (!PanelKernel<TL, TV>.TileLogits(p, ws, ref q, qStride, keys, mods, panelStart, r0, mr, kb, out int cLo, out int cHi, out int sp))
                 {
                     continue;
                 }
 
-                ref float q = ref PanelKernel<TL, TV>.PrepareQueries(p, ws, b, h, rowStart, rows, keys.Depth, out nint qStride);
-                for (int r = 0; r < rows; r++)
+                for (int r = 0; r < mr; r++)
                 {
-                    (ws.RowLo[r], ws.RowHi[r]) = p.VisibleKeys(b, rowStart + r);
-                }
-
-                for (int r0 = 0; r0 < rows; r0 += Mr)
-                {
-                    int mr = Math.Min(Mr, rows - r0);
-                    if (!PanelKernel<TL, TV>.TileLogits(p, ws, ref q, qStride, keys, mods, rowStart, r0, mr, kb, out int cLo, out int cHi, out _))
+                    float rowLse = lse[lseBase + panelStart + r0 + r];
+                    if (float.IsNegativeInfinity(rowLse))
                     {
                         continue;
                     }
 
-                    for (int r = 0; r < mr; r++)
+                    // c_j += e^(s_j − lse): one rounding per element, rows in ascending order.
+                    var vl = TL.Splat(rowLse);
+                    ref float s = ref ws.S[r * sp];
+                    ref float c = ref sums[0];
+                    for (nint col = cLo; col < cHi; col += w)
                     {
-                        float rowLse = lse[(int)(lseBase + rowStart + r0 + r)];
-                        if (float.IsNegativeInfinity(rowLse))
-                        {
-                            continue;
-                        }
-
-                        // c_j += e^(s_j − lse): one rounding per element, rows in ascending order.
-                        var vl = TL.Splat(rowLse);
-                        ref float s = ref ws.S[r * bp];
-                        ref float c = ref sums[0];
-                        for (nint col = cLo; col < cHi; col += w)
-                        {
-                            var a = VectorMath.Exp<TL, TV>(TL.Subtract(TL.Load(ref s, col), vl));
-                            TL.Store(TL.Add(TL.Load(ref c, col), a), ref c, col);
-                        }
+                        var a = VectorMath.Exp<TL, TV>(TL.Subtract(TL.Load(ref s, col), vl));
+                        TL.Store(TL.Add(TL.Load(ref c, col), a), ref c, col);
                     }
                 }
             }
         }
-
-        sums[..n].CopyTo(coverage);
     }
 
     /// <summary>
