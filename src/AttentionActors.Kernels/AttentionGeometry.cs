@@ -8,6 +8,19 @@ public readonly record struct TensorShape(string Name, int Batch, int Heads, int
     public override string ToString() => $"{Name}[{Batch}, {Heads}, {Seq}, {Dim}]";
 }
 
+/// <summary>What a job computes from its tensors.</summary>
+public enum JobPass
+{
+    /// <summary>The attention output, its log-sum-exp (and entropy when asked for): partials merged per query row.</summary>
+    Attention,
+
+    /// <summary>
+    /// The coverage c_j = Σ_h Σ_i e^(s_ij − lse_i) of every key, [B, Hkv, Nk], once the attention's
+    /// lse is known: subtrees of the coverage tree merged per key (<see cref="Inspection.CoverageLeaves"/>).
+    /// </summary>
+    Coverage,
+}
+
 /// <summary>
 /// Everything about a job except its tensors: shapes, options, blocks, the diagonal offset and the
 /// score scale, and which keys each query row sees. Small and serialisable: the coordinator, the
@@ -35,6 +48,9 @@ public sealed class AttentionGeometry
     }
 
     public TensorShape QueryShape { get; }
+
+    /// <summary>What the job computes; <see cref="JobPass.Attention"/> unless made by <see cref="ForPass"/>.</summary>
+    public JobPass Pass { get; private init; }
 
     public TensorShape KeyShape { get; }
 
@@ -84,6 +100,10 @@ public sealed class AttentionGeometry
         ProblemValidator.CheckOptions(q, k, options);
         return new AttentionGeometry(q, k, v, options);
     }
+
+    /// <summary>The same problem, computing <paramref name="pass"/>.</summary>
+    public AttentionGeometry ForPass(JobPass pass)
+        => pass == Pass ? this : new AttentionGeometry(QueryShape, KeyShape, ValueShape, Options) { Pass = pass };
 
     /// <summary>
     /// The keys query <paramref name="i"/> of batch <paramref name="b"/> sees: the interval
@@ -184,5 +204,5 @@ public sealed class AttentionGeometry
         return 2.0 * pairs * Heads * (KeyDim + ValueDim);
     }
 
-    public override string ToString() => $"{QueryShape}, {KeyShape}, {ValueShape}, block {BlockSize}";
+    public override string ToString() => $"{QueryShape}, {KeyShape}, {ValueShape}, block {BlockSize}{(Pass == JobPass.Coverage ? ", coverage pass" : "")}";
 }

@@ -5,7 +5,8 @@ namespace AttentionActors.Kernels;
 /// (batch <see cref="Batch"/>, query head <see cref="Head"/>, rows [RowStart, RowStart + RowCount),
 /// key blocks [BlockStart, BlockEnd)), its Q rows <c>[RowCount, d_k]</c> and the K <c>[keys, d_k]</c>
 /// and V <c>[keys, d_v]</c> rows of those blocks, keys counted from the first key of BlockStart.
-/// In one process the data are views of the job's tensors; over the wire, copies.
+/// In one process the data are views of the job's tensors; over the wire, copies. A coverage pass
+/// (<see cref="JobPass.Coverage"/>) carries no V and the log-sum-exp <c>Lse [RowCount]</c> of its rows instead.
 /// </summary>
 public sealed record ShardInput(
     AttentionGeometry Geometry,
@@ -17,7 +18,8 @@ public sealed record ShardInput(
     int BlockEnd,
     ReadOnlyMemory<float> Q,
     ReadOnlyMemory<float> K,
-    ReadOnlyMemory<float> V)
+    ReadOnlyMemory<float> V,
+    ReadOnlyMemory<float> Lse = default)
 {
     /// <summary>Keys the blocks [BlockStart, BlockEnd) hold (the last block of K may be short).</summary>
     public int KeyCount => Geometry.KeysIn(BlockStart, BlockEnd);
@@ -39,6 +41,24 @@ public sealed record ShardInput(
     }
 
     /// <summary>
+    /// Views for one shard of the coverage pass over <paramref name="problem"/>: Q rows, K blocks and
+    /// the rows' slice of <paramref name="lse"/> <c>[B, H, Nq]</c>; no V.
+    /// </summary>
+    public static ShardInput SliceCoverage(AttentionProblem problem, ReadOnlyMemory<float> lse, int b, int h, int rowStart, int rowCount, int blockStart, int blockEnd)
+    {
+        ArgumentNullException.ThrowIfNull(problem);
+        var g = problem.Geometry;
+        CheckPlace(g, b, h, rowStart, rowCount, blockStart, blockEnd);
+        int kvh = h / g.GroupSize;
+        return new ShardInput(
+            g.ForPass(JobPass.Coverage), b, h, rowStart, rowCount, blockStart, blockEnd,
+            problem.Q.Data.Slice((int)problem.Q.RowOffset(b, h, rowStart), rowCount * g.KeyDim),
+            problem.K.Data.Slice((int)problem.K.RowOffset(b, kvh, blockStart * g.BlockSize), g.KeysIn(blockStart, blockEnd) * g.KeyDim),
+            ReadOnlyMemory<float>.Empty,
+            lse.Slice((int)((((long)b * g.Heads) + h) * g.QuerySeq) + rowStart, rowCount));
+    }
+
+    /// <summary>
     /// The problem this input poses, on windows of Q, K and V: checks the place, the element counts
     /// and every value (finite, no overflow), so data that came from another process is never
     /// computed on unchecked. Throws <see cref="AttentionInputException"/> naming what is wrong.
@@ -50,7 +70,7 @@ public sealed record ShardInput(
         int keys = KeyCount;
         var q = AttentionTensor.Window(Geometry.QueryShape, MemoryOf(Q), Batch, Head, RowStart, RowCount);
         var k = AttentionTensor.Window(Geometry.KeyShape, MemoryOf(K), Batch, kvh, BlockStart * Geometry.BlockSize, keys);
-        var v = AttentionTensor.Window(Geometry.ValueShape, MemoryOf(V), Batch, kvh, BlockStart * Geometry.BlockSize, keys);
+        var v = AttentionTensor.Window(Geometry.ValueShape, MemoryOf(V), Batch, kvh, BlockStart * Geometry.BlockSize, Geometry.Pass == JobPass.Coverage ? 0 : keys);
         return AttentionProblem.Create(Geometry, q, k, v);
     }
 

@@ -38,9 +38,10 @@ public sealed class AttentionCluster : IAsyncDisposable
         queue = system.ActorOf(Props.Create(() => new ShardQueue()) with { MailboxCapacity = 1 << 20 }, "queue");
         reducer = system.ActorOf(Props.Create(() => new Reducer(options.MaxMessageBytes)) with { MailboxCapacity = 1 << 16 }, "reducer");
         var compute = options.Compute ?? Worker.Kernel(options.KernelPath);
+        var coverage = Worker.Coverage(options.KernelPath);
         for (int w = 0; w < options.Workers; w++)
         {
-            system.ActorOf(Props.Create(() => new Worker(queue, compute)), $"worker-{w}");
+            system.ActorOf(Props.Create(() => new Worker(queue, compute, coverage)), $"worker-{w}");
         }
     }
 
@@ -90,13 +91,53 @@ public sealed class AttentionCluster : IAsyncDisposable
             throw new ArgumentException($"the output buffer holds {target.Length} values; [{g.Batch}, {g.Heads}, {g.QuerySeq}, {g.ValueDim}] needs {outputLength}", nameof(output));
         }
 
+        ShardInputSource inputs = shard => ShardInput.Slice(problem, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd);
+        return await RunAsync(g, plan, inputs, target, progress, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// The coverage c_j = Σ_h Σ_i a_ij of every key, <c>[B, Hkv, Nk]</c>, as a second job over the
+    /// workers once the attention's log-sum-exp <paramref name="lse"/> <c>[B, H, Nq]</c> is known
+    /// (<see cref="CoveragePlanner"/>); bit for bit <see cref="Inspection.Coverage"/>.
+    /// </summary>
+    public async Task<float[]> CoverageAsync(AttentionProblem problem, ReadOnlyMemory<float> lse, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(problem);
+        var coverage = new float[(long)problem.Batch * problem.KvHeads * problem.KeySeq];
+        await CoverageAsync(problem, lse, CoveragePlanner.Plan(problem.Geometry, options.Workers, options.Plan), coverage, progress, cancellationToken).ConfigureAwait(false);
+        return coverage;
+    }
+
+    /// <summary>Runs a coverage plan, writing the coverage <c>[B, Hkv, Nk]</c> into <paramref name="coverage"/> as key ranges finish.</summary>
+    public Task CoverageAsync(AttentionProblem problem, ReadOnlyMemory<float> lse, ShardPlan plan, Memory<float> coverage, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(problem);
+        ArgumentNullException.ThrowIfNull(plan);
+        cancellationToken.ThrowIfCancellationRequested();
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref disposed) != 0, this);
+        var g = problem.Geometry.ForPass(JobPass.Coverage);
+        if (lse.Length != (long)g.Batch * g.Heads * g.QuerySeq)
+        {
+            throw new ArgumentException($"the log-sum-exp holds {lse.Length} values; [{g.Batch}, {g.Heads}, {g.QuerySeq}] needs {(long)g.Batch * g.Heads * g.QuerySeq}", nameof(lse));
+        }
+
+        if (coverage.Length != (long)g.Batch * g.KvHeads * g.KeySeq)
+        {
+            throw new ArgumentException($"the coverage buffer holds {coverage.Length} values; [{g.Batch}, {g.KvHeads}, {g.KeySeq}] needs {(long)g.Batch * g.KvHeads * g.KeySeq}", nameof(coverage));
+        }
+
+        ShardInputSource inputs = shard => ShardInput.SliceCoverage(problem, lse, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd);
+        return RunAsync(g, plan, inputs, coverage, progress, cancellationToken);
+    }
+
+    private async Task<AttentionResult> RunAsync(AttentionGeometry g, ShardPlan plan, ShardInputSource inputs, Memory<float> target, IProgress<JobProgress>? progress, CancellationToken cancellationToken)
+    {
         var job = JobId.New();
         var result = new TaskCompletionSource<AttentionResult>(TaskCreationOptions.RunContinuationsAsynchronously);
         var client = system.ActorOf(Props.Create(() => new JobClient(job, g, target, progress, result, options.Job.ResultGrace)), $"client-{job}");
         pending[job] = (client, result);
         try
         {
-            ShardInputSource inputs = shard => ShardInput.Slice(problem, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd);
             var coordinator = system.ActorOf(Props.Create(() => new JobCoordinator(job, g, plan, inputs, queue, reducer, client, options.Job, logger)), $"job-{job}");
             client.Tell(new WatchJob(coordinator, reducer));
             await using var registration = cancellationToken.Register(() => client.Tell(new CancelRequested("cancelled by the caller"))).ConfigureAwait(false);

@@ -3,7 +3,7 @@ using AttentionActors.Kernels.Tests;
 
 namespace AttentionActors.Cluster.Tests;
 
-/// <summary>Jobs on real node processes (1 coordinator, 1 reducer, 3 workers) over the private broker.</summary>
+/// <summary>Jobs and their coverage passes on real node processes (1 coordinator, 1 reducer, 3 workers) over the private broker.</summary>
 [Collection(BrokerCollection.Name)]
 public sealed class MultiProcessTests(PrivateBroker broker)
 {
@@ -45,6 +45,10 @@ public sealed class MultiProcessTests(PrivateBroker broker)
             {
                 TestData.AssertBitwise(expected.Entropy, actual.Entropy, $"{name}: cluster entropy");
             }
+
+            // The coverage pass, on the same workers: its subtrees cross the wire and fold on the reducer.
+            var coverage = await cluster.Client.CoverageAsync(problem, actual.Lse, maxShardBytes: SmallShards / 4).WaitAsync(TimeSpan.FromSeconds(60));
+            TestData.AssertBitwise(Inspection.Coverage(problem, expected.Lse), coverage, $"{name}: cluster coverage");
         }
 
         // Every worker took part, whatever its vector width: the bits above came from all three.

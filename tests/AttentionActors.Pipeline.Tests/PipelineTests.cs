@@ -67,6 +67,37 @@ public class PipelineTests
         }
     }
 
+    [Theory]
+    [MemberData(nameof(Scenarios))]
+    public async Task Coverage_as_a_second_distributed_pass_has_the_single_node_bits(string name)
+    {
+        var (problem, _) = Scenario(name);
+        var lse = Attention.Compute(problem).Lse;
+        var single = Inspection.Coverage(problem, lse);
+        var reference = ReferenceAttention.Inspect(problem.Q, problem.K, problem.Options).Coverage;
+        TestData.AssertClose(single, reference, $"{name} single-node coverage");
+        foreach (var (workers, budget) in new[] { (1, 8L << 20), (3, 64L << 10), (7, 24L << 10) })
+        {
+            await using var cluster = AttentionCluster.StartEmbedded(new ClusterOptions { Workers = workers, Plan = new PlanOptions { MaxShardBytes = budget } });
+            var plan = CoveragePlanner.Plan(problem.Geometry, workers, cluster.Options.Plan);
+            Assert.All(plan.Shards, s => Assert.True(s.Bytes <= budget, $"{s} needs {s.Bytes} bytes, over the budget {budget}"));
+            var sharded = await cluster.CoverageAsync(problem, lse);
+            TestData.AssertBitwise(single, sharded, $"{name}, {workers} workers, {plan.Shards.Count} coverage shards");
+        }
+    }
+
+    [Fact]
+    public async Task A_coverage_plan_that_cannot_keep_to_the_budget_is_refused_before_anything_runs()
+    {
+        var (problem, _) = Scenario("gqa");
+        var error = Assert.Throws<AttentionInputException>(() => CoveragePlanner.Plan(problem.Geometry, 2, new PlanOptions { MaxShardBytes = 1000 }));
+        Assert.Contains("shard budget", error.Message);
+        await using var cluster = AttentionCluster.StartEmbedded(new ClusterOptions { Workers = 2 });
+        var lse = Attention.Compute(problem).Lse;
+        var wrong = await Assert.ThrowsAsync<ArgumentException>(() => cluster.CoverageAsync(problem, lse.AsMemory(1)));
+        Assert.Contains("log-sum-exp holds", wrong.Message);
+    }
+
     [Fact]
     public async Task Progress_reaches_every_shard_and_all_flops()
     {

@@ -99,8 +99,6 @@ public sealed class ClusterClient : IAsyncDisposable
     public async Task<AttentionResult> ComputeAsync(AttentionProblem problem, Memory<float>? output = null, long maxShardBytes = 0, IProgress<JobProgress>? progress = null, double audit = 0, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(problem);
-        ArgumentOutOfRangeException.ThrowIfLessThan(audit, 0);
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(audit, 1);
         var g = problem.Geometry;
         long outputLength = (long)g.Batch * g.Heads * g.QuerySeq * g.ValueDim;
         var target = output ?? new float[checked((int)outputLength)];
@@ -109,6 +107,33 @@ public sealed class ClusterClient : IAsyncDisposable
             throw new ArgumentException($"the output buffer holds {target.Length} values; [{g.Batch}, {g.Heads}, {g.QuerySeq}, {g.ValueDim}] needs {outputLength}", nameof(output));
         }
 
+        return await RunAsync(g, [(TensorRole.Q, problem.Q.Data), (TensorRole.K, problem.K.Data), (TensorRole.V, problem.V.Data)], target, maxShardBytes, progress, audit, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// The coverage of every key, <c>[B, Hkv, Nk]</c>, as a second job on the cluster once the
+    /// attention's log-sum-exp <paramref name="lse"/> <c>[B, H, Nq]</c> is known: Q, K and the lse are
+    /// uploaded (no V), workers compute the coverage subtrees and the reducer folds them; the bits
+    /// are those of <see cref="Inspection.Coverage"/>.
+    /// </summary>
+    public async Task<float[]> CoverageAsync(AttentionProblem problem, ReadOnlyMemory<float> lse, long maxShardBytes = 0, IProgress<JobProgress>? progress = null, double audit = 0, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(problem);
+        var g = problem.Geometry.ForPass(JobPass.Coverage);
+        if (lse.Length != (long)g.Batch * g.Heads * g.QuerySeq)
+        {
+            throw new ArgumentException($"the log-sum-exp holds {lse.Length} values; [{g.Batch}, {g.Heads}, {g.QuerySeq}] needs {(long)g.Batch * g.Heads * g.QuerySeq}", nameof(lse));
+        }
+
+        var coverage = new float[checked((int)((long)g.Batch * g.KvHeads * g.KeySeq))];
+        await RunAsync(g, [(TensorRole.Q, problem.Q.Data), (TensorRole.K, problem.K.Data), (TensorRole.Lse, lse)], coverage, maxShardBytes, progress, audit, cancellationToken).ConfigureAwait(false);
+        return coverage;
+    }
+
+    private async Task<AttentionResult> RunAsync(AttentionGeometry g, (TensorRole Role, ReadOnlyMemory<float> Data)[] tensors, Memory<float> target, long maxShardBytes, IProgress<JobProgress>? progress, double audit, CancellationToken cancellationToken)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(audit, 0);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(audit, 1);
         var options = transport.Broker.Options;
         if (!await WaitForRoleAsync(NodeRoles.Coordinator, options.NodeTimeout, cancellationToken).ConfigureAwait(false))
         {
@@ -131,7 +156,7 @@ public sealed class ClusterClient : IAsyncDisposable
             client.Tell(new WatchJob(jobs, jobs));
             await using var registration = cancellationToken.Register(() => client.Tell(new CancelRequested("cancelled by the caller"))).ConfigureAwait(false);
             await SendRoutedAsync(jobs.Address, new SubmitAttention(job, g, maxShardBytes, audit), client).ConfigureAwait(false);
-            await UploadAsync(job, problem, jobs.Address, client, result.Task, options.MaxMessageBytes).ConfigureAwait(false);
+            await UploadAsync(job, tensors, jobs.Address, client, result.Task, options.MaxMessageBytes).ConfigureAwait(false);
             return await result.Task.ConfigureAwait(false);
         }
         finally
@@ -141,15 +166,13 @@ public sealed class ClusterClient : IAsyncDisposable
         }
     }
 
-    /// <summary>Sends Q, K, V in chunks, one confirmed chunk at a time; stops early once the job has ended (refused, say).</summary>
-    private async Task UploadAsync(JobId job, AttentionProblem problem, ActorAddress jobs, IActorRef client, Task ended, int maxMessageBytes)
+    /// <summary>Sends the job's tensors in chunks, one confirmed chunk at a time; stops early once the job has ended (refused, say).</summary>
+    private async Task UploadAsync(JobId job, (TensorRole Role, ReadOnlyMemory<float> Data)[] tensors, ActorAddress jobs, IActorRef client, Task ended, int maxMessageBytes)
     {
         int chunk = (maxMessageBytes - (64 << 10)) / sizeof(float);
-        var tensors = new[] { (TensorRole.Q, problem.Q), (TensorRole.K, problem.K), (TensorRole.V, problem.V) };
         for (int t = 0; t < tensors.Length; t++)
         {
-            var (role, tensor) = tensors[t];
-            var data = tensor.Data;
+            var (role, data) = tensors[t];
             long offset = 0;
             do
             {

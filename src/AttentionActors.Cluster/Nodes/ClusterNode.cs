@@ -140,7 +140,7 @@ public sealed partial class ClusterNode : IAsyncDisposable
         var compute = FaultInjection.Wrap(Worker.Kernel(options.KernelPath), options.Fault, logger);
         for (int w = 0; w < options.Threads; w++)
         {
-            system.ActorOf(Props.Create(() => new Worker(queue, compute)), $"worker-{w}");
+            system.ActorOf(Props.Create(() => new Worker(queue, compute, Worker.Coverage(options.KernelPath))), $"worker-{w}");
         }
 
         // Hear the coordinators first: their heartbeats name the jobs that ended before this node joined.

@@ -79,9 +79,10 @@ internal sealed partial class JobHost : ActorBase
 
         public IActorRef Client { get; } = client;
 
-        public float[][] Data { get; } = [new float[submit.Geometry.QueryShape.Length], new float[submit.Geometry.KeyShape.Length], new float[submit.Geometry.ValueShape.Length]];
+        /// <summary>Q, K, V and the lse, in <see cref="TensorRole"/> order: a coverage pass has no V, an attention job no lse.</summary>
+        public float[][] Data { get; } = [.. TensorLengths(submit.Geometry).Select(n => new float[n])];
 
-        public long[] Received { get; } = new long[3];
+        public long[] Received { get; } = new long[4];
 
         public DateTimeOffset LastChunk { get; set; } = now;
 
@@ -103,6 +104,13 @@ internal sealed partial class JobHost : ActorBase
         }
     }
 
+    /// <summary>Values of Q, K, V and the lse a job uploads (V for attention, the lse [B, H, Nq] for a coverage pass).</summary>
+    private static long[] TensorLengths(AttentionGeometry g)
+    {
+        bool coverage = g.Pass == JobPass.Coverage;
+        return [g.QueryShape.Length, g.KeyShape.Length, coverage ? 0 : g.ValueShape.Length, coverage ? (long)g.Batch * g.Heads * g.QuerySeq : 0];
+    }
+
     private void OnSubmit(SubmitAttention submit)
     {
         if (uploads.ContainsKey(submit.Job) || running.ContainsKey(submit.Job))
@@ -111,15 +119,16 @@ internal sealed partial class JobHost : ActorBase
         }
 
         var g = submit.Geometry;
-        long values = g.QueryShape.Length + g.KeyShape.Length + g.ValueShape.Length;
+        var lengths = TensorLengths(g);
+        long values = lengths.Sum();
         string? refusal = null;
-        if (new[] { g.QueryShape, g.KeyShape, g.ValueShape }.FirstOrDefault(s => s.Length > Array.MaxLength) is { Name: not null } big)
+        if (lengths.Select((n, t) => (n, t)).FirstOrDefault(x => x.n > Array.MaxLength) is { n: > 0 } big)
         {
-            refusal = $"tensor {big} has {big.Length:N0} values; a coordinator holds at most {Array.MaxLength:N0} per tensor";
+            refusal = $"tensor {(TensorRole)big.t} of job {submit.Job} has {big.n:N0} values; a coordinator holds at most {Array.MaxLength:N0} per tensor";
         }
         else if (values * sizeof(float) > options.MaxJobBytes)
         {
-            refusal = $"the job's Q, K and V take {values * 4.0 / (1 << 30):F2} GiB; coordinator {transport.Node} takes at most {options.MaxJobBytes / (double)(1 << 30):F2} GiB per job (Node:MaxJobBytes)";
+            refusal = $"the job's tensors take {values * 4.0 / (1 << 30):F2} GiB; coordinator {transport.Node} takes at most {options.MaxJobBytes / (double)(1 << 30):F2} GiB per job (Node:MaxJobBytes)";
         }
 
         if (refusal is not null)
@@ -210,7 +219,7 @@ internal sealed partial class JobHost : ActorBase
     {
         var job = upload.Submit.Job;
         var g = upload.Submit.Geometry;
-        for (int t = 0; t < 3; t++)
+        for (int t = 0; t < upload.Data.Length; t++)
         {
             if (upload.Received[t] != upload.Data[t].Length)
             {
@@ -223,15 +232,17 @@ internal sealed partial class JobHost : ActorBase
         ShardPlan plan;
         try
         {
+            bool coverage = g.Pass == JobPass.Coverage;
             problem = AttentionProblem.Create(
                 g,
                 new AttentionTensor(g.QueryShape.Name, upload.Data[0], g.Batch, g.Heads, g.QuerySeq, g.KeyDim),
                 new AttentionTensor(g.KeyShape.Name, upload.Data[1], g.Batch, g.KvHeads, g.KeySeq, g.KeyDim),
-                new AttentionTensor(g.ValueShape.Name, upload.Data[2], g.Batch, g.KvHeads, g.KeySeq, g.ValueDim));
+                coverage ? AttentionTensor.Window(g.ValueShape, Memory<float>.Empty, 0, 0, 0, 0) : new AttentionTensor(g.ValueShape.Name, upload.Data[2], g.Batch, g.KvHeads, g.KeySeq, g.ValueDim));
             int workers = Math.Max(1, transport.Membership.WithRole(NodeRoles.Worker).Sum(m => m.Heartbeat.Threads));
             long budget = transport.Broker.Options.MaxMessageBytes - (256 << 10);
             long maxShard = Math.Min(budget, upload.Submit.MaxShardBytes > 0 ? upload.Submit.MaxShardBytes : options.MaxShardBytes ?? budget);
-            plan = ShardPlanner.Plan(problem, workers, new PlanOptions { MaxShardBytes = maxShard });
+            var planOptions = new PlanOptions { MaxShardBytes = maxShard };
+            plan = coverage ? CoveragePlanner.Plan(g, workers, planOptions) : ShardPlanner.Plan(problem, workers, planOptions);
         }
         catch (Exception ex) when (ex is AttentionInputException or ArgumentException or InvalidOperationException)
         {
@@ -247,7 +258,10 @@ internal sealed partial class JobHost : ActorBase
         }
 
         var reducer = transport.Resolve(new ActorAddress(reducers[nextReducer++ % reducers.Count], "reducer"));
-        ShardInputSource inputs = shard => ShardInput.Slice(problem, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd);
+        var lse = upload.Data[(int)TensorRole.Lse];
+        ShardInputSource inputs = g.Pass == JobPass.Coverage
+            ? shard => ShardInput.SliceCoverage(problem, lse, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd)
+            : shard => ShardInput.Slice(problem, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd);
         var client = upload.Client;
         var audit = upload.Submit.Audit > 0 ? new AuditOptions(upload.Submit.Audit, OtherWorker) : null;
         var coordinator = Context.ActorOf(Props.Create(() => new JobCoordinator(job, g, plan, inputs, queue, reducer, client, options.Job, logger, audit)), $"job-{job}");

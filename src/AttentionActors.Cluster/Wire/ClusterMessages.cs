@@ -10,6 +10,9 @@ public enum TensorRole
     Q,
     K,
     V,
+
+    /// <summary>The attention's log-sum-exp <c>[B, H, Nq]</c>, uploaded for a coverage pass instead of V.</summary>
+    Lse,
 }
 
 /// <summary>
@@ -22,7 +25,7 @@ public sealed record SubmitAttention(JobId Job, AttentionGeometry Geometry, long
 
 /// <summary>
 /// Part of a submitted job's tensor: <paramref name="Data"/> are its C-order elements from
-/// <paramref name="Offset"/>. <paramref name="Last"/> marks the job's final chunk (V's end).
+/// <paramref name="Offset"/>. <paramref name="Last"/> marks the job's final chunk (V's end, or the lse's in a coverage pass).
 /// </summary>
 public sealed record TensorChunk(JobId Job, TensorRole Tensor, long Offset, ReadOnlyMemory<float> Data, bool Last) : IWireMessage;
 

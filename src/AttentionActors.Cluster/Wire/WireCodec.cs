@@ -68,6 +68,12 @@ internal sealed class WireCodec
             case ShardFailed m: envelope.Failed = new P.ShardFailed { Job = m.Job.Value, ShardId = m.ShardId, Attempt = m.Attempt, Error = m.Error }; break;
             case ShardPoisoned m: envelope.Poisoned = new P.ShardPoisoned { Job = m.Job.Value, ShardId = m.ShardId, Attempt = m.Attempt, Deliveries = m.Deliveries }; break;
             case PartialComputed m: envelope.Partial = Partial(m); break;
+            case CoverageComputed m:
+                envelope.Coverage = new P.CoverageComputed { Job = m.Job.Value, ShardId = m.ShardId, Attempt = m.Attempt, Keys = m.Parts.Keys, Values = Bytes(m.Parts.Values.AsSpan(0, m.Parts.Nodes.Length * m.Parts.Keys)) };
+                envelope.Coverage.NodeLevels.AddRange(m.Parts.Nodes.Select(n => n.Level));
+                envelope.Coverage.NodeIndices.AddRange(m.Parts.Nodes.Select(n => n.Index));
+                break;
+            case CoverageFinished m: envelope.CoverageFinished = new P.CoverageFinished { Job = m.Job.Value, Batch = m.Batch, KvHead = m.KvHead, KeyStart = m.KeyStart, KeyCount = m.KeyCount, Coverage = Bytes(m.Coverage) }; break;
             case ExpectShards m:
                 var expect = new P.ExpectShards { Job = m.Job.Value, Geometry = Geometry(m.Geometry), Client = Address(AddressOf(m.Client)), Coordinator = Address(AddressOf(m.Coordinator)) };
                 expect.Shards.AddRange(m.Shards.Select(Shard));
@@ -138,6 +144,8 @@ internal sealed class WireCodec
                 P.Envelope.BodyOneofCase.Failed => new ShardFailed(Job(envelope.Failed.Job), envelope.Failed.ShardId, envelope.Failed.Attempt, envelope.Failed.Error),
                 P.Envelope.BodyOneofCase.Poisoned => new ShardPoisoned(Job(envelope.Poisoned.Job), envelope.Poisoned.ShardId, envelope.Poisoned.Attempt, envelope.Poisoned.Deliveries),
                 P.Envelope.BodyOneofCase.Partial => Partial(envelope.Partial),
+                P.Envelope.BodyOneofCase.Coverage => Coverage(envelope.Coverage),
+                P.Envelope.BodyOneofCase.CoverageFinished => new CoverageFinished(Job(envelope.CoverageFinished.Job), envelope.CoverageFinished.Batch, envelope.CoverageFinished.KvHead, envelope.CoverageFinished.KeyStart, envelope.CoverageFinished.KeyCount, Floats(envelope.CoverageFinished.Coverage, "coverage", Math.Max(0, envelope.CoverageFinished.KeyCount))),
                 P.Envelope.BodyOneofCase.Expect => new ExpectShards(Job(envelope.Expect.Job), Geometry(envelope.Expect.Geometry), envelope.Expect.Shards.Select(Shard).ToList(), Ref(envelope.Expect.Client, "client"), Ref(envelope.Expect.Coordinator, "coordinator"), [.. envelope.Expect.Audited]),
                 P.Envelope.BodyOneofCase.FailJob => new FailJob(Job(envelope.FailJob.Job), envelope.FailJob.Reason),
                 P.Envelope.BodyOneofCase.Merged => new ShardMerged(Job(envelope.Merged.Job), envelope.Merged.ShardId, envelope.Merged.Worker, envelope.Merged.Audit),
@@ -193,7 +201,7 @@ internal sealed class WireCodec
         return values;
     }
 
-    private static P.Geometry Geometry(AttentionGeometry g) => new() { Q = Shape(g.QueryShape), K = Shape(g.KeyShape), V = Shape(g.ValueShape), Options = Options(g.Options) };
+    private static P.Geometry Geometry(AttentionGeometry g) => new() { Q = Shape(g.QueryShape), K = Shape(g.KeyShape), V = Shape(g.ValueShape), Options = Options(g.Options), Pass = (P.JobPass)g.Pass };
 
     private static AttentionGeometry Geometry(P.Geometry? g)
     {
@@ -202,7 +210,12 @@ internal sealed class WireCodec
             throw new WireFormatException("geometry without its three shapes and options");
         }
 
-        return AttentionGeometry.Create(Shape(g.Q), Shape(g.K), Shape(g.V), Options(g.Options));
+        if (!Enum.IsDefined(g.Pass))
+        {
+            throw new WireFormatException($"unknown job pass {(int)g.Pass}");
+        }
+
+        return AttentionGeometry.Create(Shape(g.Q), Shape(g.K), Shape(g.V), Options(g.Options)).ForPass((JobPass)g.Pass);
     }
 
     private static P.TensorShape Shape(TensorShape s) => new() { Name = s.Name, Batch = s.Batch, Heads = s.Heads, Seq = s.Seq, Dim = s.Dim };
@@ -306,6 +319,7 @@ internal sealed class WireCodec
             Q = Bytes(input.Q.Span),
             K = Bytes(input.K.Span),
             V = Bytes(input.V.Span),
+            Lse = Bytes(input.Lse.Span),
             Reducer = Address(AddressOf(m.Reducer)),
             Coordinator = Address(AddressOf(m.Coordinator)),
         };
@@ -328,11 +342,13 @@ internal sealed class WireCodec
         }
 
         long keys = g.KeysIn(shard.BlockStart, shard.BlockEnd);
+        bool coverage = g.Pass == JobPass.Coverage;
         var input = new ShardInput(
             g, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd,
             Floats(m.Q, "q", (long)shard.RowCount * g.KeyDim),
             Floats(m.K, "k", keys * g.KeyDim),
-            Floats(m.V, "v", keys * g.ValueDim));
+            Floats(m.V, "v", coverage ? 0 : keys * g.ValueDim),
+            Floats(m.Lse, "lse", coverage ? shard.RowCount : 0));
         return new ComputeShard(Job(m.Job), shard, m.Attempt, input, Ref(m.Reducer, "reducer"), Ref(m.Coordinator, "coordinator"));
     }
 
@@ -347,25 +363,48 @@ internal sealed class WireCodec
 
     private static PartialComputed Partial(P.PartialComputed m)
     {
-        if (m.NodeLevels.Count != m.NodeIndices.Count || m.Rows < 0 || m.ValueDim < 1)
+        if (m.Rows < 0 || m.ValueDim < 1)
         {
-            throw new WireFormatException($"{m.NodeLevels.Count} node levels for {m.NodeIndices.Count} node indices, {m.Rows} rows, value dim {m.ValueDim}");
+            throw new WireFormatException($"{m.Rows} rows, value dim {m.ValueDim}");
         }
 
-        var nodes = new TreeNode[m.NodeLevels.Count];
-        for (int i = 0; i < nodes.Length; i++)
-        {
-            if (m.NodeLevels[i] is < 0 or > 31 || m.NodeIndices[i] < 0)
-            {
-                throw new WireFormatException($"tree node {i} has level {m.NodeLevels[i]}, index {m.NodeIndices[i]}");
-            }
-
-            nodes[i] = new TreeNode(m.NodeLevels[i], m.NodeIndices[i]);
-        }
+        var nodes = Nodes(m.NodeLevels, m.NodeIndices);
 
         long cells = (long)nodes.Length * m.Rows;
         var partials = new PartialSet(nodes, m.Rows, m.ValueDim, Floats(m.M, "m", cells), Floats(m.L, "l", cells), Floats(m.O, "o", cells * m.ValueDim));
         return new PartialComputed(Job(m.Job), m.ShardId, m.Attempt, partials);
+    }
+
+    private static CoverageComputed Coverage(P.CoverageComputed m)
+    {
+        var nodes = Nodes(m.NodeLevels, m.NodeIndices);
+        if (m.Keys < 0)
+        {
+            throw new WireFormatException($"{m.Keys} keys");
+        }
+
+        return new CoverageComputed(Job(m.Job), m.ShardId, m.Attempt, new CoverageParts(nodes, m.Keys, Floats(m.Values, "values", (long)nodes.Length * m.Keys)));
+    }
+
+    private static TreeNode[] Nodes(Google.Protobuf.Collections.RepeatedField<int> levels, Google.Protobuf.Collections.RepeatedField<int> indices)
+    {
+        if (levels.Count != indices.Count)
+        {
+            throw new WireFormatException($"{levels.Count} node levels for {indices.Count} node indices");
+        }
+
+        var nodes = new TreeNode[levels.Count];
+        for (int i = 0; i < nodes.Length; i++)
+        {
+            if (levels[i] is < 0 or > 31 || indices[i] < 0)
+            {
+                throw new WireFormatException($"tree node {i} has level {levels[i]}, index {indices[i]}");
+            }
+
+            nodes[i] = new TreeNode(levels[i], indices[i]);
+        }
+
+        return nodes;
     }
 
     private static RowsFinished Rows(P.RowsFinished m)

@@ -11,6 +11,12 @@ namespace AttentionActors.Pipeline.Client;
 /// </summary>
 public sealed record RowsFinished(JobId Job, int Batch, int Head, int RowStart, int RowCount, float[] Output, float[] Lse, float[]? Entropy = null) : IWireMessage;
 
+/// <summary>
+/// Finished coverage of keys [KeyStart, KeyStart + KeyCount) of (batch, key head) in a coverage
+/// pass: <c>Coverage [KeyCount]</c>, each key's weight summed over the query heads that share the key head.
+/// </summary>
+public sealed record CoverageFinished(JobId Job, int Batch, int KvHead, int KeyStart, int KeyCount, float[] Coverage) : IWireMessage;
+
 /// <summary>Notice to the client: every shard is merged and <paramref name="RowsSent"/> rows were streamed.</summary>
 public sealed record AttentionCompleted(JobId Job, long RowsSent) : IWireMessage;
 
@@ -34,7 +40,9 @@ public sealed record HostStopping(string Reason);
 /// (checking each message: job, place, sizes, finite values, and that a repeated row carries the
 /// same bits), completes only when every row that sees a key has arrived, and always completes:
 /// on failure, cancellation, shutdown, or the coordinator or reducer stopping without a result.
-/// After completing it writes nothing more, so the caller may release the buffers at once.
+/// After completing it writes nothing more, so the caller may release the buffers at once. In a
+/// coverage pass (<see cref="JobPass.Coverage"/>) the output is the coverage <c>[B, Hkv, Nk]</c>
+/// and it completes only when every key that some query sees has arrived.
 /// </summary>
 internal sealed class JobClient : ActorBase
 {
@@ -59,10 +67,11 @@ internal sealed class JobClient : ActorBase
         this.progress = progress;
         this.result = result;
         this.grace = grace;
+        bool coverage = geometry.Pass == JobPass.Coverage;
         long rows = (long)geometry.Batch * geometry.Heads * geometry.QuerySeq;
-        lse = new float[rows];
-        entropy = geometry.Options.Entropy ? new float[rows] : null;
-        received = new BitArray(checked((int)rows));
+        lse = coverage ? [] : new float[rows];
+        entropy = geometry.Options.Entropy && !coverage ? new float[rows] : null;
+        received = new BitArray(checked((int)(coverage ? (long)geometry.Batch * geometry.KvHeads * geometry.KeySeq : rows)));
         Waiting();
     }
 
@@ -89,6 +98,7 @@ internal sealed class JobClient : ActorBase
             Context.Watch(watch.Reducer);
         });
         Receive<RowsFinished>(OnRows, m => m.Job == job);
+        Receive<CoverageFinished>(OnCoverage, m => m.Job == job);
         Receive<JobProgress>(p => progress?.Report(p), m => m.Job == job);
         Receive<AttentionCompleted>(OnCompleted, m => m.Job == job);
         Receive<AttentionFailed>(failed => Fail(failed.Reason, failed.Cancelled), m => m.Job == job);
@@ -110,7 +120,7 @@ internal sealed class JobClient : ActorBase
 
     private void OnRows(RowsFinished rows)
     {
-        if (Malformed(rows) is { } problem)
+        if ((geometry.Pass == JobPass.Coverage ? $"job {job} computes coverage but received output rows" : Malformed(rows)) is { } problem)
         {
             coordinator.Tell(new CancelJob(job, problem), Self);
             Fail(problem);
@@ -126,6 +136,114 @@ internal sealed class JobClient : ActorBase
         {
             RowBuffers.Return(rows.Entropy);
         }
+    }
+
+    private void OnCoverage(CoverageFinished keys)
+    {
+        var g = geometry;
+        string? problem = null;
+        if (g.Pass != JobPass.Coverage)
+        {
+            problem = $"job {job} computes attention but received coverage";
+        }
+        else if (keys.Batch < 0 || keys.Batch >= g.Batch || keys.KvHead < 0 || keys.KvHead >= g.KvHeads
+            || keys.KeyStart < 0 || keys.KeyCount < 0 || (long)keys.KeyStart + keys.KeyCount > g.KeySeq)
+        {
+            problem = $"job {job} received coverage of keys [{keys.KeyStart}, {(long)keys.KeyStart + keys.KeyCount}) of batch {keys.Batch}, key head {keys.KvHead}, outside {g.KeyShape}";
+        }
+        else if (keys.Coverage is null || keys.Coverage.Length != keys.KeyCount)
+        {
+            problem = $"job {job} received coverage of {keys.KeyCount} keys carrying {keys.Coverage?.Length} values";
+        }
+        else if (Array.FindIndex(keys.Coverage, c => !(c >= 0 && float.IsFinite(c))) is >= 0 and int bad)
+        {
+            problem = $"job {job} received coverage {keys.Coverage[bad]} for key {keys.KeyStart + bad} of batch {keys.Batch}, key head {keys.KvHead}";
+        }
+
+        if (problem is not null)
+        {
+            coordinator.Tell(new CancelJob(job, problem), Self);
+            Fail(problem);
+            return;
+        }
+
+        var span = output.Span;
+        long offset = ((((long)keys.Batch * g.KvHeads) + keys.KvHead) * g.KeySeq) + keys.KeyStart;
+        for (int j = 0; j < keys.KeyCount; j++)
+        {
+            int at = (int)(offset + j);
+            if (received[at])
+            {
+                if (BitConverter.SingleToInt32Bits(span[at]) != BitConverter.SingleToInt32Bits(keys.Coverage![j]))
+                {
+                    string conflict = $"job {job} received two different coverages for key {keys.KeyStart + j} of batch {keys.Batch}, key head {keys.KvHead}";
+                    coordinator.Tell(new CancelJob(job, conflict), Self);
+                    Fail(conflict);
+                    return;
+                }
+
+                continue;
+            }
+
+            span[at] = keys.Coverage![j];
+            received[at] = true;
+            rowsReceived++;
+        }
+    }
+
+    /// <summary>Completes a coverage pass only if every key that some query sees arrived; the others get 0.</summary>
+    private void OnCoverageCompleted(AttentionCompleted completed)
+    {
+        var g = geometry;
+        var span = output.Span;
+        long missing = 0;
+        string? first = null;
+        for (int b = 0; b < g.Batch; b++)
+        {
+            // Keys some query sees: the union of the rows' intervals, marked by a difference array.
+            var seen = new int[g.KeySeq + 1];
+            for (int i = 0; i < g.QuerySeq; i++)
+            {
+                var (lo, hi) = g.VisibleKeys(b, i);
+                if (hi > lo)
+                {
+                    seen[lo]++;
+                    seen[hi]--;
+                }
+            }
+
+            int depth = 0;
+            for (int j = 0; j < g.KeySeq; j++)
+            {
+                depth += seen[j];
+                for (int kvh = 0; kvh < g.KvHeads; kvh++)
+                {
+                    int at = (int)((((long)b * g.KvHeads) + kvh) * g.KeySeq) + j;
+                    if (received[at])
+                    {
+                        continue;
+                    }
+
+                    if (depth > 0)
+                    {
+                        missing++;
+                        first ??= $"key {j} of batch {b}, key head {kvh}";
+                        continue;
+                    }
+
+                    span[at] = 0f;
+                }
+            }
+        }
+
+        if (missing > 0)
+        {
+            Fail($"job {job} finished but the coverage of {missing:N0} keys never arrived (first: {first}); {rowsReceived:N0} received, {completed.RowsSent:N0} sent");
+            return;
+        }
+
+        Done();
+        result.TrySetResult(new AttentionResult(new AttentionTensor("coverage", output, g.Batch, g.KvHeads, g.KeySeq, 1), []));
     }
 
     private void Write(RowsFinished rows)
@@ -214,6 +332,12 @@ internal sealed class JobClient : ActorBase
     /// <summary>Completes only if every row that sees a key arrived; rows that see none get output 0 and lse −∞.</summary>
     private void OnCompleted(AttentionCompleted completed)
     {
+        if (geometry.Pass == JobPass.Coverage)
+        {
+            OnCoverageCompleted(completed);
+            return;
+        }
+
         var g = geometry;
         var span = output.Span;
         long missing = 0;

@@ -4,21 +4,26 @@ using AttentionActors.Kernels.Partials;
 namespace AttentionActors.Pipeline.Reduction;
 
 /// <summary>
-/// A 64-bit FNV-1a digest of a partial set's exact bits (nodes, m, l, o), so an audit compares two
+/// A 64-bit FNV-1a digest of a partial set's exact bits (nodes, m, l, o) or a coverage shard's (nodes, sums), so an audit compares two
 /// computations of a shard without keeping the first one's arrays. Not cryptographic: it catches a
 /// machine that computes wrongly, not an adversary.
 /// </summary>
 internal static class PartialDigest
 {
-    public static ulong Of(PartialSet set)
+    public static ulong Of(PartialSet set) => Of(set.Nodes, set.M, set.L, set.O);
+
+    /// <summary>The digest of a coverage shard's subtrees (nodes and sums).</summary>
+    public static ulong Of(CoverageParts parts) => Of(parts.Nodes, parts.Values);
+
+    private static ulong Of(TreeNode[] nodes, params float[][] arrays)
     {
         ulong hash = 14695981039346656037UL;
-        foreach (var node in set.Nodes)
+        foreach (var node in nodes)
         {
             hash = Mix(hash, ((ulong)(uint)node.Level << 32) | (uint)node.Index);
         }
 
-        foreach (var values in new[] { set.M, set.L, set.O })
+        foreach (var values in arrays)
         {
             foreach (ulong word in MemoryMarshal.Cast<float, ulong>(values.AsSpan(0, values.Length & ~1)))
             {

@@ -14,6 +14,9 @@ public sealed record ExpectShards(JobId Job, AttentionGeometry Geometry, IReadOn
 /// <summary>Notice from a worker: the partials of attempt <paramref name="Attempt"/> of a shard.</summary>
 public sealed record PartialComputed(JobId Job, int ShardId, int Attempt, PartialSet Partials) : IWireMessage;
 
+/// <summary>Notice from a worker: the coverage subtrees of attempt <paramref name="Attempt"/> of a coverage shard.</summary>
+public sealed record CoverageComputed(JobId Job, int ShardId, int Attempt, CoverageParts Parts) : IWireMessage;
+
 /// <summary>Command: forget a job (its coordinator has told the client why it failed).</summary>
 public sealed record FailJob(JobId Job, string Reason) : IWireMessage;
 
@@ -26,7 +29,7 @@ public sealed record FailJob(JobId Job, string Reason) : IWireMessage;
 /// shard id. Partials are checked (<see cref="PartialCheck"/>) before use: a bad set is reported to
 /// the coordinator as a failed attempt, never merged.
 /// </summary>
-internal sealed class Reducer : ActorBase
+internal sealed partial class Reducer : ActorBase
 {
     /// <summary>Largest rows message even when the budget allows more: small enough to stream a segment while it is finalized.</summary>
     public const int RowsMessageBytes = 1 << 20;
@@ -39,6 +42,12 @@ internal sealed class Reducer : ActorBase
         this.maxMessageBytes = maxMessageBytes;
         Receive<ExpectShards>(expect =>
         {
+            if (expect.Geometry.Pass == JobPass.Coverage)
+            {
+                ExpectCoverage(expect);
+                return;
+            }
+
             var job = jobs[expect.Job] = new JobState(expect);
             expect.Client.Tell(job.Progress(), Self);
             if (expect.Shards.Count == 0)
@@ -47,7 +56,12 @@ internal sealed class Reducer : ActorBase
             }
         });
         Receive<PartialComputed>(OnPartial);
-        Receive<FailJob>(fail => jobs.Remove(fail.Job));
+        Receive<CoverageComputed>(OnCoverage);
+        Receive<FailJob>(fail =>
+        {
+            jobs.Remove(fail.Job);
+            coverageJobs.Remove(fail.Job);
+        });
     }
 
     /// <summary>A restarted reducer has lost its jobs' partials: every client learns now rather than waiting.</summary>
@@ -57,13 +71,14 @@ internal sealed class Reducer : ActorBase
 
     private void AbandonAll(string reason)
     {
-        foreach (var (id, job) in jobs)
+        foreach (var expect in jobs.Values.Select(j => j.Expect).Concat(coverageJobs.Values.Select(j => j.Expect)))
         {
-            job.Expect.Client.Tell(new AttentionFailed(id, reason), Self);
-            job.Expect.Coordinator.Tell(new CancelJob(id, reason), Self);
+            expect.Client.Tell(new AttentionFailed(expect.Job, reason), Self);
+            expect.Coordinator.Tell(new CancelJob(expect.Job, reason), Self);
         }
 
         jobs.Clear();
+        coverageJobs.Clear();
     }
 
     private void OnPartial(PartialComputed done)

@@ -14,6 +14,9 @@ public sealed record ComputeShard(JobId Job, Shard Shard, int Attempt, ShardInpu
 /// <summary>How a worker turns a shard's input into partials; the default is the kernel library.</summary>
 public delegate PartialSet ShardComputer(ShardInput input, Shard shard, int attempt, CancellationToken cancellationToken);
 
+/// <summary>How a worker turns a coverage shard's input (<see cref="JobPass.Coverage"/>) into its subtrees' sums; the default is the kernel library.</summary>
+public delegate CoverageParts CoverageComputer(ShardInput input, Shard shard, int attempt, CancellationToken cancellationToken);
+
 /// <summary>
 /// Pulls one shard at a time from the queue (like a RabbitMQ consumer with prefetch 1), computes
 /// it off the mailbox thread, replies with its partials, and asks for the next. While computing it
@@ -25,20 +28,25 @@ internal sealed class Worker : ActorBase
 {
     private readonly IActorRef queue;
     private readonly ShardComputer compute;
+    private readonly CoverageComputer coverage;
     private readonly EndedJobs ended = new();
     private ComputeShard? current;
     private CancellationTokenSource? running;
     private ComputeThread? thread;
 
-    public Worker(IActorRef queue, ShardComputer compute)
+    public Worker(IActorRef queue, ShardComputer compute, CoverageComputer? coverage = null)
     {
         this.queue = queue;
         this.compute = compute;
+        this.coverage = coverage ?? Coverage(KernelPath.Auto);
         Idle();
     }
 
     /// <summary>How the default computer runs the kernel on a shard's own data.</summary>
     public static ShardComputer Kernel(KernelPath path) => (input, _, _, ct) => Attention.ComputePartials(input, path, ct);
+
+    /// <summary>How the default coverage computer runs the kernel on a shard's own data and log-sum-exp.</summary>
+    public static CoverageComputer Coverage(KernelPath path) => (input, _, _, ct) => Inspection.CoverageOfShard(input, input.Lse.Span, path, ct);
 
     protected override void PreStart()
     {
@@ -54,7 +62,7 @@ internal sealed class Worker : ActorBase
         thread?.Complete();
     }
 
-    private sealed record ShardDone(ComputeShard Work, PartialSet? Partials, Exception? Error, bool Cancelled);
+    private sealed record ShardDone(ComputeShard Work, object? Result, Exception? Error, bool Cancelled);
 
     private void Idle()
     {
@@ -96,7 +104,10 @@ internal sealed class Worker : ActorBase
             ShardDone done;
             try
             {
-                done = new ShardDone(work, compute(work.Input, work.Shard, work.Attempt, token), null, false);
+                object computed = work.Input.Geometry.Pass == JobPass.Coverage
+                    ? coverage(work.Input, work.Shard, work.Attempt, token)
+                    : compute(work.Input, work.Shard, work.Attempt, token);
+                done = new ShardDone(work, computed, null, false);
             }
             catch (OperationCanceledException) when (token.IsCancellationRequested)
             {
@@ -115,9 +126,13 @@ internal sealed class Worker : ActorBase
     private void Finish(ShardDone done)
     {
         var work = done.Work;
-        if (done.Partials is { } partials)
+        if (done.Result is PartialSet partials)
         {
             work.Reducer.Tell(new PartialComputed(work.Job, work.Shard.Id, work.Attempt, partials), Self);
+        }
+        else if (done.Result is CoverageParts parts)
+        {
+            work.Reducer.Tell(new CoverageComputed(work.Job, work.Shard.Id, work.Attempt, parts), Self);
         }
         else if (!done.Cancelled)
         {

@@ -79,6 +79,28 @@ public sealed class WireCodecTests
         Assert.Equal([0.25f, 3.5f], withEntropy.Entropy!);
         Assert.Throws<WireFormatException>(() => codec.Decode(WireCodec.Encode(new RowsFinished(job, 1, 3, 10, 2, Floats(80, 7), [1.5f, 2f], [0.25f]), Target, null)));
 
+        // The coverage pass: its geometry's pass, a shard's lse instead of V, subtrees back, keys out.
+        var cg = g.ForPass(JobPass.Coverage);
+        var coverageInput = new ShardInput(cg, 1, 2, 32, 32, 1, 3, Floats(32 * 24, 1), Floats(64 * 24, 2), ReadOnlyMemory<float>.Empty, Floats(32, 9));
+        var cshard = shard with { RowStart = 32, RowCount = 32 };
+        var coverageShard = Assert.IsType<ComputeShard>(RoundTrip(new ComputeShard(job, cshard, 1, coverageInput, reducer, coordinator)).Message);
+        Assert.Equal(JobPass.Coverage, coverageShard.Input.Geometry.Pass);
+        Assert.Equal(0, coverageShard.Input.V.Length);
+        TestData.AssertBitwise(coverageInput.Lse.Span, coverageShard.Input.Lse.Span, "lse");
+        Assert.Equal(0, compute.Input.Lse.Length);
+        Assert.Equal(JobPass.Attention, compute.Input.Geometry.Pass);
+        var parts = new CoverageParts([new TreeNode(2, 1), new TreeNode(0, 8)], 64, Floats(128, 10));
+        var coverage = Assert.IsType<CoverageComputed>(RoundTrip(new CoverageComputed(job, 3, 2, parts)).Message);
+        Assert.Equal(parts.Nodes, coverage.Parts.Nodes);
+        TestData.AssertBitwise(parts.Values, coverage.Parts.Values, "coverage subtrees");
+        var keys = Assert.IsType<CoverageFinished>(RoundTrip(new CoverageFinished(job, 1, 1, 64, 3, [0.5f, 2f, 0f])).Message);
+        Assert.Equal([0.5f, 2f, 0f], keys.Coverage);
+        Assert.Equal((1, 1, 64, 3), (keys.Batch, keys.KvHead, keys.KeyStart, keys.KeyCount));
+        Assert.Equal(JobPass.Coverage, Assert.IsType<ExpectShards>(RoundTrip(new ExpectShards(job, cg, [shard], reducer, coordinator)).Message).Geometry.Pass);
+        Assert.Throws<WireFormatException>(() => codec.Decode(WireCodec.Encode(new CoverageFinished(job, 1, 1, 64, 4, [0.5f, 2f, 0f]), Target, null)));
+        Assert.Throws<WireFormatException>(() => codec.Decode(WireCodec.Encode(new ComputeShard(job, cshard, 1, coverageInput with { Lse = Floats(31, 9) }, reducer, coordinator), Target, null)));
+        Assert.Throws<WireFormatException>(() => codec.Decode(WireCodec.Encode(new ComputeShard(job, cshard, 1, coverageInput with { V = Floats(64 * 40, 3) }, reducer, coordinator), Target, null)));
+
         object[] small =
         [
             new ShardStarted(job, 3, 2), new ShardFailed(job, 3, 2, "boom"), new ShardMerged(job, 3), new ShardPoisoned(job, 3, 2, 4),
