@@ -31,8 +31,9 @@ public sealed class InspectCommandTests : IDisposable
     {
         var (q, k, v) = TestData.Qkv(21, 2, 4, 2, 130, 170, 16, 16);
         string[] files = ["--q", Write("q.npy", q, [2, 4, 130, 16]), "--k", Write("k.npy", k, [2, 2, 170, 16]), "--v", Write("v.npy", v, [2, 2, 170, 16])];
-        var (code, _, err) = await Run(["inspect", .. files, "--causal", "bottom-right", "--block", "32", "--workers", "3", "--entropy-out", PathOf("e.npy"), "--coverage-out", PathOf("c.npy"), "--quiet"]);
+        var (code, said, err) = await Run(["inspect", .. files, "--causal", "bottom-right", "--block", "32", "--workers", "3", "--max-shard-bytes", "65536", "--entropy-out", PathOf("e.npy"), "--coverage-out", PathOf("c.npy")]);
         Assert.True(code == 0, err);
+        Assert.Matches(@"the coverage pass \([0-9]+ shards on 3 workers\) took", said);
         var (code1, _, err1) = await Run(["inspect", .. files, "--causal", "bottom-right", "--block", "32", "--single-node", "--workers", "1", "--entropy-out", PathOf("e1.npy"), "--coverage-out", PathOf("c1.npy"), "--quiet"]);
         Assert.True(code1 == 0, err1);
 

@@ -88,6 +88,46 @@ public sealed class ClusterCliTests(PrivateBroker broker)
     }
 
     [Fact]
+    public async Task Inspect_on_a_cluster_computes_entropy_and_coverage_there_with_the_single_node_bits()
+    {
+        await using var cluster = await ClusterHarness.StartAsync(broker);
+        await cluster.StartTopology(("w1", null), ("w2", null));
+        string dir = Directory.CreateTempSubdirectory("attention-inspect-cluster-").FullName;
+        try
+        {
+            string F(string name) => Path.Combine(dir, name);
+            string[] job = ["inspect", "--random", "--seq", "300", "--dim", "16", "--heads", "4", "--kv-heads", "2", "--causal", "--block", "32", "--max-shard-bytes", "65536"];
+            var environment = new Dictionary<string, string>
+            {
+                ["ATTENTION_BROKER__PREFIX"] = cluster.Broker.Prefix,
+                ["ATTENTION_BROKER__HEARTBEATINTERVALSECONDS"] = "0.25",
+                ["ATTENTION_BROKER__NODETIMEOUTSECONDS"] = "2",
+            };
+            await using var remote = NodeProcess.Start("inspect-cluster", environment, [.. job, "--broker", broker.Url, "--entropy-out", F("e-cluster.npy"), "--coverage-out", F("c-cluster.npy")]);
+            await using var local = NodeProcess.Start("inspect-local", NoEnvironment, [.. job, "--single-node", "--entropy-out", F("e-local.npy"), "--coverage-out", F("c-local.npy")]);
+            int remoteCode = await remote.WaitForExit(TimeSpan.FromSeconds(90));
+            int localCode = await local.WaitForExit(TimeSpan.FromSeconds(90));
+
+            Assert.True(remoteCode == 0, $"inspect --broker exited {remoteCode}:\n{remote.Tail()}\n{cluster.Logs()}");
+            Assert.True(localCode == 0, $"inspect --single-node exited {localCode}:\n{local.Tail()}");
+            Assert.Contains("the coverage pass (on the cluster on", remote.Output, StringComparison.Ordinal);
+
+            // Two jobs ran on the cluster: the attention (with entropy) and the coverage pass.
+            Assert.Equal(2, System.Text.RegularExpressions.Regex.Count(cluster.Nodes.Single(n => n.Name == "coordinator").Output, "started:"));
+            foreach (string output in new[] { "e", "c" })
+            {
+                var (a, b) = (File.ReadAllBytes(F($"{output}-cluster.npy")), File.ReadAllBytes(F($"{output}-local.npy")));
+                int first = Enumerable.Range(0, Math.Min(a.Length, b.Length)).FirstOrDefault(i => a[i] != b[i], -1);
+                Assert.True(a.Length == b.Length && first < 0, $"{output}: the cluster's file differs from single node ({a.Length} vs {b.Length} bytes, first differing byte {first})");
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task Mha_on_a_cluster_writes_the_single_node_bits()
     {
         await using var cluster = await ClusterHarness.StartAsync(broker);

@@ -84,14 +84,22 @@ internal sealed class InspectStep
         };
     }
 
-    /// <summary>Computes what was asked for, adds the .npy outputs to <paramref name="outputs"/>, writes the heatmap and prints the summary.</summary>
-    public void Run(AttentionProblem problem, AttentionResult result, int[] leading, int threads, List<OutputFile> outputs, TextWriter stdout, bool quiet, CancellationToken cancellationToken)
+    /// <summary>Whether the coverage pass was asked for (<c>--coverage-out</c>): the pipeline or the cluster runs it as a second job and hands it to <see cref="Run"/>.</summary>
+    public bool WantsCoverage => CoveragePath is not null;
+
+    /// <summary>
+    /// Computes what was asked for, adds the .npy outputs to <paramref name="outputs"/>, writes the
+    /// heatmap and prints the summary. <paramref name="distributed"/> is the coverage pass when the
+    /// workers already ran it; otherwise it runs here on <paramref name="threads"/> threads.
+    /// </summary>
+    public void Run(AttentionProblem problem, AttentionResult result, (float[] Values, TimeSpan Took, string Where)? distributed, int[] leading, int threads, List<OutputFile> outputs, TextWriter stdout, bool quiet, CancellationToken cancellationToken)
     {
         var clock = Stopwatch.StartNew();
         bool coverage = CoveragePath is not null;
         var entropy = result.Entropy ?? throw new InvalidOperationException("the attention pass returned no entropy although the job asked for it");
-        var inspection = new InspectionResult(entropy, coverage ? Inspection.Coverage(problem, result.Lse, new ComputeOptions { Threads = threads }, cancellationToken) : null);
-        var elapsed = clock.Elapsed;
+        var inspection = new InspectionResult(entropy, !coverage ? null : distributed?.Values ?? Inspection.Coverage(problem, result.Lse, new ComputeOptions { Threads = threads }, cancellationToken));
+        var elapsed = distributed?.Took ?? clock.Elapsed;
+        string where = distributed?.Where ?? $"single node, {threads} thread{(threads == 1 ? "" : "s")}";
         if (EntropyPath is not null)
         {
             outputs.Add(OutputFile.Write(EntropyPath, inspection.Entropy, [.. leading, problem.QuerySeq]));
@@ -120,7 +128,7 @@ internal sealed class InspectStep
 
         if (!quiet)
         {
-            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"inspect: entropy computed with the attention{(coverage ? $"; the coverage pass took {elapsed.TotalSeconds:F3} s" : "")}"));
+            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"inspect: entropy computed with the attention{(coverage ? $"; the coverage pass ({where}) took {elapsed.TotalSeconds:F3} s" : "")}"));
             Summary(problem, inspection, stdout);
         }
     }
