@@ -88,7 +88,9 @@ public static class Attention
     public static PartialSet ComputePartials(ShardInput input, KernelPath path = KernelPath.Auto, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(input);
-        var problem = input.ToProblem();
+
+        // A layer shard brings inputs and its head's weights: its Q rows and K/V blocks are projected here first.
+        var problem = input.Projected().ToProblem();
         return ComputePartials(problem, input.Batch, input.Head, input.RowStart, input.RowCount, input.BlockStart, input.BlockEnd, path, cancellationToken);
     }
 

@@ -52,6 +52,9 @@ public sealed class AttentionGeometry
     /// <summary>What the job computes; <see cref="JobPass.Attention"/> unless made by <see cref="ForPass"/>.</summary>
     public JobPass Pass { get; private init; }
 
+    /// <summary>For a multi-head layer job (<see cref="WithLayer"/>): the inputs each worker projects into its head's Q, K and V; else null.</summary>
+    public LayerShape? Layer { get; private init; }
+
     public TensorShape KeyShape { get; }
 
     public TensorShape ValueShape { get; }
@@ -103,7 +106,18 @@ public sealed class AttentionGeometry
 
     /// <summary>The same problem, computing <paramref name="pass"/>.</summary>
     public AttentionGeometry ForPass(JobPass pass)
-        => pass == Pass ? this : new AttentionGeometry(QueryShape, KeyShape, ValueShape, Options) { Pass = pass };
+        => pass == Pass ? this : new AttentionGeometry(QueryShape, KeyShape, ValueShape, Options) { Pass = pass, Layer = Layer };
+
+    /// <summary>The same problem with Q, K and V projected from layer inputs of <paramref name="layer"/>'s shapes by the workers.</summary>
+    public AttentionGeometry WithLayer(LayerShape? layer)
+    {
+        if (layer is not null && (layer.QueryIn < 1 || layer.KeyIn < 1 || layer.ValueIn < 1 || (!layer.SeparateValues && layer.ValueIn != layer.KeyIn) || KeyDim != ValueDim || Pass != JobPass.Attention))
+        {
+            throw new AttentionInputException($"{layer} cannot feed {this}: every input needs at least one feature, V without its own input takes the key input's, heads need equal K and V dims, and only the attention pass projects");
+        }
+
+        return new AttentionGeometry(QueryShape, KeyShape, ValueShape, Options) { Pass = Pass, Layer = layer };
+    }
 
     /// <summary>
     /// The keys query <paramref name="i"/> of batch <paramref name="b"/> sees: the interval

@@ -24,6 +24,83 @@ public sealed record ShardInput(
     /// <summary>Keys the blocks [BlockStart, BlockEnd) hold (the last block of K may be short).</summary>
     public int KeyCount => Geometry.KeysIn(BlockStart, BlockEnd);
 
+    /// <summary>In a layer job (<see cref="AttentionGeometry.Layer"/>): the inputs and head weights that Q, K and V are projected from; Q, K and V are then empty.</summary>
+    public LayerRows? Layer { get; init; }
+
+    /// <summary>
+    /// Views for one shard of a layer job: the shard's rows of X, its blocks' rows of the key and
+    /// value inputs, and the rows of W_q (head h), W_k and W_v (its key head) with their biases.
+    /// </summary>
+    public static ShardInput SliceLayer(LayerProblem problem, int b, int h, int rowStart, int rowCount, int blockStart, int blockEnd)
+    {
+        ArgumentNullException.ThrowIfNull(problem);
+        var g = problem.Geometry;
+        var layer = g.Layer!;
+        CheckPlace(g, b, h, rowStart, rowCount, blockStart, blockEnd);
+        int kvh = h / g.GroupSize;
+        int j0 = blockStart * g.BlockSize, keys = g.KeysIn(blockStart, blockEnd);
+        var w = problem.Weights;
+        ReadOnlyMemory<float> Rows(float[] data, int first, int count, int width) => data.AsMemory((int)((long)first * width), count * width);
+        ReadOnlyMemory<float> Bias(float[]? bias, int head, int dim) => bias is null ? ReadOnlyMemory<float>.Empty : bias.AsMemory(head * dim, dim);
+        return new ShardInput(g, b, h, rowStart, rowCount, blockStart, blockEnd, ReadOnlyMemory<float>.Empty, ReadOnlyMemory<float>.Empty, ReadOnlyMemory<float>.Empty)
+        {
+            Layer = new LayerRows(
+                Rows(problem.X, (b * g.QuerySeq) + rowStart, rowCount, layer.QueryIn),
+                Rows(problem.KeyInput, (b * g.KeySeq) + j0, keys, layer.KeyIn),
+                layer.SeparateValues ? Rows(problem.ValueInput, (b * g.KeySeq) + j0, keys, layer.ValueIn) : ReadOnlyMemory<float>.Empty,
+                Rows(w.Wq, h * g.KeyDim, g.KeyDim, layer.QueryIn),
+                Bias(w.Bq, h, g.KeyDim),
+                Rows(w.Wk, kvh * g.KeyDim, g.KeyDim, layer.KeyIn),
+                Bias(w.Bk, kvh, g.KeyDim),
+                Rows(w.Wv, kvh * g.ValueDim, g.ValueDim, layer.ValueIn),
+                Bias(w.Bv, kvh, g.ValueDim)),
+        };
+    }
+
+    /// <summary>
+    /// A layer shard's Q rows and K/V blocks, projected from its inputs (y = x·Wᵀ + b per row, the
+    /// bits of <see cref="MultiHeadLayer.Project"/>); other shards are returned as they are. Every
+    /// input is checked first: counts against the geometry and finite values, named on failure.
+    /// </summary>
+    public ShardInput Projected()
+    {
+        if (Layer is not { } rows)
+        {
+            return this;
+        }
+
+        var layer = Geometry.Layer ?? throw new AttentionInputException($"{this} carries layer inputs but its job is not a layer job");
+        CheckPlace(Geometry, Batch, Head, RowStart, RowCount, BlockStart, BlockEnd);
+        int keys = KeyCount, dk = Geometry.KeyDim, dv = Geometry.ValueDim;
+        var x = LayerArray("X rows", rows.X, (long)RowCount * layer.QueryIn);
+        var keyIn = LayerArray("key input rows", rows.KeyIn, (long)keys * layer.KeyIn);
+        var valueIn = layer.SeparateValues ? LayerArray("value input rows", rows.ValueIn, (long)keys * layer.ValueIn) : keyIn;
+        if (!layer.SeparateValues && rows.ValueIn.Length != 0)
+        {
+            throw new AttentionInputException($"{this}: value input rows arrived for a layer whose V is projected from the key input");
+        }
+
+        var q = Projection.Linear(x, RowCount, layer.QueryIn, LayerArray("W_q rows", rows.Wq, (long)dk * layer.QueryIn), dk, LayerBias("b_q", rows.Bq, layer.QueryBias, dk));
+        var k = Projection.Linear(keyIn, keys, layer.KeyIn, LayerArray("W_k rows", rows.Wk, (long)dk * layer.KeyIn), dk, LayerBias("b_k", rows.Bk, layer.KeyBias, dk));
+        var v = Projection.Linear(valueIn, keys, layer.ValueIn, LayerArray("W_v rows", rows.Wv, (long)dv * layer.ValueIn), dv, LayerBias("b_v", rows.Bv, layer.ValueBias, dv));
+        return this with { Q = q, K = k, V = v, Layer = null };
+    }
+
+    private float[] LayerArray(string name, ReadOnlyMemory<float> data, long expected)
+    {
+        if (data.Length != expected)
+        {
+            throw new AttentionInputException($"{this}: {name} hold {data.Length} values; the layer needs {expected}");
+        }
+
+        var array = data.ToArray();
+        int bad = Array.FindIndex(array, v => !float.IsFinite(v));
+        return bad < 0 ? array : throw new AttentionInputException($"{this}: {name} hold {array[bad]} at flat index {bad}");
+    }
+
+    private float[]? LayerBias(string name, ReadOnlyMemory<float> data, bool present, int dim)
+        => present ? LayerArray(name, data, dim) : data.Length == 0 ? null : throw new AttentionInputException($"{this}: {name} arrived for a layer without that bias");
+
     /// <summary>Views of <paramref name="problem"/>'s tensors for one shard; nothing is copied.</summary>
     public static ShardInput Slice(AttentionProblem problem, int b, int h, int rowStart, int rowCount, int blockStart, int blockEnd)
     {

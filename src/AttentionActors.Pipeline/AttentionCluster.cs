@@ -96,6 +96,24 @@ public sealed class AttentionCluster : IAsyncDisposable
     }
 
     /// <summary>
+    /// A multi-head layer's attention, <c>[B, H, N, E/H]</c> per head before the output projection:
+    /// each shard carries its rows of the inputs and its head's weights, and its worker projects
+    /// them, so no process but the workers ever holds X·W. Bit for bit <see cref="MultiHeadLayer.Project"/>
+    /// followed by <see cref="ComputeAsync(AttentionProblem, IProgress{JobProgress}?, CancellationToken)"/>.
+    /// </summary>
+    public async Task<AttentionResult> ComputeLayerAsync(LayerProblem problem, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(problem);
+        cancellationToken.ThrowIfCancellationRequested();
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref disposed) != 0, this);
+        var g = problem.Geometry;
+        var plan = ShardPlanner.Plan(g, options.Workers, options.Plan);
+        var target = new float[checked((int)((long)g.Batch * g.Heads * g.QuerySeq * g.ValueDim))];
+        ShardInputSource inputs = shard => ShardInput.SliceLayer(problem, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd);
+        return await RunAsync(g, plan, inputs, target, progress, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
     /// The coverage c_j = Σ_h Σ_i a_ij of every key, <c>[B, Hkv, Nk]</c>, as a second job over the
     /// workers once the attention's log-sum-exp <paramref name="lse"/> <c>[B, H, Nq]</c> is known
     /// (<see cref="CoveragePlanner"/>); bit for bit <see cref="Inspection.Coverage"/>.

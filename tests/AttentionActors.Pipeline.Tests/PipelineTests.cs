@@ -98,6 +98,57 @@ public class PipelineTests
         Assert.Contains("log-sum-exp holds", wrong.Message);
     }
 
+    [Theory]
+    [InlineData("self, causal, all biases")]
+    [InlineData("cross with a value input, padded")]
+    public async Task A_layer_job_projects_on_the_workers_and_gives_the_bits_of_projecting_first(string name)
+    {
+        var rng = new Random(name.Length);
+        float[] Draw(long count, float scale) => [.. Enumerable.Range(0, (int)count).Select(_ => (float)((rng.NextDouble() * 2) - 1) * scale)];
+        bool cross = name.StartsWith("cross", StringComparison.Ordinal);
+        int batch = 2, n = 150, nk = cross ? 230 : 150, heads = 4, e = 32, eq = 24, ek = cross ? 20 : 24, ev = cross ? 12 : 24;
+        var weights = new MultiHeadWeights(heads, Draw(e * eq, 0.3f), Draw(e * ek, 0.3f), Draw(e * ev, 0.3f), Draw(e * e, 0.3f), e, eq, ek, ev, e)
+        {
+            Bq = cross ? null : Draw(e, 0.1f),
+            Bk = cross ? null : Draw(e, 0.1f),
+            Bv = Draw(e, 0.1f),
+        };
+        var x = Draw((long)batch * n * eq, 1f);
+        var keyInput = cross ? Draw((long)batch * nk * ek, 1f) : x;
+        float[]? valueInput = cross ? Draw((long)batch * nk * ev, 1f) : null;
+        var options = cross ? new AttentionOptions { KeyLengths = [230, 77], BlockSize = 32 } : new AttentionOptions { Causal = true, BlockSize = 32 };
+
+        var (q, k, v) = MultiHeadLayer.Project(weights, batch, x, n, keyInput, valueInput ?? keyInput, nk);
+        var single = Attention.Compute(AttentionProblem.Create(q, k, v, options));
+        var layer = LayerProblem.Create(weights, batch, x, n, keyInput, valueInput, nk, options);
+        foreach (var (workers, budget) in new[] { (1, 8L << 20), (3, 48L << 10) })
+        {
+            await using var cluster = AttentionCluster.StartEmbedded(new ClusterOptions { Workers = workers, Plan = new PlanOptions { MaxShardBytes = budget } });
+            var sharded = await cluster.ComputeLayerAsync(layer);
+            TestData.AssertBitwise(single.Output.Data.Span, sharded.Output.Data.Span, $"{name}, {workers} workers, heads' output");
+            TestData.AssertBitwise(single.Lse, sharded.Lse, $"{name}, {workers} workers, lse");
+        }
+    }
+
+    [Fact]
+    public void A_layer_shard_with_bad_inputs_is_refused_naming_them()
+    {
+        var weights = new MultiHeadWeights(2, new float[16 * 8], new float[16 * 8], new float[16 * 8], new float[16 * 16], 16, 8, 8, 8, 16);
+        var x = new float[40 * 8];
+        var layer = LayerProblem.Create(weights, 1, x, 40, x, null, 40, new AttentionOptions { BlockSize = 16 });
+        var input = ShardInput.SliceLayer(layer, 0, 1, 0, 20, 0, 3);
+        var shortX = Assert.Throws<AttentionInputException>(() => (input with { Layer = input.Layer! with { X = new float[10] } }).Projected());
+        Assert.Contains("X rows hold 10 values", shortX.Message);
+        var nan = new float[8 * 8];
+        nan[5] = float.NaN;
+        var badWeights = Assert.Throws<AttentionInputException>(() => (input with { Layer = input.Layer! with { Wk = nan } }).Projected());
+        Assert.Contains("W_k rows hold NaN", badWeights.Message);
+        var bias = Assert.Throws<AttentionInputException>(() => (input with { Layer = input.Layer! with { Bq = new float[8] } }).Projected());
+        Assert.Contains("b_q arrived for a layer without that bias", bias.Message);
+        var shape = Assert.Throws<AttentionInputException>(() => LayerProblem.Create(weights, 1, x, 41, x, null, 40));
+        Assert.Contains("X holds 320 values", shape.Message);
+    }
+
     [Fact]
     public async Task Progress_reaches_every_shard_and_all_flops()
     {

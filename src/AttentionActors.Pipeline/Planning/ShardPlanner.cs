@@ -143,13 +143,25 @@ public static class ShardPlanner
 
     private static double Flops(AttentionGeometry p, long pairs) => 2.0 * pairs * (p.KeyDim + p.ValueDim);
 
-    /// <summary>Q rows and K/V blocks in, the partials of at most ~2·log₂ n tree nodes out, as float32.</summary>
+    /// <summary>
+    /// Q rows and K/V blocks in (for a layer job: X rows, the key and value input rows and the head's
+    /// weights), the partials of at most ~2·log₂ n tree nodes out, as float32.
+    /// </summary>
     public static long Bytes(AttentionGeometry p, int rowCount, int blockStart, int blockEnd)
     {
         long keys = p.KeysIn(blockStart, blockEnd);
         long nodes = Math.Min(CanonicalTree.Decompose(blockStart, blockEnd).Length, MaxNodes);
-        return 4 * ((rowCount * (long)p.KeyDim) + (keys * (p.KeyDim + p.ValueDim)) + (nodes * rowCount * (p.PartialWidth + 2L)));
+        return 4 * ((rowCount * (long)RowWidth(p)) + (keys * KeyWidth(p)) + WeightValues(p) + (nodes * rowCount * (p.PartialWidth + 2L)));
     }
+
+    /// <summary>Values a shard carries per query row: a Q row, or an X row in a layer job.</summary>
+    private static int RowWidth(AttentionGeometry p) => p.Layer?.QueryIn ?? p.KeyDim;
+
+    /// <summary>Values a shard carries per key: K and V rows, or the key (and value) input rows in a layer job.</summary>
+    private static int KeyWidth(AttentionGeometry p) => p.Layer is { } l ? l.KeyIn + (l.SeparateValues ? l.ValueIn : 0) : p.KeyDim + p.ValueDim;
+
+    /// <summary>The head's rows of W_q, W_k, W_v and their biases in a layer job; none otherwise.</summary>
+    private static long WeightValues(AttentionGeometry p) => p.Layer is { } l ? ((long)p.KeyDim * (l.QueryIn + l.KeyIn + 2)) + ((long)p.ValueDim * (l.ValueIn + 1)) : 0;
 
     /// <summary>Narrows a draft to the blocks its rows see; null when it has no visible work.</summary>
     private static Draft? Trimmed(AttentionGeometry p, Draft d)
@@ -173,8 +185,8 @@ public static class ShardPlanner
 
     private static Draft[]? Split(AttentionGeometry p, Draft s, PlanOptions options)
     {
-        long rowBytes = (long)s.RowCount * (p.KeyDim + p.PartialWidth + 2);
-        long keyBytes = (long)p.KeysIn(s.BlockStart, s.BlockEnd) * (p.KeyDim + p.ValueDim);
+        long rowBytes = (long)s.RowCount * (RowWidth(p) + p.PartialWidth + 2);
+        long keyBytes = (long)p.KeysIn(s.BlockStart, s.BlockEnd) * KeyWidth(p);
         bool canKeys = s.BlockEnd - s.BlockStart >= 2;
         bool canRows = s.RowCount >= 2 * options.MinRows || (s.RowCount >= 2 && !canKeys);
         if (canRows && (rowBytes >= keyBytes || !canKeys))
