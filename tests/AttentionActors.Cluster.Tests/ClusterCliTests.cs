@@ -141,11 +141,14 @@ public sealed class ClusterCliTests(PrivateBroker broker)
             SaveNpy(F("m.npy"), rng, 1f, 2, 90, 12);
             SaveNpy(F("wq.npy"), rng, 0.3f, 32, 24);
             SaveNpy(F("wk.npy"), rng, 0.3f, 32, 12);
-            SaveNpy(F("wv.npy"), rng, 0.3f, 32, 12);
+            SaveNpy(F("wv.npy"), rng, 0.3f, 32, 20);
+            SaveNpy(F("mv.npy"), rng, 1f, 2, 90, 20);
+            SaveNpy(F("bq.npy"), rng, 0.1f, 32);
+            SaveNpy(F("bv.npy"), rng, 0.1f, 32);
             SaveNpy(F("wo.npy"), rng, 0.3f, 24, 32);
             SaveNpy(F("bo.npy"), rng, 0.1f, 24);
             string[] layer = ["mha", "--x", F("x.npy"), "--memory", F("m.npy"), "--wq", F("wq.npy"), "--wk", F("wk.npy"), "--wv", F("wv.npy"), "--wo", F("wo.npy"), "--bo", F("bo.npy"),
-                "--heads", "4", "--key-lengths", "90,33", "--block", "32"];
+                "--memory-value", F("mv.npy"), "--bq", F("bq.npy"), "--bv", F("bv.npy"), "--heads", "4", "--key-lengths", "90,33", "--block", "32"];
             var environment = new Dictionary<string, string>
             {
                 ["ATTENTION_BROKER__PREFIX"] = cluster.Broker.Prefix,
@@ -160,6 +163,7 @@ public sealed class ClusterCliTests(PrivateBroker broker)
             Assert.True(remoteCode == 0, $"mha --broker exited {remoteCode}:\n{remote.Tail()}\n{cluster.Logs()}");
             Assert.True(localCode == 0, $"mha --single-node exited {localCode}:\n{local.Tail()}");
             Assert.Contains("mha: X [2, 70, 24] → out [2, 70, 24]", remote.Output, StringComparison.Ordinal);
+            Assert.Contains("projections on the workers", remote.Output, StringComparison.Ordinal);
             Assert.Contains("started:", cluster.Nodes.Single(n => n.Name == "coordinator").Output, StringComparison.Ordinal);
 
             // Same header and the same bits: the files are byte for byte equal.

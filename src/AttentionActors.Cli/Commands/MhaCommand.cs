@@ -120,9 +120,6 @@ internal static class MhaCommand
                 }
 
                 int threads = Math.Clamp(r.GetValue(workers), 1, ClusterOptions.MaxWorkers);
-                var clock = System.Diagnostics.Stopwatch.StartNew();
-                var (q, k, v) = MultiHeadLayer.Project(weights, batch, xs, n, ks, vs, nk, threads, cancellationToken);
-                var projected = clock.Elapsed;
                 string? alignment = r.GetValue(causal);
                 var options = new AttentionOptions
                 {
@@ -131,21 +128,35 @@ internal static class MhaCommand
                     KeyLengths = r.GetValue(keyLengths) is { } lengths ? RunInputs.ParseList("--key-lengths", lengths) : null,
                     BlockSize = r.GetValue(block),
                 };
-                var problem = AttentionProblem.Create(q, k, v, options);
+                var clock = System.Diagnostics.Stopwatch.StartNew();
                 AttentionResult result;
-                if (broker.Given(r))
+                TimeSpan projected;
+                string where;
+                var layer = LayerProblem.Create(weights, batch, xs, n, ks, ReferenceEquals(vs, ks) ? null : vs, nk, options);
+                if (r.GetValue(singleNode))
                 {
-                    // The heads' attention runs on the cluster; the projections on either side run here.
+                    var (q, k, v) = MultiHeadLayer.Project(weights, batch, xs, n, ks, vs, nk, threads, cancellationToken);
+                    projected = clock.Elapsed;
+                    result = Attention.Compute(AttentionProblem.Create(q, k, v, options), new ComputeOptions { Threads = threads }, null, cancellationToken);
+                    where = $"single node, {threads} thread{(threads == 1 ? "" : "s")}";
+                }
+                else if (broker.Given(r))
+                {
+                    // Each worker projects its shard's rows with its head's weights: X, the memory and W_q, W_k, W_v travel, never Q, K or V.
                     var (settings, brokerOptions) = NodeConfiguration.Load(r.GetValue(config), [.. broker.Read(r).Where(f => f.Value is not null)]);
                     await using var client = await ClusterClient.ConnectAsync(brokerOptions, null, settings.Job.ResultGrace, cancellationToken);
-                    result = await client.ComputeAsync(problem, cancellationToken: cancellationToken);
+                    projected = TimeSpan.Zero;
+                    result = await client.ComputeLayerAsync(layer, cancellationToken: cancellationToken);
+                    where = $"cluster on {client.Broker}, projections on the workers";
                 }
                 else
                 {
-                    result = r.GetValue(singleNode)
-                        ? Attention.Compute(problem, new ComputeOptions { Threads = threads }, null, cancellationToken)
-                        : await AttentionCluster.ComputeAsync(q, k, v, options, new ClusterOptions { Workers = threads, Plan = new PlanOptions() }, null, cancellationToken);
+                    await using var embedded = AttentionCluster.StartEmbedded(new ClusterOptions { Workers = threads, Plan = new PlanOptions() });
+                    projected = TimeSpan.Zero;
+                    result = await embedded.ComputeLayerAsync(layer, null, cancellationToken);
+                    where = $"{threads} worker{(threads == 1 ? "" : "s")}, projections on the workers";
                 }
+
                 var attended = clock.Elapsed;
                 var y = MultiHeadLayer.Combine(weights, result.Output, threads, cancellationToken);
                 var combined = clock.Elapsed;
@@ -153,10 +164,16 @@ internal static class MhaCommand
                 outputs.Add(OutputFile.Write(outPath, y, [.. leading, n, weights.OutDim]));
                 if (avgPath is not null)
                 {
+                    // The weights need the heads' Q and K: projected here, once, for this window only.
+                    var headsProblem = new Lazy<AttentionProblem>(() =>
+                    {
+                        var (q, k, v) = MultiHeadLayer.Project(weights, batch, xs, n, ks, vs, nk, threads, cancellationToken);
+                        return AttentionProblem.Create(q, k, v, options);
+                    });
                     var avg = new float[(long)batch * n * nk];
                     for (int b = 0; b < batch; b++)
                     {
-                        Inspection.Weights(problem, result.Lse, b, null, (0, n), (0, nk), n, nk).CopyTo(avg, (long)b * n * nk);
+                        Inspection.Weights(headsProblem.Value, result.Lse, b, null, (0, n), (0, nk), n, nk).CopyTo(avg, (long)b * n * nk);
                     }
 
                     outputs.Add(OutputFile.Write(avgPath, avg, [.. leading, n, nk]));
@@ -170,7 +187,9 @@ internal static class MhaCommand
                 double projectionFlops = 2.0 * batch * e * (((double)n * eq) + ((double)nk * (ek + ev)));
                 double outputFlops = 2.0 * batch * n * (double)e * weights.OutDim;
                 stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"mha: X {RunInputs.Show(xFile.Shape)} → out {RunInputs.Show([.. leading, n, weights.OutDim])}; {h} heads of {weights.HeadDim} dims over {nk} keys"));
-                stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"mha: projections {projected.TotalSeconds:F3} s ({projectionFlops / 1e9 / Math.Max(projected.TotalSeconds, 1e-9):F1} GFLOP/s), attention {(attended - projected).TotalSeconds:F3} s ({problem.Geometry.DenseFlops / 1e9 / Math.Max((attended - projected).TotalSeconds, 1e-9):F1} GFLOP/s dense-equivalent), output projection {(combined - attended).TotalSeconds:F3} s ({outputFlops / 1e9 / Math.Max((combined - attended).TotalSeconds, 1e-9):F1} GFLOP/s)"));
+                stdout.WriteLine(projected > TimeSpan.Zero
+                    ? string.Create(CultureInfo.InvariantCulture, $"mha ({where}): projections {projected.TotalSeconds:F3} s ({projectionFlops / 1e9 / Math.Max(projected.TotalSeconds, 1e-9):F1} GFLOP/s), attention {(attended - projected).TotalSeconds:F3} s ({layer.Geometry.DenseFlops / 1e9 / Math.Max((attended - projected).TotalSeconds, 1e-9):F1} GFLOP/s dense-equivalent), output projection {(combined - attended).TotalSeconds:F3} s ({outputFlops / 1e9 / Math.Max((combined - attended).TotalSeconds, 1e-9):F1} GFLOP/s)")
+                    : string.Create(CultureInfo.InvariantCulture, $"mha ({where}): projections and attention {attended.TotalSeconds:F3} s ({(projectionFlops + layer.Geometry.DenseFlops) / 1e9 / Math.Max(attended.TotalSeconds, 1e-9):F1} GFLOP/s dense-equivalent), output projection {(combined - attended).TotalSeconds:F3} s ({outputFlops / 1e9 / Math.Max((combined - attended).TotalSeconds, 1e-9):F1} GFLOP/s)"));
                 return 0;
             }
             catch (Exception ex) when (ex is UsageException or AttentionInputException or NpyFormatException or IOException or UnauthorizedAccessException)

@@ -111,6 +111,39 @@ public sealed class ClusterClient : IAsyncDisposable
     }
 
     /// <summary>
+    /// A multi-head layer's attention on the cluster, <c>[B, H, N, E/H]</c> per head before the
+    /// output projection: the layer's inputs and its W_q, W_k, W_v are uploaded (never Q, K or V),
+    /// and each worker projects its shard's rows with its head's weights. Bit for bit the
+    /// attention of <see cref="MultiHeadLayer.Project"/>'s tensors.
+    /// </summary>
+    public async Task<AttentionResult> ComputeLayerAsync(LayerProblem problem, long maxShardBytes = 0, IProgress<JobProgress>? progress = null, double audit = 0, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(problem);
+        var g = problem.Geometry;
+        var w = problem.Weights;
+        var layer = g.Layer!;
+        var target = new float[checked((int)((long)g.Batch * g.Heads * g.QuerySeq * g.ValueDim))];
+        var tensors = new List<(TensorRole, ReadOnlyMemory<float>)> { (TensorRole.X, problem.X), (TensorRole.KeyInput, problem.KeyInput) };
+        if (layer.SeparateValues)
+        {
+            tensors.Add((TensorRole.ValueInput, problem.ValueInput));
+        }
+
+        tensors.Add((TensorRole.Wq, w.Wq));
+        tensors.Add((TensorRole.Wk, w.Wk));
+        tensors.Add((TensorRole.Wv, w.Wv));
+        foreach (var (role, bias) in new[] { (TensorRole.Bq, w.Bq), (TensorRole.Bk, w.Bk), (TensorRole.Bv, w.Bv) })
+        {
+            if (bias is not null)
+            {
+                tensors.Add((role, bias));
+            }
+        }
+
+        return await RunAsync(g, [.. tensors], target, maxShardBytes, progress, audit, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
     /// The coverage of every key, <c>[B, Hkv, Nk]</c>, as a second job on the cluster once the
     /// attention's log-sum-exp <paramref name="lse"/> <c>[B, H, Nq]</c> is known: Q, K and the lse are
     /// uploaded (no V), workers compute the coverage subtrees and the reducer folds them; the bits

@@ -79,10 +79,10 @@ internal sealed partial class JobHost : ActorBase
 
         public IActorRef Client { get; } = client;
 
-        /// <summary>Q, K, V and the lse, in <see cref="TensorRole"/> order: a coverage pass has no V, an attention job no lse.</summary>
+        /// <summary>Every tensor a job may upload, in <see cref="TensorRole"/> order; those the job does not use are empty.</summary>
         public float[][] Data { get; } = [.. TensorLengths(submit.Geometry).Select(n => new float[n])];
 
-        public long[] Received { get; } = new long[4];
+        public long[] Received { get; } = new long[TensorLengths(submit.Geometry).Length];
 
         public DateTimeOffset LastChunk { get; set; } = now;
 
@@ -104,11 +104,29 @@ internal sealed partial class JobHost : ActorBase
         }
     }
 
-    /// <summary>Values of Q, K, V and the lse a job uploads (V for attention, the lse [B, H, Nq] for a coverage pass).</summary>
+    /// <summary>
+    /// Values a job uploads per <see cref="TensorRole"/>: Q, K and V for attention; Q, K and the lse
+    /// [B, H, Nq] for a coverage pass; a layer job's inputs and weights instead of Q, K and V.
+    /// </summary>
     private static long[] TensorLengths(AttentionGeometry g)
     {
         bool coverage = g.Pass == JobPass.Coverage;
-        return [g.QueryShape.Length, g.KeyShape.Length, coverage ? 0 : g.ValueShape.Length, coverage ? (long)g.Batch * g.Heads * g.QuerySeq : 0];
+        if (g.Layer is not { } l)
+        {
+            return [g.QueryShape.Length, g.KeyShape.Length, coverage ? 0 : g.ValueShape.Length, coverage ? (long)g.Batch * g.Heads * g.QuerySeq : 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        }
+
+        long e = (long)g.Heads * g.KeyDim, ekv = (long)g.KvHeads * g.KeyDim, ev = (long)g.KvHeads * g.ValueDim;
+        return
+        [
+            0, 0, 0, 0,
+            (long)g.Batch * g.QuerySeq * l.QueryIn,
+            (long)g.Batch * g.KeySeq * l.KeyIn,
+            l.SeparateValues ? (long)g.Batch * g.KeySeq * l.ValueIn : 0,
+            e * l.QueryIn, l.QueryBias ? e : 0,
+            ekv * l.KeyIn, l.KeyBias ? ekv : 0,
+            ev * l.ValueIn, l.ValueBias ? ev : 0,
+        ];
     }
 
     private void OnSubmit(SubmitAttention submit)
@@ -228,21 +246,30 @@ internal sealed partial class JobHost : ActorBase
             }
         }
 
-        AttentionProblem problem;
+        AttentionProblem? problem = null;
+        LayerProblem? layer = null;
         ShardPlan plan;
         try
         {
             bool coverage = g.Pass == JobPass.Coverage;
-            problem = AttentionProblem.Create(
-                g,
-                new AttentionTensor(g.QueryShape.Name, upload.Data[0], g.Batch, g.Heads, g.QuerySeq, g.KeyDim),
-                new AttentionTensor(g.KeyShape.Name, upload.Data[1], g.Batch, g.KvHeads, g.KeySeq, g.KeyDim),
-                coverage ? AttentionTensor.Window(g.ValueShape, Memory<float>.Empty, 0, 0, 0, 0) : new AttentionTensor(g.ValueShape.Name, upload.Data[2], g.Batch, g.KvHeads, g.KeySeq, g.ValueDim));
+            if (g.Layer is not null)
+            {
+                layer = Layer(g, upload.Data);
+            }
+            else
+            {
+                problem = AttentionProblem.Create(
+                    g,
+                    new AttentionTensor(g.QueryShape.Name, upload.Data[0], g.Batch, g.Heads, g.QuerySeq, g.KeyDim),
+                    new AttentionTensor(g.KeyShape.Name, upload.Data[1], g.Batch, g.KvHeads, g.KeySeq, g.KeyDim),
+                    coverage ? AttentionTensor.Window(g.ValueShape, Memory<float>.Empty, 0, 0, 0, 0) : new AttentionTensor(g.ValueShape.Name, upload.Data[2], g.Batch, g.KvHeads, g.KeySeq, g.ValueDim));
+            }
+
             int workers = Math.Max(1, transport.Membership.WithRole(NodeRoles.Worker).Sum(m => m.Heartbeat.Threads));
             long budget = transport.Broker.Options.MaxMessageBytes - (256 << 10);
             long maxShard = Math.Min(budget, upload.Submit.MaxShardBytes > 0 ? upload.Submit.MaxShardBytes : options.MaxShardBytes ?? budget);
             var planOptions = new PlanOptions { MaxShardBytes = maxShard };
-            plan = coverage ? CoveragePlanner.Plan(g, workers, planOptions) : ShardPlanner.Plan(problem, workers, planOptions);
+            plan = coverage ? CoveragePlanner.Plan(g, workers, planOptions) : ShardPlanner.Plan(g, workers, planOptions);
         }
         catch (Exception ex) when (ex is AttentionInputException or ArgumentException or InvalidOperationException)
         {
@@ -259,9 +286,11 @@ internal sealed partial class JobHost : ActorBase
 
         var reducer = transport.Resolve(new ActorAddress(reducers[nextReducer++ % reducers.Count], "reducer"));
         var lse = upload.Data[(int)TensorRole.Lse];
-        ShardInputSource inputs = g.Pass == JobPass.Coverage
-            ? shard => ShardInput.SliceCoverage(problem, lse, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd)
-            : shard => ShardInput.Slice(problem, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd);
+        ShardInputSource inputs = layer is not null
+            ? shard => ShardInput.SliceLayer(layer, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd)
+            : g.Pass == JobPass.Coverage
+            ? shard => ShardInput.SliceCoverage(problem!, lse, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd)
+            : shard => ShardInput.Slice(problem!, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd);
         var client = upload.Client;
         var audit = upload.Submit.Audit > 0 ? new AuditOptions(upload.Submit.Audit, OtherWorker) : null;
         var coordinator = Context.ActorOf(Props.Create(() => new JobCoordinator(job, g, plan, inputs, queue, reducer, client, options.Job, logger, audit)), $"job-{job}");
@@ -269,6 +298,36 @@ internal sealed partial class JobHost : ActorBase
         running[job] = (coordinator, client);
         client.Tell(new WatchJob(coordinator, reducer), Self);
         LogStarted(logger, job, plan.Shards.Count, reducer.Path);
+    }
+
+    /// <summary>
+    /// A layer job from its uploaded inputs and weights, checked against the submitted geometry
+    /// (every value finite, the shapes the geometry's). The coordinator never needs W_o: the output
+    /// projection happens where the heads' output arrives.
+    /// </summary>
+    private static LayerProblem Layer(AttentionGeometry g, float[][] data)
+    {
+        var l = g.Layer!;
+        float[]? Bias(TensorRole role, bool present) => present ? data[(int)role] : null;
+        var weights = new MultiHeadWeights(g.Heads, data[(int)TensorRole.Wq], data[(int)TensorRole.Wk], data[(int)TensorRole.Wv], [], g.Heads * g.KeyDim, l.QueryIn, l.KeyIn, l.ValueIn, 0)
+        {
+            Bq = Bias(TensorRole.Bq, l.QueryBias),
+            Bk = Bias(TensorRole.Bk, l.KeyBias),
+            Bv = Bias(TensorRole.Bv, l.ValueBias),
+        };
+        if (g.KvHeads != g.Heads || g.KeyDim != g.ValueDim)
+        {
+            throw new AttentionInputException($"a layer job has as many key heads as query heads and equal head dims; {g} does not");
+        }
+
+        var layer = LayerProblem.Create(weights, g.Batch, data[(int)TensorRole.X], g.QuerySeq, data[(int)TensorRole.KeyInput], l.SeparateValues ? data[(int)TensorRole.ValueInput] : null, g.KeySeq, g.Options);
+        var made = layer.Geometry;
+        if (made.QueryShape != g.QueryShape || made.KeyShape != g.KeyShape || made.ValueShape != g.ValueShape || made.Layer != g.Layer)
+        {
+            throw new AttentionInputException($"the layer's inputs make {made} with {made.Layer}, not the submitted {g} with {g.Layer}");
+        }
+
+        return layer;
     }
 
     /// <summary>The work feed of a live worker node other than the one <paramref name="first"/> lives on, or null.</summary>

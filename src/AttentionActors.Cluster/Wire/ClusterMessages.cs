@@ -13,6 +13,17 @@ public enum TensorRole
 
     /// <summary>The attention's log-sum-exp <c>[B, H, Nq]</c>, uploaded for a coverage pass instead of V.</summary>
     Lse,
+
+    /// <summary>A layer job's inputs and weights (<see cref="LayerShape"/>), uploaded instead of Q, K and V.</summary>
+    X,
+    KeyInput,
+    ValueInput,
+    Wq,
+    Bq,
+    Wk,
+    Bk,
+    Wv,
+    Bv,
 }
 
 /// <summary>

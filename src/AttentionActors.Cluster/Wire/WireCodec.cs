@@ -201,7 +201,15 @@ internal sealed class WireCodec
         return values;
     }
 
-    private static P.Geometry Geometry(AttentionGeometry g) => new() { Q = Shape(g.QueryShape), K = Shape(g.KeyShape), V = Shape(g.ValueShape), Options = Options(g.Options), Pass = (P.JobPass)g.Pass };
+    private static P.Geometry Geometry(AttentionGeometry g) => new()
+    {
+        Q = Shape(g.QueryShape),
+        K = Shape(g.KeyShape),
+        V = Shape(g.ValueShape),
+        Options = Options(g.Options),
+        Pass = (P.JobPass)g.Pass,
+        Layer = g.Layer is { } l ? new P.LayerShape { QueryIn = l.QueryIn, KeyIn = l.KeyIn, ValueIn = l.ValueIn, SeparateValues = l.SeparateValues, QueryBias = l.QueryBias, KeyBias = l.KeyBias, ValueBias = l.ValueBias } : null,
+    };
 
     private static AttentionGeometry Geometry(P.Geometry? g)
     {
@@ -215,7 +223,8 @@ internal sealed class WireCodec
             throw new WireFormatException($"unknown job pass {(int)g.Pass}");
         }
 
-        return AttentionGeometry.Create(Shape(g.Q), Shape(g.K), Shape(g.V), Options(g.Options)).ForPass((JobPass)g.Pass);
+        var layer = g.Layer is { } l ? new LayerShape(l.QueryIn, l.KeyIn, l.ValueIn, l.SeparateValues, l.QueryBias, l.KeyBias, l.ValueBias) : null;
+        return AttentionGeometry.Create(Shape(g.Q), Shape(g.K), Shape(g.V), Options(g.Options)).ForPass((JobPass)g.Pass).WithLayer(layer);
     }
 
     private static P.TensorShape Shape(TensorShape s) => new() { Name = s.Name, Batch = s.Batch, Heads = s.Heads, Seq = s.Seq, Dim = s.Dim };
@@ -320,6 +329,18 @@ internal sealed class WireCodec
             K = Bytes(input.K.Span),
             V = Bytes(input.V.Span),
             Lse = Bytes(input.Lse.Span),
+            Layer = input.Layer is { } rows ? new P.LayerRows
+            {
+                X = Bytes(rows.X.Span),
+                KeyInput = Bytes(rows.KeyIn.Span),
+                ValueInput = Bytes(rows.ValueIn.Span),
+                Wq = Bytes(rows.Wq.Span),
+                Bq = Bytes(rows.Bq.Span),
+                Wk = Bytes(rows.Wk.Span),
+                Bk = Bytes(rows.Bk.Span),
+                Wv = Bytes(rows.Wv.Span),
+                Bv = Bytes(rows.Bv.Span),
+            } : null,
             Reducer = Address(AddressOf(m.Reducer)),
             Coordinator = Address(AddressOf(m.Coordinator)),
         };
@@ -343,12 +364,35 @@ internal sealed class WireCodec
 
         long keys = g.KeysIn(shard.BlockStart, shard.BlockEnd);
         bool coverage = g.Pass == JobPass.Coverage;
+        if ((g.Layer is null) != (m.Layer is null))
+        {
+            throw new WireFormatException(g.Layer is null ? "layer inputs for a job that is not a layer job" : "a layer job's shard without its layer inputs");
+        }
+
+        long rows = g.Layer is null ? shard.RowCount : 0, keyRows = g.Layer is null ? keys : 0;
         var input = new ShardInput(
             g, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd,
-            Floats(m.Q, "q", (long)shard.RowCount * g.KeyDim),
-            Floats(m.K, "k", keys * g.KeyDim),
-            Floats(m.V, "v", coverage ? 0 : keys * g.ValueDim),
+            Floats(m.Q, "q", rows * g.KeyDim),
+            Floats(m.K, "k", keyRows * g.KeyDim),
+            Floats(m.V, "v", coverage ? 0 : keyRows * g.ValueDim),
             Floats(m.Lse, "lse", coverage ? shard.RowCount : 0));
+        if (g.Layer is { } l && m.Layer is { } p)
+        {
+            // Counts are checked here; values (finite) where the worker projects them.
+            input = input with
+            {
+                Layer = new LayerRows(
+                    Floats(p.X, "layer.x", (long)shard.RowCount * l.QueryIn),
+                    Floats(p.KeyInput, "layer.key_input", keys * l.KeyIn),
+                    Floats(p.ValueInput, "layer.value_input", l.SeparateValues ? keys * l.ValueIn : 0),
+                    Floats(p.Wq, "layer.wq", (long)g.KeyDim * l.QueryIn),
+                    Floats(p.Bq, "layer.bq", l.QueryBias ? g.KeyDim : 0),
+                    Floats(p.Wk, "layer.wk", (long)g.KeyDim * l.KeyIn),
+                    Floats(p.Bk, "layer.bk", l.KeyBias ? g.KeyDim : 0),
+                    Floats(p.Wv, "layer.wv", (long)g.ValueDim * l.ValueIn),
+                    Floats(p.Bv, "layer.bv", l.ValueBias ? g.ValueDim : 0)),
+            };
+        }
         return new ComputeShard(Job(m.Job), shard, m.Attempt, input, Ref(m.Reducer, "reducer"), Ref(m.Coordinator, "coordinator"));
     }
 

@@ -101,6 +101,22 @@ public sealed class WireCodecTests
         Assert.Throws<WireFormatException>(() => codec.Decode(WireCodec.Encode(new ComputeShard(job, cshard, 1, coverageInput with { Lse = Floats(31, 9) }, reducer, coordinator), Target, null)));
         Assert.Throws<WireFormatException>(() => codec.Decode(WireCodec.Encode(new ComputeShard(job, cshard, 1, coverageInput with { V = Floats(64 * 40, 3) }, reducer, coordinator), Target, null)));
 
+        // A layer job: the geometry's layer shape, and a shard's inputs and head weights instead of Q, K, V.
+        var lg = AttentionGeometry.Create(new TensorShape("Q", 2, 4, 100, 8), new TensorShape("K", 2, 4, 130, 8), new TensorShape("V", 2, 4, 130, 8), new AttentionOptions { BlockSize = 32 })
+            .WithLayer(new LayerShape(24, 20, 12, true, true, false, true));
+        var layerRows = new LayerRows(Floats(20 * 24, 11), Floats(64 * 20, 12), Floats(64 * 12, 13), Floats(8 * 24, 14), Floats(8, 15), Floats(8 * 20, 16), ReadOnlyMemory<float>.Empty, Floats(8 * 12, 17), Floats(8, 18));
+        var layerInput = new ShardInput(lg, 1, 2, 40, 20, 1, 3, ReadOnlyMemory<float>.Empty, ReadOnlyMemory<float>.Empty, ReadOnlyMemory<float>.Empty) { Layer = layerRows };
+        var layerShard = Assert.IsType<ComputeShard>(RoundTrip(new ComputeShard(job, shard, 1, layerInput, reducer, coordinator)).Message);
+        Assert.Equal(lg.Layer, layerShard.Input.Geometry.Layer);
+        Assert.NotNull(layerShard.Input.Layer);
+        TestData.AssertBitwise(layerRows.X.Span, layerShard.Input.Layer!.X.Span, "layer x");
+        TestData.AssertBitwise(layerRows.ValueIn.Span, layerShard.Input.Layer.ValueIn.Span, "layer value input");
+        TestData.AssertBitwise(layerRows.Bv.Span, layerShard.Input.Layer.Bv.Span, "layer b_v");
+        Assert.Equal(0, layerShard.Input.Layer.Bk.Length);
+        Assert.Throws<WireFormatException>(() => codec.Decode(WireCodec.Encode(new ComputeShard(job, shard, 1, layerInput with { Layer = layerRows with { Bk = Floats(8, 1) } }, reducer, coordinator), Target, null)));
+        Assert.Throws<WireFormatException>(() => codec.Decode(WireCodec.Encode(new ComputeShard(job, shard, 1, layerInput with { Layer = null }, reducer, coordinator), Target, null)));
+        Assert.Throws<WireFormatException>(() => codec.Decode(WireCodec.Encode(new ComputeShard(job, shard, 1, input with { Layer = layerRows }, reducer, coordinator), Target, null)));
+
         object[] small =
         [
             new ShardStarted(job, 3, 2), new ShardFailed(job, 3, 2, "boom"), new ShardMerged(job, 3), new ShardPoisoned(job, 3, 2, 4),
