@@ -99,7 +99,7 @@ public sealed class LayerProblem
             throw new AttentionInputException($"{name} holds {values.LongLength} values; the layer's shapes need {expected}");
         }
 
-        int bad = Array.FindIndex(values, v => !float.IsFinite(v));
+        int bad = FiniteCheck.FirstNonFinite(values);
         if (bad >= 0)
         {
             throw new AttentionInputException($"{name} holds {values[bad]} at flat index {bad}");

@@ -61,8 +61,10 @@ public sealed record ShardInput(
     /// A layer shard's Q rows and K/V blocks, projected from its inputs (y = x·Wᵀ + b per row, the
     /// bits of <see cref="MultiHeadLayer.Project"/>); other shards are returned as they are. Every
     /// input is checked first: counts against the geometry and finite values, named on failure.
+    /// With a <paramref name="cache"/> (one per job), Q row ranges and K/V blocks projected before
+    /// by another shard are taken from it: each row's projection has the same bits wherever it is made.
     /// </summary>
-    public ShardInput Projected()
+    public ShardInput Projected(IProjectionCache? cache = null)
     {
         if (Layer is not { } rows)
         {
@@ -71,18 +73,30 @@ public sealed record ShardInput(
 
         var layer = Geometry.Layer ?? throw new AttentionInputException($"{this} carries layer inputs but its job is not a layer job");
         CheckPlace(Geometry, Batch, Head, RowStart, RowCount, BlockStart, BlockEnd);
-        int keys = KeyCount, dk = Geometry.KeyDim, dv = Geometry.ValueDim;
-        var x = LayerArray("X rows", rows.X, (long)RowCount * layer.QueryIn);
-        var keyIn = LayerArray("key input rows", rows.KeyIn, (long)keys * layer.KeyIn);
-        var valueIn = layer.SeparateValues ? LayerArray("value input rows", rows.ValueIn, (long)keys * layer.ValueIn) : keyIn;
-        if (!layer.SeparateValues && rows.ValueIn.Length != 0)
+        int keys = KeyCount, dk = Geometry.KeyDim, dv = Geometry.ValueDim, kvh = Head / Geometry.GroupSize;
+        if (rows.X.Length != (long)RowCount * layer.QueryIn || rows.KeyIn.Length != (long)keys * layer.KeyIn || rows.ValueIn.Length != (layer.SeparateValues ? (long)keys * layer.ValueIn : 0))
         {
-            throw new AttentionInputException($"{this}: value input rows arrived for a layer whose V is projected from the key input");
+            throw new AttentionInputException($"{this}: X, key and value input rows hold {rows.X.Length}, {rows.KeyIn.Length} and {rows.ValueIn.Length} values; the layer needs {(long)RowCount * layer.QueryIn}, {(long)keys * layer.KeyIn} and {(layer.SeparateValues ? (long)keys * layer.ValueIn : 0)}");
         }
 
-        var q = Projection.Linear(x, RowCount, layer.QueryIn, LayerArray("W_q rows", rows.Wq, (long)dk * layer.QueryIn), dk, LayerBias("b_q", rows.Bq, layer.QueryBias, dk));
-        var k = Projection.Linear(keyIn, keys, layer.KeyIn, LayerArray("W_k rows", rows.Wk, (long)dk * layer.KeyIn), dk, LayerBias("b_k", rows.Bk, layer.KeyBias, dk));
-        var v = Projection.Linear(valueIn, keys, layer.ValueIn, LayerArray("W_v rows", rows.Wv, (long)dv * layer.ValueIn), dv, LayerBias("b_v", rows.Bv, layer.ValueBias, dv));
+        var wq = LayerArray("W_q rows", rows.Wq, (long)dk * layer.QueryIn);
+        var wk = LayerArray("W_k rows", rows.Wk, (long)dk * layer.KeyIn);
+        var wv = LayerArray("W_v rows", rows.Wv, (long)dv * layer.ValueIn);
+        var (bq, bk, bv) = (LayerBias("b_q", rows.Bq, layer.QueryBias, dk), LayerBias("b_k", rows.Bk, layer.KeyBias, dk), LayerBias("b_v", rows.Bv, layer.ValueBias, dv));
+        float[] Cached(ProjectionKey key, Func<float[]> project) => cache is null ? project() : cache.GetOrAdd(key, project);
+
+        var q = Cached(new ProjectionKey('q', Batch, Head, RowStart, RowCount), () => Projection.Linear(LayerArray("X rows", rows.X, rows.X.Length), RowCount, layer.QueryIn, wq, dk, bq));
+        var k = new float[(long)keys * dk];
+        var v = new float[(long)keys * dv];
+        for (int kb = BlockStart; kb < BlockEnd; kb++)
+        {
+            int j = (kb - BlockStart) * Geometry.BlockSize, n = Geometry.KeysIn(kb, kb + 1);
+            var keyIn = rows.KeyIn.Slice(j * layer.KeyIn, n * layer.KeyIn);
+            var valueIn = layer.SeparateValues ? rows.ValueIn.Slice(j * layer.ValueIn, n * layer.ValueIn) : keyIn;
+            Cached(new ProjectionKey('k', Batch, kvh, kb, 1), () => Projection.Linear(LayerArray("key input rows", keyIn, keyIn.Length), n, layer.KeyIn, wk, dk, bk)).CopyTo(k, (long)j * dk);
+            Cached(new ProjectionKey('v', Batch, kvh, kb, 1), () => Projection.Linear(LayerArray("value input rows", valueIn, valueIn.Length), n, layer.ValueIn, wv, dv, bv)).CopyTo(v, (long)j * dv);
+        }
+
         return this with { Q = q, K = k, V = v, Layer = null };
     }
 
@@ -94,7 +108,7 @@ public sealed record ShardInput(
         }
 
         var array = data.ToArray();
-        int bad = Array.FindIndex(array, v => !float.IsFinite(v));
+        int bad = FiniteCheck.FirstNonFinite(array);
         return bad < 0 ? array : throw new AttentionInputException($"{this}: {name} hold {array[bad]} at flat index {bad}");
     }
 

@@ -39,9 +39,10 @@ public sealed class AttentionCluster : IAsyncDisposable
         reducer = system.ActorOf(Props.Create(() => new Reducer(options.MaxMessageBytes)) with { MailboxCapacity = 1 << 16 }, "reducer");
         var compute = options.Compute ?? Worker.Kernel(options.KernelPath);
         var coverage = Worker.Coverage(options.KernelPath);
+        var projections = new ProjectionCaches();
         for (int w = 0; w < options.Workers; w++)
         {
-            system.ActorOf(Props.Create(() => new Worker(queue, compute, coverage)), $"worker-{w}");
+            system.ActorOf(Props.Create(() => new Worker(queue, compute, coverage, projections)), $"worker-{w}");
         }
     }
 
@@ -107,7 +108,8 @@ public sealed class AttentionCluster : IAsyncDisposable
         cancellationToken.ThrowIfCancellationRequested();
         ObjectDisposedException.ThrowIf(Volatile.Read(ref disposed) != 0, this);
         var g = problem.Geometry;
-        var plan = ShardPlanner.Plan(g, options.Workers, options.Plan);
+        // In one process shards carry views and nothing travels: the job is planned like the attention on the projected tensors.
+        var plan = ShardPlanner.Plan(g.WithLayer(null), options.Workers, options.Plan);
         var target = new float[checked((int)((long)g.Batch * g.Heads * g.QuerySeq * g.ValueDim))];
         ShardInputSource inputs = shard => ShardInput.SliceLayer(problem, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd);
         return await RunAsync(g, plan, inputs, target, progress, cancellationToken).ConfigureAwait(false);

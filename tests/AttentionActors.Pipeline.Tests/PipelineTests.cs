@@ -138,7 +138,7 @@ public class PipelineTests
         var layer = LayerProblem.Create(weights, 1, x, 40, x, null, 40, new AttentionOptions { BlockSize = 16 });
         var input = ShardInput.SliceLayer(layer, 0, 1, 0, 20, 0, 3);
         var shortX = Assert.Throws<AttentionInputException>(() => (input with { Layer = input.Layer! with { X = new float[10] } }).Projected());
-        Assert.Contains("X rows hold 10 values", shortX.Message);
+        Assert.Contains("X, key and value input rows hold 10, ", shortX.Message);
         var nan = new float[8 * 8];
         nan[5] = float.NaN;
         var badWeights = Assert.Throws<AttentionInputException>(() => (input with { Layer = input.Layer! with { Wk = nan } }).Projected());

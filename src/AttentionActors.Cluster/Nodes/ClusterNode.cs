@@ -138,9 +138,10 @@ public sealed partial class ClusterNode : IAsyncDisposable
         var queue = system.ActorOf(Props.Create(() => new WorkFeed(transport, channel, stats, logger)) with { MailboxCapacity = 1 << 16 }, WorkFeed.ActorName);
         feed = queue;
         var compute = FaultInjection.Wrap(Worker.Kernel(options.KernelPath), options.Fault, logger);
+        var projections = new ProjectionCaches();
         for (int w = 0; w < options.Threads; w++)
         {
-            system.ActorOf(Props.Create(() => new Worker(queue, compute, Worker.Coverage(options.KernelPath))), $"worker-{w}");
+            system.ActorOf(Props.Create(() => new Worker(queue, compute, Worker.Coverage(options.KernelPath), projections)), $"worker-{w}");
         }
 
         // Hear the coordinators first: their heartbeats name the jobs that ended before this node joined.

@@ -21,7 +21,8 @@ public delegate CoverageParts CoverageComputer(ShardInput input, Shard shard, in
 /// Pulls one shard at a time from the queue (like a RabbitMQ consumer with prefetch 1), computes
 /// it off the mailbox thread, replies with its partials, and asks for the next. While computing it
 /// still reads its mailbox, so a <see cref="JobEnded"/> for the running shard's job interrupts the
-/// kernel at its next query panel. Stateless apart from the set of ended jobs it remembers.
+/// kernel at its next query panel. Stateless apart from the set of ended jobs it remembers and the
+/// projections of layer jobs it shares with the process's other workers (<see cref="ProjectionCaches"/>).
 /// States: <see cref="Idle"/> → <see cref="Computing"/>.
 /// </summary>
 internal sealed class Worker : ActorBase
@@ -29,16 +30,18 @@ internal sealed class Worker : ActorBase
     private readonly IActorRef queue;
     private readonly ShardComputer compute;
     private readonly CoverageComputer coverage;
+    private readonly ProjectionCaches? projections;
     private readonly EndedJobs ended = new();
     private ComputeShard? current;
     private CancellationTokenSource? running;
     private ComputeThread? thread;
 
-    public Worker(IActorRef queue, ShardComputer compute, CoverageComputer? coverage = null)
+    public Worker(IActorRef queue, ShardComputer compute, CoverageComputer? coverage = null, ProjectionCaches? projections = null)
     {
         this.queue = queue;
         this.compute = compute;
         this.coverage = coverage ?? Coverage(KernelPath.Auto);
+        this.projections = projections;
         Idle();
     }
 
@@ -67,7 +70,11 @@ internal sealed class Worker : ActorBase
     private void Idle()
     {
         Receive<ComputeShard>(Start);
-        Receive<JobEnded>(end => ended.Add(end.Job));
+        Receive<JobEnded>(end =>
+        {
+            ended.Add(end.Job);
+            projections?.Forget(end.Job);
+        });
     }
 
     private void Computing()
@@ -75,6 +82,7 @@ internal sealed class Worker : ActorBase
         Receive<JobEnded>(end =>
         {
             ended.Add(end.Job);
+            projections?.Forget(end.Job);
             if (current?.Job == end.Job)
             {
                 running?.Cancel();
@@ -104,9 +112,11 @@ internal sealed class Worker : ActorBase
             ShardDone done;
             try
             {
-                object computed = work.Input.Geometry.Pass == JobPass.Coverage
-                    ? coverage(work.Input, work.Shard, work.Attempt, token)
-                    : compute(work.Input, work.Shard, work.Attempt, token);
+                // A layer shard's Q rows and K/V blocks are projected here, shared with the process's other workers.
+                var input = work.Input.Layer is null ? work.Input : work.Input.Projected(projections?.For(work.Job));
+                object computed = input.Geometry.Pass == JobPass.Coverage
+                    ? coverage(input, work.Shard, work.Attempt, token)
+                    : compute(input, work.Shard, work.Attempt, token);
                 done = new ShardDone(work, computed, null, false);
             }
             catch (OperationCanceledException) when (token.IsCancellationRequested)
