@@ -197,7 +197,7 @@ public static class Inspection
     /// <paramref name="cellCols"/> cells (row-major); unpooled when the cell counts equal the window.
     /// Row r of the window falls in cell ⌊r·cellRows / rows⌋, and likewise for columns.
     /// </summary>
-    public static float[] Weights(AttentionProblem problem, ReadOnlySpan<float> lse, int b, int? head, (int Lo, int Hi) rowWindow, (int Lo, int Hi) colWindow, int cellRows, int cellCols, WeightPooling pooling = WeightPooling.Mean, KernelPath path = KernelPath.Auto)
+    public static float[] Weights(AttentionProblem problem, ReadOnlySpan<float> lse, int b, int? head, (int Lo, int Hi) rowWindow, (int Lo, int Hi) colWindow, int cellRows, int cellCols, WeightPooling pooling = WeightPooling.Mean, KernelPath path = KernelPath.Auto, int threads = 1, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(problem);
         CheckLse(problem, lse);
@@ -224,15 +224,18 @@ public static class Inspection
         int headCount = head is null ? problem.Heads : 1;
         var lseArray = lse.ToArray();
         int firstBlock = colLo / problem.BlockSize, endBlock = ((colHi - 1) / problem.BlockSize) + 1;
+        int firstPanel = rowLo / PanelKernelShape.PanelRows, panels = ((rowHi - 1) / PanelKernelShape.PanelRows) + 1 - firstPanel;
 
-        // One panel of rows at a time: the weights of every head are summed (heads ascending) at full
-        // resolution, divided by the head count, and only then pooled, so a cell is the max or mean of
-        // the head-mean weights.
-        var panel = new double[(long)PanelKernelShape.PanelRows * cols];
-        for (int panelStart = rowLo / PanelKernelShape.PanelRows * PanelKernelShape.PanelRows; panelStart < rowHi; panelStart += PanelKernelShape.PanelRows)
+        // One panel of rows per work item: the weights of every head are summed (heads ascending) at
+        // full resolution, divided by the head count, and only then pooled, so a cell is the max or
+        // mean of the head-mean weights. Each panel pools into its own cell rows; the panels' cells
+        // are then merged in panel order, so the bits do not depend on the thread count.
+        var pooled = new (long FirstCell, double[] Values)[panels];
+        ParallelWork.Run(panels, threads, item =>
         {
+            int panelStart = (firstPanel + item) * PanelKernelShape.PanelRows;
             int panelRows = Math.Min(PanelKernelShape.PanelRows, problem.QuerySeq - panelStart);
-            Array.Clear(panel);
+            var panel = new double[(long)panelRows * cols];
             for (int hi = 0; hi < headCount; hi++)
             {
                 int h = head ?? hi;
@@ -257,16 +260,45 @@ public static class Inspection
                 }
             }
 
-            for (int i = Math.Max(panelStart, rowLo); i < Math.Min(panelStart + panelRows, rowHi); i++)
+            int i0 = Math.Max(panelStart, rowLo), i1 = Math.Min(panelStart + panelRows, rowHi);
+            long firstCellRow = (long)(i0 - rowLo) * cellRows / rows, lastCellRow = (long)(i1 - 1 - rowLo) * cellRows / rows;
+            var values = new double[(lastCellRow - firstCellRow + 1) * cellCols];
+            if (pooling == WeightPooling.Max)
             {
-                long cellRow = (long)(i - rowLo) * cellRows / rows;
+                Array.Fill(values, double.NegativeInfinity);
+            }
+
+            for (int i = i0; i < i1; i++)
+            {
+                long cellRow = ((long)(i - rowLo) * cellRows / rows) - firstCellRow;
                 for (int j = 0; j < cols; j++)
                 {
                     double value = panel[((long)(i - panelStart) * cols) + j] / headCount;
                     long cell = (cellRow * cellCols) + ((long)j * cellCols / cols);
-                    cells[cell] = pooling == WeightPooling.Max ? Math.Max(cells[cell], value) : cells[cell] + value;
-                    counts[cell]++;
+                    values[cell] = pooling == WeightPooling.Max ? Math.Max(values[cell], value) : values[cell] + value;
                 }
+            }
+
+            pooled[item] = (firstCellRow * cellCols, values);
+        }, cancellationToken);
+
+        foreach (var (firstCell, values) in pooled)
+        {
+            for (int c = 0; c < values.Length; c++)
+            {
+                long cell = firstCell + c;
+                cells[cell] = pooling == WeightPooling.Max ? Math.Max(cells[cell], values[c]) : cells[cell] + values[c];
+            }
+        }
+
+        for (int i = rowLo; i < rowHi; i++)
+        {
+            long cellRow = (long)(i - rowLo) * cellRows / rows;
+            for (int c = 0; c < cellCols; c++)
+            {
+                // Columns [⌈c·cols/cellCols⌉, ⌈(c+1)·cols/cellCols⌉) fall in cell c.
+                long lo = (((long)c * cols) + cellCols - 1) / cellCols, hi = ((((long)c + 1) * cols) + cellCols - 1) / cellCols;
+                counts[(cellRow * cellCols) + c] += hi - lo;
             }
         }
 

@@ -176,6 +176,43 @@ public class InspectionTests
     }
 
     [Fact]
+    public void Pooled_weights_have_the_same_bits_on_any_thread_count_and_match_pooling_the_full_window()
+    {
+        var (q, k, v) = TestData.Qkv(17, 1, 3, 1, 700, 650, 8, 8);
+        var problem = AttentionProblem.Create(q, k, v, new AttentionOptions { BlockSize = 32, Causal = true, Alignment = DiagonalAlignment.BottomRight });
+        var lse = Attention.Compute(problem).Lse;
+        foreach (var pooling in new[] { WeightPooling.Mean, WeightPooling.Max })
+        {
+            var one = Inspection.Weights(problem, lse, 0, null, (13, 690), (7, 640), 37, 29, pooling);
+            foreach (int threads in new[] { 2, 3 })
+            {
+                TestData.AssertBitwise(one, Inspection.Weights(problem, lse, 0, null, (13, 690), (7, 640), 37, 29, pooling, KernelPath.Auto, threads), $"{pooling}, {threads} threads");
+            }
+
+            // The same cells pooled here from the unpooled window in float64.
+            var full = Inspection.Weights(problem, lse, 0, null, (13, 690), (7, 640), 677, 633, WeightPooling.Mean, KernelPath.Auto, 2);
+            var expected = new double[37 * 29];
+            var counts = new int[expected.Length];
+            if (pooling == WeightPooling.Max)
+            {
+                Array.Fill(expected, double.NegativeInfinity);
+            }
+
+            for (int i = 0; i < 677; i++)
+            {
+                for (int j = 0; j < 633; j++)
+                {
+                    int cell = (i * 37 / 677 * 29) + (j * 29 / 633);
+                    expected[cell] = pooling == WeightPooling.Max ? Math.Max(expected[cell], full[(i * 633) + j]) : expected[cell] + full[(i * 633) + j];
+                    counts[cell]++;
+                }
+            }
+
+            TestData.AssertClose(one, [.. expected.Select((x, c) => pooling == WeightPooling.Max ? x : x / counts[c])], $"{pooling} cells");
+        }
+    }
+
+    [Fact]
     public void Weight_windows_match_the_reference_and_whole_rows_sum_to_1()
     {
         var options = new AttentionOptions { BlockSize = 16, Causal = true };

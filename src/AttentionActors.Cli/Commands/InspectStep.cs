@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using AttentionActors.Kernels;
+using AttentionActors.Kernels.Simd;
 
 namespace AttentionActors.Cli.Commands;
 
@@ -114,14 +115,14 @@ internal sealed class InspectStep
         int rows = RowWindow.Hi - RowWindow.Lo, cols = ColWindow.Hi - ColWindow.Lo;
         if (WeightsPath is not null)
         {
-            var weights = Inspection.Weights(problem, result.Lse, Request.BatchIndex, Request.Head, RowWindow, ColWindow, rows, cols);
+            var weights = Inspection.Weights(problem, result.Lse, Request.BatchIndex, Request.Head, RowWindow, ColWindow, rows, cols, WeightPooling.Mean, KernelPath.Auto, threads, cancellationToken);
             outputs.Add(OutputFile.Write(WeightsPath, weights, [rows, cols]));
         }
 
         if (HeatmapPath is not null)
         {
             int cellRows = Math.Min(Request.Size, rows), cellCols = Math.Min(Request.Size, cols);
-            var cells = Inspection.Weights(problem, result.Lse, Request.BatchIndex, Request.Head, RowWindow, ColWindow, cellRows, cellCols, Request.Pool);
+            var cells = Inspection.Weights(problem, result.Lse, Request.BatchIndex, Request.Head, RowWindow, ColWindow, cellRows, cellCols, Request.Pool, KernelPath.Auto, threads, cancellationToken);
             var map = new Heatmap(cells, cellRows, cellCols, RowWindow, ColWindow, QLabels, KLabels, Title(problem, cellRows, cellCols));
             File.WriteAllText(HeatmapPath, map.ToSvg(), new UTF8Encoding(false));
         }

@@ -4,6 +4,7 @@ using AttentionActors.Cli.Npy;
 using AttentionActors.Cluster.Client;
 using AttentionActors.Cluster.Transport;
 using AttentionActors.Kernels;
+using AttentionActors.Kernels.Simd;
 using AttentionActors.Pipeline;
 using AttentionActors.Pipeline.Planning;
 
@@ -173,7 +174,7 @@ internal static class MhaCommand
                     var avg = new float[(long)batch * n * nk];
                     for (int b = 0; b < batch; b++)
                     {
-                        Inspection.Weights(headsProblem.Value, result.Lse, b, null, (0, n), (0, nk), n, nk).CopyTo(avg, (long)b * n * nk);
+                        Inspection.Weights(headsProblem.Value, result.Lse, b, null, (0, n), (0, nk), n, nk, WeightPooling.Mean, KernelPath.Auto, threads, cancellationToken).CopyTo(avg, (long)b * n * nk);
                     }
 
                     outputs.Add(OutputFile.Write(avgPath, avg, [.. leading, n, nk]));
