@@ -230,7 +230,22 @@ public static class Inspection
         // full resolution, divided by the head count, and only then pooled, so a cell is the max or
         // mean of the head-mean weights. Each panel pools into its own cell rows; the panels' cells
         // are then merged in panel order, so the bits do not depend on the thread count.
+        // The window's keys of every key head in use, packed once and shared by the panels.
+        int firstKvHead = (head ?? 0) / problem.GroupSize, kvHeads = head is null ? problem.KvHeads : 1;
+        var packs = new KeyPack[kvHeads];
+        using var release = new PackRelease(packs);
+        for (int g = 0; g < kvHeads; g++)
+        {
+            packs[g] = KeyPack.Create(problem, b, firstKvHead + g, firstBlock, endBlock);
+        }
+
         var pooled = new (long FirstCell, double[] Values)[panels];
+        var cellOfCol = new int[cols];
+        for (int j = 0; j < cols; j++)
+        {
+            cellOfCol[j] = (int)((long)j * cellCols / cols);
+        }
+
         ParallelWork.Run(panels, threads, item =>
         {
             int panelStart = (firstPanel + item) * PanelKernelShape.PanelRows;
@@ -239,7 +254,7 @@ public static class Inspection
             for (int hi = 0; hi < headCount; hi++)
             {
                 int h = head ?? hi;
-                using var pack = KeyPack.Create(problem, b, h / problem.GroupSize, firstBlock, endBlock);
+                var pack = packs[(h / problem.GroupSize) - firstKvHead];
                 var lseRows = lseArray.AsSpan((int)((((long)b * problem.Heads) + h) * problem.QuerySeq), problem.QuerySeq).ToArray();
                 for (int kb = firstBlock; kb < endBlock; kb++)
                 {
@@ -271,11 +286,13 @@ public static class Inspection
             for (int i = i0; i < i1; i++)
             {
                 long cellRow = ((long)(i - rowLo) * cellRows / rows) - firstCellRow;
+                var rowValues = values.AsSpan((int)(cellRow * cellCols), cellCols);
+                var panelRow = panel.AsSpan((int)((long)(i - panelStart) * cols), cols);
                 for (int j = 0; j < cols; j++)
                 {
-                    double value = panel[((long)(i - panelStart) * cols) + j] / headCount;
-                    long cell = (cellRow * cellCols) + ((long)j * cellCols / cols);
-                    values[cell] = pooling == WeightPooling.Max ? Math.Max(values[cell], value) : values[cell] + value;
+                    double value = panelRow[j] / headCount;
+                    ref double cell = ref rowValues[cellOfCol[j]];
+                    cell = pooling == WeightPooling.Max ? Math.Max(cell, value) : cell + value;
                 }
             }
 
@@ -309,6 +326,17 @@ public static class Inspection
         }
 
         return result;
+    }
+
+    private readonly struct PackRelease(KeyPack?[] packs) : IDisposable
+    {
+        public void Dispose()
+        {
+            foreach (var pack in packs)
+            {
+                pack?.Dispose();
+            }
+        }
     }
 
     private static void CheckLse(AttentionProblem problem, ReadOnlySpan<float> lse)
