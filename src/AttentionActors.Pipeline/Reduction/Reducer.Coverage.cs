@@ -1,4 +1,3 @@
-using AttentionActors.Actors;
 using AttentionActors.Kernels;
 using AttentionActors.Kernels.Partials;
 using AttentionActors.Pipeline.Client;
@@ -118,7 +117,7 @@ internal sealed partial class Reducer
 
         job.FlopsDone += shard.Flops;
         job.Expect.Client.Tell(job.Progress(), Self);
-        if (job.Received.Count == job.ShardsById.Count && job.AuditPending.Count == 0)
+        if (job.Done)
         {
             CompleteCoverage(job);
         }
@@ -143,7 +142,7 @@ internal sealed partial class Reducer
 
         job.AuditPending.Remove(shard.Id);
         job.Expect.Coordinator.Tell(new ShardMerged(job.Expect.Job, shard.Id, Sender.Path.ToString(), Audit: true), Self);
-        if (job.Received.Count == job.ShardsById.Count && job.AuditPending.Count == 0)
+        if (job.Done)
         {
             CompleteCoverage(job);
         }
@@ -184,17 +183,12 @@ internal sealed partial class Reducer
         public List<CoverageParts> Parts { get; } = [];
     }
 
-    private sealed class CoverageState
+    private sealed class CoverageState : JobBook
     {
-        private readonly System.Diagnostics.Stopwatch clock = System.Diagnostics.Stopwatch.StartNew();
-
         public CoverageState(ExpectShards expect)
+            : base(expect)
         {
-            Expect = expect;
             var g = expect.Geometry;
-            ShardsById = expect.Shards.ToDictionary(s => s.Id);
-            AuditPending = [.. expect.Audited ?? []];
-            TotalFlops = expect.Shards.Sum(s => s.Flops);
             var ranges = new Dictionary<(int, int, int, int), KeyRange>();
             foreach (var shard in expect.Shards)
             {
@@ -209,24 +203,8 @@ internal sealed partial class Reducer
             }
         }
 
-        public ExpectShards Expect { get; }
-
-        public Dictionary<int, Shard> ShardsById { get; }
-
         public Dictionary<int, KeyRange> RangeOf { get; } = [];
 
-        public HashSet<int> Received { get; } = [];
-
-        public HashSet<int> AuditPending { get; }
-
-        public Dictionary<int, (ulong Digest, ActorPath Worker)> AuditFirst { get; } = [];
-
-        public double FlopsDone { get; set; }
-
-        public double TotalFlops { get; }
-
         public long KeysSent { get; set; }
-
-        public JobProgress Progress() => new(Expect.Job, Received.Count, ShardsById.Count, FlopsDone, TotalFlops, clock.Elapsed);
     }
 }

@@ -125,7 +125,7 @@ internal sealed partial class Reducer : ActorBase
 
         // The client hears first, so in one process its result is queued before the coordinator stops.
         job.Expect.Client.Tell(job.Progress(), Self);
-        if (job.Received.Count == job.ShardsById.Count && job.AuditPending.Count == 0)
+        if (job.Done)
         {
             Complete(job);
         }
@@ -156,7 +156,7 @@ internal sealed partial class Reducer : ActorBase
 
         job.AuditPending.Remove(shard.Id);
         job.Expect.Coordinator.Tell(new ShardMerged(job.Expect.Job, shard.Id, Sender.Path.ToString(), Audit: true), Self);
-        if (job.Received.Count == job.ShardsById.Count && job.AuditPending.Count == 0)
+        if (job.Done)
         {
             Complete(job);
         }
@@ -232,34 +232,22 @@ internal sealed partial class Reducer : ActorBase
         public List<(PartialSet Set, int Offset)> Parts { get; } = [];
     }
 
-    private sealed class JobState
+    /// <summary>What the reducer keeps of any job: its shards, which have arrived, audits and progress.</summary>
+    private abstract class JobBook
     {
         private readonly System.Diagnostics.Stopwatch clock = System.Diagnostics.Stopwatch.StartNew();
 
-        public JobState(ExpectShards expect)
+        protected JobBook(ExpectShards expect)
         {
             Expect = expect;
             ShardsById = expect.Shards.ToDictionary(s => s.Id);
             AuditPending = [.. expect.Audited ?? []];
             TotalFlops = expect.Shards.Sum(s => s.Flops);
-            foreach (var group in expect.Shards.GroupBy(s => (s.Batch, s.Head)))
-            {
-                var cuts = group.SelectMany(s => new[] { s.RowStart, s.RowEnd }).Distinct().Order().ToArray();
-                var segments = cuts.Zip(cuts.Skip(1)).Select(c => new Segment(group.Key.Batch, group.Key.Head, c.First, c.Second)).ToList();
-                foreach (var shard in group)
-                {
-                    var mine = segments.Where(g => g.Start >= shard.RowStart && g.End <= shard.RowEnd).ToList();
-                    mine.ForEach(g => g.Remaining++);
-                    SegmentsOf[shard.Id] = mine;
-                }
-            }
         }
 
         public ExpectShards Expect { get; }
 
         public Dictionary<int, Shard> ShardsById { get; }
-
-        public Dictionary<int, List<Segment>> SegmentsOf { get; } = [];
 
         public HashSet<int> Received { get; } = [];
 
@@ -273,9 +261,33 @@ internal sealed partial class Reducer : ActorBase
 
         public double TotalFlops { get; }
 
-        public long RowsSent { get; set; }
+        /// <summary>Every shard merged and every audit matched.</summary>
+        public bool Done => Received.Count == ShardsById.Count && AuditPending.Count == 0;
 
         /// <summary>Progress as the reducer sees it: it reports before the result, so the last report is complete.</summary>
         public JobProgress Progress() => new(Expect.Job, Received.Count, ShardsById.Count, FlopsDone, TotalFlops, clock.Elapsed);
+    }
+
+    private sealed class JobState : JobBook
+    {
+        public JobState(ExpectShards expect)
+            : base(expect)
+        {
+            foreach (var group in expect.Shards.GroupBy(s => (s.Batch, s.Head)))
+            {
+                var cuts = group.SelectMany(s => new[] { s.RowStart, s.RowEnd }).Distinct().Order().ToArray();
+                var segments = cuts.Zip(cuts.Skip(1)).Select(c => new Segment(group.Key.Batch, group.Key.Head, c.First, c.Second)).ToList();
+                foreach (var shard in group)
+                {
+                    var mine = segments.Where(g => g.Start >= shard.RowStart && g.End <= shard.RowEnd).ToList();
+                    mine.ForEach(g => g.Remaining++);
+                    SegmentsOf[shard.Id] = mine;
+                }
+            }
+        }
+
+        public Dictionary<int, List<Segment>> SegmentsOf { get; } = [];
+
+        public long RowsSent { get; set; }
     }
 }
