@@ -137,7 +137,8 @@ internal static class RunJob
                 }
             }
 
-            var elapsed = clock.Elapsed;
+            // The attention's own time: a coverage pass ran after it while the cluster was at hand.
+            var elapsed = clock.Elapsed - (coverage?.Took ?? TimeSpan.Zero);
             if (outPath is not null && !outputs.Any(f => f.Path == outPath))
             {
                 outputs.Add(OutputFile.Write(outPath, result.Output.Data.Span, outShape));
