@@ -250,12 +250,29 @@ public static class Inspection
         {
             int panelStart = (firstPanel + item) * PanelKernelShape.PanelRows;
             int panelRows = Math.Min(PanelKernelShape.PanelRows, problem.QuerySeq - panelStart);
-            var panel = new float[(long)panelRows * cols];
+            var panel = new double[(long)panelRows * cols];
             for (int hi = 0; hi < headCount; hi++)
             {
                 int h = head ?? hi;
-                var lseRows = lseArray.AsMemory((int)((((long)b * problem.Heads) + h) * problem.QuerySeq), problem.QuerySeq);
-                Attention.Dispatch(path, new WeightsJob(problem, packs[(h / problem.GroupSize) - firstKvHead], lseRows, b, h, panelStart, panelRows, colLo, colHi, panel));
+                var pack = packs[(h / problem.GroupSize) - firstKvHead];
+                var lseRows = lseArray.AsSpan((int)((((long)b * problem.Heads) + h) * problem.QuerySeq), problem.QuerySeq).ToArray();
+                for (int kb = firstBlock; kb < endBlock; kb++)
+                {
+                    int j0 = kb * problem.BlockSize;
+                    Attention.Dispatch(path, new WeightsJob(problem, pack, lseRows, b, h, panelStart, panelRows, kb, (r, weights) =>
+                    {
+                        int i = panelStart + r;
+                        if (i < rowLo || i >= rowHi)
+                        {
+                            return;
+                        }
+
+                        for (int c = Math.Max(colLo - j0, 0); c < Math.Min(weights.Length, colHi - j0); c++)
+                        {
+                            panel[((long)r * cols) + j0 + c - colLo] += weights[c];
+                        }
+                    }));
+                }
             }
 
             int i0 = Math.Max(panelStart, rowLo), i1 = Math.Min(panelStart + panelRows, rowHi);
@@ -273,7 +290,7 @@ public static class Inspection
                 var panelRow = panel.AsSpan((int)((long)(i - panelStart) * cols), cols);
                 for (int j = 0; j < cols; j++)
                 {
-                    double value = (double)panelRow[j] / headCount;
+                    double value = panelRow[j] / headCount;
                     ref double cell = ref rowValues[cellOfCol[j]];
                     cell = pooling == WeightPooling.Max ? Math.Max(cell, value) : cell + value;
                 }
@@ -365,11 +382,11 @@ public static class Inspection
         }
     }
 
-    private readonly record struct WeightsJob(AttentionProblem P, KeyPack Keys, ReadOnlyMemory<float> Lse, int B, int H, int RowStart, int Rows, int ColLo, int ColHi, float[] Panel) : Attention.IPanelJob
+    private readonly record struct WeightsJob(AttentionProblem P, KeyPack Keys, float[] Lse, int B, int H, int RowStart, int Rows, int Block, Action<int, ReadOnlySpan<float>> Sink) : Attention.IPanelJob
     {
         public void Run<TL, TV>()
             where TL : ILanes<TV>
             where TV : unmanaged
-            => InspectKernel<TL, TV>.WeightsPanel(P, Attention.WorkspaceFor(P, 0, P.BlockCount), Keys, Lse.Span, B, H, RowStart, Rows, ColLo, ColHi, Panel);
+            => InspectKernel<TL, TV>.WeightsBlock(P, Attention.WorkspaceFor(P, 0, P.BlockCount), Keys, Lse, B, H, RowStart, Rows, Block, Sink);
     }
 }

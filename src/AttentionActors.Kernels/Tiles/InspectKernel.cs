@@ -219,11 +219,11 @@ internal static class InspectKernel<TL, TV>
     }
 
     /// <summary>
-    /// Adds the weights a_ij = e^(s_ij − lse_i) of rows [rowStart, rowStart + rows) of (b, h) and
-    /// keys [colLo, colHi) into <paramref name="panel"/> (row-major, rows × (colHi − colLo)), one
-    /// rounding per element; rows or keys that are masked add nothing.
+    /// The weights a_ij = e^(s_ij − lse_i) of rows [rowStart, rowStart + rows) of (b, h) against
+    /// key block <paramref name="kb"/>, handed row by row (block-local columns [0, n)) to
+    /// <paramref name="sink"/>; a row that sees none of the block's keys is handed zeros.
     /// </summary>
-    public static void WeightsPanel(AttentionProblem p, Workspace ws, KeyPack keys, ReadOnlySpan<float> lse, int b, int h, int rowStart, int rows, int colLo, int colHi, Span<float> panel)
+    public static void WeightsBlock(AttentionProblem p, Workspace ws, KeyPack keys, ReadOnlySpan<float> lse, int b, int h, int rowStart, int rows, int kb, Action<int, ReadOnlySpan<float>> sink)
     {
         var mods = PanelKernel<TL, TV>.Modifiers(p, h);
         ref float q = ref PanelKernel<TL, TV>.PrepareQueries(p, ws, b, h, rowStart, rows, keys.Depth, out nint qStride);
@@ -232,45 +232,28 @@ internal static class InspectKernel<TL, TV>
             (ws.RowLo[r], ws.RowHi[r]) = p.VisibleKeys(b, rowStart + r);
         }
 
-        int cols = colHi - colLo;
-        var (first, end) = p.Geometry.VisibleBlocks(b, rowStart, rows, colLo / p.BlockSize, ((colHi - 1) / p.BlockSize) + 1);
-        var row = ws.P.AsSpan(0, (p.BlockSize + 15) & ~15);
-        for (int kb = first; kb < end; kb++)
+        int j0 = kb * p.BlockSize;
+        int n = Math.Min(p.BlockSize, p.KeySeq - j0);
+        var row = ws.P.AsSpan(0, (n + 15) & ~15);
+        for (int r0 = 0; r0 < rows; r0 += Mr)
         {
-            int j0 = kb * p.BlockSize;
-            for (int r0 = 0; r0 < rows; r0 += Mr)
+            int mr = Math.Min(Mr, rows - r0);
+            bool seen = PanelKernel<TL, TV>.TileLogits(p, ws, ref q, qStride, keys, mods, rowStart, r0, mr, kb, out int cLo, out int cHi, out int bp);
+            for (int r = 0; r < mr; r++)
             {
-                int mr = Math.Min(Mr, rows - r0);
-                if (!PanelKernel<TL, TV>.TileLogits(p, ws, ref q, qStride, keys, mods, rowStart, r0, mr, kb, out int cLo, out int cHi, out int bp))
+                row.Clear();
+                float rowLse = lse[rowStart + r0 + r];
+                if (seen && !float.IsNegativeInfinity(rowLse))
                 {
-                    continue;
-                }
-
-                // Only the window's columns of the block: [lo, hi) block-local, rounded out to whole vectors for the exponentials.
-                int lo = Math.Max(cLo, colLo - j0), hi = Math.Min(cHi, colHi - j0);
-                if (lo >= hi)
-                {
-                    continue;
-                }
-
-                for (int r = 0; r < mr; r++)
-                {
-                    float rowLse = lse[rowStart + r0 + r];
-                    if (float.IsNegativeInfinity(rowLse))
-                    {
-                        continue;
-                    }
-
                     var vl = TL.Splat(rowLse);
-                    ref float sr = ref ws.S[r * bp];
-                    for (nint c = lo / TL.Count * TL.Count; c < hi; c += TL.Count)
+                    ref float s = ref ws.S[r * bp];
+                    for (nint c = cLo; c < cHi; c += TL.Count)
                     {
-                        TL.Store(VectorMath.Exp<TL, TV>(TL.Subtract(TL.Load(ref sr, c), vl)), ref row[0], c);
+                        TL.Store(VectorMath.Exp<TL, TV>(TL.Subtract(TL.Load(ref s, c), vl)), ref row[0], c);
                     }
-
-                    var target = panel.Slice(((r0 + r) * cols) + j0 + lo - colLo, hi - lo);
-                    System.Numerics.Tensors.TensorPrimitives.Add(target, row[lo..hi], target);
                 }
+
+                sink(r0 + r, row[..n]);
             }
         }
     }
