@@ -10,16 +10,28 @@ public sealed class ProjectionCachesTests
     {
         var caches = new ProjectionCaches();
         var job = new JobId("layer");
-        int made = 0;
+        int made = 0, asking = 0;
+        using var everyoneAsked = new ManualResetEventSlim();
         float[] Project()
         {
             Interlocked.Increment(ref made);
-            Thread.Sleep(20);
+
+            // The projection is still running while all eight ask for it.
+            everyoneAsked.Wait(TimeSpan.FromSeconds(30));
             return new float[1000];
         }
 
         var key = new ProjectionKey('k', 0, 1, 5, 1);
-        var results = await Task.WhenAll(Enumerable.Range(0, 8).Select(_ => Task.Run(() => caches.For(job).GetOrAdd(key, Project))));
+        var asks = Enumerable.Range(0, 8).Select(_ => Task.Run(() =>
+        {
+            if (Interlocked.Increment(ref asking) == 8)
+            {
+                everyoneAsked.Set();
+            }
+
+            return caches.For(job).GetOrAdd(key, Project);
+        })).ToArray();
+        var results = await Task.WhenAll(asks);
         Assert.Equal(1, made);
         Assert.All(results, r => Assert.Same(results[0], r));
         Assert.Equal(4000, caches.Bytes);
