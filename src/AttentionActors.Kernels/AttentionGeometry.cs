@@ -19,6 +19,12 @@ public enum JobPass
     /// lse is known: subtrees of the coverage tree merged per key (<see cref="Inspection.CoverageLeaves"/>).
     /// </summary>
     Coverage,
+
+    /// <summary>
+    /// A window of the weights a_ij = e^(s_ij − lse_i), pooled into cells (<see cref="AttentionGeometry.Weights"/>),
+    /// once the attention's lse is known: each shard computes whole cells over every head in use.
+    /// </summary>
+    Weights,
 }
 
 /// <summary>
@@ -54,6 +60,9 @@ public sealed class AttentionGeometry
 
     /// <summary>For a multi-head layer job (<see cref="WithLayer"/>): the inputs each worker projects into its head's Q, K and V; else null.</summary>
     public LayerShape? Layer { get; private init; }
+
+    /// <summary>For a weights pass (<see cref="ForWeights"/>): the window and its cells; else null.</summary>
+    public WeightsWindow? Weights { get; private init; }
 
     public TensorShape KeyShape { get; }
 
@@ -106,7 +115,26 @@ public sealed class AttentionGeometry
 
     /// <summary>The same problem, computing <paramref name="pass"/>.</summary>
     public AttentionGeometry ForPass(JobPass pass)
-        => pass == Pass ? this : new AttentionGeometry(QueryShape, KeyShape, ValueShape, Options) { Pass = pass, Layer = Layer };
+        => pass == Pass ? this : pass == JobPass.Weights
+            ? throw new ArgumentException("a weights pass needs its window: use ForWeights", nameof(pass))
+            : new AttentionGeometry(QueryShape, KeyShape, ValueShape, Options) { Pass = pass, Layer = Layer };
+
+    /// <summary>The weights pass over <paramref name="window"/> of this problem, or throws <see cref="AttentionInputException"/> naming what does not fit.</summary>
+    public AttentionGeometry ForWeights(WeightsWindow window)
+    {
+        ArgumentNullException.ThrowIfNull(window);
+        if (window.Invalid(this) is { } problem)
+        {
+            throw new AttentionInputException(problem);
+        }
+
+        if (Layer is not null)
+        {
+            throw new AttentionInputException("a weights pass runs on projected Q and K, not on a layer's inputs");
+        }
+
+        return new AttentionGeometry(QueryShape, KeyShape, ValueShape, Options) { Pass = JobPass.Weights, Weights = window };
+    }
 
     /// <summary>The same problem with Q, K and V projected from layer inputs of <paramref name="layer"/>'s shapes by the workers.</summary>
     public AttentionGeometry WithLayer(LayerShape? layer)
@@ -116,7 +144,7 @@ public sealed class AttentionGeometry
             throw new AttentionInputException($"{layer} cannot feed {this}: every input needs at least one feature, V without its own input takes the key input's, heads need equal K and V dims, and only the attention pass projects");
         }
 
-        return new AttentionGeometry(QueryShape, KeyShape, ValueShape, Options) { Pass = Pass, Layer = layer };
+        return new AttentionGeometry(QueryShape, KeyShape, ValueShape, Options) { Pass = Pass, Layer = layer, Weights = Weights };
     }
 
     /// <summary>
@@ -218,5 +246,5 @@ public sealed class AttentionGeometry
         return 2.0 * pairs * Heads * (KeyDim + ValueDim);
     }
 
-    public override string ToString() => $"{QueryShape}, {KeyShape}, {ValueShape}, block {BlockSize}{(Pass == JobPass.Coverage ? ", coverage pass" : "")}";
+    public override string ToString() => $"{QueryShape}, {KeyShape}, {ValueShape}, block {BlockSize}{Pass switch { JobPass.Coverage => ", coverage pass", JobPass.Weights => $", {Weights}", _ => "" }}";
 }

@@ -27,7 +27,7 @@ public enum WeightPooling
 /// of the weights a_ij = e^(s_ij − lse_i), from the same logits as the attention pass and in fixed
 /// orders, so their bits do not depend on threads or SIMD width.
 /// </summary>
-public static class Inspection
+public static partial class Inspection
 {
     /// <summary>
     /// Entropy of every row by a second pass over the keys (attention computed with
@@ -191,154 +191,6 @@ public static class Inspection
         }
     }
 
-    /// <summary>
-    /// The weights of rows [rowLo, rowHi) × keys [colLo, colHi) of (b, head), or their mean over
-    /// all heads when <paramref name="head"/> is null, pooled into <paramref name="cellRows"/> ×
-    /// <paramref name="cellCols"/> cells (row-major); unpooled when the cell counts equal the window.
-    /// Row r of the window falls in cell ⌊r·cellRows / rows⌋, and likewise for columns.
-    /// </summary>
-    public static float[] Weights(AttentionProblem problem, ReadOnlySpan<float> lse, int b, int? head, (int Lo, int Hi) rowWindow, (int Lo, int Hi) colWindow, int cellRows, int cellCols, WeightPooling pooling = WeightPooling.Mean, KernelPath path = KernelPath.Auto, int threads = 1, CancellationToken cancellationToken = default)
-    {
-        ArgumentNullException.ThrowIfNull(problem);
-        CheckLse(problem, lse);
-        var (rowLo, rowHi) = rowWindow;
-        var (colLo, colHi) = colWindow;
-        if (b < 0 || b >= problem.Batch || head is { } hh && (hh < 0 || hh >= problem.Heads))
-        {
-            throw new ArgumentOutOfRangeException(nameof(head), $"batch {b}, head {head} is outside [0, {problem.Batch}) × [0, {problem.Heads})");
-        }
-
-        if (rowLo < 0 || rowHi > problem.QuerySeq || rowLo >= rowHi || colLo < 0 || colHi > problem.KeySeq || colLo >= colHi)
-        {
-            throw new ArgumentOutOfRangeException(nameof(rowWindow), $"window rows [{rowLo}, {rowHi}) × keys [{colLo}, {colHi}) is empty or outside [0, {problem.QuerySeq}) × [0, {problem.KeySeq})");
-        }
-
-        int rows = rowHi - rowLo, cols = colHi - colLo;
-        if (cellRows < 1 || cellRows > rows || cellCols < 1 || cellCols > cols)
-        {
-            throw new ArgumentOutOfRangeException(nameof(cellRows), $"{cellRows} × {cellCols} cells do not fit a window of {rows} × {cols}");
-        }
-
-        var cells = new double[(long)cellRows * cellCols];
-        var counts = new long[cells.Length];
-        int headCount = head is null ? problem.Heads : 1;
-        var lseArray = lse.ToArray();
-        int firstBlock = colLo / problem.BlockSize, endBlock = ((colHi - 1) / problem.BlockSize) + 1;
-        int firstPanel = rowLo / PanelKernelShape.PanelRows, panels = ((rowHi - 1) / PanelKernelShape.PanelRows) + 1 - firstPanel;
-
-        // One panel of rows per work item: the weights of every head are summed (heads ascending) at
-        // full resolution, divided by the head count, and only then pooled, so a cell is the max or
-        // mean of the head-mean weights. Each panel pools into its own cell rows; the panels' cells
-        // are then merged in panel order, so the bits do not depend on the thread count.
-        // The window's keys of every key head in use, packed once and shared by the panels.
-        int firstKvHead = (head ?? 0) / problem.GroupSize, kvHeads = head is null ? problem.KvHeads : 1;
-        var packs = new KeyPack[kvHeads];
-        using var release = new PackRelease(packs);
-        for (int g = 0; g < kvHeads; g++)
-        {
-            packs[g] = KeyPack.Create(problem, b, firstKvHead + g, firstBlock, endBlock);
-        }
-
-        var pooled = new (long FirstCell, double[] Values)[panels];
-        var cellOfCol = new int[cols];
-        for (int j = 0; j < cols; j++)
-        {
-            cellOfCol[j] = (int)((long)j * cellCols / cols);
-        }
-
-        ParallelWork.Run(panels, threads, item =>
-        {
-            int panelStart = (firstPanel + item) * PanelKernelShape.PanelRows;
-            int panelRows = Math.Min(PanelKernelShape.PanelRows, problem.QuerySeq - panelStart);
-            var panel = new double[(long)panelRows * cols];
-            for (int hi = 0; hi < headCount; hi++)
-            {
-                int h = head ?? hi;
-                var pack = packs[(h / problem.GroupSize) - firstKvHead];
-                var lseRows = lseArray.AsSpan((int)((((long)b * problem.Heads) + h) * problem.QuerySeq), problem.QuerySeq).ToArray();
-                for (int kb = firstBlock; kb < endBlock; kb++)
-                {
-                    int j0 = kb * problem.BlockSize;
-                    Attention.Dispatch(path, new WeightsJob(problem, pack, lseRows, b, h, panelStart, panelRows, kb, (r, weights) =>
-                    {
-                        int i = panelStart + r;
-                        if (i < rowLo || i >= rowHi)
-                        {
-                            return;
-                        }
-
-                        for (int c = Math.Max(colLo - j0, 0); c < Math.Min(weights.Length, colHi - j0); c++)
-                        {
-                            panel[((long)r * cols) + j0 + c - colLo] += weights[c];
-                        }
-                    }));
-                }
-            }
-
-            int i0 = Math.Max(panelStart, rowLo), i1 = Math.Min(panelStart + panelRows, rowHi);
-            long firstCellRow = (long)(i0 - rowLo) * cellRows / rows, lastCellRow = (long)(i1 - 1 - rowLo) * cellRows / rows;
-            var values = new double[(lastCellRow - firstCellRow + 1) * cellCols];
-            if (pooling == WeightPooling.Max)
-            {
-                Array.Fill(values, double.NegativeInfinity);
-            }
-
-            for (int i = i0; i < i1; i++)
-            {
-                long cellRow = ((long)(i - rowLo) * cellRows / rows) - firstCellRow;
-                var rowValues = values.AsSpan((int)(cellRow * cellCols), cellCols);
-                var panelRow = panel.AsSpan((int)((long)(i - panelStart) * cols), cols);
-                for (int j = 0; j < cols; j++)
-                {
-                    double value = panelRow[j] / headCount;
-                    ref double cell = ref rowValues[cellOfCol[j]];
-                    cell = pooling == WeightPooling.Max ? Math.Max(cell, value) : cell + value;
-                }
-            }
-
-            pooled[item] = (firstCellRow * cellCols, values);
-        }, cancellationToken);
-
-        foreach (var (firstCell, values) in pooled)
-        {
-            for (int c = 0; c < values.Length; c++)
-            {
-                long cell = firstCell + c;
-                cells[cell] = pooling == WeightPooling.Max ? Math.Max(cells[cell], values[c]) : cells[cell] + values[c];
-            }
-        }
-
-        for (int i = rowLo; i < rowHi; i++)
-        {
-            long cellRow = (long)(i - rowLo) * cellRows / rows;
-            for (int c = 0; c < cellCols; c++)
-            {
-                // Columns [⌈c·cols/cellCols⌉, ⌈(c+1)·cols/cellCols⌉) fall in cell c.
-                long lo = (((long)c * cols) + cellCols - 1) / cellCols, hi = ((((long)c + 1) * cols) + cellCols - 1) / cellCols;
-                counts[(cellRow * cellCols) + c] += hi - lo;
-            }
-        }
-
-        var result = new float[cells.Length];
-        for (int c = 0; c < cells.Length; c++)
-        {
-            result[c] = pooling == WeightPooling.Max ? (float)cells[c] : (float)(cells[c] / counts[c]);
-        }
-
-        return result;
-    }
-
-    private readonly struct PackRelease(KeyPack?[] packs) : IDisposable
-    {
-        public void Dispose()
-        {
-            foreach (var pack in packs)
-            {
-                pack?.Dispose();
-            }
-        }
-    }
-
     private static void CheckLse(AttentionProblem problem, ReadOnlySpan<float> lse)
     {
         long expected = (long)problem.Batch * problem.Heads * problem.QuerySeq;
@@ -380,13 +232,5 @@ public static class Inspection
                 throw new InvalidOperationException($"coverage of leaves [{LeafStart}, {LeafEnd}) folded into {count} nodes, not {Parts.Nodes.Length}");
             }
         }
-    }
-
-    private readonly record struct WeightsJob(AttentionProblem P, KeyPack Keys, float[] Lse, int B, int H, int RowStart, int Rows, int Block, Action<int, ReadOnlySpan<float>> Sink) : Attention.IPanelJob
-    {
-        public void Run<TL, TV>()
-            where TL : ILanes<TV>
-            where TV : unmanaged
-            => InspectKernel<TL, TV>.WeightsBlock(P, Attention.WorkspaceFor(P, 0, P.BlockCount), Keys, Lse, B, H, RowStart, Rows, Block, Sink);
     }
 }

@@ -150,6 +150,77 @@ public sealed record ShardInput(
     }
 
     /// <summary>
+    /// One shard of the weights pass over <paramref name="window"/> of <paramref name="problem"/>
+    /// (<see cref="AttentionGeometry.ForWeights"/>): the shard's rows of every query head in use
+    /// <c>Q [heads, RowCount, d_k]</c> and their log-sum-exp <c>Lse [heads, RowCount]</c>, and the
+    /// keys of every key head in use <c>K [kv heads, keys, d_k]</c> of blocks
+    /// [blockStart, <see cref="WeightsCellRange.DataBlockEnd"/>); no V. Copies, as the heads' rows are not contiguous.
+    /// </summary>
+    public static ShardInput SliceWeights(AttentionProblem problem, ReadOnlyMemory<float> lse, WeightsWindow window, int rowStart, int rowCount, int blockStart, int blockEnd)
+    {
+        ArgumentNullException.ThrowIfNull(problem);
+        ArgumentNullException.ThrowIfNull(window);
+        var g = problem.Geometry.ForWeights(window);
+        CheckPlace(g, window.Batch, window.FirstHead, rowStart, rowCount, blockStart, blockEnd);
+        var cells = window.CellsOf(g, rowStart, rowCount, blockStart, blockEnd);
+        int heads = window.HeadCount(g), d = g.KeyDim;
+        var (firstKv, kvHeads) = window.KvHeads(g);
+        int j0 = blockStart * g.BlockSize, keys = g.KeysIn(blockStart, cells.DataBlockEnd);
+        var q = new float[(long)heads * rowCount * d];
+        var l = new float[(long)heads * rowCount];
+        var k = new float[(long)kvHeads * keys * d];
+        for (int i = 0; i < heads; i++)
+        {
+            int h = window.FirstHead + i;
+            problem.Q.Data.Span.Slice((int)problem.Q.RowOffset(window.Batch, h, rowStart), rowCount * d).CopyTo(q.AsSpan(i * rowCount * d));
+            lse.Span.Slice((int)((((long)window.Batch * g.Heads) + h) * g.QuerySeq) + rowStart, rowCount).CopyTo(l.AsSpan(i * rowCount));
+        }
+
+        for (int i = 0; i < kvHeads; i++)
+        {
+            problem.K.Data.Span.Slice((int)problem.K.RowOffset(window.Batch, firstKv + i, j0), keys * d).CopyTo(k.AsSpan(i * keys * d));
+        }
+
+        return new ShardInput(g, window.Batch, window.FirstHead, rowStart, rowCount, blockStart, blockEnd, q, k, ReadOnlyMemory<float>.Empty, l);
+    }
+
+    /// <summary>
+    /// For a weights shard: the problem of each query head in use (windows of its Q rows and its key
+    /// head's keys), with every place, count and value checked as in <see cref="ToProblem"/>.
+    /// </summary>
+    public AttentionProblem[] WeightsProblems()
+    {
+        var g = Geometry;
+        var window = g.Weights ?? throw new AttentionInputException($"{this} is not a weights shard");
+        if (Batch != window.Batch || Head != window.FirstHead)
+        {
+            throw new AttentionInputException($"{this} does not belong to the {window}");
+        }
+
+        CheckPlace(g, Batch, Head, RowStart, RowCount, BlockStart, BlockEnd);
+        var cells = window.CellsOf(g, RowStart, RowCount, BlockStart, BlockEnd);
+        int heads = window.HeadCount(g), d = g.KeyDim;
+        var (firstKv, kvHeads) = window.KvHeads(g);
+        int j0 = BlockStart * g.BlockSize, keys = g.KeysIn(BlockStart, cells.DataBlockEnd);
+        if (Q.Length != (long)heads * RowCount * d || K.Length != (long)kvHeads * keys * d || V.Length != 0 || Lse.Length != (long)heads * RowCount)
+        {
+            throw new AttentionInputException($"{this} of the {window} carries Q {Q.Length}, K {K.Length}, V {V.Length} and lse {Lse.Length} values; it needs {(long)heads * RowCount * d}, {(long)kvHeads * keys * d}, 0 and {(long)heads * RowCount}");
+        }
+
+        var problems = new AttentionProblem[heads];
+        for (int i = 0; i < heads; i++)
+        {
+            int h = window.FirstHead + i, kvi = (h / g.GroupSize) - firstKv;
+            var q = AttentionTensor.Window(g.QueryShape, MemoryOf(Q.Slice(i * RowCount * d, RowCount * d)), Batch, h, RowStart, RowCount);
+            var k = AttentionTensor.Window(g.KeyShape, MemoryOf(K.Slice(kvi * keys * d, keys * d)), Batch, h / g.GroupSize, j0, keys);
+            var v = AttentionTensor.Window(g.ValueShape, Memory<float>.Empty, Batch, h / g.GroupSize, j0, 0);
+            problems[i] = AttentionProblem.Create(g, q, k, v);
+        }
+
+        return problems;
+    }
+
+    /// <summary>
     /// The problem this input poses, on windows of Q, K and V: checks the place, the element counts
     /// and every value (finite, no overflow), so data that came from another process is never
     /// computed on unchecked. Throws <see cref="AttentionInputException"/> naming what is wrong.

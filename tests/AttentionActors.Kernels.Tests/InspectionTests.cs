@@ -213,6 +213,81 @@ public class InspectionTests
     }
 
     [Fact]
+    public void Weights_shards_of_whole_cells_give_the_bits_of_the_whole_window_on_any_split()
+    {
+        var cases = new (string Name, int B, int H, int Hk, int Nq, int Nk, AttentionOptions Options, WeightsWindow Window)[]
+        {
+            ("GQA causal bottom-right, head mean", 1, 4, 2, 300, 420, new AttentionOptions { BlockSize = 32, Causal = true, Alignment = DiagonalAlignment.BottomRight }, new WeightsWindow(0, null, 7, 290, 3, 400, 37, 29, WeightPooling.Mean)),
+            ("GQA causal bottom-right, head mean, max", 1, 4, 2, 300, 420, new AttentionOptions { BlockSize = 32, Causal = true, Alignment = DiagonalAlignment.BottomRight }, new WeightsWindow(0, null, 7, 290, 3, 400, 37, 29, WeightPooling.Max)),
+            ("MQA key padding, one head unpooled", 2, 3, 1, 90, 130, new AttentionOptions { BlockSize = 16, KeyLengths = [130, 61] }, new WeightsWindow(1, 2, 10, 50, 20, 70, 40, 50, WeightPooling.Mean)),
+            ("window mask, cells wider than blocks", 1, 2, 2, 200, 200, new AttentionOptions { BlockSize = 16, Window = (30, 10) }, new WeightsWindow(0, null, 0, 200, 0, 200, 5, 3, WeightPooling.Max)),
+        };
+        var random = new Random(23);
+        foreach (var (name, b, h, hk, nq, nk, options, window) in cases)
+        {
+            var (q, k, v) = TestData.Qkv(name.Length, b, h, hk, nq, nk, 8, 8);
+            var problem = AttentionProblem.Create(q, k, v, options);
+            var lse = Attention.Compute(problem).Lse;
+            var expected = Inspection.Weights(problem, lse, window.Batch, window.Head, (window.RowLo, window.RowHi), (window.ColLo, window.ColHi), window.CellRows, window.CellCols, window.Pooling, KernelPath.Auto, 2);
+            var g = problem.Geometry;
+            for (int trial = 0; trial < 4; trial++)
+            {
+                var actual = new float[expected.Length];
+                var filled = new int[expected.Length];
+                int[] rowCuts = [.. new[] { 0, window.CellRows }.Concat(Enumerable.Range(1, window.CellRows - 1).Where(_ => random.Next(4) == 0)).Distinct().Order()];
+                int[] keyCuts = [.. new[] { 0, g.BlockCount }.Concat(Enumerable.Range(1, g.BlockCount - 1).Where(_ => random.Next(3) == 0)).Distinct().Order()];
+                for (int r = 0; r + 1 < rowCuts.Length; r++)
+                {
+                    int rowStart = window.CellRowStart(rowCuts[r]), rowEnd = window.CellRowStart(rowCuts[r + 1]);
+                    for (int c = 0; c + 1 < keyCuts.Length; c++)
+                    {
+                        var input = ShardInput.SliceWeights(problem, lse, window, rowStart, rowEnd - rowStart, keyCuts[c], keyCuts[c + 1]);
+                        var cells = Inspection.WeightsOfShard(input, trial % 2 == 0 ? KernelPath.Scalar : KernelPath.Auto);
+                        var range = cells.Range;
+                        Assert.Equal(range.Count, cells.Values.Length);
+                        for (int cr = range.CellRowStart; cr < range.CellRowEnd; cr++)
+                        {
+                            for (int cc = range.CellColStart; cc < range.CellColEnd; cc++)
+                            {
+                                int at = (cr * window.CellCols) + cc;
+                                actual[at] = cells.Values[((cr - range.CellRowStart) * (range.CellColEnd - range.CellColStart)) + cc - range.CellColStart];
+                                filled[at]++;
+                            }
+                        }
+                    }
+                }
+
+                int twice = Array.FindIndex(filled, f => f != 1);
+                Assert.True(twice < 0, $"{name}, trial {trial}: cell {twice} computed {(twice < 0 ? 1 : filled[twice])} times");
+                TestData.AssertBitwise(expected, actual, $"{name}, trial {trial}, {rowCuts.Length - 1} × {keyCuts.Length - 1} shards");
+            }
+        }
+    }
+
+    [Fact]
+    public void A_weights_shard_that_is_not_whole_cells_or_carries_bad_data_is_refused()
+    {
+        var (q, k, v) = TestData.Qkv(5, 1, 2, 1, 60, 64, 4, 4);
+        var problem = AttentionProblem.Create(q, k, v, new AttentionOptions { BlockSize = 16 });
+        var lse = Attention.Compute(problem).Lse;
+        var window = new WeightsWindow(0, null, 0, 60, 0, 64, 6, 4, WeightPooling.Mean);
+        var split = Assert.Throws<AttentionInputException>(() => ShardInput.SliceWeights(problem, lse, window, 0, 15, 0, 4));
+        Assert.Contains("not whole cell rows", split.Message);
+
+        var input = ShardInput.SliceWeights(problem, lse, window, 10, 20, 0, 4);
+        var shortK = input with { K = input.K[..^1] };
+        Assert.Contains("it needs", Assert.Throws<AttentionInputException>(() => Inspection.WeightsOfShard(shortK)).Message);
+        var badLse = input.Lse.ToArray();
+        badLse[23] = float.NaN;
+        var nan = Assert.Throws<AttentionInputException>(() => Inspection.WeightsOfShard(input with { Lse = badLse }));
+        Assert.Contains("row 13 (head 1", nan.Message);
+        var badQ = input.Q.ToArray();
+        badQ[5] = float.PositiveInfinity;
+        Assert.Contains("Q[0, 0, 11, 1]", Assert.Throws<AttentionInputException>(() => Inspection.WeightsOfShard(input with { Q = badQ })).Message);
+        Assert.Throws<AttentionInputException>(() => problem.Geometry.ForWeights(window with { CellRows = 61 }));
+    }
+
+    [Fact]
     public void Weight_windows_match_the_reference_and_whole_rows_sum_to_1()
     {
         var options = new AttentionOptions { BlockSize = 16, Causal = true };

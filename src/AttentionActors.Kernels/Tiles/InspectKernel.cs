@@ -222,6 +222,7 @@ internal static class InspectKernel<TL, TV>
     /// The weights a_ij = e^(s_ij − lse_i) of rows [rowStart, rowStart + rows) of (b, h) against
     /// key block <paramref name="kb"/>, handed row by row (block-local columns [0, n)) to
     /// <paramref name="sink"/>; a row that sees none of the block's keys is handed zeros.
+    /// <paramref name="lse"/> holds the rows' log-sum-exp from row <paramref name="rowStart"/> on.
     /// </summary>
     public static void WeightsBlock(AttentionProblem p, Workspace ws, KeyPack keys, ReadOnlySpan<float> lse, int b, int h, int rowStart, int rows, int kb, Action<int, ReadOnlySpan<float>> sink)
     {
@@ -242,7 +243,7 @@ internal static class InspectKernel<TL, TV>
             for (int r = 0; r < mr; r++)
             {
                 row.Clear();
-                float rowLse = lse[rowStart + r0 + r];
+                float rowLse = lse[r0 + r];
                 if (seen && !float.IsNegativeInfinity(rowLse))
                 {
                     var vl = TL.Splat(rowLse);
