@@ -12,6 +12,9 @@ namespace AttentionActors.Kernels;
 /// </summary>
 public sealed record WeightsWindow(int Batch, int? Head, int RowLo, int RowHi, int ColLo, int ColHi, int CellRows, int CellCols, WeightPooling Pooling)
 {
+    /// <summary>Most cells a window may have: 64 Mi floats (256 MiB), the most one result is allowed to hold.</summary>
+    public const long MaxCells = 64L << 20;
+
     public int Rows => RowHi - RowLo;
 
     public int Cols => ColHi - ColLo;
@@ -60,6 +63,11 @@ public sealed record WeightsWindow(int Batch, int? Head, int RowLo, int RowHi, i
         if (CellRows < 1 || CellRows > Rows || CellCols < 1 || CellCols > Cols)
         {
             return $"{CellRows} × {CellCols} cells do not fit a window of {Rows} × {Cols}";
+        }
+
+        if (Cells > MaxCells)
+        {
+            return $"{CellRows} × {CellCols} = {Cells:N0} cells are over the {MaxCells:N0} a window may have";
         }
 
         return Pooling is WeightPooling.Max or WeightPooling.Mean ? null : $"pooling {(int)Pooling} is neither max nor mean";

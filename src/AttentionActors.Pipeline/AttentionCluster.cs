@@ -39,10 +39,11 @@ public sealed class AttentionCluster : IAsyncDisposable
         reducer = system.ActorOf(Props.Create(() => new Reducer(options.MaxMessageBytes)) with { MailboxCapacity = 1 << 16 }, "reducer");
         var compute = options.Compute ?? Worker.Kernel(options.KernelPath);
         var coverage = Worker.Coverage(options.KernelPath);
+        var weights = Worker.Weights(options.KernelPath);
         var projections = new ProjectionCaches();
         for (int w = 0; w < options.Workers; w++)
         {
-            system.ActorOf(Props.Create(() => new Worker(queue, compute, coverage, projections)), $"worker-{w}");
+            system.ActorOf(Props.Create(() => new Worker(queue, compute, coverage, projections, weights)), $"worker-{w}");
         }
     }
 
@@ -148,6 +149,29 @@ public sealed class AttentionCluster : IAsyncDisposable
 
         ShardInputSource inputs = shard => ShardInput.SliceCoverage(problem, lse, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd);
         return RunAsync(g, plan, inputs, coverage, progress, cancellationToken);
+    }
+
+    /// <summary>
+    /// A window of the weights, pooled into cells (<see cref="WeightsWindow"/>), as a job over the
+    /// workers once the attention's log-sum-exp <paramref name="lse"/> <c>[B, H, Nq]</c> is known
+    /// (<see cref="WeightsPlanner"/>): <c>[CellRows, CellCols]</c>, bit for bit <see cref="Inspection.Weights"/>.
+    /// </summary>
+    public async Task<float[]> WeightsAsync(AttentionProblem problem, ReadOnlyMemory<float> lse, WeightsWindow window, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(problem);
+        ArgumentNullException.ThrowIfNull(window);
+        cancellationToken.ThrowIfCancellationRequested();
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref disposed) != 0, this);
+        var g = problem.Geometry.ForWeights(window);
+        if (lse.Length != (long)g.Batch * g.Heads * g.QuerySeq)
+        {
+            throw new ArgumentException($"the log-sum-exp holds {lse.Length} values; [{g.Batch}, {g.Heads}, {g.QuerySeq}] needs {(long)g.Batch * g.Heads * g.QuerySeq}", nameof(lse));
+        }
+
+        var cells = new float[window.Cells];
+        ShardInputSource inputs = shard => ShardInput.SliceWeights(problem, lse, window, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd);
+        await RunAsync(g, WeightsPlanner.Plan(g, options.Workers, options.Plan), inputs, cells, progress, cancellationToken).ConfigureAwait(false);
+        return cells;
     }
 
     private async Task<AttentionResult> RunAsync(AttentionGeometry g, ShardPlan plan, ShardInputSource inputs, Memory<float> target, IProgress<JobProgress>? progress, CancellationToken cancellationToken)

@@ -99,6 +99,48 @@ public class PipelineTests
     }
 
     [Theory]
+    [MemberData(nameof(Scenarios))]
+    public async Task Weight_windows_as_a_distributed_pass_have_the_single_node_bits(string name)
+    {
+        var (problem, _) = Scenario(name);
+        var g = problem.Geometry;
+        var lse = Attention.Compute(problem).Lse;
+        var windows = new[]
+        {
+            new WeightsWindow(g.Batch - 1, null, 0, g.QuerySeq, 0, g.KeySeq, 48, 40, WeightPooling.Max),
+            new WeightsWindow(0, g.Heads - 1, 3, 200, 17, 260, 197, 243, WeightPooling.Mean),
+            new WeightsWindow(0, null, g.QuerySeq / 3, g.QuerySeq, 5, g.KeySeq - 1, 29, 61, WeightPooling.Mean),
+        };
+        foreach (var window in windows)
+        {
+            var single = Inspection.Weights(problem, lse, window.Batch, window.Head, (window.RowLo, window.RowHi), (window.ColLo, window.ColHi), window.CellRows, window.CellCols, window.Pooling);
+            foreach (var (workers, budget) in new[] { (1, 8L << 20), (3, 128L << 10), (7, 80L << 10) })
+            {
+                await using var cluster = AttentionCluster.StartEmbedded(new ClusterOptions { Workers = workers, Plan = new PlanOptions { MaxShardBytes = budget } });
+                var plan = WeightsPlanner.Plan(g.ForWeights(window), workers, cluster.Options.Plan);
+                Assert.All(plan.Shards, s => Assert.True(s.Bytes <= budget, $"{s} needs {s.Bytes} bytes, over the budget {budget}"));
+                var sharded = await cluster.WeightsAsync(problem, lse, window);
+                TestData.AssertBitwise(single, sharded, $"{name}, {window}, {workers} workers, {plan.Shards.Count} weights shards");
+            }
+        }
+    }
+
+    [Fact]
+    public async Task A_weights_plan_that_cannot_keep_to_the_budget_or_a_bad_window_is_refused_before_anything_runs()
+    {
+        var (problem, _) = Scenario("gqa");
+        var window = new WeightsWindow(0, null, 0, 700, 0, 700, 1, 1, WeightPooling.Mean);
+        var error = Assert.Throws<AttentionInputException>(() => WeightsPlanner.Plan(problem.Geometry.ForWeights(window), 2, new PlanOptions { MaxShardBytes = 64 << 10 }));
+        Assert.Contains("shard budget", error.Message);
+        await using var cluster = AttentionCluster.StartEmbedded(new ClusterOptions { Workers = 2 });
+        var lse = Attention.Compute(problem).Lse;
+        var outside = await Assert.ThrowsAsync<AttentionInputException>(() => cluster.WeightsAsync(problem, lse, window with { RowHi = 701 }));
+        Assert.Contains("outside [0, 700)", outside.Message);
+        var wrong = await Assert.ThrowsAsync<ArgumentException>(() => cluster.WeightsAsync(problem, lse.AsMemory(1), window));
+        Assert.Contains("log-sum-exp holds", wrong.Message);
+    }
+
+    [Theory]
     [InlineData("self, causal, all biases")]
     [InlineData("cross with a value input, padded")]
     public async Task A_layer_job_projects_on_the_workers_and_gives_the_bits_of_projecting_first(string name)

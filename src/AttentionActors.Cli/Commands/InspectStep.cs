@@ -13,7 +13,7 @@ namespace AttentionActors.Cli.Commands;
 internal sealed class InspectStep
 {
     /// <summary>The largest weight window written as .npy: 64M cells (256 MiB).</summary>
-    public const long MaxWindowCells = 64L << 20;
+    public const long MaxWindowCells = WeightsWindow.MaxCells;
 
     private InspectStep(InspectRequest request, AttentionGeometry g)
     {

@@ -17,6 +17,12 @@ public sealed record RowsFinished(JobId Job, int Batch, int Head, int RowStart, 
 /// </summary>
 public sealed record CoverageFinished(JobId Job, int Batch, int KvHead, int KeyStart, int KeyCount, float[] Coverage) : IWireMessage;
 
+/// <summary>
+/// Finished cells [CellRowStart, +CellRowCount) × [CellColStart, +CellColCount) of a weights pass's
+/// window (<see cref="AttentionGeometry.Weights"/>): <c>Values [CellRowCount, CellColCount]</c>.
+/// </summary>
+public sealed record WeightsFinished(JobId Job, int CellRowStart, int CellRowCount, int CellColStart, int CellColCount, float[] Values) : IWireMessage;
+
 /// <summary>Notice to the client: every shard is merged and <paramref name="RowsSent"/> rows were streamed.</summary>
 public sealed record AttentionCompleted(JobId Job, long RowsSent) : IWireMessage;
 
@@ -44,7 +50,7 @@ public sealed record HostStopping(string Reason);
 /// coverage pass (<see cref="JobPass.Coverage"/>) the output is the coverage <c>[B, Hkv, Nk]</c>
 /// and it completes only when every key that some query sees has arrived.
 /// </summary>
-internal sealed class JobClient : ActorBase
+internal sealed partial class JobClient : ActorBase
 {
     private readonly JobId job;
     private readonly AttentionGeometry geometry;
@@ -67,11 +73,16 @@ internal sealed class JobClient : ActorBase
         this.progress = progress;
         this.result = result;
         this.grace = grace;
-        bool coverage = geometry.Pass == JobPass.Coverage;
+        bool attention = geometry.Pass == JobPass.Attention;
         long rows = (long)geometry.Batch * geometry.Heads * geometry.QuerySeq;
-        lse = coverage ? [] : new float[rows];
-        entropy = geometry.Options.Entropy && !coverage ? new float[rows] : null;
-        received = new BitArray(checked((int)(coverage ? (long)geometry.Batch * geometry.KvHeads * geometry.KeySeq : rows)));
+        lse = attention ? new float[rows] : [];
+        entropy = geometry.Options.Entropy && attention ? new float[rows] : null;
+        received = new BitArray(checked((int)(geometry.Pass switch
+        {
+            JobPass.Coverage => (long)geometry.Batch * geometry.KvHeads * geometry.KeySeq,
+            JobPass.Weights => geometry.Weights!.Cells,
+            _ => rows,
+        })));
         Waiting();
     }
 
@@ -99,6 +110,7 @@ internal sealed class JobClient : ActorBase
         });
         Receive<RowsFinished>(OnRows, m => m.Job == job);
         Receive<CoverageFinished>(OnCoverage, m => m.Job == job);
+        Receive<WeightsFinished>(OnWeights, m => m.Job == job);
         Receive<JobProgress>(p => progress?.Report(p), m => m.Job == job);
         Receive<AttentionCompleted>(OnCompleted, m => m.Job == job);
         Receive<AttentionFailed>(failed => Fail(failed.Reason, failed.Cancelled), m => m.Job == job);
@@ -120,7 +132,7 @@ internal sealed class JobClient : ActorBase
 
     private void OnRows(RowsFinished rows)
     {
-        if ((geometry.Pass == JobPass.Coverage ? $"job {job} computes coverage but received output rows" : Malformed(rows)) is { } problem)
+        if ((geometry.Pass != JobPass.Attention ? $"job {job} computes {geometry.Pass.ToString().ToLowerInvariant()} but received output rows" : Malformed(rows)) is { } problem)
         {
             coordinator.Tell(new CancelJob(job, problem), Self);
             Fail(problem);
@@ -144,7 +156,7 @@ internal sealed class JobClient : ActorBase
         string? problem = null;
         if (g.Pass != JobPass.Coverage)
         {
-            problem = $"job {job} computes attention but received coverage";
+            problem = $"job {job} computes {g.Pass.ToString().ToLowerInvariant()} but received coverage";
         }
         else if (keys.Batch < 0 || keys.Batch >= g.Batch || keys.KvHead < 0 || keys.KvHead >= g.KvHeads
             || keys.KeyStart < 0 || keys.KeyCount < 0 || (long)keys.KeyStart + keys.KeyCount > g.KeySeq)
@@ -335,6 +347,12 @@ internal sealed class JobClient : ActorBase
         if (geometry.Pass == JobPass.Coverage)
         {
             OnCoverageCompleted(completed);
+            return;
+        }
+
+        if (geometry.Pass == JobPass.Weights)
+        {
+            OnWeightsCompleted(completed);
             return;
         }
 

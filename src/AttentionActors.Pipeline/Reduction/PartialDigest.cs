@@ -15,6 +15,9 @@ internal static class PartialDigest
     /// <summary>The digest of a coverage shard's subtrees (nodes and sums).</summary>
     public static ulong Of(CoverageParts parts) => Of(parts.Nodes, parts.Values);
 
+    /// <summary>The digest of a weights shard's cells.</summary>
+    public static ulong Of(Kernels.WeightsCells cells) => Of([], cells.Values);
+
     private static ulong Of(TreeNode[] nodes, params float[][] arrays)
     {
         ulong hash = 14695981039346656037UL;

@@ -17,6 +17,9 @@ public sealed record PartialComputed(JobId Job, int ShardId, int Attempt, Partia
 /// <summary>Notice from a worker: the coverage subtrees of attempt <paramref name="Attempt"/> of a coverage shard.</summary>
 public sealed record CoverageComputed(JobId Job, int ShardId, int Attempt, CoverageParts Parts) : IWireMessage;
 
+/// <summary>Notice from a worker: the cells of attempt <paramref name="Attempt"/> of a weights shard.</summary>
+public sealed record WeightsComputed(JobId Job, int ShardId, int Attempt, WeightsCells Cells) : IWireMessage;
+
 /// <summary>Command: forget a job (its coordinator has told the client why it failed).</summary>
 public sealed record FailJob(JobId Job, string Reason) : IWireMessage;
 
@@ -48,6 +51,12 @@ internal sealed partial class Reducer : ActorBase
                 return;
             }
 
+            if (expect.Geometry.Pass == JobPass.Weights)
+            {
+                ExpectWeights(expect);
+                return;
+            }
+
             var job = jobs[expect.Job] = new JobState(expect);
             expect.Client.Tell(job.Progress(), Self);
             if (expect.Shards.Count == 0)
@@ -57,10 +66,12 @@ internal sealed partial class Reducer : ActorBase
         });
         Receive<PartialComputed>(OnPartial);
         Receive<CoverageComputed>(OnCoverage);
+        Receive<WeightsComputed>(OnWeights);
         Receive<FailJob>(fail =>
         {
             jobs.Remove(fail.Job);
             coverageJobs.Remove(fail.Job);
+            weightsJobs.Remove(fail.Job);
         });
     }
 
@@ -71,7 +82,7 @@ internal sealed partial class Reducer : ActorBase
 
     private void AbandonAll(string reason)
     {
-        foreach (var expect in jobs.Values.Select(j => j.Expect).Concat(coverageJobs.Values.Select(j => j.Expect)))
+        foreach (var expect in jobs.Values.Select(j => j.Expect).Concat(coverageJobs.Values.Select(j => j.Expect)).Concat(weightsJobs.Values.Select(j => j.Expect)))
         {
             expect.Client.Tell(new AttentionFailed(expect.Job, reason), Self);
             expect.Coordinator.Tell(new CancelJob(expect.Job, reason), Self);
@@ -79,6 +90,7 @@ internal sealed partial class Reducer : ActorBase
 
         jobs.Clear();
         coverageJobs.Clear();
+        weightsJobs.Clear();
     }
 
     private void OnPartial(PartialComputed done)

@@ -17,6 +17,9 @@ public delegate PartialSet ShardComputer(ShardInput input, Shard shard, int atte
 /// <summary>How a worker turns a coverage shard's input (<see cref="JobPass.Coverage"/>) into its subtrees' sums; the default is the kernel library.</summary>
 public delegate CoverageParts CoverageComputer(ShardInput input, Shard shard, int attempt, CancellationToken cancellationToken);
 
+/// <summary>How a worker turns a weights shard's input (<see cref="JobPass.Weights"/>) into its cells; the default is the kernel library.</summary>
+public delegate WeightsCells WeightsComputer(ShardInput input, Shard shard, int attempt, CancellationToken cancellationToken);
+
 /// <summary>
 /// Pulls one shard at a time from the queue (like a RabbitMQ consumer with prefetch 1), computes
 /// it off the mailbox thread, replies with its partials, and asks for the next. While computing it
@@ -30,17 +33,19 @@ internal sealed class Worker : ActorBase
     private readonly IActorRef queue;
     private readonly ShardComputer compute;
     private readonly CoverageComputer coverage;
+    private readonly WeightsComputer weights;
     private readonly ProjectionCaches? projections;
     private readonly EndedJobs ended = new();
     private ComputeShard? current;
     private CancellationTokenSource? running;
     private ComputeThread? thread;
 
-    public Worker(IActorRef queue, ShardComputer compute, CoverageComputer? coverage = null, ProjectionCaches? projections = null)
+    public Worker(IActorRef queue, ShardComputer compute, CoverageComputer? coverage = null, ProjectionCaches? projections = null, WeightsComputer? weights = null)
     {
         this.queue = queue;
         this.compute = compute;
         this.coverage = coverage ?? Coverage(KernelPath.Auto);
+        this.weights = weights ?? Weights(KernelPath.Auto);
         this.projections = projections;
         Idle();
     }
@@ -50,6 +55,9 @@ internal sealed class Worker : ActorBase
 
     /// <summary>How the default coverage computer runs the kernel on a shard's own data and log-sum-exp.</summary>
     public static CoverageComputer Coverage(KernelPath path) => (input, _, _, ct) => Inspection.CoverageOfShard(input, input.Lse.Span, path, ct);
+
+    /// <summary>How the default weights computer runs the kernel on a shard's own rows, keys and log-sum-exp.</summary>
+    public static WeightsComputer Weights(KernelPath path) => (input, _, _, ct) => Inspection.WeightsOfShard(input, path, ct);
 
     protected override void PreStart()
     {
@@ -114,9 +122,12 @@ internal sealed class Worker : ActorBase
             {
                 // A layer shard's Q rows and K/V blocks are projected here, shared with the process's other workers.
                 var input = work.Input.Layer is null ? work.Input : work.Input.Projected(projections?.For(work.Job));
-                object computed = input.Geometry.Pass == JobPass.Coverage
-                    ? coverage(input, work.Shard, work.Attempt, token)
-                    : compute(input, work.Shard, work.Attempt, token);
+                object computed = input.Geometry.Pass switch
+                {
+                    JobPass.Coverage => coverage(input, work.Shard, work.Attempt, token),
+                    JobPass.Weights => weights(input, work.Shard, work.Attempt, token),
+                    _ => compute(input, work.Shard, work.Attempt, token),
+                };
                 done = new ShardDone(work, computed, null, false);
             }
             catch (OperationCanceledException) when (token.IsCancellationRequested)
@@ -143,6 +154,10 @@ internal sealed class Worker : ActorBase
         else if (done.Result is CoverageParts parts)
         {
             work.Reducer.Tell(new CoverageComputed(work.Job, work.Shard.Id, work.Attempt, parts), Self);
+        }
+        else if (done.Result is WeightsCells cells)
+        {
+            work.Reducer.Tell(new WeightsComputed(work.Job, work.Shard.Id, work.Attempt, cells), Self);
         }
         else if (!done.Cancelled)
         {

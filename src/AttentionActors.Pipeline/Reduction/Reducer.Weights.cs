@@ -1,0 +1,169 @@
+using System.Collections;
+using AttentionActors.Kernels;
+using AttentionActors.Pipeline.Client;
+using AttentionActors.Pipeline.Coordinator;
+
+namespace AttentionActors.Pipeline.Reduction;
+
+/// <summary>
+/// The reducer's side of a weights pass: every shard computes whole cells, so nothing is merged.
+/// The plan must own every cell of the window exactly once; each shard's cells are checked
+/// (<see cref="WeightsCheck"/>) and streamed to the client in row bands of at most one message.
+/// Duplicates and audits are handled as for partials.
+/// </summary>
+internal sealed partial class Reducer
+{
+    private readonly Dictionary<JobId, WeightsState> weightsJobs = [];
+
+    private void ExpectWeights(ExpectShards expect)
+    {
+        if (WeightsPlanProblem(expect) is { } problem)
+        {
+            expect.Client.Tell(new AttentionFailed(expect.Job, problem), Self);
+            expect.Coordinator.Tell(new CancelJob(expect.Job, problem), Self);
+            return;
+        }
+
+        var job = weightsJobs[expect.Job] = new WeightsState(expect);
+        expect.Client.Tell(job.Progress(), Self);
+    }
+
+    /// <summary>Why a weights plan cannot be reduced, or null: its shards must own every cell of the window exactly once.</summary>
+    private static string? WeightsPlanProblem(ExpectShards expect)
+    {
+        var g = expect.Geometry;
+        var window = g.Weights;
+        if (window is null || window.Invalid(g) is not null)
+        {
+            return $"the weights pass has no valid window ({window?.Invalid(g) ?? "none"})";
+        }
+
+        var owned = new BitArray(checked((int)window.Cells));
+        long count = 0;
+        try
+        {
+            foreach (var shard in expect.Shards)
+            {
+                if (shard.Batch != window.Batch || shard.Head != window.FirstHead)
+                {
+                    return $"the weights plan's {shard} is not of batch {window.Batch}, head {window.FirstHead}";
+                }
+
+                var cells = window.CellsOf(g, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd);
+                for (int r = cells.CellRowStart; r < cells.CellRowEnd; r++)
+                {
+                    for (int c = cells.CellColStart; c < cells.CellColEnd; c++)
+                    {
+                        int at = (r * window.CellCols) + c;
+                        if (owned[at])
+                        {
+                            return $"the weights plan computes cell ({r}, {c}) twice (again in {shard})";
+                        }
+
+                        owned[at] = true;
+                        count++;
+                    }
+                }
+            }
+        }
+        catch (AttentionInputException ex)
+        {
+            return $"the weights plan cannot be reduced: {ex.Message}";
+        }
+
+        return count == window.Cells ? null : $"the weights plan leaves {window.Cells - count:N0} of the window's {window.Cells:N0} cells to no shard";
+    }
+
+    private void OnWeights(WeightsComputed done)
+    {
+        if (!weightsJobs.TryGetValue(done.Job, out var job))
+        {
+            return;
+        }
+
+        var coordinator = job.Expect.Coordinator;
+        if (!job.ShardsById.TryGetValue(done.ShardId, out var shard))
+        {
+            coordinator.Tell(new ShardFailed(done.Job, done.ShardId, done.Attempt, $"the job has no shard {done.ShardId}"), Self);
+            return;
+        }
+
+        string? invalid = WeightsCheck.Invalid(job.Expect.Geometry, shard, done.Cells);
+        if (job.Received.Contains(done.ShardId))
+        {
+            AuditWeights(job, shard, done.Cells, invalid);
+            return;
+        }
+
+        if (invalid is not null)
+        {
+            coordinator.Tell(new ShardFailed(done.Job, done.ShardId, done.Attempt, invalid), Self);
+            return;
+        }
+
+        job.Received.Add(shard.Id);
+        if (job.AuditPending.Contains(shard.Id))
+        {
+            job.AuditFirst[shard.Id] = (PartialDigest.Of(done.Cells), Sender.Path);
+        }
+
+        SendCells(job, done.Cells);
+        job.FlopsDone += shard.Flops;
+        job.Expect.Client.Tell(job.Progress(), Self);
+        if (job.Done)
+        {
+            CompleteWeights(job);
+        }
+
+        coordinator.Tell(new ShardMerged(done.Job, shard.Id, Sender.Path.ToString()), Self);
+    }
+
+    private void AuditWeights(WeightsState job, Planning.Shard shard, WeightsCells second, string? invalid)
+    {
+        if (!job.AuditPending.Contains(shard.Id) || !job.AuditFirst.TryGetValue(shard.Id, out var first) || first.Worker.Address == Sender.Path.Address)
+        {
+            return;
+        }
+
+        if (invalid is not null || PartialDigest.Of(second) != first.Digest)
+        {
+            string why = $"audit failed: weights {shard} computed on {first.Worker.Address} and again on {Sender.Path.Address} gave different bits{(invalid is null ? "" : $" ({invalid})")}; one of these machines computes wrongly";
+            weightsJobs.Remove(job.Expect.Job);
+            job.Expect.Coordinator.Tell(new AuditMismatch(job.Expect.Job, shard.Id, why), Self);
+            return;
+        }
+
+        job.AuditPending.Remove(shard.Id);
+        job.Expect.Coordinator.Tell(new ShardMerged(job.Expect.Job, shard.Id, Sender.Path.ToString(), Audit: true), Self);
+        if (job.Done)
+        {
+            CompleteWeights(job);
+        }
+    }
+
+    /// <summary>Streams a shard's cells to the client in bands of whole cell rows, one message each.</summary>
+    private void SendCells(WeightsState job, WeightsCells cells)
+    {
+        var range = cells.Range;
+        int width = range.CellColEnd - range.CellColStart;
+        int rowsPerMessage = Math.Max(1, Math.Min(maxMessageBytes, RowsMessageBytes) / 4 / width);
+        for (int r = range.CellRowStart; r < range.CellRowEnd; r += rowsPerMessage)
+        {
+            int n = Math.Min(rowsPerMessage, range.CellRowEnd - r);
+            var values = cells.Values.AsSpan((r - range.CellRowStart) * width, n * width).ToArray();
+            job.Expect.Client.Tell(new WeightsFinished(job.Expect.Job, r, n, range.CellColStart, width, values), Self);
+            job.CellsSent += values.Length;
+        }
+    }
+
+    private void CompleteWeights(WeightsState job)
+    {
+        weightsJobs.Remove(job.Expect.Job);
+        job.Expect.Client.Tell(new AttentionCompleted(job.Expect.Job, job.CellsSent), Self);
+    }
+
+    private sealed class WeightsState(ExpectShards expect) : JobBook(expect)
+    {
+        public long CellsSent { get; set; }
+    }
+}
