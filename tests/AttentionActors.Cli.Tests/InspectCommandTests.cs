@@ -31,11 +31,22 @@ public sealed class InspectCommandTests : IDisposable
     {
         var (q, k, v) = TestData.Qkv(21, 2, 4, 2, 130, 170, 16, 16);
         string[] files = ["--q", Write("q.npy", q, [2, 4, 130, 16]), "--k", Write("k.npy", k, [2, 2, 170, 16]), "--v", Write("v.npy", v, [2, 2, 170, 16])];
-        var (code, said, err) = await Run(["inspect", .. files, "--causal", "bottom-right", "--block", "32", "--workers", "3", "--max-shard-bytes", "65536", "--entropy-out", PathOf("e.npy"), "--coverage-out", PathOf("c.npy")]);
+        string[] window = ["--batch-index", "1", "--rows", "7:125", "--cols", "3:166", "--size", "20"];
+        var (code, said, err) = await Run(["inspect", .. files, "--causal", "bottom-right", "--block", "32", "--workers", "3", "--max-shard-bytes", "65536", "--entropy-out", PathOf("e.npy"), "--coverage-out", PathOf("c.npy"), .. window, "--weights-out", PathOf("w.npy"), "--heatmap", PathOf("h.svg")]);
         Assert.True(code == 0, err);
-        Assert.Matches(@"the coverage pass \([0-9]+ shards on 3 workers\) took", said);
-        var (code1, _, err1) = await Run(["inspect", .. files, "--causal", "bottom-right", "--block", "32", "--single-node", "--workers", "1", "--entropy-out", PathOf("e1.npy"), "--coverage-out", PathOf("c1.npy"), "--quiet"]);
+        Assert.Matches(@"the coverage and 2 weights passes \([0-9]+ shards on 3 workers\) took", said);
+        var (code1, _, err1) = await Run(["inspect", .. files, "--causal", "bottom-right", "--block", "32", "--single-node", "--workers", "1", "--entropy-out", PathOf("e1.npy"), "--coverage-out", PathOf("c1.npy"), .. window, "--weights-out", PathOf("w1.npy"), "--heatmap", PathOf("h1.svg"), "--quiet"]);
         Assert.True(code1 == 0, err1);
+
+        // The weight window and the heatmap's cells ran as weights passes on the workers: the same bits as one thread.
+        using (var w = NpyFile.Read(PathOf("w.npy")))
+        using (var w1 = NpyFile.Read(PathOf("w1.npy")))
+        {
+            Assert.Equal([118, 163], w.Shape);
+            TestData.AssertBitwise(w1.Data.Span, w.Data.Span, "weights window: 3 pipeline workers vs one thread");
+        }
+
+        Assert.Equal(File.ReadAllText(PathOf("h1.svg")), File.ReadAllText(PathOf("h.svg")));
 
         using var entropy = NpyFile.Read(PathOf("e.npy"));
         using var coverage = NpyFile.Read(PathOf("c.npy"));

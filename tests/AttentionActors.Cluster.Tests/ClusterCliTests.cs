@@ -103,20 +103,21 @@ public sealed class ClusterCliTests(PrivateBroker broker)
                 ["ATTENTION_BROKER__HEARTBEATINTERVALSECONDS"] = "0.25",
                 ["ATTENTION_BROKER__NODETIMEOUTSECONDS"] = "2",
             };
-            await using var remote = NodeProcess.Start("inspect-cluster", environment, [.. job, "--broker", broker.Url, "--entropy-out", F("e-cluster.npy"), "--coverage-out", F("c-cluster.npy")]);
-            await using var local = NodeProcess.Start("inspect-local", NoEnvironment, [.. job, "--single-node", "--entropy-out", F("e-local.npy"), "--coverage-out", F("c-local.npy")]);
+            string[] Outputs(string where) => ["--entropy-out", F($"e-{where}.npy"), "--coverage-out", F($"c-{where}.npy"), "--rows", "20:290", "--cols", "5:", "--weights-out", F($"w-{where}.npy"), "--heatmap", F($"h-{where}.svg"), "--size", "32"];
+            await using var remote = NodeProcess.Start("inspect-cluster", environment, [.. job, "--broker", broker.Url, .. Outputs("cluster")]);
+            await using var local = NodeProcess.Start("inspect-local", NoEnvironment, [.. job, "--single-node", .. Outputs("local")]);
             int remoteCode = await remote.WaitForExit(TimeSpan.FromSeconds(90));
             int localCode = await local.WaitForExit(TimeSpan.FromSeconds(90));
 
             Assert.True(remoteCode == 0, $"inspect --broker exited {remoteCode}:\n{remote.Tail()}\n{cluster.Logs()}");
             Assert.True(localCode == 0, $"inspect --single-node exited {localCode}:\n{local.Tail()}");
-            Assert.Contains("the coverage pass (on the cluster on", remote.Output, StringComparison.Ordinal);
+            Assert.Contains("the coverage and 2 weights passes (on the cluster on", remote.Output, StringComparison.Ordinal);
 
-            // Two jobs ran on the cluster: the attention (with entropy) and the coverage pass.
-            Assert.Equal(2, System.Text.RegularExpressions.Regex.Count(cluster.Nodes.Single(n => n.Name == "coordinator").Output, "started:"));
-            foreach (string output in new[] { "e", "c" })
+            // Four jobs ran on the cluster: the attention (with entropy), the coverage pass, and the weights passes of the window and the heatmap.
+            Assert.Equal(4, System.Text.RegularExpressions.Regex.Count(cluster.Nodes.Single(n => n.Name == "coordinator").Output, "started:"));
+            foreach (string output in new[] { "e-{0}.npy", "c-{0}.npy", "w-{0}.npy", "h-{0}.svg" })
             {
-                var (a, b) = (File.ReadAllBytes(F($"{output}-cluster.npy")), File.ReadAllBytes(F($"{output}-local.npy")));
+                var (a, b) = (File.ReadAllBytes(F(string.Format(System.Globalization.CultureInfo.InvariantCulture, output, "cluster"))), File.ReadAllBytes(F(string.Format(System.Globalization.CultureInfo.InvariantCulture, output, "local"))));
                 int first = Enumerable.Range(0, Math.Min(a.Length, b.Length)).FirstOrDefault(i => a[i] != b[i], -1);
                 Assert.True(a.Length == b.Length && first < 0, $"{output}: the cluster's file differs from single node ({a.Length} vs {b.Length} bytes, first differing byte {first})");
             }

@@ -3,7 +3,7 @@ using AttentionActors.Kernels.Tests;
 
 namespace AttentionActors.Cluster.Tests;
 
-/// <summary>Jobs and their coverage passes on real node processes (1 coordinator, 1 reducer, 3 workers) over the private broker.</summary>
+/// <summary>Jobs and their coverage and weights passes on real node processes (1 coordinator, 1 reducer, 3 workers) over the private broker.</summary>
 [Collection(BrokerCollection.Name)]
 public sealed class MultiProcessTests(PrivateBroker broker)
 {
@@ -49,6 +49,12 @@ public sealed class MultiProcessTests(PrivateBroker broker)
             // The coverage pass, on the same workers: its subtrees cross the wire and fold on the reducer.
             var coverage = await cluster.Client.CoverageAsync(problem, actual.Lse, maxShardBytes: SmallShards / 4).WaitAsync(TimeSpan.FromSeconds(60));
             TestData.AssertBitwise(Inspection.Coverage(problem, expected.Lse), coverage, $"{name}: cluster coverage");
+
+            // A weights pass over the mean of all heads, max-pooled: whole cells cross the wire from every worker.
+            var window = new WeightsWindow(problem.Batch - 1, null, 3, problem.QuerySeq, 0, problem.KeySeq - 2, 37, 41, WeightPooling.Max);
+            var cells = await cluster.Client.WeightsAsync(problem, actual.Lse, window, maxShardBytes: SmallShards).WaitAsync(TimeSpan.FromSeconds(60));
+            var single = Inspection.Weights(problem, expected.Lse, window.Batch, null, (window.RowLo, window.RowHi), (window.ColLo, window.ColHi), window.CellRows, window.CellCols, window.Pooling);
+            TestData.AssertBitwise(single, cells, $"{name}: cluster weights");
         }
 
         // Every worker took part, whatever its vector width: the bits above came from all three.

@@ -29,7 +29,7 @@ public sealed class WireMessageTests
         [
             typeof(AttentionCompleted), typeof(AttentionFailed), typeof(CancelJob), typeof(ComputeShard), typeof(ExpectShards), typeof(FailJob),
             typeof(JobEnded), typeof(JobProgress), typeof(PartialComputed), typeof(RowsFinished), typeof(ShardFailed), typeof(ShardMerged),
-            typeof(ShardPoisoned), typeof(ShardStarted), typeof(WatchJob), typeof(AuditMismatch), typeof(CoverageComputed), typeof(CoverageFinished),
+            typeof(ShardPoisoned), typeof(ShardStarted), typeof(WatchJob), typeof(AuditMismatch), typeof(CoverageComputed), typeof(CoverageFinished), typeof(WeightsComputed), typeof(WeightsFinished),
         ];
         Assert.Equal(expected.Select(t => t.Name).Order(), names);
     }

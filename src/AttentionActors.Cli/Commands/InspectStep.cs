@@ -6,6 +6,9 @@ using AttentionActors.Kernels.Simd;
 
 namespace AttentionActors.Cli.Commands;
 
+/// <summary>Inspection passes the workers ran after the attention: the coverage (if asked for), each weight window's cells, their time and where they ran.</summary>
+internal sealed record InspectPasses(float[]? Coverage, IReadOnlyDictionary<WeightsWindow, float[]> Weights, TimeSpan Took, string Where);
+
 /// <summary>
 /// The inspection pass of <c>attention inspect</c>, after the attention itself: checks everything it
 /// was asked for before any work (<see cref="Check"/>), then computes and writes it (<see cref="Run"/>).
@@ -89,18 +92,41 @@ internal sealed class InspectStep
     public bool WantsCoverage => CoveragePath is not null;
 
     /// <summary>
-    /// Computes what was asked for, adds the .npy outputs to <paramref name="outputs"/>, writes the
-    /// heatmap and prints the summary. <paramref name="distributed"/> is the coverage pass when the
-    /// workers already ran it; otherwise it runs here on <paramref name="threads"/> threads.
+    /// The weight windows asked for: the unpooled window of <c>--weights-out</c> and the pooled one of
+    /// <c>--heatmap</c>. The pipeline or the cluster runs each as a weights pass and hands the cells to <see cref="Run"/>.
     /// </summary>
-    public void Run(AttentionProblem problem, AttentionResult result, (float[] Values, TimeSpan Took, string Where)? distributed, int[] leading, int threads, List<OutputFile> outputs, TextWriter stdout, bool quiet, CancellationToken cancellationToken)
+    public IReadOnlyList<WeightsWindow> WeightWindows
+    {
+        get
+        {
+            var windows = new List<WeightsWindow>();
+            if (WeightsPath is not null)
+            {
+                windows.Add(WeightsWindowOf(RowWindow.Hi - RowWindow.Lo, ColWindow.Hi - ColWindow.Lo, WeightPooling.Mean));
+            }
+
+            if (HeatmapPath is not null)
+            {
+                windows.Add(WeightsWindowOf(Math.Min(Request.Size, RowWindow.Hi - RowWindow.Lo), Math.Min(Request.Size, ColWindow.Hi - ColWindow.Lo), Request.Pool));
+            }
+
+            return windows;
+        }
+    }
+
+    /// <summary>
+    /// Computes what was asked for, adds the .npy outputs to <paramref name="outputs"/>, writes the
+    /// heatmap and prints the summary. <paramref name="distributed"/> holds the coverage and weights
+    /// passes when the workers already ran them; otherwise they run here on <paramref name="threads"/> threads.
+    /// </summary>
+    public void Run(AttentionProblem problem, AttentionResult result, InspectPasses? distributed, int[] leading, int threads, List<OutputFile> outputs, TextWriter stdout, bool quiet, CancellationToken cancellationToken)
     {
         var clock = Stopwatch.StartNew();
         bool coverage = CoveragePath is not null;
         var entropy = result.Entropy ?? throw new InvalidOperationException("the attention pass returned no entropy although the job asked for it");
-        var inspection = new InspectionResult(entropy, !coverage ? null : distributed?.Values ?? Inspection.Coverage(problem, result.Lse, new ComputeOptions { Threads = threads }, cancellationToken));
-        var elapsed = distributed?.Took ?? clock.Elapsed;
-        string where = distributed?.Where ?? $"single node, {threads} thread{(threads == 1 ? "" : "s")}";
+        var inspection = new InspectionResult(entropy, !coverage ? null : distributed?.Coverage ?? Inspection.Coverage(problem, result.Lse, new ComputeOptions { Threads = threads }, cancellationToken));
+        float[] Weights(WeightsWindow w) => distributed?.Weights.GetValueOrDefault(w)
+            ?? Inspection.Weights(problem, result.Lse, w.Batch, w.Head, (w.RowLo, w.RowHi), (w.ColLo, w.ColHi), w.CellRows, w.CellCols, w.Pooling, KernelPath.Auto, threads, cancellationToken);
         if (EntropyPath is not null)
         {
             outputs.Add(OutputFile.Write(EntropyPath, inspection.Entropy, [.. leading, problem.QuerySeq]));
@@ -115,24 +141,31 @@ internal sealed class InspectStep
         int rows = RowWindow.Hi - RowWindow.Lo, cols = ColWindow.Hi - ColWindow.Lo;
         if (WeightsPath is not null)
         {
-            var weights = Inspection.Weights(problem, result.Lse, Request.BatchIndex, Request.Head, RowWindow, ColWindow, rows, cols, WeightPooling.Mean, KernelPath.Auto, threads, cancellationToken);
+            var weights = Weights(WeightsWindowOf(rows, cols, WeightPooling.Mean));
             outputs.Add(OutputFile.Write(WeightsPath, weights, [rows, cols]));
         }
 
         if (HeatmapPath is not null)
         {
             int cellRows = Math.Min(Request.Size, rows), cellCols = Math.Min(Request.Size, cols);
-            var cells = Inspection.Weights(problem, result.Lse, Request.BatchIndex, Request.Head, RowWindow, ColWindow, cellRows, cellCols, Request.Pool, KernelPath.Auto, threads, cancellationToken);
+            var cells = Weights(WeightsWindowOf(cellRows, cellCols, Request.Pool));
             var map = new Heatmap(cells, cellRows, cellCols, RowWindow, ColWindow, QLabels, KLabels, Title(problem, cellRows, cellCols));
             File.WriteAllText(HeatmapPath, map.ToSvg(), new UTF8Encoding(false));
         }
 
+        int passes = (coverage ? 1 : 0) + WeightWindows.Count;
+        var elapsed = distributed?.Took ?? clock.Elapsed;
+        string where = distributed?.Where ?? $"single node, {threads} thread{(threads == 1 ? "" : "s")}";
         if (!quiet)
         {
-            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"inspect: entropy computed with the attention{(coverage ? $"; the coverage pass ({where}) took {elapsed.TotalSeconds:F3} s" : "")}"));
+            string names = string.Join(" and ", new[] { coverage ? "coverage" : null, WeightWindows.Count switch { 0 => null, 1 => "weights", int n => $"{n} weights" } }.Where(n => n is not null));
+            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"inspect: entropy computed with the attention{(passes > 0 ? $"; the {names} pass{(passes > 1 ? "es" : "")} ({where}) took {elapsed.TotalSeconds:F3} s" : "")}"));
             Summary(problem, inspection, stdout);
         }
     }
+
+    private WeightsWindow WeightsWindowOf(int cellRows, int cellCols, WeightPooling pooling)
+        => new(Request.BatchIndex, Request.Head, RowWindow.Lo, RowWindow.Hi, ColWindow.Lo, ColWindow.Hi, cellRows, cellCols, pooling);
 
     private string Title(AttentionProblem p, int cellRows, int cellCols)
     {

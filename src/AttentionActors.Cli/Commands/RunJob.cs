@@ -92,7 +92,7 @@ internal static class RunJob
             AttentionResult result;
             int[] outShape = [.. leading, problem.QuerySeq, problem.ValueDim];
             string? clusterName = null;
-            (float[] Values, TimeSpan Took, string Where)? coverage = null;
+            InspectPasses? passes = null;
             if (request.SingleNode)
             {
                 result = Attention.Compute(problem, new ComputeOptions { Threads = request.Workers }, null, cancellationToken);
@@ -108,11 +108,17 @@ internal static class RunJob
                 await using var client = await ClusterClient.ConnectAsync(brokerOptions, cluster.LoggerFactory, clusterSettings?.Job.ResultGrace, cancellationToken);
                 clusterName = client.Broker;
                 result = await WithProgress(request, stderr, 0, estimate.Time, (progress, ct) => client.ComputeAsync(problem, mapped?.Data, request.MaxShardBytes, progress, request.Audit, ct), cancellationToken);
-                if (inspect?.WantsCoverage == true)
+                if (inspect is not null)
                 {
                     var passClock = Stopwatch.StartNew();
-                    var values = await client.CoverageAsync(problem, result.Lse, request.MaxShardBytes, null, request.Audit, cancellationToken);
-                    coverage = (values, passClock.Elapsed, $"on the cluster on {client.Broker}");
+                    var values = inspect.WantsCoverage ? await client.CoverageAsync(problem, result.Lse, request.MaxShardBytes, null, request.Audit, cancellationToken) : null;
+                    var weights = new Dictionary<WeightsWindow, float[]>();
+                    foreach (var window in inspect.WeightWindows)
+                    {
+                        weights[window] = await client.WeightsAsync(problem, result.Lse, window, request.MaxShardBytes, null, request.Audit, cancellationToken);
+                    }
+
+                    passes = new InspectPasses(values, weights, passClock.Elapsed, $"on the cluster on {client.Broker}");
                 }
             }
             else
@@ -127,18 +133,32 @@ internal static class RunJob
                 await using var embedded = AttentionCluster.StartEmbedded(cluster);
                 var job = plan;
                 result = await WithProgress(request, stderr, plan.Shards.Count, estimate.Time, (progress, ct) => embedded.ComputeAsync(problem, job, mapped?.Data, progress, ct), cancellationToken);
-                if (inspect?.WantsCoverage == true)
+                if (inspect is not null)
                 {
                     var passClock = Stopwatch.StartNew();
-                    var coveragePlan = CoveragePlanner.Plan(problem.Geometry, cluster.Workers, cluster.Plan);
-                    var values = new float[(long)problem.Batch * problem.KvHeads * problem.KeySeq];
-                    await embedded.CoverageAsync(problem, result.Lse, coveragePlan, values, null, cancellationToken);
-                    coverage = (values, passClock.Elapsed, $"{Count(coveragePlan.Shards.Count, "shard")} on {Count(cluster.Workers, "worker")}");
+                    float[]? values = null;
+                    int shards = 0;
+                    if (inspect.WantsCoverage)
+                    {
+                        var coveragePlan = CoveragePlanner.Plan(problem.Geometry, cluster.Workers, cluster.Plan);
+                        values = new float[(long)problem.Batch * problem.KvHeads * problem.KeySeq];
+                        await embedded.CoverageAsync(problem, result.Lse, coveragePlan, values, null, cancellationToken);
+                        shards += coveragePlan.Shards.Count;
+                    }
+
+                    var weights = new Dictionary<WeightsWindow, float[]>();
+                    foreach (var window in inspect.WeightWindows)
+                    {
+                        weights[window] = await embedded.WeightsAsync(problem, result.Lse, window, null, cancellationToken);
+                        shards += WeightsPlanner.Plan(problem.Geometry.ForWeights(window), cluster.Workers, cluster.Plan).Shards.Count;
+                    }
+
+                    passes = new InspectPasses(values, weights, passClock.Elapsed, $"{Count(shards, "shard")} on {Count(cluster.Workers, "worker")}");
                 }
             }
 
-            // The attention's own time: a coverage pass ran after it while the cluster was at hand.
-            var elapsed = clock.Elapsed - (coverage?.Took ?? TimeSpan.Zero);
+            // The attention's own time: the inspection passes ran after it while the cluster was at hand.
+            var elapsed = clock.Elapsed - (passes?.Took ?? TimeSpan.Zero);
             if (outPath is not null && !outputs.Any(f => f.Path == outPath))
             {
                 outputs.Add(OutputFile.Write(outPath, result.Output.Data.Span, outShape));
@@ -159,7 +179,7 @@ internal static class RunJob
                     $"attention: Q {RunInputs.Show(inputs.Q.Shape)}, K/V {RunInputs.Show(inputs.K.Shape)} → out {RunInputs.Show(outShape)}; {how}; {elapsed.TotalSeconds:F3} s (estimated {JobEstimate.Duration(estimate.Time)}), {flops / 1e9:G4} GFLOP visible, {flops / 1e9 / Math.Max(elapsed.TotalSeconds, 1e-9):F1} GFLOP/s"));
             }
 
-            inspect?.Run(problem, result, coverage, leading, request.Workers, outputs, stdout, request.Quiet, cancellationToken);
+            inspect?.Run(problem, result, passes, leading, request.Workers, outputs, stdout, request.Quiet, cancellationToken);
             int code = request.Verify ? await Verifier.CheckAsync(problem, result, request.SingleNode, cluster, stdout, cancellationToken, clusterName is null ? "sharded" : "cluster") : 0;
 
             // The result may live in a mapped output file: it is released only now, then every file is put in place.

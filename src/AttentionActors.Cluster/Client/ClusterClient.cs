@@ -163,6 +163,27 @@ public sealed class ClusterClient : IAsyncDisposable
         return coverage;
     }
 
+    /// <summary>
+    /// A window of the weights pooled into cells (<see cref="WeightsWindow"/>), <c>[CellRows, CellCols]</c>,
+    /// as a job on the cluster once the attention's log-sum-exp <paramref name="lse"/> <c>[B, H, Nq]</c>
+    /// is known: Q, K and the lse are uploaded (no V), each worker computes whole cells over every head
+    /// in use, and the reducer checks and forwards them; the bits are those of <see cref="Inspection.Weights"/>.
+    /// </summary>
+    public async Task<float[]> WeightsAsync(AttentionProblem problem, ReadOnlyMemory<float> lse, WeightsWindow window, long maxShardBytes = 0, IProgress<JobProgress>? progress = null, double audit = 0, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(problem);
+        ArgumentNullException.ThrowIfNull(window);
+        var g = problem.Geometry.ForWeights(window);
+        if (lse.Length != (long)g.Batch * g.Heads * g.QuerySeq)
+        {
+            throw new ArgumentException($"the log-sum-exp holds {lse.Length} values; [{g.Batch}, {g.Heads}, {g.QuerySeq}] needs {(long)g.Batch * g.Heads * g.QuerySeq}", nameof(lse));
+        }
+
+        var cells = new float[window.Cells];
+        await RunAsync(g, [(TensorRole.Q, problem.Q.Data), (TensorRole.K, problem.K.Data), (TensorRole.Lse, lse)], cells, maxShardBytes, progress, audit, cancellationToken).ConfigureAwait(false);
+        return cells;
+    }
+
     private async Task<AttentionResult> RunAsync(AttentionGeometry g, (TensorRole Role, ReadOnlyMemory<float> Data)[] tensors, Memory<float> target, long maxShardBytes, IProgress<JobProgress>? progress, double audit, CancellationToken cancellationToken)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(audit, 0);

@@ -141,7 +141,7 @@ public sealed partial class ClusterNode : IAsyncDisposable
         var projections = new ProjectionCaches();
         for (int w = 0; w < options.Threads; w++)
         {
-            system.ActorOf(Props.Create(() => new Worker(queue, compute, Worker.Coverage(options.KernelPath), projections)), $"worker-{w}");
+            system.ActorOf(Props.Create(() => new Worker(queue, compute, Worker.Coverage(options.KernelPath), projections, Worker.Weights(options.KernelPath))), $"worker-{w}");
         }
 
         // Hear the coordinators first: their heartbeats name the jobs that ended before this node joined.

@@ -106,14 +106,14 @@ internal sealed partial class JobHost : ActorBase
 
     /// <summary>
     /// Values a job uploads per <see cref="TensorRole"/>: Q, K and V for attention; Q, K and the lse
-    /// [B, H, Nq] for a coverage pass; a layer job's inputs and weights instead of Q, K and V.
+    /// [B, H, Nq] for a coverage or weights pass; a layer job's inputs and weights instead of Q, K and V.
     /// </summary>
     private static long[] TensorLengths(AttentionGeometry g)
     {
-        bool coverage = g.Pass == JobPass.Coverage;
+        bool noValues = g.Pass != JobPass.Attention;
         if (g.Layer is not { } l)
         {
-            return [g.QueryShape.Length, g.KeyShape.Length, coverage ? 0 : g.ValueShape.Length, coverage ? (long)g.Batch * g.Heads * g.QuerySeq : 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            return [g.QueryShape.Length, g.KeyShape.Length, noValues ? 0 : g.ValueShape.Length, noValues ? (long)g.Batch * g.Heads * g.QuerySeq : 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         }
 
         long e = (long)g.Heads * g.KeyDim, ekv = (long)g.KvHeads * g.KeyDim, ev = (long)g.KvHeads * g.ValueDim;
@@ -251,7 +251,7 @@ internal sealed partial class JobHost : ActorBase
         ShardPlan plan;
         try
         {
-            bool coverage = g.Pass == JobPass.Coverage;
+            bool noValues = g.Pass != JobPass.Attention;
             if (g.Layer is not null)
             {
                 layer = Layer(g, upload.Data);
@@ -262,14 +262,19 @@ internal sealed partial class JobHost : ActorBase
                     g,
                     new AttentionTensor(g.QueryShape.Name, upload.Data[0], g.Batch, g.Heads, g.QuerySeq, g.KeyDim),
                     new AttentionTensor(g.KeyShape.Name, upload.Data[1], g.Batch, g.KvHeads, g.KeySeq, g.KeyDim),
-                    coverage ? AttentionTensor.Window(g.ValueShape, Memory<float>.Empty, 0, 0, 0, 0) : new AttentionTensor(g.ValueShape.Name, upload.Data[2], g.Batch, g.KvHeads, g.KeySeq, g.ValueDim));
+                    noValues ? AttentionTensor.Window(g.ValueShape, Memory<float>.Empty, 0, 0, 0, 0) : new AttentionTensor(g.ValueShape.Name, upload.Data[2], g.Batch, g.KvHeads, g.KeySeq, g.ValueDim));
             }
 
             int workers = Math.Max(1, transport.Membership.WithRole(NodeRoles.Worker).Sum(m => m.Heartbeat.Threads));
             long budget = transport.Broker.Options.MaxMessageBytes - (256 << 10);
             long maxShard = Math.Min(budget, upload.Submit.MaxShardBytes > 0 ? upload.Submit.MaxShardBytes : options.MaxShardBytes ?? budget);
             var planOptions = new PlanOptions { MaxShardBytes = maxShard };
-            plan = coverage ? CoveragePlanner.Plan(g, workers, planOptions) : ShardPlanner.Plan(g, workers, planOptions);
+            plan = g.Pass switch
+            {
+                JobPass.Coverage => CoveragePlanner.Plan(g, workers, planOptions),
+                JobPass.Weights => WeightsPlanner.Plan(g, workers, planOptions),
+                _ => ShardPlanner.Plan(g, workers, planOptions),
+            };
         }
         catch (Exception ex) when (ex is AttentionInputException or ArgumentException or InvalidOperationException)
         {
@@ -290,6 +295,8 @@ internal sealed partial class JobHost : ActorBase
             ? shard => ShardInput.SliceLayer(layer, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd)
             : g.Pass == JobPass.Coverage
             ? shard => ShardInput.SliceCoverage(problem!, lse, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd)
+            : g.Weights is { } window
+            ? shard => ShardInput.SliceWeights(problem!, lse, window, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd)
             : shard => ShardInput.Slice(problem!, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd);
         var client = upload.Client;
         var audit = upload.Submit.Audit > 0 ? new AuditOptions(upload.Submit.Audit, OtherWorker) : null;

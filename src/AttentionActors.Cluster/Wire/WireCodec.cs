@@ -73,6 +73,10 @@ internal sealed class WireCodec
                 envelope.Coverage.NodeLevels.AddRange(m.Parts.Nodes.Select(n => n.Level));
                 envelope.Coverage.NodeIndices.AddRange(m.Parts.Nodes.Select(n => n.Index));
                 break;
+            case WeightsComputed m:
+                envelope.Weights = new P.WeightsComputed { Job = m.Job.Value, ShardId = m.ShardId, Attempt = m.Attempt, CellRowStart = m.Cells.Range.CellRowStart, CellRowEnd = m.Cells.Range.CellRowEnd, CellColStart = m.Cells.Range.CellColStart, CellColEnd = m.Cells.Range.CellColEnd, DataBlockEnd = m.Cells.Range.DataBlockEnd, Values = Bytes(m.Cells.Values) };
+                break;
+            case WeightsFinished m: envelope.WeightsFinished = new P.WeightsFinished { Job = m.Job.Value, CellRowStart = m.CellRowStart, CellRowCount = m.CellRowCount, CellColStart = m.CellColStart, CellColCount = m.CellColCount, Values = Bytes(m.Values) }; break;
             case CoverageFinished m: envelope.CoverageFinished = new P.CoverageFinished { Job = m.Job.Value, Batch = m.Batch, KvHead = m.KvHead, KeyStart = m.KeyStart, KeyCount = m.KeyCount, Coverage = Bytes(m.Coverage) }; break;
             case ExpectShards m:
                 var expect = new P.ExpectShards { Job = m.Job.Value, Geometry = Geometry(m.Geometry), Client = Address(AddressOf(m.Client)), Coordinator = Address(AddressOf(m.Coordinator)) };
@@ -145,6 +149,8 @@ internal sealed class WireCodec
                 P.Envelope.BodyOneofCase.Poisoned => new ShardPoisoned(Job(envelope.Poisoned.Job), envelope.Poisoned.ShardId, envelope.Poisoned.Attempt, envelope.Poisoned.Deliveries),
                 P.Envelope.BodyOneofCase.Partial => Partial(envelope.Partial),
                 P.Envelope.BodyOneofCase.Coverage => Coverage(envelope.Coverage),
+                P.Envelope.BodyOneofCase.Weights => Weights(envelope.Weights),
+                P.Envelope.BodyOneofCase.WeightsFinished => WeightsBand(envelope.WeightsFinished),
                 P.Envelope.BodyOneofCase.CoverageFinished => new CoverageFinished(Job(envelope.CoverageFinished.Job), envelope.CoverageFinished.Batch, envelope.CoverageFinished.KvHead, envelope.CoverageFinished.KeyStart, envelope.CoverageFinished.KeyCount, Floats(envelope.CoverageFinished.Coverage, "coverage", Math.Max(0, envelope.CoverageFinished.KeyCount))),
                 P.Envelope.BodyOneofCase.Expect => new ExpectShards(Job(envelope.Expect.Job), Geometry(envelope.Expect.Geometry), envelope.Expect.Shards.Select(Shard).ToList(), Ref(envelope.Expect.Client, "client"), Ref(envelope.Expect.Coordinator, "coordinator"), [.. envelope.Expect.Audited]),
                 P.Envelope.BodyOneofCase.FailJob => new FailJob(Job(envelope.FailJob.Job), envelope.FailJob.Reason),
@@ -209,6 +215,19 @@ internal sealed class WireCodec
         Options = Options(g.Options),
         Pass = (P.JobPass)g.Pass,
         Layer = g.Layer is { } l ? new P.LayerShape { QueryIn = l.QueryIn, KeyIn = l.KeyIn, ValueIn = l.ValueIn, SeparateValues = l.SeparateValues, QueryBias = l.QueryBias, KeyBias = l.KeyBias, ValueBias = l.ValueBias } : null,
+        Weights = g.Weights is { } w ? new P.WeightsWindow
+        {
+            Batch = w.Batch,
+            HeadMean = w.Head is null,
+            Head = w.Head ?? 0,
+            RowLo = w.RowLo,
+            RowHi = w.RowHi,
+            ColLo = w.ColLo,
+            ColHi = w.ColHi,
+            CellRows = w.CellRows,
+            CellCols = w.CellCols,
+            Pooling = w.Pooling == WeightPooling.Max ? P.WeightPooling.PoolMax : P.WeightPooling.PoolMean,
+        } : null,
     };
 
     private static AttentionGeometry Geometry(P.Geometry? g)
@@ -224,7 +243,24 @@ internal sealed class WireCodec
         }
 
         var layer = g.Layer is { } l ? new LayerShape(l.QueryIn, l.KeyIn, l.ValueIn, l.SeparateValues, l.QueryBias, l.KeyBias, l.ValueBias) : null;
-        return AttentionGeometry.Create(Shape(g.Q), Shape(g.K), Shape(g.V), Options(g.Options)).ForPass((JobPass)g.Pass).WithLayer(layer);
+        var geometry = AttentionGeometry.Create(Shape(g.Q), Shape(g.K), Shape(g.V), Options(g.Options));
+        if ((g.Pass == P.JobPass.PassWeights) != (g.Weights is not null))
+        {
+            throw new WireFormatException(g.Weights is null ? "a weights pass without its window" : "a weights window for a job that is not a weights pass");
+        }
+
+        if (g.Weights is { } w)
+        {
+            if (!Enum.IsDefined(w.Pooling))
+            {
+                throw new WireFormatException($"unknown weight pooling {(int)w.Pooling}");
+            }
+
+            var window = new WeightsWindow(w.Batch, w.HeadMean ? null : w.Head, w.RowLo, w.RowHi, w.ColLo, w.ColHi, w.CellRows, w.CellCols, w.Pooling == P.WeightPooling.PoolMax ? WeightPooling.Max : WeightPooling.Mean);
+            return layer is null ? geometry.ForWeights(window) : throw new WireFormatException("a weights pass with layer inputs");
+        }
+
+        return geometry.ForPass((JobPass)g.Pass).WithLayer(layer);
     }
 
     private static P.TensorShape Shape(TensorShape s) => new() { Name = s.Name, Batch = s.Batch, Heads = s.Heads, Seq = s.Seq, Dim = s.Dim };
@@ -369,6 +405,20 @@ internal sealed class WireCodec
             throw new WireFormatException(g.Layer is null ? "layer inputs for a job that is not a layer job" : "a layer job's shard without its layer inputs");
         }
 
+        if (g.Weights is { } window)
+        {
+            // Counts here; the cells' place and every value where the worker builds the heads' problems.
+            var cells = window.CellsOf(g, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd);
+            long heads = window.HeadCount(g), kvHeads = window.KvHeads(g).Count, dataKeys = g.KeysIn(shard.BlockStart, cells.DataBlockEnd);
+            var weightsInput = new ShardInput(
+                g, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd,
+                Floats(m.Q, "q", heads * shard.RowCount * g.KeyDim),
+                Floats(m.K, "k", kvHeads * dataKeys * g.KeyDim),
+                Floats(m.V, "v", 0),
+                Floats(m.Lse, "lse", heads * shard.RowCount));
+            return new ComputeShard(Job(m.Job), shard, m.Attempt, weightsInput, Ref(m.Reducer, "reducer"), Ref(m.Coordinator, "coordinator"));
+        }
+
         long rows = g.Layer is null ? shard.RowCount : 0, keyRows = g.Layer is null ? keys : 0;
         var input = new ShardInput(
             g, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd,
@@ -428,6 +478,27 @@ internal sealed class WireCodec
         }
 
         return new CoverageComputed(Job(m.Job), m.ShardId, m.Attempt, new CoverageParts(nodes, m.Keys, Floats(m.Values, "values", (long)nodes.Length * m.Keys)));
+    }
+
+    private static WeightsComputed Weights(P.WeightsComputed m)
+    {
+        var range = new WeightsCellRange(m.CellRowStart, m.CellRowEnd, m.CellColStart, m.CellColEnd, m.DataBlockEnd);
+        if (m.CellRowEnd < m.CellRowStart || m.CellColEnd < m.CellColStart)
+        {
+            throw new WireFormatException($"cells [{m.CellRowStart}, {m.CellRowEnd}) × [{m.CellColStart}, {m.CellColEnd}) are not ranges");
+        }
+
+        return new WeightsComputed(Job(m.Job), m.ShardId, m.Attempt, new WeightsCells(range, Floats(m.Values, "values", range.Count)));
+    }
+
+    private static WeightsFinished WeightsBand(P.WeightsFinished m)
+    {
+        if (m.CellRowCount < 0 || m.CellColCount < 0)
+        {
+            throw new WireFormatException($"{m.CellRowCount} × {m.CellColCount} cells");
+        }
+
+        return new WeightsFinished(Job(m.Job), m.CellRowStart, m.CellRowCount, m.CellColStart, m.CellColCount, Floats(m.Values, "values", (long)m.CellRowCount * m.CellColCount));
     }
 
     private static TreeNode[] Nodes(Google.Protobuf.Collections.RepeatedField<int> levels, Google.Protobuf.Collections.RepeatedField<int> indices)

@@ -101,6 +101,30 @@ public sealed class WireCodecTests
         Assert.Throws<WireFormatException>(() => codec.Decode(WireCodec.Encode(new ComputeShard(job, cshard, 1, coverageInput with { Lse = Floats(31, 9) }, reducer, coordinator), Target, null)));
         Assert.Throws<WireFormatException>(() => codec.Decode(WireCodec.Encode(new ComputeShard(job, cshard, 1, coverageInput with { V = Floats(64 * 40, 3) }, reducer, coordinator), Target, null)));
 
+        // The weights pass: its window in the geometry, every head's rows and keys in a shard, cells back and out.
+        var window = new WeightsWindow(1, null, 10, 90, 5, 125, 8, 12, WeightPooling.Max);
+        var wg = g.ForWeights(window);
+        var wshard = shard with { RowStart = 20, RowCount = 20, BlockStart = 1, BlockEnd = 3 };
+        Assert.Equal(new WeightsCellRange(1, 3, 3, 10, 4), window.CellsOf(wg, 20, 20, 1, 3));
+        var weightsInput = new ShardInput(wg, 1, 0, 20, 20, 1, 3, Floats(4 * 20 * 24, 19), Floats(2 * 96 * 24, 20), ReadOnlyMemory<float>.Empty, Floats(4 * 20, 21));
+        var weightsShard = Assert.IsType<ComputeShard>(RoundTrip(new ComputeShard(job, wshard with { Head = 0 }, 1, weightsInput, reducer, coordinator)).Message);
+        Assert.Equal(window, weightsShard.Input.Geometry.Weights);
+        Assert.Equal(JobPass.Weights, weightsShard.Input.Geometry.Pass);
+        TestData.AssertBitwise(weightsInput.K.Span, weightsShard.Input.K.Span, "weights shard keys");
+        TestData.AssertBitwise(weightsInput.Lse.Span, weightsShard.Input.Lse.Span, "weights shard lse");
+        Assert.Equal(window with { Head = 3, Pooling = WeightPooling.Mean }, Assert.IsType<ExpectShards>(RoundTrip(new ExpectShards(job, g.ForWeights(window with { Head = 3, Pooling = WeightPooling.Mean }), [shard], reducer, coordinator)).Message).Geometry.Weights);
+        Assert.Throws<WireFormatException>(() => codec.Decode(WireCodec.Encode(new ComputeShard(job, wshard with { Head = 0 }, 1, weightsInput with { K = Floats(2 * 64 * 24, 20) }, reducer, coordinator), Target, null)));
+        Assert.Throws<WireFormatException>(() => codec.Decode(WireCodec.Encode(new ComputeShard(job, wshard with { Head = 0, RowStart = 25 }, 1, weightsInput, reducer, coordinator), Target, null)));
+        var cells = new WeightsCells(new WeightsCellRange(1, 3, 3, 10, 4), Floats(14, 22));
+        var computed = Assert.IsType<WeightsComputed>(RoundTrip(new WeightsComputed(job, 3, 2, cells)).Message);
+        Assert.Equal(cells.Range, computed.Cells.Range);
+        TestData.AssertBitwise(cells.Values, computed.Cells.Values, "weight cells");
+        var band = Assert.IsType<WeightsFinished>(RoundTrip(new WeightsFinished(job, 1, 2, 3, 2, [0.5f, 0.25f, 0f, 1f])).Message);
+        Assert.Equal((1, 2, 3, 2), (band.CellRowStart, band.CellRowCount, band.CellColStart, band.CellColCount));
+        Assert.Equal([0.5f, 0.25f, 0f, 1f], band.Values);
+        Assert.Throws<WireFormatException>(() => codec.Decode(WireCodec.Encode(new WeightsFinished(job, 1, 2, 3, 3, [0.5f, 0.25f, 0f, 1f]), Target, null)));
+        Assert.Throws<WireFormatException>(() => codec.Decode(WireCodec.Encode(new WeightsComputed(job, 3, 2, cells with { Values = Floats(13, 22) }), Target, null)));
+
         // A layer job: the geometry's layer shape, and a shard's inputs and head weights instead of Q, K, V.
         var lg = AttentionGeometry.Create(new TensorShape("Q", 2, 4, 100, 8), new TensorShape("K", 2, 4, 130, 8), new TensorShape("V", 2, 4, 130, 8), new AttentionOptions { BlockSize = 32 })
             .WithLayer(new LayerShape(24, 20, 12, true, true, false, true));
