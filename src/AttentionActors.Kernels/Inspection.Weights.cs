@@ -9,7 +9,7 @@ public sealed record WeightsCells(WeightsCellRange Range, float[] Values);
 public static partial class Inspection
 {
     /// <summary>Keys a work item's panel buffer spans at least (whole cell columns are kept together).</summary>
-    private const int ChunkKeys = 2048;
+    private const int ChunkKeys = 1024;
 
     /// <summary>
     /// The weights of rows [rowLo, rowHi) × keys [colLo, colHi) of (b, head), or their mean over
@@ -62,8 +62,9 @@ public static partial class Inspection
     /// the problem holding a head's rows and keys; <paramref name="lseOf"/> its log-sum-exp from row
     /// <paramref name="lseFirstRow"/> on. Work items are runs of whole cell rows (≥ one panel of rows);
     /// within one, panels of rows go ascending and, per panel, chunks of whole cell columns: the
-    /// weights of every head are summed (heads ascending) in double at full resolution, divided by the
-    /// head count, and pooled into their cell rows ascending and keys ascending. A cell therefore
+    /// weights of every head are summed (heads ascending) in float at full resolution and pooled into
+    /// their cells rows ascending, a row's keys ascending: the max, or a sum in double (per row, then
+    /// added to the cell); the head count (and the mean's cell size) divides at the end. A cell therefore
     /// sees its (i, j) in the same order whatever range of whole cells is computed.
     /// </summary>
     private static float[] WeightsCells(WeightsWindow window, AttentionGeometry g, Func<int, AttentionProblem> problemOf, Func<int, ReadOnlyMemory<float>> lseOf, int lseFirstRow, WeightsCellRange range, KernelPath path, int threads, CancellationToken cancellationToken)
@@ -92,8 +93,10 @@ public static partial class Inspection
         var items = Runs(range.CellRowStart, range.CellRowEnd, window.CellRowStart, PanelKernelShape.PanelRows);
         var chunks = Runs(range.CellColStart, range.CellColEnd, window.CellColStart, ChunkKeys);
         var result = new float[range.Count];
+        int chunkKeys = chunks.Max(c => window.CellColStart(c.Hi) - window.CellColStart(c.Lo));
         ParallelWork.Run(items.Count, threads, item =>
         {
+            var panelBuffer = new float[PanelKernelShape.PanelRows * chunkKeys];
             var (cr0, cr1) = items[item];
             int i0 = window.CellRowStart(cr0), i1 = window.CellRowStart(cr1);
             var cells = new double[(long)(cr1 - cr0) * width];
@@ -109,36 +112,40 @@ public static partial class Inspection
                 {
                     cancellationToken.ThrowIfCancellationRequested();
                     int j0 = window.CellColStart(cc0), j1 = window.CellColStart(cc1), cols = j1 - j0;
-                    var panel = new double[(long)panelRows * cols];
+
+                    // Σ_h a_hij over the heads in use, heads ascending, in float at full resolution.
+                    var panel = panelBuffer.AsSpan(0, panelRows * cols);
+                    panel.Clear();
                     for (int hi = 0; hi < headCount; hi++)
                     {
                         int h = window.Head ?? hi;
-                        var problem = problemOf(h);
-                        var lse = lseOf(h)[(panelStart - lseFirstRow)..];
                         var pack = packs[(h / g.GroupSize) - firstKv];
-                        for (int kb = j0 / g.BlockSize; kb <= (j1 - 1) / g.BlockSize; kb++)
-                        {
-                            int blockKey = kb * g.BlockSize;
-                            Attention.Dispatch(path, new WeightsJob(problem, pack, lse, window.Batch, h, panelStart, panelRows, kb, (r, weights) =>
-                            {
-                                var target = panel.AsSpan(r * cols, cols);
-                                for (int c = Math.Max(j0 - blockKey, 0); c < Math.Min(weights.Length, j1 - blockKey); c++)
-                                {
-                                    target[blockKey + c - j0] += weights[c];
-                                }
-                            }));
-                        }
+                        Attention.Dispatch(path, new WeightsJob(problemOf(h), pack, lseOf(h)[(panelStart - lseFirstRow)..], window.Batch, h, panelStart, panelRows, j0, j1, panelBuffer));
                     }
 
+                    // Pooled rows ascending; within a row a cell's keys ascending (max, or a sum in double).
                     for (int r = 0; r < panelRows; r++)
                     {
                         var cellRow = cells.AsSpan((window.CellRowOf(panelStart + r) - cr0) * width, width);
-                        var panelRow = panel.AsSpan(r * cols, cols);
-                        for (int c = 0; c < cols; c++)
+                        var panelRow = panel.Slice(r * cols, cols);
+                        for (int cc = cc0; cc < cc1; cc++)
                         {
-                            double value = panelRow[c] / headCount;
-                            ref double cell = ref cellRow[window.CellColOf(j0 + c) - range.CellColStart];
-                            cell = max ? Math.Max(cell, value) : cell + value;
+                            var run = panelRow[(window.CellColStart(cc) - j0)..(window.CellColStart(cc + 1) - j0)];
+                            ref double cell = ref cellRow[cc - range.CellColStart];
+                            if (max)
+                            {
+                                cell = Math.Max(cell, System.Numerics.Tensors.TensorPrimitives.Max(run));
+                            }
+                            else
+                            {
+                                double sum = 0;
+                                foreach (float x in run)
+                                {
+                                    sum += x;
+                                }
+
+                                cell += sum;
+                            }
                         }
                     }
                 }
@@ -152,7 +159,7 @@ public static partial class Inspection
                     int cc = range.CellColStart + c;
                     double cell = cells[((cr - cr0) * width) + c];
                     long count = rows * (window.CellColStart(cc + 1) - window.CellColStart(cc));
-                    result[((long)(cr - range.CellRowStart) * width) + c] = max ? (float)cell : (float)(cell / count);
+                    result[((long)(cr - range.CellRowStart) * width) + c] = (float)(max ? cell / headCount : cell / ((double)count * headCount));
                 }
             }
         }, cancellationToken);
@@ -189,11 +196,11 @@ public static partial class Inspection
         }
     }
 
-    private readonly record struct WeightsJob(AttentionProblem P, KeyPack Keys, ReadOnlyMemory<float> Lse, int B, int H, int RowStart, int Rows, int Block, Action<int, ReadOnlySpan<float>> Sink) : Attention.IPanelJob
+    private readonly record struct WeightsJob(AttentionProblem P, KeyPack Keys, ReadOnlyMemory<float> Lse, int B, int H, int RowStart, int Rows, int ColLo, int ColHi, float[] Panel) : Attention.IPanelJob
     {
         public void Run<TL, TV>()
             where TL : ILanes<TV>
             where TV : unmanaged
-            => InspectKernel<TL, TV>.WeightsBlock(P, Attention.WorkspaceFor(P, 0, P.BlockCount), Keys, Lse.Span, B, H, RowStart, Rows, Block, Sink);
+            => InspectKernel<TL, TV>.WeightsPanel(P, Attention.WorkspaceFor(P, 0, P.BlockCount), Keys, Lse.Span, B, H, RowStart, Rows, ColLo, ColHi, Panel);
     }
 }

@@ -6,9 +6,9 @@ namespace AttentionActors.Kernels;
 /// heads when it is null, pooled (<see cref="Pooling"/>) into <see cref="CellRows"/> ×
 /// <see cref="CellCols"/> cells, row-major. Row r of the window falls in cell ⌊r·CellRows / rows⌋,
 /// so cell c holds rows [⌈c·rows / CellRows⌉, ⌈(c+1)·rows / CellRows⌉), and likewise for columns.
-/// A cell is the max, or the mean, of the head-mean weights of its (i, j), summed rows ascending and
-/// within a row keys ascending, so its bits depend on the window and its cells only: any split of
-/// the window into whole cells gives the same bits.
+/// A cell is the max, or the mean, of the head-mean weights of its (i, j): heads summed in float in
+/// ascending order, then pooled rows ascending and within a row keys ascending, so its bits depend
+/// on the window and its cells only: any split of the window into whole cells gives the same bits.
 /// </summary>
 public sealed record WeightsWindow(int Batch, int? Head, int RowLo, int RowHi, int ColLo, int ColHi, int CellRows, int CellCols, WeightPooling Pooling)
 {

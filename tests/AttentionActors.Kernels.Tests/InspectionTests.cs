@@ -265,6 +265,50 @@ public class InspectionTests
     }
 
     [Fact]
+    public void Weights_of_fewer_keys_than_a_block_match_the_reference_on_a_fresh_thread()
+    {
+        // A fresh thread has a fresh workspace, sized for this problem's short key block only.
+        var (q, k, v) = TestData.Qkv(8, 1, 2, 1, 30, 10, 8, 8);
+        var options = new AttentionOptions { BlockSize = 512, Causal = true, Alignment = DiagonalAlignment.BottomRight };
+        var problem = AttentionProblem.Create(q, k, v, options);
+        float[]? whole = null, shard = null;
+        Exception? failure = null;
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                var lse = Attention.Compute(problem).Lse;
+                whole = Inspection.Weights(problem, lse, 0, null, (0, 30), (0, 10), 30, 10);
+                shard = Inspection.WeightsOfShard(ShardInput.SliceWeights(problem, lse, new WeightsWindow(0, null, 0, 30, 0, 10, 30, 10, WeightPooling.Mean), 0, 30, 0, 1)).Values;
+            }
+            catch (Exception ex)
+            {
+                failure = ex;
+            }
+        });
+        thread.Start();
+        thread.Join();
+        Assert.True(failure is null, $"the weights of a short key block failed: {failure}");
+        TestData.AssertBitwise(whole!, shard!, "one shard against the whole window");
+        var expected = new double[30 * 10];
+        var weights = new double[10];
+        var scores = new double[10];
+        for (int h = 0; h < 2; h++)
+        {
+            for (int i = 0; i < 30; i++)
+            {
+                ReferenceAttention.WeightRow(q, k, options, 0, h, i, weights, scores);
+                for (int j = 0; j < 10; j++)
+                {
+                    expected[(i * 10) + j] += weights[j] / 2;
+                }
+            }
+        }
+
+        TestData.AssertClose(whole, expected, "head-mean weights with 10 keys in a 512-key block");
+    }
+
+    [Fact]
     public void A_weights_shard_that_is_not_whole_cells_or_carries_bad_data_is_refused()
     {
         var (q, k, v) = TestData.Qkv(5, 1, 2, 1, 60, 64, 4, 4);

@@ -219,12 +219,13 @@ internal static class InspectKernel<TL, TV>
     }
 
     /// <summary>
-    /// The weights a_ij = e^(s_ij − lse_i) of rows [rowStart, rowStart + rows) of (b, h) against
-    /// key block <paramref name="kb"/>, handed row by row (block-local columns [0, n)) to
-    /// <paramref name="sink"/>; a row that sees none of the block's keys is handed zeros.
-    /// <paramref name="lse"/> holds the rows' log-sum-exp from row <paramref name="rowStart"/> on.
+    /// Adds the weights a_ij = e^(s_ij − lse_i) of rows [rowStart, rowStart + rows) of (b, h) and keys
+    /// [colLo, colHi) into <paramref name="panel"/> (row-major, rows × (colHi − colLo)): one rounding
+    /// per element, so summing heads into one panel in a fixed head order gives fixed bits. Masked
+    /// (i, j) and rows that see no key add nothing. <paramref name="lse"/> holds the rows' log-sum-exp
+    /// from row <paramref name="rowStart"/> on. The queries are prepared once for all the keys' blocks.
     /// </summary>
-    public static void WeightsBlock(AttentionProblem p, Workspace ws, KeyPack keys, ReadOnlySpan<float> lse, int b, int h, int rowStart, int rows, int kb, Action<int, ReadOnlySpan<float>> sink)
+    public static void WeightsPanel(AttentionProblem p, Workspace ws, KeyPack keys, ReadOnlySpan<float> lse, int b, int h, int rowStart, int rows, int colLo, int colHi, Span<float> panel)
     {
         var mods = PanelKernel<TL, TV>.Modifiers(p, h);
         ref float q = ref PanelKernel<TL, TV>.PrepareQueries(p, ws, b, h, rowStart, rows, keys.Depth, out nint qStride);
@@ -233,28 +234,47 @@ internal static class InspectKernel<TL, TV>
             (ws.RowLo[r], ws.RowHi[r]) = p.VisibleKeys(b, rowStart + r);
         }
 
-        int j0 = kb * p.BlockSize;
-        int n = Math.Min(p.BlockSize, p.KeySeq - j0);
-        var row = ws.P.AsSpan(0, (n + 15) & ~15);
-        for (int r0 = 0; r0 < rows; r0 += Mr)
+        int cols = colHi - colLo;
+        var weights = ws.P.AsSpan(0, (Math.Min(p.BlockSize, p.KeySeq) + 15) & ~15);
+        for (int kb = colLo / p.BlockSize; kb <= (colHi - 1) / p.BlockSize; kb++)
         {
-            int mr = Math.Min(Mr, rows - r0);
-            bool seen = PanelKernel<TL, TV>.TileLogits(p, ws, ref q, qStride, keys, mods, rowStart, r0, mr, kb, out int cLo, out int cHi, out int bp);
-            for (int r = 0; r < mr; r++)
+            int j0 = kb * p.BlockSize;
+            int n = Math.Min(p.BlockSize, p.KeySeq - j0);
+            for (int r0 = 0; r0 < rows; r0 += Mr)
             {
-                row.Clear();
-                float rowLse = lse[r0 + r];
-                if (seen && !float.IsNegativeInfinity(rowLse))
+                int mr = Math.Min(Mr, rows - r0);
+                if (!PanelKernel<TL, TV>.TileLogits(p, ws, ref q, qStride, keys, mods, rowStart, r0, mr, kb, out int cLo, out int cHi, out int bp))
                 {
-                    var vl = TL.Splat(rowLse);
-                    ref float s = ref ws.S[r * bp];
-                    for (nint c = cLo; c < cHi; c += TL.Count)
-                    {
-                        TL.Store(VectorMath.Exp<TL, TV>(TL.Subtract(TL.Load(ref s, c), vl)), ref row[0], c);
-                    }
+                    continue;
                 }
 
-                sink(r0 + r, row[..n]);
+                // The window's keys of the block, [lo, hi) block-local; exponentials from lo rounded down to a
+                // whole vector, which stays inside the tile's [cLo, cHi) (multiples of 16).
+                int lo = Math.Max(cLo, colLo - j0), hi = Math.Min(Math.Min(cHi, colHi - j0), n);
+                if (lo >= hi)
+                {
+                    continue;
+                }
+
+                for (int r = 0; r < mr; r++)
+                {
+                    float rowLse = lse[r0 + r];
+                    if (float.IsNegativeInfinity(rowLse))
+                    {
+                        continue;
+                    }
+
+                    // a_ij = e^(s_ij − lse_i)
+                    var vl = TL.Splat(rowLse);
+                    ref float s = ref ws.S[r * bp];
+                    for (nint c = lo - (lo % TL.Count); c < hi; c += TL.Count)
+                    {
+                        TL.Store(VectorMath.Exp<TL, TV>(TL.Subtract(TL.Load(ref s, c), vl)), ref weights[0], c);
+                    }
+
+                    var target = panel.Slice(((r0 + r) * cols) + j0 + lo - colLo, hi - lo);
+                    System.Numerics.Tensors.TensorPrimitives.Add(target, weights[lo..hi], target);
+                }
             }
         }
     }
