@@ -2,7 +2,6 @@ using AttentionActors.Kernels;
 using AttentionActors.Kernels.Partials;
 using AttentionActors.Pipeline.Client;
 using AttentionActors.Pipeline.Coordinator;
-using AttentionActors.Pipeline.Planning;
 
 namespace AttentionActors.Pipeline.Reduction;
 
@@ -75,78 +74,24 @@ internal sealed partial class Reducer
         return null;
     }
 
-    private void OnCoverage(CoverageComputed done)
-    {
-        if (!coverageJobs.TryGetValue(done.Job, out var job))
+    private void OnCoverage(CoverageComputed done) => Admit(
+        coverageJobs,
+        done.Job,
+        done.ShardId,
+        done.Attempt,
+        "coverage ",
+        (job, shard) => CoverageCheck.Invalid(job.Expect.Geometry, shard, done.Parts),
+        () => PartialDigest.Of(done.Parts),
+        (job, shard) =>
         {
-            return;
-        }
-
-        var coordinator = job.Expect.Coordinator;
-        if (!job.ShardsById.TryGetValue(done.ShardId, out var shard))
-        {
-            coordinator.Tell(new ShardFailed(done.Job, done.ShardId, done.Attempt, $"the job has no shard {done.ShardId}"), Self);
-            return;
-        }
-
-        string? invalid = CoverageCheck.Invalid(job.Expect.Geometry, shard, done.Parts);
-        if (job.Received.Contains(done.ShardId))
-        {
-            AuditCoverage(job, shard, done.Parts, invalid);
-            return;
-        }
-
-        if (invalid is not null)
-        {
-            coordinator.Tell(new ShardFailed(done.Job, done.ShardId, done.Attempt, invalid), Self);
-            return;
-        }
-
-        job.Received.Add(shard.Id);
-        if (job.AuditPending.Contains(shard.Id))
-        {
-            job.AuditFirst[shard.Id] = (PartialDigest.Of(done.Parts), Sender.Path);
-        }
-
-        var range = job.RangeOf[shard.Id];
-        range.Parts.Add(done.Parts);
-        if (range.Parts.Count == range.Shards)
-        {
-            FinishRange(job, range);
-        }
-
-        job.FlopsDone += shard.Flops;
-        job.Expect.Client.Tell(job.Progress(), Self);
-        if (job.Done)
-        {
-            CompleteCoverage(job);
-        }
-
-        coordinator.Tell(new ShardMerged(done.Job, shard.Id, Sender.Path.ToString()), Self);
-    }
-
-    private void AuditCoverage(CoverageState job, Shard shard, CoverageParts second, string? invalid)
-    {
-        if (!job.AuditPending.Contains(shard.Id) || !job.AuditFirst.TryGetValue(shard.Id, out var first) || first.Worker.Address == Sender.Path.Address)
-        {
-            return;
-        }
-
-        if (invalid is not null || PartialDigest.Of(second) != first.Digest)
-        {
-            string why = $"audit failed: coverage {shard} computed on {first.Worker.Address} and again on {Sender.Path.Address} gave different bits{(invalid is null ? "" : $" ({invalid})")}; one of these machines computes wrongly";
-            coverageJobs.Remove(job.Expect.Job);
-            job.Expect.Coordinator.Tell(new AuditMismatch(job.Expect.Job, shard.Id, why), Self);
-            return;
-        }
-
-        job.AuditPending.Remove(shard.Id);
-        job.Expect.Coordinator.Tell(new ShardMerged(job.Expect.Job, shard.Id, Sender.Path.ToString(), Audit: true), Self);
-        if (job.Done)
-        {
-            CompleteCoverage(job);
-        }
-    }
+            var range = job.RangeOf[shard.Id];
+            range.Parts.Add(done.Parts);
+            if (range.Parts.Count == range.Shards)
+            {
+                FinishRange(job, range);
+            }
+        },
+        CompleteCoverage);
 
     /// <summary>Folds one key range's subtrees in tree order and streams its coverage to the client.</summary>
     private void FinishRange(CoverageState job, KeyRange range)

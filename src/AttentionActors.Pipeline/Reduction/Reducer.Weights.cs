@@ -74,72 +74,16 @@ internal sealed partial class Reducer
         return count == window.Cells ? null : $"the weights plan leaves {window.Cells - count:N0} of the window's {window.Cells:N0} cells to no shard";
     }
 
-    private void OnWeights(WeightsComputed done)
-    {
-        if (!weightsJobs.TryGetValue(done.Job, out var job))
-        {
-            return;
-        }
-
-        var coordinator = job.Expect.Coordinator;
-        if (!job.ShardsById.TryGetValue(done.ShardId, out var shard))
-        {
-            coordinator.Tell(new ShardFailed(done.Job, done.ShardId, done.Attempt, $"the job has no shard {done.ShardId}"), Self);
-            return;
-        }
-
-        string? invalid = WeightsCheck.Invalid(job.Expect.Geometry, shard, done.Cells);
-        if (job.Received.Contains(done.ShardId))
-        {
-            AuditWeights(job, shard, done.Cells, invalid);
-            return;
-        }
-
-        if (invalid is not null)
-        {
-            coordinator.Tell(new ShardFailed(done.Job, done.ShardId, done.Attempt, invalid), Self);
-            return;
-        }
-
-        job.Received.Add(shard.Id);
-        if (job.AuditPending.Contains(shard.Id))
-        {
-            job.AuditFirst[shard.Id] = (PartialDigest.Of(done.Cells), Sender.Path);
-        }
-
-        SendCells(job, done.Cells);
-        job.FlopsDone += shard.Flops;
-        job.Expect.Client.Tell(job.Progress(), Self);
-        if (job.Done)
-        {
-            CompleteWeights(job);
-        }
-
-        coordinator.Tell(new ShardMerged(done.Job, shard.Id, Sender.Path.ToString()), Self);
-    }
-
-    private void AuditWeights(WeightsState job, Planning.Shard shard, WeightsCells second, string? invalid)
-    {
-        if (!job.AuditPending.Contains(shard.Id) || !job.AuditFirst.TryGetValue(shard.Id, out var first) || first.Worker.Address == Sender.Path.Address)
-        {
-            return;
-        }
-
-        if (invalid is not null || PartialDigest.Of(second) != first.Digest)
-        {
-            string why = $"audit failed: weights {shard} computed on {first.Worker.Address} and again on {Sender.Path.Address} gave different bits{(invalid is null ? "" : $" ({invalid})")}; one of these machines computes wrongly";
-            weightsJobs.Remove(job.Expect.Job);
-            job.Expect.Coordinator.Tell(new AuditMismatch(job.Expect.Job, shard.Id, why), Self);
-            return;
-        }
-
-        job.AuditPending.Remove(shard.Id);
-        job.Expect.Coordinator.Tell(new ShardMerged(job.Expect.Job, shard.Id, Sender.Path.ToString(), Audit: true), Self);
-        if (job.Done)
-        {
-            CompleteWeights(job);
-        }
-    }
+    private void OnWeights(WeightsComputed done) => Admit(
+        weightsJobs,
+        done.Job,
+        done.ShardId,
+        done.Attempt,
+        "weights ",
+        (job, shard) => WeightsCheck.Invalid(job.Expect.Geometry, shard, done.Cells),
+        () => PartialDigest.Of(done.Cells),
+        (job, _) => SendCells(job, done.Cells),
+        CompleteWeights);
 
     /// <summary>Streams a shard's cells to the client in bands of whole cell rows, one message each.</summary>
     private void SendCells(WeightsState job, WeightsCells cells)

@@ -93,86 +93,26 @@ internal sealed partial class Reducer : ActorBase
         weightsJobs.Clear();
     }
 
-    private void OnPartial(PartialComputed done)
-    {
-        if (!jobs.TryGetValue(done.Job, out var job))
+    private void OnPartial(PartialComputed done) => Admit(
+        jobs,
+        done.Job,
+        done.ShardId,
+        done.Attempt,
+        "",
+        (job, shard) => PartialCheck.Invalid(job.Expect.Geometry, shard, done.Partials),
+        () => PartialDigest.Of(done.Partials),
+        (job, shard) =>
         {
-            return;
-        }
-
-        if (job.Received.Contains(done.ShardId))
-        {
-            Audit(job, done);
-            return;
-        }
-
-        if (!job.ShardsById.TryGetValue(done.ShardId, out var shard))
-        {
-            job.Expect.Coordinator.Tell(new ShardFailed(done.Job, done.ShardId, done.Attempt, $"the job has no shard {done.ShardId}"), Self);
-            return;
-        }
-
-        if (PartialCheck.Invalid(job.Expect.Geometry, shard, done.Partials) is { } problem)
-        {
-            job.Expect.Coordinator.Tell(new ShardFailed(done.Job, done.ShardId, done.Attempt, problem), Self);
-            return;
-        }
-
-        job.Received.Add(shard.Id);
-        if (job.AuditPending.Contains(shard.Id))
-        {
-            job.AuditFirst[shard.Id] = (PartialDigest.Of(done.Partials), Sender.Path);
-        }
-
-        foreach (var segment in job.SegmentsOf[shard.Id])
-        {
-            segment.Parts.Add((done.Partials, segment.Start - shard.RowStart));
-            if (--segment.Remaining == 0)
+            foreach (var segment in job.SegmentsOf[shard.Id])
             {
-                Finish(job, segment);
+                segment.Parts.Add((done.Partials, segment.Start - shard.RowStart));
+                if (--segment.Remaining == 0)
+                {
+                    Finish(job, segment);
+                }
             }
-        }
-
-        job.FlopsDone += shard.Flops;
-
-        // The client hears first, so in one process its result is queued before the coordinator stops.
-        job.Expect.Client.Tell(job.Progress(), Self);
-        if (job.Done)
-        {
-            Complete(job);
-        }
-
-        job.Expect.Coordinator.Tell(new ShardMerged(done.Job, shard.Id, Sender.Path.ToString()), Self);
-    }
-
-    /// <summary>
-    /// A second result for a merged shard: a repeat from the same node is a duplicate delivery and
-    /// ignored; from another node, of a shard under audit, it must carry the first result's bits.
-    /// </summary>
-    private void Audit(JobState job, PartialComputed second)
-    {
-        if (!job.AuditPending.Contains(second.ShardId) || !job.AuditFirst.TryGetValue(second.ShardId, out var first) || first.Worker.Address == Sender.Path.Address)
-        {
-            return;
-        }
-
-        var shard = job.ShardsById[second.ShardId];
-        string? invalid = PartialCheck.Invalid(job.Expect.Geometry, shard, second.Partials);
-        if (invalid is not null || PartialDigest.Of(second.Partials) != first.Digest)
-        {
-            string why = $"audit failed: {shard} computed on {first.Worker.Address} and again on {Sender.Path.Address} gave different bits{(invalid is null ? "" : $" ({invalid})")}; one of these machines computes wrongly";
-            jobs.Remove(job.Expect.Job);
-            job.Expect.Coordinator.Tell(new AuditMismatch(job.Expect.Job, shard.Id, why), Self);
-            return;
-        }
-
-        job.AuditPending.Remove(shard.Id);
-        job.Expect.Coordinator.Tell(new ShardMerged(job.Expect.Job, shard.Id, Sender.Path.ToString(), Audit: true), Self);
-        if (job.Done)
-        {
-            Complete(job);
-        }
-    }
+        },
+        Complete);
 
     private void Complete(JobState job)
     {
