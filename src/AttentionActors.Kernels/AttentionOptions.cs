@@ -63,8 +63,18 @@ public sealed record AttentionOptions
     /// <summary>Logit soft-capping <c>c·tanh(s/c)</c>, applied after the score; off when null.</summary>
     public float? SoftCap { get; init; }
 
-    /// <summary>ALiBi slopes, one per query head: the bias <c>−slope_h·(i − j)</c> is added after soft-capping.</summary>
+    /// <summary>
+    /// ALiBi slopes, one per query head <c>[H]</c> or one per batch and query head <c>[B, H]</c>
+    /// (row-major), as FlashAttention's <c>alibi_slopes</c>: the bias <c>−slope·|i + D − j|</c> is
+    /// added after soft-capping, D the diagonal offset of <see cref="Alignment"/> (Nk − Nq when
+    /// bottom-right, else 0). Keys on either side of the aligned diagonal are penalised by their
+    /// distance; under a causal mask this is the causal ALiBi bias, up to a per-row constant.
+    /// </summary>
     public float[]? AlibiSlopes { get; init; }
+
+    /// <summary>The ALiBi slope of query head <paramref name="h"/> in batch <paramref name="b"/>, or null without ALiBi.</summary>
+    public float? AlibiSlope(int b, int h, int heads)
+        => AlibiSlopes is not { } slopes ? null : slopes.Length == heads ? slopes[h] : slopes[(b * heads) + h];
 
     /// <summary>Causal mask: key j visible to query i only on or below the aligned diagonal.</summary>
     public bool Causal { get; init; }
@@ -94,15 +104,22 @@ public sealed record AttentionOptions
     /// <summary>Keys per canonical block (multiple of 16, 16..4096); fixes the merge tree and so the output bits.</summary>
     public int BlockSize { get; init; } = DefaultBlockSize;
 
-    /// <summary>The built-in ALiBi slopes for <paramref name="heads"/> heads (Press et al.: 2^(−8h/H)).</summary>
+    /// <summary>
+    /// The ALiBi paper's slopes for <paramref name="heads"/> heads (Press et al., and their reference
+    /// code): for H a power of two, slope_h = 2^(−8(h+1)/H), h = 0 … H − 1; otherwise the slopes of the
+    /// largest power of two P &lt; H, followed by every other slope of 2P (the first H − P of them).
+    /// </summary>
     public static float[] DefaultAlibiSlopes(int heads)
     {
-        var slopes = new float[heads];
-        for (int h = 0; h < heads; h++)
+        ArgumentOutOfRangeException.ThrowIfLessThan(heads, 1);
+        static IEnumerable<double> PowerOfTwo(int n) => Enumerable.Range(1, n).Select(k => Math.Pow(2.0, -8.0 * k / n));
+        int closest = 1 << (int)Math.Floor(Math.Log2(heads));
+        var slopes = PowerOfTwo(closest);
+        if (closest < heads)
         {
-            slopes[h] = (float)Math.Pow(2.0, -8.0 * (h + 1) / heads);
+            slopes = slopes.Concat(PowerOfTwo(2 * closest).Where((_, i) => i % 2 == 0).Take(heads - closest));
         }
 
-        return slopes;
+        return [.. slopes.Select(x => (float)x)];
     }
 }

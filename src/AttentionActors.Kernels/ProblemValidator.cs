@@ -63,17 +63,22 @@ internal static class ProblemValidator
 
         if (o.AlibiSlopes is { } slopes)
         {
-            if (slopes.Length != q.Heads)
+            if (slopes.Length != q.Heads && slopes.Length != (long)q.Batch * q.Heads)
             {
-                throw Fail($"ALiBi has {slopes.Length} slopes but Q has {q.Heads} heads");
+                throw Fail($"ALiBi has {slopes.Length} slopes; Q's {q.Heads} heads need [{q.Heads}] or, per batch, [{q.Batch}, {q.Heads}] = {(long)q.Batch * q.Heads}");
             }
 
             RequireFinite("ALiBi slopes", slopes);
 
-            // The bias uses i − j as a float32, exact only below 2^24.
-            if (Math.Max(q.Seq, k.Seq) > 1 << 24)
+            // The bias uses j − i − D as a float32, exact only below 2^24.
+            if (Math.Max(q.Seq, k.Seq) > 1 << 23)
             {
-                throw Fail($"ALiBi needs sequence lengths up to 2^24 = 16,777,216; got Nq = {q.Seq}, Nk = {k.Seq}");
+                throw Fail($"ALiBi needs sequence lengths up to 2^23 = 8,388,608; got Nq = {q.Seq}, Nk = {k.Seq}");
+            }
+
+            if (q.Seq != k.Seq && o.Alignment is null)
+            {
+                throw Fail($"ALiBi with Nq = {q.Seq} ≠ Nk = {k.Seq} needs an explicit alignment (top-left or bottom-right): its bias −slope·|i + D − j| is centred on the aligned diagonal");
             }
         }
 

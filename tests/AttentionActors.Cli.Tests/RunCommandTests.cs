@@ -87,6 +87,22 @@ public sealed class RunCommandTests : IDisposable
         }
     }
 
+    [Fact]
+    public async Task Alibi_slopes_per_batch_and_head_with_an_aligned_window_and_no_causal_mask_verify()
+    {
+        var (q, k, v) = TestData.Qkv(31, 2, 4, 2, 70, 110, 8, 8);
+        float[] slopes = [0.5f, 0.25f, 0.125f, 0.0625f, 0.3f, 0.03f, 1f, 0f];
+        string slopesFile = WriteRaw("slopes.npy", "<f4", "2, 4", [.. slopes.SelectMany(BitConverter.GetBytes)]);
+        var (code, stdout, err) = await Run(["run", "--q", WriteF32("q.npy", q, [2, 4, 70, 8]), "--k", WriteF32("k.npy", k, [2, 2, 110, 8]), "--v", WriteF32("v.npy", v, [2, 2, 110, 8]),
+            "--alibi-slopes", slopesFile, "--align", "bottom-right", "--window", "20,5", "--block", "32", "--workers", "3", "--verify", "--out", PathOf("out.npy")]);
+        Assert.True(code == 0, err + stdout);
+        Assert.Contains("bit for bit: yes", stdout, StringComparison.Ordinal);
+        Assert.Contains("within the contract", stdout, StringComparison.Ordinal);
+        using var output = NpyFile.Read(PathOf("out.npy"));
+        var expected = Attention.Compute(q, k, v, new AttentionOptions { AlibiSlopes = slopes, Alignment = DiagonalAlignment.BottomRight, Window = (20, 5), BlockSize = 32 });
+        TestData.AssertBitwise(expected.Output.Data.Span, output.Data.Span, "out.npy");
+    }
+
     public static TheoryData<string, string> BadInputs => new()
     {
         { "missing file", "no such file" },
@@ -101,6 +117,11 @@ public sealed class RunCommandTests : IDisposable
         { "negative key length", "key length -3 of batch 0" },
         { "long key length", "key length 31 of batch 0 is outside [0, 30]" },
         { "unknown option", "--frobnicate" },
+        { "alibi slopes shape", "alibi.npy is [3]; Q's 2 heads need [2] or, per batch, [1, 2]" },
+        { "alibi slopes nan", "slope [0, 1] is NaN" },
+        { "alibi twice", "not both" },
+        { "alignments disagree", "--causal top-left and --align bottom-right name different alignments" },
+        { "window without alignment", "needs an explicit alignment" },
     };
 
     [Theory]
@@ -125,6 +146,11 @@ public sealed class RunCommandTests : IDisposable
             "nan" => ["run", "--q", WriteRaw("n.npy", "<f4", "2, 30, 8", [.. f32, .. BitConverter.GetBytes(float.NaN), .. f32[4..]]), "--k", kf, "--v", vf],
             "negative key length" => ["run", "--q", qf, "--k", kf, "--v", vf, "--key-lengths", "-3"],
             "long key length" => ["run", "--q", qf, "--k", kf, "--v", vf, "--key-lengths", "31"],
+            "alibi slopes shape" => ["run", "--q", qf, "--k", kf, "--v", vf, "--alibi-slopes", WriteRaw("alibi.npy", "<f4", "3,", [.. BitConverter.GetBytes(0.5f), .. BitConverter.GetBytes(0.25f), .. BitConverter.GetBytes(0.125f)])],
+            "alibi slopes nan" => ["run", "--q", qf, "--k", kf, "--v", vf, "--alibi-slopes", WriteRaw("alibi-nan.npy", "<f4", "1, 2", [.. BitConverter.GetBytes(0.5f), .. BitConverter.GetBytes(float.NaN)])],
+            "alibi twice" => ["run", "--q", qf, "--k", kf, "--v", vf, "--alibi", "--alibi-slopes", PathOf("alibi.npy")],
+            "alignments disagree" => ["run", "--q", qf, "--k", kf, "--v", vf, "--causal", "top-left", "--align", "bottom-right"],
+            "window without alignment" => ["run", "--random", "--seq", "40", "--kv-seq", "60", "--dim", "4", "--window", "8,2"],
             _ => ["run", "--random", "--seq", "8", "--dim", "4", "--frobnicate"],
         };
         var (code, stdout, stderr) = await Run(args);

@@ -44,7 +44,7 @@ public class BadInputTests
             (new() { Score = ScoreFunction.Cosine, Temperature = 0 }, "temperature 0"),
             (new() { Score = ScoreFunction.Gaussian, Sigma = -1 }, "sigma -1"),
             (new() { SoftCap = float.PositiveInfinity }, "soft-cap"),
-            (new() { AlibiSlopes = [1f] }, "1 slopes but Q has 4 heads"),
+            (new() { AlibiSlopes = [1f] }, "1 slopes; Q's 4 heads need [4] or, per batch"),
             (new() { AlibiSlopes = [1f, 1f, float.NaN, 1f] }, "ALiBi slopes[2] is NaN"),
             (new() { KeyLengths = [3] }, "1 key lengths given for a batch of 2"),
             (new() { KeyLengths = [3, -1] }, "key length -1 of batch 1"),

@@ -121,6 +121,9 @@ internal sealed record JobEstimate(IReadOnlyList<(string Part, long Bytes)> Part
             Additive = o.Additive,
             SoftCap = o.SoftCap,
             AlibiSlopes = o.AlibiSlopes is { Length: > 0 } slopes ? [slopes[0]] : null,
+
+            // The probe's Nq ≠ Nk: ALiBi needs an alignment there even when the job has none.
+            Alignment = o.AlibiSlopes is null ? null : DiagonalAlignment.BottomRight,
             BlockSize = o.BlockSize,
         };
         var problem = AttentionProblem.Create(Make("Q", rows, g.KeyDim), Make("K", keys, g.KeyDim), Make("V", keys, g.ValueDim), options);

@@ -29,7 +29,8 @@ internal static class RunCommand
         var kvHeads = new Option<int?>("--kv-heads") { Description = "Key/value heads (with --random) [H]" };
         var batch = new Option<int>("--batch") { Description = "Batch B (with --random)", DefaultValueFactory = _ => 1 };
         var seed = new Option<int>("--seed") { Description = "Random seed (with --random)", DefaultValueFactory = _ => 0 };
-        var causal = new Option<string?>("--causal") { Description = "Causal mask; alignment top-left or bottom-right (required when Nq ≠ Nk)", Arity = ArgumentArity.ZeroOrOne };
+        var causal = new Option<string?>("--causal") { Description = "Causal mask; may name the alignment (as --align)", Arity = ArgumentArity.ZeroOrOne };
+        var align = new Option<string?>("--align") { Description = "Where the diagonal of causal masks, windows and ALiBi lies: top-left (PyTorch: i = j) or bottom-right (FlashAttention: i + Nk − Nq = j); required when Nq ≠ Nk" };
         var window = new Option<string?>("--window") { Description = "Sliding window L[,R] around the aligned diagonal (L alone: R = 0; −1 unbounded)" };
         var keyLengths = new Option<string?>("--key-lengths") { Description = "Per-batch valid key counts n1,n2,..." };
         var scale = new Option<float?>("--scale") { Description = "Dot-product scale [1/√D]" };
@@ -38,7 +39,8 @@ internal static class RunCommand
         var sigma = new Option<float>("--sigma") { Description = "Gaussian bandwidth σ", DefaultValueFactory = _ => 1f };
         var additiveDim = new Option<int>("--additive-dim") { Description = "Additive attention dim d_a for random W_q, W_k, v", DefaultValueFactory = _ => 32 };
         var additiveFiles = new Option<string[]?>("--additive-weights") { Description = "Additive W_q [D,d_a], W_k [D,d_a], v [d_a] as three .npy files", AllowMultipleArgumentsPerToken = true };
-        var alibi = new Option<bool>("--alibi") { Description = "ALiBi bias −slope_h·(i − j), slopes 2^(−8h/H)" };
+        var alibi = new Option<bool>("--alibi") { Description = "ALiBi bias −slope_h·|i + D − j| around the aligned diagonal, with the ALiBi paper's slopes (2^(−8k/H), k = 1…H, for H a power of two)" };
+        var alibiSlopes = new Option<string?>("--alibi-slopes") { Description = "ALiBi with the slopes of a .npy file: [H], or [B, H] per batch and head (FlashAttention's alibi_slopes)" };
         var softcap = new Option<float?>("--softcap") { Description = "Logit soft-cap C: C·tanh(s/C)" };
         var workers = new Option<int>("--workers") { Description = "Worker actors (threads with --single-node), 1 to 16 per core [one per core]", DefaultValueFactory = _ => Environment.ProcessorCount };
         var block = new Option<int>("--block") { Description = "Keys per canonical block (multiple of 16)", DefaultValueFactory = _ => AttentionOptions.DefaultBlockSize };
@@ -56,8 +58,8 @@ internal static class RunCommand
         var config = new Option<string?>("--config") { Description = "JSON settings file for --broker (its Broker section; see cluster-config/README.md)" };
         foreach (var option in new Option[]
         {
-            q, k, v, random, seq, kvSeq, dim, heads, kvHeads, batch, seed, causal, window, keyLengths, scale, score, temperature, sigma,
-            additiveDim, additiveFiles, alibi, softcap, workers, block, output, lseOut, verify, quiet, singleNode, maxShardBytes, memoryLimit, noMemoryCheck, dryRun, config, maxShards, audit,
+            q, k, v, random, seq, kvSeq, dim, heads, kvHeads, batch, seed, causal, align, window, keyLengths, scale, score, temperature, sigma,
+            additiveDim, additiveFiles, alibi, alibiSlopes, softcap, workers, block, output, lseOut, verify, quiet, singleNode, maxShardBytes, memoryLimit, noMemoryCheck, dryRun, config, maxShards, audit,
         })
         {
             command.Options.Add(option);
@@ -79,6 +81,7 @@ internal static class RunCommand
             Seed = r.GetValue(seed),
             Causal = r.GetResult(causal) is not null,
             Alignment = r.GetValue(causal),
+            Align = r.GetValue(align),
             Window = r.GetValue(window),
             KeyLengths = r.GetValue(keyLengths),
             Scale = r.GetValue(scale),
@@ -88,6 +91,7 @@ internal static class RunCommand
             AdditiveDim = r.GetValue(additiveDim),
             AdditiveFiles = r.GetValue(additiveFiles),
             Alibi = r.GetValue(alibi),
+            AlibiSlopesFile = r.GetValue(alibiSlopes),
             SoftCap = r.GetValue(softcap),
             Workers = r.GetValue(workers),
             Block = r.GetValue(block),
@@ -135,7 +139,11 @@ internal sealed record RunRequest
 
     public bool Causal { get; init; }
 
+    /// <summary>The alignment given with --causal, if any.</summary>
     public string? Alignment { get; init; }
+
+    /// <summary>The alignment given with --align, if any.</summary>
+    public string? Align { get; init; }
 
     public string? Window { get; init; }
 
@@ -154,6 +162,8 @@ internal sealed record RunRequest
     public string[]? AdditiveFiles { get; init; }
 
     public bool Alibi { get; init; }
+
+    public string? AlibiSlopesFile { get; init; }
 
     public float? SoftCap { get; init; }
 

@@ -314,13 +314,22 @@ internal static class RunJob
 
     private static AttentionOptions BuildOptions(RunRequest r, TensorShape q)
     {
-        DiagonalAlignment? alignment = r.Alignment switch
+        if (r.Align is not null && r.Alignment is not null && r.Align != r.Alignment)
+        {
+            throw new UsageException($"--causal {r.Alignment} and --align {r.Align} name different alignments");
+        }
+
+        DiagonalAlignment? alignment = (r.Align ?? r.Alignment) switch
         {
             null => null,
             "top-left" => DiagonalAlignment.TopLeft,
             "bottom-right" => DiagonalAlignment.BottomRight,
-            _ => throw new UsageException($"--causal '{r.Alignment}' must be top-left or bottom-right"),
+            var other => throw new UsageException($"{(r.Align is null ? "--causal" : "--align")} '{other}' must be top-left or bottom-right"),
         };
+        if (r.Alibi && r.AlibiSlopesFile is not null)
+        {
+            throw new UsageException("give --alibi (the paper's slopes) or --alibi-slopes FILE, not both");
+        }
         (int, int)? window = null;
         if (r.Window is { } w)
         {
@@ -341,7 +350,7 @@ internal static class RunJob
             Sigma = r.Sigma,
             Additive = r.Score == ScoreFunction.Additive ? Additive(r, q.Dim) : null,
             SoftCap = r.SoftCap,
-            AlibiSlopes = r.Alibi ? AttentionOptions.DefaultAlibiSlopes(q.Heads) : null,
+            AlibiSlopes = r.AlibiSlopesFile is { } slopes ? AlibiSlopes(slopes, q) : r.Alibi ? AttentionOptions.DefaultAlibiSlopes(q.Heads) : null,
             Causal = r.Causal,
             Alignment = alignment,
             Window = window,
@@ -351,6 +360,33 @@ internal static class RunJob
             // inspect reports every row's entropy: it rides in the online softmax, not a second pass.
             Entropy = r.Inspect is not null,
         };
+    }
+
+    /// <summary>ALiBi slopes from a .npy file: [H] or [B, H] (one per batch and query head), every one finite.</summary>
+    private static float[] AlibiSlopes(string path, TensorShape q)
+    {
+        if (!File.Exists(path))
+        {
+            throw new UsageException($"--alibi-slopes {path} does not exist");
+        }
+
+        using var file = NpyFile.Read(path);
+        bool perHead = file.Shape is [var h] && h == q.Heads;
+        bool perBatch = file.Shape is [var b, var hb] && b == q.Batch && hb == q.Heads;
+        if (!perHead && !perBatch)
+        {
+            throw new UsageException($"--alibi-slopes {path} is {RunInputs.Show(file.Shape)}; Q's {q.Heads} heads need [{q.Heads}] or, per batch, [{q.Batch}, {q.Heads}]");
+        }
+
+        var slopes = file.Data.ToArray();
+        int bad = Array.FindIndex(slopes, x => !float.IsFinite(x));
+        if (bad >= 0)
+        {
+            string at = perHead ? $"[{bad}]" : $"[{bad / q.Heads}, {bad % q.Heads}]";
+            throw new UsageException($"--alibi-slopes {path}: slope {at} is {slopes[bad]}; slopes must be finite");
+        }
+
+        return slopes;
     }
 
     private static AdditiveParameters Additive(RunRequest r, int dk)

@@ -58,7 +58,7 @@ public static class ReferenceAttention
                 continue;
             }
 
-            s[j] = Logit(options, qRow, kd.Slice((int)k.RowOffset(b, kvh, j), dk), h, i, j);
+            s[j] = Logit(options, qRow, kd.Slice((int)k.RowOffset(b, kvh, j), dk), b, h, q.Heads, i, j, nq, nk);
             m = Math.Max(m, s[j]);
         }
 
@@ -112,7 +112,7 @@ public static class ReferenceAttention
         double m = double.NegativeInfinity;
         for (int j = 0; j < nk; j++)
         {
-            scores[j] = Visible(options, b, i, j, nq, nk) ? Logit(options, qRow, k.Data.Span.Slice((int)k.RowOffset(b, kvh, j), dk), h, i, j) : double.NegativeInfinity;
+            scores[j] = Visible(options, b, i, j, nq, nk) ? Logit(options, qRow, k.Data.Span.Slice((int)k.RowOffset(b, kvh, j), dk), b, h, q.Heads, i, j, nq, nk) : double.NegativeInfinity;
             m = Math.Max(m, scores[j]);
         }
 
@@ -203,7 +203,7 @@ public static class ReferenceAttention
         return true;
     }
 
-    private static double Logit(AttentionOptions o, ReadOnlySpan<float> q, ReadOnlySpan<float> k, int h, int i, int j)
+    private static double Logit(AttentionOptions o, ReadOnlySpan<float> q, ReadOnlySpan<float> k, int b, int h, int heads, int i, int j, int nq, int nk)
     {
         double s;
         switch (o.Score)
@@ -247,9 +247,11 @@ public static class ReferenceAttention
             s = cap * Math.Tanh(s / cap);
         }
 
-        if (o.AlibiSlopes is { } slopes)
+        if (o.AlibiSlope(b, h, heads) is { } slope)
         {
-            s -= slopes[h] * ((double)i - j);
+            // ALiBi, centred on the aligned diagonal: −slope·|i + D − j|.
+            long diagonal = o.Alignment == DiagonalAlignment.BottomRight ? (long)i + nk - nq : i;
+            s -= slope * Math.Abs((double)diagonal - j);
         }
 
         return s;

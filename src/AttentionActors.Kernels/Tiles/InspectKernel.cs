@@ -25,7 +25,7 @@ internal static class InspectKernel<TL, TV>
     /// <summary>H_i for rows [rowStart, rowStart + rows) of (b, h) over key blocks [first, end), into <paramref name="entropy"/>.</summary>
     public static void EntropyPanel(AttentionProblem p, Workspace ws, KeyPack keys, ReadOnlySpan<float> lse, int b, int h, int rowStart, int rows, int first, int end, Span<float> entropy)
     {
-        var mods = PanelKernel<TL, TV>.Modifiers(p, h);
+        var mods = PanelKernel<TL, TV>.Modifiers(p, b, h);
         ref float q = ref PanelKernel<TL, TV>.PrepareQueries(p, ws, b, h, rowStart, rows, keys.Depth, out nint qStride);
         for (int r = 0; r < rows; r++)
         {
@@ -145,7 +145,7 @@ internal static class InspectKernel<TL, TV>
     private static void CoverageLeaf(AttentionProblem p, Workspace ws, KeyPack keys, float[] lse, long lseBase, int b, int h, int rowStart, int rowCount, int kb, Span<float> sums)
     {
         nint w = TL.Count;
-        var mods = PanelKernel<TL, TV>.Modifiers(p, h);
+        var mods = PanelKernel<TL, TV>.Modifiers(p, b, h);
         for (int panelStart = rowStart; panelStart < rowStart + rowCount; panelStart += PanelKernelShape.PanelRows)
         {
             int rows = Math.Min(PanelKernelShape.PanelRows, rowStart + rowCount - panelStart);
@@ -227,7 +227,7 @@ internal static class InspectKernel<TL, TV>
     /// </summary>
     public static void WeightsPanel(AttentionProblem p, Workspace ws, KeyPack keys, ReadOnlySpan<float> lse, int b, int h, int rowStart, int rows, int colLo, int colHi, Span<float> panel)
     {
-        var mods = PanelKernel<TL, TV>.Modifiers(p, h);
+        var mods = PanelKernel<TL, TV>.Modifiers(p, b, h);
         ref float q = ref PanelKernel<TL, TV>.PrepareQueries(p, ws, b, h, rowStart, rows, keys.Depth, out nint qStride);
         for (int r = 0; r < rows; r++)
         {

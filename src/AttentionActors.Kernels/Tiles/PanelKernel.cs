@@ -28,11 +28,7 @@ internal static class PanelKernel<TL, TV>
         int dv = p.ValueDim;
         bool entropy = o.Entropy;
         int depth = keys.Depth;
-        var mods = new RowModifiers(
-            o.Score != ScoreFunction.Additive,
-            p.Scale,
-            o.SoftCap ?? 0f,
-            o.AlibiSlopes is { } slopes ? slopes[h] : null);
+        var mods = Modifiers(p, b, h);
 
         ref float q = ref PrepareQueries(p, ws, b, h, rowStart, rows, depth, out nint qStride);
         for (int r = 0; r < rows; r++)
@@ -103,11 +99,11 @@ internal static class PanelKernel<TL, TV>
         return nodes;
     }
 
-    /// <summary>The logit modifiers of query head <paramref name="h"/>.</summary>
-    public static RowModifiers Modifiers(AttentionProblem p, int h)
+    /// <summary>The logit modifiers of query head <paramref name="h"/> in batch <paramref name="b"/>.</summary>
+    public static RowModifiers Modifiers(AttentionProblem p, int b, int h)
     {
         var o = p.Options;
-        return new RowModifiers(o.Score != ScoreFunction.Additive, p.Scale, o.SoftCap ?? 0f, o.AlibiSlopes is { } slopes ? slopes[h] : null);
+        return new RowModifiers(o.Score != ScoreFunction.Additive, p.Scale, o.SoftCap ?? 0f, o.AlibiSlope(b, h, p.Heads), (int)p.Geometry.DiagonalOffset);
     }
 
     /// <summary>

@@ -391,12 +391,13 @@ internal static class TileKernels<TL, TV>
 
         if (mods.AlibiSlope is { } slope)
         {
-            // j − i is an integer below 2^24 in magnitude, so base + lane is exact in float32.
-            var vs = TL.Splat(slope);
+            // s −= slope·|i + D − j|: x = j − i − D is an integer below 2^24 in magnitude, so base +
+            // lane and |x| are exact in float32, and the fused multiply-add rounds once.
+            var vs = TL.Splat(-slope);
             for (nint c = cLo; c < cHi; c += w)
             {
-                var offset = TL.Add(TL.Splat(alibiOffset + (int)c), TL.Iota);
-                TL.Store(TL.Fma(vs, offset, TL.Load(ref s, c)), ref s, c);
+                var offset = TL.Add(TL.Splat(alibiOffset - mods.AlibiDiagonal + (int)c), TL.Iota);
+                TL.Store(TL.Fma(vs, TL.Abs(offset), TL.Load(ref s, c)), ref s, c);
             }
         }
 
@@ -430,4 +431,5 @@ internal static class TileKernels<TL, TV>
 }
 
 /// <summary>Per-row logit modifiers for one (batch, head).</summary>
-internal readonly record struct RowModifiers(bool ApplyScale, float Scale, float SoftCap, float? AlibiSlope);
+/// <summary>What is applied to a row's raw scores: the scale, soft-capping, and ALiBi's −slope·|i + D − j| (D: <see cref="AlibiDiagonal"/>, the diagonal offset).</summary>
+internal readonly record struct RowModifiers(bool ApplyScale, float Scale, float SoftCap, float? AlibiSlope, int AlibiDiagonal);
