@@ -155,7 +155,17 @@ public sealed class AttentionGeometry
     {
         long lo = 0;
         long hi = Options.KeyLengths?[b] ?? KeySeq;
-        long diagonal = i + DiagonalOffset;
+        if (Options.SequenceLengths is { } sequences)
+        {
+            if (i >= sequences[b].Query)
+            {
+                return (0, 0);
+            }
+
+            hi = sequences[b].Key;
+        }
+
+        long diagonal = i + DiagonalOffsetOf(b);
         if (Options.Causal)
         {
             hi = Math.Min(hi, diagonal + 1);
@@ -178,6 +188,15 @@ public sealed class AttentionGeometry
         hi = Math.Clamp(hi, lo, KeySeq);
         return ((int)lo, (int)hi);
     }
+
+    /// <summary>
+    /// Added to a query index of batch <paramref name="b"/> to find its diagonal key: <see cref="DiagonalOffset"/>,
+    /// or with <see cref="AttentionOptions.SequenceLengths"/> the sequence's own (Key − Query bottom-right, else 0).
+    /// </summary>
+    public long DiagonalOffsetOf(int b)
+        => Options.SequenceLengths is { } sequences
+            ? Options.Alignment == DiagonalAlignment.BottomRight ? (long)sequences[b].Key - sequences[b].Query : 0
+            : DiagonalOffset;
 
     /// <summary>The blocks [first, end) that any of the rows [rowStart, rowStart + rowCount) sees at all.</summary>
     public (int First, int End) VisibleBlocks(int b, int rowStart, int rowCount)

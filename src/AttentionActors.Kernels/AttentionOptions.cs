@@ -91,8 +91,22 @@ public sealed record AttentionOptions
     /// </summary>
     public (int Left, int Right)? Window { get; init; }
 
-    /// <summary>Per-batch key lengths: keys j ≥ KeyLengths[b] are padding. Null: all keys valid.</summary>
+    /// <summary>
+    /// Per-batch key lengths: keys j ≥ KeyLengths[b] are padding (PyTorch's <c>key_padding_mask</c>).
+    /// A padding mask only: the causal and window diagonal stays the tensors' own. Null: all keys valid.
+    /// </summary>
     public int[]? KeyLengths { get; init; }
+
+    /// <summary>
+    /// Per-batch sequence lengths, as FlashAttention's <c>flash_attn_varlen_func</c> poses a batch of
+    /// sequences of different lengths (padded here to [B, H, N, D]): batch b holds a sequence of
+    /// <see cref="SequenceLength.Query"/> query rows and <see cref="SequenceLength.Key"/> keys. Rows
+    /// past its query length are padding (output 0, lse −∞, never computed), keys past its key length
+    /// are never seen, and its causal mask, window and ALiBi follow its own diagonal: i + D_b = j with
+    /// D_b = Key − Query bottom-right, 0 top-left. Null: every batch uses all rows and keys. Not
+    /// together with <see cref="KeyLengths"/>.
+    /// </summary>
+    public SequenceLength[]? SequenceLengths { get; init; }
 
     /// <summary>
     /// Also compute each row's entropy H_i = lse_i − Σ_j a_ij·s_ij inside the online softmax: the
@@ -123,3 +137,6 @@ public sealed record AttentionOptions
         return [.. slopes.Select(x => (float)x)];
     }
 }
+
+/// <summary>One sequence of a variable-length batch: its query rows and keys.</summary>
+public readonly record struct SequenceLength(int Query, int Key);

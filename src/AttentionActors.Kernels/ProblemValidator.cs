@@ -76,7 +76,7 @@ internal static class ProblemValidator
                 throw Fail($"ALiBi needs sequence lengths up to 2^23 = 8,388,608; got Nq = {q.Seq}, Nk = {k.Seq}");
             }
 
-            if (q.Seq != k.Seq && o.Alignment is null)
+            if (q.Seq != k.Seq && o.Alignment is null && o.SequenceLengths is null)
             {
                 throw Fail($"ALiBi with Nq = {q.Seq} ≠ Nk = {k.Seq} needs an explicit alignment (top-left or bottom-right): its bias −slope·|i + D − j| is centred on the aligned diagonal");
             }
@@ -103,7 +103,33 @@ internal static class ProblemValidator
             throw Fail($"window ({window.Left}, {window.Right}) must have sides ≥ 0, or −1 for unbounded");
         }
 
-        if ((o.Causal || o.Window is not null) && q.Seq != k.Seq && o.Alignment is null)
+        if (o.SequenceLengths is { } sequences)
+        {
+            if (o.KeyLengths is not null)
+            {
+                throw Fail("give key lengths (a padding mask) or sequence lengths (variable-length sequences, each with its own diagonal), not both");
+            }
+
+            if (sequences.Length != q.Batch)
+            {
+                throw Fail($"{sequences.Length} sequence lengths given for a batch of {q.Batch}");
+            }
+
+            for (int b = 0; b < sequences.Length; b++)
+            {
+                var (nq, nk) = sequences[b];
+                if (nq < 0 || nq > q.Seq || nk < 0 || nk > k.Seq)
+                {
+                    throw Fail($"sequence {b} of {nq} queries and {nk} keys is outside the tensors' [0, {q.Seq}] queries and [0, {k.Seq}] keys");
+                }
+
+                if ((o.Causal || o.Window is not null || o.AlibiSlopes is not null) && nq != nk && o.Alignment is null)
+                {
+                    throw Fail($"sequence {b} has {nq} queries ≠ {nk} keys: its {(o.Causal ? "causal mask" : o.Window is not null ? "window" : "ALiBi bias")} needs an explicit alignment (top-left or bottom-right, FlashAttention's varlen convention)");
+                }
+            }
+        }
+        else if ((o.Causal || o.Window is not null) && q.Seq != k.Seq && o.Alignment is null)
         {
             throw Fail($"a {(o.Causal ? "causal" : "window")} mask with Nq = {q.Seq} ≠ Nk = {k.Seq} needs an explicit alignment (top-left or bottom-right)");
         }

@@ -103,6 +103,21 @@ public sealed class RunCommandTests : IDisposable
         TestData.AssertBitwise(expected.Output.Data.Span, output.Data.Span, "out.npy");
     }
 
+    [Fact]
+    public async Task Variable_length_sequences_run_verify_and_give_zero_rows_past_each_query_length()
+    {
+        var (code, stdout, err) = await Run(["run", "--random", "--seq", "200", "--kv-seq", "260", "--dim", "8", "--heads", "2", "--batch", "3", "--seq-lengths", "200:260,17:100,0:5",
+            "--causal", "--align", "bottom-right", "--block", "32", "--workers", "3", "--verify", "--out", PathOf("varlen.npy"), "--lse-out", PathOf("varlen-lse.npy")]);
+        Assert.True(code == 0, err + stdout);
+        Assert.Contains("bit for bit: yes", stdout, StringComparison.Ordinal);
+        Assert.Contains("within the contract", stdout, StringComparison.Ordinal);
+        using var lse = NpyFile.Read(PathOf("varlen-lse.npy"));
+        Assert.Equal([3, 2, 200], lse.Shape);
+        Assert.True(float.IsFinite(lse.Data.Span[(1 * 2 * 200) + 16]), "row 16 of sequence 1 sees keys");
+        Assert.Equal(float.NegativeInfinity, lse.Data.Span[(1 * 2 * 200) + 17]);
+        Assert.Equal(float.NegativeInfinity, lse.Data.Span[2 * 2 * 200]);
+    }
+
     public static TheoryData<string, string> BadInputs => new()
     {
         { "missing file", "no such file" },
@@ -122,6 +137,8 @@ public sealed class RunCommandTests : IDisposable
         { "alibi twice", "not both" },
         { "alignments disagree", "--causal top-left and --align bottom-right name different alignments" },
         { "window without alignment", "needs an explicit alignment" },
+        { "sequence lengths", "sequence 1 of 31 queries and 2 keys is outside" },
+        { "sequence lengths syntax", "--seq-lengths '30:30,7' must be q1:k1,q2:k2" },
     };
 
     [Theory]
@@ -151,6 +168,8 @@ public sealed class RunCommandTests : IDisposable
             "alibi twice" => ["run", "--q", qf, "--k", kf, "--v", vf, "--alibi", "--alibi-slopes", PathOf("alibi.npy")],
             "alignments disagree" => ["run", "--q", qf, "--k", kf, "--v", vf, "--causal", "top-left", "--align", "bottom-right"],
             "window without alignment" => ["run", "--random", "--seq", "40", "--kv-seq", "60", "--dim", "4", "--window", "8,2"],
+            "sequence lengths" => ["run", "--random", "--seq", "30", "--dim", "4", "--batch", "2", "--seq-lengths", "30:30,31:2"],
+            "sequence lengths syntax" => ["run", "--random", "--seq", "30", "--dim", "4", "--batch", "2", "--seq-lengths", "30:30,7"],
             _ => ["run", "--random", "--seq", "8", "--dim", "4", "--frobnicate"],
         };
         var (code, stdout, stderr) = await Run(args);

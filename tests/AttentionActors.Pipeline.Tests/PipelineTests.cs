@@ -8,7 +8,7 @@ namespace AttentionActors.Pipeline.Tests;
 /// <summary>End to end: the embedded pipeline equals single-node bit for bit, and the reference within the contract.</summary>
 public class PipelineTests
 {
-    public static TheoryData<string> Scenarios => ["gqa", "causal top-left", "causal bottom-right", "padding", "window", "cross", "alibi"];
+    public static TheoryData<string> Scenarios => ["gqa", "causal top-left", "causal bottom-right", "padding", "window", "cross", "alibi", "varlen"];
 
     private static (AttentionProblem Problem, string Name) Scenario(string name)
     {
@@ -20,6 +20,7 @@ public class PipelineTests
             "padding" => TestData.Qkv(13, 3, 2, 2, 500, 900, 16, 40),
             "window" => TestData.Qkv(14, 1, 3, 3, 1500, 1500, 24, 24),
             "alibi" => TestData.Qkv(16, 2, 4, 2, 400, 900, 16, 16),
+            "varlen" => TestData.Qkv(17, 4, 4, 2, 600, 700, 16, 16),
             _ => TestData.Qkv(15, 2, 2, 2, 333, 1777, 40, 8),
         };
         var options = name switch
@@ -28,6 +29,7 @@ public class PipelineTests
             "causal bottom-right" => new AttentionOptions { Causal = true, Alignment = DiagonalAlignment.BottomRight, BlockSize = 32 },
             "padding" => new AttentionOptions { KeyLengths = [900, 1, 450], BlockSize = 64 },
             "window" => new AttentionOptions { Window = (100, 20), Causal = true, BlockSize = 32 },
+            "varlen" => new AttentionOptions { SequenceLengths = [new(600, 700), new(3, 650), new(0, 10), new(411, 97)], Causal = true, Alignment = DiagonalAlignment.BottomRight, Window = (150, -1), BlockSize = 32 },
             "alibi" => new AttentionOptions { AlibiSlopes = [0.5f, 0.25f, 0.125f, 0.0625f, 0.02f, 0.3f, 0.01f, 0.9f], Alignment = DiagonalAlignment.BottomRight, Window = (200, 50), BlockSize = 32 },
             _ => new AttentionOptions { BlockSize = 48 },
         };

@@ -32,7 +32,8 @@ internal static class RunCommand
         var causal = new Option<string?>("--causal") { Description = "Causal mask; may name the alignment (as --align)", Arity = ArgumentArity.ZeroOrOne };
         var align = new Option<string?>("--align") { Description = "Where the diagonal of causal masks, windows and ALiBi lies: top-left (PyTorch: i = j) or bottom-right (FlashAttention: i + Nk − Nq = j); required when Nq ≠ Nk" };
         var window = new Option<string?>("--window") { Description = "Sliding window L[,R] around the aligned diagonal (L alone: R = 0; −1 unbounded)" };
-        var keyLengths = new Option<string?>("--key-lengths") { Description = "Per-batch valid key counts n1,n2,..." };
+        var keyLengths = new Option<string?>("--key-lengths") { Description = "Per-batch valid key counts n1,n2,... (a padding mask, as PyTorch's key_padding_mask; the diagonal stays the tensors')" };
+        var seqLengths = new Option<string?>("--seq-lengths") { Description = "Variable-length sequences, one per batch entry, as FlashAttention's varlen API: q1:k1,q2:k2,... query rows and keys; rows past q_b are padding (output 0, lse −∞) and each sequence has its own diagonal" };
         var scale = new Option<float?>("--scale") { Description = "Dot-product scale [1/√D]" };
         var score = new Option<ScoreFunction>("--score") { Description = "Score function: dot, cosine, additive, gaussian", DefaultValueFactory = _ => ScoreFunction.Dot };
         var temperature = new Option<float>("--temperature") { Description = "Cosine temperature τ", DefaultValueFactory = _ => 1f };
@@ -58,7 +59,7 @@ internal static class RunCommand
         var config = new Option<string?>("--config") { Description = "JSON settings file for --broker (its Broker section; see cluster-config/README.md)" };
         foreach (var option in new Option[]
         {
-            q, k, v, random, seq, kvSeq, dim, heads, kvHeads, batch, seed, causal, align, window, keyLengths, scale, score, temperature, sigma,
+            q, k, v, random, seq, kvSeq, dim, heads, kvHeads, batch, seed, causal, align, window, keyLengths, seqLengths, scale, score, temperature, sigma,
             additiveDim, additiveFiles, alibi, alibiSlopes, softcap, workers, block, output, lseOut, verify, quiet, singleNode, maxShardBytes, memoryLimit, noMemoryCheck, dryRun, config, maxShards, audit,
         })
         {
@@ -84,6 +85,7 @@ internal static class RunCommand
             Align = r.GetValue(align),
             Window = r.GetValue(window),
             KeyLengths = r.GetValue(keyLengths),
+            SeqLengths = r.GetValue(seqLengths),
             Scale = r.GetValue(scale),
             Score = r.GetValue(score),
             Temperature = r.GetValue(temperature),
@@ -148,6 +150,8 @@ internal sealed record RunRequest
     public string? Window { get; init; }
 
     public string? KeyLengths { get; init; }
+
+    public string? SeqLengths { get; init; }
 
     public float? Scale { get; init; }
 

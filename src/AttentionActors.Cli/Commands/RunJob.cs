@@ -355,11 +355,32 @@ internal static class RunJob
             Alignment = alignment,
             Window = window,
             KeyLengths = r.KeyLengths is { } lengths ? RunInputs.ParseList("--key-lengths", lengths) : null,
+            SequenceLengths = r.SeqLengths is { } sequences ? SequenceLengths(sequences) : null,
             BlockSize = r.Block,
 
             // inspect reports every row's entropy: it rides in the online softmax, not a second pass.
             Entropy = r.Inspect is not null,
         };
+    }
+
+    /// <summary>Parses "q1:k1,q2:k2,…" (query rows and keys of each sequence).</summary>
+    private static SequenceLength[] SequenceLengths(string text)
+    {
+        var sequences = new List<SequenceLength>();
+        foreach (string part in text.Split(','))
+        {
+            var sides = part.Split(':');
+            if (sides.Length != 2
+                || !int.TryParse(sides[0], NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int queries)
+                || !int.TryParse(sides[1], NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int keys))
+            {
+                throw new UsageException($"--seq-lengths '{text}' must be q1:k1,q2:k2,… (query rows and keys of each batch entry); '{part}' is not");
+            }
+
+            sequences.Add(new SequenceLength(queries, keys));
+        }
+
+        return [.. sequences];
     }
 
     /// <summary>ALiBi slopes from a .npy file: [H] or [B, H] (one per batch and query head), every one finite.</summary>

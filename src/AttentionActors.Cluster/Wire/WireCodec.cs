@@ -310,6 +310,13 @@ internal sealed class WireCodec
             p.KeyLengths.AddRange(lengths);
         }
 
+        if (o.SequenceLengths is { } sequences)
+        {
+            p.Varlen = true;
+            p.SequenceQueries.AddRange(sequences.Select(x => x.Query));
+            p.SequenceKeys.AddRange(sequences.Select(x => x.Key));
+        }
+
         return p;
     }
 
@@ -318,6 +325,11 @@ internal sealed class WireCodec
         if (!Enum.IsDefined(p.Score) || !Enum.IsDefined(p.Alignment))
         {
             throw new WireFormatException($"unknown score function {(int)p.Score} or alignment {(int)p.Alignment}");
+        }
+
+        if (p.SequenceQueries.Count != p.SequenceKeys.Count)
+        {
+            throw new WireFormatException($"{p.SequenceQueries.Count} sequence query lengths for {p.SequenceKeys.Count} key lengths");
         }
 
         return new AttentionOptions
@@ -334,6 +346,7 @@ internal sealed class WireCodec
             Alignment = p.Alignment switch { P.Alignment.TopLeft => DiagonalAlignment.TopLeft, P.Alignment.BottomRight => DiagonalAlignment.BottomRight, _ => null },
             Window = p.Windowed ? (p.WindowLeft, p.WindowRight) : null,
             KeyLengths = p.Padded ? [.. p.KeyLengths] : null,
+            SequenceLengths = p.Varlen ? [.. p.SequenceQueries.Zip(p.SequenceKeys, (q, k) => new SequenceLength(q, k))] : null,
             BlockSize = p.BlockSize,
         };
     }

@@ -181,7 +181,12 @@ public static class ReferenceAttention
             return false;
         }
 
-        long diagonal = o.Alignment == DiagonalAlignment.BottomRight ? (long)i + nk - nq : i;
+        if (o.SequenceLengths is { } sequences && (i >= sequences[b].Query || j >= sequences[b].Key))
+        {
+            return false;
+        }
+
+        long diagonal = Diagonal(o, b, i, nq, nk);
         if (o.Causal && j > diagonal)
         {
             return false;
@@ -201,6 +206,17 @@ public static class ReferenceAttention
         }
 
         return true;
+    }
+
+    /// <summary>The key on query i's diagonal: i, or i + (its sequence's, else the tensors') Nk − Nq bottom-right.</summary>
+    private static long Diagonal(AttentionOptions o, int b, int i, int nq, int nk)
+    {
+        if (o.Alignment != DiagonalAlignment.BottomRight)
+        {
+            return i;
+        }
+
+        return o.SequenceLengths is { } sequences ? (long)i + sequences[b].Key - sequences[b].Query : (long)i + nk - nq;
     }
 
     private static double Logit(AttentionOptions o, ReadOnlySpan<float> q, ReadOnlySpan<float> k, int b, int h, int heads, int i, int j, int nq, int nk)
@@ -250,8 +266,7 @@ public static class ReferenceAttention
         if (o.AlibiSlope(b, h, heads) is { } slope)
         {
             // ALiBi, centred on the aligned diagonal: −slope·|i + D − j|.
-            long diagonal = o.Alignment == DiagonalAlignment.BottomRight ? (long)i + nk - nq : i;
-            s -= slope * Math.Abs((double)diagonal - j);
+            s -= slope * Math.Abs((double)Diagonal(o, b, i, nq, nk) - j);
         }
 
         return s;

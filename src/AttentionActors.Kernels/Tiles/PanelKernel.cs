@@ -103,7 +103,7 @@ internal static class PanelKernel<TL, TV>
     public static RowModifiers Modifiers(AttentionProblem p, int b, int h)
     {
         var o = p.Options;
-        return new RowModifiers(o.Score != ScoreFunction.Additive, p.Scale, o.SoftCap ?? 0f, o.AlibiSlope(b, h, p.Heads), (int)p.Geometry.DiagonalOffset);
+        return new RowModifiers(o.Score != ScoreFunction.Additive, p.Scale, o.SoftCap ?? 0f, o.AlibiSlope(b, h, p.Heads), (int)p.Geometry.DiagonalOffsetOf(b));
     }
 
     /// <summary>

@@ -101,6 +101,14 @@ public sealed class WireCodecTests
         Assert.Throws<WireFormatException>(() => codec.Decode(WireCodec.Encode(new ComputeShard(job, cshard, 1, coverageInput with { Lse = Floats(31, 9) }, reducer, coordinator), Target, null)));
         Assert.Throws<WireFormatException>(() => codec.Decode(WireCodec.Encode(new ComputeShard(job, cshard, 1, coverageInput with { V = Floats(64 * 40, 3) }, reducer, coordinator), Target, null)));
 
+        // Variable-length sequences and per-batch ALiBi slopes survive in the geometry's options.
+        var varlen = AttentionGeometry.Create(new TensorShape("Q", 2, 4, 100, 24), new TensorShape("K", 2, 2, 130, 24), new TensorShape("V", 2, 2, 130, 40),
+            new AttentionOptions { SequenceLengths = [new(100, 7), new(0, 130)], Causal = true, Alignment = DiagonalAlignment.BottomRight, AlibiSlopes = [.. Enumerable.Range(0, 8).Select(i => i * 0.1f)], BlockSize = 32 });
+        var varlenOptions = Assert.IsType<ExpectShards>(RoundTrip(new ExpectShards(job, varlen, [shard], reducer, coordinator)).Message).Geometry.Options;
+        Assert.Equal(varlen.Options.SequenceLengths, varlenOptions.SequenceLengths);
+        Assert.Equal(varlen.Options.AlibiSlopes, varlenOptions.AlibiSlopes);
+        Assert.Null(varlenOptions.KeyLengths);
+
         // The weights pass: its window in the geometry, every head's rows and keys in a shard, cells back and out.
         var window = new WeightsWindow(1, null, 10, 90, 5, 125, 8, 12, WeightPooling.Max);
         var wg = g.ForWeights(window);
