@@ -1,7 +1,6 @@
 using AttentionActors.Kernels;
 using AttentionActors.Kernels.Partials;
 using AttentionActors.Pipeline.Client;
-using AttentionActors.Pipeline.Coordinator;
 
 namespace AttentionActors.Pipeline.Reduction;
 
@@ -20,8 +19,7 @@ internal sealed partial class Reducer
     {
         if (PlanProblem(expect) is { } problem)
         {
-            expect.Client.Tell(new AttentionFailed(expect.Job, problem), Self);
-            expect.Coordinator.Tell(new CancelJob(expect.Job, problem), Self);
+            Refuse(expect, problem);
             return;
         }
 

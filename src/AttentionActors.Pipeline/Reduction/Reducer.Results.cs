@@ -1,3 +1,4 @@
+using AttentionActors.Pipeline.Client;
 using AttentionActors.Pipeline.Coordinator;
 using AttentionActors.Pipeline.Planning;
 
@@ -58,6 +59,13 @@ internal sealed partial class Reducer
         }
 
         coordinator.Tell(new ShardMerged(id, shard.Id, Sender.Path.ToString()), Self);
+    }
+
+    /// <summary>Fails a job whose plan cannot be reduced, before any of its shards is taken: the client and the coordinator hear why.</summary>
+    private void Refuse(ExpectShards expect, string problem)
+    {
+        expect.Client.Tell(new AttentionFailed(expect.Job, problem), Self);
+        expect.Coordinator.Tell(new CancelJob(expect.Job, problem), Self);
     }
 
     /// <summary>

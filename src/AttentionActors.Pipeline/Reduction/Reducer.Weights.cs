@@ -1,7 +1,6 @@
 using System.Collections;
 using AttentionActors.Kernels;
 using AttentionActors.Pipeline.Client;
-using AttentionActors.Pipeline.Coordinator;
 
 namespace AttentionActors.Pipeline.Reduction;
 
@@ -19,8 +18,7 @@ internal sealed partial class Reducer
     {
         if (WeightsPlanProblem(expect) is { } problem)
         {
-            expect.Client.Tell(new AttentionFailed(expect.Job, problem), Self);
-            expect.Coordinator.Tell(new CancelJob(expect.Job, problem), Self);
+            Refuse(expect, problem);
             return;
         }
 
