@@ -118,6 +118,37 @@ public sealed class RunCommandTests : IDisposable
         Assert.Equal(float.NegativeInfinity, lse.Data.Span[2 * 2 * 200]);
     }
 
+    private string Offsets(string name, int[] offsets) => WriteRaw(name, "<i4", $"{offsets.Length},", [.. offsets.SelectMany(BitConverter.GetBytes)]);
+
+    [Fact]
+    public async Task Packed_varlen_inputs_with_cumulative_offsets_run_verify_and_come_back_packed()
+    {
+        // FlashAttention's packed layout: [total, H, D], sequence b in tokens [cu[b], cu[b + 1]).
+        int[] cuQ = [0, 40, 41, 41, 131], cuK = [0, 60, 160, 170, 270];
+        const int h = 4, hk = 2, d = 8;
+        var rng = new Random(12);
+        float[] Packed(int tokens, int heads) => [.. Enumerable.Range(0, tokens * heads * d).Select(_ => (float)((rng.NextDouble() * 2) - 1))];
+        float[] q = Packed(cuQ[^1], h), k = Packed(cuK[^1], hk), v = Packed(cuK[^1], hk);
+        NpyFile.Write(PathOf("pq.npy"), q, [cuQ[^1], h, d]);
+        NpyFile.Write(PathOf("pk.npy"), k, [cuK[^1], hk, d]);
+        NpyFile.Write(PathOf("pv.npy"), v, [cuK[^1], hk, d]);
+        var (code, stdout, err) = await Run(["run", "--q", PathOf("pq.npy"), "--k", PathOf("pk.npy"), "--v", PathOf("pv.npy"), "--cu-seqlens-q", Offsets("cuq.npy", cuQ), "--cu-seqlens-k", Offsets("cuk.npy", cuK),
+            "--causal", "--align", "bottom-right", "--block", "32", "--workers", "3", "--verify", "--out", PathOf("po.npy"), "--lse-out", PathOf("plse.npy")]);
+        Assert.True(code == 0, err + stdout);
+        Assert.Contains("bit for bit: yes", stdout, StringComparison.Ordinal);
+        Assert.Contains("within the contract", stdout, StringComparison.Ordinal);
+
+        var options = new AttentionOptions { Causal = true, Alignment = DiagonalAlignment.BottomRight, BlockSize = 32, SequenceLengths = VarlenBatch.Sequences(cuQ, cuQ[^1], cuK, cuK[^1]) };
+        var expected = Attention.Compute(VarlenBatch.Pad("Q", q, h, d, cuQ), VarlenBatch.Pad("K", k, hk, d, cuK), VarlenBatch.Pad("V", v, hk, d, cuK), options);
+        using var output = NpyFile.Read(PathOf("po.npy"));
+        Assert.Equal([131, h, d], output.Shape);
+        TestData.AssertBitwise(VarlenBatch.Unpad(expected.Output, cuQ), output.Data.Span, "packed output");
+        using var lse = NpyFile.Read(PathOf("plse.npy"));
+        Assert.Equal([h, 131], lse.Shape);
+        Assert.Equal(expected.Lse[(((3 * h) + 1) * 90) + 89], lse.Data.Span[(1 * 131) + 41 + 89]);
+        Assert.Equal(expected.Lse[(1 * h * 90) + (2 * 90)], lse.Data.Span[(2 * 131) + 40]);
+    }
+
     public static TheoryData<string, string> BadInputs => new()
     {
         { "missing file", "no such file" },
@@ -139,6 +170,8 @@ public sealed class RunCommandTests : IDisposable
         { "window without alignment", "needs an explicit alignment" },
         { "sequence lengths", "sequence 1 of 31 queries and 2 keys is outside" },
         { "sequence lengths syntax", "--seq-lengths '30:30,7' must be q1:k1,q2:k2" },
+        { "cu seqlens total", "cu_seqlens_k ends at 1, but the packed tensor holds 2 tokens" },
+        { "cu seqlens dtype", "dtype '<f4' is not supported here; use int32 ('<i4') or int64 ('<i8')" },
     };
 
     [Theory]
@@ -168,6 +201,8 @@ public sealed class RunCommandTests : IDisposable
             "alibi twice" => ["run", "--q", qf, "--k", kf, "--v", vf, "--alibi", "--alibi-slopes", PathOf("alibi.npy")],
             "alignments disagree" => ["run", "--q", qf, "--k", kf, "--v", vf, "--causal", "top-left", "--align", "bottom-right"],
             "window without alignment" => ["run", "--random", "--seq", "40", "--kv-seq", "60", "--dim", "4", "--window", "8,2"],
+            "cu seqlens total" => ["run", "--q", qf, "--k", kf, "--v", vf, "--cu-seqlens-q", Offsets("cq.npy", [0, 1, 2]), "--cu-seqlens-k", Offsets("ck.npy", [0, 1, 1])],
+            "cu seqlens dtype" => ["run", "--q", qf, "--k", kf, "--v", vf, "--cu-seqlens-q", WriteRaw("cf.npy", "<f4", "2,", new byte[8]), "--cu-seqlens-k", Offsets("ck2.npy", [0, 30])],
             "sequence lengths" => ["run", "--random", "--seq", "30", "--dim", "4", "--batch", "2", "--seq-lengths", "30:30,31:2"],
             "sequence lengths syntax" => ["run", "--random", "--seq", "30", "--dim", "4", "--batch", "2", "--seq-lengths", "30:30,7"],
             _ => ["run", "--random", "--seq", "8", "--dim", "4", "--frobnicate"],

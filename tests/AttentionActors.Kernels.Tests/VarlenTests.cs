@@ -65,6 +65,69 @@ public class VarlenTests
     }
 
     [Fact]
+    public void The_packed_and_padded_forms_of_a_batch_give_identical_bits()
+    {
+        // FlashAttention's packed layout: tokens of every sequence one after another, [total, H, D].
+        int[] cuQ = [0, 70, 71, 71, 191, 236], cuK = [0, 130, 170, 260, 380, 380];
+        const int h = 4, hk = 2, d = 8;
+        var rng = new Random(9);
+        float[] Packed(int tokens, int heads) => [.. Enumerable.Range(0, tokens * heads * d).Select(_ => (float)((rng.NextDouble() * 2) - 1))];
+        float[] q = Packed(cuQ[^1], h), k = Packed(cuK[^1], hk), v = Packed(cuK[^1], hk);
+        var options = new AttentionOptions { Causal = true, Alignment = DiagonalAlignment.BottomRight, BlockSize = 32, SequenceLengths = VarlenBatch.Sequences(cuQ, cuQ[^1], cuK, cuK[^1]) };
+        Assert.Equal(Sequences, options.SequenceLengths);
+        var result = Attention.Compute(VarlenBatch.Pad("Q", q, h, d, cuQ), VarlenBatch.Pad("K", k, hk, d, cuK), VarlenBatch.Pad("V", v, hk, d, cuK), options);
+        var packedOut = VarlenBatch.Unpad(result.Output, cuQ);
+        Assert.Equal(cuQ[^1] * h * d, packedOut.Length);
+
+        // The same batch built padded by hand, token by token, and computed: the same bits.
+        var (pq, pk, pv) = (AttentionTensor.Zeros("Q", 5, h, 120, d), AttentionTensor.Zeros("K", 5, hk, 130, d), AttentionTensor.Zeros("V", 5, hk, 130, d));
+        for (int b = 0; b < 5; b++)
+        {
+            for (int t = cuQ[b]; t < cuQ[b + 1]; t++)
+            {
+                for (int head = 0; head < h; head++)
+                {
+                    q.AsSpan(((t * h) + head) * d, d).CopyTo(pq.Data.Span[(int)pq.RowOffset(b, head, t - cuQ[b])..]);
+                }
+            }
+
+            for (int t = cuK[b]; t < cuK[b + 1]; t++)
+            {
+                for (int head = 0; head < hk; head++)
+                {
+                    k.AsSpan(((t * hk) + head) * d, d).CopyTo(pk.Data.Span[(int)pk.RowOffset(b, head, t - cuK[b])..]);
+                    v.AsSpan(((t * hk) + head) * d, d).CopyTo(pv.Data.Span[(int)pv.RowOffset(b, head, t - cuK[b])..]);
+                }
+            }
+        }
+
+        var padded = Attention.Compute(pq, pk, pv, options);
+        TestData.AssertBitwise(padded.Output.Data.Span, result.Output.Data.Span, "padded by hand against padded from the packed form");
+        TestData.AssertBitwise(VarlenBatch.Unpad(padded.Output, cuQ), packedOut, "packed output");
+    }
+
+    [Fact]
+    public void Bad_cumulative_offsets_are_named()
+    {
+        var q = new float[10 * 2 * 4];
+        (int[] Cu, string Expected)[] cases =
+        [
+            ([1, 10], "cu_seqlens_q[0] is 1; cumulative offsets start at 0"),
+            ([0, 6, 5, 10], "cu_seqlens_q[2] = 5 is below cu_seqlens_q[1] = 6"),
+            ([0, 4, 9], "cu_seqlens_q ends at 9, but the packed tensor holds 10 tokens"),
+            ([0], "holds 1 offsets"),
+        ];
+        foreach (var (cu, expected) in cases)
+        {
+            var error = Assert.Throws<AttentionInputException>(() => VarlenBatch.Sequences(cu, 10, [0, 3, 10], 10));
+            Assert.True(error.Message.Contains(expected, StringComparison.Ordinal), $"expected “{expected}” in “{error.Message}”");
+        }
+
+        Assert.Contains("counts 1 sequences and cu_seqlens_k 2", Assert.Throws<AttentionInputException>(() => VarlenBatch.Sequences([0, 10], 10, [0, 3, 10], 10)).Message);
+        Assert.Contains("not whole tokens", Assert.Throws<AttentionInputException>(() => VarlenBatch.Pad("Q", q.AsSpan(1), 2, 4, [0, 10])).Message);
+    }
+
+    [Fact]
     public void Bad_sequence_lengths_are_named()
     {
         var (q, k, v) = TestData.Qkv(3, 2, 2, 2, 30, 40, 4, 4);

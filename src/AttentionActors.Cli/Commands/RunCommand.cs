@@ -33,6 +33,8 @@ internal static class RunCommand
         var align = new Option<string?>("--align") { Description = "Where the diagonal of causal masks, windows and ALiBi lies: top-left (PyTorch: i = j) or bottom-right (FlashAttention: i + Nk − Nq = j); required when Nq ≠ Nk" };
         var window = new Option<string?>("--window") { Description = "Sliding window L[,R] around the aligned diagonal (L alone: R = 0; −1 unbounded)" };
         var keyLengths = new Option<string?>("--key-lengths") { Description = "Per-batch valid key counts n1,n2,... (a padding mask, as PyTorch's key_padding_mask; the diagonal stays the tensors')" };
+        var cuQ = new Option<string?>("--cu-seqlens-q") { Description = "Packed varlen inputs (FlashAttention's flash_attn_varlen_func): cumulative query offsets [B + 1] (.npy, int32 or int64); --q is then [total_q, H, D]" };
+        var cuK = new Option<string?>("--cu-seqlens-k") { Description = "Cumulative key offsets [B + 1] of packed --k and --v [total_k, Hk, D]" };
         var seqLengths = new Option<string?>("--seq-lengths") { Description = "Variable-length sequences, one per batch entry, as FlashAttention's varlen API: q1:k1,q2:k2,... query rows and keys; rows past q_b are padding (output 0, lse −∞) and each sequence has its own diagonal" };
         var scale = new Option<float?>("--scale") { Description = "Dot-product scale [1/√D]" };
         var score = new Option<ScoreFunction>("--score") { Description = "Score function: dot, cosine, additive, gaussian", DefaultValueFactory = _ => ScoreFunction.Dot };
@@ -59,7 +61,7 @@ internal static class RunCommand
         var config = new Option<string?>("--config") { Description = "JSON settings file for --broker (its Broker section; see cluster-config/README.md)" };
         foreach (var option in new Option[]
         {
-            q, k, v, random, seq, kvSeq, dim, heads, kvHeads, batch, seed, causal, align, window, keyLengths, seqLengths, scale, score, temperature, sigma,
+            q, k, v, random, seq, kvSeq, dim, heads, kvHeads, batch, seed, causal, align, window, keyLengths, seqLengths, cuQ, cuK, scale, score, temperature, sigma,
             additiveDim, additiveFiles, alibi, alibiSlopes, softcap, workers, block, output, lseOut, verify, quiet, singleNode, maxShardBytes, memoryLimit, noMemoryCheck, dryRun, config, maxShards, audit,
         })
         {
@@ -86,6 +88,8 @@ internal static class RunCommand
             Window = r.GetValue(window),
             KeyLengths = r.GetValue(keyLengths),
             SeqLengths = r.GetValue(seqLengths),
+            CuSeqlensQ = r.GetValue(cuQ),
+            CuSeqlensK = r.GetValue(cuK),
             Scale = r.GetValue(scale),
             Score = r.GetValue(score),
             Temperature = r.GetValue(temperature),
@@ -152,6 +156,10 @@ internal sealed record RunRequest
     public string? KeyLengths { get; init; }
 
     public string? SeqLengths { get; init; }
+
+    public string? CuSeqlensQ { get; init; }
+
+    public string? CuSeqlensK { get; init; }
 
     public float? Scale { get; init; }
 

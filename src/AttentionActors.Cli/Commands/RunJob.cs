@@ -31,8 +31,10 @@ internal static class RunJob
             // then the shapes and options, then the memory the job needs — before anything is allocated.
             var outPath = request.Out is { } o ? OutputFile.Check("--out", o) : null;
             var lsePath = request.LseOut is { } l ? OutputFile.Check("--lse-out", l) : null;
-            var (qShape, kShape, vShape, leading, inputHeap) = Shapes(request);
-            var options = BuildOptions(request, qShape);
+            var packed = PackedInputs.Check(request);
+            var (qShape, kShape, vShape, leading, inputHeap) = packed is null ? Shapes(request)
+                : (packed.Q, packed.K, packed.V, [packed.Q.Batch, packed.Q.Heads], 4 * (packed.Q.Length + packed.K.Length + packed.V.Length));
+            var options = BuildOptions(request, qShape) with { SequenceLengths = packed?.Sequences ?? (request.SeqLengths is { } sequences ? SequenceLengths(sequences) : null) };
             var geometry = AttentionGeometry.Create(qShape, kShape, vShape, options);
             var inspect = request.Inspect is { } asked ? InspectStep.Check(asked, geometry) : null;
             if (request.MaxShardBytes < 64 << 10)
@@ -46,7 +48,7 @@ internal static class RunJob
             }
 
             var cluster = new ClusterOptions { Workers = request.Workers, Plan = new PlanOptions { MaxShardBytes = request.MaxShardBytes, MaxShards = request.MaxShards } };
-            var estimate = JobEstimate.For(geometry, inputHeap, outPath is not null && !request.SingleNode, request.Workers, cluster.Plan.MaxShardBytes, request.Verify, ParseBytes("--memory-limit", request.MemoryLimit));
+            var estimate = JobEstimate.For(geometry, inputHeap, outPath is not null && !request.SingleNode && packed is null, request.Workers, cluster.Plan.MaxShardBytes, request.Verify, ParseBytes("--memory-limit", request.MemoryLimit));
             var (clusterSettings, brokerOptions) = request.Broker is { } flags ? NodeConfiguration.Load(request.Config, flags) : (null, null);
             if (request.Audit != 0 && (brokerOptions is null || request.Audit is < 0 or > 1 || double.IsNaN(request.Audit)))
             {
@@ -79,7 +81,7 @@ internal static class RunJob
                 stderr.WriteLine($"attention: this job is {estimate.Flops / 1e12:G3} TFLOP, about {JobEstimate.Duration(estimate.Time)} on {estimate.Threads} {(estimate.Threads == 1 ? "core" : "cores")} here (Ctrl-C cancels)");
             }
 
-            using var inputs = LoadInputs(request);
+            using var inputs = packed?.Load(request) ?? LoadInputs(request);
             var problem = AttentionProblem.Create(geometry, inputs.Q, inputs.K, inputs.V);
             using var loggers = LoggerFactory.Create(b => b
                 .SetMinimumLevel(request.Quiet ? LogLevel.Error : LogLevel.Warning)
@@ -99,7 +101,7 @@ internal static class RunJob
             }
             else if (brokerOptions is not null)
             {
-                var mapped = outPath is null ? null : OutputFile.Create(outPath, outShape);
+                var mapped = outPath is null || packed is not null ? null : OutputFile.Create(outPath, outShape);
                 if (mapped is not null)
                 {
                     outputs.Add(mapped);
@@ -124,7 +126,7 @@ internal static class RunJob
             else
             {
                 plan = ShardPlanner.Plan(problem.Geometry, cluster.Workers, cluster.Plan);
-                var mapped = outPath is null ? null : OutputFile.Create(outPath, outShape);
+                var mapped = outPath is null || packed is not null ? null : OutputFile.Create(outPath, outShape);
                 if (mapped is not null)
                 {
                     outputs.Add(mapped);
@@ -159,14 +161,32 @@ internal static class RunJob
 
             // The attention's own time: the inspection passes ran after it while the cluster was at hand.
             var elapsed = clock.Elapsed - (passes?.Took ?? TimeSpan.Zero);
-            if (outPath is not null && !outputs.Any(f => f.Path == outPath))
+            if (packed is not null)
             {
-                outputs.Add(OutputFile.Write(outPath, result.Output.Data.Span, outShape));
-            }
+                // Packed in, packed out: [total_q, H, Dv] and FlashAttention's lse layout [H, total_q].
+                if (outPath is not null)
+                {
+                    var (data, shape) = packed.Output(result.Output);
+                    outputs.Add(OutputFile.Write(outPath, data, shape));
+                }
 
-            if (lsePath is not null)
+                if (lsePath is not null)
+                {
+                    var (data, shape) = packed.Lse(result.Lse);
+                    outputs.Add(OutputFile.Write(lsePath, data, shape));
+                }
+            }
+            else
             {
-                outputs.Add(OutputFile.Write(lsePath, result.Lse, [.. leading, problem.QuerySeq]));
+                if (outPath is not null && !outputs.Any(f => f.Path == outPath))
+                {
+                    outputs.Add(OutputFile.Write(outPath, result.Output.Data.Span, outShape));
+                }
+
+                if (lsePath is not null)
+                {
+                    outputs.Add(OutputFile.Write(lsePath, result.Lse, [.. leading, problem.QuerySeq]));
+                }
             }
 
             if (!request.Quiet)
@@ -355,7 +375,6 @@ internal static class RunJob
             Alignment = alignment,
             Window = window,
             KeyLengths = r.KeyLengths is { } lengths ? RunInputs.ParseList("--key-lengths", lengths) : null,
-            SequenceLengths = r.SeqLengths is { } sequences ? SequenceLengths(sequences) : null,
             BlockSize = r.Block,
 
             // inspect reports every row's entropy: it rides in the online softmax, not a second pass.

@@ -152,7 +152,43 @@ public sealed partial class NpyFile : IDisposable
         map?.Dispose();
     }
 
-    private static (string Descr, int[] Shape, long DataOffset) ReadHeader(string path, long fileLength)
+    /// <summary>
+    /// Reads a 1-D integer file whole (int32 '&lt;i4' or int64 '&lt;i8', as <c>numpy.save</c> writes
+    /// PyTorch's <c>cu_seqlens</c>): small index arrays, not tensors.
+    /// </summary>
+    public static int[] ReadIntegers(string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        if (!File.Exists(path))
+        {
+            throw new NpyFormatException($"{path}: no such file");
+        }
+
+        long fileLength = new FileInfo(path).Length;
+        var (descr, shape, dataOffset) = ReadHeader(path, fileLength, integers: true);
+        if (shape.Length != 1)
+        {
+            throw new NpyFormatException($"{path}: shape ({string.Join(", ", shape)}) is not one-dimensional");
+        }
+
+        int width = descr[^1] == '4' ? 4 : 8;
+        if (fileLength != dataOffset + ((long)shape[0] * width))
+        {
+            throw new NpyFormatException($"{path}: header says {shape[0]} {(width == 4 ? "int32" : "int64")} values, which need {(long)shape[0] * width:N0} data bytes, but the file has {fileLength - dataOffset:N0}");
+        }
+
+        var bytes = File.ReadAllBytes(path).AsSpan((int)dataOffset);
+        var values = new int[shape[0]];
+        for (int i = 0; i < values.Length; i++)
+        {
+            long x = width == 4 ? BitConverter.ToInt32(bytes.Slice(i * 4, 4)) : BitConverter.ToInt64(bytes.Slice(i * 8, 8));
+            values[i] = x is >= int.MinValue and <= int.MaxValue ? (int)x : throw new NpyFormatException($"{path}: value [{i}] = {x} is beyond int32");
+        }
+
+        return values;
+    }
+
+    private static (string Descr, int[] Shape, long DataOffset) ReadHeader(string path, long fileLength, bool integers = false)
     {
         using var stream = File.OpenRead(path);
         Span<byte> prefix = stackalloc byte[12];
@@ -200,6 +236,13 @@ public sealed partial class NpyFile : IDisposable
             throw new NpyFormatException($"{path}: Fortran-order (column-major) arrays are not supported; save with np.ascontiguousarray");
         }
 
+        if (integers)
+        {
+            return descr is "<i4" or "<i8"
+                ? (descr, ParseShape(path, shapeText), prefixLength + headerLength)
+                : throw new NpyFormatException($"{path}: dtype '{descr}' is not supported here; use int32 ('<i4') or int64 ('<i8')");
+        }
+
         if (descr is ">f4" or ">f8")
         {
             throw new NpyFormatException($"{path}: big-endian dtype '{descr}' is not supported; convert with arr.astype('<f{descr[^1]}')");
@@ -210,11 +253,12 @@ public sealed partial class NpyFile : IDisposable
             throw new NpyFormatException($"{path}: dtype '{descr}' is not supported; use float32 ('<f4') or float64 ('<f8')");
         }
 
-        var shape = shapeText.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-            .Select(d => int.TryParse(d, NumberStyles.None, CultureInfo.InvariantCulture, out int n) ? n : throw new NpyFormatException($"{path}: shape entry '{d}' is not a dimension"))
-            .ToArray();
-        return (descr, shape, prefixLength + headerLength);
+        return (descr, ParseShape(path, shapeText), prefixLength + headerLength);
     }
+
+    private static int[] ParseShape(string path, string shapeText)
+        => [.. shapeText.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(d => int.TryParse(d, NumberStyles.None, CultureInfo.InvariantCulture, out int n) ? n : throw new NpyFormatException($"{path}: shape entry '{d}' is not a dimension"))];
 
     private static string Field(string path, string header, Regex pattern, string name)
     {
