@@ -82,7 +82,8 @@ public sealed class ServingTests(PrivateBroker broker)
         await cluster.StartTopology(("w1", null));
         await using var second = await ClusterClient.ConnectAsync(cluster.Broker);
         await second.WaitForRoleAsync(NodeRoles.Coordinator, TimeSpan.FromSeconds(10));
-        var (a, b) = (Job(32, 4096), Job(33, 3000, 3));
+        // The first job must outlast a worker process's start-up (about 4 s on a loaded 2-core machine), or w2 arrives after the work.
+        var (a, b) = (Job(32, 8192), Job(33, 3000, 3));
         int joined = 0;
         var progress = new Progress<Pipeline.Client.JobProgress>(p =>
         {
