@@ -85,8 +85,7 @@ public static partial class Inspection
         using var release = new PackRelease(packs);
         for (int i = 0; i < kvHeads; i++)
         {
-            int h = (firstKv + i) * g.GroupSize;
-            h = window.Head ?? h;
+            int h = window.Head ?? (firstKv + i) * g.GroupSize;
             packs[i] = KeyPack.Create(problemOf(h), window.Batch, firstKv + i, colA / g.BlockSize, ((colB - 1) / g.BlockSize) + 1);
         }
 
@@ -94,10 +93,31 @@ public static partial class Inspection
         var chunks = Runs(range.CellColStart, range.CellColEnd, window.CellColStart, ChunkKeys);
         var result = new float[range.Count];
         int chunkKeys = chunks.Max(c => window.CellColStart(c.Hi) - window.CellColStart(c.Lo));
+
+        // The first key of each cell column of the range, and the end of the last.
+        var colStart = new int[width + 1];
+        for (int c = 0; c <= width; c++)
+        {
+            colStart[c] = window.CellColStart(range.CellColStart + c);
+        }
+
         ParallelWork.Run(items.Count, threads, item =>
         {
-            var panelBuffer = new float[PanelKernelShape.PanelRows * chunkKeys];
-            var (cr0, cr1) = items[item];
+            var panelBuffer = System.Buffers.ArrayPool<float>.Shared.Rent(PanelKernelShape.PanelRows * chunkKeys);
+            try
+            {
+                PoolItem(items[item], panelBuffer);
+            }
+            finally
+            {
+                System.Buffers.ArrayPool<float>.Shared.Return(panelBuffer);
+            }
+        }, cancellationToken);
+        return result;
+
+        void PoolItem((int Lo, int Hi) cellRows, float[] panelBuffer)
+        {
+            var (cr0, cr1) = cellRows;
             int i0 = window.CellRowStart(cr0), i1 = window.CellRowStart(cr1);
             var cells = new double[(long)(cr1 - cr0) * width];
             if (max)
@@ -111,7 +131,7 @@ public static partial class Inspection
                 foreach (var (cc0, cc1) in chunks)
                 {
                     cancellationToken.ThrowIfCancellationRequested();
-                    int j0 = window.CellColStart(cc0), j1 = window.CellColStart(cc1), cols = j1 - j0;
+                    int j0 = colStart[cc0 - range.CellColStart], j1 = colStart[cc1 - range.CellColStart], cols = j1 - j0;
 
                     // Σ_h a_hij over the heads in use, heads ascending, in float at full resolution.
                     var panel = panelBuffer.AsSpan(0, panelRows * cols);
@@ -130,8 +150,9 @@ public static partial class Inspection
                         var panelRow = panel.Slice(r * cols, cols);
                         for (int cc = cc0; cc < cc1; cc++)
                         {
-                            var run = panelRow[(window.CellColStart(cc) - j0)..(window.CellColStart(cc + 1) - j0)];
-                            ref double cell = ref cellRow[cc - range.CellColStart];
+                            int c = cc - range.CellColStart;
+                            var run = panelRow[(colStart[c] - j0)..(colStart[c + 1] - j0)];
+                            ref double cell = ref cellRow[c];
                             if (max)
                             {
                                 cell = Math.Max(cell, System.Numerics.Tensors.TensorPrimitives.Max(run));
@@ -156,14 +177,12 @@ public static partial class Inspection
                 long rows = window.CellRowStart(cr + 1) - window.CellRowStart(cr);
                 for (int c = 0; c < width; c++)
                 {
-                    int cc = range.CellColStart + c;
                     double cell = cells[((cr - cr0) * width) + c];
-                    long count = rows * (window.CellColStart(cc + 1) - window.CellColStart(cc));
+                    long count = rows * (colStart[c + 1] - colStart[c]);
                     result[((long)(cr - range.CellRowStart) * width) + c] = (float)(max ? cell / headCount : cell / ((double)count * headCount));
                 }
             }
-        }, cancellationToken);
-        return result;
+        }
     }
 
     /// <summary>Consecutive runs of cells [start, end), each spanning at least <paramref name="span"/> rows or keys (the last may span fewer).</summary>

@@ -156,10 +156,19 @@ public sealed class AttentionCluster : IAsyncDisposable
     /// workers once the attention's log-sum-exp <paramref name="lse"/> <c>[B, H, Nq]</c> is known
     /// (<see cref="WeightsPlanner"/>): <c>[CellRows, CellCols]</c>, bit for bit <see cref="Inspection.Weights"/>.
     /// </summary>
-    public async Task<float[]> WeightsAsync(AttentionProblem problem, ReadOnlyMemory<float> lse, WeightsWindow window, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
+    public Task<float[]> WeightsAsync(AttentionProblem problem, ReadOnlyMemory<float> lse, WeightsWindow window, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(problem);
         ArgumentNullException.ThrowIfNull(window);
+        return WeightsAsync(problem, lse, window, WeightsPlanner.Plan(problem.Geometry.ForWeights(window), options.Workers, options.Plan), progress, cancellationToken);
+    }
+
+    /// <summary>Runs a weights plan (<see cref="WeightsPlanner"/>) of <paramref name="window"/>: its cells <c>[CellRows, CellCols]</c>.</summary>
+    public async Task<float[]> WeightsAsync(AttentionProblem problem, ReadOnlyMemory<float> lse, WeightsWindow window, ShardPlan plan, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(problem);
+        ArgumentNullException.ThrowIfNull(window);
+        ArgumentNullException.ThrowIfNull(plan);
         cancellationToken.ThrowIfCancellationRequested();
         ObjectDisposedException.ThrowIf(Volatile.Read(ref disposed) != 0, this);
         var g = problem.Geometry.ForWeights(window);
@@ -170,7 +179,7 @@ public sealed class AttentionCluster : IAsyncDisposable
 
         var cells = new float[window.Cells];
         ShardInputSource inputs = shard => ShardInput.SliceWeights(problem, lse, window, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd);
-        await RunAsync(g, WeightsPlanner.Plan(g, options.Workers, options.Plan), inputs, cells, progress, cancellationToken).ConfigureAwait(false);
+        await RunAsync(g, plan, inputs, cells, progress, cancellationToken).ConfigureAwait(false);
         return cells;
     }
 

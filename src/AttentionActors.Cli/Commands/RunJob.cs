@@ -151,8 +151,9 @@ internal static class RunJob
                     var weights = new Dictionary<WeightsWindow, float[]>();
                     foreach (var window in inspect.WeightWindows)
                     {
-                        weights[window] = await embedded.WeightsAsync(problem, result.Lse, window, null, cancellationToken);
-                        shards += WeightsPlanner.Plan(problem.Geometry.ForWeights(window), cluster.Workers, cluster.Plan).Shards.Count;
+                        var weightsPlan = WeightsPlanner.Plan(problem.Geometry.ForWeights(window), cluster.Workers, cluster.Plan);
+                        weights[window] = await embedded.WeightsAsync(problem, result.Lse, window, weightsPlan, null, cancellationToken);
+                        shards += weightsPlan.Shards.Count;
                     }
 
                     passes = new InspectPasses(values, weights, passClock.Elapsed, $"{Count(shards, "shard")} on {Count(cluster.Workers, "worker")}");

@@ -10,9 +10,6 @@ namespace AttentionActors.Pipeline.Client;
 /// </summary>
 internal sealed partial class JobClient
 {
-    /// <summary>Slack on cell ≤ 1, as the reducer allows: the lse is rounded to float32.</summary>
-    private const float CellLimit = 1.001f;
-
     private void OnWeights(WeightsFinished cells)
     {
         var window = geometry.Weights;
@@ -30,7 +27,7 @@ internal sealed partial class JobClient
         {
             problem = $"job {job} received {cells.CellRowCount} × {cells.CellColCount} cells carrying {cells.Values?.Length} values";
         }
-        else if (Array.FindIndex(cells.Values, x => !(x >= 0 && x <= CellLimit)) is >= 0 and int bad)
+        else if (Array.FindIndex(cells.Values, x => !(x >= 0 && x <= Reduction.WeightsCheck.Limit)) is >= 0 and int bad)
         {
             problem = $"job {job} received the weight {cells.Values[bad]} for cell ({cells.CellRowStart + (bad / cells.CellColCount)}, {cells.CellColStart + (bad % cells.CellColCount)})";
         }

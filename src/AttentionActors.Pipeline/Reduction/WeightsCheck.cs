@@ -11,7 +11,7 @@ namespace AttentionActors.Pipeline.Reduction;
 internal static class WeightsCheck
 {
     /// <summary>Slack on cell ≤ 1: the lse is rounded to float32, so the largest weight may pass 1 by a few ulps.</summary>
-    private const float Limit = 1.001f;
+    public const float Limit = 1.001f;
 
     /// <summary>Why <paramref name="cells"/> cannot be taken as the cells of <paramref name="shard"/>, or null when they can.</summary>
     public static string? Invalid(AttentionGeometry g, Shard shard, WeightsCells cells)
