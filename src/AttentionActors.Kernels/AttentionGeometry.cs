@@ -64,6 +64,9 @@ public sealed class AttentionGeometry
     /// <summary>For a weights pass (<see cref="ForWeights"/>): the window and its cells; else null.</summary>
     public WeightsWindow? Weights { get; private init; }
 
+    /// <summary>With an explicit mask (<see cref="WithMask"/>): its broadcast shape; else null.</summary>
+    public MaskShape? Mask { get; private init; }
+
     public TensorShape KeyShape { get; }
 
     public TensorShape ValueShape { get; }
@@ -117,7 +120,7 @@ public sealed class AttentionGeometry
     public AttentionGeometry ForPass(JobPass pass)
         => pass == Pass ? this : pass == JobPass.Weights
             ? throw new ArgumentException("a weights pass needs its window: use ForWeights", nameof(pass))
-            : new AttentionGeometry(QueryShape, KeyShape, ValueShape, Options) { Pass = pass, Layer = Layer };
+            : new AttentionGeometry(QueryShape, KeyShape, ValueShape, Options) { Pass = pass, Layer = Layer, Mask = Mask };
 
     /// <summary>The weights pass over <paramref name="window"/> of this problem, or throws <see cref="AttentionInputException"/> naming what does not fit.</summary>
     public AttentionGeometry ForWeights(WeightsWindow window)
@@ -133,18 +136,56 @@ public sealed class AttentionGeometry
             throw new AttentionInputException("a weights pass runs on projected Q and K, not on a layer's inputs");
         }
 
-        return new AttentionGeometry(QueryShape, KeyShape, ValueShape, Options) { Pass = JobPass.Weights, Weights = window };
+        return new AttentionGeometry(QueryShape, KeyShape, ValueShape, Options) { Pass = JobPass.Weights, Weights = window, Mask = Mask };
     }
 
     /// <summary>The same problem with Q, K and V projected from layer inputs of <paramref name="layer"/>'s shapes by the workers.</summary>
     public AttentionGeometry WithLayer(LayerShape? layer)
     {
+        if (layer is not null && Mask is not null)
+        {
+            throw new AttentionInputException("an explicit mask is not supported in a layer job: compute the projections, then attention with the mask");
+        }
+
         if (layer is not null && (layer.QueryIn < 1 || layer.KeyIn < 1 || layer.ValueIn < 1 || (!layer.SeparateValues && layer.ValueIn != layer.KeyIn) || KeyDim != ValueDim || Pass != JobPass.Attention))
         {
             throw new AttentionInputException($"{layer} cannot feed {this}: every input needs at least one feature, V without its own input takes the key input's, heads need equal K and V dims, and only the attention pass projects");
         }
 
         return new AttentionGeometry(QueryShape, KeyShape, ValueShape, Options) { Pass = Pass, Layer = layer, Weights = Weights };
+    }
+
+    /// <summary>
+    /// The same problem with an explicit mask of <paramref name="shape"/> (null: none), or throws
+    /// <see cref="AttentionInputException"/> when the shape does not broadcast or the mask is too large.
+    /// </summary>
+    public AttentionGeometry WithMask(MaskShape? shape)
+    {
+        if (shape is { } s)
+        {
+            if ((s.Batch != 1 && s.Batch != Batch) || (s.Heads != 1 && s.Heads != Heads))
+            {
+                throw new AttentionInputException($"mask of shape [{s.Batch}, {s.Heads}, {QuerySeq}, {KeySeq}] does not broadcast to the scores [{Batch}, {Heads}, {QuerySeq}, {KeySeq}]: its batch must be 1 or {Batch} and its heads 1 or {Heads}");
+            }
+
+            if (Layer is not null)
+            {
+                throw new AttentionInputException("an explicit mask is not supported in a layer job: compute the projections, then attention with the mask");
+            }
+
+            if ((long)s.Batch * s.Heads * QuerySeq * KeySeq > AttentionMask.MaxElements)
+            {
+                throw AttentionMask.TooLarge("mask", s.Batch, s.Heads, QuerySeq, KeySeq);
+            }
+        }
+
+        var masked = new AttentionGeometry(QueryShape, KeyShape, ValueShape, Options) { Pass = Pass, Layer = Layer, Weights = Weights, Mask = shape };
+        if (MaskBlocks.SizeOf(masked) > MaskBlocks.MaxBytes)
+        {
+            throw new AttentionInputException($"a mask of shape [{shape!.Value.Batch}, {shape.Value.Heads}, {QuerySeq}, {KeySeq}] over {Batch} batch entries needs a {MaskBlocks.SizeOf(masked)}-byte block map, more than {MaskBlocks.MaxBytes}; use a larger block size or fewer batch entries per job");
+        }
+
+        return masked;
     }
 
     /// <summary>
@@ -265,5 +306,5 @@ public sealed class AttentionGeometry
         return 2.0 * pairs * Heads * (KeyDim + ValueDim);
     }
 
-    public override string ToString() => $"{QueryShape}, {KeyShape}, {ValueShape}, block {BlockSize}{Pass switch { JobPass.Coverage => ", coverage pass", JobPass.Weights => $", {Weights}", _ => "" }}";
+    public override string ToString() => $"{QueryShape}, {KeyShape}, {ValueShape}, block {BlockSize}{(Mask is { } m ? $", mask [{m.Batch}, {m.Heads}, {QuerySeq}, {KeySeq}]" : "")}{Pass switch { JobPass.Coverage => ", coverage pass", JobPass.Weights => $", {Weights}", _ => "" }}";
 }

@@ -15,12 +15,13 @@ public sealed class AttentionProblem
 
     private const float CosineNormFloor = 1e-8f;
 
-    private AttentionProblem(AttentionGeometry geometry, AttentionTensor q, AttentionTensor k, AttentionTensor v)
+    private AttentionProblem(AttentionGeometry geometry, AttentionTensor q, AttentionTensor k, AttentionTensor v, AttentionMask? mask)
     {
         Geometry = geometry;
         Q = q;
         K = k;
         V = v;
+        Mask = mask;
     }
 
     /// <summary>Shapes, options and masks: everything but the tensors.</summary>
@@ -31,6 +32,9 @@ public sealed class AttentionProblem
     public AttentionTensor K { get; }
 
     public AttentionTensor V { get; }
+
+    /// <summary>The explicit mask (the whole mask, or a shard's window of it), when <see cref="AttentionGeometry.Mask"/> is set.</summary>
+    public AttentionMask? Mask { get; }
 
     public AttentionOptions Options => Geometry.Options;
 
@@ -70,18 +74,23 @@ public sealed class AttentionProblem
 
     /// <summary>Validates everything and builds the problem, or throws <see cref="AttentionInputException"/>.</summary>
     public static AttentionProblem Create(AttentionTensor q, AttentionTensor k, AttentionTensor v, AttentionOptions? options = null)
+        => Create(q, k, v, options, null);
+
+    /// <summary>Validates everything and builds the problem with an explicit <paramref name="mask"/> (null: none), or throws <see cref="AttentionInputException"/>.</summary>
+    public static AttentionProblem Create(AttentionTensor q, AttentionTensor k, AttentionTensor v, AttentionOptions? options, AttentionMask? mask)
     {
         ArgumentNullException.ThrowIfNull(q);
         ArgumentNullException.ThrowIfNull(k);
         ArgumentNullException.ThrowIfNull(v);
-        return Create(AttentionGeometry.Create(q.ShapeInfo, k.ShapeInfo, v.ShapeInfo, options), q, k, v);
+        var geometry = AttentionGeometry.Create(q.ShapeInfo, k.ShapeInfo, v.ShapeInfo, options).WithMask(mask?.Shape);
+        return Create(geometry, q, k, v, mask);
     }
 
     /// <summary>
     /// Builds the problem of a known geometry from tensors that may be windows of the full ones (a
     /// shard's rows and blocks): their shapes must be the geometry's, and every value they hold is checked.
     /// </summary>
-    public static AttentionProblem Create(AttentionGeometry geometry, AttentionTensor q, AttentionTensor k, AttentionTensor v)
+    public static AttentionProblem Create(AttentionGeometry geometry, AttentionTensor q, AttentionTensor k, AttentionTensor v, AttentionMask? mask = null)
     {
         ArgumentNullException.ThrowIfNull(geometry);
         ArgumentNullException.ThrowIfNull(q);
@@ -95,7 +104,20 @@ public sealed class AttentionProblem
             }
         }
 
-        var problem = new AttentionProblem(geometry, q, k, v);
+        if (geometry.Mask != mask?.Shape || (mask is not null && (mask.QuerySeq != geometry.QuerySeq || mask.KeySeq != geometry.KeySeq)))
+        {
+            throw new AttentionInputException(mask is null
+                ? $"the job has a {geometry.Mask} but no mask values arrived"
+                : $"{mask} does not fit the job ({geometry})");
+        }
+
+        if (mask is { IsWindow: true } && (!q.IsWindow || mask.RowStart > q.SeqStart || mask.RowStart + mask.RowCount < q.SeqStart + q.SeqCount
+            || mask.KeyStart > k.SeqStart || mask.KeyStart + mask.KeyCount < k.SeqStart + k.SeqCount))
+        {
+            throw new AttentionInputException($"{mask} does not hold the rows and keys of {q} and {k}");
+        }
+
+        var problem = new AttentionProblem(geometry, q, k, v, mask);
         ProblemValidator.CheckValues(problem);
         return problem;
     }

@@ -24,6 +24,13 @@ public sealed record ShardInput(
     /// <summary>Keys the blocks [BlockStart, BlockEnd) hold (the last block of K may be short).</summary>
     public int KeyCount => Geometry.KeysIn(BlockStart, BlockEnd);
 
+    /// <summary>
+    /// With an explicit mask (<see cref="AttentionGeometry.Mask"/>): what the shard's rows read of it,
+    /// <c>[RowCount, keys]</c> over the keys K holds, one plane per query head the shard carries whose
+    /// plane differs (a weights shard of a per-head mask: <c>[heads, RowCount, keys]</c>); else empty.
+    /// </summary>
+    public ReadOnlyMemory<float> Mask { get; init; }
+
     /// <summary>In a layer job (<see cref="AttentionGeometry.Layer"/>): the inputs and head weights that Q, K and V are projected from; Q, K and V are then empty.</summary>
     public LayerRows? Layer { get; init; }
 
@@ -128,7 +135,10 @@ public sealed record ShardInput(
             g, b, h, rowStart, rowCount, blockStart, blockEnd,
             problem.Q.Data.Slice((int)problem.Q.RowOffset(b, h, rowStart), rowCount * g.KeyDim),
             problem.K.Data.Slice((int)problem.K.RowOffset(b, kvh, j0), keys * g.KeyDim),
-            problem.V.Data.Slice((int)problem.V.RowOffset(b, kvh, j0), keys * g.ValueDim));
+            problem.V.Data.Slice((int)problem.V.RowOffset(b, kvh, j0), keys * g.ValueDim))
+        {
+            Mask = problem.Mask?.Copy(b, h, rowStart, rowCount, j0, keys) ?? ReadOnlyMemory<float>.Empty,
+        };
     }
 
     /// <summary>
@@ -146,7 +156,10 @@ public sealed record ShardInput(
             problem.Q.Data.Slice((int)problem.Q.RowOffset(b, h, rowStart), rowCount * g.KeyDim),
             problem.K.Data.Slice((int)problem.K.RowOffset(b, kvh, blockStart * g.BlockSize), g.KeysIn(blockStart, blockEnd) * g.KeyDim),
             ReadOnlyMemory<float>.Empty,
-            lse.Slice((int)((((long)b * g.Heads) + h) * g.QuerySeq) + rowStart, rowCount));
+            lse.Slice((int)((((long)b * g.Heads) + h) * g.QuerySeq) + rowStart, rowCount))
+        {
+            Mask = problem.Mask?.Copy(b, h, rowStart, rowCount, blockStart * g.BlockSize, g.KeysIn(blockStart, blockEnd)) ?? ReadOnlyMemory<float>.Empty,
+        };
     }
 
     /// <summary>
@@ -181,8 +194,31 @@ public sealed record ShardInput(
             problem.K.Data.Span.Slice((int)problem.K.RowOffset(window.Batch, firstKv + i, j0), keys * d).CopyTo(k.AsSpan(i * keys * d));
         }
 
-        return new ShardInput(g, window.Batch, window.FirstHead, rowStart, rowCount, blockStart, blockEnd, q, k, ReadOnlyMemory<float>.Empty, l);
+        float[]? mask = null;
+        if (problem.Mask is { } m)
+        {
+            int planes = MaskPlanes(g, heads);
+            mask = new float[(long)planes * rowCount * keys];
+            for (int i = 0; i < planes; i++)
+            {
+                m.Copy(window.Batch, window.FirstHead + i, rowStart, rowCount, j0, keys).CopyTo(mask.AsSpan(i * rowCount * keys));
+            }
+        }
+
+        return new ShardInput(g, window.Batch, window.FirstHead, rowStart, rowCount, blockStart, blockEnd, q, k, ReadOnlyMemory<float>.Empty, l)
+        {
+            Mask = mask ?? ReadOnlyMemory<float>.Empty,
+        };
     }
+
+    /// <summary>Mask planes a weights shard over <paramref name="heads"/> query heads carries: one per head with a per-head mask, else one.</summary>
+    private static int MaskPlanes(AttentionGeometry g, int heads) => g.Mask is { } shape ? (shape.Heads == 1 ? 1 : heads) : 0;
+
+    /// <summary>The mask window of rows [RowStart, +RowCount) × keys [keyStart, +keys) from plane data <paramref name="data"/>, or null without a mask; counts checked.</summary>
+    private AttentionMask? MaskWindow(ReadOnlyMemory<float> data, int head, int keyStart, int keys)
+        => Geometry.Mask is { } shape
+            ? AttentionMask.Window(shape, Geometry.QuerySeq, Geometry.KeySeq, data, Batch, head, RowStart, RowCount, keyStart, keys)
+            : null;
 
     /// <summary>
     /// For a weights shard: the problem of each query head in use (windows of its Q rows and its key
@@ -207,6 +243,12 @@ public sealed record ShardInput(
             throw new AttentionInputException($"{this} of the {window} carries Q {Q.Length}, K {K.Length}, V {V.Length} and lse {Lse.Length} values; it needs {(long)heads * RowCount * d}, {(long)kvHeads * keys * d}, 0 and {(long)heads * RowCount}");
         }
 
+        int planes = MaskPlanes(g, heads);
+        if (Mask.Length != (long)planes * RowCount * keys)
+        {
+            throw new AttentionInputException($"{this} of the {window} carries {Mask.Length} mask values; it needs {(long)planes * RowCount * keys}");
+        }
+
         var problems = new AttentionProblem[heads];
         for (int i = 0; i < heads; i++)
         {
@@ -214,7 +256,8 @@ public sealed record ShardInput(
             var q = AttentionTensor.Window(g.QueryShape, MemoryOf(Q.Slice(i * RowCount * d, RowCount * d)), Batch, h, RowStart, RowCount);
             var k = AttentionTensor.Window(g.KeyShape, MemoryOf(K.Slice(kvi * keys * d, keys * d)), Batch, h / g.GroupSize, j0, keys);
             var v = AttentionTensor.Window(g.ValueShape, Memory<float>.Empty, Batch, h / g.GroupSize, j0, 0);
-            problems[i] = AttentionProblem.Create(g, q, k, v);
+            var mask = MaskWindow(Mask.Slice(Math.Min(i, Math.Max(planes - 1, 0)) * RowCount * keys, planes == 0 ? 0 : RowCount * keys), h, j0, keys);
+            problems[i] = AttentionProblem.Create(g, q, k, v, mask);
         }
 
         return problems;
@@ -233,7 +276,12 @@ public sealed record ShardInput(
         var q = AttentionTensor.Window(Geometry.QueryShape, MemoryOf(Q), Batch, Head, RowStart, RowCount);
         var k = AttentionTensor.Window(Geometry.KeyShape, MemoryOf(K), Batch, kvh, BlockStart * Geometry.BlockSize, keys);
         var v = AttentionTensor.Window(Geometry.ValueShape, MemoryOf(V), Batch, kvh, BlockStart * Geometry.BlockSize, Geometry.Pass == JobPass.Coverage ? 0 : keys);
-        return AttentionProblem.Create(Geometry, q, k, v);
+        if (Geometry.Mask is null && Mask.Length != 0)
+        {
+            throw new AttentionInputException($"{this} carries {Mask.Length} mask values but its job has no explicit mask");
+        }
+
+        return AttentionProblem.Create(Geometry, q, k, v, MaskWindow(Mask, Head, BlockStart * Geometry.BlockSize, keys));
     }
 
     public override string ToString() => $"batch {Batch}, head {Head}, rows [{RowStart}, {RowStart + RowCount}), key blocks [{BlockStart}, {BlockEnd})";

@@ -11,6 +11,10 @@ public sealed record ReferenceResult(double[] Output, double[] Lse);
 public static class ReferenceAttention
 {
     public static ReferenceResult Compute(AttentionTensor q, AttentionTensor k, AttentionTensor v, AttentionOptions options, CancellationToken cancellationToken = default)
+        => Compute(q, k, v, options, null, cancellationToken);
+
+    /// <summary>The reference with an explicit additive <paramref name="mask"/> (null: none) added to each logit.</summary>
+    public static ReferenceResult Compute(AttentionTensor q, AttentionTensor k, AttentionTensor v, AttentionOptions options, AttentionMask? mask, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(q);
         ArgumentNullException.ThrowIfNull(k);
@@ -24,7 +28,7 @@ public static class ReferenceAttention
             int i = row % nq;
             int h = row / nq % heads;
             int b = row / nq / heads;
-            lse[row] = Row(q, k, v, options, b, h, i, output.AsSpan(row * dv, dv), scores);
+            lse[row] = Row(q, k, v, options, b, h, i, output.AsSpan(row * dv, dv), scores, mask);
             return scores;
         }, _ => { });
         return new ReferenceResult(output, lse);
@@ -34,7 +38,7 @@ public static class ReferenceAttention
     /// One query row (b, h, i): writes its output into <paramref name="output"/> [Dv] and returns
     /// its log-sum-exp. <paramref name="scores"/> is scratch of at least Nk elements.
     /// </summary>
-    public static double Row(AttentionTensor q, AttentionTensor k, AttentionTensor v, AttentionOptions options, int b, int h, int i, Span<double> output, Span<double> scores)
+    public static double Row(AttentionTensor q, AttentionTensor k, AttentionTensor v, AttentionOptions options, int b, int h, int i, Span<double> output, Span<double> scores, AttentionMask? mask = null)
     {
         ArgumentNullException.ThrowIfNull(q);
         ArgumentNullException.ThrowIfNull(k);
@@ -52,13 +56,14 @@ public static class ReferenceAttention
         double m = double.NegativeInfinity;
         for (int j = 0; j < nk; j++)
         {
-            if (!Visible(options, b, i, j, nq, nk))
+            double bias = Bias(mask, b, h, i, j);
+            if (!Visible(options, b, i, j, nq, nk) || double.IsNegativeInfinity(bias))
             {
                 s[j] = double.NegativeInfinity;
                 continue;
             }
 
-            s[j] = Logit(options, qRow, kd.Slice((int)k.RowOffset(b, kvh, j), dk), b, h, q.Heads, i, j, nq, nk);
+            s[j] = Logit(options, qRow, kd.Slice((int)k.RowOffset(b, kvh, j), dk), b, h, q.Heads, i, j, nq, nk) + bias;
             m = Math.Max(m, s[j]);
         }
 
@@ -101,7 +106,7 @@ public static class ReferenceAttention
     /// <paramref name="weights"/> [Nk] (0 for masked keys; all 0 when the row sees nothing), its
     /// logits into <paramref name="scores"/> (−∞ where masked), and its log-sum-exp returned.
     /// </summary>
-    public static double WeightRow(AttentionTensor q, AttentionTensor k, AttentionOptions options, int b, int h, int i, Span<double> weights, Span<double> scores)
+    public static double WeightRow(AttentionTensor q, AttentionTensor k, AttentionOptions options, int b, int h, int i, Span<double> weights, Span<double> scores, AttentionMask? mask = null)
     {
         ArgumentNullException.ThrowIfNull(q);
         ArgumentNullException.ThrowIfNull(k);
@@ -112,7 +117,8 @@ public static class ReferenceAttention
         double m = double.NegativeInfinity;
         for (int j = 0; j < nk; j++)
         {
-            scores[j] = Visible(options, b, i, j, nq, nk) ? Logit(options, qRow, k.Data.Span.Slice((int)k.RowOffset(b, kvh, j), dk), b, h, q.Heads, i, j, nq, nk) : double.NegativeInfinity;
+            double bias = Bias(mask, b, h, i, j);
+            scores[j] = Visible(options, b, i, j, nq, nk) && !double.IsNegativeInfinity(bias) ? Logit(options, qRow, k.Data.Span.Slice((int)k.RowOffset(b, kvh, j), dk), b, h, q.Heads, i, j, nq, nk) + bias : double.NegativeInfinity;
             m = Math.Max(m, scores[j]);
         }
 
@@ -142,7 +148,7 @@ public static class ReferenceAttention
     /// coverage Σ_i a_ij of every key [B, Hkv, Nk] summed over the query heads sharing each key head,
     /// from the full float64 weight matrix.
     /// </summary>
-    public static (double[] Entropy, double[] Coverage) Inspect(AttentionTensor q, AttentionTensor k, AttentionOptions options)
+    public static (double[] Entropy, double[] Coverage) Inspect(AttentionTensor q, AttentionTensor k, AttentionOptions options, AttentionMask? mask = null)
     {
         ArgumentNullException.ThrowIfNull(q);
         ArgumentNullException.ThrowIfNull(k);
@@ -157,7 +163,7 @@ public static class ReferenceAttention
             {
                 for (int i = 0; i < nq; i++)
                 {
-                    WeightRow(q, k, options, b, h, i, weights, scores);
+                    WeightRow(q, k, options, b, h, i, weights, scores, mask);
                     double e = 0;
                     long cover = (((long)b * k.Heads) + (h / group)) * nk;
                     for (int j = 0; j < nk; j++)
@@ -173,6 +179,9 @@ public static class ReferenceAttention
 
         return (entropy, coverage);
     }
+
+    /// <summary>M[b, h, i, j] of an explicit mask, 0 without one.</summary>
+    private static double Bias(AttentionMask? mask, int b, int h, int i, int j) => mask is null ? 0 : mask.Keys(b, h, i, j, 1)[0];
 
     private static bool Visible(AttentionOptions o, int b, int i, int j, int nq, int nk)
     {

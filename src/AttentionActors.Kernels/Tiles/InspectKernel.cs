@@ -45,7 +45,7 @@ internal static class InspectKernel<TL, TV>
             for (int r0 = 0; r0 < rows; r0 += Mr)
             {
                 int mr = Math.Min(Mr, rows - r0);
-                if (!PanelKernel<TL, TV>.TileLogits(p, ws, ref q, qStride, keys, mods, rowStart, r0, mr, kb, out int cLo, out int cHi, out int bp))
+                if (!PanelKernel<TL, TV>.TileLogits(p, ws, ref q, qStride, keys, mods, b, h, rowStart, r0, mr, kb, out int cLo, out int cHi, out int bp))
                 {
                     continue;
                 }
@@ -164,7 +164,7 @@ internal static class InspectKernel<TL, TV>
             for (int r0 = 0; r0 < rows; r0 += Mr)
             {
                 int mr = Math.Min(Mr, rows - r0);
-                if (!PanelKernel<TL, TV>.TileLogits(p, ws, ref q, qStride, keys, mods, panelStart, r0, mr, kb, out int cLo, out int cHi, out int sp))
+                if (!PanelKernel<TL, TV>.TileLogits(p, ws, ref q, qStride, keys, mods, b, h, panelStart, r0, mr, kb, out int cLo, out int cHi, out int sp))
                 {
                     continue;
                 }
@@ -243,7 +243,7 @@ internal static class InspectKernel<TL, TV>
             for (int r0 = 0; r0 < rows; r0 += Mr)
             {
                 int mr = Math.Min(Mr, rows - r0);
-                if (!PanelKernel<TL, TV>.TileLogits(p, ws, ref q, qStride, keys, mods, rowStart, r0, mr, kb, out int cLo, out int cHi, out int bp))
+                if (!PanelKernel<TL, TV>.TileLogits(p, ws, ref q, qStride, keys, mods, b, h, rowStart, r0, mr, kb, out int cLo, out int cHi, out int bp))
                 {
                     continue;
                 }

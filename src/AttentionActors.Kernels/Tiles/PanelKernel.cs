@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using AttentionActors.Kernels.Partials;
 using AttentionActors.Kernels.Simd;
@@ -44,7 +45,7 @@ internal static class PanelKernel<TL, TV>
             int n = Math.Min(p.BlockSize, p.KeySeq - j0);
             int bp = (n + 15) & ~15;
             int slot = nodes;
-            if (!AnyVisible(ws, 0, rows, j0, n))
+            if (!NarrowToBlock(p, ws, b, h, rowStart, 0, rows, j0, n))
             {
                 FillIdentity(ws, slot, 0, rows);
             }
@@ -55,7 +56,7 @@ internal static class PanelKernel<TL, TV>
                 for (int r0 = 0; r0 < rows; r0 += Mr)
                 {
                     int mr = Math.Min(Mr, rows - r0);
-                    if (!AnyVisible(ws, r0, mr, j0, n))
+                    if (!AnyVisible(ws, r0, mr))
                     {
                         FillIdentity(ws, slot, r0, mr);
                         continue;
@@ -64,7 +65,7 @@ internal static class PanelKernel<TL, TV>
                     // Keys [keyLo, keyHi) of the block are visible to some row of the tile: only those
                     // columns are scored (the rest are masked to −∞ below) and only those values are
                     // summed (the rest have P = 0 exactly), so the bits do not depend on the tiling.
-                    var (keyLo, keyHi) = TileKeys(ws, r0, mr, j0, n);
+                    var (keyLo, keyHi) = TileKeys(ws, r0, mr, n);
                     ref float qTile = ref Unsafe.Add(ref q, r0 * qStride);
                     int cLo = keyLo & ~15, cHi = (keyHi + 15) & ~15;
                     Scores(p, ws, ref qTile, qStride, ref kt, mr, depth, bp, cLo, cHi);
@@ -72,7 +73,8 @@ internal static class PanelKernel<TL, TV>
                     {
                         int row = r0 + r;
                         ref float sRow = ref ws.S[r * bp];
-                        TileKernels<TL, TV>.PrepareRow(ref sRow, cLo, cHi, mods, j0 - (rowStart + row), ws.RowLo[row] - j0, ws.RowHi[row] - j0, n);
+                        TileKernels<TL, TV>.PrepareRow(ref sRow, cLo, cHi, mods, j0 - (rowStart + row), ws.BlockLo[row], ws.BlockHi[row], n);
+                        AddMask(p, ws, b, h, rowStart + row, row, j0, ref sRow);
                         int at = ws.Index(slot, row);
                         ws.StackM[at] = TileKernels<TL, TV>.SoftmaxRow(ref sRow, ref ws.P[r * bp], cLo, cHi, ws.Lanes16, out ws.StackL[at]);
                         if (entropy)
@@ -112,25 +114,26 @@ internal static class PanelKernel<TL, TV>
     /// attention pass computes: row r's logits land in <c>ws.S[r·bp + c]</c> for block-local columns
     /// c in [cLo, cHi), −∞ where masked. Returns false (and touches nothing) when no row sees the block.
     /// </summary>
-    public static bool TileLogits(AttentionProblem p, Workspace ws, ref float q, nint qStride, KeyPack keys, in RowModifiers mods, int rowStart, int r0, int mr, int kb, out int cLo, out int cHi, out int bp)
+    public static bool TileLogits(AttentionProblem p, Workspace ws, ref float q, nint qStride, KeyPack keys, in RowModifiers mods, int b, int h, int rowStart, int r0, int mr, int kb, out int cLo, out int cHi, out int bp)
     {
         int j0 = kb * p.BlockSize;
         int n = Math.Min(p.BlockSize, p.KeySeq - j0);
         bp = (n + 15) & ~15;
         cLo = cHi = 0;
-        if (!AnyVisible(ws, r0, mr, j0, n))
+        if (!NarrowToBlock(p, ws, b, h, rowStart, r0, mr, j0, n))
         {
             return false;
         }
 
-        var (keyLo, keyHi) = TileKeys(ws, r0, mr, j0, n);
+        var (keyLo, keyHi) = TileKeys(ws, r0, mr, n);
         cLo = keyLo & ~15;
         cHi = (keyHi + 15) & ~15;
         Scores(p, ws, ref Unsafe.Add(ref q, r0 * qStride), qStride, ref keys.Data[keys.Offset(kb)], mr, keys.Depth, bp, cLo, cHi);
         for (int r = 0; r < mr; r++)
         {
             int row = r0 + r;
-            TileKernels<TL, TV>.PrepareRow(ref ws.S[r * bp], cLo, cHi, mods, j0 - (rowStart + row), ws.RowLo[row] - j0, ws.RowHi[row] - j0, n);
+            TileKernels<TL, TV>.PrepareRow(ref ws.S[r * bp], cLo, cHi, mods, j0 - (rowStart + row), ws.BlockLo[row], ws.BlockHi[row], n);
+            AddMask(p, ws, b, h, rowStart + row, row, j0, ref ws.S[r * bp]);
         }
 
         return true;
@@ -150,11 +153,47 @@ internal static class PanelKernel<TL, TV>
     public static bool IsLeftSibling(TreeNode left, TreeNode right)
         => left.Level == right.Level && (left.Index & 1) == 0 && left.Index + 1 == right.Index;
 
-    private static bool AnyVisible(Workspace ws, int r0, int count, int j0, int n)
+    /// <summary>
+    /// For panel rows [r0, r0 + count) and the block of keys [j0, j0 + n): the block-local keys
+    /// [BlockLo, BlockHi) each row sees (its visible keys, narrowed by an explicit mask to the first
+    /// and last it does not mask; empty as [0, 0)). Returns whether any of them sees a key. Narrowing
+    /// only drops keys that are −∞ anyway, so it changes work, never bits.
+    /// </summary>
+    private static bool NarrowToBlock(AttentionProblem p, Workspace ws, int b, int h, int rowStart, int r0, int count, int j0, int n)
+    {
+        var mask = p.Mask;
+        bool any = false;
+        for (int r = r0; r < r0 + count; r++)
+        {
+            int lo = Math.Max(ws.RowLo[r], j0), hi = Math.Min(ws.RowHi[r], j0 + n);
+            if (mask is not null && lo < hi)
+            {
+                (lo, hi) = mask.Allowed(b, h, rowStart + r, lo, hi);
+            }
+
+            (ws.BlockLo[r], ws.BlockHi[r]) = lo < hi ? (lo - j0, hi - j0) : (0, 0);
+            any |= lo < hi;
+        }
+
+        return any;
+    }
+
+    /// <summary>s_j += M[b, h, i, j0 + j] over the row's narrowed keys [BlockLo, BlockHi) (one rounding per element, the same at every width).</summary>
+    private static void AddMask(AttentionProblem p, Workspace ws, int b, int h, int i, int row, int j0, ref float sRow)
+    {
+        int lo = ws.BlockLo[row], hi = ws.BlockHi[row];
+        if (p.Mask is { } mask && lo < hi)
+        {
+            var s = MemoryMarshal.CreateSpan(ref Unsafe.Add(ref sRow, lo), hi - lo);
+            TensorPrimitives.Add(s, mask.Keys(b, h, i, j0 + lo, hi - lo), s);
+        }
+    }
+
+    private static bool AnyVisible(Workspace ws, int r0, int count)
     {
         for (int r = r0; r < r0 + count; r++)
         {
-            if (Math.Max(ws.RowLo[r], j0) < Math.Min(ws.RowHi[r], j0 + n))
+            if (ws.BlockLo[r] < ws.BlockHi[r])
             {
                 return true;
             }
@@ -164,17 +203,15 @@ internal static class PanelKernel<TL, TV>
     }
 
     /// <summary>The block-local key range [lo, hi) that any of the tile's rows sees.</summary>
-    private static (int Lo, int Hi) TileKeys(Workspace ws, int r0, int count, int j0, int n)
+    private static (int Lo, int Hi) TileKeys(Workspace ws, int r0, int count, int n)
     {
         int lo = n, hi = 0;
         for (int r = r0; r < r0 + count; r++)
         {
-            int a = Math.Max(ws.RowLo[r] - j0, 0);
-            int b = Math.Min(ws.RowHi[r] - j0, n);
-            if (a < b)
+            if (ws.BlockLo[r] < ws.BlockHi[r])
             {
-                lo = Math.Min(lo, a);
-                hi = Math.Max(hi, b);
+                lo = Math.Min(lo, ws.BlockLo[r]);
+                hi = Math.Max(hi, ws.BlockHi[r]);
             }
         }
 

@@ -20,6 +20,8 @@ internal sealed class Workspace
     public TreeNode[] Nodes = [];
     public int[] RowLo = [];
     public int[] RowHi = [];
+    public int[] BlockLo = [];
+    public int[] BlockHi = [];
     public readonly float[] Lanes16 = new float[16];
 
     public int SlotRows { get; private set; }
@@ -51,6 +53,8 @@ internal sealed class Workspace
         {
             RowLo = new int[panelRows];
             RowHi = new int[panelRows];
+            BlockLo = new int[panelRows];
+            BlockHi = new int[panelRows];
         }
 
         SlotRows = panelRows;
