@@ -94,7 +94,8 @@ public sealed class AttentionCluster : IAsyncDisposable
         }
 
         ShardInputSource inputs = shard => ShardInput.Slice(problem, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd);
-        return await RunAsync(g, plan, inputs, target, progress, cancellationToken).ConfigureAwait(false);
+        var maskBlocks = problem.Mask is { } mask ? MaskBlocks.Of(g, mask) : null;
+        return await RunAsync(g, plan, inputs, target, progress, cancellationToken, maskBlocks).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -183,7 +184,7 @@ public sealed class AttentionCluster : IAsyncDisposable
         return cells;
     }
 
-    private async Task<AttentionResult> RunAsync(AttentionGeometry g, ShardPlan plan, ShardInputSource inputs, Memory<float> target, IProgress<JobProgress>? progress, CancellationToken cancellationToken)
+    private async Task<AttentionResult> RunAsync(AttentionGeometry g, ShardPlan plan, ShardInputSource inputs, Memory<float> target, IProgress<JobProgress>? progress, CancellationToken cancellationToken, MaskBlocks? maskBlocks = null)
     {
         var job = JobId.New();
         var result = new TaskCompletionSource<AttentionResult>(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -191,7 +192,7 @@ public sealed class AttentionCluster : IAsyncDisposable
         pending[job] = (client, result);
         try
         {
-            var coordinator = system.ActorOf(Props.Create(() => new JobCoordinator(job, g, plan, inputs, queue, reducer, client, options.Job, logger)), $"job-{job}");
+            var coordinator = system.ActorOf(Props.Create(() => new JobCoordinator(job, g, plan, inputs, queue, reducer, client, options.Job, logger, maskBlocks: maskBlocks)), $"job-{job}");
             client.Tell(new WatchJob(coordinator, reducer));
             await using var registration = cancellationToken.Register(() => client.Tell(new CancelRequested("cancelled by the caller"))).ConfigureAwait(false);
             return await result.Task.ConfigureAwait(false);

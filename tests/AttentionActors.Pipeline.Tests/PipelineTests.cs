@@ -8,7 +8,7 @@ namespace AttentionActors.Pipeline.Tests;
 /// <summary>End to end: the embedded pipeline equals single-node bit for bit, and the reference within the contract.</summary>
 public class PipelineTests
 {
-    public static TheoryData<string> Scenarios => ["gqa", "causal top-left", "causal bottom-right", "padding", "window", "cross", "alibi", "varlen"];
+    public static TheoryData<string> Scenarios => ["gqa", "causal top-left", "causal bottom-right", "padding", "window", "cross", "alibi", "varlen", "mask"];
 
     private static (AttentionProblem Problem, string Name) Scenario(string name)
     {
@@ -21,6 +21,7 @@ public class PipelineTests
             "window" => TestData.Qkv(14, 1, 3, 3, 1500, 1500, 24, 24),
             "alibi" => TestData.Qkv(16, 2, 4, 2, 400, 900, 16, 16),
             "varlen" => TestData.Qkv(17, 4, 4, 2, 600, 700, 16, 16),
+            "mask" => TestData.Qkv(18, 2, 4, 2, 500, 800, 16, 16),
             _ => TestData.Qkv(15, 2, 2, 2, 333, 1777, 40, 8),
         };
         var options = name switch
@@ -31,9 +32,39 @@ public class PipelineTests
             "window" => new AttentionOptions { Window = (100, 20), Causal = true, BlockSize = 32 },
             "varlen" => new AttentionOptions { SequenceLengths = [new(600, 700), new(3, 650), new(0, 10), new(411, 97)], Causal = true, Alignment = DiagonalAlignment.BottomRight, Window = (150, -1), BlockSize = 32 },
             "alibi" => new AttentionOptions { AlibiSlopes = [0.5f, 0.25f, 0.125f, 0.0625f, 0.02f, 0.3f, 0.01f, 0.9f], Alignment = DiagonalAlignment.BottomRight, Window = (200, 50), BlockSize = 32 },
+            "mask" => new AttentionOptions { Causal = true, Alignment = DiagonalAlignment.BottomRight, KeyLengths = [800, 610], BlockSize = 32 },
             _ => new AttentionOptions { BlockSize = 48 },
         };
-        return (AttentionProblem.Create(q, k, v, options), name);
+        return (AttentionProblem.Create(q, k, v, options, name == "mask" ? DocumentMask(4, 500, 800) : null), name);
+    }
+
+    /// <summary>
+    /// A per-head additive mask: documents of 200 keys (query i belongs to the document of key
+    /// i + 300), random additive values, random holes, and every 37th row of head h + 1 fully masked.
+    /// </summary>
+    private static AttentionMask DocumentMask(int heads, int nq, int nk)
+    {
+        var rng = new Random(19);
+        var values = new float[heads * nq * nk];
+        for (int h = 0; h < heads; h++)
+        {
+            for (int i = 0; i < nq; i++)
+            {
+                for (int j = 0; j < nk; j++)
+                {
+                    bool allowed = (i + 300) / 200 == j / 200 && rng.NextDouble() < 0.8 && (i % 37 != h + 1);
+                    values[(((h * nq) + i) * nk) + j] = allowed ? (float)(rng.NextDouble() - 0.5) : float.NegativeInfinity;
+                }
+            }
+        }
+
+        return AttentionMask.Additive(values, 1, heads, nq, nk);
+    }
+
+    private static async Task<AttentionResult> Sharded(AttentionProblem problem, ClusterOptions cluster)
+    {
+        await using var embedded = AttentionCluster.StartEmbedded(cluster);
+        return await embedded.ComputeAsync(problem);
     }
 
     [Theory]
@@ -42,13 +73,13 @@ public class PipelineTests
     {
         var (problem, _) = Scenario(name);
         var single = Attention.Compute(problem);
-        var reference = ReferenceAttention.Compute(problem.Q, problem.K, problem.V, problem.Options);
+        var reference = ReferenceAttention.Compute(problem.Q, problem.K, problem.V, problem.Options, problem.Mask);
         TestData.AssertWithinContract(single, reference, $"{name} single-node");
         foreach (int workers in new[] { 1, 2, 3, 7, 16 })
         {
             // A small byte budget forces key-range splits too, so partial merges are exercised.
             var cluster = new ClusterOptions { Workers = workers, Plan = new PlanOptions { MaxShardBytes = 96 << 10 } };
-            var sharded = await AttentionCluster.ComputeAsync(problem.Q, problem.K, problem.V, problem.Options, cluster);
+            var sharded = await Sharded(problem, cluster);
             TestData.AssertBitwise(single.Output.Data.Span, sharded.Output.Data.Span, $"{name}, {workers} workers, out");
             TestData.AssertBitwise(single.Lse, sharded.Lse, $"{name}, {workers} workers, lse");
         }
@@ -60,11 +91,12 @@ public class PipelineTests
     {
         var (plain, _) = Scenario(name);
         var options = plain.Options with { Entropy = true };
-        var single = Attention.Compute(AttentionProblem.Create(plain.Q, plain.K, plain.V, options));
+        var withEntropy = AttentionProblem.Create(plain.Q, plain.K, plain.V, options, plain.Mask);
+        var single = Attention.Compute(withEntropy);
         foreach (int workers in new[] { 2, 7 })
         {
             var cluster = new ClusterOptions { Workers = workers, Plan = new PlanOptions { MaxShardBytes = 96 << 10 } };
-            var sharded = await AttentionCluster.ComputeAsync(plain.Q, plain.K, plain.V, options, cluster);
+            var sharded = await Sharded(withEntropy, cluster);
             Assert.NotNull(sharded.Entropy);
             TestData.AssertBitwise(single.Entropy!, sharded.Entropy!, $"{name}, {workers} workers, entropy");
             TestData.AssertBitwise(single.Output.Data.Span, sharded.Output.Data.Span, $"{name}, {workers} workers, out with entropy on");
@@ -78,7 +110,7 @@ public class PipelineTests
         var (problem, _) = Scenario(name);
         var lse = Attention.Compute(problem).Lse;
         var single = Inspection.Coverage(problem, lse);
-        var reference = ReferenceAttention.Inspect(problem.Q, problem.K, problem.Options).Coverage;
+        var reference = ReferenceAttention.Inspect(problem.Q, problem.K, problem.Options, problem.Mask).Coverage;
         TestData.AssertClose(single, reference, $"{name} single-node coverage");
         foreach (var (workers, budget) in new[] { (1, 8L << 20), (3, 64L << 10), (7, 24L << 10) })
         {

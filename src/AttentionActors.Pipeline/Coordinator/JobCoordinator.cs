@@ -68,15 +68,17 @@ internal sealed partial class JobCoordinator : ActorBase
     private readonly JobOptions options;
     private readonly ILogger logger;
     private readonly AuditOptions? audit;
+    private readonly MaskBlocks? maskBlocks;
     private readonly Dictionary<int, ShardState> shards = [];
     private readonly HashSet<int> audited = [];
     private int done;
     private DateTimeOffset lastActivity;
     private ICancelable? stallTimer;
 
-    public JobCoordinator(JobId job, AttentionGeometry geometry, ShardPlan plan, ShardInputSource inputs, IActorRef queue, IActorRef reducer, IActorRef client, JobOptions options, ILogger logger, AuditOptions? audit = null)
+    public JobCoordinator(JobId job, AttentionGeometry geometry, ShardPlan plan, ShardInputSource inputs, IActorRef queue, IActorRef reducer, IActorRef client, JobOptions options, ILogger logger, AuditOptions? audit = null, MaskBlocks? maskBlocks = null)
     {
         this.audit = audit;
+        this.maskBlocks = maskBlocks;
         this.job = job;
         this.geometry = geometry;
         this.plan = plan;
@@ -114,7 +116,7 @@ internal sealed partial class JobCoordinator : ActorBase
             audited.UnionWith(plan.Shards.Where(s => audit.Covers(s.Id)).Select(s => s.Id));
         }
 
-        reducer.Tell(new ExpectShards(job, geometry, plan.Shards, client, Self, [.. audited.Order()]), Self);
+        reducer.Tell(new ExpectShards(job, geometry, plan.Shards, client, Self, [.. audited.Order()], maskBlocks), Self);
         foreach (var shard in plan.Shards)
         {
             shards[shard.Id] = new ShardState(shard);

@@ -34,14 +34,15 @@ public static class CoveragePlanner
         {
             int rowRange = Ceil(queryBlocks, rowSplits), keyRange = Ceil(g.BlockCount, keySplits);
             long queryBytes = QueryBytes(rowRange), keyBytes = KeyBytes(keyRange);
-            bool fits = queryBytes + keyBytes <= options.MaxShardBytes;
+            long maskBytes = g.Mask is null ? 0 : (long)Math.Min((long)rowRange * g.BlockSize, g.QuerySeq) * g.KeysIn(0, keyRange) * 4;
+            bool fits = queryBytes + keyBytes + maskBytes <= options.MaxShardBytes;
             bool enough = groups * rowSplits * keySplits >= (long)workers * ShardsPerWorker;
             bool canRows = rowSplits < queryBlocks, canKeys = keySplits < g.BlockCount;
             if ((fits && enough) || (!canRows && !canKeys) || groups * rowSplits * keySplits * 2 > options.MaxShards)
             {
                 if (!fits)
                 {
-                    throw new AttentionInputException($"a coverage shard of {rowRange * g.BlockSize:N0} rows and {g.KeysIn(0, keyRange):N0} keys needs {queryBytes + keyBytes:N0} bytes, more than the {options.MaxShardBytes:N0}-byte shard budget within {options.MaxShards:N0} shards; raise the budget (--max-shard-bytes) or the shard limit, or lower the block size");
+                    throw new AttentionInputException($"a coverage shard of {rowRange * g.BlockSize:N0} rows and {g.KeysIn(0, keyRange):N0} keys needs {queryBytes + keyBytes + maskBytes:N0} bytes, more than the {options.MaxShardBytes:N0}-byte shard budget within {options.MaxShards:N0} shards; raise the budget (--max-shard-bytes) or the shard limit, or lower the block size");
                 }
 
                 break;
@@ -73,7 +74,8 @@ public static class CoveragePlanner
                         if (pairs > 0)
                         {
                             int leaves = (rowEnd - rowStart + g.BlockSize - 1) / g.BlockSize;
-                            long bytes = ((long)(rowEnd - rowStart) * (g.KeyDim + 1) * 4) + ((long)g.KeysIn(blockStart, blockEnd) * (g.KeyDim + (2 * Kernels.Partials.CanonicalTree.Height(leaves)) + 1) * 4);
+                            long bytes = ((long)(rowEnd - rowStart) * (g.KeyDim + 1) * 4) + ((long)g.KeysIn(blockStart, blockEnd) * (g.KeyDim + (2 * Kernels.Partials.CanonicalTree.Height(leaves)) + 1) * 4)
+                                + (g.Mask is null ? 0 : (long)(rowEnd - rowStart) * g.KeysIn(blockStart, blockEnd) * 4);
                             drafts.Add((b, h, rowStart, rowEnd - rowStart, blockStart, blockEnd, pairs, bytes));
                         }
                     }

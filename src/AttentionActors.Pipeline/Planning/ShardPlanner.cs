@@ -145,13 +145,14 @@ public static class ShardPlanner
 
     /// <summary>
     /// Q rows and K/V blocks in (for a layer job: X rows, the key and value input rows and the head's
-    /// weights), the partials of at most ~2·log₂ n tree nodes out, as float32.
+    /// weights; with an explicit mask, its rows × keys), the partials of at most ~2·log₂ n tree nodes out, as float32.
     /// </summary>
     public static long Bytes(AttentionGeometry p, int rowCount, int blockStart, int blockEnd)
     {
         long keys = p.KeysIn(blockStart, blockEnd);
         long nodes = Math.Min(CanonicalTree.Decompose(blockStart, blockEnd).Length, MaxNodes);
-        return 4 * ((rowCount * (long)RowWidth(p)) + (keys * KeyWidth(p)) + WeightValues(p) + (nodes * rowCount * (p.PartialWidth + 2L)));
+        long mask = p.Mask is null ? 0 : rowCount * keys;
+        return 4 * ((rowCount * (long)RowWidth(p)) + (keys * KeyWidth(p)) + WeightValues(p) + mask + (nodes * rowCount * (p.PartialWidth + 2L)));
     }
 
     /// <summary>Values a shard carries per query row: a Q row, or an X row in a layer job.</summary>

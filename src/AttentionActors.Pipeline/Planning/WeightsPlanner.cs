@@ -78,7 +78,8 @@ public static class WeightsPlanner
 
                 int rows = rowEnd - rowStart, keys = g.KeysIn(blockStart, cells.DataBlockEnd);
                 long queryBytes = (long)heads * rows * (g.KeyDim + 1) * 4, keyBytes = (long)kvHeads * keys * g.KeyDim * 4;
-                drafts.Add(new Draft(rowStart, rows, blockStart, blockEnd, keys, (long)heads * rows * keys, queryBytes, keyBytes, queryBytes + keyBytes + (cells.Count * 4)));
+                long maskBytes = g.Mask is { } mask ? (long)(mask.Heads == 1 ? 1 : heads) * rows * keys * 4 : 0;
+                drafts.Add(new Draft(rowStart, rows, blockStart, blockEnd, keys, (long)heads * rows * keys, queryBytes, keyBytes, queryBytes + keyBytes + maskBytes + (cells.Count * 4)));
             }
         }
 

@@ -15,8 +15,11 @@ internal static class PartialCheck
     /// <summary>Relative slack on l ≤ (visible keys in the node): each term e^(s − m) ≤ 1, summed in float32.</summary>
     private const double SumSlack = 1e-3;
 
-    /// <summary>Why <paramref name="set"/> cannot be merged as the partials of <paramref name="shard"/>, or null when it can.</summary>
-    public static string? Invalid(AttentionGeometry g, Shard shard, PartialSet set)
+    /// <summary>
+    /// Why <paramref name="set"/> cannot be merged as the partials of <paramref name="shard"/>, or null when it can.
+    /// With an explicit mask, <paramref name="maskBlocks"/> tells which nodes a row attends at all.
+    /// </summary>
+    public static string? Invalid(AttentionGeometry g, Shard shard, PartialSet set, MaskBlocks? maskBlocks = null)
     {
         if (set.Rows != shard.RowCount || set.ValueDim != g.PartialWidth)
         {
@@ -40,6 +43,11 @@ internal static class PartialCheck
                 long visible = Math.Max(0, Math.Min(hi, keyEnd) - Math.Max(lo, keyStart));
                 int at = (n * set.Rows) + r;
                 float m = set.M[at], l = set.L[at];
+                if (visible > 0 && maskBlocks is not null && !maskBlocks.SeesAny(shard.Batch, shard.Head, shard.RowStart + r, (int)expected[n].Start, (int)expected[n].End))
+                {
+                    visible = 0;
+                }
+
                 if (visible == 0)
                 {
                     if (!(float.IsNegativeInfinity(m) && l == 0))

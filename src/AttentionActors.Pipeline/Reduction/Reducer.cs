@@ -9,7 +9,8 @@ namespace AttentionActors.Pipeline.Reduction;
 
 /// <summary>Command: get ready for a job's shards; finished rows and the result go to <paramref name="Client"/>.</summary>
 /// <paramref name="Audited"/> lists the shards whose second result, from another node, must carry the same bits before the job completes.
-public sealed record ExpectShards(JobId Job, AttentionGeometry Geometry, IReadOnlyList<Shard> Shards, IActorRef Client, IActorRef Coordinator, IReadOnlyList<int>? Audited = null) : IWireMessage;
+/// <paramref name="MaskBlocks"/>, required for an attention job with an explicit mask, says which blocks each row may attend, so a node the mask hides is told from one a worker skipped.
+public sealed record ExpectShards(JobId Job, AttentionGeometry Geometry, IReadOnlyList<Shard> Shards, IActorRef Client, IActorRef Coordinator, IReadOnlyList<int>? Audited = null, MaskBlocks? MaskBlocks = null) : IWireMessage;
 
 /// <summary>Notice from a worker: the partials of attempt <paramref name="Attempt"/> of a shard.</summary>
 public sealed record PartialComputed(JobId Job, int ShardId, int Attempt, PartialSet Partials) : IWireMessage;
@@ -57,6 +58,12 @@ internal sealed partial class Reducer : ActorBase
                 return;
             }
 
+            if (expect.Geometry.Mask is not null && expect.MaskBlocks is null)
+            {
+                Refuse(expect, $"job {expect.Job} has an explicit mask but its reducer received no mask block map, without which partials cannot be checked");
+                return;
+            }
+
             var job = jobs[expect.Job] = new JobState(expect);
             expect.Client.Tell(job.Progress(), Self);
             if (expect.Shards.Count == 0)
@@ -99,7 +106,7 @@ internal sealed partial class Reducer : ActorBase
         done.ShardId,
         done.Attempt,
         "",
-        (job, shard) => PartialCheck.Invalid(job.Expect.Geometry, shard, done.Partials),
+        (job, shard) => PartialCheck.Invalid(job.Expect.Geometry, shard, done.Partials, job.Expect.MaskBlocks),
         () => PartialDigest.Of(done.Partials),
         (job, shard) =>
         {

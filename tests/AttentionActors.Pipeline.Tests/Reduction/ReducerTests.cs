@@ -153,6 +153,63 @@ public sealed class ReducerTests : IAsyncLifetime
         TestData.AssertBitwise(Attention.Compute(problem).Output.Data.Span, output, $"after a forged set ({kind})");
     }
 
+    /// <summary>A causal problem with a mask that hides key blocks [8, 16) from rows below 200 and row 250 from every key.</summary>
+    private static (AttentionProblem Problem, Planning.ShardPlan Plan, PartialComputed[] Partials) Masked()
+    {
+        var (q, k, v) = TestData.Qkv(21, 1, 2, 1, 300, 700, 16, 16);
+        var values = new float[300 * 700];
+        for (int i = 0; i < 300; i++)
+        {
+            for (int j = 0; j < 700; j++)
+            {
+                values[(i * 700) + j] = i == 250 || (i < 200 && j >= 256 && j < 512) ? float.NegativeInfinity : 0f;
+            }
+        }
+
+        var problem = AttentionProblem.Create(q, k, v, new AttentionOptions { Causal = true, Alignment = DiagonalAlignment.BottomRight, BlockSize = 32 }, AttentionMask.Additive(values, 1, 1, 300, 700));
+        var plan = Planning.ShardPlanner.Plan(problem, 5, new Planning.PlanOptions { MaxShardBytes = 40 << 10 });
+        var partials = plan.Shards.Select(s => new PartialComputed(Job, s.Id, 1, Attention.ComputePartials(InputOf(problem, s)))).ToArray();
+        return (problem, plan, partials);
+    }
+
+    [Fact]
+    public void With_a_mask_the_reducer_accepts_nodes_the_mask_hides_and_refuses_an_identity_for_one_it_leaves()
+    {
+        var (problem, plan, partials) = Masked();
+        var blocks = MaskBlocks.Of(problem.Geometry, problem.Mask!);
+        var client = new TestProbe(system, "client");
+        var coordinator = new TestProbe(system, "coordinator");
+        var reducer = system.ActorOf(Props.Create(() => new Reducer(ClusterOptions.DefaultMaxMessageBytes)), "masked");
+        reducer.Tell(new ExpectShards(Job, problem.Geometry, plan.Shards, client, coordinator, null, blocks));
+
+        // A worker that skipped the keys of a node the mask leaves visible sends the identity there.
+        var target = partials.First(p => Enumerable.Range(0, p.Partials.Rows * p.Partials.Nodes.Length).Any(at => p.Partials.L[at] >= 1));
+        reducer.Tell(target with { Partials = WithIdentityRow(target.Partials) });
+        var failed = coordinator.ExpectMsg<ShardFailed>();
+        Assert.Equal(target.ShardId, failed.ShardId);
+        Assert.Contains("needs finite m", failed.Error, StringComparison.Ordinal);
+
+        foreach (var p in partials)
+        {
+            reducer.Tell(p);
+        }
+
+        var (output, lse, _) = Collect(client, problem.Geometry);
+        var single = Attention.Compute(problem);
+        TestData.AssertBitwise(single.Output.Data.Span, output, "masked job");
+        TestData.AssertBitwise(single.Lse, lse, "masked job, lse");
+        Assert.True(float.IsNegativeInfinity(lse[250]), $"row 250 is fully masked but has lse {lse[250]}");
+    }
+
+    [Fact]
+    public void A_masked_job_without_its_block_map_is_refused_before_any_partial_is_merged()
+    {
+        var (problem, plan, _) = Masked();
+        var (_, client, coordinator) = Start("masked-no-map", problem, plan);
+        Assert.Contains("no mask block map", client.ExpectMsg<AttentionFailed>().Reason, StringComparison.Ordinal);
+        coordinator.ExpectMsg<CancelJob>();
+    }
+
     [Fact]
     public void Reducer_that_stops_tells_the_clients_of_its_jobs()
     {
