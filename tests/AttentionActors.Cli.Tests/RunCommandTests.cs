@@ -118,6 +118,29 @@ public sealed class RunCommandTests : IDisposable
         Assert.Equal(float.NegativeInfinity, lse.Data.Span[2 * 2 * 200]);
     }
 
+    [Fact]
+    public async Task A_boolean_mask_per_batch_with_causal_and_gqa_runs_verifies_and_equals_the_library_bits()
+    {
+        // [B, 1, Nq, Nk] as numpy.save writes a PyTorch bool attn_mask: one byte per element, True = may attend.
+        const int b = 2, h = 4, hk = 2, nq = 90, nk = 130;
+        var (q, k, v) = TestData.Qkv(44, b, h, hk, nq, nk, 8, 8);
+        var rng = new Random(45);
+        var allowed = Enumerable.Range(0, b * nq * nk).Select(i => i % (nq * nk) / nk != 17 && rng.NextDouble() < 0.6).ToArray();
+        string maskFile = WriteRaw("allowed.npy", "|b1", $"{b}, 1, {nq}, {nk}", [.. allowed.Select(x => (byte)(x ? 1 : 0))]);
+        var (code, stdout, err) = await Run(["run", "--q", WriteF32("mq.npy", q, [b, h, nq, 8]), "--k", WriteF32("mk.npy", k, [b, hk, nk, 8]), "--v", WriteF32("mv.npy", v, [b, hk, nk, 8]),
+            "--attn-mask", maskFile, "--causal", "bottom-right", "--block", "32", "--workers", "3", "--verify", "--out", PathOf("mo.npy"), "--lse-out", PathOf("mlse.npy")]);
+        Assert.True(code == 0, err + stdout);
+        Assert.Contains("bit for bit: yes", stdout, StringComparison.Ordinal);
+        Assert.Contains("within the contract", stdout, StringComparison.Ordinal);
+        var options = new AttentionOptions { Causal = true, Alignment = DiagonalAlignment.BottomRight, BlockSize = 32 };
+        var expected = Attention.Compute(AttentionProblem.Create(q, k, v, options, AttentionMask.Boolean(allowed, b, 1, nq, nk)));
+        using var output = NpyFile.Read(PathOf("mo.npy"));
+        TestData.AssertBitwise(expected.Output.Data.Span, output.Data.Span, "mo.npy");
+        using var lse = NpyFile.Read(PathOf("mlse.npy"));
+        TestData.AssertBitwise(expected.Lse, lse.Data.Span, "mlse.npy");
+        Assert.Equal(float.NegativeInfinity, lse.Data.Span[17]);
+    }
+
     private string Offsets(string name, int[] offsets) => WriteRaw(name, "<i4", $"{offsets.Length},", [.. offsets.SelectMany(BitConverter.GetBytes)]);
 
     [Fact]
@@ -172,6 +195,13 @@ public sealed class RunCommandTests : IDisposable
         { "sequence lengths syntax", "--seq-lengths '30:30,7' must be q1:k1,q2:k2" },
         { "cu seqlens total", "cu_seqlens_k ends at 1, but the packed tensor holds 2 tokens" },
         { "cu seqlens dtype", "dtype '<f4' is not supported here; use int32 ('<i4') or int64 ('<i8')" },
+        { "mask shape", "mask29.npy is [30, 29]; the scores are [1, 2, 30, 30], so the mask must be [30, 30] or [1 or 1, 1 or 2, 30, 30]" },
+        { "mask nan", "mnan.npy[0, 1, 0, 3] is NaN; only finite values and −inf (may not attend) are allowed" },
+        { "mask lowest", "mlow.npy[0, 0, 1, 0] is -3.4028235E+38; finite values must lie within ±1E+30: write −inf" },
+        { "mask bool byte", "mbyte.npy: bool value [5] is the byte 2, neither 0 nor 1" },
+        { "mask dtype", "dtype '<i4' is not supported; use float32 ('<f4') or float64 ('<f8'), or bool ('|b1') for a mask" },
+        { "mask too large", "is 67,117,056 values, more than the 67,108,864 an explicit mask may have" },
+        { "mask packed", "--attn-mask takes padded inputs" },
     };
 
     [Theory]
@@ -203,6 +233,13 @@ public sealed class RunCommandTests : IDisposable
             "window without alignment" => ["run", "--random", "--seq", "40", "--kv-seq", "60", "--dim", "4", "--window", "8,2"],
             "cu seqlens total" => ["run", "--q", qf, "--k", kf, "--v", vf, "--cu-seqlens-q", Offsets("cq.npy", [0, 1, 2]), "--cu-seqlens-k", Offsets("ck.npy", [0, 1, 1])],
             "cu seqlens dtype" => ["run", "--q", qf, "--k", kf, "--v", vf, "--cu-seqlens-q", WriteRaw("cf.npy", "<f4", "2,", new byte[8]), "--cu-seqlens-k", Offsets("ck2.npy", [0, 30])],
+            "mask shape" => ["run", "--q", qf, "--k", kf, "--v", vf, "--attn-mask", WriteRaw("mask29.npy", "|b1", "30, 29", new byte[30 * 29])],
+            "mask nan" => ["run", "--q", qf, "--k", kf, "--v", vf, "--attn-mask", WriteRaw("mnan.npy", "<f4", "1, 2, 30, 30", [.. new byte[903 * 4], .. BitConverter.GetBytes(float.NaN), .. new byte[896 * 4]])],
+            "mask lowest" => ["run", "--q", qf, "--k", kf, "--v", vf, "--attn-mask", WriteRaw("mlow.npy", "<f4", "30, 30", [.. new byte[30 * 4], .. BitConverter.GetBytes(float.MinValue), .. new byte[(900 - 31) * 4]])],
+            "mask bool byte" => ["run", "--q", qf, "--k", kf, "--v", vf, "--attn-mask", WriteRaw("mbyte.npy", "|b1", "30, 30", [1, 1, 0, 0, 1, 2, .. new byte[894]])],
+            "mask dtype" => ["run", "--q", qf, "--k", kf, "--v", vf, "--attn-mask", WriteRaw("mint.npy", "<i4", "30, 30", new byte[3600])],
+            "mask too large" => ["run", "--q", qf, "--k", kf, "--v", vf, "--attn-mask", WriteRaw("mbig.npy", "|b1", "8192, 8193", [])],
+            "mask packed" => ["run", "--q", qf, "--k", kf, "--v", vf, "--cu-seqlens-q", Offsets("cq2.npy", [0, 2]), "--cu-seqlens-k", Offsets("ck3.npy", [0, 2]), "--attn-mask", WriteRaw("mp.npy", "|b1", "30, 30", new byte[900])],
             "sequence lengths" => ["run", "--random", "--seq", "30", "--dim", "4", "--batch", "2", "--seq-lengths", "30:30,31:2"],
             "sequence lengths syntax" => ["run", "--random", "--seq", "30", "--dim", "4", "--batch", "2", "--seq-lengths", "30:30,7"],
             _ => ["run", "--random", "--seq", "8", "--dim", "4", "--frobnicate"],

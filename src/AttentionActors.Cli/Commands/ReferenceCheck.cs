@@ -61,7 +61,7 @@ internal static class ReferenceCheck
         var output = result.Output.Data.Span;
         foreach (var (b, h, i) in rows)
         {
-            double lse = ReferenceAttention.Row(p.Q, p.K, p.V, p.Options, b, h, i, expected, scratch);
+            double lse = ReferenceAttention.Row(p.Q, p.K, p.V, p.Options, b, h, i, expected, scratch, p.Mask);
             long row = ((((long)b * p.Heads) + h) * p.QuerySeq) + i;
             var actual = output.Slice((int)(row * p.ValueDim), p.ValueDim);
             for (int c = 0; c < p.ValueDim; c++)

@@ -44,6 +44,7 @@ internal static class RunCommand
         var additiveFiles = new Option<string[]?>("--additive-weights") { Description = "Additive W_q [D,d_a], W_k [D,d_a], v [d_a] as three .npy files", AllowMultipleArgumentsPerToken = true };
         var alibi = new Option<bool>("--alibi") { Description = "ALiBi bias −slope_h·|i + D − j| around the aligned diagonal, with the ALiBi paper's slopes (2^(−8k/H), k = 1…H, for H a power of two)" };
         var alibiSlopes = new Option<string?>("--alibi-slopes") { Description = "ALiBi with the slopes of a .npy file: [H], or [B, H] per batch and head (FlashAttention's alibi_slopes)" };
+        var attnMask = new Option<string?>("--attn-mask") { Description = "Explicit mask, as PyTorch's attn_mask: a .npy of bool (True = may attend) or float32/float64 values added to the logits (−inf: may not attend), [Nq, Nk] or [B|1, H|1, Nq, Nk]; at most 2^26 values" };
         var softcap = new Option<float?>("--softcap") { Description = "Logit soft-cap C: C·tanh(s/C)" };
         var workers = new Option<int>("--workers") { Description = "Worker actors (threads with --single-node), 1 to 16 per core [one per core]", DefaultValueFactory = _ => Environment.ProcessorCount };
         var block = new Option<int>("--block") { Description = "Keys per canonical block (multiple of 16)", DefaultValueFactory = _ => AttentionOptions.DefaultBlockSize };
@@ -62,7 +63,7 @@ internal static class RunCommand
         foreach (var option in new Option[]
         {
             q, k, v, random, seq, kvSeq, dim, heads, kvHeads, batch, seed, causal, align, window, keyLengths, seqLengths, cuQ, cuK, scale, score, temperature, sigma,
-            additiveDim, additiveFiles, alibi, alibiSlopes, softcap, workers, block, output, lseOut, verify, quiet, singleNode, maxShardBytes, memoryLimit, noMemoryCheck, dryRun, config, maxShards, audit,
+            additiveDim, additiveFiles, alibi, alibiSlopes, attnMask, softcap, workers, block, output, lseOut, verify, quiet, singleNode, maxShardBytes, memoryLimit, noMemoryCheck, dryRun, config, maxShards, audit,
         })
         {
             command.Options.Add(option);
@@ -98,6 +99,7 @@ internal static class RunCommand
             AdditiveFiles = r.GetValue(additiveFiles),
             Alibi = r.GetValue(alibi),
             AlibiSlopesFile = r.GetValue(alibiSlopes),
+            AttnMaskFile = r.GetValue(attnMask),
             SoftCap = r.GetValue(softcap),
             Workers = r.GetValue(workers),
             Block = r.GetValue(block),
@@ -176,6 +178,9 @@ internal sealed record RunRequest
     public bool Alibi { get; init; }
 
     public string? AlibiSlopesFile { get; init; }
+
+    /// <summary>--attn-mask: an explicit mask .npy (bool or additive float).</summary>
+    public string? AttnMaskFile { get; init; }
 
     public float? SoftCap { get; init; }
 

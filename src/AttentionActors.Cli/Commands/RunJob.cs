@@ -36,6 +36,9 @@ internal static class RunJob
                 : (packed.Q, packed.K, packed.V, [packed.Q.Batch, packed.Q.Heads], 4 * (packed.Q.Length + packed.K.Length + packed.V.Length));
             var options = BuildOptions(request, qShape) with { SequenceLengths = packed?.Sequences ?? (request.SeqLengths is { } sequences ? SequenceLengths(sequences) : null) };
             var geometry = AttentionGeometry.Create(qShape, kShape, vShape, options);
+            var mask = request.AttnMaskFile is { } maskFile ? LoadMask(maskFile, geometry, packed is not null) : null;
+            geometry = geometry.WithMask(mask?.Shape);
+            inputHeap += mask is null ? 0 : 4 * mask.Data.Length;
             var inspect = request.Inspect is { } asked ? InspectStep.Check(asked, geometry) : null;
             if (request.MaxShardBytes < 64 << 10)
             {
@@ -82,7 +85,7 @@ internal static class RunJob
             }
 
             using var inputs = packed?.Load(request) ?? LoadInputs(request);
-            var problem = AttentionProblem.Create(geometry, inputs.Q, inputs.K, inputs.V);
+            var problem = AttentionProblem.Create(geometry, inputs.Q, inputs.K, inputs.V, mask);
             using var loggers = LoggerFactory.Create(b => b
                 .SetMinimumLevel(request.Quiet ? LogLevel.Error : LogLevel.Warning)
                 .AddConsole(c => c.LogToStandardErrorThreshold = LogLevel.Trace)
@@ -401,6 +404,39 @@ internal static class RunJob
         }
 
         return [.. sequences];
+    }
+
+    /// <summary>
+    /// An explicit mask from a .npy file (bool: True = may attend; or additive float), [Nq, Nk] or
+    /// [B|1, H|1, Nq, Nk], every value checked; errors name the file.
+    /// </summary>
+    private static AttentionMask LoadMask(string path, AttentionGeometry g, bool packed)
+    {
+        if (packed)
+        {
+            throw new UsageException("--attn-mask takes padded inputs: with --cu-seqlens-q/-k there are no [Nq, Nk] positions to mask; pad the batch and pass --seq-lengths");
+        }
+
+        if (!File.Exists(path))
+        {
+            throw new UsageException($"--attn-mask {path} does not exist");
+        }
+
+        var (shape, values, _) = NpyFile.ReadMask(path, AttentionMask.MaxElements);
+        var (mb, mh) = shape switch
+        {
+            [var nq, var nk] when nq == g.QuerySeq && nk == g.KeySeq => (1, 1),
+            [var b, var h, var nq, var nk] when nq == g.QuerySeq && nk == g.KeySeq && (b == 1 || b == g.Batch) && (h == 1 || h == g.Heads) => (b, h),
+            _ => throw new UsageException($"--attn-mask {path} is {RunInputs.Show(shape)}; the scores are [{g.Batch}, {g.Heads}, {g.QuerySeq}, {g.KeySeq}], so the mask must be [{g.QuerySeq}, {g.KeySeq}] or [1 or {g.Batch}, 1 or {g.Heads}, {g.QuerySeq}, {g.KeySeq}]"),
+        };
+        try
+        {
+            return AttentionMask.Additive(values, mb, mh, g.QuerySeq, g.KeySeq, path);
+        }
+        catch (AttentionInputException ex)
+        {
+            throw new UsageException($"--attn-mask {ex.Message}");
+        }
     }
 
     /// <summary>ALiBi slopes from a .npy file: [H] or [B, H] (one per batch and query head), every one finite.</summary>

@@ -188,7 +188,53 @@ public sealed partial class NpyFile : IDisposable
         return values;
     }
 
-    private static (string Descr, int[] Shape, long DataOffset) ReadHeader(string path, long fileLength, bool integers = false)
+    /// <summary>
+    /// Reads an attention mask whole: boolean ('|b1', as <c>numpy.save</c> writes a bool tensor; True =
+    /// may attend, PyTorch's SDPA convention) as the additive 0 / −∞, or float32/float64 additive values.
+    /// </summary>
+    public static (int[] Shape, float[] Values, bool Boolean) ReadMask(string path, long maxElements)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        if (!File.Exists(path))
+        {
+            throw new NpyFormatException($"{path}: no such file");
+        }
+
+        long fileLength = new FileInfo(path).Length;
+        var (descr, shape, dataOffset) = ReadHeader(path, fileLength, booleans: true);
+        long count = shape.Aggregate(1L, (a, d) => a * d);
+        if (count > maxElements)
+        {
+            throw new NpyFormatException($"{path}: shape ({string.Join(", ", shape)}) is {count:N0} values, more than the {maxElements:N0} an explicit mask may have; express the mask with --causal, --window, --key-lengths or --seq-lengths, which cost nothing");
+        }
+
+        if (descr != "|b1")
+        {
+            using var file = Read(path);
+            return (file.Shape, file.Data.ToArray(), false);
+        }
+
+        if (fileLength != dataOffset + count)
+        {
+            throw new NpyFormatException($"{path}: header says {count:N0} bool values, but the file has {fileLength - dataOffset:N0} data bytes");
+        }
+
+        var bytes = File.ReadAllBytes(path).AsSpan((int)dataOffset);
+        var values = new float[count];
+        for (int i = 0; i < values.Length; i++)
+        {
+            values[i] = bytes[i] switch
+            {
+                0 => float.NegativeInfinity,
+                1 => 0f,
+                _ => throw new NpyFormatException($"{path}: bool value [{i}] is the byte {bytes[i]}, neither 0 nor 1"),
+            };
+        }
+
+        return (shape, values, true);
+    }
+
+    private static (string Descr, int[] Shape, long DataOffset) ReadHeader(string path, long fileLength, bool integers = false, bool booleans = false)
     {
         using var stream = File.OpenRead(path);
         Span<byte> prefix = stackalloc byte[12];
@@ -243,6 +289,11 @@ public sealed partial class NpyFile : IDisposable
                 : throw new NpyFormatException($"{path}: dtype '{descr}' is not supported here; use int32 ('<i4') or int64 ('<i8')");
         }
 
+        if (booleans && descr == "|b1")
+        {
+            return (descr, ParseShape(path, shapeText), prefixLength + headerLength);
+        }
+
         if (descr is ">f4" or ">f8")
         {
             throw new NpyFormatException($"{path}: big-endian dtype '{descr}' is not supported; convert with arr.astype('<f{descr[^1]}')");
@@ -250,7 +301,7 @@ public sealed partial class NpyFile : IDisposable
 
         if (descr is not ("<f4" or "<f8"))
         {
-            throw new NpyFormatException($"{path}: dtype '{descr}' is not supported; use float32 ('<f4') or float64 ('<f8')");
+            throw new NpyFormatException($"{path}: dtype '{descr}' is not supported; use float32 ('<f4') or float64 ('<f8'){(booleans ? ", or bool ('|b1') for a mask" : "")}");
         }
 
         return (descr, ParseShape(path, shapeText), prefixLength + headerLength);

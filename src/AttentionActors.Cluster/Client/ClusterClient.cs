@@ -107,7 +107,7 @@ public sealed class ClusterClient : IAsyncDisposable
             throw new ArgumentException($"the output buffer holds {target.Length} values; [{g.Batch}, {g.Heads}, {g.QuerySeq}, {g.ValueDim}] needs {outputLength}", nameof(output));
         }
 
-        return await RunAsync(g, [(TensorRole.Q, problem.Q.Data), (TensorRole.K, problem.K.Data), (TensorRole.V, problem.V.Data)], target, maxShardBytes, progress, audit, cancellationToken).ConfigureAwait(false);
+        return await RunAsync(g, WithMask(problem, [(TensorRole.Q, problem.Q.Data), (TensorRole.K, problem.K.Data), (TensorRole.V, problem.V.Data)]), target, maxShardBytes, progress, audit, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -159,7 +159,7 @@ public sealed class ClusterClient : IAsyncDisposable
         }
 
         var coverage = new float[checked((int)((long)g.Batch * g.KvHeads * g.KeySeq))];
-        await RunAsync(g, [(TensorRole.Q, problem.Q.Data), (TensorRole.K, problem.K.Data), (TensorRole.Lse, lse)], coverage, maxShardBytes, progress, audit, cancellationToken).ConfigureAwait(false);
+        await RunAsync(g, WithMask(problem, [(TensorRole.Q, problem.Q.Data), (TensorRole.K, problem.K.Data), (TensorRole.Lse, lse)]), coverage, maxShardBytes, progress, audit, cancellationToken).ConfigureAwait(false);
         return coverage;
     }
 
@@ -180,9 +180,15 @@ public sealed class ClusterClient : IAsyncDisposable
         }
 
         var cells = new float[window.Cells];
-        await RunAsync(g, [(TensorRole.Q, problem.Q.Data), (TensorRole.K, problem.K.Data), (TensorRole.Lse, lse)], cells, maxShardBytes, progress, audit, cancellationToken).ConfigureAwait(false);
+        await RunAsync(g, WithMask(problem, [(TensorRole.Q, problem.Q.Data), (TensorRole.K, problem.K.Data), (TensorRole.Lse, lse)]), cells, maxShardBytes, progress, audit, cancellationToken).ConfigureAwait(false);
         return cells;
     }
+
+    /// <summary>The tensors to upload, with the problem's explicit mask (whole, never a window) when it has one.</summary>
+    private static (TensorRole Role, ReadOnlyMemory<float> Data)[] WithMask(AttentionProblem problem, (TensorRole Role, ReadOnlyMemory<float> Data)[] tensors)
+        => problem.Mask is { } mask
+            ? mask.IsWindow ? throw new ArgumentException($"{mask} is a shard's window; submit the whole mask", nameof(problem)) : [.. tensors, (TensorRole.Mask, mask.Data)]
+            : tensors;
 
     private async Task<AttentionResult> RunAsync(AttentionGeometry g, (TensorRole Role, ReadOnlyMemory<float> Data)[] tensors, Memory<float> target, long maxShardBytes, IProgress<JobProgress>? progress, double audit, CancellationToken cancellationToken)
     {

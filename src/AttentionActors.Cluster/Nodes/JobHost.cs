@@ -113,7 +113,8 @@ internal sealed partial class JobHost : ActorBase
         bool noValues = g.Pass != JobPass.Attention;
         if (g.Layer is not { } l)
         {
-            return [g.QueryShape.Length, g.KeyShape.Length, noValues ? 0 : g.ValueShape.Length, noValues ? (long)g.Batch * g.Heads * g.QuerySeq : 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            long mask = g.Mask is { } m ? (long)m.Batch * m.Heads * g.QuerySeq * g.KeySeq : 0;
+            return [g.QueryShape.Length, g.KeyShape.Length, noValues ? 0 : g.ValueShape.Length, noValues ? (long)g.Batch * g.Heads * g.QuerySeq : 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, mask];
         }
 
         long e = (long)g.Heads * g.KeyDim, ekv = (long)g.KvHeads * g.KeyDim, ev = (long)g.KvHeads * g.ValueDim;
@@ -126,6 +127,7 @@ internal sealed partial class JobHost : ActorBase
             e * l.QueryIn, l.QueryBias ? e : 0,
             ekv * l.KeyIn, l.KeyBias ? ekv : 0,
             ev * l.ValueIn, l.ValueBias ? ev : 0,
+            0,
         ];
     }
 
@@ -248,6 +250,7 @@ internal sealed partial class JobHost : ActorBase
 
         AttentionProblem? problem = null;
         LayerProblem? layer = null;
+        MaskBlocks? maskBlocks = null;
         ShardPlan plan;
         try
         {
@@ -262,7 +265,9 @@ internal sealed partial class JobHost : ActorBase
                     g,
                     new AttentionTensor(g.QueryShape.Name, upload.Data[0], g.Batch, g.Heads, g.QuerySeq, g.KeyDim),
                     new AttentionTensor(g.KeyShape.Name, upload.Data[1], g.Batch, g.KvHeads, g.KeySeq, g.KeyDim),
-                    noValues ? AttentionTensor.Window(g.ValueShape, Memory<float>.Empty, 0, 0, 0, 0) : new AttentionTensor(g.ValueShape.Name, upload.Data[2], g.Batch, g.KvHeads, g.KeySeq, g.ValueDim));
+                    noValues ? AttentionTensor.Window(g.ValueShape, Memory<float>.Empty, 0, 0, 0, 0) : new AttentionTensor(g.ValueShape.Name, upload.Data[2], g.Batch, g.KvHeads, g.KeySeq, g.ValueDim),
+                    g.Mask is { } mask ? AttentionMask.Additive(upload.Data[(int)TensorRole.Mask], mask.Batch, mask.Heads, g.QuerySeq, g.KeySeq) : null);
+                maskBlocks = problem.Mask is { } m && g.Pass == JobPass.Attention ? MaskBlocks.Of(g, m) : null;
             }
 
             int workers = Math.Max(1, transport.Membership.WithRole(NodeRoles.Worker).Sum(m => m.Heartbeat.Threads));
@@ -300,7 +305,7 @@ internal sealed partial class JobHost : ActorBase
             : shard => ShardInput.Slice(problem!, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd);
         var client = upload.Client;
         var audit = upload.Submit.Audit > 0 ? new AuditOptions(upload.Submit.Audit, OtherWorker) : null;
-        var coordinator = Context.ActorOf(Props.Create(() => new JobCoordinator(job, g, plan, inputs, queue, reducer, client, options.Job, logger, audit)), $"job-{job}");
+        var coordinator = Context.ActorOf(Props.Create(() => new JobCoordinator(job, g, plan, inputs, queue, reducer, client, options.Job, logger, audit, maskBlocks)), $"job-{job}");
         Context.Watch(coordinator);
         running[job] = (coordinator, client);
         client.Tell(new WatchJob(coordinator, reducer), Self);

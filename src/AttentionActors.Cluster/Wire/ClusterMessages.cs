@@ -24,6 +24,9 @@ public enum TensorRole
     Bk,
     Wv,
     Bv,
+
+    /// <summary>An explicit mask <c>[mask batch, mask heads, Nq, Nk]</c> (<see cref="AttentionGeometry.Mask"/>), additive float32.</summary>
+    Mask,
 }
 
 /// <summary>

@@ -82,6 +82,7 @@ internal sealed class WireCodec
                 var expect = new P.ExpectShards { Job = m.Job.Value, Geometry = Geometry(m.Geometry), Client = Address(AddressOf(m.Client)), Coordinator = Address(AddressOf(m.Coordinator)) };
                 expect.Shards.AddRange(m.Shards.Select(Shard));
                 expect.Audited.AddRange(m.Audited ?? []);
+                expect.MaskBlocks = m.MaskBlocks is { } blocks ? ByteString.CopyFrom(blocks.Bits) : ByteString.Empty;
                 envelope.Expect = expect;
                 break;
             case FailJob m: envelope.FailJob = new P.FailJob { Job = m.Job.Value, Reason = m.Reason }; break;
@@ -152,7 +153,7 @@ internal sealed class WireCodec
                 P.Envelope.BodyOneofCase.Weights => Weights(envelope.Weights),
                 P.Envelope.BodyOneofCase.WeightsFinished => WeightsBand(envelope.WeightsFinished),
                 P.Envelope.BodyOneofCase.CoverageFinished => new CoverageFinished(Job(envelope.CoverageFinished.Job), envelope.CoverageFinished.Batch, envelope.CoverageFinished.KvHead, envelope.CoverageFinished.KeyStart, envelope.CoverageFinished.KeyCount, Floats(envelope.CoverageFinished.Coverage, "coverage", Math.Max(0, envelope.CoverageFinished.KeyCount))),
-                P.Envelope.BodyOneofCase.Expect => new ExpectShards(Job(envelope.Expect.Job), Geometry(envelope.Expect.Geometry), envelope.Expect.Shards.Select(Shard).ToList(), Ref(envelope.Expect.Client, "client"), Ref(envelope.Expect.Coordinator, "coordinator"), [.. envelope.Expect.Audited]),
+                P.Envelope.BodyOneofCase.Expect => Expect(envelope.Expect),
                 P.Envelope.BodyOneofCase.FailJob => new FailJob(Job(envelope.FailJob.Job), envelope.FailJob.Reason),
                 P.Envelope.BodyOneofCase.Merged => new ShardMerged(Job(envelope.Merged.Job), envelope.Merged.ShardId, envelope.Merged.Worker, envelope.Merged.Audit),
                 P.Envelope.BodyOneofCase.AuditMismatch => new AuditMismatch(Job(envelope.AuditMismatch.Job), envelope.AuditMismatch.ShardId, envelope.AuditMismatch.Reason),
@@ -228,6 +229,7 @@ internal sealed class WireCodec
             CellCols = w.CellCols,
             Pooling = w.Pooling == WeightPooling.Max ? P.WeightPooling.PoolMax : P.WeightPooling.PoolMean,
         } : null,
+        Mask = g.Mask is { } mask ? new P.MaskShape { Batch = mask.Batch, Heads = mask.Heads } : null,
     };
 
     private static AttentionGeometry Geometry(P.Geometry? g)
@@ -243,7 +245,7 @@ internal sealed class WireCodec
         }
 
         var layer = g.Layer is { } l ? new LayerShape(l.QueryIn, l.KeyIn, l.ValueIn, l.SeparateValues, l.QueryBias, l.KeyBias, l.ValueBias) : null;
-        var geometry = AttentionGeometry.Create(Shape(g.Q), Shape(g.K), Shape(g.V), Options(g.Options));
+        var geometry = AttentionGeometry.Create(Shape(g.Q), Shape(g.K), Shape(g.V), Options(g.Options)).WithMask(g.Mask is { } mask ? new MaskShape(mask.Batch, mask.Heads) : null);
         if ((g.Pass == P.JobPass.PassWeights) != (g.Weights is not null))
         {
             throw new WireFormatException(g.Weights is null ? "a weights pass without its window" : "a weights window for a job that is not a weights pass");
@@ -365,6 +367,15 @@ internal sealed class WireCodec
         return new TensorChunk(Job(c.Job), (TensorRole)c.Tensor, c.Offset, Floats(c.Data, "data"), c.Last);
     }
 
+    private ExpectShards Expect(P.ExpectShards m)
+    {
+        var g = Geometry(m.Geometry);
+        var blocks = g.Mask is null
+            ? (m.MaskBlocks.IsEmpty ? null : throw new WireFormatException("mask blocks for a job without an explicit mask"))
+            : (m.MaskBlocks.IsEmpty && g.Pass != JobPass.Attention ? null : MaskBlocks.FromBits(g, m.MaskBlocks.ToByteArray()));
+        return new ExpectShards(Job(m.Job), g, m.Shards.Select(Shard).ToList(), Ref(m.Client, "client"), Ref(m.Coordinator, "coordinator"), [.. m.Audited], blocks);
+    }
+
     private static P.ComputeShard Compute(ComputeShard m)
     {
         var input = m.Input;
@@ -378,6 +389,7 @@ internal sealed class WireCodec
             K = Bytes(input.K.Span),
             V = Bytes(input.V.Span),
             Lse = Bytes(input.Lse.Span),
+            Mask = Bytes(input.Mask.Span),
             Layer = input.Layer is { } rows ? new P.LayerRows
             {
                 X = Bytes(rows.X.Span),
@@ -428,7 +440,10 @@ internal sealed class WireCodec
                 Floats(m.Q, "q", heads * shard.RowCount * g.KeyDim),
                 Floats(m.K, "k", kvHeads * dataKeys * g.KeyDim),
                 Floats(m.V, "v", 0),
-                Floats(m.Lse, "lse", heads * shard.RowCount));
+                Floats(m.Lse, "lse", heads * shard.RowCount))
+            {
+                Mask = Floats(m.Mask, "mask", g.Mask is { } mask ? (mask.Heads == 1 ? 1 : heads) * shard.RowCount * dataKeys : 0),
+            };
             return new ComputeShard(Job(m.Job), shard, m.Attempt, weightsInput, Ref(m.Reducer, "reducer"), Ref(m.Coordinator, "coordinator"));
         }
 
@@ -438,7 +453,10 @@ internal sealed class WireCodec
             Floats(m.Q, "q", rows * g.KeyDim),
             Floats(m.K, "k", keyRows * g.KeyDim),
             Floats(m.V, "v", coverage ? 0 : keyRows * g.ValueDim),
-            Floats(m.Lse, "lse", coverage ? shard.RowCount : 0));
+            Floats(m.Lse, "lse", coverage ? shard.RowCount : 0))
+        {
+            Mask = Floats(m.Mask, "mask", g.Mask is null ? 0 : shard.RowCount * keys),
+        };
         if (g.Layer is { } l && m.Layer is { } p)
         {
             // Counts are checked here; values (finite) where the worker projects them.
