@@ -152,7 +152,7 @@ public sealed class AttentionGeometry
             throw new AttentionInputException($"{layer} cannot feed {this}: every input needs at least one feature, V without its own input takes the key input's, heads need equal K and V dims, and only the attention pass projects");
         }
 
-        return new AttentionGeometry(QueryShape, KeyShape, ValueShape, Options) { Pass = Pass, Layer = layer, Weights = Weights };
+        return new AttentionGeometry(QueryShape, KeyShape, ValueShape, Options) { Pass = Pass, Layer = layer, Weights = Weights, Mask = Mask };
     }
 
     /// <summary>

@@ -9,7 +9,7 @@ public sealed class MultiProcessTests(PrivateBroker broker)
 {
     private const long SmallShards = 96 << 10;
 
-    private static readonly string[] Cases = ["causal", "gqa", "cross", "padded", "entropy"];
+    private static readonly string[] Cases = ["causal", "gqa", "cross", "padded", "entropy", "mask"];
 
     private static AttentionProblem Problem(string name) => name switch
     {
@@ -18,8 +18,24 @@ public sealed class MultiProcessTests(PrivateBroker broker)
         "cross" => Create(TestData.Qkv(13, 1, 2, 2, 123, 777, 32, 16), new AttentionOptions { Causal = true, Alignment = DiagonalAlignment.BottomRight, BlockSize = 48 }),
         "padded" => Create(TestData.Qkv(14, 3, 2, 2, 200, 200, 16, 16), new AttentionOptions { KeyLengths = [200, 37, 0], BlockSize = 16 }),
         "entropy" => Create(TestData.Qkv(15, 2, 4, 2, 260, 300, 16, 16), new AttentionOptions { Causal = true, Alignment = DiagonalAlignment.BottomRight, KeyLengths = [300, 120], BlockSize = 32, Entropy = true }),
+        "mask" => AttentionProblem.Create(Masked.Q, Masked.K, Masked.V, new AttentionOptions { Causal = true, Alignment = DiagonalAlignment.BottomRight, BlockSize = 32, Entropy = true }, MaskOf(2, 4, 200, 330)),
         _ => throw new ArgumentOutOfRangeException(nameof(name)),
     };
+
+    private static (AttentionTensor Q, AttentionTensor K, AttentionTensor V) Masked => TestData.Qkv(16, 2, 4, 2, 200, 330, 16, 16);
+
+    /// <summary>A per-batch, per-head additive mask: 70% of keys allowed with values in [−1, 1], row 9 of every plane fully masked.</summary>
+    private static AttentionMask MaskOf(int b, int h, int nq, int nk)
+    {
+        var rng = new Random(17);
+        var values = new float[b * h * nq * nk];
+        for (int at = 0; at < values.Length; at++)
+        {
+            values[at] = at / nk % nq != 9 && rng.NextDouble() < 0.7 ? (float)((rng.NextDouble() * 2) - 1) : float.NegativeInfinity;
+        }
+
+        return AttentionMask.Additive(values, b, h, nq, nk);
+    }
 
     private static AttentionProblem Create((AttentionTensor Q, AttentionTensor K, AttentionTensor V) t, AttentionOptions options)
         => AttentionProblem.Create(t.Q, t.K, t.V, options);

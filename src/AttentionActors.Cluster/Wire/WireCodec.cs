@@ -372,7 +372,7 @@ internal sealed class WireCodec
         var g = Geometry(m.Geometry);
         var blocks = g.Mask is null
             ? (m.MaskBlocks.IsEmpty ? null : throw new WireFormatException("mask blocks for a job without an explicit mask"))
-            : (m.MaskBlocks.IsEmpty && g.Pass != JobPass.Attention ? null : MaskBlocks.FromBits(g, m.MaskBlocks.ToByteArray()));
+            : (m.MaskBlocks.IsEmpty ? null : MaskBlocks.FromBits(g, m.MaskBlocks.ToByteArray()));
         return new ExpectShards(Job(m.Job), g, m.Shards.Select(Shard).ToList(), Ref(m.Client, "client"), Ref(m.Coordinator, "coordinator"), [.. m.Audited], blocks);
     }
 

@@ -171,6 +171,37 @@ public sealed class WireCodecTests
     }
 
     [Fact]
+    public void An_explicit_mask_travels_as_its_shape_a_shards_window_and_the_reducers_block_map()
+    {
+        var job = new JobId("job-m");
+        var g = Geometry().WithMask(new MaskShape(1, 4));
+        var shard = new Shard(3, 1, 2, 40, 20, 1, 3, 777, 1.5e6, 4096);
+        var mask = Floats(20 * 64, 7);
+        mask[5] = float.NegativeInfinity;
+        var input = new ShardInput(g, 1, 2, 40, 20, 1, 3, Floats(20 * 24, 1), Floats(64 * 24, 2), Floats(64 * 40, 3)) { Mask = mask };
+        var coordinator = new AddressRef(new ActorAddress("node-a", "jobs/job-job-m"));
+        var reducer = new AddressRef(new ActorAddress("node-c", "reducer"));
+
+        var compute = Assert.IsType<ComputeShard>(RoundTrip(new ComputeShard(job, shard, 1, input, reducer, coordinator)).Message);
+        Assert.Equal(new MaskShape(1, 4), compute.Input.Geometry.Mask);
+        TestData.AssertBitwise(mask, compute.Input.Mask.Span, "mask window");
+
+        var bits = new byte[MaskBlocks.SizeOf(g)];
+        bits[3] = 0b1010_0101;
+        var expect = Assert.IsType<ExpectShards>(RoundTrip(new ExpectShards(job, g, [shard], reducer, coordinator, null, MaskBlocks.FromBits(g, bits))).Message);
+        Assert.Equal(bits, expect.MaskBlocks!.Bits);
+        Assert.Null(Assert.IsType<ExpectShards>(RoundTrip(new ExpectShards(job, g, [shard], reducer, coordinator)).Message).MaskBlocks);
+
+        // Malformed: a window of the wrong size, a mask for a job without one, a block map of the wrong size or for an unmasked job.
+        Assert.Throws<WireFormatException>(() => codec.Decode(WireCodec.Encode(new ComputeShard(job, shard, 1, input with { Mask = Floats(20 * 63, 1) }, reducer, coordinator), Target, null)));
+        Assert.Throws<WireFormatException>(() => codec.Decode(WireCodec.Encode(new ComputeShard(job, shard, 1, input with { Geometry = Geometry() }, reducer, coordinator), Target, null)));
+        Assert.Throws<WireFormatException>(() => codec.Decode(WireCodec.Encode(new ExpectShards(job, g, [shard], reducer, coordinator, null, MaskBlocks.FromBits(g, bits)) with { Geometry = g.WithMask(new MaskShape(1, 1)) }, Target, null)));
+        Assert.Throws<WireFormatException>(() => codec.Decode(WireCodec.Encode(new ExpectShards(job, g, [shard], reducer, coordinator, null, MaskBlocks.FromBits(g, bits)) with { Geometry = Geometry() }, Target, null)));
+        var chunk = Assert.IsType<TensorChunk>(RoundTrip(new TensorChunk(job, TensorRole.Mask, 12, Floats(5, 8), true)).Message);
+        Assert.Equal(TensorRole.Mask, chunk.Tensor);
+    }
+
+    [Fact]
     public void The_codec_has_a_wire_form_for_every_wire_message()
     {
         var types = new[] { typeof(ComputeShard).Assembly, typeof(WireCodec).Assembly }
