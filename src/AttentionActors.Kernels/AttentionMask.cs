@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Runtime.InteropServices;
 
 namespace AttentionActors.Kernels;
@@ -35,8 +36,20 @@ public sealed class AttentionMask
 
     private readonly int windowPlane;
 
-    private AttentionMask(MaskShape shape, int querySeq, int keySeq, ReadOnlyMemory<float> data, int windowPlane, int rowStart, int rowCount, int keyStart, int keyCount)
+    // The array behind Data, when there is one: the kernel reads a row segment per row and block,
+    // and going through Memory<T>.Span each time costs as much as the segment's work.
+    private readonly float[]? array;
+    private readonly int arrayOffset;
+
+    private AttentionMask(MaskShape shape, int querySeq, int keySeq, ReadOnlyMemory<float> data, int windowPlane, int rowStart, int rowCount, int keyStart, int keyCount, int stride)
     {
+        Stride = stride;
+        if (MemoryMarshal.TryGetArray(data, out var segment))
+        {
+            array = segment.Array;
+            arrayOffset = segment.Offset;
+        }
+
         Shape = shape;
         QuerySeq = querySeq;
         KeySeq = keySeq;
@@ -54,7 +67,7 @@ public sealed class AttentionMask
 
     public int KeySeq { get; }
 
-    /// <summary>The values held: every plane <c>[Batch, Heads, Nq, Nk]</c>, or a window's <c>[RowCount, KeyCount]</c>.</summary>
+    /// <summary>The values held: every plane <c>[Batch, Heads, Nq, Nk]</c>, or a window's rows of <see cref="KeyCount"/> values <see cref="Stride"/> apart.</summary>
     public ReadOnlyMemory<float> Data { get; }
 
     public bool IsWindow => windowPlane >= 0;
@@ -68,6 +81,9 @@ public sealed class AttentionMask
     public int KeyStart { get; }
 
     public int KeyCount { get; }
+
+    /// <summary>Values from one row of a window to the next: <see cref="KeyCount"/> for a compact copy, Nk for a view of the whole mask.</summary>
+    public int Stride { get; }
 
     /// <summary>An additive mask <c>[batch, heads, querySeq, keySeq]</c> over <paramref name="values"/> (not copied), every value checked.</summary>
     public static AttentionMask Additive(ReadOnlyMemory<float> values, int batch, int heads, int querySeq, int keySeq, string name = "mask")
@@ -88,7 +104,7 @@ public sealed class AttentionMask
             throw new AttentionInputException($"{name}: shape [{batch}, {heads}, {querySeq}, {keySeq}] needs {count} values but holds {values.Length}");
         }
 
-        var mask = new AttentionMask(new MaskShape(batch, heads), querySeq, keySeq, values, -1, 0, querySeq, 0, keySeq);
+        var mask = new AttentionMask(new MaskShape(batch, heads), querySeq, keySeq, values, -1, 0, querySeq, 0, keySeq, keySeq);
         mask.CheckValues(name);
         return mask;
     }
@@ -112,32 +128,50 @@ public sealed class AttentionMask
 
     /// <summary>
     /// Rows [rowStart, rowStart + rowCount) × keys [keyStart, keyStart + keyCount) of the plane that
-    /// (b, h) reads, held compactly in <paramref name="data"/>; counts and every value checked.
+    /// (b, h) reads, held in <paramref name="data"/> with rows <paramref name="stride"/> values apart
+    /// (0: compact, <paramref name="keyCount"/>); counts and every value checked.
     /// </summary>
-    public static AttentionMask Window(MaskShape shape, int querySeq, int keySeq, ReadOnlyMemory<float> data, int b, int h, int rowStart, int rowCount, int keyStart, int keyCount)
+    public static AttentionMask Window(MaskShape shape, int querySeq, int keySeq, ReadOnlyMemory<float> data, int b, int h, int rowStart, int rowCount, int keyStart, int keyCount, int stride = 0)
     {
         if (rowStart < 0 || rowCount < 0 || (long)rowStart + rowCount > querySeq || keyStart < 0 || keyCount < 0 || (long)keyStart + keyCount > keySeq)
         {
             throw new AttentionInputException($"mask window rows [{rowStart}, {(long)rowStart + rowCount}) × keys [{keyStart}, {(long)keyStart + keyCount}) is outside [{querySeq}, {keySeq}]");
         }
 
-        if (data.Length != (long)rowCount * keyCount)
+        stride = stride == 0 ? keyCount : stride;
+        long needed = rowCount == 0 ? 0 : ((long)(rowCount - 1) * stride) + keyCount;
+        if (stride < keyCount || data.Length != needed)
         {
-            throw new AttentionInputException($"mask window of {rowCount} rows × {keyCount} keys needs {(long)rowCount * keyCount} values but holds {data.Length}");
+            throw new AttentionInputException($"mask window of {rowCount} rows × {keyCount} keys, rows {stride} apart, needs {needed} values but holds {data.Length}");
         }
 
-        var mask = new AttentionMask(shape, querySeq, keySeq, data, shape.PlaneOf(b, h), rowStart, rowCount, keyStart, keyCount);
+        var mask = new AttentionMask(shape, querySeq, keySeq, data, shape.PlaneOf(b, h), rowStart, rowCount, keyStart, keyCount, stride);
         mask.CheckValues("mask");
         return mask;
+    }
+
+    /// <summary>
+    /// What (b, h) reads of rows [rowStart, +rowCount) × keys [keyStart, +keyCount), as a view of this
+    /// whole mask (rows Nk apart, nothing copied): a shard's share in one process.
+    /// </summary>
+    public ReadOnlyMemory<float> View(int b, int h, int rowStart, int rowCount, int keyStart, int keyCount)
+    {
+        if (IsWindow)
+        {
+            throw new InvalidOperationException($"{this} is already a window");
+        }
+
+        long first = ((((long)Shape.PlaneOf(b, h) * QuerySeq) + rowStart) * KeySeq) + keyStart;
+        return rowCount == 0 ? ReadOnlyMemory<float>.Empty : Data.Slice((int)first, (int)(((long)(rowCount - 1) * KeySeq) + keyCount));
     }
 
     /// <summary>M[b, h, i, keyStart .. keyStart + count) (global indices; a window must hold them).</summary>
     public ReadOnlySpan<float> Keys(int b, int h, int i, int keyStart, int count)
     {
         long offset = IsWindow
-            ? ((long)(i - RowStart) * KeyCount) + (keyStart - KeyStart)
+            ? ((long)(i - RowStart) * Stride) + (keyStart - KeyStart)
             : ((((long)Shape.PlaneOf(b, h) * QuerySeq) + i) * KeySeq) + keyStart;
-        return Data.Span.Slice((int)offset, count);
+        return array is not null ? new ReadOnlySpan<float>(array, arrayOffset + (int)offset, count) : Data.Span.Slice((int)offset, count);
     }
 
     /// <summary>A compact copy <c>[rowCount, keyCount]</c> of what (b, h) reads: a shard's share.</summary>
@@ -181,19 +215,57 @@ public sealed class AttentionMask
     private void CheckValues(string name)
     {
         var span = Data.Span;
-        for (int at = 0; at < span.Length; at++)
+        for (int r = 0; r < RowCount * (IsWindow ? 1 : Shape.Batch * Shape.Heads); r++)
         {
-            float x = span[at];
-            if (float.IsNegativeInfinity(x) || (float.IsFinite(x) && Math.Abs(x) <= AttentionProblem.MaxLogit))
+            var row = span.Slice(r * Stride, KeyCount);
+            int bad = FirstInvalid(row);
+            if (bad < 0)
             {
                 continue;
             }
 
+            float x = row[bad];
             string why = float.IsNaN(x) || float.IsPositiveInfinity(x)
                 ? "only finite values and −inf (may not attend) are allowed"
                 : $"finite values must lie within ±{AttentionProblem.MaxLogit:G1}: write −inf, or use a boolean mask, for keys that may not be attended";
-            throw new AttentionInputException($"{name}{Describe(at)} is {x}; {why}");
+            throw new AttentionInputException($"{name}{Describe(((long)r * KeyCount) + bad)} is {x}; {why}");
         }
+    }
+
+    /// <summary>
+    /// The first value that is neither −∞ nor finite within ±MaxLogit, or −1. On the bits: |x|'s bits
+    /// order like |x| (NaN and ∞ above every finite value), so one compare per lane finds it.
+    /// </summary>
+    private static int FirstInvalid(ReadOnlySpan<float> values)
+    {
+        var bits = MemoryMarshal.Cast<float, int>(values);
+        int limit = BitConverter.SingleToInt32Bits((float)AttentionProblem.MaxLogit);
+        int i = 0;
+        if (Vector.IsHardwareAccelerated)
+        {
+            var magnitude = new Vector<int>(int.MaxValue);
+            var vlimit = new Vector<int>(limit);
+            var negativeInfinity = new Vector<int>(NegativeInfinityBits);
+            for (; i + Vector<int>.Count <= bits.Length; i += Vector<int>.Count)
+            {
+                var x = new Vector<int>(bits.Slice(i, Vector<int>.Count));
+                var ok = Vector.LessThanOrEqual(x & magnitude, vlimit) | Vector.Equals(x, negativeInfinity);
+                if (!Vector.EqualsAll(ok, new Vector<int>(-1)))
+                {
+                    break;
+                }
+            }
+        }
+
+        for (; i < bits.Length; i++)
+        {
+            if ((bits[i] & int.MaxValue) > limit && bits[i] != NegativeInfinityBits)
+            {
+                return i;
+            }
+        }
+
+        return -1;
     }
 
     private string Describe(long at)

@@ -31,6 +31,27 @@ public sealed record ShardInput(
     /// </summary>
     public ReadOnlyMemory<float> Mask { get; init; }
 
+    /// <summary>Values from one row of <see cref="Mask"/> to the next when it is a view of the whole mask (one process); 0 when compact.</summary>
+    public int MaskStride { get; init; }
+
+    /// <summary>The mask rows back to back, as they travel: <see cref="Mask"/> itself unless it is a strided view.</summary>
+    public ReadOnlyMemory<float> CompactMask()
+    {
+        int keys = KeyCount;
+        if (MaskStride == 0 || MaskStride == keys || Mask.IsEmpty)
+        {
+            return Mask;
+        }
+
+        var compact = new float[(long)RowCount * keys];
+        for (int r = 0; r < RowCount; r++)
+        {
+            Mask.Span.Slice(r * MaskStride, keys).CopyTo(compact.AsSpan(r * keys, keys));
+        }
+
+        return compact;
+    }
+
     /// <summary>In a layer job (<see cref="AttentionGeometry.Layer"/>): the inputs and head weights that Q, K and V are projected from; Q, K and V are then empty.</summary>
     public LayerRows? Layer { get; init; }
 
@@ -137,7 +158,8 @@ public sealed record ShardInput(
             problem.K.Data.Slice((int)problem.K.RowOffset(b, kvh, j0), keys * g.KeyDim),
             problem.V.Data.Slice((int)problem.V.RowOffset(b, kvh, j0), keys * g.ValueDim))
         {
-            Mask = problem.Mask?.Copy(b, h, rowStart, rowCount, j0, keys) ?? ReadOnlyMemory<float>.Empty,
+            Mask = problem.Mask?.View(b, h, rowStart, rowCount, j0, keys) ?? ReadOnlyMemory<float>.Empty,
+            MaskStride = problem.Mask is null ? 0 : g.KeySeq,
         };
     }
 
@@ -158,7 +180,8 @@ public sealed record ShardInput(
             ReadOnlyMemory<float>.Empty,
             lse.Slice((int)((((long)b * g.Heads) + h) * g.QuerySeq) + rowStart, rowCount))
         {
-            Mask = problem.Mask?.Copy(b, h, rowStart, rowCount, blockStart * g.BlockSize, g.KeysIn(blockStart, blockEnd)) ?? ReadOnlyMemory<float>.Empty,
+            Mask = problem.Mask?.View(b, h, rowStart, rowCount, blockStart * g.BlockSize, g.KeysIn(blockStart, blockEnd)) ?? ReadOnlyMemory<float>.Empty,
+            MaskStride = problem.Mask is null ? 0 : g.KeySeq,
         };
     }
 
@@ -215,9 +238,9 @@ public sealed record ShardInput(
     private static int MaskPlanes(AttentionGeometry g, int heads) => g.Mask is { } shape ? (shape.Heads == 1 ? 1 : heads) : 0;
 
     /// <summary>The mask window of rows [RowStart, +RowCount) × keys [keyStart, +keys) from plane data <paramref name="data"/>, or null without a mask; counts checked.</summary>
-    private AttentionMask? MaskWindow(ReadOnlyMemory<float> data, int head, int keyStart, int keys)
+    private AttentionMask? MaskWindow(ReadOnlyMemory<float> data, int head, int keyStart, int keys, int stride = 0)
         => Geometry.Mask is { } shape
-            ? AttentionMask.Window(shape, Geometry.QuerySeq, Geometry.KeySeq, data, Batch, head, RowStart, RowCount, keyStart, keys)
+            ? AttentionMask.Window(shape, Geometry.QuerySeq, Geometry.KeySeq, data, Batch, head, RowStart, RowCount, keyStart, keys, stride)
             : null;
 
     /// <summary>
@@ -281,7 +304,7 @@ public sealed record ShardInput(
             throw new AttentionInputException($"{this} carries {Mask.Length} mask values but its job has no explicit mask");
         }
 
-        return AttentionProblem.Create(Geometry, q, k, v, MaskWindow(Mask, Head, BlockStart * Geometry.BlockSize, keys));
+        return AttentionProblem.Create(Geometry, q, k, v, MaskWindow(Mask, Head, BlockStart * Geometry.BlockSize, keys, MaskStride));
     }
 
     public override string ToString() => $"batch {Batch}, head {Head}, rows [{RowStart}, {RowStart + RowCount}), key blocks [{BlockStart}, {BlockEnd})";

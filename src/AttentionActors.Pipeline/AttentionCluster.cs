@@ -69,7 +69,13 @@ public sealed class AttentionCluster : IAsyncDisposable
 
     /// <summary>Plans and runs a validated problem; throws <see cref="AttentionJobException"/> if the job fails.</summary>
     public Task<AttentionResult> ComputeAsync(AttentionProblem problem, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
-        => ComputeAsync(problem, ShardPlanner.Plan(problem, options.Workers, options.Plan), progress, cancellationToken);
+        => ComputeAsync(problem, ShardPlanner.Plan(EmbeddedPlanning(problem.Geometry), options.Workers, options.Plan), progress, cancellationToken);
+
+    /// <summary>
+    /// The geometry an embedded job is planned on: in one process a shard's mask is a view of the
+    /// whole mask and nothing travels, so its bytes do not count against the shard budget.
+    /// </summary>
+    public static AttentionGeometry EmbeddedPlanning(AttentionGeometry geometry) => geometry.WithMask(null);
 
     /// <summary>Runs a given plan (tests use this to control the shards).</summary>
     public Task<AttentionResult> ComputeAsync(AttentionProblem problem, ShardPlan plan, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)

@@ -71,7 +71,8 @@ internal static class RunJob
                     stdout.WriteLine($"cluster on {probe.Broker}: {threads} worker {(threads == 1 ? "thread" : "threads")} alive");
                 }
 
-                return DryRun.Print(geometry, ShardPlanner.Plan(geometry, cluster.Workers, cluster.Plan), estimate, cluster, stdout);
+                var planned = brokerOptions is null ? AttentionCluster.EmbeddedPlanning(geometry) : geometry;
+                return DryRun.Print(geometry, ShardPlanner.Plan(planned, cluster.Workers, cluster.Plan), estimate, cluster, stdout);
             }
 
             if (!estimate.Fits && !request.NoMemoryCheck)
@@ -128,7 +129,7 @@ internal static class RunJob
             }
             else
             {
-                plan = ShardPlanner.Plan(problem.Geometry, cluster.Workers, cluster.Plan);
+                plan = ShardPlanner.Plan(AttentionCluster.EmbeddedPlanning(problem.Geometry), cluster.Workers, cluster.Plan);
                 var mapped = outPath is null || packed is not null ? null : OutputFile.Create(outPath, outShape);
                 if (mapped is not null)
                 {

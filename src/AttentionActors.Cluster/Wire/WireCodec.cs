@@ -389,7 +389,7 @@ internal sealed class WireCodec
             K = Bytes(input.K.Span),
             V = Bytes(input.V.Span),
             Lse = Bytes(input.Lse.Span),
-            Mask = Bytes(input.Mask.Span),
+            Mask = Bytes(input.CompactMask().Span),
             Layer = input.Layer is { } rows ? new P.LayerRows
             {
                 X = Bytes(rows.X.Span),
