@@ -92,7 +92,9 @@ public sealed class FaultTests(PrivateBroker broker)
         var reducer = cluster.Nodes.Single(n => n.Name == "reducer");
         var clock = new Stopwatch();
 
-        var failure = await Assert.ThrowsAsync<AttentionJobException>(() => RunWithHook(cluster, LongJob(23), () =>
+        // 16 heads: the job must outlast the kill, which lands a broker round trip after the first merge;
+        // with 4 heads a fast machine finished every shard in that time (a fresh-clone CI run saw it).
+        var failure = await Assert.ThrowsAsync<AttentionJobException>(() => RunWithHook(cluster, LongJob(23, heads: 16), () =>
         {
             reducer.KillHard();
             clock.Start();
