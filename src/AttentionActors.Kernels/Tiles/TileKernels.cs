@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using AttentionActors.Kernels.Simd;
 
 namespace AttentionActors.Kernels.Tiles;
@@ -346,6 +347,26 @@ internal static class TileKernels<TL, TV>
     /// </summary>
     public static float SumLanes(ReadOnlySpan<TV> acc, Span<float> lanes16)
     {
+        // The same tree in registers: each step adds the same pairs of lanes the scalar loop below adds.
+        if (typeof(TV) == typeof(Vector512<float>))
+        {
+            var v = Unsafe.As<TV, Vector512<float>>(ref Unsafe.AsRef(in acc[0]));
+            return SumLanes8(v.GetLower() + v.GetUpper());
+        }
+
+        if (typeof(TV) == typeof(Vector256<float>))
+        {
+            return SumLanes8(Unsafe.As<TV, Vector256<float>>(ref Unsafe.AsRef(in acc[0])) + Unsafe.As<TV, Vector256<float>>(ref Unsafe.AsRef(in acc[1])));
+        }
+
+        if (typeof(TV) == typeof(Vector128<float>))
+        {
+            // Lanes t and t + 8 sit in vectors i and i + 2; then t and t + 4 in the two sums.
+            var low = Unsafe.As<TV, Vector128<float>>(ref Unsafe.AsRef(in acc[0])) + Unsafe.As<TV, Vector128<float>>(ref Unsafe.AsRef(in acc[2]));
+            var high = Unsafe.As<TV, Vector128<float>>(ref Unsafe.AsRef(in acc[1])) + Unsafe.As<TV, Vector128<float>>(ref Unsafe.AsRef(in acc[3]));
+            return SumLanes4(low + high);
+        }
+
         for (int i = 0; i < acc.Length; i++)
         {
             TL.StoreLanes(acc[i], lanes16.Slice(i * TL.Count, TL.Count));
@@ -360,6 +381,18 @@ internal static class TileKernels<TL, TV>
         }
 
         return lanes16[0];
+    }
+
+    /// <summary>Lanes 0..7 after the first step of <see cref="SumLanes"/>: t + t+4, then the rest.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float SumLanes8(Vector256<float> x) => SumLanes4(x.GetLower() + x.GetUpper());
+
+    /// <summary>Lanes 0..3: t + t+2, then lane 0 + lane 1.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float SumLanes4(Vector128<float> y)
+    {
+        var z = y + Vector128.Shuffle(y, Vector128.Create(2, 3, 0, 1));
+        return z.ToScalar() + z.GetElement(1);
     }
 
     /// <summary>
