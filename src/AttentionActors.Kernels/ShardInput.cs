@@ -279,7 +279,8 @@ public sealed record ShardInput(
             var q = AttentionTensor.Window(g.QueryShape, MemoryOf(Q.Slice(i * RowCount * d, RowCount * d)), Batch, h, RowStart, RowCount);
             var k = AttentionTensor.Window(g.KeyShape, MemoryOf(K.Slice(kvi * keys * d, keys * d)), Batch, h / g.GroupSize, j0, keys);
             var v = AttentionTensor.Window(g.ValueShape, Memory<float>.Empty, Batch, h / g.GroupSize, j0, 0);
-            var mask = MaskWindow(Mask.Slice(Math.Min(i, Math.Max(planes - 1, 0)) * RowCount * keys, planes == 0 ? 0 : RowCount * keys), h, j0, keys);
+            // One plane per head with a per-head mask, else the one plane every head reads.
+            var mask = planes == 0 ? null : MaskWindow(Mask.Slice((planes == 1 ? 0 : i) * RowCount * keys, RowCount * keys), h, j0, keys);
             problems[i] = AttentionProblem.Create(g, q, k, v, mask);
         }
 

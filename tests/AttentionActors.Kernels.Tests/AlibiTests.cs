@@ -58,16 +58,10 @@ public class AlibiTests
         "causal top-left" => (1, 3, 3, 200, 200, new AttentionOptions { AlibiSlopes = AttentionOptions.DefaultAlibiSlopes(3), Causal = true, BlockSize = 64 }),
         "causal bottom-right cross" => (1, 2, 2, 100, 260, new AttentionOptions { AlibiSlopes = [0.5f, 0.125f], Causal = true, Alignment = DiagonalAlignment.BottomRight, BlockSize = 32 }),
         "cosine" => (1, 2, 2, 80, 80, new AttentionOptions { AlibiSlopes = [0.2f, 0.9f], Score = ScoreFunction.Cosine, Temperature = 0.1f, BlockSize = 16 }),
-        "additive" => (1, 2, 2, 60, 90, new AttentionOptions { AlibiSlopes = [0.2f, 0.4f], Alignment = DiagonalAlignment.BottomRight, Score = ScoreFunction.Additive, Additive = new AdditiveParameters(Draw(48, 1), Draw(48, 2), Draw(6, 3)), BlockSize = 16 }),
+        "additive" => (1, 2, 2, 60, 90, new AttentionOptions { AlibiSlopes = [0.2f, 0.4f], Alignment = DiagonalAlignment.BottomRight, Score = ScoreFunction.Additive, Additive = new AdditiveParameters(TestData.Uniform(48, 1), TestData.Uniform(48, 2), TestData.Uniform(6, 3)), BlockSize = 16 }),
         "gaussian" => (1, 2, 1, 90, 60, new AttentionOptions { AlibiSlopes = [0.1f, 0.6f], Alignment = DiagonalAlignment.TopLeft, Score = ScoreFunction.Gaussian, Sigma = 2f, BlockSize = 16 }),
         _ => (1, 2, 2, 120, 120, new AttentionOptions { AlibiSlopes = [-0.05f, 0.25f], SoftCap = 5f, Window = (30, 30), BlockSize = 16 }),
     };
-
-    private static float[] Draw(int count, int seed)
-    {
-        var rng = new Random(seed);
-        return [.. Enumerable.Range(0, count).Select(_ => (float)((rng.NextDouble() * 2) - 1) * 0.5f)];
-    }
 
     [Theory]
     [MemberData(nameof(Cases))]

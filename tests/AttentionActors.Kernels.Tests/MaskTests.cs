@@ -20,7 +20,7 @@ public class MaskTests
             "documents, padding" => (2, 2, 1, 160, 160, new AttentionOptions { KeyLengths = [160, 101], BlockSize = 16 }, 1, 1),
             "holes in blocks" => (1, 2, 2, 100, 256, new AttentionOptions { BlockSize = 32 }, 1, 2),
             "cosine alibi" => (1, 2, 2, 80, 80, new AttentionOptions { Score = ScoreFunction.Cosine, Temperature = 0.2f, AlibiSlopes = [0.1f, 0.3f], BlockSize = 16 }, 1, 1),
-            "additive score soft cap" => (1, 2, 2, 60, 90, new AttentionOptions { Score = ScoreFunction.Additive, Additive = new AdditiveParameters(Draw(48, 1), Draw(48, 2), Draw(6, 3)), SoftCap = 3f, BlockSize = 16 }, 1, 2),
+            "additive score soft cap" => (1, 2, 2, 60, 90, new AttentionOptions { Score = ScoreFunction.Additive, Additive = new AdditiveParameters(TestData.Uniform(48, 1), TestData.Uniform(48, 2), TestData.Uniform(6, 3)), SoftCap = 3f, BlockSize = 16 }, 1, 2),
             "gaussian per batch" => (3, 2, 1, 50, 75, new AttentionOptions { Score = ScoreFunction.Gaussian, Sigma = 2f, BlockSize = 16 }, 3, 1),
             _ => (1, 2, 2, 96, 96, new AttentionOptions { Causal = true, BlockSize = 16 }, 1, 2),
         };
@@ -48,12 +48,6 @@ public class MaskTests
 
         var mask = AttentionMask.Additive(values, mb, mh, nq, nk);
         return (AttentionProblem.Create(q, k, v, options, mask), mask);
-    }
-
-    private static float[] Draw(int count, int seed)
-    {
-        var rng = new Random(seed);
-        return [.. Enumerable.Range(0, count).Select(_ => (float)((rng.NextDouble() * 2) - 1) * 0.5f)];
     }
 
     [Theory]

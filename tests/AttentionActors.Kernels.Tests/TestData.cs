@@ -17,6 +17,13 @@ internal static class TestData
         return AttentionTensor.FromArray(name, data, b, h, n, d);
     }
 
+    /// <summary><paramref name="count"/> seeded values uniform in [−0.5, 0.5) (small weights, e.g. additive scores').</summary>
+    public static float[] Uniform(int count, int seed)
+    {
+        var rng = new Random(seed);
+        return [.. Enumerable.Range(0, count).Select(_ => (float)((rng.NextDouble() * 2) - 1) * 0.5f)];
+    }
+
     public static float Gaussian(Random rng)
     {
         double u1 = 1.0 - rng.NextDouble();
