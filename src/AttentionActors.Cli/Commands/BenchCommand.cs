@@ -13,11 +13,20 @@ namespace AttentionActors.Cli.Commands;
 /// </summary>
 internal static class BenchCommand
 {
+    private const int DefaultHeads = 8;
+
+    private static readonly int[] DefaultSeqs = [1024, 4096, 16384];
+
+    private static readonly int[] DefaultDims = [64, 128];
+
     public static Command Create()
     {
-        var seqs = new Option<int[]>("--seq") { Description = "Sequence lengths N (Nq = Nk)", DefaultValueFactory = _ => [1024, 4096, 16384], AllowMultipleArgumentsPerToken = true };
-        var dims = new Option<int[]>("--dim") { Description = "Head dims d", DefaultValueFactory = _ => [64, 128], AllowMultipleArgumentsPerToken = true };
-        var heads = new Option<int>("--heads") { Description = "Heads H", DefaultValueFactory = _ => 8 };
+        var seqs = new Option<int[]>("--seq") { Description = "Sequence lengths N (Nq = Nk; with --decode, Nk) [1024 4096 16384; 65536 with --decode]", AllowMultipleArgumentsPerToken = true };
+        var dims = new Option<int[]>("--dim") { Description = "Head dims d [64 128; 128 with --decode]", AllowMultipleArgumentsPerToken = true };
+        var heads = new Option<int?>("--heads") { Description = "Query heads H [8; 32 with --decode]" };
+        var decode = new Option<bool>("--decode") { Description = "Time decoding steps instead: --query-rows rows per head against Nk cached keys, reported as K/V GB/s against the measured memory bandwidth" };
+        var queryRows = new Option<int[]>("--query-rows") { Description = "With --decode: query rows Nq per head", DefaultValueFactory = _ => [1, 16], AllowMultipleArgumentsPerToken = true };
+        var kvHeads = new Option<int?>("--kv-heads") { Description = "With --decode: key/value heads (H/H_kv query heads share each) [8]" };
         var threads = new Option<int[]>("--threads") { Description = "Thread counts", DefaultValueFactory = _ => [1, 2], AllowMultipleArgumentsPerToken = true };
         var repeat = new Option<int>("--repeat") { Description = "Minimum timed runs per configuration; short ones repeat to fill about a second (the median is reported)", DefaultValueFactory = _ => 3 };
         var causal = new Option<bool>("--causal") { Description = "Also time the causal mask and report causal/dense time" };
@@ -30,18 +39,25 @@ internal static class BenchCommand
         var cluster = new Option<bool>("--cluster") { Description = "Time the embedded pipeline against a local cluster of processes (1 coordinator+reducer, --workers workers of 1 thread) on a broker of its own, or on --broker" };
         var command = new Command("bench", "Measure the single-node kernel (GFLOP/s, peak memory), verified against the reference first; or, with --pipeline, the embedded pipeline against it; or, with --cluster, a local cluster against the embedded pipeline")
         {
-            seqs, dims, heads, threads, repeat, causal, block, checkRows, path, pipeline, workers, maxShardBytes, cluster,
+            seqs, dims, heads, threads, repeat, causal, block, checkRows, path, pipeline, workers, maxShardBytes, cluster, decode, queryRows, kvHeads,
         };
         var broker = BrokerFlags.Add(command);
-        command.SetAction(async r => r.GetValue(cluster)
-            ? await ClusterBench.RunAsync(r.GetValue(seqs)!, r.GetValue(dims)!, r.GetValue(heads), r.GetValue(workers), Math.Max(1, r.GetValue(repeat)), r.GetValue(causal), r.GetValue(block), broker.Given(r) ? broker.Read(r).Where(f => f.Value is not null).ToList() : null)
+        command.SetAction(async r => r.GetValue(decode)
+            ? DecodeBench.Run(
+                r.GetValue(queryRows)!, Given(r.GetValue(seqs), [65536]), Given(r.GetValue(dims), [128]), r.GetValue(heads) ?? 32, r.GetValue(kvHeads) ?? 8, r.GetValue(threads)!,
+                Math.Max(1, r.GetValue(repeat)), r.GetValue(block), r.GetValue(checkRows), r.GetValue(path))
+            : r.GetValue(cluster)
+            ? await ClusterBench.RunAsync(Given(r.GetValue(seqs), DefaultSeqs), Given(r.GetValue(dims), DefaultDims), r.GetValue(heads) ?? DefaultHeads, r.GetValue(workers), Math.Max(1, r.GetValue(repeat)), r.GetValue(causal), r.GetValue(block), broker.Given(r) ? broker.Read(r).Where(f => f.Value is not null).ToList() : null)
             : r.GetValue(pipeline)
-            ? await PipelineBench.RunAsync(r.GetValue(seqs)!, r.GetValue(dims)!, r.GetValue(heads), r.GetValue(workers), Math.Max(1, r.GetValue(repeat)), r.GetValue(causal), r.GetValue(block), r.GetValue(maxShardBytes))
+            ? await PipelineBench.RunAsync(Given(r.GetValue(seqs), DefaultSeqs), Given(r.GetValue(dims), DefaultDims), r.GetValue(heads) ?? DefaultHeads, r.GetValue(workers), Math.Max(1, r.GetValue(repeat)), r.GetValue(causal), r.GetValue(block), r.GetValue(maxShardBytes))
             : Run(
-                r.GetValue(seqs)!, r.GetValue(dims)!, r.GetValue(heads), r.GetValue(threads)!, Math.Max(1, r.GetValue(repeat)),
+                Given(r.GetValue(seqs), DefaultSeqs), Given(r.GetValue(dims), DefaultDims), r.GetValue(heads) ?? DefaultHeads, r.GetValue(threads)!, Math.Max(1, r.GetValue(repeat)),
                 r.GetValue(causal), r.GetValue(block), r.GetValue(checkRows), r.GetValue(path)));
         return command;
     }
+
+    /// <summary>An unset list option reads as empty: its default then depends on the mode.</summary>
+    private static int[] Given(int[]? values, int[] otherwise) => values is { Length: > 0 } ? values : otherwise;
 
     private static int Run(int[] seqs, int[] dims, int heads, int[] threadCounts, int repeat, bool causal, int block, int checkRows, KernelPath path)
     {
@@ -90,7 +106,7 @@ internal static class BenchCommand
     }
 
     /// <summary>Median of at least <paramref name="repeat"/> runs, and of enough runs to fill about a second.</summary>
-    private static double Median(AttentionProblem problem, ComputeOptions settings, int repeat)
+    internal static double Median(AttentionProblem problem, ComputeOptions settings, int repeat)
     {
         var times = new List<double>();
         double total = 0;
