@@ -19,7 +19,7 @@ public sealed record AttentionResult(AttentionTensor Output, float[] Lse)
 /// Exact attention on one node: <c>out_i = Σ_j softmax_j(s_ij) v_j</c> computed block by block with
 /// online softmax and merged in the canonical tree, so the bits equal those of any sharded run.
 /// </summary>
-public static class Attention
+public static partial class Attention
 {
     /// <summary>Validates and computes in one call.</summary>
     public static AttentionResult Compute(AttentionTensor q, AttentionTensor k, AttentionTensor v, AttentionOptions? options = null, ComputeOptions? settings = null, CancellationToken cancellationToken = default)
@@ -33,6 +33,11 @@ public static class Attention
     {
         ArgumentNullException.ThrowIfNull(problem);
         settings ??= new ComputeOptions();
+        if (SplitsKeys(problem))
+        {
+            return ComputeSplitKeys(problem, settings, progress, cancellationToken);
+        }
+
         var output = AttentionTensor.Zeros("out", problem.Batch, problem.Heads, problem.QuerySeq, problem.ValueDim);
         var lse = new float[problem.Batch * problem.Heads * problem.QuerySeq];
         var entropy = problem.Options.Entropy ? new float[lse.Length] : null;
@@ -226,14 +231,14 @@ public static class Attention
     }
 
     /// <summary>Computes a panel of a shard and copies its tree nodes into the shard's partial set.</summary>
-    private readonly record struct CollectPanel(AttentionProblem P, KeyPack Keys, PartialSet Set, int B, int H, int RowStart, int SetRow, int Rows, int First, int End) : IPanelJob
+    private readonly record struct CollectPanel(AttentionProblem P, KeyPack Keys, PartialSet Set, int B, int H, int RowStart, int SetRow, int Rows, int First, int End, int HeadRows = 0) : IPanelJob
     {
         public void Run<TL, TV>()
             where TL : ILanes<TV>
             where TV : unmanaged
         {
             var ws = WorkspaceFor(P, First, End);
-            int count = PanelKernel<TL, TV>.Run(P, ws, Keys, B, H, RowStart, Rows, First, End);
+            int count = PanelKernel<TL, TV>.Run(P, ws, Keys, B, H, RowStart, Rows, First, End, HeadRows);
             if (count != Set.Nodes.Length)
             {
                 throw new InvalidOperationException($"panel produced {count} tree nodes where the range decomposes into {Set.Nodes.Length}");

@@ -1,3 +1,6 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
 namespace AttentionActors.Kernels.Tiles;
 
 /// <summary>
@@ -101,11 +104,21 @@ internal sealed class KeyPack : IDisposable
         ref float s = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(src);
         ref float t = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(dst);
 
-        // 8 keys at a time: eight sequential reads per row, eight contiguous writes per dim.
+        // 8 keys at a time: 8×8 tiles transposed in registers where AVX has the shuffles, else
+        // eight sequential reads per row and eight contiguous writes per dim.
         int j = 0;
         for (; j + 8 <= n; j += 8)
         {
-            for (int k = 0; k < d; k++)
+            int k = 0;
+            if (Avx.IsSupported)
+            {
+                for (; k + 8 <= d; k += 8)
+                {
+                    Transpose8x8(ref System.Runtime.CompilerServices.Unsafe.Add(ref s, (j * d) + k), d, ref System.Runtime.CompilerServices.Unsafe.Add(ref t, (k * ld) + j), ld);
+                }
+            }
+
+            for (; k < d; k++)
             {
                 ref float col = ref System.Runtime.CompilerServices.Unsafe.Add(ref t, (k * ld) + j);
                 for (int u = 0; u < 8; u++)
@@ -122,6 +135,46 @@ internal sealed class KeyPack : IDisposable
                 dst[(k * ld) + j] = src[(j * d) + k];
             }
         }
+    }
+
+    /// <summary>dst[c, u] = src[u, c] for an 8×8 tile: unpack pairs of rows, shuffle pairs of pairs, swap 128-bit halves.</summary>
+    private static void Transpose8x8(ref float src, int srcStride, ref float dst, int dstStride)
+    {
+        var r0 = Vector256.LoadUnsafe(ref src);
+        var r1 = Vector256.LoadUnsafe(ref src, (nuint)srcStride);
+        var r2 = Vector256.LoadUnsafe(ref src, (nuint)(2 * srcStride));
+        var r3 = Vector256.LoadUnsafe(ref src, (nuint)(3 * srcStride));
+        var r4 = Vector256.LoadUnsafe(ref src, (nuint)(4 * srcStride));
+        var r5 = Vector256.LoadUnsafe(ref src, (nuint)(5 * srcStride));
+        var r6 = Vector256.LoadUnsafe(ref src, (nuint)(6 * srcStride));
+        var r7 = Vector256.LoadUnsafe(ref src, (nuint)(7 * srcStride));
+
+        var t0 = Avx.UnpackLow(r0, r1);
+        var t1 = Avx.UnpackHigh(r0, r1);
+        var t2 = Avx.UnpackLow(r2, r3);
+        var t3 = Avx.UnpackHigh(r2, r3);
+        var t4 = Avx.UnpackLow(r4, r5);
+        var t5 = Avx.UnpackHigh(r4, r5);
+        var t6 = Avx.UnpackLow(r6, r7);
+        var t7 = Avx.UnpackHigh(r6, r7);
+
+        var u0 = Avx.Shuffle(t0, t2, 0x44);
+        var u1 = Avx.Shuffle(t0, t2, 0xEE);
+        var u2 = Avx.Shuffle(t1, t3, 0x44);
+        var u3 = Avx.Shuffle(t1, t3, 0xEE);
+        var u4 = Avx.Shuffle(t4, t6, 0x44);
+        var u5 = Avx.Shuffle(t4, t6, 0xEE);
+        var u6 = Avx.Shuffle(t5, t7, 0x44);
+        var u7 = Avx.Shuffle(t5, t7, 0xEE);
+
+        Avx.Permute2x128(u0, u4, 0x20).StoreUnsafe(ref dst);
+        Avx.Permute2x128(u1, u5, 0x20).StoreUnsafe(ref dst, (nuint)dstStride);
+        Avx.Permute2x128(u2, u6, 0x20).StoreUnsafe(ref dst, (nuint)(2 * dstStride));
+        Avx.Permute2x128(u3, u7, 0x20).StoreUnsafe(ref dst, (nuint)(3 * dstStride));
+        Avx.Permute2x128(u0, u4, 0x31).StoreUnsafe(ref dst, (nuint)(4 * dstStride));
+        Avx.Permute2x128(u1, u5, 0x31).StoreUnsafe(ref dst, (nuint)(5 * dstStride));
+        Avx.Permute2x128(u2, u6, 0x31).StoreUnsafe(ref dst, (nuint)(6 * dstStride));
+        Avx.Permute2x128(u3, u7, 0x31).StoreUnsafe(ref dst, (nuint)(7 * dstStride));
     }
 
     /// <summary>The packed features of one key for the cosine (k/‖k‖) and additive (W_kᵀ k) scores.</summary>

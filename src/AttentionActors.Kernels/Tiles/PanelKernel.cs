@@ -21,20 +21,30 @@ internal static class PanelKernel<TL, TV>
 
     private static bool WideTiles => PanelKernelShape.WideTiles;
 
-    /// <summary>Runs the panel and returns how many nodes it left on <paramref name="ws"/>'s stack.</summary>
-    public static int Run(AttentionProblem p, Workspace ws, KeyPack keys, int b, int h, int rowStart, int rows, int blockStart, int blockEnd)
+    /// <summary>
+    /// Runs the panel and returns how many nodes it left on <paramref name="ws"/>'s stack. With
+    /// <paramref name="headRows"/> below <paramref name="rows"/>, the panel stacks query heads of one
+    /// K/V group: row r is query <c>rowStart + r mod headRows</c> of head <c>h + r / headRows</c>
+    /// (their Q rows are adjacent when the heads' rows are whole). Every element is computed as for
+    /// its own head's panel, so stacking changes which rows share a tile, never a bit.
+    /// </summary>
+    public static int Run(AttentionProblem p, Workspace ws, KeyPack keys, int b, int h, int rowStart, int rows, int blockStart, int blockEnd, int headRows = 0)
     {
-        var o = p.Options;
+        headRows = headRows <= 0 ? rows : headRows;
         int kvh = h / p.GroupSize;
         int dv = p.ValueDim;
-        bool entropy = o.Entropy;
+        bool entropy = p.Options.Entropy;
         int depth = keys.Depth;
-        var mods = Modifiers(p, b, h);
+        Span<RowModifiers> mods = stackalloc RowModifiers[(rows + headRows - 1) / headRows];
+        for (int g = 0; g < mods.Length; g++)
+        {
+            mods[g] = Modifiers(p, b, h + g);
+        }
 
-        ref float q = ref PrepareQueries(p, ws, b, h, rowStart, rows, depth, out nint qStride);
+        ref float q = ref PrepareQueries(p, ws, b, h, rowStart, rows, depth, out nint qStride, headRows);
         for (int r = 0; r < rows; r++)
         {
-            (ws.RowLo[r], ws.RowHi[r]) = p.VisibleKeys(b, rowStart + r);
+            (ws.RowLo[r], ws.RowHi[r]) = p.VisibleKeys(b, rowStart + (r % headRows));
         }
 
         var vData = p.V.Data.Span;
@@ -45,7 +55,7 @@ internal static class PanelKernel<TL, TV>
             int n = Math.Min(p.BlockSize, p.KeySeq - j0);
             int bp = (n + 15) & ~15;
             int slot = nodes;
-            if (!NarrowToBlock(p, ws, b, h, rowStart, 0, rows, j0, n))
+            if (!NarrowToBlock(p, ws, b, h, rowStart, 0, rows, j0, n, headRows))
             {
                 FillIdentity(ws, slot, 0, rows);
             }
@@ -72,9 +82,10 @@ internal static class PanelKernel<TL, TV>
                     for (int r = 0; r < mr; r++)
                     {
                         int row = r0 + r;
+                        int i = rowStart + (row % headRows), stacked = row / headRows;
                         ref float sRow = ref ws.S[r * bp];
-                        TileKernels<TL, TV>.PrepareRow(ref sRow, cLo, cHi, mods, j0 - (rowStart + row), ws.BlockLo[row], ws.BlockHi[row], n);
-                        AddMask(p, ws, b, h, rowStart + row, row, j0, ref sRow);
+                        TileKernels<TL, TV>.PrepareRow(ref sRow, cLo, cHi, mods[stacked], j0 - i, ws.BlockLo[row], ws.BlockHi[row], n);
+                        AddMask(p, ws, b, h + stacked, i, row, j0, ref sRow);
                         int at = ws.Index(slot, row);
                         ws.StackM[at] = TileKernels<TL, TV>.SoftmaxRow(ref sRow, ref ws.P[r * bp], cLo, cHi, ws.Lanes16, out ws.StackL[at]);
                         if (entropy)
@@ -159,7 +170,7 @@ internal static class PanelKernel<TL, TV>
     /// and last it does not mask; empty as [0, 0)). Returns whether any of them sees a key. Narrowing
     /// only drops keys that are −∞ anyway, so it changes work, never bits.
     /// </summary>
-    private static bool NarrowToBlock(AttentionProblem p, Workspace ws, int b, int h, int rowStart, int r0, int count, int j0, int n)
+    private static bool NarrowToBlock(AttentionProblem p, Workspace ws, int b, int h, int rowStart, int r0, int count, int j0, int n, int headRows = int.MaxValue)
     {
         var mask = p.Mask;
         bool any = false;
@@ -168,7 +179,7 @@ internal static class PanelKernel<TL, TV>
             int lo = Math.Max(ws.RowLo[r], j0), hi = Math.Min(ws.RowHi[r], j0 + n);
             if (mask is not null && lo < hi)
             {
-                (lo, hi) = mask.Allowed(b, h, rowStart + r, lo, hi);
+                (lo, hi) = mask.Allowed(b, h + (r / headRows), rowStart + (r % headRows), lo, hi);
             }
 
             (ws.BlockLo[r], ws.BlockHi[r]) = lo < hi ? (lo - j0, hi - j0) : (0, 0);
@@ -326,13 +337,17 @@ internal static class PanelKernel<TL, TV>
         }
     }
 
-    /// <summary>The query rows the score kernel reads: Q itself, or normalized / projected copies.</summary>
-    public static ref float PrepareQueries(AttentionProblem p, Workspace ws, int b, int h, int rowStart, int rows, int depth, out nint stride)
+    /// <summary>
+    /// The query rows the score kernel reads: Q itself, or copies (normalized / projected for the
+    /// cosine / additive scores, or gathered when stacked heads' rows are not adjacent in Q).
+    /// </summary>
+    public static ref float PrepareQueries(AttentionProblem p, Workspace ws, int b, int h, int rowStart, int rows, int depth, out nint stride, int headRows = int.MaxValue)
     {
         var qData = p.Q.Data.Span;
         int dk = p.KeyDim;
         var score = p.Options.Score;
-        if (score is ScoreFunction.Dot or ScoreFunction.Gaussian)
+        bool adjacent = headRows >= rows || (rowStart == 0 && headRows == p.QuerySeq && !p.Q.IsWindow);
+        if (score is ScoreFunction.Dot or ScoreFunction.Gaussian && adjacent)
         {
             stride = dk;
             return ref Unsafe.Add(ref MemoryMarshal.GetReference(qData), (nint)p.Q.RowOffset(b, h, rowStart));
@@ -341,9 +356,13 @@ internal static class PanelKernel<TL, TV>
         stride = depth;
         for (int r = 0; r < rows; r++)
         {
-            var query = qData.Slice((int)p.Q.RowOffset(b, h, rowStart + r), dk);
+            var query = qData.Slice((int)p.Q.RowOffset(b, h + (r / headRows), rowStart + (r % headRows)), dk);
             var dst = ws.QPanel.AsSpan(r * depth, depth);
-            if (score == ScoreFunction.Cosine)
+            if (score is ScoreFunction.Dot or ScoreFunction.Gaussian)
+            {
+                query.CopyTo(dst);
+            }
+            else if (score == ScoreFunction.Cosine)
             {
                 float inv = AttentionProblem.CosineInverseNorm(query);
                 for (int k = 0; k < dk; k++)
