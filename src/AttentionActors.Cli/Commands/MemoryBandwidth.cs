@@ -8,32 +8,30 @@ namespace AttentionActors.Cli.Commands;
 /// own contiguous part of a buffer far larger than the caches, with independent vector accumulators
 /// so the loads, not the adds, set the pace.
 /// </summary>
-internal static class MemoryBandwidth
+internal sealed class MemoryBandwidth
 {
-    /// <summary>Median bytes per second (1e9 = 1 GB/s) of <paramref name="passes"/> reads of <paramref name="bytes"/> on <paramref name="threads"/> threads.</summary>
-    public static double Measure(long bytes, int threads, int passes = 7)
+    private readonly float[] data;
+
+    /// <summary>Allocates the buffer and touches every page, so passes read memory instead of faulting it in.</summary>
+    public MemoryBandwidth(long bytes)
     {
-        int length = (int)Math.Min(bytes / sizeof(float), Array.MaxLength);
-        var data = GC.AllocateUninitializedArray<float>(length);
-
-        // Touch every page first, so the timed passes read memory instead of faulting it in.
+        data = GC.AllocateUninitializedArray<float>((int)Math.Min(bytes / sizeof(float), Array.MaxLength));
         data.AsSpan().Fill(1f);
-        var times = new List<double>();
-        for (int pass = 0; pass < passes; pass++)
-        {
-            var sums = new float[threads];
-            var sw = Stopwatch.StartNew();
-            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
-            {
-                long lo = (long)length * t / threads, hi = (long)length * (t + 1) / threads;
-                sums[t] = Sum(data.AsSpan((int)lo, (int)(hi - lo)));
-            });
-            times.Add(sw.Elapsed.TotalSeconds);
-            GC.KeepAlive(sums);
-        }
+    }
 
-        times.Sort();
-        return length * (double)sizeof(float) / times[times.Count / 2];
+    /// <summary>Bytes per second of one read of the whole buffer on <paramref name="threads"/> threads.</summary>
+    public double Pass(int threads)
+    {
+        var sums = new float[threads];
+        var sw = Stopwatch.StartNew();
+        Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+        {
+            long lo = (long)data.Length * t / threads, hi = (long)data.Length * (t + 1) / threads;
+            sums[t] = Sum(data.AsSpan((int)lo, (int)(hi - lo)));
+        });
+        double seconds = sw.Elapsed.TotalSeconds;
+        GC.KeepAlive(sums);
+        return data.Length * (double)sizeof(float) / seconds;
     }
 
     private static float Sum(ReadOnlySpan<float> span)
