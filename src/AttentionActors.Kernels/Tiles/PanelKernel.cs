@@ -21,6 +21,9 @@ internal static class PanelKernel<TL, TV>
 
     private static bool WideTiles => PanelKernelShape.WideTiles;
 
+    /// <summary>Rows per register tile of the attention pass: 8 where 32 vector registers hold 8×2 tiles, else 4.</summary>
+    private static int TileStep => WideTiles ? PanelKernelShape.MaxTileRows : Mr;
+
     /// <summary>
     /// Runs the panel and returns how many nodes it left on <paramref name="ws"/>'s stack. With
     /// <paramref name="headRows"/> below <paramref name="rows"/>, the panel stacks query heads of one
@@ -63,9 +66,9 @@ internal static class PanelKernel<TL, TV>
             {
                 ref float kt = ref keys.Data[keys.Offset(kb)];
                 ref float v = ref Unsafe.Add(ref MemoryMarshal.GetReference(vData), (nint)p.V.RowOffset(b, kvh, j0));
-                for (int r0 = 0; r0 < rows; r0 += Mr)
+                for (int r0 = 0; r0 < rows; r0 += TileStep)
                 {
-                    int mr = Math.Min(Mr, rows - r0);
+                    int mr = Math.Min(TileStep, rows - r0);
                     if (!AnyVisible(ws, r0, mr))
                     {
                         FillIdentity(ws, slot, r0, mr);
@@ -263,28 +266,48 @@ internal static class PanelKernel<TL, TV>
         where TS : struct
     {
         int w = TL.Count;
-        int c = cLo;
-        if (mr == Mr)
+        int r = 0;
+        for (; WideTiles && r + (2 * Mr) <= mr; r += 2 * Mr)
         {
-            for (; WideTiles && c + (4 * w) <= cHi; c += 4 * w)
-            {
-                TileKernels<TL, TV>.Score4x4<TS>(ref q, qStride, depth, ref Unsafe.Add(ref kt, c), bp, ref ws.S[c], bp);
-            }
-
+            ref float qr = ref Unsafe.Add(ref q, r * qStride);
+            ref float sr = ref ws.S[r * bp];
+            int c = cLo;
             for (; c + (2 * w) <= cHi; c += 2 * w)
             {
-                TileKernels<TL, TV>.Score4x2<TS>(ref q, qStride, depth, ref Unsafe.Add(ref kt, c), bp, ref ws.S[c], bp);
+                TileKernels<TL, TV>.Score8x2<TS>(ref qr, qStride, depth, ref Unsafe.Add(ref kt, c), bp, ref Unsafe.Add(ref sr, c), bp);
             }
 
             for (; c < cHi; c += w)
             {
-                TileKernels<TL, TV>.Score4x1<TS>(ref q, qStride, depth, ref Unsafe.Add(ref kt, c), bp, ref ws.S[c], bp);
+                TileKernels<TL, TV>.Score4x1<TS>(ref qr, qStride, depth, ref Unsafe.Add(ref kt, c), bp, ref Unsafe.Add(ref sr, c), bp);
+                TileKernels<TL, TV>.Score4x1<TS>(ref Unsafe.Add(ref qr, Mr * qStride), qStride, depth, ref Unsafe.Add(ref kt, c), bp, ref Unsafe.Add(ref sr, (Mr * bp) + c), bp);
             }
         }
 
-        for (; c < cHi; c += w)
+        for (; r + Mr <= mr; r += Mr)
         {
-            for (int r = 0; r < mr; r++)
+            ref float qr = ref Unsafe.Add(ref q, r * qStride);
+            ref float sr = ref ws.S[r * bp];
+            int c = cLo;
+            for (; WideTiles && c + (4 * w) <= cHi; c += 4 * w)
+            {
+                TileKernels<TL, TV>.Score4x4<TS>(ref qr, qStride, depth, ref Unsafe.Add(ref kt, c), bp, ref Unsafe.Add(ref sr, c), bp);
+            }
+
+            for (; c + (2 * w) <= cHi; c += 2 * w)
+            {
+                TileKernels<TL, TV>.Score4x2<TS>(ref qr, qStride, depth, ref Unsafe.Add(ref kt, c), bp, ref Unsafe.Add(ref sr, c), bp);
+            }
+
+            for (; c < cHi; c += w)
+            {
+                TileKernels<TL, TV>.Score4x1<TS>(ref qr, qStride, depth, ref Unsafe.Add(ref kt, c), bp, ref Unsafe.Add(ref sr, c), bp);
+            }
+        }
+
+        for (; r < mr; r++)
+        {
+            for (int c = cLo; c < cHi; c += w)
             {
                 TileKernels<TL, TV>.Score1x1<TS>(ref Unsafe.Add(ref q, r * qStride), depth, ref Unsafe.Add(ref kt, c), bp, ref ws.S[(r * bp) + c]);
             }
@@ -300,23 +323,48 @@ internal static class PanelKernel<TL, TV>
         ref float o = ref ws.StackO[ws.Index(slot, r0) * ws.ValueDim];
         ref float p = ref ws.P[keyLo];
         ref float vFirst = ref Unsafe.Add(ref v, keyLo * dv);
-        int c = 0;
-        if (mr == Mr)
+        int r = 0;
+        for (; WideTiles && r + (2 * Mr) <= mr; r += 2 * Mr)
         {
+            ref float pr = ref Unsafe.Add(ref p, r * bp);
+            ref float or = ref Unsafe.Add(ref o, r * oStride);
+            int c = 0;
+            for (; c + (2 * w) <= dv; c += 2 * w)
+            {
+                TileKernels<TL, TV>.Pv8x2(ref pr, bp, n, ref Unsafe.Add(ref vFirst, c), dv, ref Unsafe.Add(ref or, c), oStride);
+            }
+
+            ValueColumns(ref pr, bp, n, ref vFirst, dv, ref or, oStride, 2 * Mr, c);
+        }
+
+        for (; r + Mr <= mr; r += Mr)
+        {
+            ref float pr = ref Unsafe.Add(ref p, r * bp);
+            ref float or = ref Unsafe.Add(ref o, r * oStride);
+            int c = 0;
             for (; WideTiles && c + (4 * w) <= dv; c += 4 * w)
             {
-                TileKernels<TL, TV>.Pv4x4(ref p, bp, n, ref Unsafe.Add(ref vFirst, c), dv, ref Unsafe.Add(ref o, c), oStride);
+                TileKernels<TL, TV>.Pv4x4(ref pr, bp, n, ref Unsafe.Add(ref vFirst, c), dv, ref Unsafe.Add(ref or, c), oStride);
             }
 
             for (; c + (2 * w) <= dv; c += 2 * w)
             {
-                TileKernels<TL, TV>.Pv4x2(ref p, bp, n, ref Unsafe.Add(ref vFirst, c), dv, ref Unsafe.Add(ref o, c), oStride);
+                TileKernels<TL, TV>.Pv4x2(ref pr, bp, n, ref Unsafe.Add(ref vFirst, c), dv, ref Unsafe.Add(ref or, c), oStride);
             }
+
+            ValueColumns(ref pr, bp, n, ref vFirst, dv, ref or, oStride, Mr, c);
         }
 
+        ValueColumns(ref Unsafe.Add(ref p, r * bp), bp, n, ref vFirst, dv, ref Unsafe.Add(ref o, r * oStride), oStride, mr - r, 0);
+    }
+
+    /// <summary>Output columns [c, dv) of <paramref name="rows"/> rows, one vector (then one column) at a time.</summary>
+    private static void ValueColumns(ref float p, int bp, int n, ref float vFirst, int dv, ref float o, nint oStride, int rows, int c)
+    {
+        int w = TL.Count;
         for (; c + w <= dv; c += w)
         {
-            for (int r = 0; r < mr; r++)
+            for (int r = 0; r < rows; r++)
             {
                 TileKernels<TL, TV>.Pv1x1(ref Unsafe.Add(ref p, r * bp), n, ref Unsafe.Add(ref vFirst, c), dv, ref Unsafe.Add(ref o, (r * oStride) + c));
             }
@@ -324,7 +372,7 @@ internal static class PanelKernel<TL, TV>
 
         for (; c < dv; c++)
         {
-            for (int r = 0; r < mr; r++)
+            for (int r = 0; r < rows; r++)
             {
                 float acc = 0f;
                 for (int j = 0; j < n; j++)

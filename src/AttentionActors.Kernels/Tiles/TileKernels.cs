@@ -87,6 +87,66 @@ internal static class TileKernels<TL, TV>
         Store4(ref s, 3 * sStride, w, a30, a31, a32, a33);
     }
 
+    /// <summary>
+    /// S[0..8, 0..2W) for eight query rows and 2W keys: each key vector loaded is used eight times,
+    /// half the loads per FMA of the 4×4 tile (for CPUs with 32 vector registers: 16 accumulators).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Score8x2<TS>(ref float q, nint qStride, int depth, ref float kt, nint ktStride, ref float s, nint sStride)
+        where TS : struct
+    {
+        nint w = TL.Count;
+        ref float q1 = ref Unsafe.Add(ref q, qStride);
+        ref float q2 = ref Unsafe.Add(ref q1, qStride);
+        ref float q3 = ref Unsafe.Add(ref q2, qStride);
+        ref float q4 = ref Unsafe.Add(ref q3, qStride);
+        ref float q5 = ref Unsafe.Add(ref q4, qStride);
+        ref float q6 = ref Unsafe.Add(ref q5, qStride);
+        ref float q7 = ref Unsafe.Add(ref q6, qStride);
+        TV a00 = default, a01 = default, a10 = default, a11 = default, a20 = default, a21 = default, a30 = default, a31 = default;
+        TV a40 = default, a41 = default, a50 = default, a51 = default, a60 = default, a61 = default, a70 = default, a71 = default;
+        ref float kr = ref kt;
+        for (nint k = 0; k < depth; k++)
+        {
+            var k0 = TL.Load(ref kr, 0);
+            var k1 = TL.Load(ref kr, w);
+            kr = ref Unsafe.Add(ref kr, ktStride);
+            var b = TL.Splat(Unsafe.Add(ref q, k));
+            a00 = Step<TS>(b, k0, a00);
+            a01 = Step<TS>(b, k1, a01);
+            b = TL.Splat(Unsafe.Add(ref q1, k));
+            a10 = Step<TS>(b, k0, a10);
+            a11 = Step<TS>(b, k1, a11);
+            b = TL.Splat(Unsafe.Add(ref q2, k));
+            a20 = Step<TS>(b, k0, a20);
+            a21 = Step<TS>(b, k1, a21);
+            b = TL.Splat(Unsafe.Add(ref q3, k));
+            a30 = Step<TS>(b, k0, a30);
+            a31 = Step<TS>(b, k1, a31);
+            b = TL.Splat(Unsafe.Add(ref q4, k));
+            a40 = Step<TS>(b, k0, a40);
+            a41 = Step<TS>(b, k1, a41);
+            b = TL.Splat(Unsafe.Add(ref q5, k));
+            a50 = Step<TS>(b, k0, a50);
+            a51 = Step<TS>(b, k1, a51);
+            b = TL.Splat(Unsafe.Add(ref q6, k));
+            a60 = Step<TS>(b, k0, a60);
+            a61 = Step<TS>(b, k1, a61);
+            b = TL.Splat(Unsafe.Add(ref q7, k));
+            a70 = Step<TS>(b, k0, a70);
+            a71 = Step<TS>(b, k1, a71);
+        }
+
+        Store2(ref s, 0, w, a00, a01);
+        Store2(ref s, sStride, w, a10, a11);
+        Store2(ref s, 2 * sStride, w, a20, a21);
+        Store2(ref s, 3 * sStride, w, a30, a31);
+        Store2(ref s, 4 * sStride, w, a40, a41);
+        Store2(ref s, 5 * sStride, w, a50, a51);
+        Store2(ref s, 6 * sStride, w, a60, a61);
+        Store2(ref s, 7 * sStride, w, a70, a71);
+    }
+
     /// <summary>S[0..4, 0..2W) for four query rows and 2W keys: the tile for CPUs with 16 vector registers.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Score4x2<TS>(ref float q, nint qStride, int depth, ref float kt, nint ktStride, ref float s, nint sStride)
@@ -220,6 +280,62 @@ internal static class TileKernels<TL, TV>
         Store4(ref o, oStride, w, a10, a11, a12, a13);
         Store4(ref o, 2 * oStride, w, a20, a21, a22, a23);
         Store4(ref o, 3 * oStride, w, a30, a31, a32, a33);
+    }
+
+    /// <summary>O[0..8, 0..2W) = Σ_{j &lt; n} P[0..8, j] · V[j, 0..2W): eight rows share each value vector loaded.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Pv8x2(ref float p, nint pStride, int n, ref float v, nint vStride, ref float o, nint oStride)
+    {
+        nint w = TL.Count;
+        ref float p1 = ref Unsafe.Add(ref p, pStride);
+        ref float p2 = ref Unsafe.Add(ref p1, pStride);
+        ref float p3 = ref Unsafe.Add(ref p2, pStride);
+        ref float p4 = ref Unsafe.Add(ref p3, pStride);
+        ref float p5 = ref Unsafe.Add(ref p4, pStride);
+        ref float p6 = ref Unsafe.Add(ref p5, pStride);
+        ref float p7 = ref Unsafe.Add(ref p6, pStride);
+        TV a00 = default, a01 = default, a10 = default, a11 = default, a20 = default, a21 = default, a30 = default, a31 = default;
+        TV a40 = default, a41 = default, a50 = default, a51 = default, a60 = default, a61 = default, a70 = default, a71 = default;
+        ref float vr = ref v;
+        for (nint j = 0; j < n; j++)
+        {
+            var v0 = TL.Load(ref vr, 0);
+            var v1 = TL.Load(ref vr, w);
+            vr = ref Unsafe.Add(ref vr, vStride);
+            var b = TL.Splat(Unsafe.Add(ref p, j));
+            a00 = TL.Fma(b, v0, a00);
+            a01 = TL.Fma(b, v1, a01);
+            b = TL.Splat(Unsafe.Add(ref p1, j));
+            a10 = TL.Fma(b, v0, a10);
+            a11 = TL.Fma(b, v1, a11);
+            b = TL.Splat(Unsafe.Add(ref p2, j));
+            a20 = TL.Fma(b, v0, a20);
+            a21 = TL.Fma(b, v1, a21);
+            b = TL.Splat(Unsafe.Add(ref p3, j));
+            a30 = TL.Fma(b, v0, a30);
+            a31 = TL.Fma(b, v1, a31);
+            b = TL.Splat(Unsafe.Add(ref p4, j));
+            a40 = TL.Fma(b, v0, a40);
+            a41 = TL.Fma(b, v1, a41);
+            b = TL.Splat(Unsafe.Add(ref p5, j));
+            a50 = TL.Fma(b, v0, a50);
+            a51 = TL.Fma(b, v1, a51);
+            b = TL.Splat(Unsafe.Add(ref p6, j));
+            a60 = TL.Fma(b, v0, a60);
+            a61 = TL.Fma(b, v1, a61);
+            b = TL.Splat(Unsafe.Add(ref p7, j));
+            a70 = TL.Fma(b, v0, a70);
+            a71 = TL.Fma(b, v1, a71);
+        }
+
+        Store2(ref o, 0, w, a00, a01);
+        Store2(ref o, oStride, w, a10, a11);
+        Store2(ref o, 2 * oStride, w, a20, a21);
+        Store2(ref o, 3 * oStride, w, a30, a31);
+        Store2(ref o, 4 * oStride, w, a40, a41);
+        Store2(ref o, 5 * oStride, w, a50, a51);
+        Store2(ref o, 6 * oStride, w, a60, a61);
+        Store2(ref o, 7 * oStride, w, a70, a71);
     }
 
     /// <summary>O[0..4, 0..2W) = Σ_{j &lt; n} P[0..4, j] · V[j, 0..2W): the tile for CPUs with 16 vector registers.</summary>

@@ -38,8 +38,8 @@ internal sealed class Workspace
 
     private void Ensure(int depth, int bp, int panelRows, int valueDim, int maxSlots)
     {
-        Grow(ref S, PanelKernelShape.TileRows * bp);
-        Grow(ref P, PanelKernelShape.TileRows * bp);
+        Grow(ref S, PanelKernelShape.MaxTileRows * bp);
+        Grow(ref P, PanelKernelShape.MaxTileRows * bp);
         Grow(ref QPanel, panelRows * depth);
         Grow(ref StackM, maxSlots * panelRows);
         Grow(ref StackL, maxSlots * panelRows);
@@ -81,8 +81,11 @@ internal static class PanelKernelShape
     /// <summary>Query rows a panel shares one packed key block across (L2-resident Kt, V, Q).</summary>
     public const int PanelRows = 128;
 
-    /// <summary>Query rows of a register tile.</summary>
+    /// <summary>Query rows of the smaller register tile (4×2 and 4×4; the inspection kernels' tiles).</summary>
     public const int TileRows = 4;
+
+    /// <summary>Query rows of the larger register tile (8×2, with <see cref="WideTiles"/>).</summary>
+    public const int MaxTileRows = 8;
 
     /// <summary>
     /// 4×4 register tiles keep 21 vectors live: right for 32 vector registers (AVX-512's EVEX
