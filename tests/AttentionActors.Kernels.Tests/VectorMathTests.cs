@@ -70,4 +70,42 @@ public class VectorMathTests
             }
         }
     }
+
+    /// <summary>
+    /// Every 331st float in [−90, 88] (about 6.8 million, subnormal results included): the widest
+    /// lanes, which scale by 2^n with one vscalefps where AVX-512 has it, give the scalar bits.
+    /// </summary>
+    [Fact]
+    public void Widest_exp_matches_scalar_exp_over_a_sweep_of_bit_patterns()
+    {
+        var xs = new float[16];
+        int filled = 0, checkedCount = 0;
+        void Check()
+        {
+            var v = VectorMath.Exp<Lanes512, Vector512<float>>(Vector512.Create(xs));
+            for (int j = 0; j < filled; j++)
+            {
+                Assert.True(BitConverter.SingleToInt32Bits(VectorMath.Exp(xs[j])) == BitConverter.SingleToInt32Bits(v[j]), $"exp({xs[j]:R}): scalar {VectorMath.Exp(xs[j]):R}, 512-bit {v[j]:R}");
+            }
+
+            checkedCount += filled;
+            filled = 0;
+        }
+
+        // Bit patterns of non-negative floats ascend with their values; negative ones are the same patterns with the sign bit.
+        foreach (var (limit, sign) in new[] { (88f, 0), (90f, int.MinValue) })
+        {
+            for (int bits = 0; bits <= BitConverter.SingleToInt32Bits(limit); bits += 331)
+            {
+                xs[filled++] = BitConverter.Int32BitsToSingle(bits | sign);
+                if (filled == 16)
+                {
+                    Check();
+                }
+            }
+        }
+
+        Check();
+        Assert.True(checkedCount > 6_000_000, $"only {checkedCount} values checked");
+    }
 }

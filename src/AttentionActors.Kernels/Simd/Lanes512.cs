@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace AttentionActors.Kernels.Simd;
 
@@ -49,6 +50,12 @@ internal readonly struct Lanes512 : ILanes<Vector512<float>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> ScaleByPowerOfTwo(Vector512<float> x, Vector512<float> n)
     {
+        // vscalefps is one instruction for x·2^n, rounded once like the product below (n is an integer in [−126, 127] here).
+        if (Avx512F.IsSupported)
+        {
+            return Avx512F.Scale(x, n);
+        }
+
         // 2^n as float bits: (n + 127) << 23.
         var bits = Vector512.ShiftLeft(Vector512.ConvertToInt32(n) + Vector512.Create(127), 23);
         return x * bits.AsSingle();
