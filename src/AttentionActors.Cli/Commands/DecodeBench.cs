@@ -16,9 +16,16 @@ internal static class DecodeBench
 {
     public static int Run(int[] queryRows, int[] keySeqs, int[] dims, int heads, int kvHeads, int[] threadCounts, int repeat, int block, int checkRows, KernelPath path)
     {
-        if (heads <= 0 || kvHeads <= 0 || heads % kvHeads != 0)
+        string? wrong = heads <= 0 || kvHeads <= 0 || heads % kvHeads != 0 ? $"--heads {heads} must be a positive multiple of --kv-heads {kvHeads}"
+            : queryRows.FirstOrDefault(n => n <= 0, 1) <= 0 ? $"--query-rows {string.Join(' ', queryRows)}: every count must be positive"
+            : keySeqs.FirstOrDefault(n => n <= 0, 1) <= 0 ? $"--seq {string.Join(' ', keySeqs)}: every key count must be positive"
+            : dims.FirstOrDefault(n => n <= 0, 1) <= 0 ? $"--dim {string.Join(' ', dims)}: every head dim must be positive"
+            : threadCounts.FirstOrDefault(n => n <= 0, 1) <= 0 ? $"--threads {string.Join(' ', threadCounts)}: every thread count must be positive"
+            : null;
+        if (wrong is not null)
         {
-            throw new UsageException($"--heads {heads} must be a positive multiple of --kv-heads {kvHeads}");
+            Console.Error.WriteLine($"bench: {wrong}");
+            return 2;
         }
 
         Console.WriteLine($"kernel path {Lanes.Resolve(path)}, {Environment.ProcessorCount} cores, block {block}, median of {Math.Max(repeat, 5)} alternating runs");
