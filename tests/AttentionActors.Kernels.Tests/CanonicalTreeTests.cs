@@ -110,6 +110,42 @@ public class CanonicalTreeTests
         }
     }
 
+    /// <summary>
+    /// The tile shape may change between panels (a test above flips it while others run): a panel
+    /// must cover every row with whichever shape it started with. A panel that re-read the shape
+    /// for each step once skipped 4 rows when it flipped from 4-row to 8-row tiles mid-panel.
+    /// </summary>
+    [Fact]
+    public async Task Flipping_the_tile_shape_while_panels_run_does_not_change_the_bits()
+    {
+        var p = Problem(13, 256, 96, new AttentionOptions { BlockSize = 16 }, 2, 1, 8, 8);
+        var expected = Attention.Compute(p, new ComputeOptions { KernelPath = KernelPath.Scalar, Threads = 1 });
+        bool original = Tiles.PanelKernelShape.WideTiles;
+        using var stop = new CancellationTokenSource();
+        var flipper = Task.Run(() =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                Tiles.PanelKernelShape.WideTiles = !Tiles.PanelKernelShape.WideTiles;
+                Thread.SpinWait(50);
+            }
+        });
+        try
+        {
+            for (int run = 0; run < 300; run++)
+            {
+                var actual = Attention.Compute(p, new ComputeOptions { KernelPath = KernelPath.Scalar, Threads = 1 });
+                TestData.AssertBitwise(expected.Output.Data.Span, actual.Output.Data.Span, $"run {run} while the tile shape flips");
+            }
+        }
+        finally
+        {
+            stop.Cancel();
+            await flipper;
+            Tiles.PanelKernelShape.WideTiles = original;
+        }
+    }
+
     [Fact]
     public void Thread_count_does_not_change_the_bits()
     {

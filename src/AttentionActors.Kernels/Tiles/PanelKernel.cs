@@ -51,6 +51,9 @@ internal static class PanelKernel<TL, TV>
         }
 
         var vData = p.V.Data.Span;
+
+        // Read once: the rows must advance by the step their tiles were cut with, even if the shape changes meanwhile.
+        int step = TileStep;
         int nodes = 0;
         for (int kb = blockStart; kb < blockEnd; kb++)
         {
@@ -66,9 +69,9 @@ internal static class PanelKernel<TL, TV>
             {
                 ref float kt = ref keys.Data[keys.Offset(kb)];
                 ref float v = ref Unsafe.Add(ref MemoryMarshal.GetReference(vData), (nint)p.V.RowOffset(b, kvh, j0));
-                for (int r0 = 0; r0 < rows; r0 += TileStep)
+                for (int r0 = 0; r0 < rows; r0 += step)
                 {
-                    int mr = Math.Min(TileStep, rows - r0);
+                    int mr = Math.Min(step, rows - r0);
                     if (!AnyVisible(ws, r0, mr))
                     {
                         FillIdentity(ws, slot, r0, mr);
