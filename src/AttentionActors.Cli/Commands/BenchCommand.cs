@@ -106,7 +106,7 @@ internal static class BenchCommand
     }
 
     /// <summary>Median of at least <paramref name="repeat"/> runs, and of enough runs to fill about a second.</summary>
-    internal static double Median(AttentionProblem problem, ComputeOptions settings, int repeat)
+    private static double Median(AttentionProblem problem, ComputeOptions settings, int repeat)
     {
         var times = new List<double>();
         double total = 0;

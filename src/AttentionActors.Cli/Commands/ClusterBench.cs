@@ -52,19 +52,19 @@ internal static class ClusterBench
                     last = problem;
                     double flops = problem.Geometry.VisibleFlops();
                     var single = Attention.Compute(problem);
-                    bool equal = Same(single, await embedded.ComputeAsync(problem)) && Same(single, await client.ComputeAsync(problem));
+                    bool equal = PipelineBench.Same(single, await embedded.ComputeAsync(problem)) && PipelineBench.Same(single, await client.ComputeAsync(problem));
                     var embeddedTimes = new List<double>();
                     var clusterTimes = new List<double>();
                     long traffic = 0;
                     for (int r = 0; r < repeat; r++)
                     {
                         var watch = Stopwatch.StartNew();
-                        equal &= Same(single, await embedded.ComputeAsync(problem));
+                        equal &= PipelineBench.Same(single, await embedded.ComputeAsync(problem));
                         embeddedTimes.Add(watch.Elapsed.TotalSeconds);
 
                         var before = client.Traffic;
                         watch.Restart();
-                        equal &= Same(single, await client.ComputeAsync(problem));
+                        equal &= PipelineBench.Same(single, await client.ComputeAsync(problem));
                         clusterTimes.Add(watch.Elapsed.TotalSeconds);
                         traffic = client.Traffic.Sent - before.Sent + client.Traffic.Received - before.Received;
                     }
@@ -72,8 +72,8 @@ internal static class ClusterBench
                     allEqual &= equal;
                     var budget = broker.MaxMessageBytes - (256 << 10);
                     long moved = DryRun.BytesMoved(problem.Geometry, ShardPlanner.Plan(problem.Geometry, workers, new PlanOptions { MaxShardBytes = budget })) + (4 * (problem.Q.Shape.Length + problem.K.Shape.Length + problem.V.Shape.Length));
-                    double e = flops / Median(embeddedTimes) / 1e9;
-                    double c = flops / Median(clusterTimes) / 1e9;
+                    double e = flops / PipelineBench.Median(embeddedTimes) / 1e9;
+                    double c = flops / PipelineBench.Median(clusterTimes) / 1e9;
                     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                         $"| {n} | {d} | {heads} | {(causal ? "causal" : "dense")} | {e:F1} | {c:F1} | {c / e:F3} | {traffic / 1048576.0:F0} MiB | {moved / 1048576.0:F0} MiB | {moved / flops:G3} | {(equal ? "yes" : "NO")} |"));
                 }
@@ -146,15 +146,6 @@ internal static class ClusterBench
     {
         string? line = File.Exists($"/proc/{pid}/status") ? File.ReadLines($"/proc/{pid}/status").FirstOrDefault(l => l.StartsWith("VmHWM:", StringComparison.Ordinal)) : null;
         return line is null ? "?" : $"{long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) / 1024.0:F0} MiB";
-    }
-
-    private static bool Same(AttentionResult a, AttentionResult b)
-        => a.Output.Data.Span.SequenceEqual(b.Output.Data.Span) && a.Lse.AsSpan().SequenceEqual(b.Lse);
-
-    private static double Median(List<double> times)
-    {
-        var sorted = times.Order().ToList();
-        return sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[(sorted.Count / 2) - 1] + sorted[sorted.Count / 2]) / 2;
     }
 
     /// <summary>A node process of the bench: this program, run again as <c>attention node</c>.</summary>

@@ -17,10 +17,10 @@ internal static class DecodeBench
     public static int Run(int[] queryRows, int[] keySeqs, int[] dims, int heads, int kvHeads, int[] threadCounts, int repeat, int block, int checkRows, KernelPath path)
     {
         string? wrong = heads <= 0 || kvHeads <= 0 || heads % kvHeads != 0 ? $"--heads {heads} must be a positive multiple of --kv-heads {kvHeads}"
-            : queryRows.FirstOrDefault(n => n <= 0, 1) <= 0 ? $"--query-rows {string.Join(' ', queryRows)}: every count must be positive"
-            : keySeqs.FirstOrDefault(n => n <= 0, 1) <= 0 ? $"--seq {string.Join(' ', keySeqs)}: every key count must be positive"
-            : dims.FirstOrDefault(n => n <= 0, 1) <= 0 ? $"--dim {string.Join(' ', dims)}: every head dim must be positive"
-            : threadCounts.FirstOrDefault(n => n <= 0, 1) <= 0 ? $"--threads {string.Join(' ', threadCounts)}: every thread count must be positive"
+            : queryRows.Any(n => n <= 0) ? $"--query-rows {string.Join(' ', queryRows)}: every count must be positive"
+            : keySeqs.Any(n => n <= 0) ? $"--seq {string.Join(' ', keySeqs)}: every key count must be positive"
+            : dims.Any(n => n <= 0) ? $"--dim {string.Join(' ', dims)}: every head dim must be positive"
+            : threadCounts.Any(n => n <= 0) ? $"--threads {string.Join(' ', threadCounts)}: every thread count must be positive"
             : null;
         if (wrong is not null)
         {
@@ -62,9 +62,9 @@ internal static class DecodeBench
                             ratios.Add(kvBytes / times[^1] / memory[^1]);
                         }
 
-                        double time = Median(times);
+                        double time = PipelineBench.Median(times);
                         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                            $"| {nq} | {nk} | {heads} | {kvHeads} | {d} | {t} | {time:F4} | {problem.DenseFlops / time / 1e9:F1} | {kvBytes / time / 1e9:F1} | {Median(memory) / 1e9:F1} | {Median(ratios):P0} | {check.WorstRatio:F3} |"));
+                            $"| {nq} | {nk} | {heads} | {kvHeads} | {d} | {t} | {time:F4} | {problem.DenseFlops / time / 1e9:F1} | {kvBytes / time / 1e9:F1} | {PipelineBench.Median(memory) / 1e9:F1} | {PipelineBench.Median(ratios):P0} | {check.WorstRatio:F3} |"));
                     }
                 }
             }
@@ -77,11 +77,5 @@ internal static class DecodeBench
         }
 
         return 0;
-    }
-
-    private static double Median(List<double> values)
-    {
-        values.Sort();
-        return values[values.Count / 2];
     }
 }

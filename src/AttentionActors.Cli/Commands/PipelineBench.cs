@@ -70,10 +70,12 @@ internal static class PipelineBench
         return 0;
     }
 
-    private static bool Same(AttentionResult a, AttentionResult b)
+    /// <summary>Whether two results are the same bits (output and lse).</summary>
+    internal static bool Same(AttentionResult a, AttentionResult b)
         => a.Output.Data.Span.SequenceEqual(b.Output.Data.Span) && a.Lse.AsSpan().SequenceEqual(b.Lse);
 
-    private static double Median(List<double> times)
+    /// <summary>The median of timed runs (the mean of the middle two for an even count).</summary>
+    internal static double Median(List<double> times)
     {
         var sorted = times.Order().ToList();
         return sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[(sorted.Count / 2) - 1] + sorted[sorted.Count / 2]) / 2;
