@@ -50,6 +50,7 @@ internal interface ILanes<TV>
     /// <summary>Copies the sign bit of <paramref name="sign"/> onto the non-negative <paramref name="magnitude"/>.</summary>
     static abstract TV WithSignOf(TV magnitude, TV sign);
 
+    /// <summary>The largest lane, for lanes that are never NaN; a zero maximum may come back as −0 or +0.</summary>
     static abstract float MaxAcross(TV value);
 
     static abstract void StoreLanes(TV value, Span<float> destination);

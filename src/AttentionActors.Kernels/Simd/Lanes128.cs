@@ -62,7 +62,12 @@ internal readonly struct Lanes128 : ILanes<Vector128<float>>
     public static Vector128<float> WithSignOf(Vector128<float> magnitude, Vector128<float> sign)
         => magnitude | (sign & Vector128.Create(-0f));
 
-    public static float MaxAcross(Vector128<float> value) => Math.Max(Math.Max(value[0], value[1]), Math.Max(value[2], value[3]));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float MaxAcross(Vector128<float> value)
+    {
+        var m = Vector128.MaxNative(value, Vector128.Shuffle(value, Vector128.Create(2, 3, 0, 1)));
+        return Vector128.MaxNative(m, Vector128.Shuffle(m, Vector128.Create(1, 0, 3, 2))).ToScalar();
+    }
 
     public static void StoreLanes(Vector128<float> value, Span<float> destination) => value.CopyTo(destination);
 }

@@ -62,7 +62,8 @@ internal readonly struct Lanes256 : ILanes<Vector256<float>>
     public static Vector256<float> WithSignOf(Vector256<float> magnitude, Vector256<float> sign)
         => magnitude | (sign & Vector256.Create(-0f));
 
-    public static float MaxAcross(Vector256<float> value) => Math.Max(Lanes128.MaxAcross(value.GetLower()), Lanes128.MaxAcross(value.GetUpper()));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float MaxAcross(Vector256<float> value) => Lanes128.MaxAcross(Vector128.MaxNative(value.GetLower(), value.GetUpper()));
 
     public static void StoreLanes(Vector256<float> value, Span<float> destination) => value.CopyTo(destination);
 }

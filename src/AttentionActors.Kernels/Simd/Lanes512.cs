@@ -69,7 +69,8 @@ internal readonly struct Lanes512 : ILanes<Vector512<float>>
     public static Vector512<float> WithSignOf(Vector512<float> magnitude, Vector512<float> sign)
         => magnitude | (sign & Vector512.Create(-0f));
 
-    public static float MaxAcross(Vector512<float> value) => Math.Max(Lanes256.MaxAcross(value.GetLower()), Lanes256.MaxAcross(value.GetUpper()));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float MaxAcross(Vector512<float> value) => Lanes256.MaxAcross(Vector256.MaxNative(value.GetLower(), value.GetUpper()));
 
     public static void StoreLanes(Vector512<float> value, Span<float> destination) => value.CopyTo(destination);
 }

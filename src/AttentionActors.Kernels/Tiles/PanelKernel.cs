@@ -8,7 +8,7 @@ namespace AttentionActors.Kernels.Tiles;
 
 /// <summary>
 /// One query panel (≤ 128 rows of one batch·head) against a contiguous range of key blocks.
-/// For each block (keys pre-transposed in a <see cref="KeyPack"/>): 1. S = score(Q_tile, K_block) per 4-row tile, 2. logits and mask,
+/// For each block (keys pre-transposed in a <see cref="KeyPack"/>): 1. S = score(Q_tile, K_block) per register tile of rows, 2. logits and mask,
 /// 3. (m, l, P) per row, 4. O = P·V, 5. push the block's partial as a tree leaf and merge it with
 /// its left sibling while one is on the stack. The stack ends holding the maximal aligned
 /// subtrees of the range, the same nodes (and bits) any shard plan produces.
@@ -21,8 +21,14 @@ internal static class PanelKernel<TL, TV>
 
     private static bool WideTiles => PanelKernelShape.WideTiles;
 
-    /// <summary>Rows per register tile of the attention pass: 8 where 32 vector registers hold 8×2 tiles, else 4.</summary>
-    private static int TileStep => WideTiles ? PanelKernelShape.MaxTileRows : Mr;
+    /// <summary>
+    /// Rows of the register tile that starts with <paramref name="remaining"/> rows left: with 32
+    /// vector registers 6 (6×4 tiles), and the last ≤ 8 rows as one tile (an 8-row one is 8×2, so a
+    /// 128-row panel is 20 tiles of 6 and one of 8, not 21 and a 2-row tail of single-row kernels);
+    /// else 4.
+    /// </summary>
+    private static int TileHeight(bool wide, int remaining)
+        => !wide ? Math.Min(Mr, remaining) : remaining <= PanelKernelShape.MaxTileRows ? remaining : PanelKernelShape.WideTileRows;
 
     /// <summary>
     /// Runs the panel and returns how many nodes it left on <paramref name="ws"/>'s stack. With
@@ -52,8 +58,8 @@ internal static class PanelKernel<TL, TV>
 
         var vData = p.V.Data.Span;
 
-        // Read once: the rows must advance by the step their tiles were cut with, even if the shape changes meanwhile.
-        int step = TileStep;
+        // Read once: the rows must advance by the heights their tiles were cut with, even if the shape changes meanwhile.
+        bool wide = WideTiles;
         int nodes = 0;
         for (int kb = blockStart; kb < blockEnd; kb++)
         {
@@ -69,9 +75,9 @@ internal static class PanelKernel<TL, TV>
             {
                 ref float kt = ref keys.Data[keys.Offset(kb)];
                 ref float v = ref Unsafe.Add(ref MemoryMarshal.GetReference(vData), (nint)p.V.RowOffset(b, kvh, j0));
-                for (int r0 = 0; r0 < rows; r0 += step)
+                for (int r0 = 0, mr; r0 < rows; r0 += mr)
                 {
-                    int mr = Math.Min(step, rows - r0);
+                    mr = TileHeight(wide, rows - r0);
                     if (!AnyVisible(ws, r0, mr))
                     {
                         FillIdentity(ws, slot, r0, mr);
@@ -287,6 +293,26 @@ internal static class PanelKernel<TL, TV>
             }
         }
 
+        const int six = PanelKernelShape.WideTileRows;
+        for (; WideTiles && r + six <= mr; r += six)
+        {
+            ref float qr = ref Unsafe.Add(ref q, r * qStride);
+            ref float sr = ref ws.S[r * bp];
+            int c = cLo;
+            for (; c + (4 * w) <= cHi; c += 4 * w)
+            {
+                TileKernels<TL, TV>.Score6x4<TS>(ref qr, qStride, depth, ref Unsafe.Add(ref kt, c), bp, ref Unsafe.Add(ref sr, c), bp);
+            }
+
+            // The last 1–3 key vectors: rows [0, 4) and [2, 6) of the tile as two 4-row tiles (rows 2
+            // and 3 are computed twice, to the same bits).
+            for (; c < cHi; c += w)
+            {
+                TileKernels<TL, TV>.Score4x1<TS>(ref qr, qStride, depth, ref Unsafe.Add(ref kt, c), bp, ref Unsafe.Add(ref sr, c), bp);
+                TileKernels<TL, TV>.Score4x1<TS>(ref Unsafe.Add(ref qr, 2 * qStride), qStride, depth, ref Unsafe.Add(ref kt, c), bp, ref Unsafe.Add(ref sr, (2 * bp) + c), bp);
+            }
+        }
+
         for (; r + Mr <= mr; r += Mr)
         {
             ref float qr = ref Unsafe.Add(ref q, r * qStride);
@@ -338,6 +364,27 @@ internal static class PanelKernel<TL, TV>
             }
 
             ValueColumns(ref pr, bp, n, ref vFirst, dv, ref or, oStride, 2 * Mr, c);
+        }
+
+        const int six = PanelKernelShape.WideTileRows;
+        for (; WideTiles && r + six <= mr; r += six)
+        {
+            ref float pr = ref Unsafe.Add(ref p, r * bp);
+            ref float or = ref Unsafe.Add(ref o, r * oStride);
+            int c = 0;
+            for (; c + (4 * w) <= dv; c += 4 * w)
+            {
+                TileKernels<TL, TV>.Pv6x4(ref pr, bp, n, ref Unsafe.Add(ref vFirst, c), dv, ref Unsafe.Add(ref or, c), oStride);
+            }
+
+            // Two more value vectors: rows [0, 4) and [2, 6) as two 4-row tiles (rows 2 and 3 twice, to the same bits).
+            for (; c + (2 * w) <= dv; c += 2 * w)
+            {
+                TileKernels<TL, TV>.Pv4x2(ref pr, bp, n, ref Unsafe.Add(ref vFirst, c), dv, ref Unsafe.Add(ref or, c), oStride);
+                TileKernels<TL, TV>.Pv4x2(ref Unsafe.Add(ref pr, 2 * bp), bp, n, ref Unsafe.Add(ref vFirst, c), dv, ref Unsafe.Add(ref or, (2 * oStride) + c), oStride);
+            }
+
+            ValueColumns(ref pr, bp, n, ref vFirst, dv, ref or, oStride, six, c);
         }
 
         for (; r + Mr <= mr; r += Mr)

@@ -147,6 +147,75 @@ internal static class TileKernels<TL, TV>
         Store2(ref s, 7 * sStride, w, a70, a71);
     }
 
+    /// <summary>
+    /// S[0..6, 0..4W) for six query rows and 4W keys: 24 accumulators, 4 key vectors and one broadcast
+    /// live (29 of 32 vector registers); 10 loads per 24 FMAs against the 8×2 tile's 10 per 16.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Score6x4<TS>(ref float q, nint qStride, int depth, ref float kt, nint ktStride, ref float s, nint sStride)
+        where TS : struct
+    {
+        nint w = TL.Count;
+        ref float q1 = ref Unsafe.Add(ref q, qStride);
+        ref float q2 = ref Unsafe.Add(ref q1, qStride);
+        ref float q3 = ref Unsafe.Add(ref q2, qStride);
+        ref float q4 = ref Unsafe.Add(ref q3, qStride);
+        ref float q5 = ref Unsafe.Add(ref q4, qStride);
+        TV a00 = default, a01 = default, a02 = default, a03 = default;
+        TV a10 = default, a11 = default, a12 = default, a13 = default;
+        TV a20 = default, a21 = default, a22 = default, a23 = default;
+        TV a30 = default, a31 = default, a32 = default, a33 = default;
+        TV a40 = default, a41 = default, a42 = default, a43 = default;
+        TV a50 = default, a51 = default, a52 = default, a53 = default;
+        ref float kr = ref kt;
+        for (nint k = 0; k < depth; k++)
+        {
+            var k0 = TL.Load(ref kr, 0);
+            var k1 = TL.Load(ref kr, w);
+            var k2 = TL.Load(ref kr, 2 * w);
+            var k3 = TL.Load(ref kr, 3 * w);
+            kr = ref Unsafe.Add(ref kr, ktStride);
+
+            var b = TL.Splat(Unsafe.Add(ref q, k));
+            a00 = Step<TS>(b, k0, a00);
+            a01 = Step<TS>(b, k1, a01);
+            a02 = Step<TS>(b, k2, a02);
+            a03 = Step<TS>(b, k3, a03);
+            b = TL.Splat(Unsafe.Add(ref q1, k));
+            a10 = Step<TS>(b, k0, a10);
+            a11 = Step<TS>(b, k1, a11);
+            a12 = Step<TS>(b, k2, a12);
+            a13 = Step<TS>(b, k3, a13);
+            b = TL.Splat(Unsafe.Add(ref q2, k));
+            a20 = Step<TS>(b, k0, a20);
+            a21 = Step<TS>(b, k1, a21);
+            a22 = Step<TS>(b, k2, a22);
+            a23 = Step<TS>(b, k3, a23);
+            b = TL.Splat(Unsafe.Add(ref q3, k));
+            a30 = Step<TS>(b, k0, a30);
+            a31 = Step<TS>(b, k1, a31);
+            a32 = Step<TS>(b, k2, a32);
+            a33 = Step<TS>(b, k3, a33);
+            b = TL.Splat(Unsafe.Add(ref q4, k));
+            a40 = Step<TS>(b, k0, a40);
+            a41 = Step<TS>(b, k1, a41);
+            a42 = Step<TS>(b, k2, a42);
+            a43 = Step<TS>(b, k3, a43);
+            b = TL.Splat(Unsafe.Add(ref q5, k));
+            a50 = Step<TS>(b, k0, a50);
+            a51 = Step<TS>(b, k1, a51);
+            a52 = Step<TS>(b, k2, a52);
+            a53 = Step<TS>(b, k3, a53);
+        }
+
+        Store4(ref s, 0, w, a00, a01, a02, a03);
+        Store4(ref s, sStride, w, a10, a11, a12, a13);
+        Store4(ref s, 2 * sStride, w, a20, a21, a22, a23);
+        Store4(ref s, 3 * sStride, w, a30, a31, a32, a33);
+        Store4(ref s, 4 * sStride, w, a40, a41, a42, a43);
+        Store4(ref s, 5 * sStride, w, a50, a51, a52, a53);
+    }
+
     /// <summary>S[0..4, 0..2W) for four query rows and 2W keys: the tile for CPUs with 16 vector registers.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Score4x2<TS>(ref float q, nint qStride, int depth, ref float kt, nint ktStride, ref float s, nint sStride)
@@ -338,6 +407,71 @@ internal static class TileKernels<TL, TV>
         Store2(ref o, 7 * oStride, w, a70, a71);
     }
 
+    /// <summary>O[0..6, 0..4W) = Σ_{j &lt; n} P[0..6, j] · V[j, 0..4W): 24 accumulators, 10 loads per 24 FMAs.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Pv6x4(ref float p, nint pStride, int n, ref float v, nint vStride, ref float o, nint oStride)
+    {
+        nint w = TL.Count;
+        ref float p1 = ref Unsafe.Add(ref p, pStride);
+        ref float p2 = ref Unsafe.Add(ref p1, pStride);
+        ref float p3 = ref Unsafe.Add(ref p2, pStride);
+        ref float p4 = ref Unsafe.Add(ref p3, pStride);
+        ref float p5 = ref Unsafe.Add(ref p4, pStride);
+        TV a00 = default, a01 = default, a02 = default, a03 = default;
+        TV a10 = default, a11 = default, a12 = default, a13 = default;
+        TV a20 = default, a21 = default, a22 = default, a23 = default;
+        TV a30 = default, a31 = default, a32 = default, a33 = default;
+        TV a40 = default, a41 = default, a42 = default, a43 = default;
+        TV a50 = default, a51 = default, a52 = default, a53 = default;
+        ref float vr = ref v;
+        for (nint j = 0; j < n; j++)
+        {
+            var v0 = TL.Load(ref vr, 0);
+            var v1 = TL.Load(ref vr, w);
+            var v2 = TL.Load(ref vr, 2 * w);
+            var v3 = TL.Load(ref vr, 3 * w);
+            vr = ref Unsafe.Add(ref vr, vStride);
+
+            var b = TL.Splat(Unsafe.Add(ref p, j));
+            a00 = TL.Fma(b, v0, a00);
+            a01 = TL.Fma(b, v1, a01);
+            a02 = TL.Fma(b, v2, a02);
+            a03 = TL.Fma(b, v3, a03);
+            b = TL.Splat(Unsafe.Add(ref p1, j));
+            a10 = TL.Fma(b, v0, a10);
+            a11 = TL.Fma(b, v1, a11);
+            a12 = TL.Fma(b, v2, a12);
+            a13 = TL.Fma(b, v3, a13);
+            b = TL.Splat(Unsafe.Add(ref p2, j));
+            a20 = TL.Fma(b, v0, a20);
+            a21 = TL.Fma(b, v1, a21);
+            a22 = TL.Fma(b, v2, a22);
+            a23 = TL.Fma(b, v3, a23);
+            b = TL.Splat(Unsafe.Add(ref p3, j));
+            a30 = TL.Fma(b, v0, a30);
+            a31 = TL.Fma(b, v1, a31);
+            a32 = TL.Fma(b, v2, a32);
+            a33 = TL.Fma(b, v3, a33);
+            b = TL.Splat(Unsafe.Add(ref p4, j));
+            a40 = TL.Fma(b, v0, a40);
+            a41 = TL.Fma(b, v1, a41);
+            a42 = TL.Fma(b, v2, a42);
+            a43 = TL.Fma(b, v3, a43);
+            b = TL.Splat(Unsafe.Add(ref p5, j));
+            a50 = TL.Fma(b, v0, a50);
+            a51 = TL.Fma(b, v1, a51);
+            a52 = TL.Fma(b, v2, a52);
+            a53 = TL.Fma(b, v3, a53);
+        }
+
+        Store4(ref o, 0, w, a00, a01, a02, a03);
+        Store4(ref o, oStride, w, a10, a11, a12, a13);
+        Store4(ref o, 2 * oStride, w, a20, a21, a22, a23);
+        Store4(ref o, 3 * oStride, w, a30, a31, a32, a33);
+        Store4(ref o, 4 * oStride, w, a40, a41, a42, a43);
+        Store4(ref o, 5 * oStride, w, a50, a51, a52, a53);
+    }
+
     /// <summary>O[0..4, 0..2W) = Σ_{j &lt; n} P[0..4, j] · V[j, 0..2W): the tile for CPUs with 16 vector registers.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Pv4x2(ref float p, nint pStride, int n, ref float v, nint vStride, ref float o, nint oStride)
@@ -396,17 +530,27 @@ internal static class TileKernels<TL, TV>
     public static float SoftmaxRow(ref float s, ref float p, int cLo, int cHi, Span<float> lanes16, out float l)
     {
         nint w = TL.Count;
-        var vmax = TL.Splat(float.NegativeInfinity);
-        for (nint c = cLo; c < cHi; c += w)
+
+        // Two chains of maxima: the maximum is exact, so how the lanes are paired does not matter.
+        var vmax0 = TL.Splat(float.NegativeInfinity);
+        var vmax1 = vmax0;
+        nint c = cLo;
+        for (; c + (2 * w) <= cHi; c += 2 * w)
         {
-            vmax = TL.Max(vmax, TL.Load(ref s, c));
+            vmax0 = TL.Max(vmax0, TL.Load(ref s, c));
+            vmax1 = TL.Max(vmax1, TL.Load(ref s, c + w));
+        }
+
+        for (; c < cHi; c += w)
+        {
+            vmax0 = TL.Max(vmax0, TL.Load(ref s, c));
         }
 
         // + 0 turns a −0 maximum into +0, so the stored m does not depend on which lane won.
-        float m = TL.MaxAcross(vmax) + 0f;
+        float m = TL.MaxAcross(TL.Max(vmax0, vmax1)) + 0f;
         if (float.IsNegativeInfinity(m))
         {
-            for (nint c = cLo; c < cHi; c++)
+            for (c = cLo; c < cHi; c++)
             {
                 Unsafe.Add(ref p, c) = 0f;
             }
@@ -415,21 +559,55 @@ internal static class TileKernels<TL, TV>
             return m;
         }
 
-        int groups = 16 / TL.Count;
-        Span<TV> acc = stackalloc TV[groups];
-        acc.Clear();
         var vm = TL.Splat(m);
-        int g = 0;
-        for (nint c = cLo; c < cHi; c += w)
+        if (w < 4)
+        {
+            l = ExpSumScalar(ref s, ref p, cLo, cHi, m, lanes16);
+            return m;
+        }
+
+        // The 16 lanes as 16/W ≤ 4 vectors in registers: vector g of each 16 columns adds into a_g.
+        var a0 = TL.Splat(0f);
+        TV a1 = a0, a2 = a0, a3 = a0;
+        for (c = cLo; c < cHi; c += 16)
         {
             var e = VectorMath.Exp<TL, TV>(TL.Subtract(TL.Load(ref s, c), vm));
             TL.Store(e, ref p, c);
-            acc[g] = TL.Add(acc[g], e);
-            g = g + 1 == groups ? 0 : g + 1;
+            a0 = TL.Add(a0, e);
+            if (w <= 8)
+            {
+                e = VectorMath.Exp<TL, TV>(TL.Subtract(TL.Load(ref s, c + w), vm));
+                TL.Store(e, ref p, c + w);
+                a1 = TL.Add(a1, e);
+            }
+
+            if (w == 4)
+            {
+                e = VectorMath.Exp<TL, TV>(TL.Subtract(TL.Load(ref s, c + 8), vm));
+                TL.Store(e, ref p, c + 8);
+                a2 = TL.Add(a2, e);
+                e = VectorMath.Exp<TL, TV>(TL.Subtract(TL.Load(ref s, c + 12), vm));
+                TL.Store(e, ref p, c + 12);
+                a3 = TL.Add(a3, e);
+            }
         }
 
-        l = SumLanes(acc, lanes16);
+        l = SumLanes(a0, a1, a2, a3);
         return m;
+    }
+
+    /// <summary><see cref="SoftmaxRow"/>'s exponentials and their 16-lane sum one element at a time (scalar lanes).</summary>
+    private static float ExpSumScalar(ref float s, ref float p, int cLo, int cHi, float m, Span<float> lanes16)
+    {
+        lanes16.Clear();
+        for (int c = cLo; c < cHi; c++)
+        {
+            float e = VectorMath.Exp(Unsafe.Add(ref s, c) - m);
+            Unsafe.Add(ref p, c) = e;
+            lanes16[c & 15] += e;
+        }
+
+        return SumLanes16(lanes16);
     }
 
     /// <summary>
@@ -463,24 +641,10 @@ internal static class TileKernels<TL, TV>
     /// </summary>
     public static float SumLanes(ReadOnlySpan<TV> acc, Span<float> lanes16)
     {
-        // The same tree in registers: each step adds the same pairs of lanes the scalar loop below adds.
-        if (typeof(TV) == typeof(Vector512<float>))
+        if (TL.Count >= 4)
         {
-            var v = Unsafe.As<TV, Vector512<float>>(ref Unsafe.AsRef(in acc[0]));
-            return SumLanes8(v.GetLower() + v.GetUpper());
-        }
-
-        if (typeof(TV) == typeof(Vector256<float>))
-        {
-            return SumLanes8(Unsafe.As<TV, Vector256<float>>(ref Unsafe.AsRef(in acc[0])) + Unsafe.As<TV, Vector256<float>>(ref Unsafe.AsRef(in acc[1])));
-        }
-
-        if (typeof(TV) == typeof(Vector128<float>))
-        {
-            // Lanes t and t + 8 sit in vectors i and i + 2; then t and t + 4 in the two sums.
-            var low = Unsafe.As<TV, Vector128<float>>(ref Unsafe.AsRef(in acc[0])) + Unsafe.As<TV, Vector128<float>>(ref Unsafe.AsRef(in acc[2]));
-            var high = Unsafe.As<TV, Vector128<float>>(ref Unsafe.AsRef(in acc[1])) + Unsafe.As<TV, Vector128<float>>(ref Unsafe.AsRef(in acc[3]));
-            return SumLanes4(low + high);
+            var zero = TL.Splat(0f);
+            return SumLanes(acc[0], acc.Length > 1 ? acc[1] : zero, acc.Length > 2 ? acc[2] : zero, acc.Length > 3 ? acc[3] : zero);
         }
 
         for (int i = 0; i < acc.Length; i++)
@@ -488,6 +652,36 @@ internal static class TileKernels<TL, TV>
             TL.StoreLanes(acc[i], lanes16.Slice(i * TL.Count, TL.Count));
         }
 
+        return SumLanes16(lanes16);
+    }
+
+    /// <summary>
+    /// <see cref="SumLanes(ReadOnlySpan{TV}, Span{float})"/> for W ≥ 4, the 16/W vectors in registers
+    /// (the unused ones ignored). Each step adds the same pairs of lanes as <see cref="SumLanes16"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float SumLanes(TV a0, TV a1, TV a2, TV a3)
+    {
+        if (typeof(TV) == typeof(Vector512<float>))
+        {
+            var v = Unsafe.As<TV, Vector512<float>>(ref a0);
+            return SumLanes8(v.GetLower() + v.GetUpper());
+        }
+
+        if (typeof(TV) == typeof(Vector256<float>))
+        {
+            return SumLanes8(Unsafe.As<TV, Vector256<float>>(ref a0) + Unsafe.As<TV, Vector256<float>>(ref a1));
+        }
+
+        // Lanes t and t + 8 sit in vectors i and i + 2; then t and t + 4 in the two sums.
+        var low = Unsafe.As<TV, Vector128<float>>(ref a0) + Unsafe.As<TV, Vector128<float>>(ref a2);
+        var high = Unsafe.As<TV, Vector128<float>>(ref a1) + Unsafe.As<TV, Vector128<float>>(ref a3);
+        return SumLanes4(low + high);
+    }
+
+    /// <summary>The fixed pairwise tree over 16 stored lanes: t + t+8, then t + t+4, t + t+2, t + t+1.</summary>
+    private static float SumLanes16(Span<float> lanes16)
+    {
         for (int half = 8; half >= 1; half >>= 1)
         {
             for (int t = 0; t < half; t++)
@@ -499,7 +693,7 @@ internal static class TileKernels<TL, TV>
         return lanes16[0];
     }
 
-    /// <summary>Lanes 0..7 after the first step of <see cref="SumLanes"/>: t + t+4, then the rest.</summary>
+    /// <summary>Lanes 0..7 after the first step of <see cref="SumLanes(TV, TV, TV, TV)"/>: t + t+4, then the rest.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float SumLanes8(Vector256<float> x) => SumLanes4(x.GetLower() + x.GetUpper());
 

@@ -84,13 +84,16 @@ internal static class PanelKernelShape
     /// <summary>Query rows of the smaller register tile (4×2 and 4×4; the inspection kernels' tiles).</summary>
     public const int TileRows = 4;
 
-    /// <summary>Query rows of the larger register tile (8×2, with <see cref="WideTiles"/>).</summary>
+    /// <summary>Query rows of the largest register tile (8×2, with <see cref="WideTiles"/>): the score and probability tiles hold this many rows.</summary>
     public const int MaxTileRows = 8;
 
+    /// <summary>Query rows of the register tile most of a panel runs in with <see cref="WideTiles"/> (6×4).</summary>
+    public const int WideTileRows = 6;
+
     /// <summary>
-    /// 4×4 register tiles keep 21 vectors live: right for 32 vector registers (AVX-512's EVEX
-    /// encoding, Arm64), but they spill on x64 without AVX-512, which gets 4×2 tiles (11 live
-    /// vectors). Both compute every element with the same FMA chain, so the choice never changes a
+    /// 6×4, 8×2 and 4×4 register tiles keep 21–29 vectors live: right for 32 vector registers
+    /// (AVX-512's EVEX encoding, Arm64), but they spill on x64 without AVX-512, which gets 4×2 tiles
+    /// (11 live vectors). Both compute every element with the same FMA chain, so the choice never changes a
     /// bit; tests flip it to prove that.
     /// </summary>
     internal static bool WideTiles { get; set; } = !System.Runtime.Intrinsics.X86.X86Base.IsSupported || System.Runtime.Intrinsics.X86.Avx512F.IsSupported;
