@@ -1,6 +1,7 @@
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics.X86;
 using AttentionActors.Kernels.Partials;
 using AttentionActors.Kernels.Simd;
 
@@ -75,39 +76,66 @@ internal static class PanelKernel<TL, TV>
             {
                 ref float kt = ref keys.Data[keys.Offset(kb)];
                 ref float v = ref Unsafe.Add(ref MemoryMarshal.GetReference(vData), (nint)p.V.RowOffset(b, kvh, j0));
-                for (int r0 = 0, mr; r0 < rows; r0 += mr)
-                {
-                    mr = TileHeight(wide, rows - r0);
-                    if (!AnyVisible(ws, r0, mr))
-                    {
-                        FillIdentity(ws, slot, r0, mr);
-                        continue;
-                    }
+                var tiles = CutTiles(ws, slot, rows, n, wide);
+                int chunk = 4 * TL.Count;
 
-                    // Keys [keyLo, keyHi) of the block are visible to some row of the tile: only those
-                    // columns are scored (the rest are masked to −∞ below) and only those values are
-                    // summed (the rest have P = 0 exactly), so the bits do not depend on the tiling.
-                    var (keyLo, keyHi) = TileKeys(ws, r0, mr, n);
-                    ref float qTile = ref Unsafe.Add(ref q, r0 * qStride);
-                    int cLo = keyLo & ~15, cHi = (keyHi + 15) & ~15;
-                    Scores(p, ws, ref qTile, qStride, ref kt, mr, depth, bp, cLo, cHi);
-                    for (int r = 0; r < mr; r++)
+                // The next block's packed keys and values are asked into L2 a few lines after each
+                // tile call of this block, so they arrive before the next block's first tile reads them.
+                int nextN = kb + 1 < blockEnd ? Math.Min(p.BlockSize, p.KeySeq - j0 - p.BlockSize) : 0;
+                ref float nextK = ref nextN > 0 ? ref keys.Data[keys.Offset(kb + 1)] : ref kt;
+                ref float nextV = ref Unsafe.Add(ref v, nextN > 0 ? p.BlockSize * dv : 0);
+                int linesK = ((depth * ((nextN + 15) & ~15)) + 15) / 16, linesV = ((nextN * dv) + 15) / 16;
+                int quotaK = 1 + (linesK / Math.Max(1, tiles.Length * ((bp + chunk - 1) / chunk)));
+                int quotaV = 1 + (linesV / Math.Max(1, tiles.Length * ((dv + chunk - 1) / chunk)));
+                int fetchedK = 0, fetchedV = 0;
+
+                // 1. S for every tile, one chunk of key columns at a time: the chunk's packed keys stay
+                // in L1 while each tile reads them. Keys [KeyLo, KeyHi) of a tile are visible to some
+                // row of it: only those columns are scored (the rest are masked to −∞ below) and only
+                // those values are summed (the rest have P = 0 exactly), so the bits do not depend on
+                // the tiling.
+                for (int c0 = 0; c0 < bp; c0 += chunk)
+                {
+                    foreach (var t in tiles)
                     {
-                        int row = r0 + r;
+                        int lo = Math.Max(t.ColumnLo, c0), hi = Math.Min(t.ColumnHi, c0 + chunk);
+                        if (lo < hi)
+                        {
+                            Scores(p, ws, ref Unsafe.Add(ref q, t.Row * qStride), qStride, ref kt, ref ws.S[t.Row * bp], t.Rows, depth, bp, lo, hi);
+                        }
+
+                        PrefetchLines(ref nextK, linesK, ref fetchedK, quotaK);
+                    }
+                }
+
+                // 2. logits, mask and (m, l, P) per row.
+                foreach (var t in tiles)
+                {
+                    int cLo = t.ColumnLo, cHi = t.ColumnHi;
+                    for (int row = t.Row; row < t.Row + t.Rows; row++)
+                    {
                         int i = rowStart + (row % headRows), stacked = row / headRows;
-                        ref float sRow = ref ws.S[r * bp];
+                        ref float sRow = ref ws.S[row * bp];
                         TileKernels<TL, TV>.PrepareRow(ref sRow, cLo, cHi, mods[stacked], j0 - i, ws.BlockLo[row], ws.BlockHi[row], n);
                         AddMask(p, ws, b, h + stacked, i, row, j0, ref sRow);
                         int at = ws.Index(slot, row);
-                        ws.StackM[at] = TileKernels<TL, TV>.SoftmaxRow(ref sRow, ref ws.P[r * bp], cLo, cHi, ws.Lanes16, out ws.StackL[at]);
+                        ws.StackM[at] = TileKernels<TL, TV>.SoftmaxRow(ref sRow, ref ws.P[row * bp], cLo, cHi, ws.Lanes16, out ws.StackL[at]);
                         if (entropy)
                         {
                             // t = Σ_j e^(s_j − m)·s_j, the column after o (a row that sees nothing has m = −∞ and is never read).
-                            ws.StackO[(at * ws.ValueDim) + dv] = TileKernels<TL, TV>.WeightedLogitSum(ref sRow, ref ws.P[r * bp], cLo, cHi, ws.Lanes16);
+                            ws.StackO[(at * ws.ValueDim) + dv] = TileKernels<TL, TV>.WeightedLogitSum(ref sRow, ref ws.P[row * bp], cLo, cHi, ws.Lanes16);
                         }
                     }
+                }
 
-                    WeightedValues(ws, slot, r0, mr, keyLo, keyHi, bp, ref v, dv);
+                // 3. O = P·V for every tile, one chunk of value columns at a time (the chunk's values stay in L1).
+                for (int c0 = 0; c0 < dv; c0 += chunk)
+                {
+                    foreach (var t in tiles)
+                    {
+                        WeightedValues(ws, slot, t, bp, ref v, dv, c0, Math.Min(dv, c0 + chunk));
+                        PrefetchLines(ref nextV, linesV, ref fetchedV, quotaV);
+                    }
                 }
             }
 
@@ -122,6 +150,50 @@ internal static class PanelKernel<TL, TV>
         }
 
         return nodes;
+    }
+
+    /// <summary>
+    /// Cuts rows [0, rows) into register tiles (see <see cref="TileHeight"/>) and returns those with a
+    /// row that sees a key of the block (narrowed in <c>ws.BlockLo/BlockHi</c>); the others get the
+    /// identity partial in <paramref name="slot"/>.
+    /// </summary>
+    private static ReadOnlySpan<PanelTile> CutTiles(Workspace ws, int slot, int rows, int n, bool wide)
+    {
+        int count = 0;
+        for (int r0 = 0, mr; r0 < rows; r0 += mr)
+        {
+            mr = TileHeight(wide, rows - r0);
+            if (!AnyVisible(ws, r0, mr))
+            {
+                FillIdentity(ws, slot, r0, mr);
+                continue;
+            }
+
+            var (keyLo, keyHi) = TileKeys(ws, r0, mr, n);
+            ws.Tiles[count++] = new PanelTile(r0, mr, keyLo, keyHi);
+        }
+
+        return ws.Tiles.AsSpan(0, count);
+    }
+
+    /// <summary>
+    /// Asks for the next <paramref name="count"/> of the <paramref name="lines"/> 64-byte lines from
+    /// <paramref name="start"/> to be brought into L2, from line <paramref name="fetched"/> on. A hint
+    /// only: it never faults and changes no value (a stale address after the GC moves the array
+    /// costs a useless fetch, nothing else).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void PrefetchLines(ref float start, int lines, ref int fetched, int count)
+    {
+        if (!Sse.IsSupported)
+        {
+            return;
+        }
+
+        for (int end = Math.Min(lines, fetched + count); fetched < end; fetched++)
+        {
+            Sse.Prefetch1(Unsafe.AsPointer(ref Unsafe.Add(ref start, fetched * 16)));
+        }
     }
 
     /// <summary>The logit modifiers of query head <paramref name="h"/> in batch <paramref name="b"/>.</summary>
@@ -151,7 +223,7 @@ internal static class PanelKernel<TL, TV>
         var (keyLo, keyHi) = TileKeys(ws, r0, mr, n);
         cLo = keyLo & ~15;
         cHi = (keyHi + 15) & ~15;
-        Scores(p, ws, ref Unsafe.Add(ref q, r0 * qStride), qStride, ref keys.Data[keys.Offset(kb)], mr, keys.Depth, bp, cLo, cHi);
+        Scores(p, ws, ref Unsafe.Add(ref q, r0 * qStride), qStride, ref keys.Data[keys.Offset(kb)], ref ws.S[0], mr, keys.Depth, bp, cLo, cHi);
         for (int r = 0; r < mr; r++)
         {
             int row = r0 + r;
@@ -247,11 +319,12 @@ internal static class PanelKernel<TL, TV>
         ws.StackL.AsSpan(ws.Index(slot, r0), count).Clear();
     }
 
-    private static void Scores(AttentionProblem p, Workspace ws, ref float q, nint qStride, ref float kt, int mr, int depth, int bp, int cLo, int cHi)
+    /// <summary>Raw scores of <paramref name="mr"/> query rows against the block's key columns [cLo, cHi): row r's land in <c>s[r·bp + c]</c>.</summary>
+    private static void Scores(AttentionProblem p, Workspace ws, ref float q, nint qStride, ref float kt, ref float s, int mr, int depth, int bp, int cLo, int cHi)
     {
         if (p.Options.Score == ScoreFunction.Gaussian)
         {
-            Scores<DistanceStep>(ws, ref q, qStride, ref kt, mr, depth, bp, cLo, cHi);
+            Scores<DistanceStep>(ref q, qStride, ref kt, ref s, mr, depth, bp, cLo, cHi);
         }
         else if (p.Options.Score == ScoreFunction.Additive)
         {
@@ -261,17 +334,17 @@ internal static class PanelKernel<TL, TV>
             {
                 for (int c = cLo; c < cHi; c += w)
                 {
-                    TileKernels<TL, TV>.ScoreAdditive1x1(ref Unsafe.Add(ref q, r * qStride), va, ref Unsafe.Add(ref kt, c), bp, ref ws.S[(r * bp) + c]);
+                    TileKernels<TL, TV>.ScoreAdditive1x1(ref Unsafe.Add(ref q, r * qStride), va, ref Unsafe.Add(ref kt, c), bp, ref Unsafe.Add(ref s, (r * bp) + c));
                 }
             }
         }
         else
         {
-            Scores<DotStep>(ws, ref q, qStride, ref kt, mr, depth, bp, cLo, cHi);
+            Scores<DotStep>(ref q, qStride, ref kt, ref s, mr, depth, bp, cLo, cHi);
         }
     }
 
-    private static void Scores<TS>(Workspace ws, ref float q, nint qStride, ref float kt, int mr, int depth, int bp, int cLo, int cHi)
+    private static void Scores<TS>(ref float q, nint qStride, ref float kt, ref float s, int mr, int depth, int bp, int cLo, int cHi)
         where TS : struct
     {
         int w = TL.Count;
@@ -279,7 +352,7 @@ internal static class PanelKernel<TL, TV>
         for (; WideTiles && r + (2 * Mr) <= mr; r += 2 * Mr)
         {
             ref float qr = ref Unsafe.Add(ref q, r * qStride);
-            ref float sr = ref ws.S[r * bp];
+            ref float sr = ref Unsafe.Add(ref s, r * bp);
             int c = cLo;
             for (; c + (2 * w) <= cHi; c += 2 * w)
             {
@@ -297,7 +370,7 @@ internal static class PanelKernel<TL, TV>
         for (; WideTiles && r + six <= mr; r += six)
         {
             ref float qr = ref Unsafe.Add(ref q, r * qStride);
-            ref float sr = ref ws.S[r * bp];
+            ref float sr = ref Unsafe.Add(ref s, r * bp);
             int c = cLo;
             for (; c + (4 * w) <= cHi; c += 4 * w)
             {
@@ -316,7 +389,7 @@ internal static class PanelKernel<TL, TV>
         for (; r + Mr <= mr; r += Mr)
         {
             ref float qr = ref Unsafe.Add(ref q, r * qStride);
-            ref float sr = ref ws.S[r * bp];
+            ref float sr = ref Unsafe.Add(ref s, r * bp);
             int c = cLo;
             for (; WideTiles && c + (4 * w) <= cHi; c += 4 * w)
             {
@@ -338,32 +411,36 @@ internal static class PanelKernel<TL, TV>
         {
             for (int c = cLo; c < cHi; c += w)
             {
-                TileKernels<TL, TV>.Score1x1<TS>(ref Unsafe.Add(ref q, r * qStride), depth, ref Unsafe.Add(ref kt, c), bp, ref ws.S[(r * bp) + c]);
+                TileKernels<TL, TV>.Score1x1<TS>(ref Unsafe.Add(ref q, r * qStride), depth, ref Unsafe.Add(ref kt, c), bp, ref Unsafe.Add(ref s, (r * bp) + c));
             }
         }
     }
 
-    /// <summary>O[tile rows] = Σ_{keyLo ≤ j &lt; keyHi} P[row, j]·V[j] (keys outside have P = 0 for every row of the tile).</summary>
-    private static void WeightedValues(Workspace ws, int slot, int r0, int mr, int keyLo, int keyHi, int bp, ref float v, int dv)
+    /// <summary>
+    /// O[tile rows, c0..c1) = Σ_{KeyLo ≤ j &lt; KeyHi} P[row, j]·V[j, c0..c1) (keys outside have P = 0
+    /// for every row of the tile).
+    /// </summary>
+    private static void WeightedValues(Workspace ws, int slot, PanelTile t, int bp, ref float v, int dv, int c0, int c1)
     {
         int w = TL.Count;
-        int n = keyHi - keyLo;
+        int mr = t.Rows, keyLo = t.KeyLo;
+        int n = t.KeyHi - keyLo;
         nint oStride = ws.ValueDim;
-        ref float o = ref ws.StackO[ws.Index(slot, r0) * ws.ValueDim];
-        ref float p = ref ws.P[keyLo];
+        ref float o = ref ws.StackO[ws.Index(slot, t.Row) * ws.ValueDim];
+        ref float p = ref ws.P[(t.Row * bp) + keyLo];
         ref float vFirst = ref Unsafe.Add(ref v, keyLo * dv);
         int r = 0;
         for (; WideTiles && r + (2 * Mr) <= mr; r += 2 * Mr)
         {
             ref float pr = ref Unsafe.Add(ref p, r * bp);
             ref float or = ref Unsafe.Add(ref o, r * oStride);
-            int c = 0;
-            for (; c + (2 * w) <= dv; c += 2 * w)
+            int c = c0;
+            for (; c + (2 * w) <= c1; c += 2 * w)
             {
                 TileKernels<TL, TV>.Pv8x2(ref pr, bp, n, ref Unsafe.Add(ref vFirst, c), dv, ref Unsafe.Add(ref or, c), oStride);
             }
 
-            ValueColumns(ref pr, bp, n, ref vFirst, dv, ref or, oStride, 2 * Mr, c);
+            ValueColumns(ref pr, bp, n, ref vFirst, dv, ref or, oStride, 2 * Mr, c, c1);
         }
 
         const int six = PanelKernelShape.WideTileRows;
@@ -371,48 +448,48 @@ internal static class PanelKernel<TL, TV>
         {
             ref float pr = ref Unsafe.Add(ref p, r * bp);
             ref float or = ref Unsafe.Add(ref o, r * oStride);
-            int c = 0;
-            for (; c + (4 * w) <= dv; c += 4 * w)
+            int c = c0;
+            for (; c + (4 * w) <= c1; c += 4 * w)
             {
                 TileKernels<TL, TV>.Pv6x4(ref pr, bp, n, ref Unsafe.Add(ref vFirst, c), dv, ref Unsafe.Add(ref or, c), oStride);
             }
 
             // Two more value vectors: rows [0, 4) and [2, 6) as two 4-row tiles (rows 2 and 3 twice, to the same bits).
-            for (; c + (2 * w) <= dv; c += 2 * w)
+            for (; c + (2 * w) <= c1; c += 2 * w)
             {
                 TileKernels<TL, TV>.Pv4x2(ref pr, bp, n, ref Unsafe.Add(ref vFirst, c), dv, ref Unsafe.Add(ref or, c), oStride);
                 TileKernels<TL, TV>.Pv4x2(ref Unsafe.Add(ref pr, 2 * bp), bp, n, ref Unsafe.Add(ref vFirst, c), dv, ref Unsafe.Add(ref or, (2 * oStride) + c), oStride);
             }
 
-            ValueColumns(ref pr, bp, n, ref vFirst, dv, ref or, oStride, six, c);
+            ValueColumns(ref pr, bp, n, ref vFirst, dv, ref or, oStride, six, c, c1);
         }
 
         for (; r + Mr <= mr; r += Mr)
         {
             ref float pr = ref Unsafe.Add(ref p, r * bp);
             ref float or = ref Unsafe.Add(ref o, r * oStride);
-            int c = 0;
-            for (; WideTiles && c + (4 * w) <= dv; c += 4 * w)
+            int c = c0;
+            for (; WideTiles && c + (4 * w) <= c1; c += 4 * w)
             {
                 TileKernels<TL, TV>.Pv4x4(ref pr, bp, n, ref Unsafe.Add(ref vFirst, c), dv, ref Unsafe.Add(ref or, c), oStride);
             }
 
-            for (; c + (2 * w) <= dv; c += 2 * w)
+            for (; c + (2 * w) <= c1; c += 2 * w)
             {
                 TileKernels<TL, TV>.Pv4x2(ref pr, bp, n, ref Unsafe.Add(ref vFirst, c), dv, ref Unsafe.Add(ref or, c), oStride);
             }
 
-            ValueColumns(ref pr, bp, n, ref vFirst, dv, ref or, oStride, Mr, c);
+            ValueColumns(ref pr, bp, n, ref vFirst, dv, ref or, oStride, Mr, c, c1);
         }
 
-        ValueColumns(ref Unsafe.Add(ref p, r * bp), bp, n, ref vFirst, dv, ref Unsafe.Add(ref o, r * oStride), oStride, mr - r, 0);
+        ValueColumns(ref Unsafe.Add(ref p, r * bp), bp, n, ref vFirst, dv, ref Unsafe.Add(ref o, r * oStride), oStride, mr - r, c0, c1);
     }
 
-    /// <summary>Output columns [c, dv) of <paramref name="rows"/> rows, one vector (then one column) at a time.</summary>
-    private static void ValueColumns(ref float p, int bp, int n, ref float vFirst, int dv, ref float o, nint oStride, int rows, int c)
+    /// <summary>Output columns [c, end) of <paramref name="rows"/> rows, one vector (then one column) at a time.</summary>
+    private static void ValueColumns(ref float p, int bp, int n, ref float vFirst, int dv, ref float o, nint oStride, int rows, int c, int end)
     {
         int w = TL.Count;
-        for (; c + w <= dv; c += w)
+        for (; c + w <= end; c += w)
         {
             for (int r = 0; r < rows; r++)
             {
@@ -420,7 +497,7 @@ internal static class PanelKernel<TL, TV>
             }
         }
 
-        for (; c < dv; c++)
+        for (; c < end; c++)
         {
             for (int r = 0; r < rows; r++)
             {

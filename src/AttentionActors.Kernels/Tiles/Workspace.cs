@@ -18,6 +18,7 @@ internal sealed class Workspace
     public float[] StackL = [];
     public float[] StackO = [];
     public TreeNode[] Nodes = [];
+    public PanelTile[] Tiles = [];
     public int[] RowLo = [];
     public int[] RowHi = [];
     public int[] BlockLo = [];
@@ -38,12 +39,19 @@ internal sealed class Workspace
 
     private void Ensure(int depth, int bp, int panelRows, int valueDim, int maxSlots)
     {
-        Grow(ref S, PanelKernelShape.MaxTileRows * bp);
-        Grow(ref P, PanelKernelShape.MaxTileRows * bp);
+        // Scores and probabilities of a whole panel: the attention pass computes every tile's S for one
+        // chunk of keys before the next chunk, so the chunk's packed keys stay in L1 across tiles.
+        Grow(ref S, Math.Max(panelRows, PanelKernelShape.MaxTileRows) * bp);
+        Grow(ref P, Math.Max(panelRows, PanelKernelShape.MaxTileRows) * bp);
         Grow(ref QPanel, panelRows * depth);
         Grow(ref StackM, maxSlots * panelRows);
         Grow(ref StackL, maxSlots * panelRows);
         Grow(ref StackO, maxSlots * panelRows * valueDim);
+        if (Tiles.Length < panelRows)
+        {
+            Tiles = new PanelTile[panelRows];
+        }
+
         if (Nodes.Length < maxSlots)
         {
             Nodes = new TreeNode[maxSlots];
@@ -97,4 +105,15 @@ internal static class PanelKernelShape
     /// bit; tests flip it to prove that.
     /// </summary>
     internal static bool WideTiles { get; set; } = !System.Runtime.Intrinsics.X86.X86Base.IsSupported || System.Runtime.Intrinsics.X86.Avx512F.IsSupported;
+}
+
+/// <summary>
+/// A register tile of a panel against one key block: rows [Row, Row + Rows), the block-local keys
+/// [KeyLo, KeyHi) some row sees, and the 16-aligned columns [ColumnLo, ColumnHi) around them.
+/// </summary>
+internal readonly record struct PanelTile(int Row, int Rows, int KeyLo, int KeyHi)
+{
+    public int ColumnLo => KeyLo & ~15;
+
+    public int ColumnHi => (KeyHi + 15) & ~15;
 }
