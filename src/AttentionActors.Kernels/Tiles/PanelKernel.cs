@@ -9,9 +9,10 @@ namespace AttentionActors.Kernels.Tiles;
 
 /// <summary>
 /// One query panel (≤ 128 rows of one batch·head) against a contiguous range of key blocks.
-/// For each block (keys pre-transposed in a <see cref="KeyPack"/>): 1. S = score(Q_tile, K_block) per register tile of rows, 2. logits and mask,
-/// 3. (m, l, P) per row, 4. O = P·V, 5. push the block's partial as a tree leaf and merge it with
-/// its left sibling while one is on the stack. The stack ends holding the maximal aligned
+/// For each block (keys pre-transposed in a <see cref="KeyPack"/>): 1. S = score(Q_tile, K_block) for
+/// every register tile of rows, one chunk of key columns at a time, 2. logits and mask, 3. (m, l, P)
+/// per row, 4. O = P·V for every tile, one chunk of value columns at a time, 5. push the block's
+/// partial as a tree leaf and merge it with its left sibling while one is on the stack. The stack ends holding the maximal aligned
 /// subtrees of the range, the same nodes (and bits) any shard plan produces.
 /// </summary>
 internal static class PanelKernel<TL, TV>
