@@ -12,8 +12,9 @@ namespace AttentionActors.Kernels.Tiles;
 /// For each block (keys pre-transposed in a <see cref="KeyPack"/>): 1. S = score(Q_tile, K_block) for
 /// every register tile of rows, one chunk of key columns at a time, 2. logits and mask, 3. (m, l, P)
 /// per row, 4. O = P·V for every tile, one chunk of value columns at a time, 5. push the block's
-/// partial as a tree leaf and merge it with its left sibling while one is on the stack. The stack ends holding the maximal aligned
-/// subtrees of the range, the same nodes (and bits) any shard plan produces.
+/// partial as a tree leaf and merge it with its left sibling while one is on the stack. The stack
+/// ends holding the maximal aligned subtrees of the range, the same nodes (and bits) any shard plan
+/// produces.
 /// </summary>
 internal static class PanelKernel<TL, TV>
     where TL : ILanes<TV>
@@ -102,7 +103,7 @@ internal static class PanelKernel<TL, TV>
                         int lo = Math.Max(t.ColumnLo, c0), hi = Math.Min(t.ColumnHi, c0 + chunk);
                         if (lo < hi)
                         {
-                            Scores(p, ws, ref Unsafe.Add(ref q, t.Row * qStride), qStride, ref kt, ref ws.S[t.Row * bp], t.Rows, depth, bp, lo, hi);
+                            Scores(p, ref Unsafe.Add(ref q, t.Row * qStride), qStride, ref kt, ref ws.S[t.Row * bp], t.Rows, depth, bp, lo, hi);
                         }
 
                         PrefetchLines(ref nextK, linesK, ref fetchedK, quotaK);
@@ -224,7 +225,7 @@ internal static class PanelKernel<TL, TV>
         var (keyLo, keyHi) = TileKeys(ws, r0, mr, n);
         cLo = keyLo & ~15;
         cHi = (keyHi + 15) & ~15;
-        Scores(p, ws, ref Unsafe.Add(ref q, r0 * qStride), qStride, ref keys.Data[keys.Offset(kb)], ref ws.S[0], mr, keys.Depth, bp, cLo, cHi);
+        Scores(p, ref Unsafe.Add(ref q, r0 * qStride), qStride, ref keys.Data[keys.Offset(kb)], ref ws.S[0], mr, keys.Depth, bp, cLo, cHi);
         for (int r = 0; r < mr; r++)
         {
             int row = r0 + r;
@@ -321,7 +322,7 @@ internal static class PanelKernel<TL, TV>
     }
 
     /// <summary>Raw scores of <paramref name="mr"/> query rows against the block's key columns [cLo, cHi): row r's land in <c>s[r·bp + c]</c>.</summary>
-    private static void Scores(AttentionProblem p, Workspace ws, ref float q, nint qStride, ref float kt, ref float s, int mr, int depth, int bp, int cLo, int cHi)
+    private static void Scores(AttentionProblem p, ref float q, nint qStride, ref float kt, ref float s, int mr, int depth, int bp, int cLo, int cHi)
     {
         if (p.Options.Score == ScoreFunction.Gaussian)
         {

@@ -559,12 +559,13 @@ internal static class TileKernels<TL, TV>
             return m;
         }
 
-        var vm = TL.Splat(m);
         if (w < 4)
         {
             l = ExpSumScalar(ref s, ref p, cLo, cHi, m, lanes16);
             return m;
         }
+
+        var vm = TL.Splat(m);
 
         // The 16 lanes as 16/W ≤ 4 vectors in registers: vector g of each 16 columns adds into a_g.
         var a0 = TL.Splat(0f);

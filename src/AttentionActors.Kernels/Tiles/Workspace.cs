@@ -101,8 +101,8 @@ internal static class PanelKernelShape
     /// <summary>
     /// 6×4, 8×2 and 4×4 register tiles keep 21–29 vectors live: right for 32 vector registers
     /// (AVX-512's EVEX encoding, Arm64), but they spill on x64 without AVX-512, which gets 4×2 tiles
-    /// (11 live vectors). Both compute every element with the same FMA chain, so the choice never changes a
-    /// bit; tests flip it to prove that.
+    /// (11 live vectors). Every tile computes each element with the same FMA chain, so the choice
+    /// never changes a bit; tests flip it to prove that.
     /// </summary>
     internal static bool WideTiles { get; set; } = !System.Runtime.Intrinsics.X86.X86Base.IsSupported || System.Runtime.Intrinsics.X86.Avx512F.IsSupported;
 }
