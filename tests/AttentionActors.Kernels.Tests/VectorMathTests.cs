@@ -30,6 +30,32 @@ public class VectorMathTests
         Assert.True(worst <= 2, $"exp worst error {worst:F2} ulp at x = {at:R}");
     }
 
+    /// <summary>Exp has no clamp in front: below the underflow threshold the select alone must give +0, at every width.</summary>
+    [Fact]
+    public void Exp_below_the_underflow_threshold_is_zero_at_every_width()
+    {
+        float[] xs = [MathF.BitDecrement(VectorMath.ExpUnderflow), -88f, -150f, -1e6f, -3e37f, -float.MaxValue, float.NegativeInfinity, -1e30f];
+        var wide = new float[16];
+        xs.CopyTo(wide, 0);
+        xs.CopyTo(wide, 8);
+        var v512 = VectorMath.Exp<Lanes512, Vector512<float>>(Vector512.Create(wide));
+        var v256 = VectorMath.Exp<Lanes256, Vector256<float>>(Vector256.Create(xs));
+        var v128 = VectorMath.Exp<Lanes128, Vector128<float>>(Vector128.Create(xs.AsSpan(4, 4)));
+        for (int j = 0; j < xs.Length; j++)
+        {
+            Assert.True(BitConverter.SingleToInt32Bits(VectorMath.Exp(xs[j])) == 0, $"scalar exp({xs[j]:R}) = {VectorMath.Exp(xs[j]):R}");
+            Assert.True(BitConverter.SingleToInt32Bits(v512[j]) == 0, $"512-bit exp({xs[j]:R}) = {v512[j]:R}");
+            Assert.True(BitConverter.SingleToInt32Bits(v256[j]) == 0, $"256-bit exp({xs[j]:R}) = {v256[j]:R}");
+        }
+
+        for (int j = 0; j < 4; j++)
+        {
+            Assert.True(BitConverter.SingleToInt32Bits(v128[j]) == 0, $"128-bit exp({xs[4 + j]:R}) = {v128[j]:R}");
+        }
+
+        Assert.True(VectorMath.Exp(VectorMath.ExpUnderflow) > 0f);
+    }
+
     [Fact]
     public void Tanh_is_within_3e_7_relative_and_odd()
     {

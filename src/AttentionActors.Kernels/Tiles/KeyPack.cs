@@ -14,10 +14,13 @@ internal sealed class KeyPack : IDisposable
     private KeyPack(float[] data, int blockStart, int depth, int stride)
     {
         Data = data;
+        start = AlignedFloats.AlignmentPad(data);
         BlockStart = blockStart;
         Depth = depth;
         BlockStride = stride;
     }
+
+    private readonly int start;
 
     /// <summary>Pooled storage (may be longer than needed); return it with <see cref="Dispose"/>.</summary>
     public float[] Data { get; private set; }
@@ -30,7 +33,13 @@ internal sealed class KeyPack : IDisposable
 
     public static int FeatureDepth(AttentionProblem p) => p.Options.Score == ScoreFunction.Additive ? p.Options.Additive!.AttentionDim : p.KeyDim;
 
-    public int Offset(int kb) => (kb - BlockStart) * BlockStride;
+    /// <summary>
+    /// Where block <paramref name="kb"/> starts in <see cref="Data"/>. Blocks start on 64-byte
+    /// boundaries (a block is a multiple of 16 floats), so no vector load of a key row is split
+    /// across two cache lines, as long as the GC leaves the array where it was when packed (large
+    /// arrays never move; a moved small one is only slower).
+    /// </summary>
+    public int Offset(int kb) => start + ((kb - BlockStart) * BlockStride);
 
     /// <summary>Allocates a pack; fill it with <see cref="PackBlock"/> (blocks are independent).</summary>
     public static KeyPack Allocate(AttentionProblem p, int blockStart, int blockEnd)
@@ -38,7 +47,7 @@ internal sealed class KeyPack : IDisposable
         int depth = FeatureDepth(p);
         int stride = depth * ((p.BlockSize + 15) & ~15);
         long length = Math.Max(0, blockEnd - blockStart) * (long)stride;
-        return new KeyPack(System.Buffers.ArrayPool<float>.Shared.Rent((int)Math.Max(length, 1)), blockStart, depth, stride);
+        return new KeyPack(System.Buffers.ArrayPool<float>.Shared.Rent((int)length + 15), blockStart, depth, stride);
     }
 
     public static KeyPack Create(AttentionProblem p, int b, int kvh, int blockStart, int blockEnd)

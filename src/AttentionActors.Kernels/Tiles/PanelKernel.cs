@@ -10,7 +10,7 @@ namespace AttentionActors.Kernels.Tiles;
 /// <summary>
 /// One query panel (≤ 128 rows of one batch·head) against a contiguous range of key blocks.
 /// For each block (keys pre-transposed in a <see cref="KeyPack"/>): 1. S = score(Q_tile, K_block) for
-/// every register tile of rows, one chunk of key columns at a time, 2. logits and mask, 3. (m, l, P)
+/// every register tile of rows, one chunk of key columns at a time, 2. logits, mask and m per row, 3. P and l
 /// per row, 4. O = P·V for every tile, one chunk of value columns at a time, 5. push the block's
 /// partial as a tree leaf and merge it with its left sibling while one is on the stack. The stack
 /// ends holding the maximal aligned subtrees of the range, the same nodes (and bits) any shard plan
@@ -110,27 +110,37 @@ internal static class PanelKernel<TL, TV>
                     }
                 }
 
-                // 2. logits, mask and (m, l, P) per row.
+                // 2. logits, mask and m per row.
                 foreach (var t in tiles)
                 {
-                    int cLo = t.ColumnLo, cHi = t.ColumnHi;
                     for (int row = t.Row; row < t.Row + t.Rows; row++)
                     {
                         int i = rowStart + (row % headRows), stacked = row / headRows;
                         ref float sRow = ref ws.S[row * bp];
-                        TileKernels<TL, TV>.PrepareRow(ref sRow, cLo, cHi, mods[stacked], j0 - i, ws.BlockLo[row], ws.BlockHi[row], n);
+                        TileKernels<TL, TV>.PrepareRow(ref sRow, t.ColumnLo, t.ColumnHi, mods[stacked], j0 - i, ws.BlockLo[row], ws.BlockHi[row], n);
                         AddMask(p, ws, b, h + stacked, i, row, j0, ref sRow);
+                        ws.StackM[ws.Index(slot, row)] = TileKernels<TL, TV>.RowMax(ref sRow, t.ColumnLo, t.ColumnHi);
+                    }
+                }
+
+                // 3. P = e^(S − m) and l per row, in a pass of its own: no row's exponentials wait
+                // for a maximum, so the exponentials of successive rows overlap in the pipeline.
+                foreach (var t in tiles)
+                {
+                    for (int row = t.Row; row < t.Row + t.Rows; row++)
+                    {
                         int at = ws.Index(slot, row);
-                        ws.StackM[at] = TileKernels<TL, TV>.SoftmaxRow(ref sRow, ref ws.P[row * bp], cLo, cHi, ws.Lanes16, out ws.StackL[at]);
+                        ref float sRow = ref ws.S[row * bp];
+                        ws.StackL[at] = TileKernels<TL, TV>.ExpRow(ref sRow, ref ws.P[row * bp], t.ColumnLo, t.ColumnHi, ws.StackM[at], ws.Lanes16);
                         if (entropy)
                         {
                             // t = Σ_j e^(s_j − m)·s_j, the column after o (a row that sees nothing has m = −∞ and is never read).
-                            ws.StackO[(at * ws.ValueDim) + dv] = TileKernels<TL, TV>.WeightedLogitSum(ref sRow, ref ws.P[row * bp], cLo, cHi, ws.Lanes16);
+                            ws.StackO[(at * ws.ValueDim) + dv] = TileKernels<TL, TV>.WeightedLogitSum(ref sRow, ref ws.P[row * bp], t.ColumnLo, t.ColumnHi, ws.Lanes16);
                         }
                     }
                 }
 
-                // 3. O = P·V for every tile, one chunk of value columns at a time (the chunk's values stay in L1).
+                // 4. O = P·V for every tile, one chunk of value columns at a time (the chunk's values stay in L1).
                 for (int c0 = 0; c0 < dv; c0 += chunk)
                 {
                     foreach (var t in tiles)

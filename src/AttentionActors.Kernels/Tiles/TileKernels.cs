@@ -522,12 +522,20 @@ internal static class TileKernels<TL, TV>
 
     /// <summary>
     /// Softmax statistics of one score row of Bp (a multiple of 16) entries, masked entries −∞:
-    /// m = max_j s_j; P_j = e^(s_j − m); l = Σ_j P_j summed in 16 lanes (lane t takes j ≡ t mod 16,
-    /// in ascending j) and then a fixed pairwise tree over the lanes. A row with no visible key
-    /// gives m = −∞, l = 0 and P = 0. Only columns [cLo, cHi) (16-aligned) are read: the others
-    /// are masked, their P is never read, and skipping their +0 terms leaves every lane unchanged.
+    /// m = max_j s_j (<see cref="RowMax"/>); P_j = e^(s_j − m) and l = Σ_j P_j (<see cref="ExpRow"/>).
     /// </summary>
     public static float SoftmaxRow(ref float s, ref float p, int cLo, int cHi, Span<float> lanes16, out float l)
+    {
+        float m = RowMax(ref s, cLo, cHi);
+        l = ExpRow(ref s, ref p, cLo, cHi, m, lanes16);
+        return m;
+    }
+
+    /// <summary>
+    /// m = max_j s_j over columns [cLo, cHi) (16-aligned) of a score row, −∞ when every entry is
+    /// masked. The other columns are masked, so they cannot raise the maximum.
+    /// </summary>
+    public static float RowMax(ref float s, int cLo, int cHi)
     {
         nint w = TL.Count;
 
@@ -547,7 +555,20 @@ internal static class TileKernels<TL, TV>
         }
 
         // + 0 turns a −0 maximum into +0, so the stored m does not depend on which lane won.
-        float m = TL.MaxAcross(TL.Max(vmax0, vmax1)) + 0f;
+        return TL.MaxAcross(TL.Max(vmax0, vmax1)) + 0f;
+    }
+
+    /// <summary>
+    /// P_j = e^(s_j − m) over columns [cLo, cHi) (16-aligned) of a score row whose maximum is
+    /// <paramref name="m"/>, and returns l = Σ_j P_j summed in 16 lanes (lane t takes j ≡ t mod 16,
+    /// in ascending j) and then a fixed pairwise tree over the lanes. m = −∞ (no visible key) gives
+    /// P = 0 and l = 0. The other columns are masked: their P is never read, and skipping their +0
+    /// terms leaves every lane unchanged.
+    /// </summary>
+    public static float ExpRow(ref float s, ref float p, int cLo, int cHi, float m, Span<float> lanes16)
+    {
+        nint w = TL.Count;
+        nint c;
         if (float.IsNegativeInfinity(m))
         {
             for (c = cLo; c < cHi; c++)
@@ -555,14 +576,12 @@ internal static class TileKernels<TL, TV>
                 Unsafe.Add(ref p, c) = 0f;
             }
 
-            l = 0f;
-            return m;
+            return 0f;
         }
 
         if (w < 4)
         {
-            l = ExpSumScalar(ref s, ref p, cLo, cHi, m, lanes16);
-            return m;
+            return ExpSumScalar(ref s, ref p, cLo, cHi, m, lanes16);
         }
 
         var vm = TL.Splat(m);
@@ -593,11 +612,10 @@ internal static class TileKernels<TL, TV>
             }
         }
 
-        l = SumLanes(a0, a1, a2, a3);
-        return m;
+        return SumLanes(a0, a1, a2, a3);
     }
 
-    /// <summary><see cref="SoftmaxRow"/>'s exponentials and their 16-lane sum one element at a time (scalar lanes).</summary>
+    /// <summary><see cref="ExpRow"/>'s exponentials and their 16-lane sum one element at a time (scalar lanes).</summary>
     private static float ExpSumScalar(ref float s, ref float p, int cLo, int cHi, float m, Span<float> lanes16)
     {
         lanes16.Clear();

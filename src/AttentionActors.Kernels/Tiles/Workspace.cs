@@ -11,12 +11,12 @@ internal sealed class Workspace
     [ThreadStatic]
     private static Workspace? cached;
 
-    public float[] S = [];
-    public float[] P = [];
-    public float[] QPanel = [];
+    public AlignedFloats S = AlignedFloats.Empty;
+    public AlignedFloats P = AlignedFloats.Empty;
+    public AlignedFloats QPanel = AlignedFloats.Empty;
     public float[] StackM = [];
     public float[] StackL = [];
-    public float[] StackO = [];
+    public AlignedFloats StackO = AlignedFloats.Empty;
     public TreeNode[] Nodes = [];
     public PanelTile[] Tiles = [];
     public int[] RowLo = [];
@@ -77,10 +77,72 @@ internal sealed class Workspace
         }
     }
 
+    private static void Grow(ref AlignedFloats buffer, int length)
+    {
+        if (buffer.Length < length)
+        {
+            buffer = new AlignedFloats(length);
+        }
+    }
+
     /// <summary>Row r of stack slot s: (m, l) index and o offset.</summary>
     public int Index(int slot, int row) => (slot * SlotRows) + row;
 
     public Span<float> RowO(int slot, int row) => StackO.AsSpan(Index(slot, row) * ValueDim, ValueDim);
+}
+
+/// <summary>
+/// Zeroed floats whose element 0 sits on a 64-byte boundary, so rows whose length is a multiple of
+/// 16 floats start on a cache line and no vector load or store of them is split across two lines.
+/// The storage is pinned (the pinned object heap), so the alignment holds for the buffer's lifetime.
+/// </summary>
+internal sealed class AlignedFloats
+{
+    public static readonly AlignedFloats Empty = new(0);
+
+    private readonly float[] storage;
+    private readonly int start;
+
+    public AlignedFloats(int length)
+    {
+        storage = GC.AllocateArray<float>(length + 15, pinned: true);
+        start = AlignmentPad(storage);
+        Length = length;
+    }
+
+    public int Length { get; }
+
+    public ref float this[int index]
+    {
+        get
+        {
+            if ((uint)index >= (uint)Length)
+            {
+                throw new ArgumentOutOfRangeException(nameof(index));
+            }
+
+            return ref storage[start + index];
+        }
+    }
+
+    public Span<float> AsSpan(int offset, int length)
+    {
+        if ((uint)offset > (uint)Length || (uint)length > (uint)(Length - offset))
+        {
+            throw new ArgumentOutOfRangeException(nameof(offset));
+        }
+
+        return storage.AsSpan(start + offset, length);
+    }
+
+    /// <summary>Floats to skip from element 0 of <paramref name="array"/> to the next 64-byte boundary (0–15).</summary>
+    public static unsafe int AlignmentPad(float[] array)
+    {
+        fixed (float* first = array)
+        {
+            return (int)((64 - ((nuint)first & 63)) & 63) / sizeof(float);
+        }
+    }
 }
 
 /// <summary>Fixed shape of the panel and tile loops.</summary>

@@ -1,0 +1,68 @@
+using AttentionActors.Kernels.Tiles;
+
+namespace AttentionActors.Kernels.Tests;
+
+/// <summary>The kernel's scratch buffers and packed keys start on cache lines, and their bounds hold.</summary>
+public class AlignedFloatsTests
+{
+    private static unsafe long AddressOf(ref float element)
+    {
+        fixed (float* at = &element)
+        {
+            return (long)at;
+        }
+    }
+
+    [Fact]
+    public void Buffers_start_on_a_64_byte_boundary_and_are_zeroed()
+    {
+        for (int length = 1; length <= 300; length += 7)
+        {
+            var buffer = new AlignedFloats(length);
+            Assert.Equal(0, AddressOf(ref buffer[0]) % 64);
+            Assert.Equal(length, buffer.Length);
+            Assert.All(buffer.AsSpan(0, length).ToArray(), x => Assert.Equal(0f, x));
+        }
+    }
+
+    [Fact]
+    public void Indexing_and_slicing_outside_the_length_are_refused()
+    {
+        var buffer = new AlignedFloats(10);
+        buffer[9] = 3f;
+        Assert.Equal(3f, buffer.AsSpan(9, 1)[0]);
+        Assert.Throws<ArgumentOutOfRangeException>(() => buffer[10]);
+        Assert.Throws<ArgumentOutOfRangeException>(() => buffer[-1]);
+        Assert.Throws<ArgumentOutOfRangeException>(() => buffer.AsSpan(8, 3).Length);
+        Assert.Throws<ArgumentOutOfRangeException>(() => buffer.AsSpan(11, 0).Length);
+        Assert.Equal(0, buffer.AsSpan(10, 0).Length);
+    }
+
+    [Fact]
+    public void Alignment_pad_reaches_the_next_cache_line()
+    {
+        for (int i = 0; i < 20; i++)
+        {
+            var array = new float[100 + i];
+            int pad = AlignedFloats.AlignmentPad(array);
+            Assert.InRange(pad, 0, 15);
+            Assert.Equal(0, AddressOf(ref array[pad]) % 64);
+        }
+    }
+
+    [Fact]
+    public void Every_packed_key_block_starts_on_a_cache_line()
+    {
+        // 1000 keys in blocks of 112 (the last one 104 keys, padded to 112); a block is 64·112 floats.
+        var (q, k, v) = TestData.Qkv(4, 1, 1, 1, 1, 1000, 64, 64);
+        var problem = AttentionProblem.Create(q, k, v, new AttentionOptions { BlockSize = 112 });
+        using var pack = KeyPack.Create(problem, 0, 0, 2, problem.BlockCount);
+        for (int kb = 2; kb < problem.BlockCount; kb++)
+        {
+            Assert.Equal(0, AddressOf(ref pack.Data[pack.Offset(kb)]) % 64);
+
+            // The block holds keys j0.. transposed: feature 5 of the block's third key.
+            Assert.Equal(k.Data.Span[(int)k.RowOffset(0, 0, (kb * 112) + 2) + 5], pack.Data[pack.Offset(kb) + (5 * 112) + 2]);
+        }
+    }
+}
