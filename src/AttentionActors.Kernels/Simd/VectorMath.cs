@@ -32,23 +32,61 @@ internal static class VectorMath
     public static TV Exp<TL, TV>(TV x)
         where TL : ILanes<TV>
         where TV : unmanaged
+        => Exp<TL, TV>(x, ExpConstants<TL, TV>.Create());
+
+    /// <summary>
+    /// <see cref="Exp{TL, TV}(TV)"/> with its constants splatted once by the caller: a loop of
+    /// exponentials keeps them in registers instead of reloading thirteen of them every time.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TV Exp<TL, TV>(TV x, in ExpConstants<TL, TV> k)
+        where TL : ILanes<TV>
+        where TV : unmanaged
     {
-        var shift = TL.Splat(RoundingShift);
-        var n = TL.Subtract(TL.Fma(x, TL.Splat(Log2E), shift), shift);
-        var r = TL.Fma(n, TL.Splat(-Ln2Hi), x);
-        r = TL.Fma(n, TL.Splat(-Ln2Lo), r);
+        var n = TL.Subtract(TL.Fma(x, k.Log2E, k.Shift), k.Shift);
+        var r = TL.Fma(n, k.MinusLn2Hi, x);
+        r = TL.Fma(n, k.MinusLn2Lo, r);
         var z = TL.Multiply(r, r);
 
         // p(r) = c0 + c1·r + … + c5·r^5 = (c0 + c1·r) + z·((c2 + c3·r) + z·(c4 + c5·r)).
-        var p01 = TL.Fma(TL.Splat(1.6666665459e-1f), r, TL.Splat(5.0000001201e-1f));
-        var p23 = TL.Fma(TL.Splat(8.3334519073e-3f), r, TL.Splat(4.1665795894e-2f));
-        var p45 = TL.Fma(TL.Splat(1.9875691500e-4f), r, TL.Splat(1.3981999507e-3f));
+        var p01 = TL.Fma(k.C1, r, k.C0);
+        var p23 = TL.Fma(k.C3, r, k.C2);
+        var p45 = TL.Fma(k.C5, r, k.C4);
         var p = TL.Fma(TL.Fma(p45, z, p23), z, p01);
 
         // e^r ≈ 1 + r + r²·p(r)
-        var er = TL.Add(TL.Fma(p, z, r), TL.Splat(1f));
+        var er = TL.Add(TL.Fma(p, z, r), k.One);
         var result = TL.ScaleByPowerOfTwo(er, n);
-        return TL.SelectWhereLess(x, TL.Splat(ExpUnderflow), TL.Splat(0f), result);
+        return TL.SelectWhereLess(x, k.Underflow, k.Zero, result);
+    }
+
+    /// <summary>The splatted constants of <see cref="Exp{TL, TV}(TV, in ExpConstants{TL, TV})"/>.</summary>
+    internal readonly struct ExpConstants<TL, TV>
+        where TL : ILanes<TV>
+        where TV : unmanaged
+    {
+        public readonly TV Log2E, Shift, MinusLn2Hi, MinusLn2Lo, C0, C1, C2, C3, C4, C5, One, Underflow, Zero;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private ExpConstants(bool _)
+        {
+            Log2E = TL.Splat(VectorMath.Log2E);
+            Shift = TL.Splat(RoundingShift);
+            MinusLn2Hi = TL.Splat(-Ln2Hi);
+            MinusLn2Lo = TL.Splat(-Ln2Lo);
+            C0 = TL.Splat(5.0000001201e-1f);
+            C1 = TL.Splat(1.6666665459e-1f);
+            C2 = TL.Splat(4.1665795894e-2f);
+            C3 = TL.Splat(8.3334519073e-3f);
+            C4 = TL.Splat(1.3981999507e-3f);
+            C5 = TL.Splat(1.9875691500e-4f);
+            One = TL.Splat(1f);
+            Underflow = TL.Splat(ExpUnderflow);
+            Zero = TL.Splat(0f);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static ExpConstants<TL, TV> Create() => new(true);
     }
 
     /// <summary>Effectively computes <c>tanh(x)</c> for finite x.</summary>

@@ -585,28 +585,29 @@ internal static class TileKernels<TL, TV>
         }
 
         var vm = TL.Splat(m);
+        var k = VectorMath.ExpConstants<TL, TV>.Create();
 
         // The 16 lanes as 16/W ≤ 4 vectors in registers: vector g of each 16 columns adds into a_g.
         var a0 = TL.Splat(0f);
         TV a1 = a0, a2 = a0, a3 = a0;
         for (c = cLo; c < cHi; c += 16)
         {
-            var e = VectorMath.Exp<TL, TV>(TL.Subtract(TL.Load(ref s, c), vm));
+            var e = VectorMath.Exp(TL.Subtract(TL.Load(ref s, c), vm), k);
             TL.Store(e, ref p, c);
             a0 = TL.Add(a0, e);
             if (w <= 8)
             {
-                e = VectorMath.Exp<TL, TV>(TL.Subtract(TL.Load(ref s, c + w), vm));
+                e = VectorMath.Exp(TL.Subtract(TL.Load(ref s, c + w), vm), k);
                 TL.Store(e, ref p, c + w);
                 a1 = TL.Add(a1, e);
             }
 
             if (w == 4)
             {
-                e = VectorMath.Exp<TL, TV>(TL.Subtract(TL.Load(ref s, c + 8), vm));
+                e = VectorMath.Exp(TL.Subtract(TL.Load(ref s, c + 8), vm), k);
                 TL.Store(e, ref p, c + 8);
                 a2 = TL.Add(a2, e);
-                e = VectorMath.Exp<TL, TV>(TL.Subtract(TL.Load(ref s, c + 12), vm));
+                e = VectorMath.Exp(TL.Subtract(TL.Load(ref s, c + 12), vm), k);
                 TL.Store(e, ref p, c + 12);
                 a3 = TL.Add(a3, e);
             }

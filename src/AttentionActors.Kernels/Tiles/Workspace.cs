@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using AttentionActors.Kernels.Partials;
 
 namespace AttentionActors.Kernels.Tiles;
@@ -114,6 +115,7 @@ internal sealed class AlignedFloats
 
     public ref float this[int index]
     {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         get
         {
             if ((uint)index >= (uint)Length)
@@ -125,6 +127,7 @@ internal sealed class AlignedFloats
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public Span<float> AsSpan(int offset, int length)
     {
         if ((uint)offset > (uint)Length || (uint)length > (uint)(Length - offset))
