@@ -246,14 +246,87 @@ internal static class PanelKernel<TL, TV>
         return true;
     }
 
-    /// <summary>Folds stack slot <paramref name="right"/> into slot <paramref name="left"/> for every row.</summary>
+    /// <summary>
+    /// Folds stack slot <paramref name="right"/> into slot <paramref name="left"/> for every row, with
+    /// the bits of <see cref="PartialMath.MergeInto"/>, W rows at a time: m = max(m1, m2), f =
+    /// e^(m_small − m_big), l = fma(f, l_small, l_big) and o = fma(f, o_small, o_big). Where one side
+    /// is the identity (m_small = −∞, l = 0), f = 0: l = fma(0, 0, l_big) is copied exactly, and for o
+    /// the other side is both big and small, so o = fma(0, o_big, o_big) is copied exactly too (a
+    /// partial's o is finite and never −0) and the identity's o, which is never written, is never read.
+    /// </summary>
     public static void MergeSlots(Workspace ws, int left, int right, int rows)
     {
-        for (int r = 0; r < rows; r++)
+        int w = TL.Count;
+        int r = 0;
+        if (w >= 4)
+        {
+            var k = VectorMath.ExpConstants<TL, TV>.Create();
+            var lowest = TL.Splat(float.MinValue);
+            for (; r + w <= rows; r += w)
+            {
+                int a = ws.Index(left, r), c = ws.Index(right, r);
+                ref float m1 = ref ws.StackM[a];
+                ref float m2 = ref ws.StackM[c];
+                ref float l1 = ref ws.StackL[a];
+                ref float l2 = ref ws.StackL[c];
+                var vm1 = TL.Load(ref m1, 0);
+                var vm2 = TL.Load(ref m2, 0);
+                var big = TL.Max(vm1, vm2);
+                var small = TL.Min(vm1, vm2);
+                var f = TL.SelectWhereLess(small, lowest, k.Zero, VectorMath.Exp(TL.Subtract(small, big), k));
+                TL.StoreLanes(f, ws.Lanes16);
+                for (int i = 0; i < w; i++)
+                {
+                    MergeRowO(ws, a + i, c + i, Unsafe.Add(ref m1, i), Unsafe.Add(ref m2, i), ws.Lanes16[i]);
+                }
+
+                // l per lane: m1 < m2 takes l2 as the big side (an identity's l is 0, so with f = 0 the big l is kept).
+                var vl1 = TL.Load(ref l1, 0);
+                var vl2 = TL.Load(ref l2, 0);
+                var lBig = TL.SelectWhereLess(vm1, vm2, vl2, vl1);
+                var lSmall = TL.SelectWhereLess(vm1, vm2, vl1, vl2);
+                TL.Store(TL.Fma(f, lSmall, lBig), ref l1, 0);
+                TL.Store(big, ref m1, 0);
+            }
+        }
+
+        for (; r < rows; r++)
         {
             int a = ws.Index(left, r);
             int c = ws.Index(right, r);
             PartialMath.MergeInto(ref ws.StackM[a], ref ws.StackL[a], ws.RowO(left, r), ws.StackM[c], ws.StackL[c], ws.RowO(right, r));
+        }
+    }
+
+    /// <summary>
+    /// o1 = fma(f, o_small, o_big) for stack entries <paramref name="a"/> (left) and
+    /// <paramref name="c"/> (right) with maxima m1, m2: the sides are picked by offset arithmetic,
+    /// not branches, since which side is bigger is a coin toss per row.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void MergeRowO(Workspace ws, int a, int c, float m1, float m2, float f)
+    {
+        int dv = ws.ValueDim;
+        int swap = -(m1 < m2 ? 1 : 0);
+        int same = -(Math.Min(m1, m2) == float.NegativeInfinity ? 1 : 0);
+        int delta = (c - a) * dv;
+        int big = (a * dv) + (delta & swap);
+        int small = (a * dv) + (delta & ~swap);
+        small += (big - small) & same;
+        ref float o = ref ws.StackO[a * dv];
+        ref float oBig = ref ws.StackO[big];
+        ref float oSmall = ref ws.StackO[small];
+        var vf = TL.Splat(f);
+        int w = TL.Count;
+        int col = 0;
+        for (; col + w <= dv; col += w)
+        {
+            TL.Store(TL.Fma(vf, TL.Load(ref oSmall, col), TL.Load(ref oBig, col)), ref o, col);
+        }
+
+        for (; col < dv; col++)
+        {
+            Unsafe.Add(ref o, col) = MathF.FusedMultiplyAdd(f, Unsafe.Add(ref oSmall, col), Unsafe.Add(ref oBig, col));
         }
     }
 
