@@ -43,7 +43,8 @@ public class AlignedFloatsTests
     {
         for (int i = 0; i < 20; i++)
         {
-            var array = new float[100 + i];
+            // Pinned, so a collection between the two reads of its address cannot move it.
+            var array = GC.AllocateArray<float>(100 + i, pinned: true);
             int pad = AlignedFloats.AlignmentPad(array);
             Assert.InRange(pad, 0, 15);
             Assert.Equal(0, AddressOf(ref array[pad]) % 64);

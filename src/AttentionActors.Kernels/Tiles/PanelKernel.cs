@@ -110,16 +110,28 @@ internal static class PanelKernel<TL, TV>
                     }
                 }
 
-                // 2. logits, mask and m per row.
+                // 2. logits, mask and m per row. A row that sees every column of its tile and has no
+                // modifier but the scale is scaled and maximized in one pass.
                 foreach (var t in tiles)
                 {
                     for (int row = t.Row; row < t.Row + t.Rows; row++)
                     {
                         int i = rowStart + (row % headRows), stacked = row / headRows;
                         ref float sRow = ref ws.S[row * bp];
-                        TileKernels<TL, TV>.PrepareRow(ref sRow, t.ColumnLo, t.ColumnHi, mods[stacked], j0 - i, ws.BlockLo[row], ws.BlockHi[row], n);
-                        AddMask(p, ws, b, h + stacked, i, row, j0, ref sRow);
-                        ws.StackM[ws.Index(slot, row)] = TileKernels<TL, TV>.RowMax(ref sRow, t.ColumnLo, t.ColumnHi);
+                        ref readonly var mod = ref mods[stacked];
+                        float m;
+                        if (mod.IsScaleOnly && p.Mask is null && ws.BlockLo[row] <= t.ColumnLo && Math.Min(ws.BlockHi[row], n) >= t.ColumnHi)
+                        {
+                            m = mod.ApplyScale ? TileKernels<TL, TV>.ScaleRowMax(ref sRow, t.ColumnLo, t.ColumnHi, mod.Scale) : TileKernels<TL, TV>.RowMax(ref sRow, t.ColumnLo, t.ColumnHi);
+                        }
+                        else
+                        {
+                            TileKernels<TL, TV>.PrepareRow(ref sRow, t.ColumnLo, t.ColumnHi, mod, j0 - i, ws.BlockLo[row], ws.BlockHi[row], n);
+                            AddMask(p, ws, b, h + stacked, i, row, j0, ref sRow);
+                            m = TileKernels<TL, TV>.RowMax(ref sRow, t.ColumnLo, t.ColumnHi);
+                        }
+
+                        ws.StackM[ws.Index(slot, row)] = m;
                     }
                 }
 

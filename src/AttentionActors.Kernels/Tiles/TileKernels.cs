@@ -559,6 +559,38 @@ internal static class TileKernels<TL, TV>
     }
 
     /// <summary>
+    /// s_j ← s_j·scale over columns [cLo, cHi) (16-aligned) of a row that sees all of them, and
+    /// returns their maximum as <see cref="RowMax"/> does: <see cref="PrepareRow"/> and
+    /// <see cref="RowMax"/> in one pass, for logits with no other modifier and no mask.
+    /// </summary>
+    public static float ScaleRowMax(ref float s, int cLo, int cHi, float scale)
+    {
+        nint w = TL.Count;
+        var vs = TL.Splat(scale);
+        var vmax0 = TL.Splat(float.NegativeInfinity);
+        var vmax1 = vmax0;
+        nint c = cLo;
+        for (; c + (2 * w) <= cHi; c += 2 * w)
+        {
+            var x0 = TL.Multiply(TL.Load(ref s, c), vs);
+            var x1 = TL.Multiply(TL.Load(ref s, c + w), vs);
+            TL.Store(x0, ref s, c);
+            TL.Store(x1, ref s, c + w);
+            vmax0 = TL.Max(vmax0, x0);
+            vmax1 = TL.Max(vmax1, x1);
+        }
+
+        for (; c < cHi; c += w)
+        {
+            var x0 = TL.Multiply(TL.Load(ref s, c), vs);
+            TL.Store(x0, ref s, c);
+            vmax0 = TL.Max(vmax0, x0);
+        }
+
+        return TL.MaxAcross(TL.Max(vmax0, vmax1)) + 0f;
+    }
+
+    /// <summary>
     /// P_j = e^(s_j − m) over columns [cLo, cHi) (16-aligned) of a score row whose maximum is
     /// <paramref name="m"/>, and returns l = Σ_j P_j summed in 16 lanes (lane t takes j ≡ t mod 16,
     /// in ascending j) and then a fixed pairwise tree over the lanes. m = −∞ (no visible key) gives
@@ -793,6 +825,9 @@ internal static class TileKernels<TL, TV>
     }
 }
 
-/// <summary>Per-row logit modifiers for one (batch, head).</summary>
 /// <summary>What is applied to a row's raw scores: the scale, soft-capping, and ALiBi's −slope·|i + D − j| (D: <see cref="AlibiDiagonal"/>, the diagonal offset).</summary>
-internal readonly record struct RowModifiers(bool ApplyScale, float Scale, float SoftCap, float? AlibiSlope, int AlibiDiagonal);
+internal readonly record struct RowModifiers(bool ApplyScale, float Scale, float SoftCap, float? AlibiSlope, int AlibiDiagonal)
+{
+    /// <summary>No soft-cap and no ALiBi: the logits are the scores, scaled or not.</summary>
+    public bool IsScaleOnly => SoftCap <= 0 && AlibiSlope is null;
+}
