@@ -46,15 +46,16 @@ public static partial class Attention
         int perGroup = problem.GroupSize * panels;
         long rowsDone = 0;
 
-        // Keys are transposed once per (batch, kv-head), all in parallel up front, so no thread waits
-        // on another's packing. Items then run grouped by (batch, kv-head), so a pack serves all its
-        // query heads and panels and is dropped after the last of them; within a head, later
-        // (costlier under a causal mask) panels go first so the threads finish together.
+        // Keys are transposed (and values copied into rows that spread over L1's sets) once per
+        // (batch, kv-head), all in parallel up front, so no thread waits on another's packing. Items
+        // then run grouped by (batch, kv-head), so a pack serves all its query heads and panels and
+        // is dropped after the last of them; within a head, later (costlier under a causal mask)
+        // panels go first so the threads finish together.
         var packs = new KeyPack?[kvGroups];
         var remaining = new int[kvGroups];
         for (int g = 0; g < kvGroups; g++)
         {
-            packs[g] = KeyPack.Allocate(problem, 0, problem.BlockCount);
+            packs[g] = KeyPack.Allocate(problem, 0, problem.BlockCount, values: true);
             remaining[g] = perGroup;
         }
 
@@ -116,7 +117,7 @@ public static partial class Attention
             return set;
         }
 
-        using var pack = KeyPack.Create(problem, b, h / problem.GroupSize, first, end);
+        using var pack = KeyPack.Create(problem, b, h / problem.GroupSize, first, end, values: true);
         for (int r0 = 0; r0 < rowCount; r0 += PanelKernelShape.PanelRows)
         {
             cancellationToken.ThrowIfCancellationRequested();

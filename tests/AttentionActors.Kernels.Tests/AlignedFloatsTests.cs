@@ -63,7 +63,37 @@ public class AlignedFloatsTests
             Assert.Equal(0, AddressOf(ref pack.Data[pack.Offset(kb)]) % 64);
 
             // The block holds keys j0.. transposed: feature 5 of the block's third key.
-            Assert.Equal(k.Data.Span[(int)k.RowOffset(0, 0, (kb * 112) + 2) + 5], pack.Data[pack.Offset(kb) + (5 * 112) + 2]);
+            Assert.Equal(k.Data.Span[(int)k.RowOffset(0, 0, (kb * 112) + 2) + 5], pack.Data[pack.Offset(kb) + (5 * pack.RowStride) + 2]);
         }
+    }
+
+    [Theory]
+    [InlineData(64, 64)]
+    [InlineData(128, 144)]
+    [InlineData(40, 48)]
+    public void A_pack_with_values_holds_each_blocks_value_rows_on_cache_lines(int valueDim, int rowStride)
+    {
+        var (q, k, v) = TestData.Qkv(5, 1, 2, 1, 1, 1000, 32, valueDim);
+        var problem = AttentionProblem.Create(q, k, v, new AttentionOptions { BlockSize = 112 });
+        using var pack = KeyPack.Create(problem, 0, 0, 1, problem.BlockCount, values: true);
+        Assert.Equal(rowStride, pack.ValueRowStride);
+        for (int kb = 1; kb < problem.BlockCount; kb++)
+        {
+            Assert.Equal(0, AddressOf(ref pack.Data[pack.ValueOffset(kb)]) % 64);
+            int n = Math.Min(112, 1000 - (kb * 112));
+            for (int j = 0; j < n; j += 7)
+            {
+                for (int c = 0; c < valueDim; c += 3)
+                {
+                    Assert.Equal(v.Data.Span[(int)v.RowOffset(0, 0, (kb * 112) + j) + c], pack.Data[pack.ValueOffset(kb) + (j * rowStride) + c]);
+                }
+            }
+
+            // The keys are still where they were: the values come after every key block.
+            Assert.Equal(k.Data.Span[(int)k.RowOffset(0, 0, (kb * 112) + 3) + 7], pack.Data[pack.Offset(kb) + (7 * pack.RowStride) + 3]);
+        }
+
+        using var keysOnly = KeyPack.Create(problem, 0, 0, 1, problem.BlockCount);
+        Assert.False(keysOnly.HasValues);
     }
 }

@@ -5,20 +5,30 @@ namespace AttentionActors.Kernels.Tiles;
 
 /// <summary>
 /// The keys of one (batch, kv-head) over a block range starting at BlockStart, transposed once so every
-/// query panel shares them. Block kb sits at <c>(kb − BlockStart)·depth·Bp</c> as a
-/// <c>[depth, bp(kb)]</c> matrix, bp(kb) = the block's key count rounded up to 16, zero padded.
+/// query panel shares them. Block kb sits at <c>(kb − BlockStart)·depth·RowStride</c> as a
+/// <c>[depth, bp(kb)]</c> matrix with rows <see cref="RowStride"/> apart, bp(kb) = the block's key
+/// count rounded up to 16, zero padded.
 /// Features: the key itself (dot, Gaussian), the key over its norm (cosine), or W_kᵀ k (additive).
+/// A pack made with values also holds a copy of each block's value rows, <see cref="ValueRowStride"/>
+/// apart, at <see cref="ValueOffset"/>.
 /// </summary>
 internal sealed class KeyPack : IDisposable
 {
-    private KeyPack(float[] data, int blockStart, int depth, int stride)
+    private KeyPack(float[] data, int blockStart, int blockCount, int depth, int rowStride, int blockSize, int valueRowStride)
     {
         Data = data;
         start = AlignedFloats.AlignmentPad(data);
         BlockStart = blockStart;
         Depth = depth;
-        BlockStride = stride;
+        RowStride = rowStride;
+        BlockStride = depth * rowStride;
+        ValueRowStride = valueRowStride;
+        valueBlockStride = blockSize * valueRowStride;
+        valueStart = start + (blockCount * BlockStride);
     }
+
+    private readonly int valueBlockStride;
+    private readonly int valueStart;
 
     private readonly int start;
 
@@ -31,6 +41,39 @@ internal sealed class KeyPack : IDisposable
 
     public int BlockStride { get; }
 
+    /// <summary>
+    /// Floats from one feature row of a block to the next: Bp plus one cache line. With rows a
+    /// multiple of 512 B apart (Bp = 128), the rows of a 64-key chunk would fall in only half of
+    /// L1's sets and evict each other at d = 128; 16 floats more spread them over every set.
+    /// </summary>
+    public int RowStride { get; }
+
+    /// <summary>The row stride for blocks of <paramref name="blockSize"/> keys.</summary>
+    public static int RowStrideFor(int blockSize) => ((blockSize + 15) & ~15) + 16;
+
+    /// <summary>
+    /// The value row stride for d_v: rounded up to 16, plus one cache line when a row is longer than
+    /// the 64 columns the kernel sums at a time (shorter rows are read whole, and lie contiguous).
+    /// </summary>
+    public static int ValueRowStrideFor(int valueDim)
+    {
+        int rounded = (valueDim + 15) & ~15;
+        return rounded > 64 ? rounded + 16 : rounded;
+    }
+
+    /// <summary>Whether the pack holds the value rows too.</summary>
+    public bool HasValues => ValueRowStride > 0;
+
+    /// <summary>
+    /// Floats from one value row to the next in the pack's copy (0 without values), see
+    /// <see cref="ValueRowStrideFor"/>: V itself has rows d_v apart, 512 B at d_v = 128, so a
+    /// 64-column chunk of a block's values would fall in half of L1's sets, as keys would.
+    /// </summary>
+    public int ValueRowStride { get; }
+
+    /// <summary>Where the value rows of block <paramref name="kb"/> start in <see cref="Data"/> (on a 64-byte boundary).</summary>
+    public int ValueOffset(int kb) => valueStart + ((kb - BlockStart) * valueBlockStride);
+
     public static int FeatureDepth(AttentionProblem p) => p.Options.Score == ScoreFunction.Additive ? p.Options.Additive!.AttentionDim : p.KeyDim;
 
     /// <summary>
@@ -41,18 +84,28 @@ internal sealed class KeyPack : IDisposable
     /// </summary>
     public int Offset(int kb) => start + ((kb - BlockStart) * BlockStride);
 
-    /// <summary>Allocates a pack; fill it with <see cref="PackBlock"/> (blocks are independent).</summary>
-    public static KeyPack Allocate(AttentionProblem p, int blockStart, int blockEnd)
+    /// <summary>
+    /// Allocates a pack, with room for the value rows when <paramref name="values"/>; fill it with
+    /// <see cref="PackBlock"/> (blocks are independent).
+    /// </summary>
+    public static KeyPack Allocate(AttentionProblem p, int blockStart, int blockEnd, bool values = false)
     {
         int depth = FeatureDepth(p);
-        int stride = depth * ((p.BlockSize + 15) & ~15);
-        long length = Math.Max(0, blockEnd - blockStart) * (long)stride;
-        return new KeyPack(System.Buffers.ArrayPool<float>.Shared.Rent((int)length + 15), blockStart, depth, stride);
+        int rowStride = RowStrideFor(p.BlockSize);
+        int valueRowStride = values ? ValueRowStrideFor(p.ValueDim) : 0;
+        int blocks = Math.Max(0, blockEnd - blockStart);
+        long length = blocks * (((long)depth * rowStride) + ((long)p.BlockSize * valueRowStride));
+        if (length + 15 > Array.MaxLength)
+        {
+            throw new AttentionInputException($"the packed keys and values of {blocks} blocks need {length} floats, more than one array holds; use fewer keys per shard");
+        }
+
+        return new KeyPack(System.Buffers.ArrayPool<float>.Shared.Rent((int)length + 15), blockStart, blocks, depth, rowStride, p.BlockSize, valueRowStride);
     }
 
-    public static KeyPack Create(AttentionProblem p, int b, int kvh, int blockStart, int blockEnd)
+    public static KeyPack Create(AttentionProblem p, int b, int kvh, int blockStart, int blockEnd, bool values = false)
     {
-        var pack = Allocate(p, blockStart, blockEnd);
+        var pack = Allocate(p, blockStart, blockEnd, values);
         for (int kb = blockStart; kb < blockEnd; kb++)
         {
             pack.PackBlock(p, b, kvh, kb);
@@ -71,17 +124,31 @@ internal sealed class KeyPack : IDisposable
         int j0 = kb * p.BlockSize;
         int n = Math.Min(p.BlockSize, p.KeySeq - j0);
         int bp = (n + 15) & ~15;
-        var kt = Data.AsSpan(Offset(kb), depth * bp);
+        int ld = RowStride;
+        var kt = Data.AsSpan(Offset(kb), BlockStride);
 
-        // Pooled memory is not zeroed: clear the padding columns jj ≥ n of every feature row.
+        // Pooled memory is not zeroed: clear the padding columns n ≤ jj < bp of every feature row
+        // (the tiles read them; the columns from bp to the row stride are never read).
         for (int k = 0; k < depth && n < bp; k++)
         {
-            kt.Slice((k * bp) + n, bp - n).Clear();
+            kt.Slice((k * ld) + n, bp - n).Clear();
+        }
+
+        // Value rows j < n only: keys past n have P = 0 and are never summed, columns past d_v never read.
+        if (HasValues)
+        {
+            int dv = p.ValueDim;
+            var vData = p.V.Data.Span.Slice((int)p.V.RowOffset(b, kvh, j0), n * dv);
+            var vt = Data.AsSpan(ValueOffset(kb), valueBlockStride);
+            for (int jj = 0; jj < n; jj++)
+            {
+                vData.Slice(jj * dv, dv).CopyTo(vt.Slice(jj * ValueRowStride, dv));
+            }
         }
 
         if (score is ScoreFunction.Dot or ScoreFunction.Gaussian)
         {
-            Transpose(kData.Slice((int)p.K.RowOffset(b, kvh, j0), n * dk), n, dk, kt, bp);
+            Transpose(kData.Slice((int)p.K.RowOffset(b, kvh, j0), n * dk), n, dk, kt, ld);
             return;
         }
 
@@ -92,7 +159,7 @@ internal sealed class KeyPack : IDisposable
             Features(p, score, key, feature);
             for (int k = 0; k < depth; k++)
             {
-                kt[(k * bp) + jj] = feature[k];
+                kt[(k * ld) + jj] = feature[k];
             }
         }
     }

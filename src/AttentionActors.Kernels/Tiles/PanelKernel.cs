@@ -77,7 +77,9 @@ internal static class PanelKernel<TL, TV>
             else
             {
                 ref float kt = ref keys.Data[keys.Offset(kb)];
-                ref float v = ref Unsafe.Add(ref MemoryMarshal.GetReference(vData), (nint)p.V.RowOffset(b, kvh, j0));
+                // Values from the pack's copy (rows ldv apart) when it has one, else from V.
+                int ldv = keys.HasValues ? keys.ValueRowStride : dv;
+                ref float v = ref keys.HasValues ? ref keys.Data[keys.ValueOffset(kb)] : ref Unsafe.Add(ref MemoryMarshal.GetReference(vData), (nint)p.V.RowOffset(b, kvh, j0));
                 var tiles = CutTiles(ws, slot, rows, n, wide);
                 int chunk = 4 * TL.Count;
 
@@ -85,8 +87,8 @@ internal static class PanelKernel<TL, TV>
                 // tile call of this block, so they arrive before the next block's first tile reads them.
                 int nextN = kb + 1 < blockEnd ? Math.Min(p.BlockSize, p.KeySeq - j0 - p.BlockSize) : 0;
                 ref float nextK = ref nextN > 0 ? ref keys.Data[keys.Offset(kb + 1)] : ref kt;
-                ref float nextV = ref Unsafe.Add(ref v, nextN > 0 ? p.BlockSize * dv : 0);
-                int linesK = ((depth * ((nextN + 15) & ~15)) + 15) / 16, linesV = ((nextN * dv) + 15) / 16;
+                ref float nextV = ref Unsafe.Add(ref v, nextN > 0 ? p.BlockSize * ldv : 0);
+                int linesK = nextN > 0 ? keys.BlockStride / 16 : 0, linesV = ((nextN * ldv) + 15) / 16;
                 int quotaK = 1 + (linesK / Math.Max(1, tiles.Length * ((bp + chunk - 1) / chunk)));
                 int quotaV = 1 + (linesV / Math.Max(1, tiles.Length * ((dv + chunk - 1) / chunk)));
                 int fetchedK = 0, fetchedV = 0;
@@ -103,7 +105,7 @@ internal static class PanelKernel<TL, TV>
                         int lo = Math.Max(t.ColumnLo, c0), hi = Math.Min(t.ColumnHi, c0 + chunk);
                         if (lo < hi)
                         {
-                            Scores(p, ref Unsafe.Add(ref q, t.Row * qStride), qStride, ref kt, ref ws.S[t.Row * bp], t.Rows, depth, bp, lo, hi);
+                            Scores(p, ref Unsafe.Add(ref q, t.Row * qStride), qStride, ref kt, keys.RowStride, ref ws.S[t.Row * bp], t.Rows, depth, bp, lo, hi);
                         }
 
                         PrefetchLines(ref nextK, linesK, ref fetchedK, quotaK);
@@ -157,7 +159,7 @@ internal static class PanelKernel<TL, TV>
                 {
                     foreach (var t in tiles)
                     {
-                        WeightedValues(ws, slot, t, bp, ref v, dv, c0, Math.Min(dv, c0 + chunk));
+                        WeightedValues(ws, slot, t, bp, ref v, ldv, c0, Math.Min(dv, c0 + chunk));
                         PrefetchLines(ref nextV, linesV, ref fetchedV, quotaV);
                     }
                 }
@@ -247,7 +249,7 @@ internal static class PanelKernel<TL, TV>
         var (keyLo, keyHi) = TileKeys(ws, r0, mr, n);
         cLo = keyLo & ~15;
         cHi = (keyHi + 15) & ~15;
-        Scores(p, ref Unsafe.Add(ref q, r0 * qStride), qStride, ref keys.Data[keys.Offset(kb)], ref ws.S[0], mr, keys.Depth, bp, cLo, cHi);
+        Scores(p, ref Unsafe.Add(ref q, r0 * qStride), qStride, ref keys.Data[keys.Offset(kb)], keys.RowStride, ref ws.S[0], mr, keys.Depth, bp, cLo, cHi);
         for (int r = 0; r < mr; r++)
         {
             int row = r0 + r;
@@ -417,11 +419,11 @@ internal static class PanelKernel<TL, TV>
     }
 
     /// <summary>Raw scores of <paramref name="mr"/> query rows against the block's key columns [cLo, cHi): row r's land in <c>s[r·bp + c]</c>.</summary>
-    private static void Scores(AttentionProblem p, ref float q, nint qStride, ref float kt, ref float s, int mr, int depth, int bp, int cLo, int cHi)
+    private static void Scores(AttentionProblem p, ref float q, nint qStride, ref float kt, int ldk, ref float s, int mr, int depth, int bp, int cLo, int cHi)
     {
         if (p.Options.Score == ScoreFunction.Gaussian)
         {
-            Scores<DistanceStep>(ref q, qStride, ref kt, ref s, mr, depth, bp, cLo, cHi);
+            Scores<DistanceStep>(ref q, qStride, ref kt, ldk, ref s, mr, depth, bp, cLo, cHi);
         }
         else if (p.Options.Score == ScoreFunction.Additive)
         {
@@ -431,17 +433,17 @@ internal static class PanelKernel<TL, TV>
             {
                 for (int c = cLo; c < cHi; c += w)
                 {
-                    TileKernels<TL, TV>.ScoreAdditive1x1(ref Unsafe.Add(ref q, r * qStride), va, ref Unsafe.Add(ref kt, c), bp, ref Unsafe.Add(ref s, (r * bp) + c));
+                    TileKernels<TL, TV>.ScoreAdditive1x1(ref Unsafe.Add(ref q, r * qStride), va, ref Unsafe.Add(ref kt, c), ldk, ref Unsafe.Add(ref s, (r * bp) + c));
                 }
             }
         }
         else
         {
-            Scores<DotStep>(ref q, qStride, ref kt, ref s, mr, depth, bp, cLo, cHi);
+            Scores<DotStep>(ref q, qStride, ref kt, ldk, ref s, mr, depth, bp, cLo, cHi);
         }
     }
 
-    private static void Scores<TS>(ref float q, nint qStride, ref float kt, ref float s, int mr, int depth, int bp, int cLo, int cHi)
+    private static void Scores<TS>(ref float q, nint qStride, ref float kt, int ldk, ref float s, int mr, int depth, int bp, int cLo, int cHi)
         where TS : struct
     {
         int w = TL.Count;
@@ -453,13 +455,13 @@ internal static class PanelKernel<TL, TV>
             int c = cLo;
             for (; c + (2 * w) <= cHi; c += 2 * w)
             {
-                TileKernels<TL, TV>.Score8x2<TS>(ref qr, qStride, depth, ref Unsafe.Add(ref kt, c), bp, ref Unsafe.Add(ref sr, c), bp);
+                TileKernels<TL, TV>.Score8x2<TS>(ref qr, qStride, depth, ref Unsafe.Add(ref kt, c), ldk, ref Unsafe.Add(ref sr, c), bp);
             }
 
             for (; c < cHi; c += w)
             {
-                TileKernels<TL, TV>.Score4x1<TS>(ref qr, qStride, depth, ref Unsafe.Add(ref kt, c), bp, ref Unsafe.Add(ref sr, c), bp);
-                TileKernels<TL, TV>.Score4x1<TS>(ref Unsafe.Add(ref qr, Mr * qStride), qStride, depth, ref Unsafe.Add(ref kt, c), bp, ref Unsafe.Add(ref sr, (Mr * bp) + c), bp);
+                TileKernels<TL, TV>.Score4x1<TS>(ref qr, qStride, depth, ref Unsafe.Add(ref kt, c), ldk, ref Unsafe.Add(ref sr, c), bp);
+                TileKernels<TL, TV>.Score4x1<TS>(ref Unsafe.Add(ref qr, Mr * qStride), qStride, depth, ref Unsafe.Add(ref kt, c), ldk, ref Unsafe.Add(ref sr, (Mr * bp) + c), bp);
             }
         }
 
@@ -471,15 +473,15 @@ internal static class PanelKernel<TL, TV>
             int c = cLo;
             for (; c + (4 * w) <= cHi; c += 4 * w)
             {
-                TileKernels<TL, TV>.Score6x4<TS>(ref qr, qStride, depth, ref Unsafe.Add(ref kt, c), bp, ref Unsafe.Add(ref sr, c), bp);
+                TileKernels<TL, TV>.Score6x4<TS>(ref qr, qStride, depth, ref Unsafe.Add(ref kt, c), ldk, ref Unsafe.Add(ref sr, c), bp);
             }
 
             // The last 1–3 key vectors: rows [0, 4) and [2, 6) of the tile as two 4-row tiles (rows 2
             // and 3 are computed twice, to the same bits).
             for (; c < cHi; c += w)
             {
-                TileKernels<TL, TV>.Score4x1<TS>(ref qr, qStride, depth, ref Unsafe.Add(ref kt, c), bp, ref Unsafe.Add(ref sr, c), bp);
-                TileKernels<TL, TV>.Score4x1<TS>(ref Unsafe.Add(ref qr, 2 * qStride), qStride, depth, ref Unsafe.Add(ref kt, c), bp, ref Unsafe.Add(ref sr, (2 * bp) + c), bp);
+                TileKernels<TL, TV>.Score4x1<TS>(ref qr, qStride, depth, ref Unsafe.Add(ref kt, c), ldk, ref Unsafe.Add(ref sr, c), bp);
+                TileKernels<TL, TV>.Score4x1<TS>(ref Unsafe.Add(ref qr, 2 * qStride), qStride, depth, ref Unsafe.Add(ref kt, c), ldk, ref Unsafe.Add(ref sr, (2 * bp) + c), bp);
             }
         }
 
@@ -490,17 +492,17 @@ internal static class PanelKernel<TL, TV>
             int c = cLo;
             for (; WideTiles && c + (4 * w) <= cHi; c += 4 * w)
             {
-                TileKernels<TL, TV>.Score4x4<TS>(ref qr, qStride, depth, ref Unsafe.Add(ref kt, c), bp, ref Unsafe.Add(ref sr, c), bp);
+                TileKernels<TL, TV>.Score4x4<TS>(ref qr, qStride, depth, ref Unsafe.Add(ref kt, c), ldk, ref Unsafe.Add(ref sr, c), bp);
             }
 
             for (; c + (2 * w) <= cHi; c += 2 * w)
             {
-                TileKernels<TL, TV>.Score4x2<TS>(ref qr, qStride, depth, ref Unsafe.Add(ref kt, c), bp, ref Unsafe.Add(ref sr, c), bp);
+                TileKernels<TL, TV>.Score4x2<TS>(ref qr, qStride, depth, ref Unsafe.Add(ref kt, c), ldk, ref Unsafe.Add(ref sr, c), bp);
             }
 
             for (; c < cHi; c += w)
             {
-                TileKernels<TL, TV>.Score4x1<TS>(ref qr, qStride, depth, ref Unsafe.Add(ref kt, c), bp, ref Unsafe.Add(ref sr, c), bp);
+                TileKernels<TL, TV>.Score4x1<TS>(ref qr, qStride, depth, ref Unsafe.Add(ref kt, c), ldk, ref Unsafe.Add(ref sr, c), bp);
             }
         }
 
@@ -508,7 +510,7 @@ internal static class PanelKernel<TL, TV>
         {
             for (int c = cLo; c < cHi; c += w)
             {
-                TileKernels<TL, TV>.Score1x1<TS>(ref Unsafe.Add(ref q, r * qStride), depth, ref Unsafe.Add(ref kt, c), bp, ref Unsafe.Add(ref s, (r * bp) + c));
+                TileKernels<TL, TV>.Score1x1<TS>(ref Unsafe.Add(ref q, r * qStride), depth, ref Unsafe.Add(ref kt, c), ldk, ref Unsafe.Add(ref s, (r * bp) + c));
             }
         }
     }
@@ -517,7 +519,7 @@ internal static class PanelKernel<TL, TV>
     /// O[tile rows, c0..c1) = Σ_{KeyLo ≤ j &lt; KeyHi} P[row, j]·V[j, c0..c1) (keys outside have P = 0
     /// for every row of the tile).
     /// </summary>
-    private static void WeightedValues(Workspace ws, int slot, PanelTile t, int bp, ref float v, int dv, int c0, int c1)
+    private static void WeightedValues(Workspace ws, int slot, PanelTile t, int bp, ref float v, int ldv, int c0, int c1)
     {
         int w = TL.Count;
         int mr = t.Rows, keyLo = t.KeyLo;
@@ -525,7 +527,7 @@ internal static class PanelKernel<TL, TV>
         nint oStride = ws.ValueDim;
         ref float o = ref ws.StackO[ws.Index(slot, t.Row) * ws.ValueDim];
         ref float p = ref ws.P[(t.Row * bp) + keyLo];
-        ref float vFirst = ref Unsafe.Add(ref v, keyLo * dv);
+        ref float vFirst = ref Unsafe.Add(ref v, keyLo * ldv);
         int r = 0;
         for (; WideTiles && r + (2 * Mr) <= mr; r += 2 * Mr)
         {
@@ -534,10 +536,10 @@ internal static class PanelKernel<TL, TV>
             int c = c0;
             for (; c + (2 * w) <= c1; c += 2 * w)
             {
-                TileKernels<TL, TV>.Pv8x2(ref pr, bp, n, ref Unsafe.Add(ref vFirst, c), dv, ref Unsafe.Add(ref or, c), oStride);
+                TileKernels<TL, TV>.Pv8x2(ref pr, bp, n, ref Unsafe.Add(ref vFirst, c), ldv, ref Unsafe.Add(ref or, c), oStride);
             }
 
-            ValueColumns(ref pr, bp, n, ref vFirst, dv, ref or, oStride, 2 * Mr, c, c1);
+            ValueColumns(ref pr, bp, n, ref vFirst, ldv, ref or, oStride, 2 * Mr, c, c1);
         }
 
         const int six = PanelKernelShape.WideTileRows;
@@ -548,17 +550,17 @@ internal static class PanelKernel<TL, TV>
             int c = c0;
             for (; c + (4 * w) <= c1; c += 4 * w)
             {
-                TileKernels<TL, TV>.Pv6x4(ref pr, bp, n, ref Unsafe.Add(ref vFirst, c), dv, ref Unsafe.Add(ref or, c), oStride);
+                TileKernels<TL, TV>.Pv6x4(ref pr, bp, n, ref Unsafe.Add(ref vFirst, c), ldv, ref Unsafe.Add(ref or, c), oStride);
             }
 
             // Two more value vectors: rows [0, 4) and [2, 6) as two 4-row tiles (rows 2 and 3 twice, to the same bits).
             for (; c + (2 * w) <= c1; c += 2 * w)
             {
-                TileKernels<TL, TV>.Pv4x2(ref pr, bp, n, ref Unsafe.Add(ref vFirst, c), dv, ref Unsafe.Add(ref or, c), oStride);
-                TileKernels<TL, TV>.Pv4x2(ref Unsafe.Add(ref pr, 2 * bp), bp, n, ref Unsafe.Add(ref vFirst, c), dv, ref Unsafe.Add(ref or, (2 * oStride) + c), oStride);
+                TileKernels<TL, TV>.Pv4x2(ref pr, bp, n, ref Unsafe.Add(ref vFirst, c), ldv, ref Unsafe.Add(ref or, c), oStride);
+                TileKernels<TL, TV>.Pv4x2(ref Unsafe.Add(ref pr, 2 * bp), bp, n, ref Unsafe.Add(ref vFirst, c), ldv, ref Unsafe.Add(ref or, (2 * oStride) + c), oStride);
             }
 
-            ValueColumns(ref pr, bp, n, ref vFirst, dv, ref or, oStride, six, c, c1);
+            ValueColumns(ref pr, bp, n, ref vFirst, ldv, ref or, oStride, six, c, c1);
         }
 
         for (; r + Mr <= mr; r += Mr)
@@ -568,18 +570,18 @@ internal static class PanelKernel<TL, TV>
             int c = c0;
             for (; WideTiles && c + (4 * w) <= c1; c += 4 * w)
             {
-                TileKernels<TL, TV>.Pv4x4(ref pr, bp, n, ref Unsafe.Add(ref vFirst, c), dv, ref Unsafe.Add(ref or, c), oStride);
+                TileKernels<TL, TV>.Pv4x4(ref pr, bp, n, ref Unsafe.Add(ref vFirst, c), ldv, ref Unsafe.Add(ref or, c), oStride);
             }
 
             for (; c + (2 * w) <= c1; c += 2 * w)
             {
-                TileKernels<TL, TV>.Pv4x2(ref pr, bp, n, ref Unsafe.Add(ref vFirst, c), dv, ref Unsafe.Add(ref or, c), oStride);
+                TileKernels<TL, TV>.Pv4x2(ref pr, bp, n, ref Unsafe.Add(ref vFirst, c), ldv, ref Unsafe.Add(ref or, c), oStride);
             }
 
-            ValueColumns(ref pr, bp, n, ref vFirst, dv, ref or, oStride, Mr, c, c1);
+            ValueColumns(ref pr, bp, n, ref vFirst, ldv, ref or, oStride, Mr, c, c1);
         }
 
-        ValueColumns(ref Unsafe.Add(ref p, r * bp), bp, n, ref vFirst, dv, ref Unsafe.Add(ref o, r * oStride), oStride, mr - r, c0, c1);
+        ValueColumns(ref Unsafe.Add(ref p, r * bp), bp, n, ref vFirst, ldv, ref Unsafe.Add(ref o, r * oStride), oStride, mr - r, c0, c1);
     }
 
     /// <summary>Output columns [c, end) of <paramref name="rows"/> rows, one vector (then one column) at a time.</summary>
