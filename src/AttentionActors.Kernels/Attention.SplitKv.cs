@@ -4,7 +4,7 @@ using AttentionActors.Kernels.Tiles;
 namespace AttentionActors.Kernels;
 
 /// <summary>
-/// Decoding shapes: one panel of query rows per head (Nq ≤ 128) against many keys. Splitting by
+/// Decoding shapes: one panel of query rows per head (Nq ≤ 256) against many keys. Splitting by
 /// head and panel would give each thread whole heads, and every query head would stream its K/V
 /// from memory on its own. Instead the keys are split (split-KV) into aligned chunks of blocks small
 /// enough to stay in the L2 cache: a work item packs one chunk of one (batch, kv-head) and runs every

@@ -26,7 +26,7 @@ public static partial class Attention
         => Compute(AttentionProblem.Create(q, k, v, options), settings, null, cancellationToken);
 
     /// <summary>
-    /// Computes every row of a validated problem, split across threads by (batch·head, 128-row panel).
+    /// Computes every row of a validated problem, split across threads by (batch·head, 256-row panel).
     /// <paramref name="progress"/>, when given, receives the number of query rows finished so far.
     /// </summary>
     public static AttentionResult Compute(AttentionProblem problem, ComputeOptions? settings = null, IProgress<long>? progress = null, CancellationToken cancellationToken = default)

@@ -1,6 +1,7 @@
 using AttentionActors.Kernels.Partials;
 using AttentionActors.Kernels.Reference;
 using AttentionActors.Kernels.Simd;
+using AttentionActors.Kernels.Tiles;
 
 namespace AttentionActors.Kernels.Tests;
 
@@ -111,7 +112,7 @@ public class DecodeTests
     [Fact]
     public void Panels_of_many_rows_keep_the_row_path()
     {
-        var (q, k, v) = TestData.Qkv(3, 1, 2, 1, 129, 1000, 8, 8);
+        var (q, k, v) = TestData.Qkv(3, 1, 2, 1, PanelKernelShape.PanelRows + 1, 1000, 8, 8);
         Assert.False(Attention.SplitsKeys(AttentionProblem.Create(q, k, v, new AttentionOptions { BlockSize = 32 })));
     }
 }

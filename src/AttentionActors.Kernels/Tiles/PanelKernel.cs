@@ -8,7 +8,7 @@ using AttentionActors.Kernels.Simd;
 namespace AttentionActors.Kernels.Tiles;
 
 /// <summary>
-/// One query panel (≤ 128 rows of one batch·head) against a contiguous range of key blocks.
+/// One query panel (≤ 256 rows of one batch·head) against a contiguous range of key blocks.
 /// For each block (keys pre-transposed in a <see cref="KeyPack"/>): 1. S = score(Q_tile, K_block) for
 /// every register tile of rows, one chunk of key columns at a time, 2. logits, mask and m per row, 3. P and l
 /// per row, 4. O = P·V for every tile, one chunk of value columns at a time, 5. push the block's
@@ -26,8 +26,8 @@ internal static class PanelKernel<TL, TV>
 
     /// <summary>
     /// Rows of the register tile that starts with <paramref name="remaining"/> rows left: with 32
-    /// vector registers 6 (6×4 tiles), and the last ≤ 8 rows as one tile (an 8-row one is 8×2, so a
-    /// 128-row panel is 20 tiles of 6 and one of 8, not 21 and a 2-row tail of single-row kernels);
+    /// vector registers 6 (6×4 tiles), and the last ≤ 8 rows as one tile (an 8-row one is 8×2, so
+    /// 128 rows are 20 tiles of 6 and one of 8, not 21 and a 2-row tail of single-row kernels);
     /// else 4.
     /// </summary>
     private static int TileHeight(bool wide, int remaining)
