@@ -6,7 +6,7 @@ using AttentionActors.Kernels.Tiles;
 namespace AttentionActors.Kernels.Tests;
 
 /// <summary>
-/// Decoding shapes (Nq ≤ 128 rows per head against many keys) take the split-KV path, which stacks
+/// Decoding shapes (Nq ≤ 256 rows per head against many keys) take the split-KV path, which stacks
 /// the query heads of a K/V group into one panel: its bits must be those of per-head shards.
 /// </summary>
 public class DecodeTests
