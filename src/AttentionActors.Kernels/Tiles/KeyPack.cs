@@ -27,10 +27,10 @@ internal sealed class KeyPack : IDisposable
         valueStart = start + (blockCount * BlockStride);
     }
 
-    private readonly int valueBlockStride;
-    private readonly int valueStart;
-
+    /// <summary>Floats from element 0 of <see cref="Data"/> to its first 64-byte boundary, where block BlockStart starts.</summary>
     private readonly int start;
+    private readonly int valueStart;
+    private readonly int valueBlockStride;
 
     /// <summary>Pooled storage (may be longer than needed); return it with <see cref="Dispose"/>.</summary>
     public float[] Data { get; private set; }

@@ -10,11 +10,11 @@ namespace AttentionActors.Kernels.Tiles;
 /// <summary>
 /// One query panel (≤ 256 rows of one batch·head) against a contiguous range of key blocks.
 /// For each block (keys pre-transposed in a <see cref="KeyPack"/>): 1. S = score(Q_tile, K_block) for
-/// every register tile of rows, one chunk of key columns at a time, 2. logits, mask and m per row, 3. P and l
-/// per row, 4. O = P·V for every tile, one chunk of value columns at a time, 5. push the block's
-/// partial as a tree leaf and merge it with its left sibling while one is on the stack. The stack
-/// ends holding the maximal aligned subtrees of the range, the same nodes (and bits) any shard plan
-/// produces.
+/// every register tile of rows, one chunk of key columns at a time, 2. logits, mask and m per row,
+/// 3. P and l per row, 4. O = P·V for every tile, one chunk of value columns at a time, 5. push the
+/// block's partial as a tree leaf and merge it with its left sibling while one is on the stack. The
+/// stack ends holding the maximal aligned subtrees of the range, the same nodes (and bits) any shard
+/// plan produces.
 /// </summary>
 internal static class PanelKernel<TL, TV>
     where TL : ILanes<TV>

@@ -521,19 +521,9 @@ internal static class TileKernels<TL, TV>
     }
 
     /// <summary>
-    /// Softmax statistics of one score row of Bp (a multiple of 16) entries, masked entries −∞:
-    /// m = max_j s_j (<see cref="RowMax"/>); P_j = e^(s_j − m) and l = Σ_j P_j (<see cref="ExpRow"/>).
-    /// </summary>
-    public static float SoftmaxRow(ref float s, ref float p, int cLo, int cHi, Span<float> lanes16, out float l)
-    {
-        float m = RowMax(ref s, cLo, cHi);
-        l = ExpRow(ref s, ref p, cLo, cHi, m, lanes16);
-        return m;
-    }
-
-    /// <summary>
-    /// m = max_j s_j over columns [cLo, cHi) (16-aligned) of a score row, −∞ when every entry is
-    /// masked. The other columns are masked, so they cannot raise the maximum.
+    /// The softmax's m = max_j s_j over columns [cLo, cHi) (16-aligned) of a score row of Bp (a
+    /// multiple of 16) entries, masked entries −∞; −∞ when every entry is masked. The other columns
+    /// are masked, so they cannot raise the maximum.
     /// </summary>
     public static float RowMax(ref float s, int cLo, int cHi)
     {
@@ -663,7 +653,7 @@ internal static class TileKernels<TL, TV>
     }
 
     /// <summary>
-    /// t = Σ_j P_j·s_j over columns [cLo, cHi) of one row (P = e^(s − m) from <see cref="SoftmaxRow"/>;
+    /// t = Σ_j P_j·s_j over columns [cLo, cHi) of one row (P = e^(s − m) from <see cref="ExpRow"/>;
     /// a masked s = −∞ has P = 0 and counts as 0, never as 0·(−∞)), in 16 lanes (lane t takes
     /// j ≡ t mod 16, ascending j) and then a fixed pairwise tree over the lanes.
     /// </summary>
