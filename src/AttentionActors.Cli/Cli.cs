@@ -27,7 +27,5 @@ public static class Cli
         MhaCommand.Create(stdout, stderr),
         BenchCommand.Create(),
         CompareCommand.Create(stdout, stderr),
-        NodeCommand.Create(stderr),
-        ClusterCommand.Create(stdout, stderr),
     };
 }

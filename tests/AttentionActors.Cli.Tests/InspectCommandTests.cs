@@ -34,7 +34,7 @@ public sealed class InspectCommandTests : IDisposable
         string[] window = ["--batch-index", "1", "--rows", "7:125", "--cols", "3:166", "--size", "20"];
         var (code, said, err) = await Run(["inspect", .. files, "--causal", "bottom-right", "--block", "32", "--workers", "3", "--max-shard-bytes", "65536", "--entropy-out", PathOf("e.npy"), "--coverage-out", PathOf("c.npy"), .. window, "--weights-out", PathOf("w.npy"), "--heatmap", PathOf("h.svg")]);
         Assert.True(code == 0, err);
-        Assert.Matches(@"the coverage and 2 weights passes \([0-9]+ shards on 3 workers\) took", said);
+        Assert.Matches(@"the coverage and 2 weights passes took [0-9.]+ s on the embedded pipeline \(3 workers\)", said);
         var (code1, _, err1) = await Run(["inspect", .. files, "--causal", "bottom-right", "--block", "32", "--single-node", "--workers", "1", "--entropy-out", PathOf("e1.npy"), "--coverage-out", PathOf("c1.npy"), .. window, "--weights-out", PathOf("w1.npy"), "--heatmap", PathOf("h1.svg"), "--quiet"]);
         Assert.True(code1 == 0, err1);
 

@@ -17,12 +17,11 @@ public sealed class RunSafetyTests : IDisposable
     {
         var (code, stdout, stderr) = await Run("run", "--random", "--seq", "300", "--dim", "16", "--heads", "2", "--causal", "--single-node", "--workers", "3", "--verify");
         Assert.True(code == 0, stderr);
-        Assert.Contains("verify: single-node == sharded (3 workers) bit for bit: yes", stdout, StringComparison.Ordinal);
-        Assert.DoesNotContain("verify: sharded == single-node", stdout, StringComparison.Ordinal);
+        Assert.Contains("verify: a single node (3 threads) and the embedded pipeline (3 workers) agree bit for bit: yes", stdout, StringComparison.Ordinal);
 
         (code, stdout, stderr) = await Run("run", "--random", "--seq", "300", "--dim", "16", "--heads", "2", "--causal", "--workers", "3", "--verify");
         Assert.True(code == 0, stderr);
-        Assert.Contains("verify: sharded == single-node bit for bit: yes", stdout, StringComparison.Ordinal);
+        Assert.Contains("verify: the embedded pipeline (3 workers) and a single node (3 threads) agree bit for bit: yes", stdout, StringComparison.Ordinal);
     }
 
     [Theory]
@@ -33,7 +32,7 @@ public sealed class RunSafetyTests : IDisposable
         var clock = Stopwatch.StartNew();
         var (code, _, stderr) = await Run("run", "--random", "--seq", "100", "--dim", "64", "--workers", workers);
         Assert.Equal(2, code);
-        Assert.Contains($"--workers {workers} must be between 1 and {ClusterOptions.MaxWorkers}", stderr, StringComparison.Ordinal);
+        Assert.Contains($"--workers {workers} must be between 1 and {PipelineOptions.MaxWorkers}", stderr, StringComparison.Ordinal);
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"refusing took {clock.Elapsed.TotalSeconds:F1} s");
     }
 
@@ -66,13 +65,13 @@ public sealed class RunSafetyTests : IDisposable
     {
         var (code, stdout, stderr) = await Run("run", "--random", "--seq", "200", "--dim", "16", "--heads", "1", "--workers", "1");
         Assert.True(code == 0, stderr);
-        Assert.Matches(@"\d+ shards? on 1 worker;", stdout);
+        Assert.Matches(@"\d+ shards? on the embedded pipeline \(1 worker\);", stdout);
         Assert.DoesNotContain("1 workers", stdout, StringComparison.Ordinal);
         Assert.Contains("(estimated ", stdout, StringComparison.Ordinal);
 
         (code, stdout, stderr) = await Run("run", "--random", "--seq", "200", "--dim", "16", "--heads", "1", "--workers", "1", "--single-node");
         Assert.True(code == 0, stderr);
-        Assert.Contains("single node, 1 thread;", stdout, StringComparison.Ordinal);
+        Assert.Contains("on a single node (1 thread);", stdout, StringComparison.Ordinal);
     }
 
     [Theory]

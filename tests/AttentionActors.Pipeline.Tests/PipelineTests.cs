@@ -61,9 +61,12 @@ public class PipelineTests
         return AttentionMask.Additive(values, 1, heads, nq, nk);
     }
 
-    private static async Task<AttentionResult> Sharded(AttentionProblem problem, ClusterOptions cluster)
+    /// <summary>Starts an embedded pipeline for one test; a derived suite runs every test again with other actor settings.</summary>
+    protected virtual EmbeddedPipeline Start(PipelineOptions options) => EmbeddedPipeline.Start(options);
+
+    private async Task<AttentionResult> Sharded(AttentionProblem problem, PipelineOptions cluster)
     {
-        await using var embedded = AttentionCluster.StartEmbedded(cluster);
+        await using var embedded = Start(cluster);
         return await embedded.ComputeAsync(problem);
     }
 
@@ -78,7 +81,7 @@ public class PipelineTests
         foreach (int workers in new[] { 1, 2, 3, 7, 16 })
         {
             // A small byte budget forces key-range splits too, so partial merges are exercised.
-            var cluster = new ClusterOptions { Workers = workers, Plan = new PlanOptions { MaxShardBytes = 96 << 10 } };
+            var cluster = new PipelineOptions { Workers = workers, Plan = new PlanOptions { MaxShardBytes = 96 << 10 } };
             var sharded = await Sharded(problem, cluster);
             TestData.AssertBitwise(single.Output.Data.Span, sharded.Output.Data.Span, $"{name}, {workers} workers, out");
             TestData.AssertBitwise(single.Lse, sharded.Lse, $"{name}, {workers} workers, lse");
@@ -95,7 +98,7 @@ public class PipelineTests
         var single = Attention.Compute(withEntropy);
         foreach (int workers in new[] { 2, 7 })
         {
-            var cluster = new ClusterOptions { Workers = workers, Plan = new PlanOptions { MaxShardBytes = 96 << 10 } };
+            var cluster = new PipelineOptions { Workers = workers, Plan = new PlanOptions { MaxShardBytes = 96 << 10 } };
             var sharded = await Sharded(withEntropy, cluster);
             Assert.NotNull(sharded.Entropy);
             TestData.AssertBitwise(single.Entropy!, sharded.Entropy!, $"{name}, {workers} workers, entropy");
@@ -114,7 +117,7 @@ public class PipelineTests
         TestData.AssertClose(single, reference, $"{name} single-node coverage");
         foreach (var (workers, budget) in new[] { (1, 8L << 20), (3, 64L << 10), (7, 24L << 10) })
         {
-            await using var cluster = AttentionCluster.StartEmbedded(new ClusterOptions { Workers = workers, Plan = new PlanOptions { MaxShardBytes = budget } });
+            await using var cluster = Start(new PipelineOptions { Workers = workers, Plan = new PlanOptions { MaxShardBytes = budget } });
             var plan = CoveragePlanner.Plan(problem.Geometry, workers, cluster.Options.Plan);
             Assert.All(plan.Shards, s => Assert.True(s.Bytes <= budget, $"{s} needs {s.Bytes} bytes, over the budget {budget}"));
             var sharded = await cluster.CoverageAsync(problem, lse);
@@ -128,7 +131,7 @@ public class PipelineTests
         var (problem, _) = Scenario("gqa");
         var error = Assert.Throws<AttentionInputException>(() => CoveragePlanner.Plan(problem.Geometry, 2, new PlanOptions { MaxShardBytes = 1000 }));
         Assert.Contains("shard budget", error.Message);
-        await using var cluster = AttentionCluster.StartEmbedded(new ClusterOptions { Workers = 2 });
+        await using var cluster = Start(new PipelineOptions { Workers = 2 });
         var lse = Attention.Compute(problem).Lse;
         var wrong = await Assert.ThrowsAsync<ArgumentException>(() => cluster.CoverageAsync(problem, lse.AsMemory(1)));
         Assert.Contains("log-sum-exp holds", wrong.Message);
@@ -152,7 +155,7 @@ public class PipelineTests
             var single = Inspection.Weights(problem, lse, window.Batch, window.Head, (window.RowLo, window.RowHi), (window.ColLo, window.ColHi), window.CellRows, window.CellCols, window.Pooling);
             foreach (var (workers, budget) in new[] { (1, 8L << 20), (3, 128L << 10), (7, 80L << 10) })
             {
-                await using var cluster = AttentionCluster.StartEmbedded(new ClusterOptions { Workers = workers, Plan = new PlanOptions { MaxShardBytes = budget } });
+                await using var cluster = Start(new PipelineOptions { Workers = workers, Plan = new PlanOptions { MaxShardBytes = budget } });
                 var plan = WeightsPlanner.Plan(g.ForWeights(window), workers, cluster.Options.Plan);
                 Assert.All(plan.Shards, s => Assert.True(s.Bytes <= budget, $"{s} needs {s.Bytes} bytes, over the budget {budget}"));
                 var sharded = await cluster.WeightsAsync(problem, lse, window);
@@ -168,7 +171,7 @@ public class PipelineTests
         var window = new WeightsWindow(0, null, 0, 700, 0, 700, 1, 1, WeightPooling.Mean);
         var error = Assert.Throws<AttentionInputException>(() => WeightsPlanner.Plan(problem.Geometry.ForWeights(window), 2, new PlanOptions { MaxShardBytes = 64 << 10 }));
         Assert.Contains("shard budget", error.Message);
-        await using var cluster = AttentionCluster.StartEmbedded(new ClusterOptions { Workers = 2 });
+        await using var cluster = Start(new PipelineOptions { Workers = 2 });
         var lse = Attention.Compute(problem).Lse;
         var outside = await Assert.ThrowsAsync<AttentionInputException>(() => cluster.WeightsAsync(problem, lse, window with { RowHi = 701 }));
         Assert.Contains("outside [0, 700)", outside.Message);
@@ -201,7 +204,7 @@ public class PipelineTests
         var layer = LayerProblem.Create(weights, batch, x, n, keyInput, valueInput, nk, options);
         foreach (var (workers, budget) in new[] { (1, 8L << 20), (3, 48L << 10) })
         {
-            await using var cluster = AttentionCluster.StartEmbedded(new ClusterOptions { Workers = workers, Plan = new PlanOptions { MaxShardBytes = budget } });
+            await using var cluster = Start(new PipelineOptions { Workers = workers, Plan = new PlanOptions { MaxShardBytes = budget } });
             var sharded = await cluster.ComputeLayerAsync(layer);
             TestData.AssertBitwise(single.Output.Data.Span, sharded.Output.Data.Span, $"{name}, {workers} workers, heads' output");
             TestData.AssertBitwise(single.Lse, sharded.Lse, $"{name}, {workers} workers, lse");
@@ -233,8 +236,8 @@ public class PipelineTests
         var (problem, _) = Scenario("gqa");
         var reports = new List<Pipeline.Client.JobProgress>();
         var progress = new SyncProgress<Pipeline.Client.JobProgress>(reports.Add);
-        await using var cluster = AttentionCluster.StartEmbedded(new ClusterOptions { Workers = 3 });
-        await cluster.ComputeAsync(problem, progress);
+        await using var cluster = Start(new PipelineOptions { Workers = 3 });
+        await cluster.ComputeAsync(problem, progress: progress);
         var last = reports[^1];
         Assert.Equal(last.ShardsTotal, last.ShardsDone);
         Assert.Equal(last.FlopsTotal, last.FlopsDone, 3);
@@ -245,12 +248,12 @@ public class PipelineTests
     public async Task A_shard_that_keeps_failing_fails_the_job_naming_the_shard()
     {
         var (problem, _) = Scenario("gqa");
-        var options = new ClusterOptions
+        var options = new PipelineOptions
         {
             Workers = 2,
             Compute = (input, s, a, ct) => s.Id == 3 ? throw new InvalidOperationException("disk on fire") : Kernel(input, ct),
         };
-        await using var cluster = AttentionCluster.StartEmbedded(options);
+        await using var cluster = Start(options);
         var ex = await Assert.ThrowsAsync<AttentionJobException>(() => cluster.ComputeAsync(problem));
         Assert.Contains("shard 3 ", ex.Message, StringComparison.Ordinal);
         Assert.Contains("disk on fire", ex.Message, StringComparison.Ordinal);
@@ -262,14 +265,14 @@ public class PipelineTests
     {
         var (problem, _) = Scenario("padding");
         int failures = 0;
-        var options = new ClusterOptions
+        var options = new PipelineOptions
         {
             Workers = 2,
             Compute = (input, s, a, ct) => s.Id == 0 && a == 1 && Interlocked.Increment(ref failures) == 1
                 ? throw new IOException("transient")
                 : Kernel(input, ct),
         };
-        await using var cluster = AttentionCluster.StartEmbedded(options);
+        await using var cluster = Start(options);
         var result = await cluster.ComputeAsync(problem);
         TestData.AssertBitwise(Attention.Compute(problem).Output.Data.Span, result.Output.Data.Span, "after a retry");
         Assert.Equal(1, failures);
@@ -281,7 +284,7 @@ public class PipelineTests
         var (problem, _) = Scenario("window");
         using var release = new ManualResetEventSlim();
         int attempts = 0;
-        var options = new ClusterOptions
+        var options = new PipelineOptions
         {
             Workers = 2,
             Job = new Pipeline.Coordinator.JobOptions { ShardTimeout = TimeSpan.FromMilliseconds(200), MinWorkerFlops = 1e15 },
@@ -296,7 +299,7 @@ public class PipelineTests
                 return Kernel(input, ct);
             },
         };
-        await using var cluster = AttentionCluster.StartEmbedded(options);
+        await using var cluster = Start(options);
         var result = await cluster.ComputeAsync(problem);
         release.Set();
         Assert.Equal(1, attempts);
@@ -309,7 +312,7 @@ public class PipelineTests
         var (problem, _) = Scenario("gqa");
         using var cts = new CancellationTokenSource();
         int computed = 0;
-        var options = new ClusterOptions
+        var options = new PipelineOptions
         {
             Workers = 1,
             Plan = new PlanOptions { MaxShardBytes = 32 << 10 },
@@ -324,10 +327,10 @@ public class PipelineTests
                 return Kernel(input, ct);
             },
         };
-        await using var cluster = AttentionCluster.StartEmbedded(options);
+        await using var cluster = Start(options);
         var plan = ShardPlanner.Plan(problem, 1, options.Plan);
         Assert.True(plan.Shards.Count > 10, $"the plan has only {plan.Shards.Count} shards");
-        await Assert.ThrowsAsync<OperationCanceledException>(() => cluster.ComputeAsync(problem, plan, null, cts.Token));
+        await Assert.ThrowsAsync<OperationCanceledException>(() => cluster.ComputeAsync(problem, plan, cancellationToken: cts.Token));
         await Task.Delay(200);
         Assert.True(computed < plan.Shards.Count / 2, $"{computed} of {plan.Shards.Count} shards were still computed after cancelling");
     }
@@ -338,7 +341,7 @@ public class PipelineTests
         var (problem, _) = Scenario("gqa");
         using var started = new ManualResetEventSlim();
         using var interrupted = new ManualResetEventSlim();
-        var options = new ClusterOptions
+        var options = new PipelineOptions
         {
             Workers = 1,
             Compute = (input, s, a, ct) =>
@@ -353,9 +356,9 @@ public class PipelineTests
                 return Kernel(input, ct);
             },
         };
-        await using var cluster = AttentionCluster.StartEmbedded(options);
+        await using var cluster = Start(options);
         using var cts = new CancellationTokenSource();
-        var job = cluster.ComputeAsync(problem, null, cts.Token);
+        var job = cluster.ComputeAsync(problem, cancellationToken: cts.Token);
         Assert.True(started.Wait(TimeSpan.FromSeconds(10)), "the shard never started");
         var clock = System.Diagnostics.Stopwatch.StartNew();
         await cts.CancelAsync();
@@ -369,7 +372,7 @@ public class PipelineTests
     {
         var (problem, _) = Scenario("gqa");
         using var started = new ManualResetEventSlim();
-        var options = new ClusterOptions
+        var options = new PipelineOptions
         {
             Workers = 1,
             Compute = (input, s, a, ct) =>
@@ -380,7 +383,7 @@ public class PipelineTests
                 return Kernel(input, ct);
             },
         };
-        var cluster = AttentionCluster.StartEmbedded(options);
+        var cluster = Start(options);
         var job = cluster.ComputeAsync(problem);
         Assert.True(started.Wait(TimeSpan.FromSeconds(10)), "the shard never started");
         var clock = System.Diagnostics.Stopwatch.StartNew();
@@ -400,7 +403,7 @@ public class PipelineTests
         using var started = new ManualResetEventSlim();
         using var release = new ManualResetEventSlim();
         int returned = 0;
-        var options = new ClusterOptions
+        var options = new PipelineOptions
         {
             Workers = 1,
             Compute = (input, s, a, ct) =>
@@ -411,9 +414,9 @@ public class PipelineTests
                 return Kernel(input, CancellationToken.None);
             },
         };
-        await using var cluster = AttentionCluster.StartEmbedded(options);
+        await using var cluster = Start(options);
         using var cts = new CancellationTokenSource();
-        var job = cluster.ComputeAsync(problem, null, cts.Token);
+        var job = cluster.ComputeAsync(problem, cancellationToken: cts.Token);
         Assert.True(started.Wait(TimeSpan.FromSeconds(10)), "the shard never started");
         await cts.CancelAsync();
 
@@ -428,7 +431,7 @@ public class PipelineTests
     {
         var (problem, _) = Scenario("causal top-left");
         int forged = 0;
-        var options = new ClusterOptions
+        var options = new PipelineOptions
         {
             Workers = 2,
             Plan = new PlanOptions { MaxShardBytes = 96 << 10 },
@@ -436,7 +439,7 @@ public class PipelineTests
                 ? new Kernels.Partials.PartialSet([], input.RowCount, input.Geometry.ValueDim)
                 : Kernel(input, ct),
         };
-        await using var cluster = AttentionCluster.StartEmbedded(options);
+        await using var cluster = Start(options);
         var result = await cluster.ComputeAsync(problem);
         Assert.True(forged > 0);
         TestData.AssertBitwise(Attention.Compute(problem).Output.Data.Span, result.Output.Data.Span, "after empty partial sets");
@@ -448,7 +451,7 @@ public class PipelineTests
         var (problem, _) = Scenario("padding");
         var buffer = new float[problem.Batch * problem.Heads * problem.QuerySeq * problem.ValueDim];
         Array.Fill(buffer, float.NaN);
-        await using var cluster = AttentionCluster.StartEmbedded(new ClusterOptions { Workers = 3, MaxMessageBytes = 64 << 10 });
+        await using var cluster = Start(new PipelineOptions { Workers = 3, MaxMessageBytes = 64 << 10 });
         var plan = ShardPlanner.Plan(problem, 3, new PlanOptions { MaxShardBytes = 64 << 10 });
         var result = await cluster.ComputeAsync(problem, plan, buffer);
         Assert.True(result.Output.Data.Span.Overlaps(buffer), "the result must be the caller's buffer");
@@ -461,9 +464,9 @@ public class PipelineTests
     public void Worker_counts_outside_the_bound_are_refused_before_anything_starts()
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        var error = Assert.Throws<ArgumentOutOfRangeException>(() => AttentionCluster.StartEmbedded(new ClusterOptions { Workers = 100_000 }));
-        Assert.Contains($"between 1 and {ClusterOptions.MaxWorkers}", error.Message, StringComparison.Ordinal);
-        Assert.Throws<ArgumentOutOfRangeException>(() => AttentionCluster.StartEmbedded(new ClusterOptions { Workers = 0 }));
+        var error = Assert.Throws<ArgumentOutOfRangeException>(() => EmbeddedPipeline.Start(new PipelineOptions { Workers = 100_000 }));
+        Assert.Contains($"between 1 and {PipelineOptions.MaxWorkers}", error.Message, StringComparison.Ordinal);
+        Assert.Throws<ArgumentOutOfRangeException>(() => EmbeddedPipeline.Start(new PipelineOptions { Workers = 0 }));
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5), $"refusing took {clock.Elapsed.TotalSeconds:F1} s");
     }
 
@@ -482,4 +485,14 @@ public class PipelineTests
             }
         }
     }
+}
+
+/// <summary>
+/// The whole pipeline suite again with Akka's <c>serialize-messages = on</c>: every message between
+/// the roles goes through the wire codec and back, proving each one is wire-safe and that the bits
+/// survive it.
+/// </summary>
+public sealed class PipelineTestsOverTheWire : PipelineTests
+{
+    protected override EmbeddedPipeline Start(PipelineOptions options) => EmbeddedPipeline.Start(options with { ActorConfig = PipelineConfig.SerializeMessages });
 }

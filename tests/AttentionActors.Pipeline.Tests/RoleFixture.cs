@@ -1,5 +1,5 @@
-using AttentionActors.Actors;
-using AttentionActors.Actors.TestKit;
+using Akka.Actor;
+using Akka.TestKit;
 using AttentionActors.Kernels;
 using AttentionActors.Kernels.Tests;
 using AttentionActors.Pipeline.Client;
@@ -54,7 +54,7 @@ internal static class RoleFixture
     }
 
     /// <summary>A local actor that takes every message and does nothing (a stand-in coordinator or reducer that can be stopped).</summary>
-    public sealed class Sink : ActorBase
+    public sealed class Sink : ReceiveActor
     {
         public Sink() => ReceiveAny(_ => { });
     }

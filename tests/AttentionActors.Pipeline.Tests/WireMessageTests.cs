@@ -1,9 +1,10 @@
 using System.Reflection;
-using AttentionActors.Actors;
+using Akka.Actor;
 using AttentionActors.Pipeline.Client;
 using AttentionActors.Pipeline.Coordinator;
 using AttentionActors.Pipeline.Planning;
 using AttentionActors.Pipeline.Reduction;
+using AttentionActors.Pipeline.Wire;
 using AttentionActors.Pipeline.Workers;
 
 namespace AttentionActors.Pipeline.Tests;
@@ -19,7 +20,7 @@ public sealed class WireMessageTests
 
     private sealed record Holder(Func<int> Callback);
 
-    public static IEnumerable<Type> WireTypes => typeof(AttentionCluster).Assembly.GetTypes().Where(t => typeof(IWireMessage).IsAssignableFrom(t) && !t.IsInterface);
+    public static IEnumerable<Type> WireTypes => typeof(EmbeddedPipeline).Assembly.GetTypes().Where(t => typeof(IWireMessage).IsAssignableFrom(t) && !t.IsInterface);
 
     [Fact]
     public void The_pipelines_wire_messages_are_the_protocol()
@@ -29,9 +30,12 @@ public sealed class WireMessageTests
         [
             typeof(AttentionCompleted), typeof(AttentionFailed), typeof(CancelJob), typeof(ComputeShard), typeof(ExpectShards), typeof(FailJob),
             typeof(JobEnded), typeof(JobProgress), typeof(PartialComputed), typeof(RowsFinished), typeof(ShardFailed), typeof(ShardMerged),
-            typeof(ShardPoisoned), typeof(ShardStarted), typeof(WatchJob), typeof(AuditMismatch), typeof(CoverageComputed), typeof(CoverageFinished), typeof(WeightsComputed), typeof(WeightsFinished),
+            typeof(ShardStarted), typeof(WatchJob), typeof(AuditMismatch), typeof(CoverageComputed), typeof(CoverageFinished), typeof(WeightsComputed), typeof(WeightsFinished),
         ];
         Assert.Equal(expected.Select(t => t.Name).Order(), names);
+
+        // The codec's registry is the same list: nothing crosses the wire that is not in it, and it names nothing else.
+        Assert.Equal(names, WireCodec.Manifests.Keys.Select(t => t.Name).Order().ToArray());
     }
 
     [Fact]
@@ -67,7 +71,7 @@ public sealed class WireMessageTests
 
         if (typeof(Exception).IsAssignableFrom(type) || typeof(Delegate).IsAssignableFrom(type) || typeof(Task).IsAssignableFrom(type)
             || type == typeof(CancellationToken) || type == typeof(CancellationTokenSource) || type == typeof(Thread) || type == typeof(ActorSystem)
-            || typeof(IActorContext).IsAssignableFrom(type) || typeof(Stream).IsAssignableFrom(type) || type == typeof(object)
+            || typeof(IActorContext).IsAssignableFrom(type) || typeof(Akka.Actor.ActorSystem).IsAssignableFrom(type) || typeof(Stream).IsAssignableFrom(type) || type == typeof(object)
             || (type.IsGenericType && type.GetGenericTypeDefinition() == typeof(IProgress<>)))
         {
             return $"{path} is a {type.Name}, which cannot cross processes";

@@ -36,18 +36,14 @@ internal static class BenchCommand
         var pipeline = new Option<bool>("--pipeline") { Description = "Time the embedded pipeline against the single-node kernel instead (alternating runs, bits compared)" };
         var workers = new Option<int>("--workers") { Description = "With --pipeline: workers, and the single-node threads they are compared with [one per core]", DefaultValueFactory = _ => Environment.ProcessorCount };
         var maxShardBytes = new Option<long>("--max-shard-bytes") { Description = "With --pipeline: the planner's shard budget in bytes", DefaultValueFactory = _ => new Pipeline.Planning.PlanOptions().MaxShardBytes };
-        var cluster = new Option<bool>("--cluster") { Description = "Time the embedded pipeline against a local cluster of processes (1 coordinator+reducer, --workers workers of 1 thread) on a broker of its own, or on --broker" };
-        var command = new Command("bench", "Measure the single-node kernel (GFLOP/s, peak memory), verified against the reference first; or, with --pipeline, the embedded pipeline against it; or, with --cluster, a local cluster against the embedded pipeline")
+        var command = new Command("bench", "Measure the single-node kernel (GFLOP/s, peak memory), verified against the reference first; or, with --pipeline, the embedded pipeline against it")
         {
-            seqs, dims, heads, threads, repeat, causal, block, checkRows, path, pipeline, workers, maxShardBytes, cluster, decode, queryRows, kvHeads,
+            seqs, dims, heads, threads, repeat, causal, block, checkRows, path, pipeline, workers, maxShardBytes, decode, queryRows, kvHeads,
         };
-        var broker = BrokerFlags.Add(command);
         command.SetAction(async r => r.GetValue(decode)
             ? DecodeBench.Run(
                 r.GetValue(queryRows)!, Given(r.GetValue(seqs), [65536]), Given(r.GetValue(dims), [128]), r.GetValue(heads) ?? 32, r.GetValue(kvHeads) ?? 8, r.GetValue(threads)!,
                 Math.Max(1, r.GetValue(repeat)), r.GetValue(block), r.GetValue(checkRows), r.GetValue(path))
-            : r.GetValue(cluster)
-            ? await ClusterBench.RunAsync(Given(r.GetValue(seqs), DefaultSeqs), Given(r.GetValue(dims), DefaultDims), r.GetValue(heads) ?? DefaultHeads, r.GetValue(workers), Math.Max(1, r.GetValue(repeat)), r.GetValue(causal), r.GetValue(block), broker.Given(r) ? broker.Read(r).Where(f => f.Value is not null).ToList() : null)
             : r.GetValue(pipeline)
             ? await PipelineBench.RunAsync(Given(r.GetValue(seqs), DefaultSeqs), Given(r.GetValue(dims), DefaultDims), r.GetValue(heads) ?? DefaultHeads, r.GetValue(workers), Math.Max(1, r.GetValue(repeat)), r.GetValue(causal), r.GetValue(block), r.GetValue(maxShardBytes))
             : Run(

@@ -1,7 +1,6 @@
 using System.Globalization;
 using AttentionActors.Kernels;
 using AttentionActors.Kernels.Partials;
-using AttentionActors.Pipeline;
 using AttentionActors.Pipeline.Planning;
 
 namespace AttentionActors.Cli.Commands;
@@ -15,17 +14,17 @@ internal static class DryRun
 {
     private const int ListedShards = 12;
 
-    /// <summary>Bytes of every shard's input, partials and output rows: what crosses the broker besides the upload.</summary>
+    /// <summary>Bytes of every shard's input, partials and output rows: what crosses a cluster's data plane.</summary>
     public static long BytesMoved(AttentionGeometry g, ShardPlan plan) => plan.Shards.Select(s => Messages(g, s)).Sum(m => m.In + m.Partials + m.Rows);
 
-    public static int Print(AttentionGeometry g, ShardPlan plan, JobEstimate estimate, ClusterOptions cluster, TextWriter stdout)
+    public static int Print(AttentionGeometry g, ShardPlan plan, JobEstimate estimate, int workers, long maxShardBytes, TextWriter stdout)
     {
         var inv = CultureInfo.InvariantCulture;
         var shards = plan.Shards;
         var sizes = shards.Select(s => Messages(g, s)).ToList();
         long moved = BytesMoved(g, plan);
         stdout.WriteLine(string.Create(inv, $"dry run: Q {g.QueryShape}, K {g.KeyShape}, V {g.ValueShape}; block {g.BlockSize}, {g.BlockCount} key blocks"));
-        stdout.WriteLine(string.Create(inv, $"dry run: {shards.Count} shards on {cluster.Workers} workers, shard budget {JobEstimate.Size(cluster.Plan.MaxShardBytes)}, imbalance {plan.Imbalance:F3} (busiest worker over the mean)"));
+        stdout.WriteLine(string.Create(inv, $"dry run: {shards.Count} shards on {workers} workers, shard budget {JobEstimate.Size(maxShardBytes)}, imbalance {plan.Imbalance:F3} (busiest worker over the mean)"));
         if (shards.Count > 0)
         {
             stdout.WriteLine(string.Create(inv, $"dry run: rows per shard {Range(shards.Select(s => (double)s.RowCount))}; key blocks per shard {Range(shards.Select(s => (double)(s.BlockEnd - s.BlockStart)))}"));

@@ -1,12 +1,10 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using AttentionActors.Kernels;
-using AttentionActors.Kernels.Simd;
 
 namespace AttentionActors.Cli.Commands;
 
-/// <summary>Inspection passes the workers ran after the attention: the coverage (if asked for), each weight window's cells, their time and where they ran.</summary>
+/// <summary>Inspection passes run after the attention: the coverage (if asked for), each weight window's cells, their time and where they ran.</summary>
 internal sealed record InspectPasses(float[]? Coverage, IReadOnlyDictionary<WeightsWindow, float[]> Weights, TimeSpan Took, string Where);
 
 /// <summary>
@@ -88,12 +86,12 @@ internal sealed class InspectStep
         };
     }
 
-    /// <summary>Whether the coverage pass was asked for (<c>--coverage-out</c>): the pipeline or the cluster runs it as a second job and hands it to <see cref="Run"/>.</summary>
+    /// <summary>Whether the coverage pass was asked for (<c>--coverage-out</c>): the runner computes it as a second job and hands it to <see cref="Run"/>.</summary>
     public bool WantsCoverage => CoveragePath is not null;
 
     /// <summary>
     /// The weight windows asked for: the unpooled window of <c>--weights-out</c> and the pooled one of
-    /// <c>--heatmap</c>. The pipeline or the cluster runs each as a weights pass and hands the cells to <see cref="Run"/>.
+    /// <c>--heatmap</c>. The runner computes each as a weights pass and hands the cells to <see cref="Run"/>.
     /// </summary>
     public IReadOnlyList<WeightsWindow> WeightWindows
     {
@@ -115,18 +113,15 @@ internal sealed class InspectStep
     }
 
     /// <summary>
-    /// Computes what was asked for, adds the .npy outputs to <paramref name="outputs"/>, writes the
-    /// heatmap and prints the summary. <paramref name="distributed"/> holds the coverage and weights
-    /// passes when the workers already ran them; otherwise they run here on <paramref name="threads"/> threads.
+    /// Writes what was asked for from the attention's entropy and the passes the runner computed
+    /// (<paramref name="passes"/>): the .npy outputs go into <paramref name="outputs"/>, the heatmap
+    /// is written, and the summary printed.
     /// </summary>
-    public void Run(AttentionProblem problem, AttentionResult result, InspectPasses? distributed, int[] leading, int threads, List<OutputFile> outputs, TextWriter stdout, bool quiet, CancellationToken cancellationToken)
+    public void Run(AttentionProblem problem, AttentionResult result, InspectPasses passes, int[] leading, List<OutputFile> outputs, TextWriter stdout, bool quiet)
     {
-        var clock = Stopwatch.StartNew();
         bool coverage = CoveragePath is not null;
         var entropy = result.Entropy ?? throw new InvalidOperationException("the attention pass returned no entropy although the job asked for it");
-        var inspection = new InspectionResult(entropy, !coverage ? null : distributed?.Coverage ?? Inspection.Coverage(problem, result.Lse, new ComputeOptions { Threads = threads }, cancellationToken));
-        float[] Weights(WeightsWindow w) => distributed?.Weights.GetValueOrDefault(w)
-            ?? Inspection.Weights(problem, result.Lse, w.Batch, w.Head, (w.RowLo, w.RowHi), (w.ColLo, w.ColHi), w.CellRows, w.CellCols, w.Pooling, KernelPath.Auto, threads, cancellationToken);
+        var inspection = new InspectionResult(entropy, coverage ? passes.Coverage : null);
         if (EntropyPath is not null)
         {
             outputs.Add(OutputFile.Write(EntropyPath, inspection.Entropy, [.. leading, problem.QuerySeq]));
@@ -141,25 +136,22 @@ internal sealed class InspectStep
         int rows = RowWindow.Hi - RowWindow.Lo, cols = ColWindow.Hi - ColWindow.Lo;
         if (WeightsPath is not null)
         {
-            var weights = Weights(WeightsWindowOf(rows, cols, WeightPooling.Mean));
-            outputs.Add(OutputFile.Write(WeightsPath, weights, [rows, cols]));
+            outputs.Add(OutputFile.Write(WeightsPath, passes.Weights[WeightsWindowOf(rows, cols, WeightPooling.Mean)], [rows, cols]));
         }
 
         if (HeatmapPath is not null)
         {
             int cellRows = Math.Min(Request.Size, rows), cellCols = Math.Min(Request.Size, cols);
-            var cells = Weights(WeightsWindowOf(cellRows, cellCols, Request.Pool));
+            var cells = passes.Weights[WeightsWindowOf(cellRows, cellCols, Request.Pool)];
             var map = new Heatmap(cells, cellRows, cellCols, RowWindow, ColWindow, QLabels, KLabels, Title(problem, cellRows, cellCols));
             File.WriteAllText(HeatmapPath, map.ToSvg(), new UTF8Encoding(false));
         }
 
-        int passes = (coverage ? 1 : 0) + WeightWindows.Count;
-        var elapsed = distributed?.Took ?? clock.Elapsed;
-        string where = distributed?.Where ?? $"single node, {threads} thread{(threads == 1 ? "" : "s")}";
+        int count = (coverage ? 1 : 0) + WeightWindows.Count;
         if (!quiet)
         {
             string names = string.Join(" and ", new[] { coverage ? "coverage" : null, WeightWindows.Count switch { 0 => null, 1 => "weights", int n => $"{n} weights" } }.Where(n => n is not null));
-            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"inspect: entropy computed with the attention{(passes > 0 ? $"; the {names} pass{(passes > 1 ? "es" : "")} ({where}) took {elapsed.TotalSeconds:F3} s" : "")}"));
+            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"inspect: entropy computed with the attention{(count > 0 ? $"; the {names} pass{(count > 1 ? "es" : "")} took {passes.Took.TotalSeconds:F3} s on {passes.Where}" : "")}"));
             Summary(problem, inspection, stdout);
         }
     }

@@ -1,12 +1,9 @@
 using System.CommandLine;
 using System.Globalization;
 using AttentionActors.Cli.Npy;
-using AttentionActors.Cluster.Client;
-using AttentionActors.Cluster.Transport;
 using AttentionActors.Kernels;
 using AttentionActors.Kernels.Simd;
 using AttentionActors.Pipeline;
-using AttentionActors.Pipeline.Planning;
 
 namespace AttentionActors.Cli.Commands;
 
@@ -38,13 +35,11 @@ internal static class MhaCommand
         var singleNode = new Option<bool>("--single-node") { Description = "Attention on the single-node kernel instead of the actor pipeline; same bits" };
         var block = new Option<int>("--block") { Description = "Keys per canonical block (multiple of 16)", DefaultValueFactory = _ => AttentionOptions.DefaultBlockSize };
         var output = new Option<string>("--out") { Description = "Output .npy (float32): [B, N, E_out] (or [N, E_out] for 2-D X)", Required = true };
-        var config = new Option<string?>("--config") { Description = "JSON settings file for --broker (its Broker section; see cluster-config/README.md)" };
         var weightsAvg = new Option<string?>("--weights-avg-out") { Description = "Attention weights averaged over heads .npy [B, N, Nk] (PyTorch's average_attn_weights); at most 64M values" };
         var command = new Command("mha", "The multi-head attention layer (torch.nn.MultiheadAttention, batch first): projections, exact attention per head, output projection")
         {
-            x, memory, memoryValue, wq, wk, wv, wo, bq, bk, bv, bo, heads, causal, keyLengths, positional, workers, singleNode, block, output, weightsAvg, config,
+            x, memory, memoryValue, wq, wk, wv, wo, bq, bk, bv, bo, heads, causal, keyLengths, positional, workers, singleNode, block, output, weightsAvg,
         };
-        var broker = BrokerFlags.Add(command);
         command.SetAction(async (r, cancellationToken) =>
         {
             var outputs = new List<OutputFile>();
@@ -120,7 +115,7 @@ internal static class MhaCommand
                     }
                 }
 
-                int threads = Math.Clamp(r.GetValue(workers), 1, ClusterOptions.MaxWorkers);
+                int threads = Math.Clamp(r.GetValue(workers), 1, PipelineOptions.MaxWorkers);
                 string? alignment = r.GetValue(causal);
                 var options = new AttentionOptions
                 {
@@ -130,34 +125,12 @@ internal static class MhaCommand
                     BlockSize = r.GetValue(block),
                 };
                 var clock = System.Diagnostics.Stopwatch.StartNew();
-                AttentionResult result;
-                TimeSpan projected;
-                string where;
                 var layer = LayerProblem.Create(weights, batch, xs, n, ks, ReferenceEquals(vs, ks) ? null : vs, nk, options);
-                if (r.GetValue(singleNode))
-                {
-                    var (q, k, v) = MultiHeadLayer.Project(weights, batch, xs, n, ks, vs, nk, threads, cancellationToken);
-                    projected = clock.Elapsed;
-                    result = Attention.Compute(AttentionProblem.Create(q, k, v, options), new ComputeOptions { Threads = threads }, null, cancellationToken);
-                    where = $"single node, {threads} thread{(threads == 1 ? "" : "s")}";
-                }
-                else if (broker.Given(r))
-                {
-                    // Each worker projects its shard's rows with its head's weights: X, the memory and W_q, W_k, W_v travel, never Q, K or V.
-                    var (settings, brokerOptions) = NodeConfiguration.Load(r.GetValue(config), [.. broker.Read(r).Where(f => f.Value is not null)]);
-                    await using var client = await ClusterClient.ConnectAsync(brokerOptions, null, settings.Job.ResultGrace, cancellationToken);
-                    projected = TimeSpan.Zero;
-                    result = await client.ComputeLayerAsync(layer, cancellationToken: cancellationToken);
-                    where = $"cluster on {client.Broker}, projections on the workers";
-                }
-                else
-                {
-                    await using var embedded = AttentionCluster.StartEmbedded(new ClusterOptions { Workers = threads, Plan = new PlanOptions() });
-                    projected = TimeSpan.Zero;
-                    result = await embedded.ComputeLayerAsync(layer, null, cancellationToken);
-                    where = $"{threads} worker{(threads == 1 ? "" : "s")}, projections on the workers";
-                }
 
+                // Single node projects first and then attends; the pipeline's workers project their own shards' rows.
+                await using IAttentionRunner runner = r.GetValue(singleNode) ? new SingleNodeRunner(threads) : EmbeddedPipeline.Start(new PipelineOptions { Workers = threads });
+                var result = await runner.ComputeLayerAsync(layer, null, cancellationToken);
+                string where = runner.Where;
                 var attended = clock.Elapsed;
                 var y = MultiHeadLayer.Combine(weights, result.Output, threads, cancellationToken);
                 var combined = clock.Elapsed;
@@ -188,9 +161,7 @@ internal static class MhaCommand
                 double projectionFlops = 2.0 * batch * e * (((double)n * eq) + ((double)nk * (ek + ev)));
                 double outputFlops = 2.0 * batch * n * (double)e * weights.OutDim;
                 stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"mha: X {RunInputs.Show(xFile.Shape)} → out {RunInputs.Show([.. leading, n, weights.OutDim])}; {h} heads of {weights.HeadDim} dims over {nk} keys"));
-                stdout.WriteLine(projected > TimeSpan.Zero
-                    ? string.Create(CultureInfo.InvariantCulture, $"mha ({where}): projections {projected.TotalSeconds:F3} s ({projectionFlops / 1e9 / Math.Max(projected.TotalSeconds, 1e-9):F1} GFLOP/s), attention {(attended - projected).TotalSeconds:F3} s ({layer.Geometry.DenseFlops / 1e9 / Math.Max((attended - projected).TotalSeconds, 1e-9):F1} GFLOP/s dense-equivalent), output projection {(combined - attended).TotalSeconds:F3} s ({outputFlops / 1e9 / Math.Max((combined - attended).TotalSeconds, 1e-9):F1} GFLOP/s)")
-                    : string.Create(CultureInfo.InvariantCulture, $"mha ({where}): projections and attention {attended.TotalSeconds:F3} s ({(projectionFlops + layer.Geometry.DenseFlops) / 1e9 / Math.Max(attended.TotalSeconds, 1e-9):F1} GFLOP/s dense-equivalent), output projection {(combined - attended).TotalSeconds:F3} s ({outputFlops / 1e9 / Math.Max((combined - attended).TotalSeconds, 1e-9):F1} GFLOP/s)"));
+                stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"mha ({where}): projections and attention {attended.TotalSeconds:F3} s ({(projectionFlops + layer.Geometry.DenseFlops) / 1e9 / Math.Max(attended.TotalSeconds, 1e-9):F1} GFLOP/s dense-equivalent), output projection {(combined - attended).TotalSeconds:F3} s ({outputFlops / 1e9 / Math.Max((combined - attended).TotalSeconds, 1e-9):F1} GFLOP/s)"));
                 return 0;
             }
             catch (Exception ex) when (ex is UsageException or AttentionInputException or NpyFormatException or IOException or UnauthorizedAccessException)
@@ -201,11 +172,6 @@ internal static class MhaCommand
             catch (AttentionJobException ex)
             {
                 stderr.WriteLine($"attention: job failed: {ex.Message}");
-                return 1;
-            }
-            catch (BrokerUnreachableException ex)
-            {
-                stderr.WriteLine($"attention: {ex.Message}");
                 return 1;
             }
             finally

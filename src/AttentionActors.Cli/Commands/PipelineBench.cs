@@ -10,7 +10,7 @@ namespace AttentionActors.Cli.Commands;
 /// <c>attention bench --pipeline</c>: the embedded pipeline against the single-node kernel on the
 /// same inputs, in one process, runs alternating (single, pipeline, single, …) after a warm-up of
 /// each, every pipeline result checked bit for bit against the single-node one. Reports medians and
-/// their ratio; time includes planning and the whole job on an already started cluster.
+/// their ratio; time includes planning and the whole job on an already started pipeline.
 /// </summary>
 internal static class PipelineBench
 {
@@ -20,8 +20,8 @@ internal static class PipelineBench
         Console.WriteLine();
         Console.WriteLine("| N | d | H | mask | shards | single-node GFLOP/s (median) | pipeline GFLOP/s (median) | pipeline/single | bits equal |");
         Console.WriteLine("|---:|---:|---:|---|---:|---:|---:|---:|---|");
-        var cluster = new ClusterOptions { Workers = workers, Plan = new PlanOptions { MaxShardBytes = maxShardBytes } };
-        await using var embedded = AttentionCluster.StartEmbedded(cluster);
+        var cluster = new PipelineOptions { Workers = workers, Plan = new PlanOptions { MaxShardBytes = maxShardBytes } };
+        await using var embedded = EmbeddedPipeline.Start(cluster);
         bool allEqual = true;
         foreach (int n in seqs)
         {

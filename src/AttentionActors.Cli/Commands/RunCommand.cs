@@ -9,7 +9,7 @@ internal static class RunCommand
 {
     public static Command Create(TextWriter stdout, TextWriter stderr)
     {
-        var command = new Command("run", "Compute exact attention on the embedded actor pipeline, or on a running cluster with --broker");
+        var command = new Command("run", "Compute exact attention on the embedded actor pipeline (or --single-node)");
         var read = AddOptions(command);
         command.SetAction(async (r, cancellationToken) => await RunJob.ExecuteAsync(read(r), stdout, stderr, cancellationToken));
         return command;
@@ -54,22 +54,19 @@ internal static class RunCommand
         var quiet = new Option<bool>("--quiet") { Description = "No progress bar and no summary" };
         var singleNode = new Option<bool>("--single-node") { Description = "Compute on the single-node kernel (--workers threads) instead of the actor pipeline; same bits" };
         var maxShardBytes = new Option<long>("--max-shard-bytes") { Description = "Largest shard (Q rows, K/V blocks and partials), in bytes: one message in cluster mode", DefaultValueFactory = _ => new PlanOptions().MaxShardBytes };
-        var audit = new Option<double>("--audit") { Description = "With --broker: the fraction of shards (0 to 1) computed again on a second worker node; any bit of difference fails the job naming both nodes" };
         var maxShards = new Option<int>("--max-shards") { Description = "Most shards the planner may cut (a plan that needs more to keep every shard within its budget is refused)", DefaultValueFactory = _ => new PlanOptions().MaxShards };
         var memoryLimit = new Option<string?>("--memory-limit") { Description = "Plan as if at most this much memory were available: bytes, or with a K, M or G suffix (powers of 1024) [what the machine has available]" };
         var dryRun = new Option<bool>("--dry-run") { Description = "Print the plan (shards, bytes per message, bytes moved, time per worker) without computing or loading the tensors" };
         var noMemoryCheck = new Option<bool>("--no-memory-check") { Description = "Run even when the job's estimated memory exceeds what is available" };
-        var config = new Option<string?>("--config") { Description = "JSON settings file for --broker (its Broker section; see cluster-config/README.md)" };
         foreach (var option in new Option[]
         {
             q, k, v, random, seq, kvSeq, dim, heads, kvHeads, batch, seed, causal, align, window, keyLengths, seqLengths, cuQ, cuK, scale, score, temperature, sigma,
-            additiveDim, additiveFiles, alibi, alibiSlopes, attnMask, softcap, workers, block, output, lseOut, verify, quiet, singleNode, maxShardBytes, memoryLimit, noMemoryCheck, dryRun, config, maxShards, audit,
+            additiveDim, additiveFiles, alibi, alibiSlopes, attnMask, softcap, workers, block, output, lseOut, verify, quiet, singleNode, maxShardBytes, memoryLimit, noMemoryCheck, dryRun, maxShards,
         })
         {
             command.Options.Add(option);
         }
 
-        var broker = BrokerFlags.Add(command);
         return r => new RunRequest
         {
             Q = r.GetValue(q),
@@ -113,9 +110,6 @@ internal static class RunCommand
             MemoryLimit = r.GetValue(memoryLimit),
             DryRun = r.GetValue(dryRun),
             MaxShards = r.GetValue(maxShards),
-            Audit = r.GetValue(audit),
-            Broker = broker.Given(r) ? broker.Read(r).Where(f => f.Value is not null).ToList() : null,
-            Config = r.GetValue(config),
         };
     }
 }
@@ -207,13 +201,6 @@ internal sealed record RunRequest
     public bool DryRun { get; init; }
 
     public int MaxShards { get; init; } = new PlanOptions().MaxShards;
-
-    public double Audit { get; init; }
-
-    /// <summary>The broker settings given as flags when the job goes to a cluster (<c>--broker</c>); null runs embedded.</summary>
-    public IReadOnlyList<KeyValuePair<string, string?>>? Broker { get; init; }
-
-    public string? Config { get; init; }
 
     /// <summary>What <c>attention inspect</c> adds; null for <c>attention run</c>.</summary>
     public InspectRequest? Inspect { get; init; }

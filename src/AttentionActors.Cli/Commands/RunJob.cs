@@ -1,9 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
 using AttentionActors.Cli.Npy;
-using AttentionActors.Cluster;
-using AttentionActors.Cluster.Client;
-using AttentionActors.Cluster.Transport;
 using AttentionActors.Kernels;
 using AttentionActors.Pipeline;
 using AttentionActors.Pipeline.Client;
@@ -19,12 +16,13 @@ internal static class RunJob
     public static async Task<int> ExecuteAsync(RunRequest request, TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken)
     {
         var outputs = new List<OutputFile>();
+        int code = 0;
         try
         {
             // A dry run plans for any cluster (64 nodes of 16 cores, say); a real run is bounded by this machine.
-            if (request.Workers < 1 || request.Workers > (request.DryRun ? 1 << 16 : ClusterOptions.MaxWorkers))
+            if (request.Workers < 1 || request.Workers > (request.DryRun ? 1 << 16 : PipelineOptions.MaxWorkers))
             {
-                throw new UsageException($"--workers {request.Workers} must be between 1 and {ClusterOptions.MaxWorkers} on this {Environment.ProcessorCount}-core machine (16 per core, at least 64); workers beyond the core count add shards, not speed");
+                throw new UsageException($"--workers {request.Workers} must be between 1 and {PipelineOptions.MaxWorkers} on this {Environment.ProcessorCount}-core machine (16 per core, at least 64); workers beyond the core count add shards, not speed");
             }
 
             // Everything that can be checked without computing is checked first: the output paths,
@@ -50,29 +48,11 @@ internal static class RunJob
                 throw new UsageException($"--max-shards {request.MaxShards} must be between 1 and {PlanOptions.ShardsCeiling:N0}");
             }
 
-            var cluster = new ClusterOptions { Workers = request.Workers, Plan = new PlanOptions { MaxShardBytes = request.MaxShardBytes, MaxShards = request.MaxShards } };
-            var estimate = JobEstimate.For(geometry, inputHeap, outPath is not null && !request.SingleNode && packed is null, request.Workers, cluster.Plan.MaxShardBytes, request.Verify, ParseBytes("--memory-limit", request.MemoryLimit));
-            var (clusterSettings, brokerOptions) = request.Broker is { } flags ? NodeConfiguration.Load(request.Config, flags) : (null, null);
-            if (request.Audit != 0 && (brokerOptions is null || request.Audit is < 0 or > 1 || double.IsNaN(request.Audit)))
-            {
-                throw new UsageException(brokerOptions is null
-                    ? "--audit needs --broker: it computes shards again on a second worker node of a cluster"
-                    : $"--audit {request.Audit} must be a fraction between 0 and 1");
-            }
+            var pipeline = new PipelineOptions { Workers = request.Workers, Plan = new PlanOptions { MaxShardBytes = request.MaxShardBytes, MaxShards = request.MaxShards } };
+            var estimate = JobEstimate.For(geometry, inputHeap, outPath is not null && !request.SingleNode && packed is null, request.Workers, pipeline.Plan.MaxShardBytes, request.Verify, ParseBytes("--memory-limit", request.MemoryLimit));
             if (request.DryRun)
             {
-                if (brokerOptions is not null)
-                {
-                    // The cluster's coordinator plans for the worker threads alive now, in shards that fit one message.
-                    await using var probe = await ClusterClient.ConnectAsync(brokerOptions, cancellationToken: cancellationToken);
-                    await Task.Delay(brokerOptions.HeartbeatInterval * 2.5, cancellationToken);
-                    int threads = Math.Max(1, probe.Members.Where(m => m.Heartbeat.Roles.Contains(NodeRoles.Worker)).Sum(m => m.Heartbeat.Threads));
-                    cluster = cluster with { Workers = Math.Min(threads, ClusterOptions.MaxWorkers), Plan = new PlanOptions { MaxShardBytes = Math.Min(request.MaxShardBytes, brokerOptions.MaxMessageBytes - (256 << 10)), MaxShards = request.MaxShards } };
-                    stdout.WriteLine($"cluster on {probe.Broker}: {threads} worker {(threads == 1 ? "thread" : "threads")} alive");
-                }
-
-                var planned = brokerOptions is null ? AttentionCluster.EmbeddedPlanning(geometry) : geometry;
-                return DryRun.Print(geometry, ShardPlanner.Plan(planned, cluster.Workers, cluster.Plan), estimate, cluster, stdout);
+                return DryRun.Print(geometry, ShardPlanner.Plan(EmbeddedPipeline.Planning(geometry), pipeline.Workers, pipeline.Plan), estimate, pipeline.Workers, pipeline.Plan.MaxShardBytes, stdout);
             }
 
             if (!estimate.Fits && !request.NoMemoryCheck)
@@ -89,83 +69,37 @@ internal static class RunJob
             var problem = AttentionProblem.Create(geometry, inputs.Q, inputs.K, inputs.V, mask);
             using var loggers = LoggerFactory.Create(b => b
                 .SetMinimumLevel(request.Quiet ? LogLevel.Error : LogLevel.Warning)
-                .AddConsole(c => c.LogToStandardErrorThreshold = LogLevel.Trace)
                 .AddSimpleConsole(c => c.SingleLine = true)
                 .AddFilter((_, _, level) => level >= LogLevel.Warning));
-            cluster = cluster with { LoggerFactory = ReferenceEquals(stderr, Console.Error) ? loggers : null };
-            var clock = Stopwatch.StartNew();
-            ShardPlan? plan = null;
-            AttentionResult result;
+            pipeline = pipeline with { LoggerFactory = ReferenceEquals(stderr, Console.Error) ? loggers : null };
             int[] outShape = [.. leading, problem.QuerySeq, problem.ValueDim];
-            string? clusterName = null;
+            await using IAttentionRunner runner = request.SingleNode ? new SingleNodeRunner(request.Workers) : EmbeddedPipeline.Start(pipeline);
+            var clock = Stopwatch.StartNew();
+
+            // The output streams into a memory-mapped file as rows finish; packed inputs are unpacked afterwards instead.
+            var mapped = outPath is null || packed is not null ? null : OutputFile.Create(outPath, outShape);
+            if (mapped is not null)
+            {
+                outputs.Add(mapped);
+            }
+
+            JobProgress? last = null;
+            var result = await WithProgress(request, stderr, estimate.Time, p => last = p, (progress, ct) => runner.ComputeAsync(problem, mapped?.Data, progress, ct), cancellationToken);
+            var elapsed = clock.Elapsed;
             InspectPasses? passes = null;
-            if (request.SingleNode)
+            if (inspect is not null)
             {
-                result = Attention.Compute(problem, new ComputeOptions { Threads = request.Workers }, null, cancellationToken);
-            }
-            else if (brokerOptions is not null)
-            {
-                var mapped = outPath is null || packed is not null ? null : OutputFile.Create(outPath, outShape);
-                if (mapped is not null)
+                var passClock = Stopwatch.StartNew();
+                var coverage = inspect.WantsCoverage ? await runner.CoverageAsync(problem, result.Lse, null, cancellationToken) : null;
+                var weights = new Dictionary<WeightsWindow, float[]>();
+                foreach (var window in inspect.WeightWindows)
                 {
-                    outputs.Add(mapped);
+                    weights[window] = await runner.WeightsAsync(problem, result.Lse, window, null, cancellationToken);
                 }
 
-                await using var client = await ClusterClient.ConnectAsync(brokerOptions, cluster.LoggerFactory, clusterSettings?.Job.ResultGrace, cancellationToken);
-                clusterName = client.Broker;
-                result = await WithProgress(request, stderr, 0, estimate.Time, (progress, ct) => client.ComputeAsync(problem, mapped?.Data, request.MaxShardBytes, progress, request.Audit, ct), cancellationToken);
-                if (inspect is not null)
-                {
-                    var passClock = Stopwatch.StartNew();
-                    var values = inspect.WantsCoverage ? await client.CoverageAsync(problem, result.Lse, request.MaxShardBytes, null, request.Audit, cancellationToken) : null;
-                    var weights = new Dictionary<WeightsWindow, float[]>();
-                    foreach (var window in inspect.WeightWindows)
-                    {
-                        weights[window] = await client.WeightsAsync(problem, result.Lse, window, request.MaxShardBytes, null, request.Audit, cancellationToken);
-                    }
-
-                    passes = new InspectPasses(values, weights, passClock.Elapsed, $"on the cluster on {client.Broker}");
-                }
-            }
-            else
-            {
-                plan = ShardPlanner.Plan(AttentionCluster.EmbeddedPlanning(problem.Geometry), cluster.Workers, cluster.Plan);
-                var mapped = outPath is null || packed is not null ? null : OutputFile.Create(outPath, outShape);
-                if (mapped is not null)
-                {
-                    outputs.Add(mapped);
-                }
-
-                await using var embedded = AttentionCluster.StartEmbedded(cluster);
-                var job = plan;
-                result = await WithProgress(request, stderr, plan.Shards.Count, estimate.Time, (progress, ct) => embedded.ComputeAsync(problem, job, mapped?.Data, progress, ct), cancellationToken);
-                if (inspect is not null)
-                {
-                    var passClock = Stopwatch.StartNew();
-                    float[]? values = null;
-                    int shards = 0;
-                    if (inspect.WantsCoverage)
-                    {
-                        var coveragePlan = CoveragePlanner.Plan(problem.Geometry, cluster.Workers, cluster.Plan);
-                        values = new float[(long)problem.Batch * problem.KvHeads * problem.KeySeq];
-                        await embedded.CoverageAsync(problem, result.Lse, coveragePlan, values, null, cancellationToken);
-                        shards += coveragePlan.Shards.Count;
-                    }
-
-                    var weights = new Dictionary<WeightsWindow, float[]>();
-                    foreach (var window in inspect.WeightWindows)
-                    {
-                        var weightsPlan = WeightsPlanner.Plan(problem.Geometry.ForWeights(window), cluster.Workers, cluster.Plan);
-                        weights[window] = await embedded.WeightsAsync(problem, result.Lse, window, weightsPlan, null, cancellationToken);
-                        shards += weightsPlan.Shards.Count;
-                    }
-
-                    passes = new InspectPasses(values, weights, passClock.Elapsed, $"{Count(shards, "shard")} on {Count(cluster.Workers, "worker")}");
-                }
+                passes = new InspectPasses(coverage, weights, passClock.Elapsed, runner.Where);
             }
 
-            // The attention's own time: the inspection passes ran after it while the cluster was at hand.
-            var elapsed = clock.Elapsed - (passes?.Took ?? TimeSpan.Zero);
             if (packed is not null)
             {
                 // Packed in, packed out: [total_q, H, Dv] and FlashAttention's lse layout [H, total_q].
@@ -181,31 +115,26 @@ internal static class RunJob
                     outputs.Add(OutputFile.Write(lsePath, data, shape));
                 }
             }
-            else
+            else if (lsePath is not null)
             {
-                if (outPath is not null && !outputs.Any(f => f.Path == outPath))
-                {
-                    outputs.Add(OutputFile.Write(outPath, result.Output.Data.Span, outShape));
-                }
-
-                if (lsePath is not null)
-                {
-                    outputs.Add(OutputFile.Write(lsePath, result.Lse, [.. leading, problem.QuerySeq]));
-                }
+                outputs.Add(OutputFile.Write(lsePath, result.Lse, [.. leading, problem.QuerySeq]));
             }
 
             if (!request.Quiet)
             {
-                string how = clusterName is not null ? $"cluster on {clusterName}"
-                    : plan is null ? $"single node, {Count(request.Workers, "thread")}"
-                    : $"{Count(plan.Shards.Count, "shard")} on {Count(cluster.Workers, "worker")}";
-                double flops = plan?.TotalFlops ?? estimate.Flops;
+                string how = last is { ShardsTotal: > 0 } p ? $"{Count(p.ShardsTotal, "shard")} on {runner.Where}" : $"on {runner.Where}";
+                double flops = last?.FlopsTotal is > 0 and var total ? total : estimate.Flops;
                 stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"attention: Q {RunInputs.Show(inputs.Q.Shape)}, K/V {RunInputs.Show(inputs.K.Shape)} → out {RunInputs.Show(outShape)}; {how}; {elapsed.TotalSeconds:F3} s (estimated {JobEstimate.Duration(estimate.Time)}), {flops / 1e9:G4} GFLOP visible, {flops / 1e9 / Math.Max(elapsed.TotalSeconds, 1e-9):F1} GFLOP/s"));
             }
 
-            inspect?.Run(problem, result, passes, leading, request.Workers, outputs, stdout, request.Quiet, cancellationToken);
-            int code = request.Verify ? await Verifier.CheckAsync(problem, result, request.SingleNode, cluster, stdout, cancellationToken, clusterName is null ? "sharded" : "cluster") : 0;
+            inspect?.Run(problem, result, passes!, leading, outputs, stdout, request.Quiet);
+            if (request.Verify)
+            {
+                // The other way of computing it: single node for a sharded result, the embedded pipeline for a single-node one.
+                await using IAttentionRunner other = request.SingleNode ? EmbeddedPipeline.Start(pipeline with { LoggerFactory = null }) : new SingleNodeRunner(request.Workers);
+                code = await Verifier.CheckAsync(problem, result, runner.Where, other, stdout, cancellationToken);
+            }
 
             // The result may live in a mapped output file: it is released only now, then every file is put in place.
             foreach (var file in outputs)
@@ -223,11 +152,6 @@ internal static class RunJob
         catch (OperationCanceledException)
         {
             stderr.WriteLine("attention: cancelled");
-            return 1;
-        }
-        catch (BrokerUnreachableException ex)
-        {
-            stderr.WriteLine($"attention: {OneLine(ex.Message)}");
             return 1;
         }
         catch (AttentionJobException ex)
@@ -509,13 +433,16 @@ internal static class RunJob
         return new AdditiveParameters(wq, wk, v);
     }
 
-    /// <summary>Runs <paramref name="work"/> with a progress bar on stderr when it is a terminal, not quiet, and the job is long enough.</summary>
-    private static async Task<AttentionResult> WithProgress(RunRequest request, TextWriter stderr, int shards, TimeSpan estimated, Func<IProgress<JobProgress>?, CancellationToken, Task<AttentionResult>> work, CancellationToken cancellationToken)
+    /// <summary>
+    /// Runs <paramref name="work"/>, handing every progress report to <paramref name="seen"/>, with a
+    /// progress bar on stderr when it is a terminal, not quiet, and the job is long enough.
+    /// </summary>
+    private static async Task<AttentionResult> WithProgress(RunRequest request, TextWriter stderr, TimeSpan estimated, Action<JobProgress> seen, Func<IProgress<JobProgress>, CancellationToken, Task<AttentionResult>> work, CancellationToken cancellationToken)
     {
         bool terminal = ReferenceEquals(stderr, Console.Error) && !Console.IsErrorRedirected;
         if (request.Quiet || !terminal || estimated < TimeSpan.FromSeconds(1))
         {
-            return await work(null, cancellationToken);
+            return await work(new Reports(seen), cancellationToken);
         }
 
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(stderr) });
@@ -525,9 +452,10 @@ internal static class RunJob
             .StartAsync(async ctx =>
             {
                 string estimate = $"est. {JobEstimate.Duration(estimated)}";
-                var task = ctx.AddTask(shards > 0 ? $"{Count(shards, "shard")}, {estimate}" : $"submitting, {estimate}", maxValue: Math.Max(shards, 1));
-                var progress = new Progress<JobProgress>(p =>
+                var task = ctx.AddTask($"planning, {estimate}", maxValue: 1);
+                var progress = new Reports(p =>
                 {
+                    seen(p);
                     task.MaxValue = Math.Max(p.ShardsTotal, 1);
                     task.Value = p.ShardsDone;
                     double rate = p.FlopsDone / 1e9 / Math.Max(p.Elapsed.TotalSeconds, 1e-9);
@@ -537,5 +465,11 @@ internal static class RunJob
                 task.Value = task.MaxValue;
             });
         return result!;
+    }
+
+    /// <summary>Progress reports handled on the reporting thread, in order (the client actor reports one at a time).</summary>
+    private sealed class Reports(Action<JobProgress> report) : IProgress<JobProgress>
+    {
+        public void Report(JobProgress value) => report(value);
     }
 }

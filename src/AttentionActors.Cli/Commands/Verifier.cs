@@ -5,8 +5,8 @@ using AttentionActors.Pipeline;
 namespace AttentionActors.Cli.Commands;
 
 /// <summary>
-/// <c>--verify</c>: computes the job the other way — single-node when it ran sharded, on the
-/// embedded pipeline when it ran single-node — and requires identical bits, then compares with the
+/// <c>--verify</c>: computes the job the other way — single-node when it ran sharded (embedded or
+/// on a cluster), on the embedded pipeline when it ran single-node — and requires identical bits, then compares with the
 /// float64 reference (|out − ref| ≤ 2e-6 + 1e-5·|ref|). The reference covers every row when that
 /// costs at most 4 GFLOP, else 256 rows spread over batches, heads and positions. Every line it
 /// prints names the two computations it actually compared.
@@ -16,26 +16,14 @@ internal static class Verifier
     private const double FullReferenceFlops = 4e9;
     private const int SampledRows = 256;
 
-    public static async Task<int> CheckAsync(AttentionProblem p, AttentionResult result, bool resultIsSingleNode, ClusterOptions cluster, TextWriter stdout, CancellationToken cancellationToken, string resultName = "sharded")
+    /// <summary>Computes <paramref name="p"/> again on <paramref name="other"/> and compares bit for bit, then against the reference; 0 when both hold.</summary>
+    public static async Task<int> CheckAsync(AttentionProblem p, AttentionResult result, string resultWhere, IAttentionRunner other, TextWriter stdout, CancellationToken cancellationToken)
     {
-        AttentionResult other;
-        string comparison;
-        if (resultIsSingleNode)
-        {
-            await using var embedded = AttentionCluster.StartEmbedded(cluster with { LoggerFactory = null });
-            other = await embedded.ComputeAsync(p, null, cancellationToken);
-            comparison = $"single-node == sharded ({cluster.Workers} {(cluster.Workers == 1 ? "worker" : "workers")})";
-        }
-        else
-        {
-            other = Attention.Compute(p, null, null, cancellationToken);
-            comparison = $"{resultName} == single-node";
-        }
-
-        int differing = Differing(result.Output.Data.Span, other.Output.Data.Span) + Differing(result.Lse, other.Lse);
+        var again = await other.ComputeAsync(p, null, null, cancellationToken);
+        int differing = Differing(result.Output.Data.Span, again.Output.Data.Span) + Differing(result.Lse, again.Lse);
         var check = ReferenceCheck.Compare(p, result, ReferenceCheck.Rows(p, SampledRows, FullReferenceFlops));
         string scope = check.AllRows ? $"all {check.Rows} rows" : $"{check.Rows} sampled rows";
-        stdout.WriteLine($"verify: {comparison} bit for bit: {(differing == 0 ? "yes" : $"NO ({differing} values differ)")}");
+        stdout.WriteLine($"verify: {resultWhere} and {other.Where} agree bit for bit: {(differing == 0 ? "yes" : $"NO ({differing} values differ)")}");
         stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"verify: float64 reference on {scope}: max |out − ref| = {check.MaxAbs:G3}, max relative = {check.MaxRel:G3}; {(check.Inside ? "within" : "OUTSIDE")} the contract |out − ref| ≤ 2e-6 + 1e-5·|ref|"));
         return differing == 0 && check.Inside ? 0 : 1;

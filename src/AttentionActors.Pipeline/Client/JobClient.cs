@@ -1,5 +1,5 @@
 using System.Collections;
-using AttentionActors.Actors;
+using Akka.Actor;
 using AttentionActors.Kernels;
 using AttentionActors.Pipeline.Coordinator;
 
@@ -36,10 +36,10 @@ public sealed record JobProgress(JobId Job, int ShardsDone, int ShardsTotal, dou
 public sealed record WatchJob(IActorRef Coordinator, IActorRef Reducer) : IWireMessage;
 
 /// <summary>Command to a client: the caller gave up; tell the coordinator and complete as cancelled at once.</summary>
-public sealed record CancelRequested(string Reason);
+public sealed record CancelRequested(string Reason) : INoSerializationVerificationNeeded;
 
 /// <summary>Command to a client: the host is shutting down; fail the job with <paramref name="Reason"/>.</summary>
-public sealed record HostStopping(string Reason);
+public sealed record HostStopping(string Reason) : INoSerializationVerificationNeeded;
 
 /// <summary>
 /// The client end of one job. It writes streamed rows into the caller's output as they come
@@ -50,7 +50,7 @@ public sealed record HostStopping(string Reason);
 /// coverage pass (<see cref="JobPass.Coverage"/>) the output is the coverage <c>[B, Hkv, Nk]</c>
 /// and it completes only when every key that some query sees has arrived.
 /// </summary>
-internal sealed partial class JobClient : ActorBase
+internal sealed partial class JobClient : ReceiveActor, IWithTimers
 {
     private readonly JobId job;
     private readonly AttentionGeometry geometry;
@@ -61,7 +61,7 @@ internal sealed partial class JobClient : ActorBase
     private readonly IProgress<JobProgress>? progress;
     private readonly TaskCompletionSource<AttentionResult> result;
     private readonly TimeSpan grace;
-    private IActorRef coordinator = NoSender.Instance;
+    private IActorRef coordinator = ActorRefs.Nobody;
     private IActorRef? reducer;
     private long rowsReceived;
 
@@ -86,9 +86,15 @@ internal sealed partial class JobClient : ActorBase
         Waiting();
     }
 
-    private sealed record GraceExpired(string Who);
+    public ITimerScheduler Timers { get; set; } = null!;
 
-    protected override void PostRestart(Exception cause) => Fail($"the client of job {job} failed: {cause.GetType().Name}: {cause.Message}");
+    private sealed record GraceExpired(string Who) : INoSerializationVerificationNeeded;
+
+    protected override void PreRestart(Exception reason, object message)
+    {
+        Fail($"the client of job {job} failed: {reason.GetType().Name}: {reason.Message}");
+        base.PreRestart(reason, message);
+    }
 
     protected override void PostStop() => Fail($"the client of job {job} stopped before the job finished");
 
@@ -122,8 +128,8 @@ internal sealed partial class JobClient : ActorBase
         Receive<HostStopping>(stopping => Fail(stopping.Reason));
         Receive<Terminated>(t =>
         {
-            string who = t.Actor.Equals(coordinator) ? $"coordinator {t.Actor.Path}" : $"reducer {t.Actor.Path}";
-            Context.ScheduleTellOnce(grace, new GraceExpired(who));
+            string who = t.ActorRef.Equals(coordinator) ? $"coordinator {t.ActorRef.Path}" : $"reducer {t.ActorRef.Path}";
+            Timers.StartSingleTimer("grace", new GraceExpired(who), grace);
         });
         Receive<GraceExpired>(expired => Fail($"the job's {expired.Who} stopped and no result came within {grace.TotalSeconds:F1} s"));
     }

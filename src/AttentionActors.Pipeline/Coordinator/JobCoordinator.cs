@@ -1,4 +1,4 @@
-using AttentionActors.Actors;
+using Akka.Actor;
 using AttentionActors.Kernels;
 using AttentionActors.Pipeline.Client;
 using AttentionActors.Pipeline.Planning;
@@ -34,14 +34,6 @@ public sealed record AuditOptions(double Fraction, Func<Shard, ActorPath, IActor
     public bool Covers(int id) => Fraction >= 1 || (uint)(id * 2654435761u) < Fraction * 4294967296.0;
 }
 
-/// <summary>
-/// Notice from the dead-letter watcher (cluster mode): the work queue gave up on attempt
-/// <paramref name="Attempt"/> of a shard after <paramref name="Deliveries"/> deliveries, each of
-/// which ended without an acknowledgement (the worker died or vanished). The job fails at once:
-/// another attempt would only take down more workers.
-/// </summary>
-public sealed record ShardPoisoned(JobId Job, int ShardId, int Attempt, long Deliveries) : IWireMessage;
-
 /// <summary>Command: stop the job; the client gets <see cref="AttentionFailed"/> with the reason.</summary>
 public sealed record CancelJob(JobId Job, string Reason) : IWireMessage;
 
@@ -54,9 +46,10 @@ public delegate ShardInput ShardInputSource(Shard shard);
 /// failed, and fails the job naming the shard once it has used up its attempts. However the job
 /// ends, the coordinator tells the queue (<see cref="JobEnded"/>: queued copies are dropped, running
 /// ones interrupted) and, on failure, the client directly. It never reads Q, K or V: shard data come
-/// from a <see cref="ShardInputSource"/>. States: <see cref="Dispatching"/> → <see cref="Finished"/>.
+/// from a <see cref="ShardInputSource"/>. Time is the actor system's scheduler, so tests move a test
+/// scheduler instead of sleeping. States: <see cref="Dispatching"/> → <see cref="Finished"/>.
 /// </summary>
-internal sealed partial class JobCoordinator : ActorBase
+internal sealed partial class JobCoordinator : ReceiveActor, IWithTimers
 {
     private readonly JobId job;
     private readonly AttentionGeometry geometry;
@@ -73,7 +66,6 @@ internal sealed partial class JobCoordinator : ActorBase
     private readonly HashSet<int> audited = [];
     private int done;
     private DateTimeOffset lastActivity;
-    private ICancelable? stallTimer;
 
     public JobCoordinator(JobId job, AttentionGeometry geometry, ShardPlan plan, ShardInputSource inputs, IActorRef queue, IActorRef reducer, IActorRef client, JobOptions options, ILogger logger, AuditOptions? audit = null, MaskBlocks? maskBlocks = null)
     {
@@ -91,11 +83,13 @@ internal sealed partial class JobCoordinator : ActorBase
         Dispatching();
     }
 
-    private DateTimeOffset Now => Context.System.Time.GetUtcNow();
+    public ITimerScheduler Timers { get; set; } = null!;
 
-    private sealed record StallCheck;
+    private static DateTimeOffset Now => Context.System.Scheduler.Now;
 
-    private sealed record ShardDeadline(int ShardId, int Attempt);
+    private sealed record StallCheck : INoSerializationVerificationNeeded;
+
+    private sealed record ShardDeadline(int ShardId, int Attempt) : INoSerializationVerificationNeeded;
 
     private sealed class ShardState(Shard shard)
     {
@@ -104,8 +98,6 @@ internal sealed partial class JobCoordinator : ActorBase
         public int Attempt { get; set; } = 1;
 
         public bool Done { get; set; }
-
-        public ICancelable? Deadline { get; set; }
     }
 
     protected override void PreStart()
@@ -123,7 +115,7 @@ internal sealed partial class JobCoordinator : ActorBase
             queue.Tell(Work(shard, 1), Self);
         }
 
-        stallTimer = Context.System.Scheduler.ScheduleTellRepeatedly(options.StallTimeout / 4, options.StallTimeout / 4, Self, new StallCheck(), Self);
+        Timers.StartPeriodicTimer("stall", new StallCheck(), options.StallTimeout / 4);
         if (plan.Shards.Count == 0)
         {
             End();
@@ -131,19 +123,10 @@ internal sealed partial class JobCoordinator : ActorBase
     }
 
     /// <summary>A crashed coordinator has lost track of its shards: the job fails rather than start over unseen.</summary>
-    protected override void PostRestart(Exception cause)
+    protected override void PreRestart(Exception reason, object message)
     {
-        lastActivity = Now;
-        Fail($"the coordinator of job {job} crashed: {cause.GetType().Name}: {cause.Message}");
-    }
-
-    protected override void PostStop()
-    {
-        stallTimer?.Cancel();
-        foreach (var state in shards.Values)
-        {
-            state.Deadline?.Cancel();
-        }
+        Fail($"the coordinator of job {job} crashed: {reason.GetType().Name}: {reason.Message}");
+        base.PreRestart(reason, message);
     }
 
     private void Dispatching()
@@ -153,8 +136,7 @@ internal sealed partial class JobCoordinator : ActorBase
             lastActivity = Now;
             if (Current(started.ShardId, started.Attempt) is { } state)
             {
-                state.Deadline?.Cancel();
-                state.Deadline = Context.System.Scheduler.ScheduleTellOnce(options.DeadlineFor(state.Shard), Self, new ShardDeadline(state.Shard.Id, state.Attempt), Self);
+                Timers.StartSingleTimer(("deadline", state.Shard.Id), new ShardDeadline(state.Shard.Id, state.Attempt), options.DeadlineFor(state.Shard));
             }
         });
         Receive<ShardMerged>(merged =>
@@ -176,7 +158,7 @@ internal sealed partial class JobCoordinator : ActorBase
             }
 
             state.Done = true;
-            state.Deadline?.Cancel();
+            Timers.Cancel(("deadline", state.Shard.Id));
             if (audited.Contains(merged.ShardId))
             {
                 Audit(state, merged.Worker);
@@ -207,13 +189,6 @@ internal sealed partial class JobCoordinator : ActorBase
                 LogStaleFailure(logger, job, failed.ShardId, failed.Attempt, failed.Error);
             }
         });
-        Receive<ShardPoisoned>(poisoned =>
-        {
-            if (shards.TryGetValue(poisoned.ShardId, out var state) && !state.Done)
-            {
-                Fail($"{state.Shard} was dead-lettered by the work queue after {poisoned.Deliveries} deliveries of attempt {poisoned.Attempt}, each ending without an answer (its worker died or disconnected every time); a shard that keeps killing workers is not retried");
-            }
-        });
         Receive<CancelJob>(cancel => Fail(cancel.Reason, cancelled: true));
         Receive<StallCheck>(_ =>
         {
@@ -229,8 +204,7 @@ internal sealed partial class JobCoordinator : ActorBase
     /// <summary>Sends a merged shard to a worker on another node; its bits must match the first result's.</summary>
     private void Audit(ShardState state, string worker)
     {
-        var first = ActorPath.Parse(worker);
-        if (first is null || audit?.Route(state.Shard, first) is not { } other)
+        if (!ActorPath.TryParse(worker, out var first) || audit?.Route(state.Shard, first) is not { } other)
         {
             Fail($"audit of {state.Shard}: no worker node other than the one that computed it ({worker}) is alive to compute it again");
             return;
@@ -248,7 +222,7 @@ internal sealed partial class JobCoordinator : ActorBase
     /// <summary>Re-issues a shard as a new attempt, or fails the job once its attempts are used up.</summary>
     private void Retry(ShardState state, string why)
     {
-        state.Deadline?.Cancel();
+        Timers.Cancel(("deadline", state.Shard.Id));
         if (state.Attempt >= options.MaxAttempts)
         {
             Fail($"{why} (attempt {state.Attempt} of {options.MaxAttempts}); giving up");

@@ -1,4 +1,4 @@
-using AttentionActors.Actors;
+using Akka.Actor;
 using AttentionActors.Kernels;
 using AttentionActors.Kernels.Partials;
 using AttentionActors.Pipeline.Client;
@@ -33,7 +33,7 @@ public sealed record FailJob(JobId Job, string Reason) : IWireMessage;
 /// shard id. Partials are checked (<see cref="PartialCheck"/>) before use: a bad set is reported to
 /// the coordinator as a failed attempt, never merged.
 /// </summary>
-internal sealed partial class Reducer : ActorBase
+internal sealed partial class Reducer : ReceiveActor
 {
     /// <summary>Largest rows message even when the budget allows more: small enough to stream a segment while it is finalized.</summary>
     public const int RowsMessageBytes = 1 << 20;
@@ -41,7 +41,7 @@ internal sealed partial class Reducer : ActorBase
     private readonly Dictionary<JobId, JobState> jobs = [];
     private readonly int maxMessageBytes;
 
-    public Reducer(int maxMessageBytes = ClusterOptions.DefaultMaxMessageBytes)
+    public Reducer(int maxMessageBytes = PipelineOptions.DefaultMaxMessageBytes)
     {
         this.maxMessageBytes = maxMessageBytes;
         Receive<ExpectShards>(expect =>
@@ -83,7 +83,11 @@ internal sealed partial class Reducer : ActorBase
     }
 
     /// <summary>A restarted reducer has lost its jobs' partials: every client learns now rather than waiting.</summary>
-    protected override void PreRestart(Exception cause, object? message) => AbandonAll($"the reducer failed ({cause.GetType().Name}: {cause.Message}) and lost the job's partials");
+    protected override void PreRestart(Exception reason, object message)
+    {
+        AbandonAll($"the reducer failed ({reason.GetType().Name}: {reason.Message}) and lost the job's partials");
+        base.PreRestart(reason, message);
+    }
 
     protected override void PostStop() => AbandonAll("the reducer stopped before the job finished");
 
@@ -232,20 +236,32 @@ internal sealed partial class Reducer : ActorBase
         public JobState(ExpectShards expect)
             : base(expect)
         {
+            // Segments between consecutive row cuts of each (batch, head); a shard covers the run of
+            // segments from its first row's cut to its last's, found by binary search: O(S log S) in all.
             foreach (var group in expect.Shards.GroupBy(s => (s.Batch, s.Head)))
             {
                 var cuts = group.SelectMany(s => new[] { s.RowStart, s.RowEnd }).Distinct().Order().ToArray();
-                var segments = cuts.Zip(cuts.Skip(1)).Select(c => new Segment(group.Key.Batch, group.Key.Head, c.First, c.Second)).ToList();
+                var segments = new Segment[Math.Max(0, cuts.Length - 1)];
+                for (int i = 0; i < segments.Length; i++)
+                {
+                    segments[i] = new Segment(group.Key.Batch, group.Key.Head, cuts[i], cuts[i + 1]);
+                }
+
                 foreach (var shard in group)
                 {
-                    var mine = segments.Where(g => g.Start >= shard.RowStart && g.End <= shard.RowEnd).ToList();
-                    mine.ForEach(g => g.Remaining++);
+                    int first = Array.BinarySearch(cuts, shard.RowStart), end = Array.BinarySearch(cuts, shard.RowEnd);
+                    var mine = new ArraySegment<Segment>(segments, first, end - first);
+                    foreach (var segment in mine)
+                    {
+                        segment.Remaining++;
+                    }
+
                     SegmentsOf[shard.Id] = mine;
                 }
             }
         }
 
-        public Dictionary<int, List<Segment>> SegmentsOf { get; } = [];
+        public Dictionary<int, ArraySegment<Segment>> SegmentsOf { get; } = [];
 
         public long RowsSent { get; set; }
     }

@@ -1,9 +1,9 @@
-using AttentionActors.Actors;
+using Akka.Actor;
 
 namespace AttentionActors.Pipeline.Workers;
 
 /// <summary>Notice from a worker to its queue, always in the same process (in cluster mode, the node's work feed): it is idle and takes the next shard.</summary>
-public sealed record WorkerReady;
+public sealed record WorkerReady : INoSerializationVerificationNeeded;
 
 /// <summary>
 /// Notice that a job is over (<paramref name="Why"/>: completed, failed or cancelled): its queued
@@ -18,7 +18,7 @@ public sealed record JobEnded(JobId Job, string Why) : IWireMessage;
 /// waits. It knows every worker that ever asked for work, so <see cref="JobEnded"/> reaches the busy
 /// ones too. In cluster mode a RabbitMQ quorum queue with prefetch 1 plays this part.
 /// </summary>
-internal sealed class ShardQueue : ActorBase
+internal sealed class ShardQueue : ReceiveActor
 {
     private readonly LinkedList<ComputeShard> pending = new();
     private readonly LinkedList<IActorRef> idle = new();
@@ -80,8 +80,8 @@ internal sealed class ShardQueue : ActorBase
         });
         Receive<Terminated>(t =>
         {
-            idle.Remove(t.Actor);
-            workers.Remove(t.Actor);
+            idle.Remove(t.ActorRef);
+            workers.Remove(t.ActorRef);
         });
     }
 

@@ -1,4 +1,4 @@
-using AttentionActors.Actors;
+using Akka.Actor;
 using AttentionActors.Kernels;
 using AttentionActors.Kernels.Partials;
 using AttentionActors.Kernels.Simd;
@@ -21,14 +21,14 @@ public delegate CoverageParts CoverageComputer(ShardInput input, Shard shard, in
 public delegate WeightsCells WeightsComputer(ShardInput input, Shard shard, int attempt, CancellationToken cancellationToken);
 
 /// <summary>
-/// Pulls one shard at a time from the queue (like a RabbitMQ consumer with prefetch 1), computes
+/// Pulls one shard at a time from the queue, computes
 /// it off the mailbox thread, replies with its partials, and asks for the next. While computing it
 /// still reads its mailbox, so a <see cref="JobEnded"/> for the running shard's job interrupts the
 /// kernel at its next query panel. Stateless apart from the set of ended jobs it remembers and the
 /// projections of layer jobs it shares with the process's other workers (<see cref="ProjectionCaches"/>).
 /// States: <see cref="Idle"/> → <see cref="Computing"/>.
 /// </summary>
-internal sealed class Worker : ActorBase
+internal sealed class Worker : ReceiveActor, IDisposable
 {
     private readonly IActorRef queue;
     private readonly ShardComputer compute;
@@ -65,15 +65,17 @@ internal sealed class Worker : ActorBase
         queue.Tell(new WorkerReady(), Self);
     }
 
-    protected override void PreRestart(Exception cause, object? message) => PostStop();
-
+    /// <summary>A stopping worker abandons its shard at the next panel (the job's coordinator re-issues it) and lets its thread end.</summary>
     protected override void PostStop()
     {
         running?.Cancel();
         thread?.Complete();
     }
 
-    private sealed record ShardDone(ComputeShard Work, object? Result, Exception? Error, bool Cancelled);
+    /// <summary>Akka releases a stopped actor by disposing it; the compute thread has been told to stop by then.</summary>
+    public void Dispose() => running?.Dispose();
+
+    private sealed record ShardDone(ComputeShard Work, object? Result, Exception? Error, bool Cancelled) : INoSerializationVerificationNeeded;
 
     private void Idle()
     {
@@ -112,7 +114,7 @@ internal sealed class Worker : ActorBase
 
         work.Coordinator.Tell(new ShardStarted(work.Job, work.Shard.Id, work.Attempt), Self);
         current = work;
-        running = CancellationTokenSource.CreateLinkedTokenSource(Context.System.Stopping);
+        running = new CancellationTokenSource();
         var token = running.Token;
         var self = Self;
         thread!.Post(() =>

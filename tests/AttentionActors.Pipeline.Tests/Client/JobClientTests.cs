@@ -1,6 +1,5 @@
 using System.Diagnostics;
-using AttentionActors.Actors;
-using AttentionActors.Actors.TestKit;
+using Akka.Actor;
 using AttentionActors.Kernels;
 using AttentionActors.Kernels.Tests;
 using AttentionActors.Pipeline.Client;
@@ -11,20 +10,15 @@ using static AttentionActors.Pipeline.Tests.RoleFixture;
 namespace AttentionActors.Pipeline.Tests.Client;
 
 /// <summary>The client end of a job always completes, and writes only rows it has checked.</summary>
-public sealed class JobClientTests : IAsyncLifetime
+public sealed class JobClientTests : RoleTestKit
 {
     private static readonly TimeSpan Grace = TimeSpan.FromMilliseconds(300);
-    private readonly ActorSystem system = ActorSystem.Create("client-tests");
-
-    public Task InitializeAsync() => Task.CompletedTask;
-
-    public async Task DisposeAsync() => await system.TerminateAsync(TimeSpan.Zero);
 
     private (IActorRef Client, Task<AttentionResult> Result, float[] Output) Start(string name, AttentionGeometry g, IActorRef coordinator, IActorRef reducer)
     {
         var output = new float[g.Batch * g.Heads * g.QuerySeq * g.ValueDim];
         var result = new TaskCompletionSource<AttentionResult>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var client = system.ActorOf(Props.Create(() => new JobClient(Job, g, output, null, result, Grace)), name);
+        var client = Sys.ActorOf(Props.Create(() => new JobClient(Job, g, output, null, result, Grace)), name);
         client.Tell(new WatchJob(coordinator, reducer));
         return (client, result.Task, output);
     }
@@ -43,8 +37,8 @@ public sealed class JobClientTests : IAsyncLifetime
     public async Task Client_fails_promptly_when_its_coordinator_or_reducer_stops(string which)
     {
         var (problem, _, _) = Computed(21);
-        var coordinator = system.ActorOf(Props.Create(() => new Sink()), $"coordinator-{which}");
-        var reducer = system.ActorOf(Props.Create(() => new Sink()), $"reducer-{which}");
+        var coordinator = Sys.ActorOf(Props.Create(() => new Sink()), $"coordinator-{which}");
+        var reducer = Sys.ActorOf(Props.Create(() => new Sink()), $"reducer-{which}");
         var (_, result, _) = Start($"client-{which}", problem.Geometry, coordinator, reducer);
         (which == "reducer" ? reducer : coordinator).Tell(PoisonPill.Instance);
         var error = await Faulted(result, Grace + TimeSpan.FromSeconds(5));
@@ -57,24 +51,24 @@ public sealed class JobClientTests : IAsyncLifetime
     public async Task Client_cancels_at_once_and_tells_the_coordinator()
     {
         var (problem, _, _) = Computed(22);
-        var coordinator = new TestProbe(system, "coordinator");
-        var reducer = system.ActorOf(Props.Create(() => new Sink()), "reducer-cancel");
+        var coordinator = CreateTestProbe();
+        var reducer = Sys.ActorOf(Props.Create(() => new Sink()), "reducer-cancel");
         var output = new float[problem.Q.Length / problem.KeyDim * problem.ValueDim];
         var tcs = new TaskCompletionSource<AttentionResult>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var client = system.ActorOf(Props.Create(() => new JobClient(Job, problem.Geometry, output, null, tcs, Grace)), "client-cancel");
+        var client = Sys.ActorOf(Props.Create(() => new JobClient(Job, problem.Geometry, output, null, tcs, Grace)), "client-cancel");
         client.Tell(new WatchJob(coordinator, reducer));
         client.Tell(new CancelRequested("caller gave up"));
         var error = await Faulted(tcs.Task, TimeSpan.FromSeconds(5));
         Assert.IsType<OperationCanceledException>(error);
-        Assert.Equal("caller gave up", coordinator.ExpectMsg<CancelJob>(TimeSpan.FromSeconds(1), c => c.Job == Job).Reason);
+        Assert.Equal("caller gave up", coordinator.ExpectMsg<CancelJob>(c => c.Job == Job, TimeSpan.FromSeconds(1)).Reason);
     }
 
     [Fact]
     public async Task Client_fails_when_the_job_completes_with_rows_missing()
     {
         var (problem, plan, partials) = Computed(23);
-        var reducer = system.ActorOf(Props.Create(() => new Reducer()), "reducer-missing");
-        var probe = new TestProbe(system, "coordinator");
+        var reducer = Sys.ActorOf(Props.Create(() => new Reducer()), "reducer-missing");
+        var probe = CreateTestProbe();
         var (client, result, _) = Start("client-missing", problem.Geometry, probe, reducer);
 
         // A completion notice with no rows before it: the client must not report success.
@@ -90,8 +84,8 @@ public sealed class JobClientTests : IAsyncLifetime
         var (q, k, v) = TestData.Qkv(24, 3, 2, 2, 300, 500, 16, 24);
         var problem = AttentionProblem.Create(q, k, v, new AttentionOptions { KeyLengths = [500, 0, 130], BlockSize = 64 });
         var plan = Planning.ShardPlanner.Plan(problem, 3, new Planning.PlanOptions { MaxShardBytes = 48 << 10 });
-        var reducer = system.ActorOf(Props.Create(() => new Reducer(8192)), "reducer-rows");
-        var coordinator = system.ActorOf(Props.Create(() => new Sink()), "coordinator-rows");
+        var reducer = Sys.ActorOf(Props.Create(() => new Reducer(8192)), "reducer-rows");
+        var coordinator = Sys.ActorOf(Props.Create(() => new Sink()), "coordinator-rows");
         var (client, result, output) = Start("client-rows", problem.Geometry, coordinator, reducer);
         Array.Fill(output, 42f);
         reducer.Tell(new ExpectShards(Job, problem.Geometry, plan.Shards, client, coordinator));
@@ -111,8 +105,8 @@ public sealed class JobClientTests : IAsyncLifetime
     public async Task Client_rejects_a_repeated_row_with_different_bits()
     {
         var (problem, _, _) = Computed(25);
-        var coordinator = new TestProbe(system, "coordinator");
-        var reducer = system.ActorOf(Props.Create(() => new Sink()), "reducer-conflict");
+        var coordinator = CreateTestProbe();
+        var reducer = Sys.ActorOf(Props.Create(() => new Sink()), "reducer-conflict");
         var (client, result, _) = Start("client-conflict", problem.Geometry, coordinator, reducer);
         int dv = problem.ValueDim;
         client.Tell(new RowsFinished(Job, 0, 1, 10, 2, new float[2 * dv], [0.5f, 0.5f]));
@@ -136,8 +130,8 @@ public sealed class JobClientTests : IAsyncLifetime
     public async Task Client_rejects_malformed_rows(string kind, string expected)
     {
         var (problem, _, _) = Computed(26);
-        var coordinator = new TestProbe(system, "coordinator");
-        var reducer = system.ActorOf(Props.Create(() => new Sink()), $"reducer-{kind.Replace(' ', '-').Replace('+', 'p')}");
+        var coordinator = CreateTestProbe();
+        var reducer = Sys.ActorOf(Props.Create(() => new Sink()), $"reducer-{kind.Replace(' ', '-').Replace('+', 'p')}");
         var (client, result, _) = Start($"client-{kind.Replace(' ', '-').Replace('+', 'p')}", problem.Geometry, coordinator, reducer);
         int dv = problem.ValueDim;
         var rows = kind switch

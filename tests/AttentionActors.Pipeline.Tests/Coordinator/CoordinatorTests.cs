@@ -1,5 +1,5 @@
-using AttentionActors.Actors;
-using AttentionActors.Actors.TestKit;
+using Akka.Actor;
+using Akka.TestKit;
 using AttentionActors.Pipeline.Client;
 using AttentionActors.Pipeline.Coordinator;
 using AttentionActors.Pipeline.Planning;
@@ -11,47 +11,37 @@ using static AttentionActors.Pipeline.Tests.RoleFixture;
 namespace AttentionActors.Pipeline.Tests.Coordinator;
 
 /// <summary>The coordinator on a manual clock: deadlines and stalls are reached by moving time, never by sleeping.</summary>
-public sealed class CoordinatorTests : IAsyncLifetime
+public sealed class CoordinatorTests() : RoleTestKit("akka.scheduler.implementation = \"Akka.TestKit.TestScheduler, Akka.TestKit\"")
 {
-    private readonly ManualTimeProvider clock = new();
-    private readonly ActorSystem system;
-
-    public CoordinatorTests() => system = ActorSystem.Create("coordinator-tests", null, clock);
-
-    public Task InitializeAsync() => Task.CompletedTask;
-
-    public async Task DisposeAsync() => await system.TerminateAsync(TimeSpan.Zero);
+    private TestScheduler Clock => (TestScheduler)Sys.Scheduler;
 
     private sealed record Roles(IActorRef Coordinator, TestProbe Queue, TestProbe Reducer, TestProbe Client, ShardPlan Plan, IReadOnlyList<ComputeShard> Dispatched);
 
     private Roles Start(string name, JobOptions options, int seed = 4)
     {
         var (problem, plan, _) = Computed(seed);
-        var queue = new TestProbe(system, "queue");
-        var reducer = new TestProbe(system, "reducer");
-        var client = new TestProbe(system, "client");
-        var coordinator = system.ActorOf(Props.Create(() => new JobCoordinator(Job, problem.Geometry, plan, s => InputOf(problem, s), queue, reducer, client, options, NullLogger.Instance)), name);
+        var queue = CreateTestProbe();
+        var reducer = CreateTestProbe();
+        var client = CreateTestProbe();
+        var coordinator = Sys.ActorOf(Props.Create(() => new JobCoordinator(Job, problem.Geometry, plan, s => InputOf(problem, s), queue, reducer, client, options, NullLogger.Instance)), name);
         reducer.ExpectMsg<ExpectShards>();
         var dispatched = plan.Shards.Select(_ => queue.ExpectMsg<ComputeShard>()).ToList();
         return new Roles(coordinator, queue, reducer, client, plan, dispatched);
     }
 
-    /// <summary>Moves the clock in steps until <paramref name="probe"/> gets a <typeparamref name="T"/> (the actor handles messages on its own threads).</summary>
+    /// <summary>Moves the clock in steps until <paramref name="probe"/> gets a <typeparamref name="T"/> (the actor handles messages on its own threads, so each step waits a moment for them).</summary>
     private T AdvanceUntil<T>(TestProbe probe, TimeSpan step, int steps = 20)
     {
         for (int i = 0; i < steps; i++)
         {
-            clock.Advance(step);
-            try
+            Clock.Advance(step);
+            if (probe.ReceiveWhile<object>(TimeSpan.FromMilliseconds(100), m => m).OfType<T>().FirstOrDefault() is { } message)
             {
-                return probe.ExpectMsg<T>(TimeSpan.FromMilliseconds(100));
-            }
-            catch (TestKitAssertionException)
-            {
+                return message;
             }
         }
 
-        throw new TestKitAssertionException($"no {typeof(T).Name} after moving the clock {steps} × {step}");
+        throw new InvalidOperationException($"no {typeof(T).Name} after moving the clock {steps} × {step}");
     }
 
     [Fact]
@@ -97,7 +87,7 @@ public sealed class CoordinatorTests : IAsyncLifetime
     public void Coordinator_withdraws_the_jobs_work_when_it_succeeds()
     {
         var r = Start("success", new JobOptions());
-        var watcher = new TestProbe(system, "watcher");
+        var watcher = CreateTestProbe();
         watcher.Watch(r.Coordinator);
         foreach (var shard in r.Plan.Shards)
         {
@@ -106,7 +96,7 @@ public sealed class CoordinatorTests : IAsyncLifetime
 
         var ended = r.Queue.ExpectMsg<JobEnded>();
         Assert.Equal(Job, ended.Job);
-        watcher.ExpectMsg<Terminated>();
+        watcher.ExpectTerminated(r.Coordinator);
         r.Client.ExpectNoMsg(TimeSpan.FromMilliseconds(100));
     }
 
@@ -114,14 +104,14 @@ public sealed class CoordinatorTests : IAsyncLifetime
     public void Coordinator_stops_on_cancellation_and_withdraws_queued_shards()
     {
         var r = Start("cancel", new JobOptions());
-        var watcher = new TestProbe(system, "watcher");
+        var watcher = CreateTestProbe();
         watcher.Watch(r.Coordinator);
         r.Coordinator.Tell(new CancelJob(Job, "user pressed ctrl-c"));
         var failed = r.Client.ExpectMsg<AttentionFailed>();
         Assert.True(failed.Cancelled);
         Assert.Equal("user pressed ctrl-c", r.Reducer.ExpectMsg<FailJob>().Reason);
         Assert.Equal(Job, r.Queue.ExpectMsg<JobEnded>().Job);
-        watcher.ExpectMsg<Terminated>();
+        watcher.ExpectTerminated(r.Coordinator);
     }
 
     [Fact]

@@ -1,5 +1,5 @@
-using AttentionActors.Actors;
-using AttentionActors.Actors.TestKit;
+using Akka.Actor;
+using Akka.TestKit;
 using AttentionActors.Kernels;
 using AttentionActors.Kernels.Partials;
 using AttentionActors.Kernels.Tests;
@@ -12,14 +12,8 @@ using static AttentionActors.Pipeline.Tests.RoleFixture;
 namespace AttentionActors.Pipeline.Tests.Reduction;
 
 /// <summary>The reducer's coverage pass: tree order whatever the arrival order, and checked subtrees.</summary>
-public sealed class CoverageReducerTests : IAsyncLifetime
+public sealed class CoverageReducerTests : RoleTestKit
 {
-    private readonly ActorSystem system = ActorSystem.Create("coverage-reducer-tests");
-
-    public Task InitializeAsync() => Task.CompletedTask;
-
-    public async Task DisposeAsync() => await system.TerminateAsync(TimeSpan.Zero);
-
     private static (AttentionProblem Problem, float[] Lse, ShardPlan Plan, CoverageComputed[] Parts) Computed()
     {
         var (q, k, v) = TestData.Qkv(21, 1, 4, 2, 300, 700, 16, 8);
@@ -35,9 +29,9 @@ public sealed class CoverageReducerTests : IAsyncLifetime
 
     private (IActorRef Reducer, TestProbe Client, TestProbe Coordinator) Start(string name, AttentionProblem problem, ShardPlan plan)
     {
-        var client = new TestProbe(system, "client");
-        var coordinator = new TestProbe(system, "coordinator");
-        var reducer = system.ActorOf(Props.Create(() => new Reducer(4096)), name);
+        var client = CreateTestProbe();
+        var coordinator = CreateTestProbe();
+        var reducer = Sys.ActorOf(Props.Create(() => new Reducer(4096)), name);
         reducer.Tell(new ExpectShards(Job, problem.Geometry.ForPass(JobPass.Coverage), plan.Shards, client, coordinator));
         return (reducer, client, coordinator);
     }
@@ -117,9 +111,9 @@ public sealed class CoverageReducerTests : IAsyncLifetime
         var shards = plan.Shards.ToList();
         var first = shards[0];
         shards.Add(first with { Id = shards.Count, BlockStart = first.BlockStart, BlockEnd = first.BlockEnd + 1 });
-        var client = new TestProbe(system, "client");
-        var coordinator = new TestProbe(system, "coordinator");
-        var reducer = system.ActorOf(Props.Create(() => new Reducer(4096)), "overlap");
+        var client = CreateTestProbe();
+        var coordinator = CreateTestProbe();
+        var reducer = Sys.ActorOf(Props.Create(() => new Reducer(4096)), "overlap");
         reducer.Tell(new ExpectShards(Job, problem.Geometry.ForPass(JobPass.Coverage), shards, client, coordinator));
         var failed = client.ExpectMsg<AttentionFailed>();
         Assert.Contains("overlap", failed.Reason);

@@ -1,5 +1,5 @@
-using AttentionActors.Actors;
-using AttentionActors.Actors.TestKit;
+using Akka.Actor;
+using Akka.TestKit;
 using AttentionActors.Kernels;
 using AttentionActors.Kernels.Partials;
 using AttentionActors.Kernels.Tests;
@@ -10,19 +10,13 @@ using static AttentionActors.Pipeline.Tests.RoleFixture;
 
 namespace AttentionActors.Pipeline.Tests.Reduction;
 
-public sealed class ReducerTests : IAsyncLifetime
+public sealed class ReducerTests : RoleTestKit
 {
-    private readonly ActorSystem system = ActorSystem.Create("reducer-tests");
-
-    public Task InitializeAsync() => Task.CompletedTask;
-
-    public async Task DisposeAsync() => await system.TerminateAsync(TimeSpan.Zero);
-
-    private (IActorRef Reducer, TestProbe Client, TestProbe Coordinator) Start(string name, AttentionProblem problem, Planning.ShardPlan plan, int maxMessageBytes = ClusterOptions.DefaultMaxMessageBytes)
+    private (IActorRef Reducer, TestProbe Client, TestProbe Coordinator) Start(string name, AttentionProblem problem, Planning.ShardPlan plan, int maxMessageBytes = PipelineOptions.DefaultMaxMessageBytes)
     {
-        var client = new TestProbe(system, "client");
-        var coordinator = new TestProbe(system, "coordinator");
-        var reducer = system.ActorOf(Props.Create(() => new Reducer(maxMessageBytes)), name);
+        var client = CreateTestProbe();
+        var coordinator = CreateTestProbe();
+        var reducer = Sys.ActorOf(Props.Create(() => new Reducer(maxMessageBytes)), name);
         reducer.Tell(new ExpectShards(Job, problem.Geometry, plan.Shards, client, coordinator));
         return (reducer, client, coordinator);
     }
@@ -177,9 +171,9 @@ public sealed class ReducerTests : IAsyncLifetime
     {
         var (problem, plan, partials) = Masked();
         var blocks = MaskBlocks.Of(problem.Geometry, problem.Mask!);
-        var client = new TestProbe(system, "client");
-        var coordinator = new TestProbe(system, "coordinator");
-        var reducer = system.ActorOf(Props.Create(() => new Reducer(ClusterOptions.DefaultMaxMessageBytes)), "masked");
+        var client = CreateTestProbe();
+        var coordinator = CreateTestProbe();
+        var reducer = Sys.ActorOf(Props.Create(() => new Reducer(PipelineOptions.DefaultMaxMessageBytes)), "masked");
         reducer.Tell(new ExpectShards(Job, problem.Geometry, plan.Shards, client, coordinator, null, blocks));
 
         // A worker that skipped the keys of a node the mask leaves visible sends the identity there.

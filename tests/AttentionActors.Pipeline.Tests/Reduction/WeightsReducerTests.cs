@@ -1,24 +1,19 @@
-using AttentionActors.Actors;
-using AttentionActors.Actors.TestKit;
+using Akka.Actor;
+using Akka.TestKit;
 using AttentionActors.Kernels;
 using AttentionActors.Kernels.Tests;
 using AttentionActors.Pipeline.Client;
 using AttentionActors.Pipeline.Coordinator;
 using AttentionActors.Pipeline.Planning;
 using AttentionActors.Pipeline.Reduction;
+using AttentionActors.Pipeline.Wire;
 using static AttentionActors.Pipeline.Tests.RoleFixture;
 
 namespace AttentionActors.Pipeline.Tests.Reduction;
 
 /// <summary>The reducer's weights pass: whole cells forwarded whatever the arrival order, and checked cells and plans.</summary>
-public sealed class WeightsReducerTests : IAsyncLifetime
+public sealed class WeightsReducerTests : RoleTestKit
 {
-    private readonly ActorSystem system = ActorSystem.Create("weights-reducer-tests");
-
-    public Task InitializeAsync() => Task.CompletedTask;
-
-    public async Task DisposeAsync() => await system.TerminateAsync(TimeSpan.Zero);
-
     private static (AttentionProblem Problem, float[] Single, AttentionGeometry Pass, ShardPlan Plan, WeightsComputed[] Cells) Computed()
     {
         var (q, k, v) = TestData.Qkv(22, 1, 4, 2, 300, 700, 16, 8);
@@ -35,9 +30,9 @@ public sealed class WeightsReducerTests : IAsyncLifetime
 
     private (IActorRef Reducer, TestProbe Client, TestProbe Coordinator) Start(string name, AttentionGeometry g, IReadOnlyList<Shard> shards)
     {
-        var client = new TestProbe(system, "client");
-        var coordinator = new TestProbe(system, "coordinator");
-        var reducer = system.ActorOf(Props.Create(() => new Reducer(4096)), name);
+        var client = CreateTestProbe();
+        var coordinator = CreateTestProbe();
+        var reducer = Sys.ActorOf(Props.Create(() => new Reducer(4096)), name);
         reducer.Tell(new ExpectShards(Job, g, shards, client, coordinator));
         return (reducer, client, coordinator);
     }
@@ -97,9 +92,20 @@ public sealed class WeightsReducerTests : IAsyncLifetime
             ("a weight over 1", WithValue(good, 1.5f), "outside [0, 1]"),
         };
         var (reducer, client, coordinator) = Start("bad-weights", g, plan.Shards);
+        var codec = new WireCodec((ExtendedActorSystem)Sys);
         foreach (var (why, set, expect) in bad)
         {
-            reducer.Tell(new WeightsComputed(Job, cells[0].ShardId, 1, set));
+            var message = new WeightsComputed(Job, cells[0].ShardId, 1, set);
+
+            // A count that contradicts its own range never gets past the wire; everything else reaches the reducer, which refuses it.
+            if (why == "a value short")
+            {
+                var refused = Assert.Throws<WireFormatException>(() => codec.Decode(WireCodec.ManifestOf(message), codec.Encode(message)));
+                Assert.Contains("cell values holds", refused.Message, StringComparison.Ordinal);
+                continue;
+            }
+
+            reducer.Tell(message);
             var failed = coordinator.FishForMessage<ShardFailed>(_ => true);
             Assert.True(failed.Error.Contains(expect, StringComparison.Ordinal), $"{why}: '{failed.Error}' does not say '{expect}'");
         }

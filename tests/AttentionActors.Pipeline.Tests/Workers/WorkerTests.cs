@@ -1,5 +1,4 @@
-using AttentionActors.Actors;
-using AttentionActors.Actors.TestKit;
+using Akka.Actor;
 using AttentionActors.Kernels.Partials;
 using AttentionActors.Pipeline.Coordinator;
 using AttentionActors.Pipeline.Reduction;
@@ -8,14 +7,8 @@ using static AttentionActors.Pipeline.Tests.RoleFixture;
 
 namespace AttentionActors.Pipeline.Tests.Workers;
 
-public sealed class WorkerTests : IAsyncLifetime
+public sealed class WorkerTests : RoleTestKit
 {
-    private readonly ActorSystem system = ActorSystem.Create("worker-tests");
-
-    public Task InitializeAsync() => Task.CompletedTask;
-
-    public async Task DisposeAsync() => await system.TerminateAsync(TimeSpan.Zero);
-
     [Fact]
     public void Worker_abandons_a_running_shard_when_its_job_ends()
     {
@@ -33,10 +26,10 @@ public sealed class WorkerTests : IAsyncLifetime
             ct.ThrowIfCancellationRequested();
             return new PartialSet([], input.RowCount, input.Geometry.ValueDim);
         };
-        var queue = new TestProbe(system, "queue");
-        var reducer = new TestProbe(system, "reducer");
-        var coordinator = new TestProbe(system, "coordinator");
-        var worker = system.ActorOf(Props.Create(() => new Worker(queue, blocking)), "interrupted");
+        var queue = CreateTestProbe();
+        var reducer = CreateTestProbe();
+        var coordinator = CreateTestProbe();
+        var worker = Sys.ActorOf(Props.Create(() => new Worker(queue, blocking)), "interrupted");
         queue.ExpectMsg<WorkerReady>();
         var shard = plan.Shards[0];
         worker.Tell(new ComputeShard(Job, shard, 1, InputOf(problem, shard), reducer, coordinator), queue);
@@ -62,11 +55,12 @@ public sealed class WorkerTests : IAsyncLifetime
     public void Worker_reports_a_failing_shard_as_text_to_its_coordinator()
     {
         var (problem, plan, _) = Computed(12);
-        var queue = new TestProbe(system, "queue");
-        var coordinator = new TestProbe(system, "coordinator");
-        var worker = system.ActorOf(Props.Create(() => new Worker(queue, (_, _, _, _) => throw new IOException("disk on fire"))), "failing");
+        var queue = CreateTestProbe();
+        var coordinator = CreateTestProbe();
+        ShardComputer failing = (_, _, _, _) => throw new IOException("disk on fire");
+        var worker = Sys.ActorOf(Props.Create(() => new Worker(queue, failing, null, null, null)), "failing");
         queue.ExpectMsg<WorkerReady>();
-        worker.Tell(new ComputeShard(Job, plan.Shards[0], 2, InputOf(problem, plan.Shards[0]), new TestProbe(system), coordinator), queue);
+        worker.Tell(new ComputeShard(Job, plan.Shards[0], 2, InputOf(problem, plan.Shards[0]), CreateTestProbe(), coordinator), queue);
         coordinator.ExpectMsg<ShardStarted>();
         var failed = coordinator.ExpectMsg<ShardFailed>();
         Assert.Equal((plan.Shards[0].Id, 2, "IOException: disk on fire"), (failed.ShardId, failed.Attempt, failed.Error));
@@ -77,16 +71,16 @@ public sealed class WorkerTests : IAsyncLifetime
     public void Worker_computes_from_the_shards_own_data_the_same_bits()
     {
         var (problem, plan, partials) = Computed(13);
-        var queue = new TestProbe(system, "queue");
-        var reducer = new TestProbe(system, "reducer");
-        var worker = system.ActorOf(Props.Create(() => new Worker(queue, Worker.Kernel(Kernels.Simd.KernelPath.Auto))), "kernel");
+        var queue = CreateTestProbe();
+        var reducer = CreateTestProbe();
+        var worker = Sys.ActorOf(Props.Create(() => new Worker(queue, Worker.Kernel(Kernels.Simd.KernelPath.Auto))), "kernel");
         queue.ExpectMsg<WorkerReady>();
         foreach (var shard in plan.Shards)
         {
             // The input is a copy, as it would come over the wire: nothing of the whole tensors is reachable.
             var view = InputOf(problem, shard);
             var copy = view with { Q = view.Q.ToArray(), K = view.K.ToArray(), V = view.V.ToArray() };
-            worker.Tell(new ComputeShard(Job, shard, 1, copy, reducer, new TestProbe(system)), queue);
+            worker.Tell(new ComputeShard(Job, shard, 1, copy, reducer, CreateTestProbe()), queue);
             var computed = reducer.ExpectMsg<PartialComputed>().Partials;
             var expected = partials[shard.Id].Partials;
             Assert.Equal(expected.Nodes, computed.Nodes);
@@ -101,9 +95,9 @@ public sealed class WorkerTests : IAsyncLifetime
     public void Queue_gives_each_idle_worker_one_shard_and_reissues_first()
     {
         var (problem, plan, _) = Computed(6);
-        var queue = system.ActorOf(Props.Create(() => new ShardQueue()), "queue-order");
-        var workerA = new TestProbe(system, "a");
-        var workerB = new TestProbe(system, "b");
+        var queue = Sys.ActorOf(Props.Create(() => new ShardQueue()), "queue-order");
+        var workerA = CreateTestProbe();
+        var workerB = CreateTestProbe();
         var s = plan.Shards;
         ComputeShard Work(int i, int attempt) => new(Job, s[i], attempt, InputOf(problem, s[i]), workerA, workerA);
         queue.Tell(Work(0, 1));
@@ -120,9 +114,9 @@ public sealed class WorkerTests : IAsyncLifetime
     public void Queue_drops_an_ended_jobs_shards_and_tells_busy_workers()
     {
         var (problem, plan, _) = Computed(14);
-        var queue = system.ActorOf(Props.Create(() => new ShardQueue()), "queue-ended");
-        var busy = new TestProbe(system, "busy");
-        var idle = new TestProbe(system, "idle");
+        var queue = Sys.ActorOf(Props.Create(() => new ShardQueue()), "queue-ended");
+        var busy = CreateTestProbe();
+        var idle = CreateTestProbe();
         var s = plan.Shards;
         busy.Send(queue, new WorkerReady());
         queue.Tell(new ComputeShard(Job, s[0], 1, InputOf(problem, s[0]), busy, busy));

@@ -1,3 +1,4 @@
+using Akka.Configuration;
 using AttentionActors.Kernels.Simd;
 using AttentionActors.Pipeline.Coordinator;
 using AttentionActors.Pipeline.Planning;
@@ -6,10 +7,10 @@ using Microsoft.Extensions.Logging;
 
 namespace AttentionActors.Pipeline;
 
-/// <summary>How the pipeline runs; defaults in brackets.</summary>
-public sealed record ClusterOptions
+/// <summary>How the embedded pipeline runs; defaults in brackets.</summary>
+public sealed record PipelineOptions
 {
-    /// <summary>Largest message any role sends by default, in bytes (half of RabbitMQ 4's default 16 MiB limit).</summary>
+    /// <summary>Largest message any role sends by default, in bytes [8 MiB].</summary>
     public const int DefaultMaxMessageBytes = 8 << 20;
 
     /// <summary>Worker actors, each computing one shard at a time [one per core; at most <see cref="MaxWorkers"/>].</summary>
@@ -29,6 +30,9 @@ public sealed record ClusterOptions
     public ShardComputer? Compute { get; init; }
 
     public ILoggerFactory? LoggerFactory { get; init; }
+
+    /// <summary>Actor system settings over <see cref="PipelineConfig.Base"/> (tests pass <see cref="PipelineConfig.SerializeMessages"/>) [none].</summary>
+    public Config? ActorConfig { get; init; }
 
     /// <summary>
     /// Most embedded workers: 16 per core, at least 64. More only multiply shards and threads — the

@@ -1,0 +1,71 @@
+using Akka.Actor;
+using Akka.Actor.Setup;
+using Akka.Dispatch;
+using Akka.Event;
+using Microsoft.Extensions.Logging;
+
+namespace AttentionActors.Pipeline;
+
+/// <summary>The logger factory an actor system's log events go to (<see cref="AkkaLogging"/>); without it they are dropped.</summary>
+public sealed class LoggerFactorySetup(ILoggerFactory factory) : Setup
+{
+    public ILoggerFactory Factory { get; } = factory;
+}
+
+/// <summary>
+/// Akka's logger for the pipeline: each log event becomes one line of the process's
+/// <see cref="ILoggerFactory"/> under the category of the actor that logged it, with an
+/// exception's message but not its stack trace (a lost connection is one warning, not a page).
+/// </summary>
+public sealed class AkkaLogging : ReceiveActor, IRequiresMessageQueue<ILoggerMessageQueueSemantics>
+{
+    public AkkaLogging()
+    {
+        var factory = Context.System.Settings.Setup.Get<LoggerFactorySetup>().Select(s => s.Factory).GetOrElse(null!);
+        Receive<InitializeLogger>(_ => Sender.Tell(new LoggerInitialized()));
+        Receive<LogEvent>(e =>
+        {
+            if (factory is null)
+            {
+                return;
+            }
+
+            var logger = factory.CreateLogger(Category(e.LogSource));
+            var level = e.LogLevel() switch
+            {
+                Akka.Event.LogLevel.DebugLevel => Microsoft.Extensions.Logging.LogLevel.Debug,
+                Akka.Event.LogLevel.InfoLevel => Microsoft.Extensions.Logging.LogLevel.Information,
+                Akka.Event.LogLevel.WarningLevel => Microsoft.Extensions.Logging.LogLevel.Warning,
+                _ => Microsoft.Extensions.Logging.LogLevel.Error,
+            };
+            if (!logger.IsEnabled(level))
+            {
+                return;
+            }
+
+            string text = e.Message?.ToString() ?? "";
+            if (e.Cause is { } cause && !text.Contains(cause.Message, StringComparison.Ordinal))
+            {
+                text = $"{text} ({cause.GetType().Name}: {cause.Message})";
+            }
+
+            // The text is Akka's already-formatted message, not a template: it goes out as it is.
+            logger.Log(level, "{Message}", text);
+        });
+    }
+
+    /// <summary>A short category: the actor's name without the system's address (akka://attention/user/reducer → Akka.reducer).</summary>
+    private static string Category(string source)
+    {
+        int user = source.IndexOf("/user/", StringComparison.Ordinal);
+        string tail = user >= 0 ? source[(user + 6)..] : source.Split('/').LastOrDefault() ?? source;
+        int bracket = tail.IndexOf('(', StringComparison.Ordinal);
+        return $"Akka.{(bracket > 0 ? tail[..bracket] : tail).Trim()}";
+    }
+}
+
+/// <summary>How top-level roles are supervised: restarted on a failure (each role tells whom it concerns what it lost), at most 10 times a minute, then stopped.</summary>
+public sealed class RoleSupervision : SupervisorStrategyConfigurator
+{
+    public override SupervisorStrategy Create() => new OneForOneStrategy(10, TimeSpan.FromMinutes(1), _ => Directive.Restart);
+}

@@ -1,0 +1,40 @@
+using AttentionActors.Kernels;
+
+namespace AttentionActors.Pipeline.Client;
+
+/// <summary>The buffers a job writes into, checked against its geometry before anything runs.</summary>
+public static class JobOutputs
+{
+    /// <summary><paramref name="output"/>, or a new array, for the attention output <c>[B, H, Nq, Dv]</c>; throws naming the sizes when it does not fit.</summary>
+    public static Memory<float> Attention(AttentionGeometry g, Memory<float>? output)
+    {
+        ArgumentNullException.ThrowIfNull(g);
+        long length = (long)g.Batch * g.Heads * g.QuerySeq * g.ValueDim;
+        if (output is { } given)
+        {
+            return given.Length == length ? given : throw new ArgumentException($"the output buffer holds {given.Length} values; [{g.Batch}, {g.Heads}, {g.QuerySeq}, {g.ValueDim}] needs {length}", nameof(output));
+        }
+
+        return length <= Array.MaxLength ? new float[length] : throw new ArgumentException($"the output [{g.Batch}, {g.Heads}, {g.QuerySeq}, {g.ValueDim}] holds {length:N0} values, more than one array may; pass a buffer (a memory-mapped file)", nameof(output));
+    }
+
+    /// <summary>Throws unless <paramref name="lse"/> holds the log-sum-exp <c>[B, H, Nq]</c> of <paramref name="g"/>.</summary>
+    public static void CheckLse(AttentionGeometry g, ReadOnlyMemory<float> lse)
+    {
+        ArgumentNullException.ThrowIfNull(g);
+        if (lse.Length != (long)g.Batch * g.Heads * g.QuerySeq)
+        {
+            throw new ArgumentException($"the log-sum-exp holds {lse.Length} values; [{g.Batch}, {g.Heads}, {g.QuerySeq}] needs {(long)g.Batch * g.Heads * g.QuerySeq}", nameof(lse));
+        }
+    }
+
+    /// <summary>Throws unless <paramref name="coverage"/> holds <c>[B, Hkv, Nk]</c> values.</summary>
+    public static void CheckCoverage(AttentionGeometry g, Memory<float> coverage)
+    {
+        ArgumentNullException.ThrowIfNull(g);
+        if (coverage.Length != (long)g.Batch * g.KvHeads * g.KeySeq)
+        {
+            throw new ArgumentException($"the coverage buffer holds {coverage.Length} values; [{g.Batch}, {g.KvHeads}, {g.KeySeq}] needs {(long)g.Batch * g.KvHeads * g.KeySeq}", nameof(coverage));
+        }
+    }
+}
