@@ -39,13 +39,11 @@ public sealed class EmbeddedPipeline : IAttentionRunner
         system = ActorSystem.Create("attention", ActorSystemSetup.Create(BootstrapSetup.Create().WithConfig(config), new LoggerFactorySetup(loggers)));
         queue = system.ActorOf(Props.Create(() => new ShardQueue()), "queue");
         reducer = system.ActorOf(Props.Create(() => new Reducer(options.MaxMessageBytes)), "reducer");
-        var compute = options.Compute ?? Worker.Kernel(options.KernelPath);
-        var coverage = Worker.Coverage(options.KernelPath);
-        var weights = Worker.Weights(options.KernelPath);
-        var projections = new ProjectionCaches();
+        var services = WorkerServices.Kernels(options.KernelPath) with { Projections = new ProjectionCaches() };
+        services = options.Compute is { } compute ? services with { Compute = compute } : services;
         for (int w = 0; w < options.Workers; w++)
         {
-            system.ActorOf(Props.Create(() => new Worker(queue, compute, coverage, projections, weights)), $"worker-{w}");
+            system.ActorOf(Props.Create(() => new Worker(queue, services)), $"worker-{w}");
         }
     }
 
@@ -154,7 +152,8 @@ public sealed class EmbeddedPipeline : IAttentionRunner
         pending[job] = (client, result);
         try
         {
-            var coordinator = system.ActorOf(Props.Create(() => new JobCoordinator(job, g, plan, inputs, queue, reducer, client, options.Job, logger, null, maskBlocks)), $"job-{job}");
+            var setup = new JobSetup(job, g, plan, queue, reducer, client, options.Job) { Inputs = inputs, MaskBlocks = maskBlocks };
+            var coordinator = system.ActorOf(Props.Create(() => new JobCoordinator(setup, logger)), $"job-{job}");
             client.Tell(new WatchJob(coordinator, reducer));
             await using var registration = cancellationToken.Register(() => client.Tell(new CancelRequested("cancelled by the caller"))).ConfigureAwait(false);
             return await result.Task.ConfigureAwait(false);

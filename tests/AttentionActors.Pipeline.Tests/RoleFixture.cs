@@ -5,6 +5,7 @@ using AttentionActors.Kernels.Tests;
 using AttentionActors.Pipeline.Client;
 using AttentionActors.Pipeline.Planning;
 using AttentionActors.Pipeline.Reduction;
+using AttentionActors.Pipeline.Workers;
 
 namespace AttentionActors.Pipeline.Tests;
 
@@ -13,13 +14,26 @@ internal static class RoleFixture
 {
     public static readonly JobId Job = new("j");
 
+    /// <summary>The job key the tests' reducers are told; results carry grants made with it, as a coordinator makes them.</summary>
+    public static readonly byte[] Key = Grants.NewKey();
+
+    public static byte[] GrantOf(int shardId, int attempt = 1) => Grants.For(Key, Job, shardId, attempt);
+
+    /// <summary>What a coordinator tells the reducer; the test must send it as the coordinator (the reducer takes it from no one else).</summary>
+    public static ExpectShards Expect(AttentionGeometry g, IReadOnlyList<Shard> shards, IActorRef client, IActorRef coordinator, MaskBlocks? blocks = null)
+        => new(Job, g, shards, client, coordinator, [], blocks, Key);
+
+    /// <summary>A shard as the coordinator sends it, with its data in the message and its attempt's grant.</summary>
+    public static ComputeShard Work(AttentionProblem problem, Shard shard, int attempt, IActorRef reducer, IActorRef coordinator, ShardInput? input = null)
+        => new(Job, shard, attempt, problem.Geometry, input ?? InputOf(problem, shard), null, GrantOf(shard.Id, attempt), reducer, "", coordinator);
+
     public static (AttentionProblem Problem, ShardPlan Plan, PartialComputed[] Partials) Computed(int seed)
     {
         var (q, k, v) = TestData.Qkv(seed, 1, 3, 1, 400, 1500, 16, 16);
         var problem = AttentionProblem.Create(q, k, v, new AttentionOptions { Causal = true, Alignment = DiagonalAlignment.BottomRight, BlockSize = 32 });
         var plan = ShardPlanner.Plan(problem, 5, new PlanOptions { MaxShardBytes = 40 << 10 });
         Assert.True(plan.Shards.Any(s => s.BlockStart > 0), "the plan must contain key-range splits");
-        var partials = plan.Shards.Select(s => new PartialComputed(Job, s.Id, 1, Attention.ComputePartials(problem, s.Batch, s.Head, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd))).ToArray();
+        var partials = plan.Shards.Select(s => new PartialComputed(Job, s.Id, 1, GrantOf(s.Id), Attention.ComputePartials(problem, s.Batch, s.Head, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd))).ToArray();
         return (problem, plan, partials);
     }
 

@@ -114,12 +114,13 @@ internal sealed partial class JobClient : ReceiveActor, IWithTimers
             Context.Watch(watch.Coordinator);
             Context.Watch(watch.Reducer);
         });
-        Receive<RowsFinished>(OnRows, m => m.Job == job);
-        Receive<CoverageFinished>(OnCoverage, m => m.Job == job);
-        Receive<WeightsFinished>(OnWeights, m => m.Job == job);
-        Receive<JobProgress>(p => progress?.Report(p), m => m.Job == job);
-        Receive<AttentionCompleted>(OnCompleted, m => m.Job == job);
-        Receive<AttentionFailed>(failed => Fail(failed.Reason, failed.Cancelled), m => m.Job == job);
+        // Rows, progress and completion come only from the job's reducer; a failure from it or the coordinator.
+        Receive<RowsFinished>(OnRows, m => m.Job == job && Sender.Equals(reducer));
+        Receive<CoverageFinished>(OnCoverage, m => m.Job == job && Sender.Equals(reducer));
+        Receive<WeightsFinished>(OnWeights, m => m.Job == job && Sender.Equals(reducer));
+        Receive<JobProgress>(p => progress?.Report(p), m => m.Job == job && Sender.Equals(reducer));
+        Receive<AttentionCompleted>(OnCompleted, m => m.Job == job && Sender.Equals(reducer));
+        Receive<AttentionFailed>(failed => Fail(failed.Reason, failed.Cancelled), m => m.Job == job && (Sender.Equals(reducer) || Sender.Equals(coordinator)));
         Receive<CancelRequested>(cancel =>
         {
             coordinator.Tell(new CancelJob(job, cancel.Reason), Self);

@@ -1,5 +1,4 @@
 using Akka.Actor;
-using AttentionActors.Kernels;
 using AttentionActors.Pipeline.Client;
 using AttentionActors.Pipeline.Planning;
 using AttentionActors.Pipeline.Reduction;
@@ -8,78 +7,57 @@ using Microsoft.Extensions.Logging;
 
 namespace AttentionActors.Pipeline.Coordinator;
 
-/// <summary>Notice from a worker: it began attempt <paramref name="Attempt"/> of a shard (the attempt's deadline starts now).</summary>
-public sealed record ShardStarted(JobId Job, int ShardId, int Attempt) : IWireMessage;
-
-/// <summary>Notice from a worker or the reducer: attempt <paramref name="Attempt"/> of a shard failed.</summary>
-public sealed record ShardFailed(JobId Job, int ShardId, int Attempt, string Error) : IWireMessage;
+/// <summary>Notice from a worker: it began attempt <paramref name="Attempt"/> of a shard (with the attempt's grant).</summary>
+public sealed record ShardStarted(JobId Job, int ShardId, int Attempt, byte[] Grant) : IWireMessage;
 
 /// <summary>
-/// Notice from the reducer: a shard's partials (from the worker at <paramref name="Worker"/>) are
-/// merged; with <paramref name="Audit"/>, a second computation on another node gave the same bits.
+/// Notice from a worker, or from the reducer for a result it refused: attempt <paramref name="Attempt"/>
+/// of a shard failed. It carries the attempt's grant, so only the worker the attempt went to (or the
+/// reducer holding its result) can fail it.
 /// </summary>
-public sealed record ShardMerged(JobId Job, int ShardId, string Worker = "", bool Audit = false) : IWireMessage;
+public sealed record ShardFailed(JobId Job, int ShardId, int Attempt, byte[] Grant, string Error) : IWireMessage;
 
-/// <summary>Notice from the reducer: an audited shard came back with different bits from two nodes; the job fails with <paramref name="Reason"/>.</summary>
-public sealed record AuditMismatch(JobId Job, int ShardId, string Reason) : IWireMessage;
+/// <summary>Notice from the reducer: attempt <paramref name="Attempt"/> of a shard is merged (or, for an audit attempt, matched the first result's bits).</summary>
+public sealed record ShardMerged(JobId Job, int ShardId, int Attempt) : IWireMessage;
 
-/// <summary>
-/// Which shards a job re-computes on a second worker node (<paramref name="Fraction"/> of them,
-/// chosen by shard id) and where: <paramref name="Route"/> gives a worker on a node other than the
-/// first result's (its actor path), or null when no other node is alive.
-/// </summary>
-public sealed record AuditOptions(double Fraction, Func<Shard, ActorPath, IActorRef?> Route)
-{
-    /// <summary>Whether shard <paramref name="id"/> is audited: a fixed hash of the id below the fraction.</summary>
-    public bool Covers(int id) => Fraction >= 1 || (uint)(id * 2654435761u) < Fraction * 4294967296.0;
-}
+/// <summary>Notice from the reducer: the audit attempt of a shard gave other bits than its merged attempt; <paramref name="Detail"/> says how.</summary>
+public sealed record AuditMismatch(JobId Job, int ShardId, int FirstAttempt, int AuditAttempt, string Detail) : IWireMessage;
 
 /// <summary>Command: stop the job; the client gets <see cref="AttentionFailed"/> with the reason.</summary>
 public sealed record CancelJob(JobId Job, string Reason) : IWireMessage;
 
-/// <summary>Where a worker's data for a shard comes from: views of the job's tensors in one process.</summary>
-public delegate ShardInput ShardInputSource(Shard shard);
-
 /// <summary>
-/// Runs one job: tells the reducer what to expect, hands the shards (largest first) to the work
-/// queue, gives each started attempt a deadline, re-issues shards whose current attempt is late or
-/// failed, and fails the job naming the shard once it has used up its attempts. However the job
-/// ends, the coordinator tells the queue (<see cref="JobEnded"/>: queued copies are dropped, running
-/// ones interrupted) and, on failure, the client directly. It never reads Q, K or V: shard data come
-/// from a <see cref="ShardInputSource"/>. Time is the actor system's scheduler, so tests move a test
-/// scheduler instead of sleeping. States: <see cref="Dispatching"/> → <see cref="Finished"/>.
+/// Runs one job: tells the reducer what to expect (with the job key that checks results' grants),
+/// hands the shards (largest first) to the work queue, gives each attempt a deadline from the moment
+/// the queue hands it to a worker, re-issues shards whose current attempt is late, failed or lost
+/// with its node, and fails the job naming the shard once it has used up its attempts. It takes a
+/// notice only from the party that may send it: a start or failure only with the attempt's grant
+/// (its worker, or the reducer holding its result), merges and audit results from the reducer, a
+/// cancel from its client, its reducer or its parent. However the job ends, it tells the queue (<see cref="JobEnded"/>: queued copies
+/// dropped, running ones interrupted) and, on failure, the client and the reducer. Time is the actor
+/// system's scheduler, so tests move a test scheduler. States: <see cref="Dispatching"/> → <see cref="Finished"/>.
 /// </summary>
 internal sealed partial class JobCoordinator : ReceiveActor, IWithTimers
 {
+    /// <summary>Attempt numbers of audits start here: an audit result is told from a regular one by its attempt.</summary>
+    public const int AuditAttempts = 1 << 20;
+
+    private readonly JobSetup setup;
     private readonly JobId job;
-    private readonly AttentionGeometry geometry;
-    private readonly ShardPlan plan;
-    private readonly ShardInputSource inputs;
-    private readonly IActorRef queue;
-    private readonly IActorRef reducer;
-    private readonly IActorRef client;
     private readonly JobOptions options;
     private readonly ILogger logger;
-    private readonly AuditOptions? audit;
-    private readonly MaskBlocks? maskBlocks;
+    private readonly byte[] key = Grants.NewKey();
     private readonly Dictionary<int, ShardState> shards = [];
-    private readonly HashSet<int> audited = [];
     private int done;
+    private int audits;
     private DateTimeOffset lastActivity;
 
-    public JobCoordinator(JobId job, AttentionGeometry geometry, ShardPlan plan, ShardInputSource inputs, IActorRef queue, IActorRef reducer, IActorRef client, JobOptions options, ILogger logger, AuditOptions? audit = null, MaskBlocks? maskBlocks = null)
+    public JobCoordinator(JobSetup setup, ILogger logger)
     {
-        this.audit = audit;
-        this.maskBlocks = maskBlocks;
-        this.job = job;
-        this.geometry = geometry;
-        this.plan = plan;
-        this.inputs = inputs;
-        this.queue = queue;
-        this.reducer = reducer;
-        this.client = client;
-        this.options = options;
+        this.setup = setup;
         this.logger = logger;
+        job = setup.Job;
+        options = setup.Options;
         Dispatching();
     }
 
@@ -91,36 +69,42 @@ internal sealed partial class JobCoordinator : ReceiveActor, IWithTimers
 
     private sealed record ShardDeadline(int ShardId, int Attempt) : INoSerializationVerificationNeeded;
 
-    private sealed class ShardState(Shard shard)
+    private sealed class ShardState(Shard shard, bool audited)
     {
         public Shard Shard { get; } = shard;
 
         public int Attempt { get; set; } = 1;
 
         public bool Done { get; set; }
+
+        /// <summary>Whether a second computation on another node must match the merged one before the job completes.</summary>
+        public bool Audited { get; set; } = audited;
+
+        /// <summary>The worker each attempt went to (from the queue's notices, never from a message's own claim).</summary>
+        public Dictionary<int, IActorRef> Workers { get; } = [];
     }
 
     protected override void PreStart()
     {
         lastActivity = Now;
-        if (audit is not null)
+        var audited = setup.Audit > 0 ? setup.Plan.Shards.Where(s => Covers(setup.Audit, s.Id)).Select(s => s.Id).ToHashSet() : [];
+        audits = audited.Count;
+        setup.Reducer.Tell(new ExpectShards(job, setup.Geometry, setup.Plan.Shards, setup.Client, Self, [.. audited.Order()], setup.MaskBlocks, key, setup.ClientInbox), Self);
+        foreach (var shard in setup.Plan.Shards)
         {
-            audited.UnionWith(plan.Shards.Where(s => audit.Covers(s.Id)).Select(s => s.Id));
-        }
-
-        reducer.Tell(new ExpectShards(job, geometry, plan.Shards, client, Self, [.. audited.Order()], maskBlocks), Self);
-        foreach (var shard in plan.Shards)
-        {
-            shards[shard.Id] = new ShardState(shard);
-            queue.Tell(Work(shard, 1), Self);
+            shards[shard.Id] = new ShardState(shard, audited.Contains(shard.Id));
+            setup.Queue.Tell(Work(shard, 1), Self);
         }
 
         Timers.StartPeriodicTimer("stall", new StallCheck(), options.StallTimeout / 4);
-        if (plan.Shards.Count == 0)
+        if (setup.Plan.Shards.Count == 0)
         {
             End();
         }
     }
+
+    /// <summary>Whether shard <paramref name="id"/> is audited: a fixed hash of the id below the fraction.</summary>
+    public static bool Covers(double fraction, int id) => fraction >= 1 || (uint)(id * 2654435761u) < fraction * 4294967296.0;
 
     /// <summary>A crashed coordinator has lost track of its shards: the job fails rather than start over unseen.</summary>
     protected override void PreRestart(Exception reason, object message)
@@ -131,45 +115,28 @@ internal sealed partial class JobCoordinator : ReceiveActor, IWithTimers
 
     private void Dispatching()
     {
+        Receive<ShardDispatched>(dispatched =>
+        {
+            lastActivity = Now;
+            if (shards.TryGetValue(dispatched.ShardId, out var state))
+            {
+                state.Workers[dispatched.Attempt] = dispatched.Worker;
+                if (state.Attempt == dispatched.Attempt && !state.Done)
+                {
+                    StartDeadline(state);
+                }
+            }
+        });
         Receive<ShardStarted>(started =>
         {
             lastActivity = Now;
-            if (Current(started.ShardId, started.Attempt) is { } state)
+            if (Current(started.ShardId, started.Attempt) is { } state && Grants.Valid(key, job, started.ShardId, started.Attempt, started.Grant))
             {
-                Timers.StartSingleTimer(("deadline", state.Shard.Id), new ShardDeadline(state.Shard.Id, state.Attempt), options.DeadlineFor(state.Shard));
+                StartDeadline(state);
             }
         });
-        Receive<ShardMerged>(merged =>
-        {
-            lastActivity = Now;
-            if (merged.Audit)
-            {
-                if (audited.Remove(merged.ShardId) && done == shards.Count && audited.Count == 0)
-                {
-                    End();
-                }
-
-                return;
-            }
-
-            if (!shards.TryGetValue(merged.ShardId, out var state) || state.Done)
-            {
-                return;
-            }
-
-            state.Done = true;
-            Timers.Cancel(("deadline", state.Shard.Id));
-            if (audited.Contains(merged.ShardId))
-            {
-                Audit(state, merged.Worker);
-            }
-
-            if (++done == shards.Count && audited.Count == 0)
-            {
-                End();
-            }
-        });
-        Receive<AuditMismatch>(mismatch => Fail(mismatch.Reason));
+        Receive<ShardMerged>(OnMerged, _ => Sender.Equals(setup.Reducer));
+        Receive<AuditMismatch>(OnMismatch, _ => Sender.Equals(setup.Reducer));
         Receive<ShardDeadline>(late =>
         {
             if (Current(late.ShardId, late.Attempt) is { } state)
@@ -179,17 +146,32 @@ internal sealed partial class JobCoordinator : ReceiveActor, IWithTimers
         });
         Receive<ShardFailed>(failed =>
         {
-            // Only the current attempt counts: a late failure of an attempt already replaced must not use up another.
-            if (Current(failed.ShardId, failed.Attempt) is { } state)
+            // Only the current attempt's failure counts, and only from whoever holds its grant: its worker, or the reducer that refused its result.
+            if (Current(failed.ShardId, failed.Attempt) is { } state && Grants.Valid(key, job, failed.ShardId, failed.Attempt, failed.Grant))
             {
                 Retry(state, $"{state.Shard} failed: {failed.Error}");
             }
             else
             {
-                LogStaleFailure(logger, job, failed.ShardId, failed.Attempt, failed.Error);
+                LogIgnoredFailure(logger, job, failed.ShardId, failed.Attempt, Sender, failed.Error);
             }
         });
-        Receive<CancelJob>(cancel => Fail(cancel.Reason, cancelled: true));
+        Receive<ShardUndeliverable>(undeliverable =>
+        {
+            if (shards.TryGetValue(undeliverable.ShardId, out var state))
+            {
+                Fail($"audit of {state.Shard}: {undeliverable.Reason}");
+            }
+        });
+        Receive<NodeUnreachable>(lost =>
+        {
+            // Heartbeats say the node is gone: its attempts are re-issued now, not at their deadlines.
+            foreach (var state in shards.Values.Where(s => !s.Done && WorkerOf(s, s.Attempt)?.Path.Address.Equals(lost.Address) == true).ToList())
+            {
+                Retry(state, $"{state.Shard} was running on {lost.Address}, which stopped answering heartbeats");
+            }
+        });
+        Receive<CancelJob>(cancel => Fail(cancel.Reason, cancelled: true), _ => Sender.Equals(setup.Client) || Sender.Equals(setup.Reducer) || Sender.Equals(Context.Parent));
         Receive<StallCheck>(_ =>
         {
             if (Now - lastActivity > options.StallTimeout)
@@ -201,23 +183,76 @@ internal sealed partial class JobCoordinator : ReceiveActor, IWithTimers
 
     private void Finished() => ReceiveAny(_ => { });
 
-    /// <summary>Sends a merged shard to a worker on another node; its bits must match the first result's.</summary>
-    private void Audit(ShardState state, string worker)
+    private void OnMerged(ShardMerged merged)
     {
-        if (!ActorPath.TryParse(worker, out var first) || audit?.Route(state.Shard, first) is not { } other)
+        lastActivity = Now;
+        if (!shards.TryGetValue(merged.ShardId, out var state))
         {
-            Fail($"audit of {state.Shard}: no worker node other than the one that computed it ({worker}) is alive to compute it again");
             return;
         }
 
-        other.Tell(new ComputeShard(job, state.Shard, state.Attempt, inputs(state.Shard), reducer, Self), Self);
+        if (merged.Attempt >= AuditAttempts)
+        {
+            if (state.Audited && state.Done)
+            {
+                state.Audited = false;
+                audits--;
+                EndIfDone();
+            }
+
+            return;
+        }
+
+        if (state.Done)
+        {
+            return;
+        }
+
+        state.Done = true;
+        Timers.Cancel(("deadline", state.Shard.Id));
+        if (state.Audited)
+        {
+            // The second computation must run on another node than the one whose result was merged.
+            var first = WorkerOf(state, merged.Attempt);
+            int attempt = AuditAttempts + merged.Attempt;
+            setup.Queue.Tell(Work(state.Shard, attempt) with { Avoid = first?.Path.Address.ToString() ?? "" }, Self);
+        }
+
+        done++;
+        EndIfDone();
     }
+
+    private void OnMismatch(AuditMismatch mismatch)
+    {
+        if (!shards.TryGetValue(mismatch.ShardId, out var state))
+        {
+            return;
+        }
+
+        string first = WorkerOf(state, mismatch.FirstAttempt)?.Path.Address.ToString() ?? "an unknown node";
+        string second = WorkerOf(state, mismatch.AuditAttempt)?.Path.Address.ToString() ?? "an unknown node";
+        Fail($"audit failed: {state.Shard} computed on {first} and again on {second} gave different bits ({mismatch.Detail}); one of these machines computes wrongly");
+    }
+
+    private void EndIfDone()
+    {
+        if (done == shards.Count && audits == 0)
+        {
+            End();
+        }
+    }
+
+    private static IActorRef? WorkerOf(ShardState state, int attempt) => state.Workers.GetValueOrDefault(attempt);
+
+    private void StartDeadline(ShardState state)
+        => Timers.StartSingleTimer(("deadline", state.Shard.Id), new ShardDeadline(state.Shard.Id, state.Attempt), options.DeadlineFor(state.Shard));
 
     /// <summary>The state of a shard still running as <paramref name="attempt"/>, or null.</summary>
     private ShardState? Current(int shardId, int attempt)
         => shards.TryGetValue(shardId, out var state) && !state.Done && state.Attempt == attempt ? state : null;
 
-    private ComputeShard Work(Shard shard, int attempt) => new(job, shard, attempt, inputs(shard), reducer, Self);
+    private ComputeShard Work(Shard shard, int attempt)
+        => new(job, shard, attempt, setup.Geometry, setup.Inputs?.Invoke(shard), setup.Store, Grants.For(key, job, shard.Id, attempt), setup.Reducer, setup.ResultsTo, Self);
 
     /// <summary>Re-issues a shard as a new attempt, or fails the job once its attempts are used up.</summary>
     private void Retry(ShardState state, string why)
@@ -231,7 +266,7 @@ internal sealed partial class JobCoordinator : ReceiveActor, IWithTimers
 
         state.Attempt++;
         LogRetry(logger, job, why, state.Attempt);
-        queue.Tell(Work(state.Shard, state.Attempt), Self);
+        setup.Queue.Tell(Work(state.Shard, state.Attempt), Self);
     }
 
     private void Fail(string reason, bool cancelled = false)
@@ -245,15 +280,15 @@ internal sealed partial class JobCoordinator : ReceiveActor, IWithTimers
             LogFailed(logger, job, reason);
         }
 
-        client.Tell(new AttentionFailed(job, reason, cancelled), Self);
-        reducer.Tell(new FailJob(job, reason), Self);
+        setup.Client.Tell(new AttentionFailed(job, reason, cancelled), Self);
+        setup.Reducer.Tell(new FailJob(job, reason), Self);
         End(reason);
     }
 
     /// <summary>Withdraws the job's queued shards and interrupts running ones, then stops.</summary>
     private void End(string why = "completed")
     {
-        queue.Tell(new JobEnded(job, why), Self);
+        setup.Queue.Tell(new JobEnded(job, why), Self);
         Become(Finished);
         Context.Stop(Self);
     }
@@ -261,8 +296,8 @@ internal sealed partial class JobCoordinator : ReceiveActor, IWithTimers
     [LoggerMessage(Level = LogLevel.Warning, Message = "job {Job}: {Why}; re-issuing as attempt {Attempt}")]
     private static partial void LogRetry(ILogger logger, JobId job, string why, int attempt);
 
-    [LoggerMessage(Level = LogLevel.Debug, Message = "job {Job}: ignoring the failure of shard {ShardId} attempt {Attempt}, already replaced: {Error}")]
-    private static partial void LogStaleFailure(ILogger logger, JobId job, int shardId, int attempt, string error);
+    [LoggerMessage(Level = LogLevel.Debug, Message = "job {Job}: ignoring a failure of shard {ShardId} attempt {Attempt} from {Sender} (not the current attempt, or without its grant): {Error}")]
+    private static partial void LogIgnoredFailure(ILogger logger, JobId job, int shardId, int attempt, IActorRef sender, string error);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "job {Job} cancelled: {Reason}")]
     private static partial void LogCancelled(ILogger logger, JobId job, string reason);

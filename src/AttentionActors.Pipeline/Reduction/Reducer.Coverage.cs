@@ -1,3 +1,4 @@
+using Akka.Actor;
 using AttentionActors.Kernels;
 using AttentionActors.Kernels.Partials;
 using AttentionActors.Pipeline.Client;
@@ -15,16 +16,16 @@ internal sealed partial class Reducer
 {
     private readonly Dictionary<JobId, CoverageState> coverageJobs = [];
 
-    private void ExpectCoverage(ExpectShards expect)
+    private void ExpectCoverage(ExpectShards expect, IActorRef client)
     {
         if (PlanProblem(expect) is { } problem)
         {
-            Refuse(expect, problem);
+            Refuse(expect, client, problem);
             return;
         }
 
-        var job = coverageJobs[expect.Job] = new CoverageState(expect);
-        expect.Client.Tell(job.Progress(), Self);
+        var job = coverageJobs[expect.Job] = new CoverageState(expect, client);
+        client.Tell(job.Progress(), Self);
         if (expect.Shards.Count == 0)
         {
             CompleteCoverage(job);
@@ -77,7 +78,7 @@ internal sealed partial class Reducer
         done.Job,
         done.ShardId,
         done.Attempt,
-        "coverage ",
+        done.Grant,
         (job, shard) => CoverageCheck.Invalid(job.Expect.Geometry, shard, done.Parts),
         () => PartialDigest.Of(done.Parts),
         (job, shard) =>
@@ -102,7 +103,7 @@ internal sealed partial class Reducer
         for (int j0 = 0; j0 < root.Length; j0 += perMessage)
         {
             int n = Math.Min(perMessage, root.Length - j0);
-            job.Expect.Client.Tell(new CoverageFinished(job.Expect.Job, range.Batch, range.KvHead, keyStart + j0, n, root.Slice(j0, n).ToArray()), Self);
+            job.Client.Tell(new CoverageFinished(job.Expect.Job, range.Batch, range.KvHead, keyStart + j0, n, root.Slice(j0, n).ToArray()), Self);
             job.KeysSent += n;
         }
     }
@@ -110,7 +111,8 @@ internal sealed partial class Reducer
     private void CompleteCoverage(CoverageState job)
     {
         coverageJobs.Remove(job.Expect.Job);
-        job.Expect.Client.Tell(new AttentionCompleted(job.Expect.Job, job.KeysSent), Self);
+        job.Client.Tell(new AttentionCompleted(job.Expect.Job, job.KeysSent), Self);
+        job.Release(Self);
     }
 
     private sealed class KeyRange(int batch, int kvHead, int blockStart)
@@ -128,8 +130,8 @@ internal sealed partial class Reducer
 
     private sealed class CoverageState : JobBook
     {
-        public CoverageState(ExpectShards expect)
-            : base(expect)
+        public CoverageState(ExpectShards expect, IActorRef client)
+            : base(expect, client)
         {
             var g = expect.Geometry;
             var ranges = new Dictionary<(int, int, int, int), KeyRange>();

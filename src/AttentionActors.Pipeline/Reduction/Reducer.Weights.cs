@@ -1,3 +1,4 @@
+using Akka.Actor;
 using System.Collections;
 using AttentionActors.Kernels;
 using AttentionActors.Pipeline.Client;
@@ -14,16 +15,16 @@ internal sealed partial class Reducer
 {
     private readonly Dictionary<JobId, WeightsState> weightsJobs = [];
 
-    private void ExpectWeights(ExpectShards expect)
+    private void ExpectWeights(ExpectShards expect, IActorRef client)
     {
         if (WeightsPlanProblem(expect) is { } problem)
         {
-            Refuse(expect, problem);
+            Refuse(expect, client, problem);
             return;
         }
 
-        var job = weightsJobs[expect.Job] = new WeightsState(expect);
-        expect.Client.Tell(job.Progress(), Self);
+        var job = weightsJobs[expect.Job] = new WeightsState(expect, client);
+        client.Tell(job.Progress(), Self);
     }
 
     /// <summary>Why a weights plan cannot be reduced, or null: its shards must own every cell of the window exactly once.</summary>
@@ -77,7 +78,7 @@ internal sealed partial class Reducer
         done.Job,
         done.ShardId,
         done.Attempt,
-        "weights ",
+        done.Grant,
         (job, shard) => WeightsCheck.Invalid(job.Expect.Geometry, shard, done.Cells),
         () => PartialDigest.Of(done.Cells),
         (job, _) => SendCells(job, done.Cells),
@@ -93,7 +94,7 @@ internal sealed partial class Reducer
         {
             int n = Math.Min(rowsPerMessage, range.CellRowEnd - r);
             var values = cells.Values.AsSpan((r - range.CellRowStart) * width, n * width).ToArray();
-            job.Expect.Client.Tell(new WeightsFinished(job.Expect.Job, r, n, range.CellColStart, width, values), Self);
+            job.Client.Tell(new WeightsFinished(job.Expect.Job, r, n, range.CellColStart, width, values), Self);
             job.CellsSent += values.Length;
         }
     }
@@ -101,10 +102,11 @@ internal sealed partial class Reducer
     private void CompleteWeights(WeightsState job)
     {
         weightsJobs.Remove(job.Expect.Job);
-        job.Expect.Client.Tell(new AttentionCompleted(job.Expect.Job, job.CellsSent), Self);
+        job.Client.Tell(new AttentionCompleted(job.Expect.Job, job.CellsSent), Self);
+        job.Release(Self);
     }
 
-    private sealed class WeightsState(ExpectShards expect) : JobBook(expect)
+    private sealed class WeightsState(ExpectShards expect, IActorRef client) : JobBook(expect, client)
     {
         public long CellsSent { get; set; }
     }

@@ -4,25 +4,43 @@ using AttentionActors.Kernels.Partials;
 using AttentionActors.Pipeline.Client;
 using AttentionActors.Pipeline.Coordinator;
 using AttentionActors.Pipeline.Planning;
+using AttentionActors.Pipeline.Workers;
 
 namespace AttentionActors.Pipeline.Reduction;
 
-/// <summary>Command: get ready for a job's shards; finished rows and the result go to <paramref name="Client"/>.</summary>
-/// <paramref name="Audited"/> lists the shards whose second result, from another node, must carry the same bits before the job completes.
-/// <paramref name="MaskBlocks"/>, required for an attention job with an explicit mask, says which blocks each row may attend, so a node the mask hides is told from one a worker skipped.
-public sealed record ExpectShards(JobId Job, AttentionGeometry Geometry, IReadOnlyList<Shard> Shards, IActorRef Client, IActorRef Coordinator, IReadOnlyList<int>? Audited = null, MaskBlocks? MaskBlocks = null) : IWireMessage;
+/// <summary>
+/// Command from a job's coordinator: get ready for its shards. Finished rows and the result go to
+/// <paramref name="Client"/>, or in a cluster to <paramref name="ClientInbox"/> on the data plane.
+/// <paramref name="Audited"/> lists the shards whose second result, from another node, must carry
+/// the same bits before the job completes. <paramref name="MaskBlocks"/>, required for an attention
+/// job with an explicit mask, says which blocks each row may attend, so a node the mask hides is told
+/// from one a worker skipped. <paramref name="Key"/> checks every result's grant (<see cref="Grants"/>).
+/// </summary>
+public sealed record ExpectShards(
+    JobId Job,
+    AttentionGeometry Geometry,
+    IReadOnlyList<Shard> Shards,
+    IActorRef Client,
+    IActorRef Coordinator,
+    IReadOnlyList<int> Audited,
+    MaskBlocks? MaskBlocks,
+    byte[] Key,
+    DataRef? ClientInbox = null) : IWireMessage;
 
-/// <summary>Notice from a worker: the partials of attempt <paramref name="Attempt"/> of a shard.</summary>
-public sealed record PartialComputed(JobId Job, int ShardId, int Attempt, PartialSet Partials) : IWireMessage;
+/// <summary>Notice from a worker: the partials of attempt <paramref name="Attempt"/> of a shard, with the attempt's grant.</summary>
+public sealed record PartialComputed(JobId Job, int ShardId, int Attempt, byte[] Grant, PartialSet Partials) : IWireMessage;
 
-/// <summary>Notice from a worker: the coverage subtrees of attempt <paramref name="Attempt"/> of a coverage shard.</summary>
-public sealed record CoverageComputed(JobId Job, int ShardId, int Attempt, CoverageParts Parts) : IWireMessage;
+/// <summary>Notice from a worker: the coverage subtrees of attempt <paramref name="Attempt"/> of a coverage shard, with the attempt's grant.</summary>
+public sealed record CoverageComputed(JobId Job, int ShardId, int Attempt, byte[] Grant, CoverageParts Parts) : IWireMessage;
 
-/// <summary>Notice from a worker: the cells of attempt <paramref name="Attempt"/> of a weights shard.</summary>
-public sealed record WeightsComputed(JobId Job, int ShardId, int Attempt, WeightsCells Cells) : IWireMessage;
+/// <summary>Notice from a worker: the cells of attempt <paramref name="Attempt"/> of a weights shard, with the attempt's grant.</summary>
+public sealed record WeightsComputed(JobId Job, int ShardId, int Attempt, byte[] Grant, WeightsCells Cells) : IWireMessage;
 
-/// <summary>Command: forget a job (its coordinator has told the client why it failed).</summary>
+/// <summary>Command from a job's coordinator: forget the job (the coordinator has told the client why it failed).</summary>
 public sealed record FailJob(JobId Job, string Reason) : IWireMessage;
+
+/// <summary>How a reducer in a cluster reaches a job's client: an actor that forwards what it is told to the client's inbox on the data plane.</summary>
+public delegate Props ClientLinkProps(JobId job, DataRef inbox);
 
 /// <summary>
 /// Merges partials into the exact output and streams it. Rows are cut into segments at every shard
@@ -30,8 +48,10 @@ public sealed record FailJob(JobId Job, string Reason) : IWireMessage;
 /// arrived — so arrival order never changes a bit — and its finished rows go to the client at once
 /// in messages of at most <see cref="RowsMessageBytes"/>, so the reducer never holds the output. A
 /// second copy of a shard (delivery is at least once; a late shard may be re-issued) is dropped by
-/// shard id. Partials are checked (<see cref="PartialCheck"/>) before use: a bad set is reported to
-/// the coordinator as a failed attempt, never merged.
+/// shard id. A result is taken only with its attempt's grant, so only from the worker the coordinator
+/// sent the attempt to; then it is checked (<see cref="PartialCheck"/>) before use: a bad set is
+/// reported to the coordinator as a failed attempt, never merged. A job leaves nothing behind: it
+/// goes when it completes, when its coordinator fails it, and when its coordinator stops.
 /// </summary>
 internal sealed partial class Reducer : ReceiveActor
 {
@@ -40,47 +60,30 @@ internal sealed partial class Reducer : ReceiveActor
 
     private readonly Dictionary<JobId, JobState> jobs = [];
     private readonly int maxMessageBytes;
+    private readonly ClientLinkProps? clientLinks;
 
-    public Reducer(int maxMessageBytes = PipelineOptions.DefaultMaxMessageBytes)
+    public Reducer(int maxMessageBytes = PipelineOptions.DefaultMaxMessageBytes, ClientLinkProps? clientLinks = null)
     {
         this.maxMessageBytes = maxMessageBytes;
-        Receive<ExpectShards>(expect =>
-        {
-            if (expect.Geometry.Pass == JobPass.Coverage)
-            {
-                ExpectCoverage(expect);
-                return;
-            }
-
-            if (expect.Geometry.Pass == JobPass.Weights)
-            {
-                ExpectWeights(expect);
-                return;
-            }
-
-            if (expect.Geometry.Mask is not null && expect.MaskBlocks is null)
-            {
-                Refuse(expect, $"job {expect.Job} has an explicit mask but its reducer received no mask block map, without which partials cannot be checked");
-                return;
-            }
-
-            var job = jobs[expect.Job] = new JobState(expect);
-            expect.Client.Tell(job.Progress(), Self);
-            if (expect.Shards.Count == 0)
-            {
-                Complete(job);
-            }
-        });
+        this.clientLinks = clientLinks;
+        Receive<ExpectShards>(OnExpect);
         Receive<PartialComputed>(OnPartial);
         Receive<CoverageComputed>(OnCoverage);
         Receive<WeightsComputed>(OnWeights);
-        Receive<FailJob>(fail =>
+        Receive<FailJob>(fail => Forget(fail.Job, fail.Reason, tellClient: false), fail => Books.FirstOrDefault(b => b.Expect.Job == fail.Job)?.Expect.Coordinator.Equals(Sender) == true);
+        Receive<Terminated>(t =>
         {
-            jobs.Remove(fail.Job);
-            coverageJobs.Remove(fail.Job);
-            weightsJobs.Remove(fail.Job);
+            // A coordinator that stopped took its jobs with it (a finished one has already gone from here).
+            foreach (var book in Books.Where(b => b.Expect.Coordinator.Equals(t.ActorRef)).ToList())
+            {
+                Forget(book.Expect.Job, $"its coordinator {t.ActorRef.Path} stopped", tellClient: false);
+            }
         });
+        Receive<JobTablesQuery>(_ => Sender.Tell(new JobTables("reducer", [.. Books.Select(b => b.Expect.Job)])));
     }
+
+    /// <summary>Every job the reducer holds, whatever its pass.</summary>
+    private IEnumerable<JobBook> Books => jobs.Values.Cast<JobBook>().Concat(coverageJobs.Values).Concat(weightsJobs.Values);
 
     /// <summary>A restarted reducer has lost its jobs' partials: every client learns now rather than waiting.</summary>
     protected override void PreRestart(Exception reason, object message)
@@ -91,17 +94,66 @@ internal sealed partial class Reducer : ReceiveActor
 
     protected override void PostStop() => AbandonAll("the reducer stopped before the job finished");
 
-    private void AbandonAll(string reason)
+    private void OnExpect(ExpectShards expect)
     {
-        foreach (var expect in jobs.Values.Select(j => j.Expect).Concat(coverageJobs.Values.Select(j => j.Expect)).Concat(weightsJobs.Values.Select(j => j.Expect)))
+        if (!Sender.Equals(expect.Coordinator) || Books.Any(b => b.Expect.Job == expect.Job) || expect.Key.Length != Grants.KeyBytes)
         {
-            expect.Client.Tell(new AttentionFailed(expect.Job, reason), Self);
-            expect.Coordinator.Tell(new CancelJob(expect.Job, reason), Self);
+            // Only a job's own coordinator announces it, once, with a key.
+            return;
         }
 
-        jobs.Clear();
-        coverageJobs.Clear();
-        weightsJobs.Clear();
+        var client = expect.ClientInbox is { } inbox && clientLinks is not null ? Context.ActorOf(clientLinks(expect.Job, inbox)) : expect.Client;
+        Context.Watch(expect.Coordinator);
+        if (expect.Geometry.Pass == JobPass.Coverage)
+        {
+            ExpectCoverage(expect, client);
+            return;
+        }
+
+        if (expect.Geometry.Pass == JobPass.Weights)
+        {
+            ExpectWeights(expect, client);
+            return;
+        }
+
+        if (expect.Geometry.Mask is not null && expect.MaskBlocks is null)
+        {
+            Refuse(expect, client, $"job {expect.Job} has an explicit mask but its reducer received no mask block map, without which partials cannot be checked");
+            return;
+        }
+
+        var job = jobs[expect.Job] = new JobState(expect, client);
+        client.Tell(job.Progress(), Self);
+        if (expect.Shards.Count == 0)
+        {
+            Complete(job);
+        }
+    }
+
+    /// <summary>Drops a job; with <paramref name="tellClient"/>, its client and coordinator hear why.</summary>
+    private void Forget(JobId id, string reason, bool tellClient)
+    {
+        JobBook? book = jobs.Remove(id, out var a) ? a : coverageJobs.Remove(id, out var c) ? c : weightsJobs.Remove(id, out var w) ? w : null;
+        if (book is null)
+        {
+            return;
+        }
+
+        if (tellClient)
+        {
+            book.Client.Tell(new AttentionFailed(id, reason), Self);
+            book.Expect.Coordinator.Tell(new CancelJob(id, reason), Self);
+        }
+
+        book.Release(Self);
+    }
+
+    private void AbandonAll(string reason)
+    {
+        foreach (var book in Books.ToList())
+        {
+            Forget(book.Expect.Job, reason, tellClient: true);
+        }
     }
 
     private void OnPartial(PartialComputed done) => Admit(
@@ -109,7 +161,7 @@ internal sealed partial class Reducer : ReceiveActor
         done.Job,
         done.ShardId,
         done.Attempt,
-        "",
+        done.Grant,
         (job, shard) => PartialCheck.Invalid(job.Expect.Geometry, shard, done.Partials, job.Expect.MaskBlocks),
         () => PartialDigest.Of(done.Partials),
         (job, shard) =>
@@ -128,7 +180,8 @@ internal sealed partial class Reducer : ReceiveActor
     private void Complete(JobState job)
     {
         jobs.Remove(job.Expect.Job);
-        job.Expect.Client.Tell(new AttentionCompleted(job.Expect.Job, job.RowsSent), Self);
+        job.Client.Tell(new AttentionCompleted(job.Expect.Job, job.RowsSent), Self);
+        job.Release(Self);
     }
 
     /// <summary>Reduces one segment in tree order and streams its finished rows to the client.</summary>
@@ -157,7 +210,7 @@ internal sealed partial class Reducer : ReceiveActor
                 }
             }
 
-            job.Expect.Client.Tell(new RowsFinished(job.Expect.Job, segment.Batch, segment.Head, segment.Start + r0, n, output, lse, entropy), Self);
+            job.Client.Tell(new RowsFinished(job.Expect.Job, segment.Batch, segment.Head, segment.Start + r0, n, output, lse, entropy), Self);
             job.RowsSent += n;
         }
     }
@@ -200,15 +253,19 @@ internal sealed partial class Reducer : ReceiveActor
     {
         private readonly System.Diagnostics.Stopwatch clock = System.Diagnostics.Stopwatch.StartNew();
 
-        protected JobBook(ExpectShards expect)
+        protected JobBook(ExpectShards expect, IActorRef client)
         {
             Expect = expect;
+            Client = client;
             ShardsById = expect.Shards.ToDictionary(s => s.Id);
-            AuditPending = [.. expect.Audited ?? []];
+            AuditPending = [.. expect.Audited];
             TotalFlops = expect.Shards.Sum(s => s.Flops);
         }
 
         public ExpectShards Expect { get; }
+
+        /// <summary>Where the job's rows, progress and result go: the client itself, or (in a cluster) the link to its inbox.</summary>
+        public IActorRef Client { get; }
 
         public Dictionary<int, Shard> ShardsById { get; }
 
@@ -217,8 +274,8 @@ internal sealed partial class Reducer : ReceiveActor
         /// <summary>Audited shards whose second result has not matched yet.</summary>
         public HashSet<int> AuditPending { get; }
 
-        /// <summary>Digest and worker of each audited shard's first result.</summary>
-        public Dictionary<int, (ulong Digest, ActorPath Worker)> AuditFirst { get; } = [];
+        /// <summary>Digest and attempt of each audited shard's merged result.</summary>
+        public Dictionary<int, (ulong Digest, int Attempt)> AuditFirst { get; } = [];
 
         public double FlopsDone { get; set; }
 
@@ -229,12 +286,21 @@ internal sealed partial class Reducer : ReceiveActor
 
         /// <summary>Progress as the reducer sees it: it reports before the result, so the last report is complete.</summary>
         public JobProgress Progress() => new(Expect.Job, Received.Count, ShardsById.Count, FlopsDone, TotalFlops, clock.Elapsed);
+
+        /// <summary>Lets a link to the client go once it has sent what it was told (a link is the reducer's child; a client in this process is not).</summary>
+        public void Release(IActorRef reducer)
+        {
+            if (!Client.Equals(Expect.Client))
+            {
+                Client.Tell(PoisonPill.Instance, reducer);
+            }
+        }
     }
 
     private sealed class JobState : JobBook
     {
-        public JobState(ExpectShards expect)
-            : base(expect)
+        public JobState(ExpectShards expect, IActorRef client)
+            : base(expect, client)
         {
             // Segments between consecutive row cuts of each (batch, head); a shard covers the run of
             // segments from its first row's cut to its last's, found by binary search: O(S log S) in all.

@@ -5,6 +5,7 @@ using AttentionActors.Kernels;
 using AttentionActors.Kernels.Partials;
 using AttentionActors.Pipeline.Client;
 using AttentionActors.Pipeline.Planning;
+using AttentionActors.Pipeline.Workers;
 using MessagePack;
 
 namespace AttentionActors.Pipeline.Wire;
@@ -18,6 +19,64 @@ public sealed partial class WireCodec
     {
         string? value = reader.ReadString();
         return value is { Length: > 0 and <= 64 } ? new JobId(value) : throw new WireFormatException($"job id of {value?.Length ?? 0} characters (1 to 64 allowed)");
+    }
+
+    private static int Attempt(ref MessagePackReader reader)
+    {
+        int attempt = reader.ReadInt32();
+        return attempt >= 1 ? attempt : throw new WireFormatException($"attempt {attempt}");
+    }
+
+    /// <summary>A grant or a key: a <c>bin</c> of at most 64 bytes (its length is checked where it is used).</summary>
+    private static byte[] Grant(ref MessagePackReader reader)
+    {
+        var bytes = reader.ReadBytes() ?? throw new WireFormatException("grant is nil");
+        return bytes.Length <= 64 ? bytes.ToArray() : throw new WireFormatException($"grant of {bytes.Length} bytes");
+    }
+
+    private static void WriteJobs(ref MessagePackWriter writer, IReadOnlyList<JobId> jobs)
+    {
+        writer.WriteArrayHeader(jobs.Count);
+        foreach (var job in jobs)
+        {
+            WriteJob(ref writer, job);
+        }
+    }
+
+    private static JobId[] ReadJobs(ref MessagePackReader reader)
+    {
+        var jobs = new JobId[Count(ref reader, reader.ReadArrayHeader(), "jobs")];
+        for (int i = 0; i < jobs.Length; i++)
+        {
+            jobs[i] = Job(ref reader);
+        }
+
+        return jobs;
+    }
+
+    private static void WriteDataRef(ref MessagePackWriter writer, DataRef? place)
+    {
+        if (place is null)
+        {
+            writer.WriteNil();
+            return;
+        }
+
+        writer.WriteArrayHeader(2);
+        writer.Write(place.Endpoint);
+        writer.Write(place.Key);
+    }
+
+    private static DataRef? ReadDataRef(ref MessagePackReader reader, string field)
+    {
+        if (reader.TryReadNil())
+        {
+            return null;
+        }
+
+        Fields(ref reader, 2, field);
+        string endpoint = Text(ref reader, $"{field} endpoint");
+        return endpoint.Length is > 0 and <= 300 ? new DataRef(endpoint, Grant(ref reader)) : throw new WireFormatException($"{field} endpoint of {endpoint.Length} characters");
     }
 
     private static string Text(ref MessagePackReader reader, string field)

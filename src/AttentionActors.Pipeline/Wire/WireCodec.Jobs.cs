@@ -12,11 +12,30 @@ public sealed partial class WireCodec
 {
     private static void WriteCompute(WireCodec codec, ref MessagePackWriter w, ComputeShard m)
     {
-        var input = m.Input;
         WriteJob(ref w, m.Job);
         w.Write(m.Attempt);
-        WriteGeometry(ref w, input.Geometry);
+        WriteGeometry(ref w, m.Geometry);
         WriteShard(ref w, m.Shard);
+        if (m.Input is { } input)
+        {
+            WriteShardData(ref w, input);
+        }
+        else
+        {
+            w.WriteNil();
+        }
+
+        WriteDataRef(ref w, m.Store);
+        w.Write(m.Grant);
+        WriteRef(ref w, m.Reducer);
+        w.Write(m.ResultsTo);
+        WriteRef(ref w, m.Coordinator);
+        w.Write(m.Avoid);
+    }
+
+    private static void WriteShardData(ref MessagePackWriter w, ShardInput input)
+    {
+        w.WriteArrayHeader(6);
         WriteFloats(ref w, input.Q.Span);
         WriteFloats(ref w, input.K.Span);
         WriteFloats(ref w, input.V.Span);
@@ -34,26 +53,36 @@ public sealed partial class WireCodec
         {
             w.WriteNil();
         }
-
-        WriteRef(ref w, m.Reducer);
-        WriteRef(ref w, m.Coordinator);
     }
 
-    /// <summary>
-    /// A shard with its data: the place inside the geometry, and the count of every tensor checked
-    /// against both (values — finite, in range — are checked by the worker before it computes, as in one process).
-    /// </summary>
-    private static ComputeShard ReadCompute(WireCodec codec, ref MessagePackReader r)
+    /// <summary>Writes a shard's data as a store sends it to a worker: the tensors of <paramref name="input"/>, no geometry (the worker has it).</summary>
+    public static void EncodeShardData(IBufferWriter<byte> output, ShardInput input)
     {
-        var job = Job(ref r);
-        int attempt = r.ReadInt32();
-        if (attempt < 1)
-        {
-            throw new WireFormatException($"attempt {attempt}");
-        }
+        ArgumentNullException.ThrowIfNull(input);
+        var writer = new MessagePackWriter(output);
+        WriteShardData(ref writer, input);
+        writer.Flush();
+    }
 
-        var g = ReadGeometry(ref r);
-        var shard = ReadShard(ref r, g);
+    /// <summary>Reads a shard's data sent by a store, checking every count against <paramref name="g"/> and <paramref name="shard"/>.</summary>
+    public static ShardInput DecodeShardData(ReadOnlySequence<byte> payload, AttentionGeometry g, Shard shard)
+    {
+        var reader = new MessagePackReader(payload);
+        try
+        {
+            var input = ReadShardData(ref reader, g, shard);
+            return reader.End ? input : throw new WireFormatException($"{payload.Length - reader.Consumed} bytes after the shard's data");
+        }
+        catch (Exception ex) when (ex is MessagePackSerializationException or EndOfStreamException or AttentionInputException or ArgumentException or OverflowException or InvalidOperationException)
+        {
+            throw new WireFormatException($"the data of {shard} ({payload.Length} bytes) is malformed: {ex.Message}");
+        }
+    }
+
+    /// <summary>The data of one shard: every tensor of <paramref name="shard"/>'s input, each count checked against the geometry and the shard's place.</summary>
+    private static ShardInput ReadShardData(ref MessagePackReader r, AttentionGeometry g, Shard shard)
+    {
+        Fields(ref r, 6, "shard data");
         long keys = g.KeysIn(shard.BlockStart, shard.BlockEnd);
         ShardInput input;
         if (g.Weights is { } window)
@@ -112,7 +141,22 @@ public sealed partial class WireCodec
             };
         }
 
-        return new ComputeShard(job, shard, attempt, input, codec.ReadRef(ref r, "reducer"), codec.ReadRef(ref r, "coordinator"));
+        return input;
+    }
+
+    private static ComputeShard ReadCompute(WireCodec codec, ref MessagePackReader r)
+    {
+        var job = Job(ref r);
+        int attempt = Attempt(ref r);
+        var g = ReadGeometry(ref r);
+        var shard = ReadShard(ref r, g);
+        var input = r.TryReadNil() ? null : ReadShardData(ref r, g, shard);
+        var store = ReadDataRef(ref r, "store");
+        var grant = Grant(ref r);
+        var reducer = codec.ReadRef(ref r, "reducer");
+        string resultsTo = Text(ref r, "results endpoint");
+        var coordinator = codec.ReadRef(ref r, "coordinator");
+        return new ComputeShard(job, shard, attempt, g, input, store, grant, reducer, resultsTo, coordinator, Text(ref r, "avoid"));
     }
 
     private static void WriteExpect(WireCodec codec, ref MessagePackWriter w, ExpectShards m)
@@ -127,7 +171,7 @@ public sealed partial class WireCodec
 
         WriteRef(ref w, m.Client);
         WriteRef(ref w, m.Coordinator);
-        WriteInts(ref w, m.Audited ?? []);
+        WriteInts(ref w, m.Audited);
         if (m.MaskBlocks is { } blocks)
         {
             w.Write(blocks.Bits);
@@ -136,6 +180,9 @@ public sealed partial class WireCodec
         {
             w.WriteNil();
         }
+
+        w.Write(m.Key);
+        WriteDataRef(ref w, m.ClientInbox);
     }
 
     /// <summary>A job's plan: shards inside the geometry with unique ids, audited ids among them, and a mask block map of the geometry's size.</summary>
@@ -177,6 +224,7 @@ public sealed partial class WireCodec
             blocks = g.Mask is null ? throw new WireFormatException("mask blocks for a job without an explicit mask") : MaskBlocks.FromBits(g, bits.ToArray());
         }
 
-        return new ExpectShards(job, g, shards, client, coordinator, audited, blocks);
+        var key = Grant(ref r);
+        return new ExpectShards(job, g, shards, client, coordinator, audited, blocks, key, ReadDataRef(ref r, "client inbox"));
     }
 }

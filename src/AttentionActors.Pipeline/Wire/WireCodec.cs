@@ -62,10 +62,15 @@ public sealed partial class WireCodec
             throw new PlatformNotSupportedException("the wire format carries little-endian float32; this machine is big-endian");
         }
 
-        Register<ShardStarted>("ShardStarted", 3, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.ShardId); w.Write(m.Attempt); }, (c, ref r) => new ShardStarted(Job(ref r), r.ReadInt32(), r.ReadInt32()));
-        Register<ShardFailed>("ShardFailed", 4, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.ShardId); w.Write(m.Attempt); w.Write(m.Error); }, (c, ref r) => new ShardFailed(Job(ref r), r.ReadInt32(), r.ReadInt32(), Text(ref r, "error")));
-        Register<ShardMerged>("ShardMerged", 4, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.ShardId); w.Write(m.Worker); w.Write(m.Audit); }, (c, ref r) => new ShardMerged(Job(ref r), r.ReadInt32(), Text(ref r, "worker"), r.ReadBoolean()));
-        Register<AuditMismatch>("AuditMismatch", 3, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.ShardId); w.Write(m.Reason); }, (c, ref r) => new AuditMismatch(Job(ref r), r.ReadInt32(), Text(ref r, "reason")));
+        Register<ShardStarted>("ShardStarted", 4, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.ShardId); w.Write(m.Attempt); w.Write(m.Grant); }, (c, ref r) => new ShardStarted(Job(ref r), r.ReadInt32(), Attempt(ref r), Grant(ref r)));
+        Register<ShardFailed>("ShardFailed", 5, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.ShardId); w.Write(m.Attempt); w.Write(m.Grant); w.Write(m.Error); }, (c, ref r) => new ShardFailed(Job(ref r), r.ReadInt32(), Attempt(ref r), Grant(ref r), Text(ref r, "error")));
+        Register<ShardMerged>("ShardMerged", 3, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.ShardId); w.Write(m.Attempt); }, (c, ref r) => new ShardMerged(Job(ref r), r.ReadInt32(), Attempt(ref r)));
+        Register<AuditMismatch>("AuditMismatch", 5, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.ShardId); w.Write(m.FirstAttempt); w.Write(m.AuditAttempt); w.Write(m.Detail); }, (c, ref r) => new AuditMismatch(Job(ref r), r.ReadInt32(), Attempt(ref r), Attempt(ref r), Text(ref r, "detail")));
+        Register<WorkerReady>("WorkerReady", 1, (c, ref w, m) => w.Write(m.Slots), (c, ref r) => new WorkerReady(NonNegative(r.ReadInt32(), "slots")));
+        Register<ShardDispatched>("ShardDispatched", 4, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.ShardId); w.Write(m.Attempt); WriteRef(ref w, m.Worker); }, (c, ref r) => new ShardDispatched(Job(ref r), r.ReadInt32(), Attempt(ref r), c.ReadRef(ref r, "worker")));
+        Register<ShardUndeliverable>("ShardUndeliverable", 4, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.ShardId); w.Write(m.Attempt); w.Write(m.Reason); }, (c, ref r) => new ShardUndeliverable(Job(ref r), r.ReadInt32(), Attempt(ref r), Text(ref r, "reason")));
+        Register<JobTablesQuery>("JobTablesQuery", 0, (c, ref w, m) => { }, (c, ref r) => new JobTablesQuery());
+        Register<JobTables>("JobTables", 2, (c, ref w, m) => { w.Write(m.Role); WriteJobs(ref w, m.Jobs); }, (c, ref r) => new JobTables(Text(ref r, "role"), ReadJobs(ref r)));
         Register<CancelJob>("CancelJob", 2, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.Reason); }, (c, ref r) => new CancelJob(Job(ref r), Text(ref r, "reason")));
         Register<JobEnded>("JobEnded", 2, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.Why); }, (c, ref r) => new JobEnded(Job(ref r), Text(ref r, "why")));
         Register<FailJob>("FailJob", 2, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.Reason); }, (c, ref r) => new FailJob(Job(ref r), Text(ref r, "reason")));
@@ -73,11 +78,11 @@ public sealed partial class WireCodec
         Register<AttentionFailed>("AttentionFailed", 3, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.Reason); w.Write(m.Cancelled); }, (c, ref r) => new AttentionFailed(Job(ref r), Text(ref r, "reason"), r.ReadBoolean()));
         Register<JobProgress>("JobProgress", 6, WriteProgress, ReadProgress);
         Register<WatchJob>("WatchJob", 2, (c, ref w, m) => { WriteRef(ref w, m.Coordinator); WriteRef(ref w, m.Reducer); }, (c, ref r) => new WatchJob(c.ReadRef(ref r, "coordinator"), c.ReadRef(ref r, "reducer")));
-        Register<ComputeShard>("ComputeShard", 12, WriteCompute, ReadCompute);
-        Register<ExpectShards>("ExpectShards", 7, WriteExpect, ReadExpect);
-        Register<PartialComputed>("PartialComputed", 4, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.ShardId); w.Write(m.Attempt); WritePartials(ref w, m.Partials); }, (c, ref r) => new PartialComputed(Job(ref r), r.ReadInt32(), r.ReadInt32(), ReadPartials(ref r)));
-        Register<CoverageComputed>("CoverageComputed", 4, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.ShardId); w.Write(m.Attempt); WriteCoverage(ref w, m.Parts); }, (c, ref r) => new CoverageComputed(Job(ref r), r.ReadInt32(), r.ReadInt32(), ReadCoverage(ref r)));
-        Register<WeightsComputed>("WeightsComputed", 4, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.ShardId); w.Write(m.Attempt); WriteCells(ref w, m.Cells); }, (c, ref r) => new WeightsComputed(Job(ref r), r.ReadInt32(), r.ReadInt32(), ReadCells(ref r)));
+        Register<ComputeShard>("ComputeShard", 11, WriteCompute, ReadCompute);
+        Register<ExpectShards>("ExpectShards", 9, WriteExpect, ReadExpect);
+        Register<PartialComputed>("PartialComputed", 5, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.ShardId); w.Write(m.Attempt); w.Write(m.Grant); WritePartials(ref w, m.Partials); }, (c, ref r) => new PartialComputed(Job(ref r), r.ReadInt32(), Attempt(ref r), Grant(ref r), ReadPartials(ref r)));
+        Register<CoverageComputed>("CoverageComputed", 5, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.ShardId); w.Write(m.Attempt); w.Write(m.Grant); WriteCoverage(ref w, m.Parts); }, (c, ref r) => new CoverageComputed(Job(ref r), r.ReadInt32(), Attempt(ref r), Grant(ref r), ReadCoverage(ref r)));
+        Register<WeightsComputed>("WeightsComputed", 5, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.ShardId); w.Write(m.Attempt); w.Write(m.Grant); WriteCells(ref w, m.Cells); }, (c, ref r) => new WeightsComputed(Job(ref r), r.ReadInt32(), Attempt(ref r), Grant(ref r), ReadCells(ref r)));
         Register<RowsFinished>("RowsFinished", 8, WriteRows, ReadRows);
         Register<CoverageFinished>("CoverageFinished", 6, WriteCoverageFinished, ReadCoverageFinished);
         Register<WeightsFinished>("WeightsFinished", 6, WriteWeightsFinished, ReadWeightsFinished);

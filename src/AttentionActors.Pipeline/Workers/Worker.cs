@@ -8,8 +8,32 @@ using AttentionActors.Pipeline.Reduction;
 
 namespace AttentionActors.Pipeline.Workers;
 
-/// <summary>Command: compute attempt <paramref name="Attempt"/> of a shard from <paramref name="Input"/> and send its partials to <paramref name="Reducer"/>.</summary>
-public sealed record ComputeShard(JobId Job, Shard Shard, int Attempt, ShardInput Input, IActorRef Reducer, IActorRef Coordinator) : IWireMessage;
+/// <summary>
+/// A place on another process's data plane and the secret that opens it: a job's tensor store
+/// (where workers fetch shard data) or its client's inbox (where the reducer sends rows).
+/// </summary>
+public sealed record DataRef(string Endpoint, byte[] Key);
+
+/// <summary>
+/// Command: compute attempt <paramref name="Attempt"/> of a shard and send the result, with
+/// <paramref name="Grant"/>, to the reducer. The data is <paramref name="Input"/> (in one process:
+/// views of the job's tensors), or fetched from <paramref name="Store"/> (in a cluster: one hop from
+/// the process that holds the tensors). <paramref name="ResultsTo"/> names the reducer node's data
+/// endpoint when results travel on the data plane (empty: tell <paramref name="Reducer"/>).
+/// <paramref name="Avoid"/> names a node address the shard must not run on (an audit's second computation).
+/// </summary>
+public sealed record ComputeShard(
+    JobId Job,
+    Shard Shard,
+    int Attempt,
+    AttentionGeometry Geometry,
+    ShardInput? Input,
+    DataRef? Store,
+    byte[] Grant,
+    IActorRef Reducer,
+    string ResultsTo,
+    IActorRef Coordinator,
+    string Avoid = "") : IWireMessage;
 
 /// <summary>How a worker turns a shard's input into partials; the default is the kernel library.</summary>
 public delegate PartialSet ShardComputer(ShardInput input, Shard shard, int attempt, CancellationToken cancellationToken);
@@ -20,33 +44,54 @@ public delegate CoverageParts CoverageComputer(ShardInput input, Shard shard, in
 /// <summary>How a worker turns a weights shard's input (<see cref="JobPass.Weights"/>) into its cells; the default is the kernel library.</summary>
 public delegate WeightsCells WeightsComputer(ShardInput input, Shard shard, int attempt, CancellationToken cancellationToken);
 
+/// <summary>How a cluster worker fetches a shard's data from its store (checked against the shard before it returns).</summary>
+public delegate ShardInput ShardFetcher(ComputeShard work, CancellationToken cancellationToken);
+
+/// <summary>How a cluster worker sends a result to the reducer node named by <see cref="ComputeShard.ResultsTo"/>.</summary>
+public delegate void ResultSender(ComputeShard work, IWireMessage result, CancellationToken cancellationToken);
+
+/// <summary>What a worker computes with and how its data come and its results go; the defaults are the kernel library, in one process.</summary>
+public sealed record WorkerServices
+{
+    public ShardComputer Compute { get; init; } = Worker.Kernel(KernelPath.Auto);
+
+    public CoverageComputer Coverage { get; init; } = Worker.Coverage(KernelPath.Auto);
+
+    public WeightsComputer Weights { get; init; } = Worker.Weights(KernelPath.Auto);
+
+    /// <summary>Layer jobs' projections, shared by the workers of one process [none: projected per shard].</summary>
+    public ProjectionCaches? Projections { get; init; }
+
+    /// <summary>Fetches a shard's data when the shard carries none (cluster) [none].</summary>
+    public ShardFetcher? Fetch { get; init; }
+
+    /// <summary>Sends results over the data plane when a shard names a results endpoint (cluster) [none].</summary>
+    public ResultSender? Send { get; init; }
+
+    /// <summary>The kernel library on <paramref name="path"/> for every pass.</summary>
+    public static WorkerServices Kernels(KernelPath path) => new() { Compute = Worker.Kernel(path), Coverage = Worker.Coverage(path), Weights = Worker.Weights(path) };
+}
+
 /// <summary>
-/// Pulls one shard at a time from the queue, computes
-/// it off the mailbox thread, replies with its partials, and asks for the next. While computing it
-/// still reads its mailbox, so a <see cref="JobEnded"/> for the running shard's job interrupts the
-/// kernel at its next query panel. Stateless apart from the set of ended jobs it remembers and the
-/// projections of layer jobs it shares with the process's other workers (<see cref="ProjectionCaches"/>).
-/// States: <see cref="Idle"/> → <see cref="Computing"/>.
+/// Pulls one shard at a time from its queue, computes it off the mailbox thread, sends the result,
+/// and asks for the next. While computing it still reads its mailbox, so a <see cref="JobEnded"/>
+/// for the running shard's job interrupts the kernel at its next query panel. Stateless apart from
+/// the set of ended jobs it remembers and the projections of layer jobs it shares with the
+/// process's other workers (<see cref="ProjectionCaches"/>). States: <see cref="Idle"/> → <see cref="Computing"/>.
 /// </summary>
 internal sealed class Worker : ReceiveActor, IDisposable
 {
     private readonly IActorRef queue;
-    private readonly ShardComputer compute;
-    private readonly CoverageComputer coverage;
-    private readonly WeightsComputer weights;
-    private readonly ProjectionCaches? projections;
+    private readonly WorkerServices services;
     private readonly EndedJobs ended = new();
     private ComputeShard? current;
     private CancellationTokenSource? running;
     private ComputeThread? thread;
 
-    public Worker(IActorRef queue, ShardComputer compute, CoverageComputer? coverage = null, ProjectionCaches? projections = null, WeightsComputer? weights = null)
+    public Worker(IActorRef queue, WorkerServices services)
     {
         this.queue = queue;
-        this.compute = compute;
-        this.coverage = coverage ?? Coverage(KernelPath.Auto);
-        this.weights = weights ?? Weights(KernelPath.Auto);
-        this.projections = projections;
+        this.services = services;
         Idle();
     }
 
@@ -75,7 +120,7 @@ internal sealed class Worker : ReceiveActor, IDisposable
     /// <summary>Akka releases a stopped actor by disposing it; the compute thread has been told to stop by then.</summary>
     public void Dispose() => running?.Dispose();
 
-    private sealed record ShardDone(ComputeShard Work, object? Result, Exception? Error, bool Cancelled) : INoSerializationVerificationNeeded;
+    private sealed record ShardDone(ComputeShard Work, IWireMessage? Result, Exception? Error, bool Cancelled) : INoSerializationVerificationNeeded;
 
     private void Idle()
     {
@@ -83,7 +128,7 @@ internal sealed class Worker : ReceiveActor, IDisposable
         Receive<JobEnded>(end =>
         {
             ended.Add(end.Job);
-            projections?.Forget(end.Job);
+            services.Projections?.Forget(end.Job);
         });
     }
 
@@ -92,7 +137,7 @@ internal sealed class Worker : ReceiveActor, IDisposable
         Receive<JobEnded>(end =>
         {
             ended.Add(end.Job);
-            projections?.Forget(end.Job);
+            services.Projections?.Forget(end.Job);
             if (current?.Job == end.Job)
             {
                 running?.Cancel();
@@ -101,7 +146,7 @@ internal sealed class Worker : ReceiveActor, IDisposable
         Receive<ShardDone>(Finish);
 
         // The queue hands out one shard per WorkerReady, so this is a stray: give it back, never drop it.
-        Receive<ComputeShard>(work => queue.Tell(work, Self));
+        Receive<ComputeShard>(work => Sender.Tell(work, Self));
     }
 
     private void Start(ComputeShard work)
@@ -112,59 +157,62 @@ internal sealed class Worker : ReceiveActor, IDisposable
             return;
         }
 
-        work.Coordinator.Tell(new ShardStarted(work.Job, work.Shard.Id, work.Attempt), Self);
+        work.Coordinator.Tell(new ShardStarted(work.Job, work.Shard.Id, work.Attempt, work.Grant), Self);
         current = work;
         running = new CancellationTokenSource();
         var token = running.Token;
         var self = Self;
-        thread!.Post(() =>
+        thread!.Post(() => self.Tell(Run(work, token), self));
+        Become(Computing);
+    }
+
+    /// <summary>Fetches (if need be), computes and sends one shard's result, on the compute thread.</summary>
+    private ShardDone Run(ComputeShard work, CancellationToken token)
+    {
+        try
         {
-            ShardDone done;
-            try
+            var input = work.Input
+                ?? services.Fetch?.Invoke(work, token)
+                ?? throw new InvalidOperationException($"{work.Shard} arrived without its data and this worker has no store to fetch from");
+
+            // A layer shard's Q rows and K/V blocks are projected here, shared with the process's other workers.
+            input = input.Layer is null ? input : input.Projected(services.Projections?.For(work.Job));
+            IWireMessage result = input.Geometry.Pass switch
             {
-                // A layer shard's Q rows and K/V blocks are projected here, shared with the process's other workers.
-                var input = work.Input.Layer is null ? work.Input : work.Input.Projected(projections?.For(work.Job));
-                object computed = input.Geometry.Pass switch
-                {
-                    JobPass.Coverage => coverage(input, work.Shard, work.Attempt, token),
-                    JobPass.Weights => weights(input, work.Shard, work.Attempt, token),
-                    _ => compute(input, work.Shard, work.Attempt, token),
-                };
-                done = new ShardDone(work, computed, null, false);
-            }
-            catch (OperationCanceledException) when (token.IsCancellationRequested)
+                JobPass.Coverage => new CoverageComputed(work.Job, work.Shard.Id, work.Attempt, work.Grant, services.Coverage(input, work.Shard, work.Attempt, token)),
+                JobPass.Weights => new WeightsComputed(work.Job, work.Shard.Id, work.Attempt, work.Grant, services.Weights(input, work.Shard, work.Attempt, token)),
+                _ => new PartialComputed(work.Job, work.Shard.Id, work.Attempt, work.Grant, services.Compute(input, work.Shard, work.Attempt, token)),
+            };
+            if (work.ResultsTo.Length > 0)
             {
-                done = new ShardDone(work, null, null, true);
-            }
-            catch (Exception ex)
-            {
-                done = new ShardDone(work, null, ex, false);
+                var send = services.Send ?? throw new InvalidOperationException($"{work.Shard} asks for its result at {work.ResultsTo} and this worker has no data plane");
+                send(work, result, token);
+                return new ShardDone(work, null, null, false);
             }
 
-            self.Tell(done, self);
-        });
-        Become(Computing);
+            return new ShardDone(work, result, null, false);
+        }
+        catch (OperationCanceledException) when (token.IsCancellationRequested)
+        {
+            return new ShardDone(work, null, null, true);
+        }
+        catch (Exception ex)
+        {
+            return new ShardDone(work, null, ex, false);
+        }
     }
 
     private void Finish(ShardDone done)
     {
         var work = done.Work;
-        if (done.Result is PartialSet partials)
+        if (done.Result is { } result)
         {
-            work.Reducer.Tell(new PartialComputed(work.Job, work.Shard.Id, work.Attempt, partials), Self);
+            work.Reducer.Tell(result, Self);
         }
-        else if (done.Result is CoverageParts parts)
-        {
-            work.Reducer.Tell(new CoverageComputed(work.Job, work.Shard.Id, work.Attempt, parts), Self);
-        }
-        else if (done.Result is WeightsCells cells)
-        {
-            work.Reducer.Tell(new WeightsComputed(work.Job, work.Shard.Id, work.Attempt, cells), Self);
-        }
-        else if (!done.Cancelled)
+        else if (done.Error is { } error)
         {
             // Only the text crosses: exception objects never travel in messages.
-            work.Coordinator.Tell(new ShardFailed(work.Job, work.Shard.Id, work.Attempt, $"{done.Error!.GetType().Name}: {done.Error.Message}"), Self);
+            work.Coordinator.Tell(new ShardFailed(work.Job, work.Shard.Id, work.Attempt, work.Grant, $"{error.GetType().Name}: {error.Message}"), Self);
         }
 
         running?.Dispose();

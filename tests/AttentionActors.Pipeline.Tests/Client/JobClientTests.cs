@@ -72,7 +72,7 @@ public sealed class JobClientTests : RoleTestKit
         var (client, result, _) = Start("client-missing", problem.Geometry, probe, reducer);
 
         // A completion notice with no rows before it: the client must not report success.
-        client.Tell(new AttentionCompleted(Job, 0));
+        client.Tell(new AttentionCompleted(Job, 0), reducer);
         var error = await Faulted(result, TimeSpan.FromSeconds(5));
         Assert.Contains("output rows never arrived", error.Message, StringComparison.Ordinal);
         Assert.Contains("first: row", error.Message, StringComparison.Ordinal);
@@ -88,10 +88,10 @@ public sealed class JobClientTests : RoleTestKit
         var coordinator = Sys.ActorOf(Props.Create(() => new Sink()), "coordinator-rows");
         var (client, result, output) = Start("client-rows", problem.Geometry, coordinator, reducer);
         Array.Fill(output, 42f);
-        reducer.Tell(new ExpectShards(Job, problem.Geometry, plan.Shards, client, coordinator));
+        reducer.Tell(Expect(problem.Geometry, plan.Shards, client, coordinator), coordinator);
         foreach (var s in plan.Shards)
         {
-            reducer.Tell(new PartialComputed(Job, s.Id, 1, Attention.ComputePartials(problem, s.Batch, s.Head, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd)));
+            reducer.Tell(new PartialComputed(Job, s.Id, 1, GrantOf(s.Id), Attention.ComputePartials(problem, s.Batch, s.Head, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd)));
         }
 
         var done = await result.WaitAsync(TimeSpan.FromSeconds(10));
@@ -109,9 +109,9 @@ public sealed class JobClientTests : RoleTestKit
         var reducer = Sys.ActorOf(Props.Create(() => new Sink()), "reducer-conflict");
         var (client, result, _) = Start("client-conflict", problem.Geometry, coordinator, reducer);
         int dv = problem.ValueDim;
-        client.Tell(new RowsFinished(Job, 0, 1, 10, 2, new float[2 * dv], [0.5f, 0.5f]));
-        client.Tell(new RowsFinished(Job, 0, 1, 10, 2, new float[2 * dv], [0.5f, 0.5f]));
-        client.Tell(new RowsFinished(Job, 0, 1, 11, 1, Enumerable.Repeat(1f, dv).ToArray(), [0.5f]));
+        client.Tell(new RowsFinished(Job, 0, 1, 10, 2, new float[2 * dv], [0.5f, 0.5f]), reducer);
+        client.Tell(new RowsFinished(Job, 0, 1, 10, 2, new float[2 * dv], [0.5f, 0.5f]), reducer);
+        client.Tell(new RowsFinished(Job, 0, 1, 11, 1, Enumerable.Repeat(1f, dv).ToArray(), [0.5f]), reducer);
         var error = await Faulted(result, TimeSpan.FromSeconds(5));
         Assert.Contains("two different results for row 11 of batch 0, head 1", error.Message, StringComparison.Ordinal);
         coordinator.FishForMessage<CancelJob>(c => c.Job == Job);
@@ -141,7 +141,7 @@ public sealed class JobClientTests : RoleTestKit
             "nan output" => new RowsFinished(Job, 0, 0, 0, 1, [.. new float[dv - 1], float.NaN], [0f]),
             _ => new RowsFinished(Job, 0, 0, 0, 1, new float[dv], [float.PositiveInfinity]),
         };
-        client.Tell(rows);
+        client.Tell(rows, reducer);
         var error = await Faulted(result, TimeSpan.FromSeconds(5));
         Assert.Contains(expected, error.Message, StringComparison.Ordinal);
     }

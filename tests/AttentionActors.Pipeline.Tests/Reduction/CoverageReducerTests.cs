@@ -21,7 +21,7 @@ public sealed class CoverageReducerTests : RoleTestKit
         var lse = Attention.Compute(problem).Lse;
         var plan = CoveragePlanner.Plan(problem.Geometry, 3, new PlanOptions { MaxShardBytes = 24 << 10 });
         Assert.True(plan.Shards.Any(s => s.RowStart > 0) && plan.Shards.Any(s => s.BlockStart > 0), "the plan must split rows and keys");
-        var parts = plan.Shards.Select(s => new CoverageComputed(Job, s.Id, 1, Inspection.CoverageOfShard(
+        var parts = plan.Shards.Select(s => new CoverageComputed(Job, s.Id, 1, GrantOf(s.Id), Inspection.CoverageOfShard(
             ShardInput.SliceCoverage(problem, lse, s.Batch, s.Head, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd),
             ShardInput.SliceCoverage(problem, lse, s.Batch, s.Head, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd).Lse.Span))).ToArray();
         return (problem, lse, plan, parts);
@@ -32,7 +32,7 @@ public sealed class CoverageReducerTests : RoleTestKit
         var client = CreateTestProbe();
         var coordinator = CreateTestProbe();
         var reducer = Sys.ActorOf(Props.Create(() => new Reducer(4096)), name);
-        reducer.Tell(new ExpectShards(Job, problem.Geometry.ForPass(JobPass.Coverage), plan.Shards, client, coordinator));
+        reducer.Tell(Expect(problem.Geometry.ForPass(JobPass.Coverage), plan.Shards, client, coordinator), coordinator);
         return (reducer, client, coordinator);
     }
 
@@ -90,7 +90,7 @@ public sealed class CoverageReducerTests : RoleTestKit
         var (reducer, client, coordinator) = Start("bad-coverage", problem, plan);
         foreach (var (why, set, expect) in bad)
         {
-            reducer.Tell(new CoverageComputed(Job, good.ShardId, 1, set));
+            reducer.Tell(new CoverageComputed(Job, good.ShardId, 1, GrantOf(good.ShardId), set));
             var failed = coordinator.FishForMessage<ShardFailed>(_ => true);
             Assert.True(failed.Error.Contains(expect, StringComparison.Ordinal), $"{why}: '{failed.Error}' does not say '{expect}'");
         }
@@ -114,7 +114,7 @@ public sealed class CoverageReducerTests : RoleTestKit
         var client = CreateTestProbe();
         var coordinator = CreateTestProbe();
         var reducer = Sys.ActorOf(Props.Create(() => new Reducer(4096)), "overlap");
-        reducer.Tell(new ExpectShards(Job, problem.Geometry.ForPass(JobPass.Coverage), shards, client, coordinator));
+        reducer.Tell(Expect(problem.Geometry.ForPass(JobPass.Coverage), shards, client, coordinator), coordinator);
         var failed = client.ExpectMsg<AttentionFailed>();
         Assert.Contains("overlap", failed.Reason);
         coordinator.ExpectMsg<CancelJob>();

@@ -17,7 +17,7 @@ public sealed class ReducerTests : RoleTestKit
         var client = CreateTestProbe();
         var coordinator = CreateTestProbe();
         var reducer = Sys.ActorOf(Props.Create(() => new Reducer(maxMessageBytes)), name);
-        reducer.Tell(new ExpectShards(Job, problem.Geometry, plan.Shards, client, coordinator));
+        reducer.Tell(Expect(problem.Geometry, plan.Shards, client, coordinator), coordinator);
         return (reducer, client, coordinator);
     }
 
@@ -71,7 +71,7 @@ public sealed class ReducerTests : RoleTestKit
         // A second delivery of shard 0 carrying different (but well-formed) numbers must change nothing.
         var first = partials[0].Partials;
         var tampered = new PartialSet(first.Nodes, first.Rows, first.ValueDim, (float[])first.M.Clone(), (float[])first.L.Clone(), first.O.Select(x => x + 1f).ToArray());
-        reducer.Tell(partials[0] with { Attempt = 2, Partials = tampered });
+        reducer.Tell(partials[0] with { Attempt = 2, Grant = GrantOf(partials[0].ShardId, 2), Partials = tampered });
         foreach (var p in partials.Skip(1))
         {
             reducer.Tell(p);
@@ -162,7 +162,7 @@ public sealed class ReducerTests : RoleTestKit
 
         var problem = AttentionProblem.Create(q, k, v, new AttentionOptions { Causal = true, Alignment = DiagonalAlignment.BottomRight, BlockSize = 32 }, AttentionMask.Additive(values, 1, 1, 300, 700));
         var plan = Planning.ShardPlanner.Plan(problem, 5, new Planning.PlanOptions { MaxShardBytes = 40 << 10 });
-        var partials = plan.Shards.Select(s => new PartialComputed(Job, s.Id, 1, Attention.ComputePartials(InputOf(problem, s)))).ToArray();
+        var partials = plan.Shards.Select(s => new PartialComputed(Job, s.Id, 1, GrantOf(s.Id), Attention.ComputePartials(InputOf(problem, s)))).ToArray();
         return (problem, plan, partials);
     }
 
@@ -174,7 +174,7 @@ public sealed class ReducerTests : RoleTestKit
         var client = CreateTestProbe();
         var coordinator = CreateTestProbe();
         var reducer = Sys.ActorOf(Props.Create(() => new Reducer(PipelineOptions.DefaultMaxMessageBytes)), "masked");
-        reducer.Tell(new ExpectShards(Job, problem.Geometry, plan.Shards, client, coordinator, null, blocks));
+        reducer.Tell(Expect(problem.Geometry, plan.Shards, client, coordinator, blocks), coordinator);
 
         // A worker that skipped the keys of a node the mask leaves visible sends the identity there.
         var target = partials.First(p => Enumerable.Range(0, p.Partials.Rows * p.Partials.Nodes.Length).Any(at => p.Partials.L[at] >= 1));

@@ -23,7 +23,7 @@ public sealed class WeightsReducerTests : RoleTestKit
         var g = problem.Geometry.ForWeights(window);
         var plan = WeightsPlanner.Plan(g, 3, new PlanOptions { MaxShardBytes = 48 << 10 });
         Assert.True(plan.Shards.Any(s => s.RowStart > 11) && plan.Shards.Any(s => s.BlockStart > 0), "the plan must split rows and keys");
-        var cells = plan.Shards.Select(s => new WeightsComputed(Job, s.Id, 1, Inspection.WeightsOfShard(ShardInput.SliceWeights(problem, lse, window, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd)))).ToArray();
+        var cells = plan.Shards.Select(s => new WeightsComputed(Job, s.Id, 1, GrantOf(s.Id), Inspection.WeightsOfShard(ShardInput.SliceWeights(problem, lse, window, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd)))).ToArray();
         var single = Inspection.Weights(problem, lse, 0, null, (11, 300), (0, 690), 70, 50, WeightPooling.Max);
         return (problem, single, g, plan, cells);
     }
@@ -33,7 +33,7 @@ public sealed class WeightsReducerTests : RoleTestKit
         var client = CreateTestProbe();
         var coordinator = CreateTestProbe();
         var reducer = Sys.ActorOf(Props.Create(() => new Reducer(4096)), name);
-        reducer.Tell(new ExpectShards(Job, g, shards, client, coordinator));
+        reducer.Tell(Expect(g, shards, client, coordinator), coordinator);
         return (reducer, client, coordinator);
     }
 
@@ -95,7 +95,7 @@ public sealed class WeightsReducerTests : RoleTestKit
         var codec = new WireCodec((ExtendedActorSystem)Sys);
         foreach (var (why, set, expect) in bad)
         {
-            var message = new WeightsComputed(Job, cells[0].ShardId, 1, set);
+            var message = new WeightsComputed(Job, cells[0].ShardId, 1, GrantOf(cells[0].ShardId), set);
 
             // A count that contradicts its own range never gets past the wire; everything else reaches the reducer, which refuses it.
             if (why == "a value short")

@@ -29,10 +29,10 @@ public sealed class WorkerTests : RoleTestKit
         var queue = CreateTestProbe();
         var reducer = CreateTestProbe();
         var coordinator = CreateTestProbe();
-        var worker = Sys.ActorOf(Props.Create(() => new Worker(queue, blocking)), "interrupted");
+        var worker = Sys.ActorOf(Props.Create(() => new Worker(queue, new WorkerServices { Compute = blocking })), "interrupted");
         queue.ExpectMsg<WorkerReady>();
         var shard = plan.Shards[0];
-        worker.Tell(new ComputeShard(Job, shard, 1, InputOf(problem, shard), reducer, coordinator), queue);
+        worker.Tell(Work(problem, shard, 1, reducer, coordinator), queue);
         Assert.Equal(shard.Id, coordinator.ExpectMsg<ShardStarted>().ShardId);
         Assert.True(started.Wait(TimeSpan.FromSeconds(5)), "the shard never started");
 
@@ -45,7 +45,7 @@ public sealed class WorkerTests : RoleTestKit
 
         // Work of the ended job that still arrives is skipped, not computed.
         started.Reset();
-        worker.Tell(new ComputeShard(Job, plan.Shards[1], 2, InputOf(problem, plan.Shards[1]), reducer, coordinator), queue);
+        worker.Tell(Work(problem, plan.Shards[1], 2, reducer, coordinator), queue);
         queue.ExpectMsg<WorkerReady>();
         Assert.False(started.IsSet, "a shard of an ended job was computed");
         coordinator.ExpectNoMsg(TimeSpan.FromMilliseconds(100));
@@ -58,9 +58,9 @@ public sealed class WorkerTests : RoleTestKit
         var queue = CreateTestProbe();
         var coordinator = CreateTestProbe();
         ShardComputer failing = (_, _, _, _) => throw new IOException("disk on fire");
-        var worker = Sys.ActorOf(Props.Create(() => new Worker(queue, failing, null, null, null)), "failing");
+        var worker = Sys.ActorOf(Props.Create(() => new Worker(queue, new WorkerServices { Compute = failing })), "failing");
         queue.ExpectMsg<WorkerReady>();
-        worker.Tell(new ComputeShard(Job, plan.Shards[0], 2, InputOf(problem, plan.Shards[0]), CreateTestProbe(), coordinator), queue);
+        worker.Tell(Work(problem, plan.Shards[0], 2, CreateTestProbe(), coordinator), queue);
         coordinator.ExpectMsg<ShardStarted>();
         var failed = coordinator.ExpectMsg<ShardFailed>();
         Assert.Equal((plan.Shards[0].Id, 2, "IOException: disk on fire"), (failed.ShardId, failed.Attempt, failed.Error));
@@ -73,14 +73,14 @@ public sealed class WorkerTests : RoleTestKit
         var (problem, plan, partials) = Computed(13);
         var queue = CreateTestProbe();
         var reducer = CreateTestProbe();
-        var worker = Sys.ActorOf(Props.Create(() => new Worker(queue, Worker.Kernel(Kernels.Simd.KernelPath.Auto))), "kernel");
+        var worker = Sys.ActorOf(Props.Create(() => new Worker(queue, new WorkerServices())), "kernel");
         queue.ExpectMsg<WorkerReady>();
         foreach (var shard in plan.Shards)
         {
             // The input is a copy, as it would come over the wire: nothing of the whole tensors is reachable.
             var view = InputOf(problem, shard);
             var copy = view with { Q = view.Q.ToArray(), K = view.K.ToArray(), V = view.V.ToArray() };
-            worker.Tell(new ComputeShard(Job, shard, 1, copy, reducer, CreateTestProbe()), queue);
+            worker.Tell(Work(problem, shard, 1, reducer, CreateTestProbe(), copy), queue);
             var computed = reducer.ExpectMsg<PartialComputed>().Partials;
             var expected = partials[shard.Id].Partials;
             Assert.Equal(expected.Nodes, computed.Nodes);
@@ -92,22 +92,53 @@ public sealed class WorkerTests : RoleTestKit
     }
 
     [Fact]
-    public void Queue_gives_each_idle_worker_one_shard_and_reissues_first()
+    public void Queue_gives_each_idle_worker_one_shard_reissues_first_and_tells_the_coordinator_first()
     {
         var (problem, plan, _) = Computed(6);
         var queue = Sys.ActorOf(Props.Create(() => new ShardQueue()), "queue-order");
+        var coordinator = CreateTestProbe();
         var workerA = CreateTestProbe();
         var workerB = CreateTestProbe();
         var s = plan.Shards;
-        ComputeShard Work(int i, int attempt) => new(Job, s[i], attempt, InputOf(problem, s[i]), workerA, workerA);
-        queue.Tell(Work(0, 1));
-        queue.Tell(Work(1, 1));
-        queue.Tell(Work(2, 2));
+        queue.Tell(Work(problem, s[0], 1, workerA, coordinator));
+        queue.Tell(Work(problem, s[1], 1, workerA, coordinator));
+        queue.Tell(Work(problem, s[2], 2, workerA, coordinator));
         workerA.Send(queue, new WorkerReady());
+        var dispatched = coordinator.ExpectMsg<ShardDispatched>();
+        Assert.Equal((s[2].Id, 2, workerA.Ref), (dispatched.ShardId, dispatched.Attempt, dispatched.Worker));
         Assert.Equal(s[2].Id, workerA.ExpectMsg<ComputeShard>().Shard.Id);
         workerA.ExpectNoMsg(TimeSpan.FromMilliseconds(100));
         workerB.Send(queue, new WorkerReady());
         Assert.Equal(s[0].Id, workerB.ExpectMsg<ComputeShard>().Shard.Id);
+        Assert.Equal(workerB.Ref, coordinator.ExpectMsg<ShardDispatched>().Worker);
+    }
+
+    [Fact]
+    public void Queue_fills_a_feeds_slots_round_robin_and_skips_workers_of_unreachable_nodes()
+    {
+        var (problem, plan, _) = Computed(15);
+        var queue = Sys.ActorOf(Props.Create(() => new ShardQueue()), "queue-slots");
+        var coordinator = CreateTestProbe();
+        var feed = CreateTestProbe();
+        var single = CreateTestProbe();
+        feed.Send(queue, new WorkerReady(3));
+        single.Send(queue, new WorkerReady());
+        foreach (var shard in plan.Shards.Take(5))
+        {
+            queue.Tell(Work(problem, shard, 1, feed, coordinator));
+        }
+
+        // Four shards fill the four slots, alternating between the two offers; the fifth waits.
+        Assert.Equal(3, feed.ReceiveN(3).Count);
+        Assert.IsType<ComputeShard>(single.ExpectMsg<ComputeShard>());
+        feed.ExpectNoMsg(TimeSpan.FromMilliseconds(100));
+
+        // Its node unreachable, the feed gets nothing however much room it offers, until it is reachable again.
+        queue.Tell(new NodeUnreachable(feed.Ref.Path.Address));
+        feed.Send(queue, new WorkerReady(2));
+        feed.ExpectNoMsg(TimeSpan.FromMilliseconds(200));
+        queue.Tell(new NodeReachable(feed.Ref.Path.Address));
+        Assert.Equal(plan.Shards[4].Id, feed.ExpectMsg<ComputeShard>().Shard.Id);
     }
 
     [Fact]
@@ -117,18 +148,19 @@ public sealed class WorkerTests : RoleTestKit
         var queue = Sys.ActorOf(Props.Create(() => new ShardQueue()), "queue-ended");
         var busy = CreateTestProbe();
         var idle = CreateTestProbe();
+        var coordinator = CreateTestProbe();
         var s = plan.Shards;
         busy.Send(queue, new WorkerReady());
-        queue.Tell(new ComputeShard(Job, s[0], 1, InputOf(problem, s[0]), busy, busy));
+        queue.Tell(Work(problem, s[0], 1, busy, coordinator));
         busy.ExpectMsg<ComputeShard>();
-        queue.Tell(new ComputeShard(Job, s[1], 1, InputOf(problem, s[1]), busy, busy));
-        queue.Tell(new ComputeShard(Job, s[0], 2, InputOf(problem, s[0]), busy, busy));
+        queue.Tell(Work(problem, s[1], 1, busy, coordinator));
+        queue.Tell(Work(problem, s[0], 2, busy, coordinator));
 
         queue.Tell(new JobEnded(Job, "completed"));
         Assert.Equal(Job, busy.ExpectMsg<JobEnded>().Job);
 
         // Neither the queued copies nor a late re-issue reach a worker.
-        queue.Tell(new ComputeShard(Job, s[2], 2, InputOf(problem, s[2]), busy, busy));
+        queue.Tell(Work(problem, s[2], 2, busy, coordinator));
         idle.Send(queue, new WorkerReady());
         idle.ExpectNoMsg(TimeSpan.FromMilliseconds(200));
     }
