@@ -1,5 +1,5 @@
-using Akka.Actor;
 using System.Collections;
+using Akka.Actor;
 using AttentionActors.Kernels;
 using AttentionActors.Pipeline.Client;
 
