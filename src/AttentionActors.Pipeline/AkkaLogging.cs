@@ -38,20 +38,34 @@ public sealed class AkkaLogging : ReceiveActor, IRequiresMessageQueue<ILoggerMes
                 Akka.Event.LogLevel.WarningLevel => Microsoft.Extensions.Logging.LogLevel.Warning,
                 _ => Microsoft.Extensions.Logging.LogLevel.Error,
             };
+
+            // A connection between nodes that closes is routine (a duplicate one, a node leaving) or is
+            // reported once, in the pipeline's own words, when heartbeats stop: Akka's page of it is detail.
+            if (e.LogSource.Contains("ndpointWriter", StringComparison.Ordinal) || e.LogSource.Contains("ndpointManager", StringComparison.Ordinal))
+            {
+                level = Microsoft.Extensions.Logging.LogLevel.Debug;
+            }
             if (!logger.IsEnabled(level))
             {
                 return;
             }
 
-            string text = e.Message?.ToString() ?? "";
+            string text = WithoutStack(e.Message?.ToString() ?? "");
             if (e.Cause is { } cause && !text.Contains(cause.Message, StringComparison.Ordinal))
             {
-                text = $"{text} ({cause.GetType().Name}: {cause.Message})";
+                text = $"{text} ({cause.GetType().Name}: {WithoutStack(cause.Message)})";
             }
 
             // The text is Akka's already-formatted message, not a template: it goes out as it is.
             logger.Log(level, "{Message}", text);
         });
+    }
+
+    /// <summary>The text up to the first stack frame some of Akka's messages carry inline ("   at Akka.Remote…").</summary>
+    private static string WithoutStack(string text)
+    {
+        int frame = text.IndexOf("   at ", StringComparison.Ordinal);
+        return frame < 0 ? text : text[..frame].TrimEnd() + (text.TrimEnd().EndsWith(']') ? "]" : "");
     }
 
     /// <summary>A short category: the actor's name without the system's address (akka://attention/user/reducer → Akka.reducer).</summary>

@@ -26,8 +26,15 @@ public sealed record WeightsFinished(JobId Job, int CellRowStart, int CellRowCou
 /// <summary>Notice to the client: every shard is merged and <paramref name="RowsSent"/> rows were streamed.</summary>
 public sealed record AttentionCompleted(JobId Job, long RowsSent) : IWireMessage;
 
-/// <summary>Notice to the client: the job failed (or was cancelled); <paramref name="Reason"/> names the shard or cause.</summary>
-public sealed record AttentionFailed(JobId Job, string Reason, bool Cancelled = false) : IWireMessage;
+/// <summary>
+/// Notice to the client: the job failed (or was cancelled); <paramref name="Reason"/> names the shard
+/// or cause. <paramref name="NodeLost"/>: it failed because a node it ran on was lost, so the same
+/// job submitted again can succeed.
+/// </summary>
+public sealed record AttentionFailed(JobId Job, string Reason, bool Cancelled = false, bool NodeLost = false) : IWireMessage;
+
+/// <summary>Notice from a link to a cluster client's inbox to its parent: the client cannot be reached, so its job should end.</summary>
+public sealed record ClientUnreachable(JobId Job, string Reason) : INoSerializationVerificationNeeded;
 
 /// <summary>Progress notice to the client, from the reducer: shards and FLOPs merged so far.</summary>
 public sealed record JobProgress(JobId Job, int ShardsDone, int ShardsTotal, double FlopsDone, double FlopsTotal, TimeSpan Elapsed) : IWireMessage;
@@ -120,7 +127,7 @@ internal sealed partial class JobClient : ReceiveActor, IWithTimers
         Receive<WeightsFinished>(OnWeights, m => m.Job == job && Sender.Equals(reducer));
         Receive<JobProgress>(p => progress?.Report(p), m => m.Job == job && Sender.Equals(reducer));
         Receive<AttentionCompleted>(OnCompleted, m => m.Job == job && Sender.Equals(reducer));
-        Receive<AttentionFailed>(failed => Fail(failed.Reason, failed.Cancelled), m => m.Job == job && (Sender.Equals(reducer) || Sender.Equals(coordinator)));
+        Receive<AttentionFailed>(failed => Fail(failed.Reason, failed.Cancelled, failed.NodeLost), m => m.Job == job && (Sender.Equals(reducer) || Sender.Equals(coordinator)));
         Receive<CancelRequested>(cancel =>
         {
             coordinator.Tell(new CancelJob(job, cancel.Reason), Self);
@@ -407,7 +414,7 @@ internal sealed partial class JobClient : ReceiveActor, IWithTimers
         result.TrySetResult(new AttentionResult(new AttentionTensor("out", output, g.Batch, g.Heads, g.QuerySeq, g.ValueDim), lse) { Entropy = entropy });
     }
 
-    private void Fail(string reason, bool cancelled = false)
+    private void Fail(string reason, bool cancelled = false, bool nodeLost = false)
     {
         if (result.Task.IsCompleted)
         {
@@ -421,7 +428,7 @@ internal sealed partial class JobClient : ReceiveActor, IWithTimers
         }
         else
         {
-            result.TrySetException(new AttentionJobException(reason));
+            result.TrySetException(new AttentionJobException(reason) { NodeLost = nodeLost });
         }
     }
 }

@@ -26,6 +26,12 @@ public sealed record AuditMismatch(JobId Job, int ShardId, int FirstAttempt, int
 /// <summary>Command: stop the job; the client gets <see cref="AttentionFailed"/> with the reason.</summary>
 public sealed record CancelJob(JobId Job, string Reason) : IWireMessage;
 
+/// <summary>Question to a coordinator from its node: how far its job is and which nodes it has used.</summary>
+public sealed record JobStatusQuery : INoSerializationVerificationNeeded;
+
+/// <summary>A coordinator's answer to <see cref="JobStatusQuery"/>.</summary>
+public sealed record JobStatusReport(JobId Job, int ShardsDone, int ShardsTotal, IReadOnlyList<string> Workers) : INoSerializationVerificationNeeded;
+
 /// <summary>
 /// Runs one job: tells the reducer what to expect (with the job key that checks results' grants),
 /// hands the shards (largest first) to the work queue, gives each attempt a deadline from the moment
@@ -165,6 +171,12 @@ internal sealed partial class JobCoordinator : ReceiveActor, IWithTimers
         });
         Receive<NodeUnreachable>(lost =>
         {
+            if (setup.Reducer.Path.Address.Equals(lost.Address))
+            {
+                Fail($"the job's reducer on {lost.Address} stopped answering heartbeats and its partials are lost", nodeLost: true);
+                return;
+            }
+
             // Heartbeats say the node is gone: its attempts are re-issued now, not at their deadlines.
             foreach (var state in shards.Values.Where(s => !s.Done && WorkerOf(s, s.Attempt)?.Path.Address.Equals(lost.Address) == true).ToList())
             {
@@ -172,6 +184,7 @@ internal sealed partial class JobCoordinator : ReceiveActor, IWithTimers
             }
         });
         Receive<CancelJob>(cancel => Fail(cancel.Reason, cancelled: true), _ => Sender.Equals(setup.Client) || Sender.Equals(setup.Reducer) || Sender.Equals(Context.Parent));
+        Receive<JobStatusQuery>(_ => Sender.Tell(new JobStatusReport(job, done, shards.Count, [.. shards.Values.SelectMany(s => s.Workers.Values).Select(w => w.Path.Address.ToString()).Distinct().Order()])));
         Receive<StallCheck>(_ =>
         {
             if (Now - lastActivity > options.StallTimeout)
@@ -269,7 +282,7 @@ internal sealed partial class JobCoordinator : ReceiveActor, IWithTimers
         setup.Queue.Tell(Work(state.Shard, state.Attempt), Self);
     }
 
-    private void Fail(string reason, bool cancelled = false)
+    private void Fail(string reason, bool cancelled = false, bool nodeLost = false)
     {
         if (cancelled)
         {
@@ -280,7 +293,7 @@ internal sealed partial class JobCoordinator : ReceiveActor, IWithTimers
             LogFailed(logger, job, reason);
         }
 
-        setup.Client.Tell(new AttentionFailed(job, reason, cancelled), Self);
+        setup.Client.Tell(new AttentionFailed(job, reason, cancelled, nodeLost), Self);
         setup.Reducer.Tell(new FailJob(job, reason), Self);
         End(reason);
     }

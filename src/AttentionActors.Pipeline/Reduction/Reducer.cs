@@ -80,6 +80,15 @@ internal sealed partial class Reducer : ReceiveActor
             }
         });
         Receive<JobTablesQuery>(_ => Sender.Tell(new JobTables("reducer", [.. Books.Select(b => b.Expect.Job)])));
+        Receive<ClientUnreachable>(lost =>
+        {
+            // The job's rows can no longer reach its client: it ends here, and its coordinator hears why.
+            if (Books.FirstOrDefault(b => b.Expect.Job == lost.Job) is { } book)
+            {
+                book.Expect.Coordinator.Tell(new CancelJob(lost.Job, lost.Reason), Self);
+                Forget(lost.Job, lost.Reason, tellClient: false);
+            }
+        });
     }
 
     /// <summary>Every job the reducer holds, whatever its pass.</summary>

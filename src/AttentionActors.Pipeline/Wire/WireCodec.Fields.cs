@@ -13,28 +13,28 @@ namespace AttentionActors.Pipeline.Wire;
 /// <summary>The fields every message is made of, each written one way and read back with its checks.</summary>
 public sealed partial class WireCodec
 {
-    private static void WriteJob(ref MessagePackWriter writer, JobId job) => writer.Write(job.Value);
+    internal static void WriteJob(ref MessagePackWriter writer, JobId job) => writer.Write(job.Value);
 
-    private static JobId Job(ref MessagePackReader reader)
+    internal static JobId Job(ref MessagePackReader reader)
     {
         string? value = reader.ReadString();
         return value is { Length: > 0 and <= 64 } ? new JobId(value) : throw new WireFormatException($"job id of {value?.Length ?? 0} characters (1 to 64 allowed)");
     }
 
-    private static int Attempt(ref MessagePackReader reader)
+    internal static int Attempt(ref MessagePackReader reader)
     {
         int attempt = reader.ReadInt32();
         return attempt >= 1 ? attempt : throw new WireFormatException($"attempt {attempt}");
     }
 
     /// <summary>A grant or a key: a <c>bin</c> of at most 64 bytes (its length is checked where it is used).</summary>
-    private static byte[] Grant(ref MessagePackReader reader)
+    internal static byte[] Grant(ref MessagePackReader reader)
     {
         var bytes = reader.ReadBytes() ?? throw new WireFormatException("grant is nil");
         return bytes.Length <= 64 ? bytes.ToArray() : throw new WireFormatException($"grant of {bytes.Length} bytes");
     }
 
-    private static void WriteJobs(ref MessagePackWriter writer, IReadOnlyList<JobId> jobs)
+    internal static void WriteJobs(ref MessagePackWriter writer, IReadOnlyList<JobId> jobs)
     {
         writer.WriteArrayHeader(jobs.Count);
         foreach (var job in jobs)
@@ -43,7 +43,7 @@ public sealed partial class WireCodec
         }
     }
 
-    private static JobId[] ReadJobs(ref MessagePackReader reader)
+    internal static JobId[] ReadJobs(ref MessagePackReader reader)
     {
         var jobs = new JobId[Count(ref reader, reader.ReadArrayHeader(), "jobs")];
         for (int i = 0; i < jobs.Length; i++)
@@ -54,7 +54,7 @@ public sealed partial class WireCodec
         return jobs;
     }
 
-    private static void WriteDataRef(ref MessagePackWriter writer, DataRef? place)
+    internal static void WriteDataRef(ref MessagePackWriter writer, DataRef? place)
     {
         if (place is null)
         {
@@ -67,7 +67,7 @@ public sealed partial class WireCodec
         writer.Write(place.Key);
     }
 
-    private static DataRef? ReadDataRef(ref MessagePackReader reader, string field)
+    internal static DataRef? ReadDataRef(ref MessagePackReader reader, string field)
     {
         if (reader.TryReadNil())
         {
@@ -79,17 +79,17 @@ public sealed partial class WireCodec
         return endpoint.Length is > 0 and <= 300 ? new DataRef(endpoint, Grant(ref reader)) : throw new WireFormatException($"{field} endpoint of {endpoint.Length} characters");
     }
 
-    private static string Text(ref MessagePackReader reader, string field)
+    internal static string Text(ref MessagePackReader reader, string field)
     {
         string? value = reader.ReadString();
         return value is null ? "" : value.Length <= MaxText ? value : throw new WireFormatException($"{field} of {value.Length} characters (at most {MaxText})");
     }
 
-    private static long NonNegative(long value, string field) => value >= 0 ? value : throw new WireFormatException($"{field} is {value}");
+    internal static long NonNegative(long value, string field) => value >= 0 ? value : throw new WireFormatException($"{field} is {value}");
 
-    private static int NonNegative(int value, string field) => value >= 0 ? value : throw new WireFormatException($"{field} is {value}");
+    internal static int NonNegative(int value, string field) => value >= 0 ? value : throw new WireFormatException($"{field} is {value}");
 
-    private static void WriteRef(ref MessagePackWriter writer, IActorRef? actor)
+    internal static void WriteRef(ref MessagePackWriter writer, IActorRef? actor)
     {
         if (actor is null || actor.IsNobody())
         {
@@ -100,7 +100,7 @@ public sealed partial class WireCodec
         writer.Write(Akka.Serialization.Serialization.SerializedActorPath(actor));
     }
 
-    private IActorRef ReadRef(ref MessagePackReader reader, string field)
+    internal IActorRef ReadRef(ref MessagePackReader reader, string field)
     {
         if (reader.TryReadNil())
         {
@@ -117,13 +117,13 @@ public sealed partial class WireCodec
     }
 
     /// <summary>The remaining bytes: no element count read from the payload may exceed it (each element takes at least one byte).</summary>
-    private static int Count(ref MessagePackReader reader, int count, string field)
+    internal static int Count(ref MessagePackReader reader, int count, string field)
         => count <= reader.Sequence.Length - reader.Consumed ? count : throw new WireFormatException($"{field} claims {count} elements in {reader.Sequence.Length - reader.Consumed} bytes");
 
-    private static void WriteFloats(ref MessagePackWriter writer, ReadOnlySpan<float> values) => writer.Write(MemoryMarshal.AsBytes(values));
+    internal static void WriteFloats(ref MessagePackWriter writer, ReadOnlySpan<float> values) => writer.Write(MemoryMarshal.AsBytes(values));
 
     /// <summary>A <c>bin</c> of float32 values, which must hold exactly <paramref name="expected"/> of them when given.</summary>
-    private static float[] ReadFloats(ref MessagePackReader reader, string field, long? expected = null)
+    internal static float[] ReadFloats(ref MessagePackReader reader, string field, long? expected = null)
     {
         var bytes = reader.ReadBytes() ?? throw new WireFormatException($"{field} is nil");
         if (bytes.Length % sizeof(float) != 0)
@@ -142,9 +142,9 @@ public sealed partial class WireCodec
         return values;
     }
 
-    private static float[]? ReadOptionalFloats(ref MessagePackReader reader, string field) => reader.TryReadNil() ? null : ReadFloats(ref reader, field);
+    internal static float[]? ReadOptionalFloats(ref MessagePackReader reader, string field) => reader.TryReadNil() ? null : ReadFloats(ref reader, field);
 
-    private static void WriteInts(ref MessagePackWriter writer, IReadOnlyList<int> values)
+    internal static void WriteInts(ref MessagePackWriter writer, IReadOnlyList<int> values)
     {
         writer.WriteArrayHeader(values.Count);
         foreach (int value in values)
@@ -153,7 +153,7 @@ public sealed partial class WireCodec
         }
     }
 
-    private static int[] ReadInts(ref MessagePackReader reader, string field)
+    internal static int[] ReadInts(ref MessagePackReader reader, string field)
     {
         var values = new int[Count(ref reader, reader.ReadArrayHeader(), field)];
         for (int i = 0; i < values.Length; i++)
@@ -164,7 +164,7 @@ public sealed partial class WireCodec
         return values;
     }
 
-    private static void WriteShape(ref MessagePackWriter writer, TensorShape s)
+    internal static void WriteShape(ref MessagePackWriter writer, TensorShape s)
     {
         writer.WriteArrayHeader(5);
         writer.Write(s.Name);
@@ -174,14 +174,14 @@ public sealed partial class WireCodec
         writer.Write(s.Dim);
     }
 
-    private static TensorShape ReadShape(ref MessagePackReader reader)
+    internal static TensorShape ReadShape(ref MessagePackReader reader)
     {
         Fields(ref reader, 5, "tensor shape");
         string name = Text(ref reader, "tensor name");
         return new TensorShape(name.Length <= 64 ? name : name[..64], reader.ReadInt32(), reader.ReadInt32(), reader.ReadInt32(), reader.ReadInt32());
     }
 
-    private static void Fields(ref MessagePackReader reader, int expected, string what)
+    internal static void Fields(ref MessagePackReader reader, int expected, string what)
     {
         int count = reader.ReadArrayHeader();
         if (count != expected)
@@ -190,7 +190,7 @@ public sealed partial class WireCodec
         }
     }
 
-    private static void WriteGeometry(ref MessagePackWriter writer, AttentionGeometry g)
+    internal static void WriteGeometry(ref MessagePackWriter writer, AttentionGeometry g)
     {
         writer.WriteArrayHeader(8);
         WriteShape(ref writer, g.QueryShape);
@@ -253,7 +253,7 @@ public sealed partial class WireCodec
     }
 
     /// <summary>A geometry, built and so checked by <see cref="AttentionGeometry.Create"/> and its pass, layer, window and mask methods.</summary>
-    private static AttentionGeometry ReadGeometry(ref MessagePackReader reader)
+    internal static AttentionGeometry ReadGeometry(ref MessagePackReader reader)
     {
         MessagePackSecurity.UntrustedData.DepthStep(ref reader);
         Fields(ref reader, 8, "geometry");
@@ -311,7 +311,7 @@ public sealed partial class WireCodec
         return geometry.ForPass((JobPass)pass).WithLayer(layer);
     }
 
-    private static void WriteOptions(ref MessagePackWriter writer, AttentionOptions o)
+    internal static void WriteOptions(ref MessagePackWriter writer, AttentionOptions o)
     {
         writer.WriteArrayHeader(14);
         writer.Write((int)o.Score);
@@ -383,7 +383,7 @@ public sealed partial class WireCodec
         writer.Write(o.BlockSize);
     }
 
-    private static void WriteOptional(ref MessagePackWriter writer, float? value)
+    internal static void WriteOptional(ref MessagePackWriter writer, float? value)
     {
         if (value is { } x)
         {
@@ -395,9 +395,9 @@ public sealed partial class WireCodec
         }
     }
 
-    private static float? ReadOptionalSingle(ref MessagePackReader reader) => reader.TryReadNil() ? null : reader.ReadSingle();
+    internal static float? ReadOptionalSingle(ref MessagePackReader reader) => reader.TryReadNil() ? null : reader.ReadSingle();
 
-    private static AttentionOptions ReadOptions(ref MessagePackReader reader)
+    internal static AttentionOptions ReadOptions(ref MessagePackReader reader)
     {
         Fields(ref reader, 14, "options");
         int score = reader.ReadInt32();
@@ -463,7 +463,7 @@ public sealed partial class WireCodec
         };
     }
 
-    private static void WriteShard(ref MessagePackWriter writer, Shard s)
+    internal static void WriteShard(ref MessagePackWriter writer, Shard s)
     {
         writer.WriteArrayHeader(10);
         writer.Write(s.Id);
@@ -479,7 +479,7 @@ public sealed partial class WireCodec
     }
 
     /// <summary>A shard, which must lie inside <paramref name="g"/>: its batch, head, rows and key blocks.</summary>
-    private static Shard ReadShard(ref MessagePackReader reader, AttentionGeometry g)
+    internal static Shard ReadShard(ref MessagePackReader reader, AttentionGeometry g)
     {
         Fields(ref reader, 10, "shard");
         var s = new Shard(reader.ReadInt32(), reader.ReadInt32(), reader.ReadInt32(), reader.ReadInt32(), reader.ReadInt32(), reader.ReadInt32(), reader.ReadInt32(), reader.ReadInt64(), reader.ReadDouble(), reader.ReadInt64());
@@ -494,7 +494,7 @@ public sealed partial class WireCodec
         return s;
     }
 
-    private static void WriteNodes(ref MessagePackWriter writer, TreeNode[] nodes)
+    internal static void WriteNodes(ref MessagePackWriter writer, TreeNode[] nodes)
     {
         writer.WriteArrayHeader(2 * nodes.Length);
         foreach (var node in nodes)
@@ -504,7 +504,7 @@ public sealed partial class WireCodec
         }
     }
 
-    private static TreeNode[] ReadNodes(ref MessagePackReader reader)
+    internal static TreeNode[] ReadNodes(ref MessagePackReader reader)
     {
         var pairs = ReadInts(ref reader, "tree nodes");
         if (pairs.Length % 2 != 0)
@@ -527,7 +527,7 @@ public sealed partial class WireCodec
         return nodes;
     }
 
-    private static void WritePartials(ref MessagePackWriter writer, PartialSet p)
+    internal static void WritePartials(ref MessagePackWriter writer, PartialSet p)
     {
         writer.WriteArrayHeader(6);
         WriteNodes(ref writer, p.Nodes);
@@ -538,7 +538,7 @@ public sealed partial class WireCodec
         WriteFloats(ref writer, p.O);
     }
 
-    private static PartialSet ReadPartials(ref MessagePackReader reader)
+    internal static PartialSet ReadPartials(ref MessagePackReader reader)
     {
         Fields(ref reader, 6, "partials");
         var nodes = ReadNodes(ref reader);
@@ -552,7 +552,7 @@ public sealed partial class WireCodec
         return new PartialSet(nodes, rows, width, ReadFloats(ref reader, "m", cells), ReadFloats(ref reader, "l", cells), ReadFloats(ref reader, "o", cells * width));
     }
 
-    private static void WriteCoverage(ref MessagePackWriter writer, CoverageParts p)
+    internal static void WriteCoverage(ref MessagePackWriter writer, CoverageParts p)
     {
         writer.WriteArrayHeader(3);
         WriteNodes(ref writer, p.Nodes);
@@ -560,7 +560,7 @@ public sealed partial class WireCodec
         WriteFloats(ref writer, p.Values.AsSpan(0, p.Nodes.Length * p.Keys));
     }
 
-    private static CoverageParts ReadCoverage(ref MessagePackReader reader)
+    internal static CoverageParts ReadCoverage(ref MessagePackReader reader)
     {
         Fields(ref reader, 3, "coverage parts");
         var nodes = ReadNodes(ref reader);
@@ -568,7 +568,7 @@ public sealed partial class WireCodec
         return new CoverageParts(nodes, keys, ReadFloats(ref reader, "coverage values", (long)nodes.Length * keys));
     }
 
-    private static void WriteCells(ref MessagePackWriter writer, WeightsCells cells)
+    internal static void WriteCells(ref MessagePackWriter writer, WeightsCells cells)
     {
         var r = cells.Range;
         writer.WriteArrayHeader(6);
@@ -580,7 +580,7 @@ public sealed partial class WireCodec
         WriteFloats(ref writer, cells.Values);
     }
 
-    private static WeightsCells ReadCells(ref MessagePackReader reader)
+    internal static WeightsCells ReadCells(ref MessagePackReader reader)
     {
         Fields(ref reader, 6, "weight cells");
         var range = new WeightsCellRange(reader.ReadInt32(), reader.ReadInt32(), reader.ReadInt32(), reader.ReadInt32(), reader.ReadInt32());
@@ -592,7 +592,7 @@ public sealed partial class WireCodec
         return new WeightsCells(range, ReadFloats(ref reader, "cell values", range.Count));
     }
 
-    private static void WriteProgress(WireCodec codec, ref MessagePackWriter w, JobProgress m)
+    internal static void WriteProgress(WireCodec codec, ref MessagePackWriter w, JobProgress m)
     {
         WriteJob(ref w, m.Job);
         w.Write(m.ShardsDone);
@@ -602,7 +602,7 @@ public sealed partial class WireCodec
         w.Write(m.Elapsed.Ticks);
     }
 
-    private static JobProgress ReadProgress(WireCodec codec, ref MessagePackReader r)
+    internal static JobProgress ReadProgress(WireCodec codec, ref MessagePackReader r)
     {
         var job = Job(ref r);
         int done = NonNegative(r.ReadInt32(), "shards done"), total = NonNegative(r.ReadInt32(), "shards total");
@@ -616,7 +616,7 @@ public sealed partial class WireCodec
         return new JobProgress(job, done, total, flopsDone, flopsTotal, TimeSpan.FromTicks(ticks));
     }
 
-    private static void WriteRows(WireCodec codec, ref MessagePackWriter w, RowsFinished m)
+    internal static void WriteRows(WireCodec codec, ref MessagePackWriter w, RowsFinished m)
     {
         WriteJob(ref w, m.Job);
         w.Write(m.Batch);
@@ -635,7 +635,7 @@ public sealed partial class WireCodec
         }
     }
 
-    private static RowsFinished ReadRows(WireCodec codec, ref MessagePackReader r)
+    internal static RowsFinished ReadRows(WireCodec codec, ref MessagePackReader r)
     {
         var job = Job(ref r);
         int batch = r.ReadInt32(), head = r.ReadInt32(), rowStart = r.ReadInt32(), rowCount = NonNegative(r.ReadInt32(), "row count");
@@ -648,7 +648,7 @@ public sealed partial class WireCodec
         return new RowsFinished(job, batch, head, rowStart, rowCount, output, ReadFloats(ref r, "lse", rowCount), ReadOptionalFloats(ref r, "entropy") is { } e ? e.Length == rowCount ? e : throw new WireFormatException($"entropy holds {e.Length} values for {rowCount} rows") : null);
     }
 
-    private static void WriteCoverageFinished(WireCodec codec, ref MessagePackWriter w, CoverageFinished m)
+    internal static void WriteCoverageFinished(WireCodec codec, ref MessagePackWriter w, CoverageFinished m)
     {
         WriteJob(ref w, m.Job);
         w.Write(m.Batch);
@@ -658,14 +658,14 @@ public sealed partial class WireCodec
         WriteFloats(ref w, m.Coverage);
     }
 
-    private static CoverageFinished ReadCoverageFinished(WireCodec codec, ref MessagePackReader r)
+    internal static CoverageFinished ReadCoverageFinished(WireCodec codec, ref MessagePackReader r)
     {
         var job = Job(ref r);
         int batch = r.ReadInt32(), kvHead = r.ReadInt32(), keyStart = r.ReadInt32(), keyCount = NonNegative(r.ReadInt32(), "key count");
         return new CoverageFinished(job, batch, kvHead, keyStart, keyCount, ReadFloats(ref r, "coverage", keyCount));
     }
 
-    private static void WriteWeightsFinished(WireCodec codec, ref MessagePackWriter w, WeightsFinished m)
+    internal static void WriteWeightsFinished(WireCodec codec, ref MessagePackWriter w, WeightsFinished m)
     {
         WriteJob(ref w, m.Job);
         w.Write(m.CellRowStart);
@@ -675,7 +675,7 @@ public sealed partial class WireCodec
         WriteFloats(ref w, m.Values);
     }
 
-    private static WeightsFinished ReadWeightsFinished(WireCodec codec, ref MessagePackReader r)
+    internal static WeightsFinished ReadWeightsFinished(WireCodec codec, ref MessagePackReader r)
     {
         var job = Job(ref r);
         int rowStart = r.ReadInt32(), rows = NonNegative(r.ReadInt32(), "cell rows"), colStart = r.ReadInt32(), cols = NonNegative(r.ReadInt32(), "cell columns");

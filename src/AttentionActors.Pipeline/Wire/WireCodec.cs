@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Collections.Concurrent;
 using Akka.Actor;
 using AttentionActors.Kernels;
 using AttentionActors.Pipeline.Client;
@@ -48,10 +49,10 @@ public sealed partial class WireCodec
 
     private delegate void Writer(WireCodec codec, ref MessagePackWriter writer, object message);
 
-    private delegate object Reader(WireCodec codec, ref MessagePackReader reader);
+    internal delegate object Reader(WireCodec codec, ref MessagePackReader reader);
 
-    private static readonly Dictionary<Type, (string Manifest, Writer Write)> ByType = [];
-    private static readonly Dictionary<string, (int Fields, Reader Read)> ByManifest = new(StringComparer.Ordinal);
+    private static readonly ConcurrentDictionary<Type, (string Manifest, Writer Write)> ByType = new();
+    private static readonly ConcurrentDictionary<string, (int Fields, Reader Read)> ByManifest = new(StringComparer.Ordinal);
 
     private readonly ExtendedActorSystem? system;
 
@@ -75,7 +76,7 @@ public sealed partial class WireCodec
         Register<JobEnded>("JobEnded", 2, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.Why); }, (c, ref r) => new JobEnded(Job(ref r), Text(ref r, "why")));
         Register<FailJob>("FailJob", 2, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.Reason); }, (c, ref r) => new FailJob(Job(ref r), Text(ref r, "reason")));
         Register<AttentionCompleted>("AttentionCompleted", 2, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.RowsSent); }, (c, ref r) => new AttentionCompleted(Job(ref r), NonNegative(r.ReadInt64(), "rows sent")));
-        Register<AttentionFailed>("AttentionFailed", 3, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.Reason); w.Write(m.Cancelled); }, (c, ref r) => new AttentionFailed(Job(ref r), Text(ref r, "reason"), r.ReadBoolean()));
+        Register<AttentionFailed>("AttentionFailed", 4, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.Reason); w.Write(m.Cancelled); w.Write(m.NodeLost); }, (c, ref r) => new AttentionFailed(Job(ref r), Text(ref r, "reason"), r.ReadBoolean(), r.ReadBoolean()));
         Register<JobProgress>("JobProgress", 6, WriteProgress, ReadProgress);
         Register<WatchJob>("WatchJob", 2, (c, ref w, m) => { WriteRef(ref w, m.Coordinator); WriteRef(ref w, m.Reducer); }, (c, ref r) => new WatchJob(c.ReadRef(ref r, "coordinator"), c.ReadRef(ref r, "reducer")));
         Register<ComputeShard>("ComputeShard", 11, WriteCompute, ReadCompute);
@@ -163,8 +164,14 @@ public sealed partial class WireCodec
         }
     }
 
-    private static void Register<T>(string manifest, int fields, WriterOf<T> write, Reader read)
+    /// <summary>Adds a message type to the registry (the cluster's data-plane messages register themselves so); a manifest names one type only.</summary>
+    internal static void Register<T>(string manifest, int fields, WriterOf<T> write, Reader read)
     {
+        if (ByManifest.ContainsKey(manifest) && !ByType.ContainsKey(typeof(T)))
+        {
+            throw new InvalidOperationException($"manifest {manifest} already names another type");
+        }
+
         void Write(WireCodec c, ref MessagePackWriter w, object m)
         {
             w.WriteArrayHeader(fields + 1);
@@ -176,7 +183,7 @@ public sealed partial class WireCodec
         ByManifest[manifest] = (fields + 1, read);
     }
 
-    private delegate void WriterOf<in T>(WireCodec codec, ref MessagePackWriter writer, T message);
+    internal delegate void WriterOf<in T>(WireCodec codec, ref MessagePackWriter writer, T message);
 
     private static string Shorten(string text) => text.Length <= 64 ? text : text[..64] + "…";
 }

@@ -23,6 +23,9 @@ public sealed class ProjectionCaches
 
     public IProjectionCache For(JobId job) => jobs.GetOrAdd(job, _ => new JobCache(this));
 
+    /// <summary>The jobs whose projections are held now (a job that ended must not be among them).</summary>
+    public IReadOnlyList<JobId> Jobs => [.. jobs.Keys];
+
     public void Forget(JobId job)
     {
         if (jobs.TryRemove(job, out var cache))

@@ -57,7 +57,11 @@ internal sealed class ShardQueue : ReceiveActor
             }
 
             room[Sender] = Math.Clamp(ready.Slots, 0, 1 << 16);
-            if (room[Sender] > 0 && !offering.Contains(Sender))
+            if (room[Sender] == 0)
+            {
+                offering.Remove(Sender);
+            }
+            else if (!offering.Contains(Sender))
             {
                 offering.AddLast(Sender);
             }
@@ -108,6 +112,7 @@ internal sealed class ShardQueue : ReceiveActor
             }
         });
         Receive<NodeUnreachable>(lost => unreachable.Add(lost.Address));
+        Receive<JobTablesQuery>(_ => Sender.Tell(new JobTables("queue", [.. pending.Select(w => w.Job).Distinct()])));
         Receive<NodeReachable>(back =>
         {
             unreachable.Remove(back.Address);

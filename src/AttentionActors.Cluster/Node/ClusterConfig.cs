@@ -1,0 +1,77 @@
+using System.Globalization;
+using Akka.Configuration;
+using AttentionActors.Cluster.DataPlane;
+using AttentionActors.Pipeline;
+
+namespace AttentionActors.Cluster.Node;
+
+/// <summary>
+/// The actor system settings of a cluster node, over the pipeline's own (<see cref="PipelineConfig.Base"/>):
+/// Akka.Cluster with the node's roles and seeds, Akka.Remote over TLS (the certificates are given in
+/// code, so every node checks its peers against the cluster's CA), and the downing strategy.
+/// </summary>
+public static class ClusterConfig
+{
+    /// <summary>Name of every node's actor system: nodes of one cluster must share it.</summary>
+    public const string SystemName = "attention";
+
+    /// <summary>
+    /// Largest message on the cluster's own connections. Bulk data never rides them (the data plane
+    /// carries it); the largest control message is a job's plan for its reducer (a few MiB for the
+    /// biggest plans). Every node must use the same value: a message over the receiver's limit closes
+    /// the association.
+    /// </summary>
+    public const int MaxFrameBytes = 16 << 20;
+
+    /// <summary>The settings of a node with <paramref name="options"/>.</summary>
+    public static Config For(NodeOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        string self = Address(options.AdvertisedHost, options.Port);
+        var seeds = options.Seeds.Count > 0 ? options.Seeds.Select(s => Address(s)).ToList() : [self];
+        string roles = string.Join(", ", options.Roles.Select(r => $"\"{r}\""));
+        string hocon = string.Create(CultureInfo.InvariantCulture, $$"""
+            akka {
+              actor.provider = cluster
+              remote {
+                log-remote-lifecycle-events = off
+                dot-netty.tcp {
+                  hostname = "{{options.Bind}}"
+                  public-hostname = "{{options.AdvertisedHost}}"
+                  port = {{options.Port}}
+                  enable-ssl = true
+                  maximum-frame-size = {{MaxFrameBytes}}b
+                  send-buffer-size = {{2 * MaxFrameBytes}}b
+                  receive-buffer-size = {{2 * MaxFrameBytes}}b
+                }
+              }
+              cluster {
+                roles = [{{roles}}]
+                seed-nodes = [{{string.Join(", ", seeds.Select(s => $"\"{s}\""))}}]
+                log-info = off
+                run-coordinated-shutdown-when-down = on
+                downing-provider-class = "Akka.Cluster.SBR.SplitBrainResolverProvider, Akka.Cluster"
+                split-brain-resolver {
+                  active-strategy = keep-majority
+                  stable-after = {{(int)options.StableAfter.TotalMilliseconds}}ms
+                  down-all-when-unstable = on
+                }
+              }
+              coordinated-shutdown {
+                exit-clr = off
+                run-by-clr-shutdown-hook = off
+              }
+            }
+            """);
+        return ConfigurationFactory.ParseString(hocon).WithFallback(PipelineConfig.Base);
+    }
+
+    /// <summary>The cluster address of a node at <paramref name="hostPort"/> (TLS is always on, so the scheme is akka.ssl.tcp).</summary>
+    public static string Address(string hostPort)
+    {
+        var (host, port) = DataEndpoint.Parse(hostPort);
+        return Address(host, port);
+    }
+
+    public static string Address(string host, int port) => $"akka.ssl.tcp://{SystemName}@{DataEndpoint.Format(host, port)}";
+}
