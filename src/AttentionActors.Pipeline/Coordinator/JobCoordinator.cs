@@ -171,7 +171,8 @@ internal sealed partial class JobCoordinator : ReceiveActor, IWithTimers
         });
         Receive<NodeUnreachable>(lost =>
         {
-            if (setup.Reducer.Path.Address.Equals(lost.Address))
+            // (A reducer in this process has no address of its own to lose.)
+            if (lost.Address.HasGlobalScope && setup.Reducer.Path.Address.Equals(lost.Address))
             {
                 Fail($"the job's reducer on {lost.Address} stopped answering heartbeats and its partials are lost", nodeLost: true);
                 return;
