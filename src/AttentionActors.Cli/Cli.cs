@@ -27,5 +27,7 @@ public static class Cli
         MhaCommand.Create(stdout, stderr),
         BenchCommand.Create(),
         CompareCommand.Create(stdout, stderr),
+        Commands.Cluster.NodeCommand.Create(stderr),
+        Commands.Cluster.ClusterCommand.Create(stdout, stderr),
     };
 }

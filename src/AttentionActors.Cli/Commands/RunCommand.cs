@@ -1,4 +1,5 @@
 using System.CommandLine;
+using AttentionActors.Cli.Commands.Cluster;
 using AttentionActors.Kernels;
 using AttentionActors.Pipeline.Planning;
 
@@ -9,7 +10,7 @@ internal static class RunCommand
 {
     public static Command Create(TextWriter stdout, TextWriter stderr)
     {
-        var command = new Command("run", "Compute exact attention on the embedded actor pipeline (or --single-node)");
+        var command = new Command("run", "Compute exact attention on the embedded actor pipeline, a single node (--single-node), or a running cluster (--cluster)");
         var read = AddOptions(command);
         command.SetAction(async (r, cancellationToken) => await RunJob.ExecuteAsync(read(r), stdout, stderr, cancellationToken));
         return command;
@@ -56,17 +57,21 @@ internal static class RunCommand
         var maxShardBytes = new Option<long>("--max-shard-bytes") { Description = "Largest shard (Q rows, K/V blocks and partials), in bytes: one message in cluster mode", DefaultValueFactory = _ => new PlanOptions().MaxShardBytes };
         var maxShards = new Option<int>("--max-shards") { Description = "Most shards the planner may cut (a plan that needs more to keep every shard within its budget is refused)", DefaultValueFactory = _ => new PlanOptions().MaxShards };
         var memoryLimit = new Option<string?>("--memory-limit") { Description = "Plan as if at most this much memory were available: bytes, or with a K, M or G suffix (powers of 1024) [what the machine has available]" };
+        var audit = new Option<double>("--audit") { Description = "With --cluster: the fraction of shards (0 to 1) computed again on another worker node; any bit of difference fails the job naming both nodes" };
+        var listen = new Option<string?>("--listen") { Description = "With --cluster: address:port this client's data port listens on (workers fetch the tensors there) [127.0.0.1:0]" };
+        var advertise = new Option<string?>("--advertise") { Description = "With --cluster: host name or address the cluster's nodes reach this client at [the listen address]" };
         var dryRun = new Option<bool>("--dry-run") { Description = "Print the plan (shards, bytes per message, bytes moved, time per worker) without computing or loading the tensors" };
         var noMemoryCheck = new Option<bool>("--no-memory-check") { Description = "Run even when the job's estimated memory exceeds what is available" };
         foreach (var option in new Option[]
         {
             q, k, v, random, seq, kvSeq, dim, heads, kvHeads, batch, seed, causal, align, window, keyLengths, seqLengths, cuQ, cuK, scale, score, temperature, sigma,
-            additiveDim, additiveFiles, alibi, alibiSlopes, attnMask, softcap, workers, block, output, lseOut, verify, quiet, singleNode, maxShardBytes, memoryLimit, noMemoryCheck, dryRun, maxShards,
+            additiveDim, additiveFiles, alibi, alibiSlopes, attnMask, softcap, workers, block, output, lseOut, verify, quiet, singleNode, maxShardBytes, memoryLimit, noMemoryCheck, dryRun, maxShards, audit, listen, advertise,
         })
         {
             command.Options.Add(option);
         }
 
+        var cluster = ClusterFlags.Add(command);
         return r => new RunRequest
         {
             Q = r.GetValue(q),
@@ -110,6 +115,10 @@ internal static class RunCommand
             MemoryLimit = r.GetValue(memoryLimit),
             DryRun = r.GetValue(dryRun),
             MaxShards = r.GetValue(maxShards),
+            Audit = r.GetValue(audit),
+            Cluster = cluster.Given(r) ? [new("Client:Advertise", r.GetValue(advertise)), .. cluster.Read(r)] : null,
+            Listen = r.GetValue(listen),
+            ConfigFile = cluster.ConfigFile(r),
         };
     }
 }
@@ -201,6 +210,18 @@ internal sealed record RunRequest
     public bool DryRun { get; init; }
 
     public int MaxShards { get; init; } = new PlanOptions().MaxShards;
+
+    /// <summary>With a cluster: the fraction of shards computed again on another node.</summary>
+    public double Audit { get; init; }
+
+    /// <summary>The cluster settings given as flags when the job goes to a cluster (<c>--cluster</c>); null runs here.</summary>
+    public IReadOnlyList<KeyValuePair<string, string?>>? Cluster { get; init; }
+
+    /// <summary>The settings file (<c>--config</c>), if any.</summary>
+    public string? ConfigFile { get; init; }
+
+    /// <summary>With a cluster: address:port of this client's data port (<c>--listen</c>).</summary>
+    public string? Listen { get; init; }
 
     /// <summary>What <c>attention inspect</c> adds; null for <c>attention run</c>.</summary>
     public InspectRequest? Inspect { get; init; }

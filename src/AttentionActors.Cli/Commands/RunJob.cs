@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using System.Globalization;
 using AttentionActors.Cli.Npy;
+using AttentionActors.Cluster.Client;
+using AttentionActors.Cluster.Security;
 using AttentionActors.Kernels;
 using AttentionActors.Pipeline;
 using AttentionActors.Pipeline.Client;
@@ -49,6 +51,7 @@ internal static class RunJob
             }
 
             var pipeline = new PipelineOptions { Workers = request.Workers, Plan = new PlanOptions { MaxShardBytes = request.MaxShardBytes, MaxShards = request.MaxShards } };
+            var clusterOptions = ClusterOptionsOf(request);
             var estimate = JobEstimate.For(geometry, inputHeap, outPath is not null && !request.SingleNode && packed is null, request.Workers, pipeline.Plan.MaxShardBytes, request.Verify, ParseBytes("--memory-limit", request.MemoryLimit));
             if (request.DryRun)
             {
@@ -73,7 +76,9 @@ internal static class RunJob
                 .AddFilter((_, _, level) => level >= LogLevel.Warning));
             pipeline = pipeline with { LoggerFactory = ReferenceEquals(stderr, Console.Error) ? loggers : null };
             int[] outShape = [.. leading, problem.QuerySeq, problem.ValueDim];
-            await using IAttentionRunner runner = request.SingleNode ? new SingleNodeRunner(request.Workers) : EmbeddedPipeline.Start(pipeline);
+            await using IAttentionRunner runner = request.SingleNode ? new SingleNodeRunner(request.Workers)
+                : clusterOptions is not null ? await ClusterClient.ConnectAsync(clusterOptions, pipeline.LoggerFactory, cancellationToken)
+                : EmbeddedPipeline.Start(pipeline);
             var clock = Stopwatch.StartNew();
 
             // The output streams into a memory-mapped file as rows finish; packed inputs are unpacked afterwards instead.
@@ -159,11 +164,64 @@ internal static class RunJob
             stderr.WriteLine($"attention: job failed: {OneLine(ex.Message)}");
             return 1;
         }
+        catch (CertificateFileException ex)
+        {
+            stderr.WriteLine($"attention: {OneLine(ex.Message)}");
+            return 2;
+        }
+        catch (ClusterUnreachableException ex)
+        {
+            stderr.WriteLine($"attention: {OneLine(ex.Message)}");
+            return 1;
+        }
         finally
         {
             // Files not committed (a failed or cancelled job) are removed: never a partial output.
             outputs.ForEach(f => f.Dispose());
         }
+    }
+
+    /// <summary>
+    /// The cluster client's settings when the job goes to a cluster (<c>--cluster</c>), else null:
+    /// the settings sources, then this job's own (--listen, --audit, --max-shard-bytes).
+    /// </summary>
+    private static ClusterClientOptions? ClusterOptionsOf(RunRequest request)
+    {
+        if (request.Cluster is not { } flags)
+        {
+            if (request.Audit != 0 || request.Listen is not null)
+            {
+                throw new UsageException($"{(request.Audit != 0 ? "--audit" : "--listen")} needs --cluster: it is about a cluster's workers and this client's place on its network");
+            }
+
+            return null;
+        }
+
+        if (request.SingleNode)
+        {
+            throw new UsageException("give --cluster or --single-node, not both");
+        }
+
+        if (request.Audit is < 0 or > 1 || double.IsNaN(request.Audit))
+        {
+            throw new UsageException($"--audit {request.Audit} must be a fraction between 0 and 1");
+        }
+
+        var settings = flags.ToList();
+        if (request.Listen is { } listen)
+        {
+            int colon = listen.LastIndexOf(':');
+            if (colon <= 0 || !int.TryParse(listen.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out int port) || port > 65535)
+            {
+                throw new UsageException($"--listen '{listen}' must be address:port (port 0 for any free one)");
+            }
+
+            settings.Add(new("Client:Bind", listen[..colon].Trim('[', ']')));
+            settings.Add(new("Client:Port", port.ToString(CultureInfo.InvariantCulture)));
+        }
+
+        var options = Cluster.ClusterSettings.Client(Cluster.ClusterSettings.Load(request.ConfigFile, settings));
+        return options with { Audit = request.Audit, MaxShardBytes = request.MaxShardBytes };
     }
 
     /// <summary>Bytes from "123", "512M", "4G", "64k" (powers of 1024); null when not given.</summary>
