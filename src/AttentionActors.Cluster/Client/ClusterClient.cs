@@ -127,6 +127,7 @@ public sealed partial class ClusterClient : IAttentionRunner
     private readonly string endpoint;
     private readonly ILogger logger;
     private readonly byte[] probe = [];
+    private IReadOnlyList<string> knownDoors = [];
 
     private ClusterClient(ClusterClientOptions options, ActorSystem system, DataPlaneServer server, DataPlaneClient data, TensorStore store, ClientDoor door, ILogger logger)
     {
@@ -307,23 +308,33 @@ public sealed partial class ClusterClient : IAttentionRunner
         throw new AttentionJobException($"no coordinator of the cluster at {options.Cluster} could take the job ({string.Join("; ", unreachable)})") { NodeLost = false };
     }
 
-    /// <summary>The coordinators up now: the given node's answer, the given node first when it is one.</summary>
+    /// <summary>
+    /// The coordinators up now, the given node first when it is one: asked of the given node, or —
+    /// when it is down — of the coordinators learnt before, so a job outlives the node it was first sent to.
+    /// </summary>
     private async Task<IReadOnlyList<string>> DoorsAsync(CancellationToken cancellationToken)
     {
-        try
+        var failures = new List<string>();
+        foreach (string door in knownDoors.Prepend(options.Cluster!).Distinct())
         {
-            var doors = (Doors)await data.RequestAsync(options.Cluster!, probe, new DoorsQuery(), options.CoordinatorTimeout, cancellationToken).ConfigureAwait(false);
-            if (doors.Endpoints.Count == 0)
+            try
             {
-                throw new ClusterUnreachableException($"the cluster at {options.Cluster} has no coordinator node up: start one (attention node --roles coordinator …) or wait for it to join");
-            }
+                var doors = (Doors)await data.RequestAsync(door, probe, new DoorsQuery(), options.CoordinatorTimeout, cancellationToken).ConfigureAwait(false);
+                if (doors.Endpoints.Count == 0)
+                {
+                    throw new ClusterUnreachableException($"the cluster at {door} has no coordinator node up: start one (attention node --roles coordinator --seed …) or wait for it to join");
+                }
 
-            return [.. doors.Endpoints.OrderBy(e => e == options.Cluster ? 0 : 1)];
+                knownDoors = [.. doors.Endpoints.OrderBy(e => e == options.Cluster ? 0 : 1)];
+                return knownDoors;
+            }
+            catch (DataPlaneException ex)
+            {
+                failures.Add(ex.Message);
+            }
         }
-        catch (DataPlaneException ex)
-        {
-            throw new ClusterUnreachableException($"cannot reach the cluster at {options.Cluster}: {ex.Message}", ex);
-        }
+
+        throw new ClusterUnreachableException($"cannot reach the cluster at {options.Cluster}{(knownDoors.Count > 0 ? $" nor its other coordinators {string.Join(", ", knownDoors)}" : "")}: {string.Join("; ", failures)}");
     }
 
     /// <summary>

@@ -11,6 +11,9 @@ namespace AttentionActors.Cluster.DataPlane;
 /// <summary>A request the other end refused, or a data-plane endpoint that could not be reached or answered badly; the message says which and why.</summary>
 public sealed class DataPlaneException : Exception
 {
+    /// <summary>The other end answered, refusing the request (as opposed to not being reached, or not answering).</summary>
+    public bool Refused { get; init; }
+
     public DataPlaneException()
     {
     }
@@ -107,7 +110,7 @@ public sealed class DataPlaneClient : IAsyncDisposable
                 string why = System.Text.Encoding.UTF8.GetString(frame.Payload.Span);
                 pool.Return(connection);
                 connection = null;
-                throw new DataPlaneException($"{endpoint} refused {manifest}: {why}");
+                throw new DataPlaneException($"{endpoint} refused {manifest}: {why}") { Refused = true };
             }
 
             var result = read(frame);

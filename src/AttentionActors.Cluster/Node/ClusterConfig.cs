@@ -8,7 +8,11 @@ namespace AttentionActors.Cluster.Node;
 /// <summary>
 /// The actor system settings of a cluster node, over the pipeline's own (<see cref="PipelineConfig.Base"/>):
 /// Akka.Cluster with the node's roles and seeds, Akka.Remote over TLS (the certificates are given in
-/// code, so every node checks its peers against the cluster's CA), and the downing strategy.
+/// code, so every node checks its peers against the cluster's CA), and the downing strategy: the
+/// split-brain resolver keeps the majority once membership has been stable for stable-after (5 s
+/// by default; a side without the majority downs itself), and never downs everything for being
+/// unstable — a burst of losses (a shard that kills each worker it lands on, a rolling restart)
+/// changes membership faster than stable-after, and must cost those nodes, not the cluster.
 /// </summary>
 public static class ClusterConfig
 {
@@ -54,7 +58,7 @@ public static class ClusterConfig
                 split-brain-resolver {
                   active-strategy = keep-majority
                   stable-after = {{(int)options.StableAfter.TotalMilliseconds}}ms
-                  down-all-when-unstable = on
+                  down-all-when-unstable = off
                 }
               }
               coordinated-shutdown {

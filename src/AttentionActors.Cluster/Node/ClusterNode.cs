@@ -189,10 +189,10 @@ public sealed partial class ClusterNode : IAsyncDisposable
             var services = WorkerServices.Kernels(options.KernelPath) with
             {
                 Projections = projections,
-                Fetch = (work, ct) => data.RequestDataAsync(work.Store!.Endpoint, work.Store.Key, new FetchShard(work.Job, work.Shard), seq => WireCodec.DecodeShardData(seq, work.Geometry, work.Shard), null, ct).GetAwaiter().GetResult(),
+                Fetch = (work, ct) => Reaching(work.Store!.Endpoint, () => data.RequestDataAsync(work.Store.Endpoint, work.Store.Key, new FetchShard(work.Job, work.Shard), seq => WireCodec.DecodeShardData(seq, work.Geometry, work.Shard), null, ct)),
                 Send = (work, result, ct) =>
                 {
-                    if (data.RequestAsync(work.ResultsTo, default, result, null, ct).GetAwaiter().GetResult() is not Ack)
+                    if (Reaching(work.ResultsTo, () => data.RequestAsync(work.ResultsTo, default, result, null, ct)) is not Ack)
                     {
                         throw new DataPlaneException($"{work.ResultsTo} did not take the result of {work.Shard}");
                     }
@@ -208,6 +208,31 @@ public sealed partial class ClusterNode : IAsyncDisposable
         }
 
         return new NodeRoleActors(jobs, queue, reducer, feed, projections, stats);
+    }
+
+    /// <summary>
+    /// Runs a data-plane request from a worker's compute thread, trying a connection that fails
+    /// three times in all; a peer that still cannot be reached is reported as such, a refusal as
+    /// what it is.
+    /// </summary>
+    private static T Reaching<T>(string endpoint, Func<Task<T>> request)
+    {
+        for (int attempt = 1; ; attempt++)
+        {
+            try
+            {
+                return request().GetAwaiter().GetResult();
+            }
+            catch (DataPlaneException ex) when (!ex.Refused)
+            {
+                if (attempt == 3)
+                {
+                    throw new PeerUnreachableException($"{endpoint} cannot be reached: {ex.Message}", ex);
+                }
+
+                Thread.Sleep(100 * attempt);
+            }
+        }
     }
 
     /// <summary>

@@ -10,12 +10,25 @@ namespace AttentionActors.Pipeline.Coordinator;
 /// <summary>Notice from a worker: it began attempt <paramref name="Attempt"/> of a shard (with the attempt's grant).</summary>
 public sealed record ShardStarted(JobId Job, int ShardId, int Attempt, byte[] Grant) : IWireMessage;
 
+/// <summary>Why a shard attempt failed, which decides what its coordinator does.</summary>
+public enum ShardFailure
+{
+    /// <summary>Computing it failed, or the reducer refused its result: the shard is tried again.</summary>
+    Compute,
+
+    /// <summary>Its data could not be fetched from the job's tensor store: the client that holds them is gone, and so is the job.</summary>
+    StoreUnreachable,
+
+    /// <summary>Its result could not be delivered to the reducer's node: the job's partials are lost with it, so the job fails as node-lost (its client submits it again).</summary>
+    ReducerUnreachable,
+}
+
 /// <summary>
 /// Notice from a worker, or from the reducer for a result it refused: attempt <paramref name="Attempt"/>
-/// of a shard failed. It carries the attempt's grant, so only the worker the attempt went to (or the
-/// reducer holding its result) can fail it.
+/// of a shard failed, for <paramref name="Kind"/>. It carries the attempt's grant, so only the worker
+/// the attempt went to (or the reducer holding its result) can fail it.
 /// </summary>
-public sealed record ShardFailed(JobId Job, int ShardId, int Attempt, byte[] Grant, string Error) : IWireMessage;
+public sealed record ShardFailed(JobId Job, int ShardId, int Attempt, byte[] Grant, string Error, ShardFailure Kind = ShardFailure.Compute) : IWireMessage;
 
 /// <summary>Notice from the reducer: attempt <paramref name="Attempt"/> of a shard is merged (or, for an audit attempt, matched the first result's bits).</summary>
 public sealed record ShardMerged(JobId Job, int ShardId, int Attempt) : IWireMessage;
@@ -155,7 +168,18 @@ internal sealed partial class JobCoordinator : ReceiveActor, IWithTimers
             // Only the current attempt's failure counts, and only from whoever holds its grant: its worker, or the reducer that refused its result.
             if (Current(failed.ShardId, failed.Attempt) is { } state && Grants.Valid(key, job, failed.ShardId, failed.Attempt, failed.Grant))
             {
-                Retry(state, $"{state.Shard} failed: {failed.Error}");
+                switch (failed.Kind)
+                {
+                    case ShardFailure.StoreUnreachable:
+                        Fail($"the job's tensors cannot be fetched from its client ({failed.Error}): the client is gone");
+                        break;
+                    case ShardFailure.ReducerUnreachable:
+                        Fail($"the job's reducer cannot be reached ({failed.Error}) and its partials are lost", nodeLost: true);
+                        break;
+                    default:
+                        Retry(state, $"{state.Shard} failed: {failed.Error}");
+                        break;
+                }
             }
             else
             {

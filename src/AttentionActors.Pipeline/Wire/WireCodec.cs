@@ -64,7 +64,7 @@ public sealed partial class WireCodec
         }
 
         Register<ShardStarted>("ShardStarted", 4, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.ShardId); w.Write(m.Attempt); w.Write(m.Grant); }, (c, ref r) => new ShardStarted(Job(ref r), r.ReadInt32(), Attempt(ref r), Grant(ref r)));
-        Register<ShardFailed>("ShardFailed", 5, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.ShardId); w.Write(m.Attempt); w.Write(m.Grant); w.Write(m.Error); }, (c, ref r) => new ShardFailed(Job(ref r), r.ReadInt32(), Attempt(ref r), Grant(ref r), Text(ref r, "error")));
+        Register<ShardFailed>("ShardFailed", 6, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.ShardId); w.Write(m.Attempt); w.Write(m.Grant); w.Write(m.Error); w.Write((int)m.Kind); }, (c, ref r) => new ShardFailed(Job(ref r), r.ReadInt32(), Attempt(ref r), Grant(ref r), Text(ref r, "error"), FailureKind(r.ReadInt32())));
         Register<ShardMerged>("ShardMerged", 3, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.ShardId); w.Write(m.Attempt); }, (c, ref r) => new ShardMerged(Job(ref r), r.ReadInt32(), Attempt(ref r)));
         Register<AuditMismatch>("AuditMismatch", 5, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.ShardId); w.Write(m.FirstAttempt); w.Write(m.AuditAttempt); w.Write(m.Detail); }, (c, ref r) => new AuditMismatch(Job(ref r), r.ReadInt32(), Attempt(ref r), Attempt(ref r), Text(ref r, "detail")));
         Register<WorkerReady>("WorkerReady", 1, (c, ref w, m) => w.Write(m.Slots), (c, ref r) => new WorkerReady(NonNegative(r.ReadInt32(), "slots")));
@@ -184,6 +184,8 @@ public sealed partial class WireCodec
     }
 
     internal delegate void WriterOf<in T>(WireCodec codec, ref MessagePackWriter writer, T message);
+
+    private static ShardFailure FailureKind(int kind) => Enum.IsDefined((ShardFailure)kind) ? (ShardFailure)kind : throw new WireFormatException($"unknown failure kind {kind}");
 
     private static string Shorten(string text) => text.Length <= 64 ? text : text[..64] + "…";
 }

@@ -44,10 +44,28 @@ public delegate CoverageParts CoverageComputer(ShardInput input, Shard shard, in
 /// <summary>How a worker turns a weights shard's input (<see cref="JobPass.Weights"/>) into its cells; the default is the kernel library.</summary>
 public delegate WeightsCells WeightsComputer(ShardInput input, Shard shard, int attempt, CancellationToken cancellationToken);
 
-/// <summary>How a cluster worker fetches a shard's data from its store (checked against the shard before it returns).</summary>
+/// <summary>The process that holds a shard's data, or the one that takes its result, could not be reached: a node or a client is gone, not a fault of the shard.</summary>
+public sealed class PeerUnreachableException : Exception
+{
+    public PeerUnreachableException()
+    {
+    }
+
+    public PeerUnreachableException(string message)
+        : base(message)
+    {
+    }
+
+    public PeerUnreachableException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+    }
+}
+
+/// <summary>How a cluster worker fetches a shard's data from its store (checked against the shard before it returns); throws <see cref="PeerUnreachableException"/> when the store cannot be reached.</summary>
 public delegate ShardInput ShardFetcher(ComputeShard work, CancellationToken cancellationToken);
 
-/// <summary>How a cluster worker sends a result to the reducer node named by <see cref="ComputeShard.ResultsTo"/>.</summary>
+/// <summary>How a cluster worker sends a result to the reducer node named by <see cref="ComputeShard.ResultsTo"/>; throws <see cref="PeerUnreachableException"/> when that node cannot be reached.</summary>
 public delegate void ResultSender(ComputeShard work, IWireMessage result, CancellationToken cancellationToken);
 
 /// <summary>What a worker computes with and how its data come and its results go; the defaults are the kernel library, in one process.</summary>
@@ -120,7 +138,7 @@ internal sealed class Worker : ReceiveActor, IDisposable
     /// <summary>Akka releases a stopped actor by disposing it; the compute thread has been told to stop by then.</summary>
     public void Dispose() => running?.Dispose();
 
-    private sealed record ShardDone(ComputeShard Work, IWireMessage? Result, Exception? Error, bool Cancelled) : INoSerializationVerificationNeeded;
+    private sealed record ShardDone(ComputeShard Work, IWireMessage? Result, Exception? Error, bool Cancelled, ShardFailure Kind = ShardFailure.Compute) : INoSerializationVerificationNeeded;
 
     private void Idle()
     {
@@ -169,6 +187,7 @@ internal sealed class Worker : ReceiveActor, IDisposable
     /// <summary>Fetches (if need be), computes and sends one shard's result, on the compute thread.</summary>
     private ShardDone Run(ComputeShard work, CancellationToken token)
     {
+        var stage = ShardFailure.StoreUnreachable;
         try
         {
             var input = work.Input
@@ -176,6 +195,7 @@ internal sealed class Worker : ReceiveActor, IDisposable
                 ?? throw new InvalidOperationException($"{work.Shard} arrived without its data and this worker has no store to fetch from");
 
             // A layer shard's Q rows and K/V blocks are projected here, shared with the process's other workers.
+            stage = ShardFailure.Compute;
             input = input.Layer is null ? input : input.Projected(services.Projections?.For(work.Job));
             IWireMessage result = input.Geometry.Pass switch
             {
@@ -186,6 +206,7 @@ internal sealed class Worker : ReceiveActor, IDisposable
             if (work.ResultsTo.Length > 0)
             {
                 var send = services.Send ?? throw new InvalidOperationException($"{work.Shard} asks for its result at {work.ResultsTo} and this worker has no data plane");
+                stage = ShardFailure.ReducerUnreachable;
                 send(work, result, token);
                 return new ShardDone(work, null, null, false);
             }
@@ -196,8 +217,13 @@ internal sealed class Worker : ReceiveActor, IDisposable
         {
             return new ShardDone(work, null, null, true);
         }
+        catch (PeerUnreachableException ex)
+        {
+            return new ShardDone(work, null, ex, false, stage);
+        }
         catch (Exception ex)
         {
+            // A bad input, a refused fetch or a kernel error is the shard's: it is tried again.
             return new ShardDone(work, null, ex, false);
         }
     }
@@ -212,7 +238,7 @@ internal sealed class Worker : ReceiveActor, IDisposable
         else if (done.Error is { } error)
         {
             // Only the text crosses: exception objects never travel in messages.
-            work.Coordinator.Tell(new ShardFailed(work.Job, work.Shard.Id, work.Attempt, work.Grant, $"{error.GetType().Name}: {error.Message}"), Self);
+            work.Coordinator.Tell(new ShardFailed(work.Job, work.Shard.Id, work.Attempt, work.Grant, $"{error.GetType().Name}: {error.Message}", done.Kind), Self);
         }
 
         running?.Dispose();
