@@ -41,7 +41,9 @@ public sealed class AkkaLogging : ReceiveActor, IRequiresMessageQueue<ILoggerMes
 
             // A connection between nodes that closes is routine (a duplicate one, a node leaving) or is
             // reported once, in the pipeline's own words, when heartbeats stop: Akka's page of it is detail.
-            if (e.LogSource.Contains("ndpointWriter", StringComparison.Ordinal) || e.LogSource.Contains("ndpointManager", StringComparison.Ordinal))
+            // A message refused at decode is not routine: it keeps its warning, one line per message.
+            if ((e.LogSource.Contains("ndpointWriter", StringComparison.Ordinal) || e.LogSource.Contains("ndpointManager", StringComparison.Ordinal))
+                && !(e.Message?.ToString() ?? "").StartsWith("Deserialization failed", StringComparison.Ordinal))
             {
                 level = Microsoft.Extensions.Logging.LogLevel.Debug;
             }
@@ -51,7 +53,13 @@ public sealed class AkkaLogging : ReceiveActor, IRequiresMessageQueue<ILoggerMes
             }
 
             string text = WithoutStack(e.Message?.ToString() ?? "");
-            if (e.Cause is { } cause && !text.Contains(cause.Message, StringComparison.Ordinal))
+            // The innermost cause names what was wrong (a codec's check, a socket's error); Akka's wrappers repeat the rest.
+            var cause = e.Cause;
+            while (cause?.InnerException is { } inner)
+            {
+                cause = inner;
+            }
+            if (cause is not null && !text.Contains(cause.Message, StringComparison.Ordinal))
             {
                 text = $"{text} ({cause.GetType().Name}: {WithoutStack(cause.Message)})";
             }

@@ -144,6 +144,9 @@ public sealed partial class ClusterClient : IAttentionRunner
 
     public string Where => $"the cluster at {options.Cluster}";
 
+    /// <summary>Where the cluster's nodes reach this client's data plane (its tensor store and its jobs' inboxes).</summary>
+    public string Endpoint => endpoint;
+
     /// <summary>Bytes this client's data plane has read and written so far (fetches served, rows received, requests).</summary>
     public (long Read, long Written) Traffic
     {

@@ -76,19 +76,22 @@ public sealed class DataPlaneClient : IAsyncDisposable
 
     /// <summary>Sends <paramref name="request"/> to <paramref name="endpoint"/> presenting <paramref name="key"/>, and returns the answer message.</summary>
     public async Task<object> RequestAsync(string endpoint, ReadOnlyMemory<byte> key, object request, TimeSpan? timeout = null, CancellationToken cancellationToken = default)
-        => await ExchangeAsync(endpoint, key, request, timeout, frame => frame.Kind == FrameKind.Reply
+        => await ExchangeAsync(endpoint, key, WireCodec.ManifestOf(request), w => codec.Encode(w, request), timeout, frame => frame.Kind == FrameKind.Reply
             ? codec.Decode(frame.Manifest, frame.Payload)
             : throw new DataPlaneException($"{endpoint} answered {WireCodec.ManifestOf(request)} with raw data"), cancellationToken).ConfigureAwait(false);
 
+    /// <summary>Sends <paramref name="payload"/> as a request of type <paramref name="manifest"/> as it is, encoded or not (the tests send malformed ones so).</summary>
+    internal Task<object> RequestRawAsync(string endpoint, ReadOnlyMemory<byte> key, string manifest, byte[] payload, TimeSpan? timeout = null, CancellationToken cancellationToken = default)
+        => ExchangeAsync(endpoint, key, manifest, w => w.Write(payload), timeout, frame => frame.Kind == FrameKind.Reply ? codec.Decode(frame.Manifest, frame.Payload) : frame, cancellationToken);
+
     /// <summary>Sends <paramref name="request"/> and reads the raw data it is answered with through <paramref name="decode"/>.</summary>
     public Task<T> RequestDataAsync<T>(string endpoint, ReadOnlyMemory<byte> key, object request, Func<ReadOnlySequence<byte>, T> decode, TimeSpan? timeout = null, CancellationToken cancellationToken = default)
-        => ExchangeAsync(endpoint, key, request, timeout, frame => frame.Kind == FrameKind.Data
+        => ExchangeAsync(endpoint, key, WireCodec.ManifestOf(request), w => codec.Encode(w, request), timeout, frame => frame.Kind == FrameKind.Data
             ? decode(new ReadOnlySequence<byte>(frame.Payload))
             : throw new DataPlaneException($"{endpoint} answered {WireCodec.ManifestOf(request)} with a {frame.Manifest} message instead of data"), cancellationToken);
 
-    private async Task<T> ExchangeAsync<T>(string endpoint, ReadOnlyMemory<byte> key, object request, TimeSpan? timeout, Func<Frame, T> read, CancellationToken cancellationToken)
+    private async Task<T> ExchangeAsync<T>(string endpoint, ReadOnlyMemory<byte> key, string manifest, Action<IBufferWriter<byte>> write, TimeSpan? timeout, Func<Frame, T> read, CancellationToken cancellationToken)
     {
-        string manifest = WireCodec.ManifestOf(request);
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         deadline.CancelAfter(timeout ?? options.RequestTimeout);
         var pool = pools.GetOrAdd(endpoint, e => new Pool(e, options.ConnectionsPerEndpoint));
@@ -97,7 +100,7 @@ public sealed class DataPlaneClient : IAsyncDisposable
         {
             connection = await pool.TakeAsync(ConnectAsync, deadline.Token).ConfigureAwait(false);
             uint id = Interlocked.Increment(ref nextId);
-            await connection.Frames.WriteAsync(FrameKind.Request, id, key, manifest, w => codec.Encode(w, request), deadline.Token).ConfigureAwait(false);
+            await connection.Frames.WriteAsync(FrameKind.Request, id, key, manifest, write, deadline.Token).ConfigureAwait(false);
             using var frame = await connection.Frames.ReadAsync(deadline.Token).ConfigureAwait(false)
                 ?? throw new DataPlaneException($"{endpoint} closed the connection before answering {manifest}");
             if (frame.Id != id)

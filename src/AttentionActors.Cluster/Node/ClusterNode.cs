@@ -91,10 +91,10 @@ public sealed partial class ClusterNode : IAsyncDisposable
 
     /// <summary>
     /// Starts a node and waits until it is Up in its cluster (or throws <see cref="NodeStartException"/>
-    /// after <paramref name="joinTimeout"/>). <paramref name="configure"/> may change how its workers
+    /// after the join timeout). <paramref name="configure"/> may change how its workers
     /// compute (the tests' faulty workers do); the default is the kernel library.
     /// </summary>
-    public static async Task<ClusterNode> StartAsync(NodeOptions options, ILoggerFactory loggers, Func<WorkerServices, WorkerServices>? configure = null, TimeSpan? joinTimeout = null, CancellationToken cancellationToken = default)
+    public static async Task<ClusterNode> StartAsync(NodeOptions options, ILoggerFactory loggers, Func<WorkerServices, WorkerServices>? configure = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(loggers);
@@ -151,7 +151,7 @@ public sealed partial class ClusterNode : IAsyncDisposable
         var identity = new NodeIdentity(address, options.Roles, dataEndpoint, Environment.MachineName, Environment.ProcessId, Lanes.Resolve(options.KernelPath).ToString(), options.Has(NodeRoles.Worker) ? options.Threads : 0, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
         door.Agent = system.ActorOf(Props.Create(() => new NodeAgent(identity, roles, options.ShutdownTimeout, logger)), NodeHost.AgentName);
         var node = new ClusterNode(system, server, data, roles, options, address, dataEndpoint, logger);
-        var timeout = joinTimeout ?? TimeSpan.FromSeconds(60);
+        var timeout = options.JoinTimeout;
         if (await Task.WhenAny(up.Task, Task.Delay(timeout, cancellationToken)).ConfigureAwait(false) != up.Task)
         {
             await node.DisposeAsync().ConfigureAwait(false);

@@ -52,6 +52,9 @@ public sealed record NodeOptions
     /// <summary>How long membership must be stable before the split-brain resolver downs unreachable nodes (keep-majority) [5 s].</summary>
     public TimeSpan StableAfter { get; init; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>How long a starting node waits to be Up in the cluster of its seeds before it gives up [60 s].</summary>
+    public TimeSpan JoinTimeout { get; init; } = TimeSpan.FromSeconds(60);
+
     /// <summary>How long a stopping or drained node waits for its running shards to be answered [30 s].</summary>
     public TimeSpan ShutdownTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
@@ -118,7 +121,7 @@ public sealed record NodeOptions
             throw new ArgumentException("a node needs its certificate and the cluster's CA (--cert, --ca; `attention cluster certs` makes them)", nameof(Certificate));
         }
 
-        if (StableAfter < TimeSpan.FromSeconds(1) || ShutdownTimeout <= TimeSpan.Zero || ClientTimeout < TimeSpan.FromSeconds(1))
+        if (StableAfter < TimeSpan.FromSeconds(1) || ShutdownTimeout <= TimeSpan.Zero || ClientTimeout < TimeSpan.FromSeconds(1) || JoinTimeout <= TimeSpan.Zero)
         {
             throw new ArgumentOutOfRangeException(nameof(StableAfter), $"stable-after {StableAfter}, shutdown timeout {ShutdownTimeout} and client timeout {ClientTimeout} must be at least 1 s, positive and at least 1 s");
         }
