@@ -1,5 +1,12 @@
 namespace AttentionActors.Cluster.Tests;
 
+/// <summary>The test classes that share one <see cref="MixedCluster"/> (they run one after another).</summary>
+[CollectionDefinition(Name)]
+public sealed class MixedClusterCollection : ICollectionFixture<MixedCluster>
+{
+    public const string Name = "mixed cluster";
+}
+
 /// <summary>
 /// One cluster shared by the tests that leave it running: a seed (coordinator and reducer) and three
 /// workers of different vector widths — AVX-512, 256-bit vectors, and as on a CPU without AVX-512.

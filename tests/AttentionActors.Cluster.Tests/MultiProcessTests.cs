@@ -4,7 +4,8 @@ using AttentionActors.Kernels.Tests;
 namespace AttentionActors.Cluster.Tests;
 
 /// <summary>Jobs of every kind on real node processes of mixed SIMD widths: single-node bits, every worker taking part, and nothing left behind.</summary>
-public sealed class MultiProcessTests(MixedCluster cluster) : IClassFixture<MixedCluster>
+[Collection(MixedClusterCollection.Name)]
+public sealed class MultiProcessTests(MixedCluster cluster)
 {
     private static readonly string[] Cases = ["causal", "gqa", "cross", "padded", "entropy", "mask"];
 

@@ -22,7 +22,8 @@ namespace AttentionActors.Cluster.Tests;
 /// certificate can neither join, deliver a message, nor fetch a byte; a client certificate lets a
 /// process run its own jobs and nothing else; and nothing malformed stops a node from serving.
 /// </summary>
-public sealed class SecurityTests(MixedCluster cluster) : IClassFixture<MixedCluster>
+[Collection(MixedClusterCollection.Name)]
+public sealed class SecurityTests(MixedCluster cluster)
 {
     private static readonly Lazy<string> OtherCa = new(() =>
     {

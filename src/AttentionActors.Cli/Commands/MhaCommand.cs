@@ -1,9 +1,13 @@
 using System.CommandLine;
 using System.Globalization;
+using AttentionActors.Cli.Commands.Cluster;
 using AttentionActors.Cli.Npy;
+using AttentionActors.Cluster.Client;
+using AttentionActors.Cluster.Security;
 using AttentionActors.Kernels;
 using AttentionActors.Kernels.Simd;
 using AttentionActors.Pipeline;
+using Microsoft.Extensions.Logging;
 
 namespace AttentionActors.Cli.Commands;
 
@@ -40,11 +44,18 @@ internal static class MhaCommand
         {
             x, memory, memoryValue, wq, wk, wv, wo, bq, bk, bv, bo, heads, causal, keyLengths, positional, workers, singleNode, block, output, weightsAvg,
         };
+        var cluster = ClusterFlags.Add(command, ClusterUse.Client);
         command.SetAction(async (r, cancellationToken) =>
         {
             var outputs = new List<OutputFile>();
             try
             {
+                var clusterOptions = cluster.Client(r);
+                if (clusterOptions is not null && r.GetValue(singleNode))
+                {
+                    throw new UsageException("give --cluster or --single-node, not both");
+                }
+
                 var outPath = OutputFile.Check("--out", r.GetValue(output)!);
                 var avgPath = r.GetValue(weightsAvg) is { } a ? OutputFile.Check("--weights-avg-out", a) : null;
                 string? pe = r.GetValue(positional);
@@ -127,8 +138,11 @@ internal static class MhaCommand
                 var clock = System.Diagnostics.Stopwatch.StartNew();
                 var layer = LayerProblem.Create(weights, batch, xs, n, ks, ReferenceEquals(vs, ks) ? null : vs, nk, options);
 
-                // Single node projects first and then attends; the pipeline's workers project their own shards' rows.
-                await using IAttentionRunner runner = r.GetValue(singleNode) ? new SingleNodeRunner(threads) : EmbeddedPipeline.Start(new PipelineOptions { Workers = threads });
+                // Single node projects first and then attends; the pipeline's workers (here or on a cluster's nodes) project their own shards' rows.
+                using var loggers = LoggerFactory.Create(b => b.SetMinimumLevel(LogLevel.Warning).AddSimpleConsole(c => c.SingleLine = true));
+                await using IAttentionRunner runner = r.GetValue(singleNode) ? new SingleNodeRunner(threads)
+                    : clusterOptions is not null ? await ClusterClient.ConnectAsync(clusterOptions, ReferenceEquals(stderr, Console.Error) ? loggers : null, cancellationToken)
+                    : EmbeddedPipeline.Start(new PipelineOptions { Workers = threads });
                 var result = await runner.ComputeLayerAsync(layer, null, cancellationToken);
                 string where = runner.Where;
                 var attended = clock.Elapsed;
@@ -169,9 +183,24 @@ internal static class MhaCommand
                 stderr.WriteLine($"attention: {ex.Message.ReplaceLineEndings(" ")}");
                 return 2;
             }
+            catch (CertificateFileException ex)
+            {
+                stderr.WriteLine($"attention: {ex.Message.ReplaceLineEndings(" ")}");
+                return 2;
+            }
             catch (AttentionJobException ex)
             {
-                stderr.WriteLine($"attention: job failed: {ex.Message}");
+                stderr.WriteLine($"attention: job failed: {ex.Message.ReplaceLineEndings(" ")}");
+                return 1;
+            }
+            catch (ClusterUnreachableException ex)
+            {
+                stderr.WriteLine($"attention: {ex.Message.ReplaceLineEndings(" ")}");
+                return 1;
+            }
+            catch (OperationCanceledException ex)
+            {
+                stderr.WriteLine(cancellationToken.IsCancellationRequested ? "attention: cancelled" : $"attention: {ex.Message.ReplaceLineEndings(" ")}");
                 return 1;
             }
             finally

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using AttentionActors.Cli.Commands.Cluster;
+using AttentionActors.Cluster.Client;
 using AttentionActors.Kernels;
 using AttentionActors.Pipeline.Planning;
 
@@ -58,20 +59,18 @@ internal static class RunCommand
         var maxShards = new Option<int>("--max-shards") { Description = "Most shards the planner may cut (a plan that needs more to keep every shard within its budget is refused)", DefaultValueFactory = _ => new PlanOptions().MaxShards };
         var memoryLimit = new Option<string?>("--memory-limit") { Description = "Plan as if at most this much memory were available: bytes, or with a K, M or G suffix (powers of 1024) [what the machine has available]" };
         var audit = new Option<double>("--audit") { Description = "With --cluster: the fraction of shards (0 to 1) computed again on another worker node; any bit of difference fails the job naming both nodes" };
-        var listen = new Option<string?>("--listen") { Description = "With --cluster: address:port this client's data port listens on (workers fetch the tensors there) [127.0.0.1:0]" };
-        var advertise = new Option<string?>("--advertise") { Description = "With --cluster: host name or address the cluster's nodes reach this client at [the listen address]" };
         var dryRun = new Option<bool>("--dry-run") { Description = "Print the plan (shards, bytes per message, bytes moved, time per worker) without computing or loading the tensors" };
         var noMemoryCheck = new Option<bool>("--no-memory-check") { Description = "Run even when the job's estimated memory exceeds what is available" };
         foreach (var option in new Option[]
         {
             q, k, v, random, seq, kvSeq, dim, heads, kvHeads, batch, seed, causal, align, window, keyLengths, seqLengths, cuQ, cuK, scale, score, temperature, sigma,
-            additiveDim, additiveFiles, alibi, alibiSlopes, attnMask, softcap, workers, block, output, lseOut, verify, quiet, singleNode, maxShardBytes, memoryLimit, noMemoryCheck, dryRun, maxShards, audit, listen, advertise,
+            additiveDim, additiveFiles, alibi, alibiSlopes, attnMask, softcap, workers, block, output, lseOut, verify, quiet, singleNode, maxShardBytes, memoryLimit, noMemoryCheck, dryRun, maxShards, audit,
         })
         {
             command.Options.Add(option);
         }
 
-        var cluster = ClusterFlags.Add(command);
+        var cluster = ClusterFlags.Add(command, ClusterUse.Client);
         return r => new RunRequest
         {
             Q = r.GetValue(q),
@@ -116,9 +115,7 @@ internal static class RunCommand
             DryRun = r.GetValue(dryRun),
             MaxShards = r.GetValue(maxShards),
             Audit = r.GetValue(audit),
-            Cluster = cluster.Given(r) ? [new("Client:Advertise", r.GetValue(advertise)), .. cluster.Read(r)] : null,
-            Listen = r.GetValue(listen),
-            ConfigFile = cluster.ConfigFile(r),
+            Cluster = () => cluster.Client(r),
         };
     }
 }
@@ -214,14 +211,8 @@ internal sealed record RunRequest
     /// <summary>With a cluster: the fraction of shards computed again on another node.</summary>
     public double Audit { get; init; }
 
-    /// <summary>The cluster settings given as flags when the job goes to a cluster (<c>--cluster</c>); null runs here.</summary>
-    public IReadOnlyList<KeyValuePair<string, string?>>? Cluster { get; init; }
-
-    /// <summary>The settings file (<c>--config</c>), if any.</summary>
-    public string? ConfigFile { get; init; }
-
-    /// <summary>With a cluster: address:port of this client's data port (<c>--listen</c>).</summary>
-    public string? Listen { get; init; }
+    /// <summary>Reads the cluster client's settings when the job goes to a cluster (<c>--cluster</c>), else null: the job runs here. Throws <see cref="UsageException"/> for bad settings.</summary>
+    public Func<ClusterClientOptions?> Cluster { get; init; } = () => null;
 
     /// <summary>What <c>attention inspect</c> adds; null for <c>attention run</c>.</summary>
     public InspectRequest? Inspect { get; init; }

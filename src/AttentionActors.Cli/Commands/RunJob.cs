@@ -154,9 +154,10 @@ internal static class RunJob
             stderr.WriteLine($"attention: {OneLine(ex.Message)}");
             return 2;
         }
-        catch (OperationCanceledException)
+        catch (OperationCanceledException ex)
         {
-            stderr.WriteLine("attention: cancelled");
+            // Ctrl-C here, or the job cancelled elsewhere (an operator): the latter says by whom.
+            stderr.WriteLine(cancellationToken.IsCancellationRequested ? "attention: cancelled" : $"attention: {OneLine(ex.Message)}");
             return 1;
         }
         catch (AttentionJobException ex)
@@ -181,17 +182,14 @@ internal static class RunJob
         }
     }
 
-    /// <summary>
-    /// The cluster client's settings when the job goes to a cluster (<c>--cluster</c>), else null:
-    /// the settings sources, then this job's own (--listen, --audit, --max-shard-bytes).
-    /// </summary>
+    /// <summary>The cluster client's settings when the job goes to a cluster (<c>--cluster</c>), else null, with this job's own (--audit, --max-shard-bytes).</summary>
     private static ClusterClientOptions? ClusterOptionsOf(RunRequest request)
     {
-        if (request.Cluster is not { } flags)
+        if (request.Cluster() is not { } options)
         {
-            if (request.Audit != 0 || request.Listen is not null)
+            if (request.Audit != 0)
             {
-                throw new UsageException($"{(request.Audit != 0 ? "--audit" : "--listen")} needs --cluster: it is about a cluster's workers and this client's place on its network");
+                throw new UsageException("--audit needs --cluster: it is about a cluster's workers");
             }
 
             return null;
@@ -207,20 +205,6 @@ internal static class RunJob
             throw new UsageException($"--audit {request.Audit} must be a fraction between 0 and 1");
         }
 
-        var settings = flags.ToList();
-        if (request.Listen is { } listen)
-        {
-            int colon = listen.LastIndexOf(':');
-            if (colon <= 0 || !int.TryParse(listen.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out int port) || port > 65535)
-            {
-                throw new UsageException($"--listen '{listen}' must be address:port (port 0 for any free one)");
-            }
-
-            settings.Add(new("Client:Bind", listen[..colon].Trim('[', ']')));
-            settings.Add(new("Client:Port", port.ToString(CultureInfo.InvariantCulture)));
-        }
-
-        var options = Cluster.ClusterSettings.Client(Cluster.ClusterSettings.Load(request.ConfigFile, settings));
         return options with { Audit = request.Audit, MaxShardBytes = request.MaxShardBytes };
     }
 

@@ -55,6 +55,14 @@ public sealed class ClusterCertificates
     public static ClusterCertificates Load(string certificate, string authority, string? password = null)
     {
         X509Certificate2 own, ca;
+        foreach (var (path, what) in new[] { (certificate, "certificate"), (authority, "CA certificate") })
+        {
+            if (!File.Exists(path))
+            {
+                throw new CertificateFileException($"{what} {path}: no such file (`attention cluster certs` makes a cluster's CA and certificates)");
+            }
+        }
+
         try
         {
             own = X509CertificateLoader.LoadPkcs12FromFile(certificate, password, X509KeyStorageFlags.EphemeralKeySet);

@@ -77,7 +77,7 @@ internal static class ClusterCommand
         var json = new Option<bool>("--json") { Description = "Print JSON for scripts instead of a table" };
         var command = new Command("status", "List the cluster's members: status (Up, Leaving, …), reachability, roles, data endpoint, SIMD, threads, uptime, shards done and in flight") { json };
         command.Options.Add(dir);
-        var flags = ClusterFlags.Add(command);
+        var flags = ClusterFlags.Add(command, ClusterUse.Operator);
         command.SetAction((r, ct) => Guard(stderr, async () =>
         {
             await using var op = Operator(r, flags, dir);
@@ -106,14 +106,15 @@ internal static class ClusterCommand
         var json = new Option<bool>("--json") { Description = "Print JSON for scripts instead of a table" };
         var command = new Command("jobs", "List the jobs running on every coordinator: progress, elapsed time, coordinator, reducer and the worker nodes used") { json };
         command.Options.Add(dir);
-        var flags = ClusterFlags.Add(command);
+        var flags = ClusterFlags.Add(command, ClusterUse.Operator);
         command.SetAction((r, ct) => Guard(stderr, async () =>
         {
             await using var op = Operator(r, flags, dir);
             var jobs = await op.JobsAsync(ct);
             if (r.GetValue(json))
             {
-                stdout.WriteLine(JsonSerializer.Serialize(jobs, Json));
+                var rows = jobs.Jobs.Select(j => new { Job = j.Job.Value, j.Coordinator, j.Reducer, j.ShardsDone, j.ShardsTotal, j.ElapsedSeconds, j.Workers });
+                stdout.WriteLine(JsonSerializer.Serialize(new { Jobs = rows }, Json));
                 return 0;
             }
 
@@ -132,7 +133,7 @@ internal static class ClusterCommand
         var job = new Argument<string>("job") { Description = "The job's id (cluster jobs lists them)" };
         var command = new Command("cancel", "Cancel a running job (its client gets a cancelled failure; its shards stop at their next panel)") { job };
         command.Options.Add(dir);
-        var flags = ClusterFlags.Add(command);
+        var flags = ClusterFlags.Add(command, ClusterUse.Operator);
         command.SetAction((r, ct) => Guard(stderr, async () =>
         {
             await using var op = Operator(r, flags, dir);
@@ -157,7 +158,7 @@ internal static class ClusterCommand
         var node = new Argument<string>("node") { Description = "The node's cluster address (cluster status lists them)" };
         var command = new Command("drain", "Drain a worker node: it takes no more shards, answers its running ones, and leaves the cluster") { node };
         command.Options.Add(dir);
-        var flags = ClusterFlags.Add(command);
+        var flags = ClusterFlags.Add(command, ClusterUse.Operator);
         command.SetAction((r, ct) => Guard(stderr, async () =>
         {
             await using var op = Operator(r, flags, dir);

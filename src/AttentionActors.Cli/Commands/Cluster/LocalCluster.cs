@@ -38,6 +38,23 @@ internal sealed record LocalClusterState(string Seed, string Data, IReadOnlyList
 
     public static bool Alive(int pid)
     {
+        // A node that exited after `cluster up` did is no child of this process: until whoever adopted it
+        // reaps it, it is a zombie, which the process table still lists.
+        string stat = $"/proc/{pid}/stat";
+        if (File.Exists(stat))
+        {
+            try
+            {
+                string text = File.ReadAllText(stat);
+                int close = text.LastIndexOf(')');
+                return close > 0 && close + 2 < text.Length && text[close + 2] is not ('Z' or 'X');
+            }
+            catch (IOException)
+            {
+                return false;
+            }
+        }
+
         try
         {
             using var process = Process.GetProcessById(pid);

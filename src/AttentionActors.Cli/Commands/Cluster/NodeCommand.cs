@@ -34,7 +34,7 @@ internal static class NodeCommand
         {
             roles, seeds, bind, advertise, port, dataPort, threads, logLevel,
         };
-        var flags = ClusterFlags.Add(command, withCluster: false);
+        var flags = ClusterFlags.Add(command, ClusterUse.Node);
         command.SetAction(async (r, cancellationToken) =>
         {
             NodeOptions node;
@@ -49,8 +49,11 @@ internal static class NodeCommand
                 given.Add(new("Node:DataPort", r.GetValue(dataPort)?.ToString(CultureInfo.InvariantCulture)));
                 given.Add(new("Node:Threads", r.GetValue(threads)?.ToString(CultureInfo.InvariantCulture)));
                 node = ClusterSettings.Node(ClusterSettings.Load(flags.ConfigFile(r), given));
+
+                // Certificates are settings too: a missing or wrong one is reported before anything starts.
+                _ = ClusterCertificates.Load(node.Certificate!, node.CaCertificate!, node.CertificatePassword);
             }
-            catch (UsageException ex)
+            catch (Exception ex) when (ex is UsageException or CertificateFileException)
             {
                 stderr.WriteLine($"attention: {ex.Message}");
                 return 2;
@@ -71,7 +74,8 @@ internal static class NodeCommand
                 c.LogToStandardErrorThreshold = LogLevel.Trace;
             })
             .AddConsoleFormatter<OneLineFormatter, ConsoleFormatterOptions>()
-            .AddFilter("Microsoft", LogLevel.Warning);
+            .AddFilter("Microsoft", LogLevel.Warning)
+            .AddFilter("Microsoft.Extensions.Hosting", LogLevel.Critical); // a start failure is reported once, below
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = node.ShutdownTimeout + TimeSpan.FromSeconds(15));
         var outcome = new NodeService.Outcome();
         builder.Services.AddSingleton(outcome);
