@@ -204,6 +204,17 @@ public sealed class ClusterHarness : IAsyncDisposable
         {
             await node.DisposeAsync();
         }
+
+        // Every node's whole output, for a failure the last lines do not explain: ATTENTION_TEST_LOGS=folder.
+        if (System.Environment.GetEnvironmentVariable("ATTENTION_TEST_LOGS") is { Length: > 0 } folder)
+        {
+            string run = Path.Combine(folder, $"{DateTime.UtcNow:HHmmss}-{Seed.Replace(':', '-')}");
+            Directory.CreateDirectory(run);
+            for (int i = 0; i < nodes.Count; i++)
+            {
+                await File.WriteAllTextAsync(Path.Combine(run, $"{i:D2}-{nodes[i].Name}.log"), nodes[i].Output);
+            }
+        }
     }
 
     /// <summary>The job's single-node result, the reference every cluster result must equal bit for bit.</summary>

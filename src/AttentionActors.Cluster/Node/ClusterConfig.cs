@@ -8,11 +8,16 @@ namespace AttentionActors.Cluster.Node;
 /// <summary>
 /// The actor system settings of a cluster node, over the pipeline's own (<see cref="PipelineConfig.Base"/>):
 /// Akka.Cluster with the node's roles and seeds, Akka.Remote over TLS (the certificates are given in
-/// code, so every node checks its peers against the cluster's CA), and the downing strategy: the
-/// split-brain resolver keeps the majority once membership has been stable for stable-after (5 s
-/// by default; a side without the majority downs itself), and never downs everything for being
-/// unstable — a burst of losses (a shard that kills each worker it lands on, a rolling restart)
-/// changes membership faster than stable-after, and must cost those nodes, not the cluster.
+/// code, so every node checks its peers against the cluster's CA), and the downing strategy. The
+/// split-brain resolver keeps the side holding the majority of the coordinator nodes once membership
+/// has been stable for stable-after (5 s by default) and downs the other side; with equal halves the
+/// side with the lowest-addressed coordinator stays. Coordinators hold the jobs; workers and reducers
+/// are counted out because they are the nodes that fail in bursts (a shard that kills each worker it
+/// lands on, a machine of workers lost): counted in, two workers lost at once would leave a lone
+/// coordinator in the minority, downing it and every job. A side left without its coordinators downs
+/// itself, so its workers exit and, restarted, join the seeds again instead of idling headless.
+/// It never downs everything for being unstable: a burst of losses changes membership faster than
+/// stable-after, and must cost those nodes, not the cluster.
 /// </summary>
 public static class ClusterConfig
 {
@@ -57,6 +62,7 @@ public static class ClusterConfig
                 downing-provider-class = "Akka.Cluster.SBR.SplitBrainResolverProvider, Akka.Cluster"
                 split-brain-resolver {
                   active-strategy = keep-majority
+                  keep-majority.role = "{{NodeRoles.Coordinator}}"
                   stable-after = {{(int)options.StableAfter.TotalMilliseconds}}ms
                   down-all-when-unstable = off
                 }

@@ -23,6 +23,9 @@ public sealed class NodeStartException : Exception
     {
     }
 
+    /// <summary>Whether the cluster downed this node while it waited to see itself Up (it had joined; its process should exit as a downed node does).</summary>
+    public bool Downed { get; init; }
+
     public NodeStartException(string message)
         : base(message)
     {
@@ -152,7 +155,15 @@ public sealed partial class ClusterNode : IAsyncDisposable
         door.Agent = system.ActorOf(Props.Create(() => new NodeAgent(identity, roles, options.ShutdownTimeout, logger)), NodeHost.AgentName);
         var node = new ClusterNode(system, server, data, roles, options, address, dataEndpoint, logger);
         var timeout = options.JoinTimeout;
-        if (await Task.WhenAny(up.Task, Task.Delay(timeout, cancellationToken)).ConfigureAwait(false) != up.Task)
+        var first = await Task.WhenAny(up.Task, system.WhenTerminated, Task.Delay(timeout, cancellationToken)).ConfigureAwait(false);
+        if (first == system.WhenTerminated)
+        {
+            // Joined, then downed before the gossip that it is Up reached it (its seed lost, say): not a start failure.
+            await node.DisposeAsync().ConfigureAwait(false);
+            throw new NodeStartException($"node {address} was downed by the cluster before it saw itself up") { Downed = true };
+        }
+
+        if (first != up.Task)
         {
             await node.DisposeAsync().ConfigureAwait(false);
             cancellationToken.ThrowIfCancellationRequested();

@@ -89,7 +89,7 @@ internal static class NodeCommand
         catch (Exception ex) when (ex is NodeStartException or CertificateFileException)
         {
             stderr.WriteLine($"attention: {ex.Message}");
-            return 1;
+            return ex is NodeStartException { Downed: true } ? DownedExitCode : 1;
         }
 
         return outcome.Downed ? DownedExitCode : 0;
