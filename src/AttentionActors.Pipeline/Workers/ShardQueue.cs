@@ -31,16 +31,20 @@ public sealed record NodeUnreachable(Address Address) : INoSerializationVerifica
 public sealed record NodeReachable(Address Address) : INoSerializationVerificationNeeded;
 
 /// <summary>
-/// The work queue: shards wait in arrival order (re-issued ones jump the line) and go to whichever
-/// worker has room, so a busy worker is never handed a shard while another waits. Workers offer room
-/// with <see cref="WorkerReady"/>: a worker one slot at a time, a worker node's feed as many as it has
+/// The work queue: shards go to whichever worker has room, so a busy worker is never handed a shard
+/// while another waits. Clients take turns: each hand-over goes to the next client (the process that
+/// holds a job's tensors; every job in one process is one client) with a shard waiting, so a job
+/// submitted behind another client's fifty waits for one shard of theirs, not all of them. A
+/// client's own shards go in arrival order, re-issued ones first. Workers offer room with
+/// <see cref="WorkerReady"/>: a worker one slot at a time, a worker node's feed as many as it has
 /// idle threads. Each hand-over is reported to the shard's coordinator (<see cref="ShardDispatched"/>).
 /// The queue knows every worker that ever asked for work, so <see cref="JobEnded"/> reaches the busy
 /// ones too; a worker whose node is unreachable gets nothing until it is reachable again.
 /// </summary>
 internal sealed class ShardQueue : ReceiveActor
 {
-    private readonly LinkedList<ComputeShard> pending = new();
+    private readonly Dictionary<string, LinkedList<ComputeShard>> waiting = [];
+    private readonly LinkedList<string> turns = new();
     private readonly Dictionary<IActorRef, int> room = [];
     private readonly LinkedList<IActorRef> offering = new();
     private readonly HashSet<IActorRef> workers = [];
@@ -81,13 +85,20 @@ internal sealed class ShardQueue : ReceiveActor
                 return;
             }
 
+            string client = ClientOf(work);
+            if (!waiting.TryGetValue(client, out var shards))
+            {
+                waiting[client] = shards = new LinkedList<ComputeShard>();
+                turns.AddLast(client);
+            }
+
             if (work.Attempt > 1)
             {
-                pending.AddFirst(work);
+                shards.AddFirst(work);
             }
             else
             {
-                pending.AddLast(work);
+                shards.AddLast(work);
             }
 
             Dispatch();
@@ -95,15 +106,24 @@ internal sealed class ShardQueue : ReceiveActor
         Receive<JobEnded>(end =>
         {
             ended.Add(end.Job);
-            for (var node = pending.First; node is not null;)
+            foreach (var (client, shards) in waiting.ToList())
             {
-                var next = node.Next;
-                if (node.Value.Job == end.Job)
+                for (var node = shards.First; node is not null;)
                 {
-                    pending.Remove(node);
+                    var next = node.Next;
+                    if (node.Value.Job == end.Job)
+                    {
+                        shards.Remove(node);
+                    }
+
+                    node = next;
                 }
 
-                node = next;
+                if (shards.Count == 0)
+                {
+                    waiting.Remove(client);
+                    turns.Remove(client);
+                }
             }
 
             foreach (var worker in workers)
@@ -112,7 +132,7 @@ internal sealed class ShardQueue : ReceiveActor
             }
         });
         Receive<NodeUnreachable>(lost => unreachable.Add(lost.Address));
-        Receive<JobTablesQuery>(_ => Sender.Tell(new JobTables("queue", [.. pending.Select(w => w.Job).Distinct()])));
+        Receive<JobTablesQuery>(_ => Sender.Tell(new JobTables("queue", [.. waiting.Values.SelectMany(shards => shards).Select(w => w.Job).Distinct()])));
         Receive<NodeReachable>(back =>
         {
             unreachable.Remove(back.Address);
@@ -126,15 +146,45 @@ internal sealed class ShardQueue : ReceiveActor
         });
     }
 
+    /// <summary>Whose turn a shard waits for: the endpoint of the store that holds its tensors, or this process's.</summary>
+    private static string ClientOf(ComputeShard work) => work.Store?.Endpoint ?? "";
+
     private bool Eligible(IActorRef worker, ComputeShard work)
         => !unreachable.Contains(worker.Path.Address) && (work.Avoid.Length == 0 || worker.Path.Address.ToString() != work.Avoid);
 
-    /// <summary>Hands each waiting shard, oldest first, to the first worker with room that may take it.</summary>
+    /// <summary>While workers have room: one shard from the client whose turn it is, then the next client's; a client none of whose shards any worker with room may take loses its turn.</summary>
     private void Dispatch()
     {
-        for (var node = pending.First; node is not null && offering.Count > 0;)
+        int passed = 0;
+        while (offering.Count > 0 && turns.First is { } turn && passed < turns.Count)
         {
-            var next = node.Next;
+            string client = turn.Value;
+            var shards = waiting[client];
+            turns.RemoveFirst();
+            if (!HandOverOne(shards))
+            {
+                turns.AddLast(client);
+                passed++;
+                continue;
+            }
+
+            passed = 0;
+            if (shards.Count > 0)
+            {
+                turns.AddLast(client);
+            }
+            else
+            {
+                waiting.Remove(client);
+            }
+        }
+    }
+
+    /// <summary>Hands the first of <paramref name="shards"/> a worker with room may take to that worker; false when there is none.</summary>
+    private bool HandOverOne(LinkedList<ComputeShard> shards)
+    {
+        for (var node = shards.First; node is not null; node = node.Next)
+        {
             var work = node.Value;
             var worker = offering.First;
             while (worker is not null && !Eligible(worker.Value, work))
@@ -142,27 +192,28 @@ internal sealed class ShardQueue : ReceiveActor
                 worker = worker.Next;
             }
 
-            if (worker is not null)
+            if (worker is null)
             {
-                pending.Remove(node);
-                var to = worker.Value;
-
-                // The coordinator hears first: whatever the worker says about this attempt reaches it after this notice.
-                work.Coordinator.Tell(new ShardDispatched(work.Job, work.Shard.Id, work.Attempt, to), Self);
-                to.Tell(work, Self);
-                if (--room[to] == 0)
-                {
-                    offering.Remove(worker);
-                }
-                else
-                {
-                    // Round robin: a node with many slots does not take every shard before the next one is offered any.
-                    offering.Remove(worker);
-                    offering.AddLast(to);
-                }
+                continue;
             }
 
-            node = next;
+            shards.Remove(node);
+            var to = worker.Value;
+
+            // The coordinator hears first: whatever the worker says about this attempt reaches it after this notice.
+            work.Coordinator.Tell(new ShardDispatched(work.Job, work.Shard.Id, work.Attempt, to), Self);
+            to.Tell(work, Self);
+
+            // Round robin: a node with many slots does not take every shard before the next one is offered any.
+            offering.Remove(worker);
+            if (--room[to] > 0)
+            {
+                offering.AddLast(to);
+            }
+
+            return true;
         }
+
+        return false;
     }
 }

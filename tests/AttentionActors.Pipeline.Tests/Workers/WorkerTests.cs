@@ -142,6 +142,38 @@ public sealed class WorkerTests : RoleTestKit
     }
 
     [Fact]
+    public void Queue_serves_clients_in_turn_so_a_job_behind_another_clients_many_waits_for_one_shard_of_theirs()
+    {
+        var (problem, plan, _) = Computed(16);
+        var queue = Sys.ActorOf(Props.Create(() => new ShardQueue()), "queue-fair");
+        var coordinator = CreateTestProbe();
+        var worker = CreateTestProbe();
+        var first = new DataRef("first-client:1", [1]);
+        var second = new DataRef("second-client:2", [2]);
+        var other = new JobId("other-client-job");
+        foreach (var shard in plan.Shards.Take(12))
+        {
+            queue.Tell(Work(problem, shard, 1, worker, coordinator) with { Store = first });
+        }
+
+        foreach (var shard in plan.Shards.Take(3))
+        {
+            queue.Tell(Work(problem, shard, 1, worker, coordinator) with { Job = other, Store = second });
+        }
+
+        // One slot at a time: the second client's three shards go second, fourth and sixth, not after the first client's twelve.
+        var order = new List<JobId>();
+        for (int i = 0; i < 15; i++)
+        {
+            worker.Send(queue, new WorkerReady());
+            order.Add(worker.ExpectMsg<ComputeShard>().Job);
+        }
+
+        Assert.Equal([1, 3, 5], order.Select((job, i) => (job, i)).Where(x => x.job == other).Select(x => x.i));
+        Assert.Equal(12, order.Count(job => job == Job));
+    }
+
+    [Fact]
     public void Queue_drops_an_ended_jobs_shards_and_tells_busy_workers()
     {
         var (problem, plan, _) = Computed(14);
