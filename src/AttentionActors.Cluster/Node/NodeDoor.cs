@@ -17,7 +17,10 @@ namespace AttentionActors.Cluster.Node;
 internal sealed class NodeDoor(NodeRoleActors roles) : IDataPlaneHandler
 {
     private static readonly TimeSpan AskTimeout = TimeSpan.FromSeconds(30);
-    private static readonly byte[] Probe = new byte[256 << 20];
+    /// <summary>What a probe (the data-plane benchmark) is answered with: made on the first probe, at most 64 MiB.</summary>
+    private static readonly Lazy<byte[]> Probe = new(() => new byte[64 << 20]);
+
+    private const int MaxProbeBytes = 64 << 20;
 
     /// <summary>The node's agent, set once it exists (it needs the data endpoint this door serves).</summary>
     public IActorRef? Agent { get; set; }
@@ -45,8 +48,10 @@ internal sealed class NodeDoor(NodeRoleActors roles) : IDataPlaneHandler
                 return await Ask(Agent, request, "this node's agent").ConfigureAwait(false);
             case ClusterStatusQuery or RunningJobsQuery or ClusterJobTablesQuery or DrainNode when node:
                 return await Ask(Agent, request, "this node's agent").ConfigureAwait(false);
-            case ProbeData probe when node && probe.Bytes <= Probe.Length:
-                return Answer.Data(w => w.Write(Probe.AsSpan(0, probe.Bytes)), probe.Bytes + 16);
+            case ProbeData probe when node && probe.Bytes <= MaxProbeBytes:
+                return Answer.Data(w => w.Write(Probe.Value.AsSpan(0, probe.Bytes)), probe.Bytes + 16);
+            case ProbeData probe when node:
+                return Answer.Refuse($"a probe of {probe.Bytes} bytes is over the {MaxProbeBytes >> 20} MiB a node answers");
             default:
                 return Answer.Refuse($"a {peer.Role.ToString().ToLowerInvariant()} may not send {request.GetType().Name} to a node");
         }
