@@ -42,8 +42,11 @@ public sealed class AkkaLogging : ReceiveActor, IRequiresMessageQueue<ILoggerMes
             // A connection between nodes that closes is routine (a duplicate one, a node leaving) or is
             // reported once, in the pipeline's own words, when heartbeats stop: Akka's page of it is detail.
             // A message refused at decode is not routine: it keeps its warning, one line per message.
-            if ((e.LogSource.Contains("ndpointWriter", StringComparison.Ordinal) || e.LogSource.Contains("ndpointManager", StringComparison.Ordinal))
-                && !(e.Message?.ToString() ?? "").StartsWith("Deserialization failed", StringComparison.Ordinal))
+            // A channel Akka's transport could not untrack while shutting down is detail too.
+            string raw = e.Message?.ToString() ?? "";
+            if (((e.LogSource.Contains("ndpointWriter", StringComparison.Ordinal) || e.LogSource.Contains("ndpointManager", StringComparison.Ordinal))
+                && !raw.StartsWith("Deserialization failed", StringComparison.Ordinal))
+                || raw.StartsWith("Unable to REMOVE channel", StringComparison.Ordinal))
             {
                 level = Microsoft.Extensions.Logging.LogLevel.Debug;
             }

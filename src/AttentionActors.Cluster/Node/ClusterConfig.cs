@@ -44,6 +44,8 @@ public static class ClusterConfig
               actor.provider = cluster
               remote {
                 log-remote-lifecycle-events = off
+                # A node started before its seed listens retries within a second, not five.
+                retry-gate-closed-for = 1s
                 dot-netty.tcp {
                   hostname = "{{options.Bind}}"
                   public-hostname = "{{options.AdvertisedHost}}"
@@ -58,6 +60,8 @@ public static class ClusterConfig
                 roles = [{{roles}}]
                 seed-nodes = [{{string.Join(", ", seeds.Select(s => $"\"{s}\""))}}]
                 log-info = off
+                seed-node-timeout = 2s
+                retry-unsuccessful-join-after = 2s
                 run-coordinated-shutdown-when-down = on
                 downing-provider-class = "Akka.Cluster.SBR.SplitBrainResolverProvider, Akka.Cluster"
                 split-brain-resolver {
