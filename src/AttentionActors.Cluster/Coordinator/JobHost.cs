@@ -40,6 +40,7 @@ internal sealed partial class JobHost : ReceiveActor, IWithTimers
     private readonly Dictionary<JobId, JobRecord> jobs = [];
     private long admitted;
     private int nextReducer;
+    private int cardChecks;
 
     public JobHost(NodeOptions options, IActorRef queue, DataPlaneClient data, ILogger logger)
     {
@@ -69,6 +70,16 @@ internal sealed partial class JobHost : ReceiveActor, IWithTimers
             queue.Tell(new NodeReachable(r.Member.Address));
         });
         Receive<ClusterEvent.IMemberEvent>(_ => { });
+        // A card asked for before the member's agent existed (this node's own, at start) or lost on the way is asked
+        // for again each second; every card is refreshed every five, so a draining node stops being planned for.
+        Receive<CardCheck>(_ =>
+        {
+            bool all = ++cardChecks % 5 == 0;
+            foreach (var address in members.Keys.Where(a => all || !cards.ContainsKey(a)))
+            {
+                AskCard(address);
+            }
+        });
         Receive<NodeCard>(card =>
         {
             // Keyed by the address the card states: a local agent answers from a local path.
@@ -156,6 +167,8 @@ internal sealed partial class JobHost : ReceiveActor, IWithTimers
 
     private sealed record ClientCheck : INoSerializationVerificationNeeded;
 
+    private sealed record CardCheck : INoSerializationVerificationNeeded;
+
     private sealed record Planned(Submit Submit, IActorRef ReplyTo, ShardPlan? Plan, int Workers, Address Reducer, string? Problem) : INoSerializationVerificationNeeded;
 
     private sealed class JobRecord(JobId job, IActorRef coordinator, IActorRef link, byte[] ownerKey, long admittedBytes, Address reducerAddress, int shards, DateTimeOffset started)
@@ -183,6 +196,7 @@ internal sealed partial class JobHost : ReceiveActor, IWithTimers
     {
         Akka.Cluster.Cluster.Get(Context.System).Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents, typeof(ClusterEvent.IMemberEvent), typeof(ClusterEvent.IReachabilityEvent));
         Timers.StartPeriodicTimer("clients", new ClientCheck(), TimeSpan.FromSeconds(1));
+        Timers.StartPeriodicTimer("cards", new CardCheck(), TimeSpan.FromSeconds(1));
     }
 
     protected override void PostStop() => Akka.Cluster.Cluster.Get(Context.System).Unsubscribe(Self);
@@ -190,8 +204,10 @@ internal sealed partial class JobHost : ReceiveActor, IWithTimers
     private void Joined(Member member)
     {
         members[member.Address] = member;
-        Context.ActorSelection(new RootActorPath(member.Address) / "user" / NodeHost.AgentName).Tell(new GetCard());
+        AskCard(member.Address);
     }
+
+    private static void AskCard(Address address) => Context.ActorSelection(new RootActorPath(address) / "user" / NodeHost.AgentName).Tell(new GetCard());
 
     /// <summary>A node stopped answering (or left): the queue skips it and every job re-issues what ran there.</summary>
     private void Lost(Address address)

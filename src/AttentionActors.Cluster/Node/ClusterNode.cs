@@ -210,7 +210,8 @@ public sealed partial class ClusterNode : IAsyncDisposable
                 },
             };
             services = configure?.Invoke(services) ?? services;
-            var f = feed = system.ActorOf(Props.Create(() => new WorkFeed(workerStats)), NodeHost.FeedName);
+            var fetch = services.Fetch;
+            var f = feed = system.ActorOf(Props.Create(() => new WorkFeed(workerStats, fetch, options.Threads)), NodeHost.FeedName);
             for (int w = 0; w < options.Threads; w++)
             {
                 var s = services;

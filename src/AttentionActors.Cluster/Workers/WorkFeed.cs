@@ -1,6 +1,7 @@
 using Akka.Actor;
 using Akka.Cluster;
 using AttentionActors.Cluster.Node;
+using AttentionActors.Kernels;
 using AttentionActors.Pipeline;
 using AttentionActors.Pipeline.Workers;
 
@@ -38,9 +39,11 @@ public sealed class WorkerStats
 
 /// <summary>
 /// A worker node's door to every coordinator's queue: it offers the queues room for as many shards
-/// as it has idle worker threads (<see cref="WorkerReady"/> with a slot count), takes what they hand
-/// it, and hands each shard to an idle local worker (a shard that arrives while none is idle waits
-/// here, re-issues first). It finds the queues from cluster membership and forwards every
+/// as it has idle worker threads plus one more per thread (<see cref="WorkerReady"/> with a slot
+/// count), takes what they hand it, and hands each shard to an idle local worker. A shard that
+/// arrives while none is idle waits here, re-issues first, and its data is fetched meanwhile, so a
+/// worker finishing one shard starts the next without waiting for the network; a worker waits for
+/// a fetch already under way rather than start its own. It finds the queues from cluster membership and forwards every
 /// <see cref="JobEnded"/> to its workers, so a cancelled job's running shard stops at its next panel.
 /// Draining, it offers nothing, hands waiting shards back to their queues, and answers once its
 /// running shards are done. States: <see cref="Feeding"/> → <see cref="Draining"/>.
@@ -51,7 +54,9 @@ internal sealed class WorkFeed : ReceiveActor
     public const string Name = "feed";
 
     private readonly WorkerStats stats;
-    private readonly LinkedList<(ComputeShard Work, IActorRef Queue)> waiting = new();
+    private readonly ShardFetcher? prefetch;
+    private readonly int depth;
+    private readonly LinkedList<Waiting> waiting = new();
     private readonly LinkedList<IActorRef> idle = new();
     private readonly HashSet<IActorRef> workers = [];
     private readonly Dictionary<IActorRef, ComputeShard> running = [];
@@ -59,21 +64,45 @@ internal sealed class WorkFeed : ReceiveActor
     private readonly List<IActorRef> drainWaiters = [];
     private int offered = -1;
 
-    public WorkFeed(WorkerStats stats)
+    /// <param name="stats">The counters the node's card reports.</param>
+    /// <param name="prefetch">Fetches a waiting shard's data ahead of its worker [none: each worker fetches its own].</param>
+    /// <param name="depth">Shards that may wait here with their data fetched, beyond one per idle worker (one per worker thread).</param>
+    public WorkFeed(WorkerStats stats, ShardFetcher? prefetch = null, int depth = 0)
     {
         this.stats = stats;
+        this.prefetch = prefetch;
+        this.depth = prefetch is null ? 0 : Math.Max(0, depth);
         Feeding();
+    }
+
+    /// <summary>A shard waiting for a worker, and the fetch of its data under way (if any).</summary>
+    private sealed class Waiting(ComputeShard work, IActorRef queue)
+    {
+        public ComputeShard Work { get; set; } = work;
+
+        public IActorRef Queue { get; } = queue;
+
+        public CancellationTokenSource? Fetching { get; set; }
     }
 
     private sealed record FindQueue(Address Address) : INoSerializationVerificationNeeded;
 
+    private sealed record Prefetched(Waiting Entry, ShardInput? Input) : INoSerializationVerificationNeeded;
+
     protected override void PreStart()
         => Akka.Cluster.Cluster.Get(Context.System).Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents, typeof(ClusterEvent.MemberUp));
 
-    protected override void PostStop() => Akka.Cluster.Cluster.Get(Context.System).Unsubscribe(Self);
+    protected override void PostStop()
+    {
+        Akka.Cluster.Cluster.Get(Context.System).Unsubscribe(Self);
+        foreach (var entry in waiting)
+        {
+            entry.Fetching?.Cancel();
+        }
+    }
 
-    /// <summary>Shards a new offer can take: idle workers less shards already waiting for one.</summary>
-    private int Room => Math.Max(0, idle.Count - waiting.Count);
+    /// <summary>Shards a new offer can take: idle workers plus the prefetch depth, less shards already waiting.</summary>
+    private int Room => Math.Max(0, idle.Count + depth - waiting.Count);
 
     private void Common()
     {
@@ -101,6 +130,7 @@ internal sealed class WorkFeed : ReceiveActor
                 var next = node.Next;
                 if (node.Value.Work.Job == end.Job)
                 {
+                    node.Value.Fetching?.Cancel();
                     waiting.Remove(node);
                 }
 
@@ -113,6 +143,18 @@ internal sealed class WorkFeed : ReceiveActor
             }
         });
         Receive<JobTablesQuery>(_ => Sender.Tell(new JobTables("feed", [.. waiting.Select(w => w.Work.Job).Distinct()])));
+        Receive<Prefetched>(done =>
+        {
+            // A shard no longer waiting (its job ended, or handed back) drops what was fetched for it.
+            done.Entry.Fetching?.Dispose();
+            done.Entry.Fetching = null;
+            if (done.Input is not null && waiting.Contains(done.Entry))
+            {
+                done.Entry.Work = done.Entry.Work with { Input = done.Input };
+            }
+
+            Dispatch();
+        });
         Receive<Terminated>(t =>
         {
             queues.Remove(t.ActorRef);
@@ -131,13 +173,14 @@ internal sealed class WorkFeed : ReceiveActor
         Receive<WorkerReady>(_ => Ready(Sender));
         Receive<ComputeShard>(work =>
         {
+            var entry = new Waiting(work, Sender);
             if (work.Attempt > 1)
             {
-                waiting.AddFirst((work, Sender));
+                waiting.AddFirst(entry);
             }
             else
             {
-                waiting.AddLast((work, Sender));
+                waiting.AddLast(entry);
             }
 
             Dispatch();
@@ -148,10 +191,11 @@ internal sealed class WorkFeed : ReceiveActor
             stats.StartDraining();
             Become(Draining);
 
-            // Shards not yet started go back to the queues they came from, to be handed to other nodes.
-            foreach (var (work, queue) in waiting)
+            // Shards not yet started go back to the queues they came from (without data fetched here), to be handed to other nodes.
+            foreach (var entry in waiting)
             {
-                queue.Tell(work, Self);
+                entry.Fetching?.Cancel();
+                entry.Queue.Tell(entry.Work with { Input = null }, Self);
             }
 
             waiting.Clear();
@@ -201,9 +245,10 @@ internal sealed class WorkFeed : ReceiveActor
         Dispatch();
     }
 
+    /// <summary>Hands waiting shards to idle workers in order (one whose data is being fetched is handed once it is here), then fetches ahead for the shards still waiting.</summary>
     private void Dispatch()
     {
-        while (waiting.First is { } next && idle.First is { } worker)
+        while (waiting.First is { Value.Fetching: null } next && idle.First is { } worker)
         {
             waiting.RemoveFirst();
             idle.RemoveFirst();
@@ -212,7 +257,36 @@ internal sealed class WorkFeed : ReceiveActor
             worker.Value.Tell(next.Value.Work, next.Value.Queue);
         }
 
+        Prefetch();
         Offer();
+    }
+
+    /// <summary>Starts fetching the data of the first <c>depth</c> waiting shards that have none yet, off the mailbox.</summary>
+    private void Prefetch()
+    {
+        if (prefetch is null)
+        {
+            return;
+        }
+
+        int ahead = 0;
+        for (var node = waiting.First; node is not null && ahead < depth; node = node.Next, ahead++)
+        {
+            var entry = node.Value;
+            if (entry.Fetching is not null || entry.Work.Input is not null || entry.Work.Store is null)
+            {
+                continue;
+            }
+
+            var cancel = entry.Fetching = new CancellationTokenSource();
+            var work = entry.Work;
+            var fetch = prefetch;
+
+            // A failed fetch is not reported here: the worker fetches again and reports what it finds.
+            Task.Run(() => new Prefetched(entry, fetch(work, cancel.Token)), cancel.Token)
+                .ContinueWith(t => t.IsCompletedSuccessfully ? t.Result : new Prefetched(entry, null), TaskScheduler.Default)
+                .PipeTo(Self);
+        }
     }
 
     /// <summary>Tells every queue the room there is now, when it changed.</summary>

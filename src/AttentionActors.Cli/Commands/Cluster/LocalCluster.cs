@@ -87,15 +87,44 @@ internal static class LocalCluster
             throw new UsageException($"--workers {workers} must be between 1 and 256 and --threads {threads} between 1 and 1024");
         }
 
-        Directory.CreateDirectory(Path.Combine(directory, "logs"));
+        Directory.CreateDirectory(directory);
         if (!File.Exists(Path.Combine(directory, CertificateAuthority.CaFile)))
         {
             CertificateAuthority.Create(directory);
             stdout.WriteLine($"cluster up: made the cluster's CA and certificates in {directory}");
         }
 
+        LocalClusterState state;
+        TimeSpan formation;
+        try
+        {
+            (state, formation) = await StartAsync(directory, workers, threads, bind, advertise, port, dataPort, cancellationToken);
+        }
+        catch (TimeoutException ex)
+        {
+            stderr.WriteLine($"attention: {ex.Message}");
+            return 1;
+        }
+
+        string certs = directory == ClusterSettings.HomeDirectory ? "" : $" --cert {Path.Combine(directory, CertificateAuthority.ClientFile)} --ca {Path.Combine(directory, CertificateAuthority.CaFile)}";
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"cluster up in {formation.TotalSeconds:F1} s: a coordinator+reducer and {workers} worker{(workers == 1 ? "" : "s")} ({threads} thread{(threads == 1 ? "" : "s")} each); seed {state.Seed}, data {state.Data}; logs in {Path.Combine(directory, "logs")}"));
+        stdout.WriteLine($"  run a job:  attention run --cluster {state.Data}{certs} --random --seq 4096 --dim 64 --causal --verify");
+        stdout.WriteLine($"  add a node: attention node --roles worker --seed {state.Seed} --cert {Path.Combine(directory, CertificateAuthority.NodeFile)} --ca {Path.Combine(directory, CertificateAuthority.CaFile)}");
+        stdout.WriteLine($"  look:       attention cluster status{DirFlag(directory)}        stop: attention cluster down{DirFlag(directory)}");
+        return 0;
+    }
+
+    /// <summary>
+    /// Starts the seed (coordinator and reducer) and <paramref name="workers"/> worker processes with
+    /// the certificates in <paramref name="directory"/>, records them there, and waits until every node
+    /// is Up; returns them and the time from launch to the last one Up. On a timeout the processes are stopped.
+    /// </summary>
+    public static async Task<(LocalClusterState State, TimeSpan Formation)> StartAsync(string directory, int workers, int threads, string bind, string? advertise, int port, int dataPort, CancellationToken cancellationToken)
+    {
+        Directory.CreateDirectory(Path.Combine(directory, "logs"));
         string host = advertise ?? bind;
         string[] tls = ["--cert", Path.Combine(directory, CertificateAuthority.NodeFile), "--ca", Path.Combine(directory, CertificateAuthority.CaFile), "--bind", bind, .. advertise is null ? [] : new[] { "--advertise", advertise }];
+        var clock = Stopwatch.StartNew();
         var pids = new List<int>
         {
             Start(["node", "--roles", "coordinator,reducer", "--port", Str(port), "--data-port", Str(dataPort), .. tls], Path.Combine(directory, "logs", "seed.log")),
@@ -107,24 +136,17 @@ internal static class LocalCluster
 
         var state = new LocalClusterState($"{host}:{port}", $"{host}:{dataPort}", pids, directory);
         state.Write();
-        var clock = Stopwatch.StartNew();
         try
         {
             await WaitUpAsync(state, 1 + workers, TimeSpan.FromSeconds(90), cancellationToken);
         }
-        catch (TimeoutException ex)
+        catch
         {
-            stderr.WriteLine($"attention: {ex.Message}");
             await StopAsync(state, TimeSpan.FromSeconds(10));
-            return 1;
+            throw;
         }
 
-        string certs = directory == ClusterSettings.HomeDirectory ? "" : $" --cert {Path.Combine(directory, CertificateAuthority.ClientFile)} --ca {Path.Combine(directory, CertificateAuthority.CaFile)}";
-        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"cluster up in {clock.Elapsed.TotalSeconds:F1} s: a coordinator+reducer and {workers} worker{(workers == 1 ? "" : "s")} ({threads} thread{(threads == 1 ? "" : "s")} each); seed {state.Seed}, data {state.Data}; logs in {Path.Combine(directory, "logs")}"));
-        stdout.WriteLine($"  run a job:  attention run --cluster {state.Data}{certs} --random --seq 4096 --dim 64 --causal --verify");
-        stdout.WriteLine($"  add a node: attention node --roles worker --seed {state.Seed} --cert {Path.Combine(directory, CertificateAuthority.NodeFile)} --ca {Path.Combine(directory, CertificateAuthority.CaFile)}");
-        stdout.WriteLine($"  look:       attention cluster status{DirFlag(directory)}        stop: attention cluster down{DirFlag(directory)}");
-        return 0;
+        return (state, clock.Elapsed);
     }
 
     public static async Task<int> DownAsync(string directory, TextWriter stdout)
@@ -193,7 +215,7 @@ internal static class LocalCluster
                 last = ex.Message;
             }
 
-            await Task.Delay(250, cancellationToken);
+            await Task.Delay(100, cancellationToken);
         }
 
         throw new TimeoutException($"the cluster did not come up within {timeout.TotalSeconds:F0} s ({last}); see the logs in {Path.Combine(state.Directory, "logs")}:\n{Tails(state.Directory)}");
@@ -203,7 +225,7 @@ internal static class LocalCluster
         => string.Join("\n", Directory.GetFiles(Path.Combine(directory, "logs"), "*.log").Order().Select(f => $"--- {Path.GetFileName(f)}\n{string.Join('\n', File.ReadLines(f).TakeLast(5))}"));
 
     /// <summary>SIGTERM to every process (workers first), a graceful wait, then SIGKILL to what is left.</summary>
-    private static async Task StopAsync(LocalClusterState state, TimeSpan timeout)
+    public static async Task StopAsync(LocalClusterState state, TimeSpan timeout)
     {
         foreach (int pid in state.Pids.Skip(1).Append(state.Pids[0]))
         {

@@ -1,0 +1,164 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using AttentionActors.Cluster.Client;
+using AttentionActors.Cluster.Security;
+using AttentionActors.Kernels;
+using AttentionActors.Pipeline;
+using AttentionActors.Pipeline.Client;
+
+namespace AttentionActors.Cli.Commands.Cluster;
+
+/// <summary>
+/// <c>attention bench --cluster</c>: a local cluster of processes (a coordinator+reducer seed and
+/// single-thread worker processes) against the embedded pipeline with as many workers, on the same
+/// job in alternating runs, every result compared bit for bit; plus the cluster's formation time,
+/// the data plane's one-way speed for 8 MiB answers, and how soon a worker killed mid-shard has its
+/// shard computed elsewhere.
+/// </summary>
+internal static class ClusterBench
+{
+    private const int ProbeBytes = 8 << 20;
+
+    public static async Task<int> RunAsync(int n, int d, int heads, int workers, int repeat, bool causal, CancellationToken cancellationToken)
+    {
+        string directory = Directory.CreateTempSubdirectory("attention-bench-").FullName;
+        try
+        {
+            CertificateAuthority.Create(directory);
+            var (state, formation) = await LocalCluster.StartAsync(directory, workers, 1, "127.0.0.1", null, FreePort(), FreePort(), cancellationToken);
+            try
+            {
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Environment.ProcessorCount} cores; cluster: a coordinator+reducer process and {workers} single-thread worker processes, formed in {formation.TotalSeconds:F2} s (launch to every node Up)"));
+                return await MeasureAsync(state, n, d, heads, workers, repeat, causal, cancellationToken);
+            }
+            finally
+            {
+                await LocalCluster.StopAsync(state, TimeSpan.FromSeconds(20));
+            }
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    private static async Task<int> MeasureAsync(LocalClusterState state, int n, int d, int heads, int workers, int repeat, bool causal, CancellationToken cancellationToken)
+    {
+        string dir = state.Directory;
+        await using var op = OperatorClient.Connect(state.Data, Path.Combine(dir, CertificateAuthority.NodeFile), Path.Combine(dir, CertificateAuthority.CaFile));
+        var members = (await op.StatusAsync(cancellationToken)).Members;
+        string workerData = members.First(m => m.Roles.Contains("worker")).Card!.DataEndpoint;
+
+        // The data plane: 8 MiB answers from a worker node to this process, one at a time.
+        var probes = new List<double>();
+        for (int i = 0; i < 23; i++)
+        {
+            var clock = Stopwatch.StartNew();
+            await op.ProbeAsync(workerData, ProbeBytes, cancellationToken);
+            if (i >= 3)
+            {
+                probes.Add(clock.Elapsed.TotalSeconds);
+            }
+        }
+
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"data plane: {ProbeBytes / PipelineBench.Median(probes) / (1 << 30):F2} GiB/s one way for 8 MiB answers (TLS 1.3 handshake, AES-GCM records; median of {probes.Count})"));
+
+        var problem = AttentionProblem.Create(PipelineBench.Random("Q", 1, heads, n, d), PipelineBench.Random("K", 2, heads, n, d), PipelineBench.Random("V", 3, heads, n, d), new AttentionOptions { Causal = causal });
+        double flops = problem.Geometry.VisibleFlops();
+        await using var embedded = EmbeddedPipeline.Start(new PipelineOptions { Workers = workers });
+        await using var client = await ClusterClient.ConnectAsync(new ClusterClientOptions { Cluster = state.Data, Certificate = Path.Combine(dir, CertificateAuthority.ClientFile), CaCertificate = Path.Combine(dir, CertificateAuthority.CaFile) }, null, cancellationToken);
+        var expected = await embedded.ComputeAsync(problem, null, null, cancellationToken);
+        var shards = new ShardCount();
+        bool equal = PipelineBench.Same(expected, await client.ComputeAsync(problem, null, shards, cancellationToken));
+        var embeddedTimes = new List<double>();
+        var clusterTimes = new List<double>();
+        for (int r = 0; r < repeat; r++)
+        {
+            var clock = Stopwatch.StartNew();
+            equal &= PipelineBench.Same(expected, await embedded.ComputeAsync(problem, null, null, cancellationToken));
+            embeddedTimes.Add(clock.Elapsed.TotalSeconds);
+            clock.Restart();
+            equal &= PipelineBench.Same(expected, await client.ComputeAsync(problem, null, null, cancellationToken));
+            clusterTimes.Add(clock.Elapsed.TotalSeconds);
+        }
+
+        double e = flops / PipelineBench.Median(embeddedTimes) / 1e9;
+        double c = flops / PipelineBench.Median(clusterTimes) / 1e9;
+        Console.WriteLine();
+        Console.WriteLine("| N | d | H | mask | cluster shards | embedded GFLOP/s (median) | cluster GFLOP/s (median) | cluster/embedded | bits equal |");
+        Console.WriteLine("|---:|---:|---:|---|---:|---:|---:|---:|---|");
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"| {n} | {d} | {heads} | {(causal ? "causal" : "dense")} | {shards.Total} | {e:F1} | {c:F1} | {c / e:F3} | {(equal ? "yes" : "NO")} |"));
+        Console.WriteLine();
+
+        // A worker killed while it computes a shard: when its attempt is re-issued, and the job's bits after.
+        var killedJob = client.ComputeAsync(problem, null, null, cancellationToken);
+        int victim = state.Pids[1];
+        string victimAddress = "";
+        DateTime? killedAt = null;
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (killedAt is null && !killedJob.IsCompleted && DateTime.UtcNow < deadline)
+        {
+            var busy = (await op.StatusAsync(cancellationToken)).Members.FirstOrDefault(m => m.Card is { InFlight: > 0 } card && card.ProcessId == victim);
+            if (busy is not null)
+            {
+                Signal.Send(victim, Signal.Kill);
+                killedAt = DateTime.Now;
+                victimAddress = busy.Address;
+            }
+            else
+            {
+                await Task.Delay(10, cancellationToken);
+            }
+        }
+
+        var afterKill = await killedJob;
+        equal &= PipelineBench.Same(expected, afterKill);
+        if (killedAt is { } at)
+        {
+            double shardSeconds = PipelineBench.Median(clusterTimes) * workers / Math.Max(1, shards.Total);
+            string? reissue = File.ReadLines(Path.Combine(dir, "logs", "seed.log")).FirstOrDefault(l => l.Contains(victimAddress, StringComparison.Ordinal) && l.Contains("re-issuing as attempt 2", StringComparison.Ordinal));
+            if (reissue is not null && TimeSpan.TryParseExact(reissue[..12], @"hh\:mm\:ss\.fff", CultureInfo.InvariantCulture, out var when))
+            {
+                double detect = (when - at.TimeOfDay).TotalSeconds;
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"worker killed mid-shard (SIGKILL): its shard re-issued {detect:F2} s later; one shard computes in about {shardSeconds:F2} s on one thread, so it was computed again within {detect + shardSeconds:F2} s; bits after: {(PipelineBench.Same(expected, afterKill) ? "equal" : "DIFFERENT")}"));
+            }
+            else
+            {
+                Console.WriteLine("worker killed mid-shard (SIGKILL): no re-issue was logged (its shard may have been answered before it died); bits after: " + (PipelineBench.Same(expected, afterKill) ? "equal" : "DIFFERENT"));
+            }
+        }
+        else
+        {
+            Console.WriteLine("worker kill: skipped (the job ended before the worker held a shard)");
+        }
+
+        if (!equal)
+        {
+            Console.Error.WriteLine("bench: a cluster result differed from the embedded pipeline's");
+            return 1;
+        }
+
+        return 0;
+    }
+
+    private static int FreePort()
+    {
+        var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        int port = ((IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+        return port;
+    }
+
+    /// <summary>Keeps the shard count a job reports with its progress.</summary>
+    private sealed class ShardCount : IProgress<JobProgress>
+    {
+        public int Total { get; private set; }
+
+        public void Report(JobProgress value) => Total = value.ShardsTotal;
+    }
+}
