@@ -60,8 +60,13 @@ public static class ClusterConfig
                 roles = [{{roles}}]
                 seed-nodes = [{{string.Join(", ", seeds.Select(s => $"\"{s}\""))}}]
                 log-info = off
+                # A join request unanswered (the first over a new association is sometimes lost) is sent again after 2 s, not 5.
                 seed-node-timeout = 2s
                 retry-unsuccessful-join-after = 2s
+                # Joining members are moved to Up on the leader's tick: a cluster forms in about a second less than with Akka's 1 s.
+                periodic-tasks-initial-delay = 200ms
+                gossip-interval = 300ms
+                leader-actions-interval = 300ms
                 run-coordinated-shutdown-when-down = on
                 downing-provider-class = "Akka.Cluster.SBR.SplitBrainResolverProvider, Akka.Cluster"
                 split-brain-resolver {

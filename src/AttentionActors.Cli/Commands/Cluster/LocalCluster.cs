@@ -125,10 +125,15 @@ internal static class LocalCluster
         string host = advertise ?? bind;
         string[] tls = ["--cert", Path.Combine(directory, CertificateAuthority.NodeFile), "--ca", Path.Combine(directory, CertificateAuthority.CaFile), "--bind", bind, .. advertise is null ? [] : new[] { "--advertise", advertise }];
         var clock = Stopwatch.StartNew();
+        string seedLog = Path.Combine(directory, "logs", "seed.log");
+        long seedLogStart = File.Exists(seedLog) ? new FileInfo(seedLog).Length : 0;
         var pids = new List<int>
         {
             Start(["node", "--roles", "coordinator,reducer", "--port", Str(port), "--data-port", Str(dataPort), .. tls], Path.Combine(directory, "logs", "seed.log")),
         };
+
+        // Workers start once the seed is up (its log says so): one that knocks earlier is refused, and its join retries cost seconds.
+        await WaitLoggedAsync(seedLog, seedLogStart, " up: roles", pids[0], TimeSpan.FromSeconds(60), cancellationToken);
         for (int w = 1; w <= workers; w++)
         {
             pids.Add(Start(["node", "--roles", "worker", "--seed", $"{host}:{port}", "--threads", Str(threads), .. tls], Path.Combine(directory, "logs", $"worker-{w}.log")));
@@ -219,6 +224,26 @@ internal static class LocalCluster
         }
 
         throw new TimeoutException($"the cluster did not come up within {timeout.TotalSeconds:F0} s ({last}); see the logs in {Path.Combine(state.Directory, "logs")}:\n{Tails(state.Directory)}");
+    }
+
+    /// <summary>Waits until <paramref name="log"/> holds a line with <paramref name="text"/> past byte <paramref name="from"/> (what this start wrote), or the process <paramref name="pid"/> has exited.</summary>
+    private static async Task WaitLoggedAsync(string log, long from, string text, int pid, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (DateTime.UtcNow < deadline && LocalClusterState.Alive(pid))
+        {
+            using (var stream = new FileStream(log, FileMode.OpenOrCreate, FileAccess.Read, FileShare.ReadWrite))
+            using (var reader = new StreamReader(stream))
+            {
+                stream.Position = Math.Min(from, stream.Length);
+                if ((await reader.ReadToEndAsync(cancellationToken)).Contains(text, StringComparison.Ordinal))
+                {
+                    return;
+                }
+            }
+
+            await Task.Delay(50, cancellationToken);
+        }
     }
 
     private static string Tails(string directory)
