@@ -60,6 +60,7 @@ public sealed class SecurityTests(MixedCluster cluster)
 
         Assert.True(code == 1, $"the stranger exited {code}:\n{stranger.Tail()}");
         Assert.Contains("did not join the cluster", stranger.Output, StringComparison.Ordinal);
+        Assert.Contains("TLS handshake with a seed failed", stranger.Output, StringComparison.Ordinal);
         var status = await cluster.Harness.Operator.StatusAsync();
         Assert.Equal(4, status.Members.Count);
         await StillServes("a stranger tried to join");

@@ -159,8 +159,19 @@ public sealed partial class ClusterNode : IAsyncDisposable
         if (first == system.WhenTerminated)
         {
             // Joined, then downed before the gossip that it is Up reached it (its seed lost, say): not a start failure.
+            // Akka also ends a system whose TLS handshake as a client failed: a seed of another CA, a start failure.
+            var reason = CoordinatedShutdown.Get(system).ShutdownReason;
             await node.DisposeAsync().ConfigureAwait(false);
-            throw new NodeStartException($"node {address} was downed by the cluster before it saw itself up") { Downed = true };
+            if (reason is CoordinatedShutdown.ClusterDowningReason)
+            {
+                throw new NodeStartException($"node {address} was downed by the cluster before it saw itself up") { Downed = true };
+            }
+
+            string why = reason?.GetType().Name.Contains("Tls", StringComparison.Ordinal) == true
+                ? "the TLS handshake with a seed failed (the seed's certificate is not signed by this node's CA, or this node's by the seed's; the error above says which)"
+                : $"its actor system stopped ({reason?.GetType().Name ?? "no reason given"})";
+            string seeds = options.Seeds.Count == 0 ? "itself" : string.Join(", ", options.Seeds);
+            throw new NodeStartException($"node {address} did not join the cluster of {seeds}: {why}");
         }
 
         if (first != up.Task)
