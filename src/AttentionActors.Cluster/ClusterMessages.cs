@@ -44,8 +44,12 @@ public sealed record JobsAlive(IReadOnlyList<JobId> Jobs) : IWireMessage;
 /// <summary>A client's (or operator's) question to any node: the data endpoints of the coordinator nodes up now, where jobs may be submitted.</summary>
 public sealed record DoorsQuery : IWireMessage;
 
-/// <summary>The answer to <see cref="DoorsQuery"/>.</summary>
-public sealed record Doors(IReadOnlyList<string> Endpoints) : IWireMessage;
+/// <summary>
+/// The answer to <see cref="DoorsQuery"/>: the coordinators' data endpoints as they advertise them, and
+/// the answering node's own (<paramref name="Self"/>; the asker reached it at an address it knows,
+/// which may differ: a port published from a container).
+/// </summary>
+public sealed record Doors(IReadOnlyList<string> Endpoints, string Self) : IWireMessage;
 
 /// <summary>An operator's question to any node: the cluster's members and each one's state.</summary>
 public sealed record ClusterStatusQuery : IWireMessage;
@@ -109,7 +113,7 @@ public static class ClusterWire
         WireCodec.Register<WatchJobs>("WatchJobs", 1, (c, ref w, m) => WireCodec.WriteJobs(ref w, m.Jobs), (c, ref r) => new WatchJobs(WireCodec.ReadJobs(ref r)));
         WireCodec.Register<JobsAlive>("JobsAlive", 1, (c, ref w, m) => WireCodec.WriteJobs(ref w, m.Jobs), (c, ref r) => new JobsAlive(WireCodec.ReadJobs(ref r)));
         WireCodec.Register<DoorsQuery>("DoorsQuery", 0, (c, ref w, m) => { }, (c, ref r) => new DoorsQuery());
-        WireCodec.Register<Doors>("Doors", 1, (c, ref w, m) => WriteStrings(ref w, m.Endpoints), (c, ref r) => new Doors(ReadStrings(ref r, "endpoints")));
+        WireCodec.Register<Doors>("Doors", 2, (c, ref w, m) => { WriteStrings(ref w, m.Endpoints); w.Write(m.Self); }, (c, ref r) => new Doors(ReadStrings(ref r, "endpoints"), WireCodec.Text(ref r, "self")));
         WireCodec.Register<ClusterStatusQuery>("ClusterStatusQuery", 0, (c, ref w, m) => { }, (c, ref r) => new ClusterStatusQuery());
         WireCodec.Register<NodeCard>("NodeCard", 11, (c, ref w, m) => WriteCard(ref w, m), (c, ref r) => ReadCard(ref r));
         WireCodec.Register<ClusterStatus>("ClusterStatus", 2, WriteStatus, ReadStatus);

@@ -139,7 +139,8 @@ public sealed partial class ClusterClient : IAttentionRunner
         this.door = door;
         this.logger = logger;
         inbox = system.ActorOf(Props.Create(() => new Inbox()), "inbox");
-        endpoint = DataEndpoint.Format(options.Advertise ?? options.Bind, server.LocalEndpoint.Port);
+        string host = options.Advertise ?? (DataEndpoint.IsWildcard(options.Bind) ? DataEndpoint.Toward(DataEndpoint.Parse(options.Cluster!).Host) : options.Bind);
+        endpoint = DataEndpoint.Format(host, server.LocalEndpoint.Port);
     }
 
     public string Where => $"the cluster at {options.Cluster}";
@@ -328,7 +329,8 @@ public sealed partial class ClusterClient : IAttentionRunner
                     throw new ClusterUnreachableException($"the cluster at {door} has no coordinator node up: start one (attention node --roles coordinator --seed …) or wait for it to join");
                 }
 
-                knownDoors = [.. doors.Endpoints.OrderBy(e => e == options.Cluster ? 0 : 1)];
+                // The node asked is reached at the address used to ask it, whatever it advertises (a port published from a container, say).
+                knownDoors = [.. doors.Endpoints.Select(e => e == doors.Self ? door : e).Distinct().OrderBy(e => e == door ? 0 : 1)];
                 return knownDoors;
             }
             catch (DataPlaneException ex)

@@ -256,4 +256,29 @@ public static class DataEndpoint
     }
 
     public static string Format(string host, int port) => host.Contains(':', StringComparison.Ordinal) ? $"[{host}]:{port}" : $"{host}:{port}";
+
+    /// <summary>Whether <paramref name="bind"/> listens on every interface.</summary>
+    public static bool IsWildcard(string bind) => bind is "0.0.0.0" or "::" or "[::]";
+
+    /// <summary>
+    /// The address peers reach a process at that listens on every interface and was told no address
+    /// to advertise: the local address its route toward <paramref name="peerHost"/> leaves from (in a
+    /// container, its address on the network it shares with the cluster). Falls back to the host name.
+    /// </summary>
+    public static string Toward(string peerHost)
+    {
+        try
+        {
+            var target = System.Net.IPAddress.TryParse(peerHost.Trim('[', ']'), out var ip) ? ip : System.Net.Dns.GetHostAddresses(peerHost).First();
+            using var probe = new System.Net.Sockets.Socket(target.AddressFamily, System.Net.Sockets.SocketType.Dgram, System.Net.Sockets.ProtocolType.Udp);
+
+            // A datagram socket's connect sends nothing: it only picks the route and so the local address.
+            probe.Connect(target, 9);
+            return ((System.Net.IPEndPoint)probe.LocalEndPoint!).Address.ToString();
+        }
+        catch (Exception ex) when (ex is System.Net.Sockets.SocketException or InvalidOperationException or ArgumentException)
+        {
+            return System.Net.Dns.GetHostName();
+        }
+    }
 }

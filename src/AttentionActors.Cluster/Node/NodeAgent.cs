@@ -73,7 +73,7 @@ internal sealed partial class NodeAgent : ReceiveActor
                 }
             }
 
-            Sender.Tell(new Doors(doors));
+            Sender.Tell(new Doors(doors, identity.DataEndpoint));
         });
         ReceiveAsync<RunningJobsQuery>(async _ =>
         {

@@ -1,3 +1,4 @@
+using AttentionActors.Cluster.DataPlane;
 using AttentionActors.Kernels.Simd;
 using AttentionActors.Pipeline.Coordinator;
 
@@ -80,7 +81,7 @@ public sealed record NodeOptions
     public bool Has(string role) => Roles.Contains(role);
 
     /// <summary>The host others reach this node at.</summary>
-    public string AdvertisedHost => Advertise ?? (Bind is "0.0.0.0" or "::" ? System.Net.Dns.GetHostName() : Bind);
+    public string AdvertisedHost => Advertise ?? (!DataEndpoint.IsWildcard(Bind) ? Bind : Seeds.Count > 0 ? DataEndpoint.Toward(DataEndpoint.Parse(Seeds[0]).Host) : System.Net.Dns.GetHostName());
 
     /// <summary>Throws <see cref="ArgumentException"/> naming the first setting out of range.</summary>
     public void Validate()

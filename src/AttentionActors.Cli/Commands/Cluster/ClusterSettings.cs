@@ -25,7 +25,7 @@ internal static class ClusterSettings
     [
         ("Node:Roles", "list", "coordinator,reducer,worker", "roles this node plays"),
         ("Node:Bind", "address", "127.0.0.1", "address the node's two ports listen on; 0.0.0.0 listens on every interface"),
-        ("Node:Advertise", "host", "the bind address", "host name or address other nodes and clients reach this node at"),
+        ("Node:Advertise", "host", "the bind address", "host name or address other nodes and clients reach this node at; with Bind 0.0.0.0, the address this host reaches the first seed from (a seed's host name)"),
         ("Node:Port", "port", "0 (any)", "cluster port (Akka.Remote over TLS); give the seed a fixed one"),
         ("Node:DataPort", "port", "0 (any)", "data port (shard data, results, clients' jobs, operators' commands); give the seed a fixed one"),
         ("Node:Seeds", "list", "(none: this node is the first seed)", "cluster addresses host:port of the seed nodes to join"),
@@ -48,7 +48,7 @@ internal static class ClusterSettings
         ("Job:StallTimeoutSeconds", "s", "300", "a job fails when no shard starts or finishes for this long"),
         ("Client:Cluster", "host:port", "(required)", "a node's data endpoint to submit to"),
         ("Client:Bind", "address", "127.0.0.1", "address the client's data port listens on (workers fetch its tensors there)"),
-        ("Client:Advertise", "host", "the bind address", "host name or address the cluster's nodes reach this client at"),
+        ("Client:Advertise", "host", "the bind address", "host name or address the cluster's nodes reach this client at; with Bind 0.0.0.0, the address this host reaches the cluster from"),
         ("Client:Port", "port", "0 (any)", "the client's data port"),
         ("Client:Resubmits", "count", "2", "times a job is submitted again after its coordinator or reducer node was lost"),
         ("Client:CoordinatorTimeoutSeconds", "s", "5", "a coordinator silent this long is taken for lost"),
