@@ -3,25 +3,15 @@
 # at each narrower SIMD width (256-bit, 128-bit, scalar) and as on a CPU without AVX-512 (16 vector
 # registers, narrow register tiles), so every vector path and tile shape is exercised.
 # Needs the .NET 10 SDK; NuGet packages are restored from the configured feed. The cluster tests
-# start their own private RabbitMQ broker, check the compose file with docker-compose and make TLS
-# certificates with openssl, so those Debian packages are installed when missing (apt-get, as root
-# or through sudo); the broker's system service is not used.
+# check docker-compose.yml with docker-compose and run it for real under podman, so the container
+# tools (podman, runc, debootstrap, catatonit, docker-compose, the dnsname plugin) are installed
+# first when missing, by containers/run-podman.sh (apt-get, as root or through sudo).
 set -euo pipefail
 cd "$(dirname "$0")"
 
-missing=()
-[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
-command -v docker-compose >/dev/null || missing+=(docker-compose)
-command -v openssl >/dev/null || missing+=(openssl)
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "== installing ${missing[*]} (private broker, compose-file check, test certificates)"
-    sudo_cmd=""
-    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-    $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    # The package starts its own broker on the default port; the tests never use it, so stop it when the service manager allows.
-    $sudo_cmd service rabbitmq-server stop >/dev/null 2>&1 || true
-fi
+sudo_cmd=""
+[ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+$sudo_cmd containers/run-podman.sh install
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -6,6 +6,7 @@
 #   containers/run-podman.sh client [ARGS…]   # the one-shot client (default: the compose file's verified job)
 #   containers/run-podman.sh compose ARGS…    # any docker-compose command (ps, logs, kill, …)
 #   containers/run-podman.sh down             # stop and remove the containers, stop podman's socket
+#   containers/run-podman.sh install          # only install the container tools (up does it too)
 #
 # What it takes, and why:
 # - podman, runc, debootstrap, catatonit, docker-compose (v1, which talks to podman's Docker-compatible
@@ -42,6 +43,7 @@ install() {
     done
     if [ ${#missing[@]} -gt 0 ]; then
         say "installing ${missing[*]}"
+        [ "$(id -u)" -eq 0 ] || fail "installing ${missing[*]} needs root: run this as root or with sudo"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
     if ! grep -q 'runtime = "runc"' /etc/containers/containers.conf 2>/dev/null; then
@@ -132,6 +134,9 @@ compose)
     socket
     "${compose[@]}" "$@"
     ;;
+install)
+    install
+    ;;
 down)
     if [ -S "$state/podman.sock" ]; then
         "${compose[@]}" --profile client down -t 10 >/dev/null 2>&1 || true
@@ -141,7 +146,7 @@ down)
     say "down"
     ;;
 *)
-    sed -n '2,8p' "$0" >&2
+    sed -n '2,9p' "$0" >&2
     exit 2
     ;;
 esac

@@ -6,6 +6,8 @@
 # Prints "topology: passed" and exits 0, or exits 1 saying what failed. Needs root (podman).
 # ATTENTION_CLI names the attention.dll to use on the host [the Release build].
 set -euo pipefail
+# Rootful podman: run as root, through sudo when needed.
+[ "$(id -u)" -eq 0 ] || exec sudo --preserve-env=ATTENTION_CLI,ATTENTION_READY_TO_RUN "$0" "$@"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 work=$(mktemp -d)
 export ATTENTION_CLI=${ATTENTION_CLI:-$root/src/AttentionActors.Cli/bin/Release/net10.0/attention.dll}

@@ -40,7 +40,7 @@ internal static class RunJob
             geometry = geometry.WithMask(mask?.Shape);
             inputHeap += mask is null ? 0 : 4 * mask.Data.Length;
             var inspect = request.Inspect is { } asked ? InspectStep.Check(asked, geometry) : null;
-            if (request.MaxShardBytes < 64 << 10)
+            if (request.MaxShardBytes is < 64 << 10)
             {
                 throw new UsageException($"--max-shard-bytes {request.MaxShardBytes} must be at least 65536 (64 KiB)");
             }
@@ -50,7 +50,7 @@ internal static class RunJob
                 throw new UsageException($"--max-shards {request.MaxShards} must be between 1 and {PlanOptions.ShardsCeiling:N0}");
             }
 
-            var pipeline = new PipelineOptions { Workers = request.Workers, Plan = new PlanOptions { MaxShardBytes = request.MaxShardBytes, MaxShards = request.MaxShards } };
+            var pipeline = new PipelineOptions { Workers = request.Workers, Plan = new PlanOptions { MaxShardBytes = request.MaxShardBytes ?? new PlanOptions().MaxShardBytes, MaxShards = request.MaxShards } };
             var clusterOptions = ClusterOptionsOf(request);
             var estimate = JobEstimate.For(geometry, inputHeap, outPath is not null && !request.SingleNode && packed is null, request.Workers, pipeline.Plan.MaxShardBytes, request.Verify, ParseBytes("--memory-limit", request.MemoryLimit));
             if (request.DryRun)
@@ -183,7 +183,7 @@ internal static class RunJob
     }
 
     /// <summary>The cluster client's settings when the job goes to a cluster (<c>--cluster</c>), else null, with this job's own (--audit, --max-shard-bytes).</summary>
-    private static ClusterClientOptions? ClusterOptionsOf(RunRequest request)
+    internal static ClusterClientOptions? ClusterOptionsOf(RunRequest request)
     {
         if (request.Cluster() is not { } options)
         {
@@ -205,7 +205,7 @@ internal static class RunJob
             throw new UsageException($"--audit {request.Audit} must be a fraction between 0 and 1");
         }
 
-        return options with { Audit = request.Audit, MaxShardBytes = request.MaxShardBytes };
+        return options with { Audit = request.Audit, MaxShardBytes = request.MaxShardBytes ?? 0 };
     }
 
     /// <summary>Bytes from "123", "512M", "4G", "64k" (powers of 1024); null when not given.</summary>

@@ -3,7 +3,7 @@ namespace AttentionActors.Pipeline.Planning;
 /// <summary>Planner settings; defaults in brackets.</summary>
 public sealed record PlanOptions
 {
-    /// <summary>Largest shard, counting Q rows, K/V blocks and the partials it returns, in bytes [8 MiB: one message on the cluster's broker].</summary>
+    /// <summary>Largest shard, counting Q rows, K/V blocks and the partials it returns, in bytes [8 MiB; a cluster node plans with its Node:MaxShardBytes, 16 MiB].</summary>
     public long MaxShardBytes { get; init; } = 8L << 20;
 
     /// <summary>Target for busiest-worker load over the mean [1.05].</summary>

@@ -59,7 +59,7 @@ public static class ShardPlanner
             }
         }
 
-        // The byte budget is the broker's message limit: a plan that cannot keep to it is refused, never sent.
+        // The byte budget bounds every shard's input and partials on the wire and in a worker's memory: a plan that cannot keep to it is refused, never sent.
         if (oversized.Count > 0)
         {
             throw new AttentionInputException($"keeping every shard within {options.MaxShardBytes:N0} bytes needs more than {options.MaxShards:N0} shards (the plan's limit); raise the shard limit (--max-shards) or the budget, or split the job by heads");
