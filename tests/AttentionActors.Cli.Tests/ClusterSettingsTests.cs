@@ -99,7 +99,7 @@ public sealed class ClusterSettingsTests
     [InlineData(1L << 20, 1L << 20)]
     public void A_cluster_job_without_max_shard_bytes_leaves_the_shard_size_to_its_coordinator(long? asked, long sent)
     {
-        // 0 tells the coordinator to use its own Node:MaxShardBytes (16 MiB); the embedded 8 MiB default must not travel.
+        // 0 tells the coordinator to use its own Node:MaxShardBytes; the embedded default must not travel.
         var request = new RunRequest { MaxShardBytes = asked, Cluster = () => new AttentionActors.Cluster.Client.ClusterClientOptions { Cluster = "h:1" } };
         var options = RunJob.ClusterOptionsOf(request);
         Assert.True(options?.MaxShardBytes == sent, $"the client asks for {options?.MaxShardBytes} shard bytes, not {sent}");

@@ -55,7 +55,7 @@ internal static class RunCommand
         var verify = new Option<bool>("--verify") { Description = "Also compute single-node and the float64 reference; exit 1 outside the accuracy contract" };
         var quiet = new Option<bool>("--quiet") { Description = "No progress bar and no summary" };
         var singleNode = new Option<bool>("--single-node") { Description = "Compute on the single-node kernel (--workers threads) instead of the actor pipeline; same bits" };
-        var maxShardBytes = new Option<long?>("--max-shard-bytes") { Description = "Largest shard (Q rows, K/V blocks and partials), in bytes [8 MiB embedded; on a cluster its coordinator's Node:MaxShardBytes, 16 MiB]" };
+        var maxShardBytes = new Option<long?>("--max-shard-bytes") { Description = "Largest shard (Q rows, K/V blocks and partials), in bytes [16 MiB; on a cluster its coordinator's Node:MaxShardBytes]" };
         var maxShards = new Option<int>("--max-shards") { Description = "Most shards the planner may cut (a plan that needs more to keep every shard within its budget is refused)", DefaultValueFactory = _ => new PlanOptions().MaxShards };
         var memoryLimit = new Option<string?>("--memory-limit") { Description = "Plan as if at most this much memory were available: bytes, or with a K, M or G suffix (powers of 1024) [what the machine has available]" };
         var audit = new Option<double>("--audit") { Description = "With --cluster: the fraction of shards (0 to 1) computed again on another worker node; any bit of difference fails the job naming both nodes" };
@@ -200,7 +200,7 @@ internal sealed record RunRequest
 
     public bool NoMemoryCheck { get; init; }
 
-    /// <summary>The shard budget asked for; null: 8 MiB embedded, the coordinator's own on a cluster.</summary>
+    /// <summary>The shard budget asked for; null: 16 MiB embedded, the coordinator's own on a cluster.</summary>
     public long? MaxShardBytes { get; init; }
 
     public string? MemoryLimit { get; init; }
