@@ -36,13 +36,13 @@ internal static class BenchCommand
         var pipeline = new Option<bool>("--pipeline") { Description = "Time the embedded pipeline against the single-node kernel instead (alternating runs, bits compared)" };
         var workers = new Option<int>("--workers") { Description = "With --pipeline: workers, and the single-node threads they are compared with; with --cluster: worker processes, and the embedded workers they are compared with [one per core]", DefaultValueFactory = _ => Environment.ProcessorCount };
         var cluster = new Option<bool>("--cluster") { Description = "Time a local cluster of processes (a coordinator+reducer and --workers single-thread worker processes) against the embedded pipeline instead, with formation time, data-plane speed and a worker killed mid-job [N 16384, d 64, H 8]" };
-        var maxShardBytes = new Option<long>("--max-shard-bytes") { Description = "With --pipeline: the planner's shard budget in bytes", DefaultValueFactory = _ => new Pipeline.Planning.PlanOptions().MaxShardBytes };
+        var maxShardBytes = new Option<long>("--max-shard-bytes") { Description = "With --pipeline or --cluster: the planner's shard budget in bytes, on both sides", DefaultValueFactory = _ => new Pipeline.Planning.PlanOptions().MaxShardBytes };
         var command = new Command("bench", "Measure the single-node kernel (GFLOP/s, peak memory), verified against the reference first; or, with --pipeline, the embedded pipeline against it")
         {
             seqs, dims, heads, threads, repeat, causal, block, checkRows, path, pipeline, cluster, workers, maxShardBytes, decode, queryRows, kvHeads,
         };
         command.SetAction(async (r, ct) => r.GetValue(cluster)
-            ? await Cluster.ClusterBench.RunAsync(Given(r.GetValue(seqs), [16384])[0], Given(r.GetValue(dims), [64])[0], r.GetValue(heads) ?? DefaultHeads, r.GetValue(workers), Math.Max(1, r.GetValue(repeat)), r.GetValue(causal), ct)
+            ? await Cluster.ClusterBench.RunAsync(Given(r.GetValue(seqs), [16384])[0], Given(r.GetValue(dims), [64])[0], r.GetValue(heads) ?? DefaultHeads, r.GetValue(workers), Math.Max(1, r.GetValue(repeat)), r.GetValue(causal), r.GetValue(maxShardBytes), ct)
             : r.GetValue(decode)
             ? DecodeBench.Run(
                 r.GetValue(queryRows)!, Given(r.GetValue(seqs), [65536]), Given(r.GetValue(dims), [128]), r.GetValue(heads) ?? 32, r.GetValue(kvHeads) ?? 8, r.GetValue(threads)!,

@@ -7,6 +7,7 @@ using AttentionActors.Cluster.Security;
 using AttentionActors.Kernels;
 using AttentionActors.Pipeline;
 using AttentionActors.Pipeline.Client;
+using AttentionActors.Pipeline.Planning;
 
 namespace AttentionActors.Cli.Commands.Cluster;
 
@@ -22,7 +23,7 @@ internal static class ClusterBench
     private const int ProbeBytes = 8 << 20;
     private const int Formations = 5;
 
-    public static async Task<int> RunAsync(int n, int d, int heads, int workers, int repeat, bool causal, CancellationToken cancellationToken)
+    public static async Task<int> RunAsync(int n, int d, int heads, int workers, int repeat, bool causal, long maxShardBytes, CancellationToken cancellationToken)
     {
         string directory = Directory.CreateTempSubdirectory("attention-bench-").FullName;
         try
@@ -43,7 +44,7 @@ internal static class ClusterBench
             try
             {
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Environment.ProcessorCount} cores; cluster: a coordinator+reducer process and {workers} single-thread worker processes, formed in {PipelineBench.Median(formations):F2} s (launch to every node Up; median of {Formations}, slowest {formations.Max():F2} s)"));
-                return await MeasureAsync(state, n, d, heads, workers, repeat, causal, cancellationToken);
+                return await MeasureAsync(state, n, d, heads, workers, repeat, causal, maxShardBytes, cancellationToken);
             }
             finally
             {
@@ -56,7 +57,7 @@ internal static class ClusterBench
         }
     }
 
-    private static async Task<int> MeasureAsync(LocalClusterState state, int n, int d, int heads, int workers, int repeat, bool causal, CancellationToken cancellationToken)
+    private static async Task<int> MeasureAsync(LocalClusterState state, int n, int d, int heads, int workers, int repeat, bool causal, long maxShardBytes, CancellationToken cancellationToken)
     {
         string dir = state.Directory;
         await using var op = OperatorClient.Connect(state.Data, Path.Combine(dir, CertificateAuthority.NodeFile), Path.Combine(dir, CertificateAuthority.CaFile));
@@ -79,8 +80,8 @@ internal static class ClusterBench
 
         var problem = AttentionProblem.Create(PipelineBench.Random("Q", 1, heads, n, d), PipelineBench.Random("K", 2, heads, n, d), PipelineBench.Random("V", 3, heads, n, d), new AttentionOptions { Causal = causal });
         double flops = problem.Geometry.VisibleFlops();
-        await using var embedded = EmbeddedPipeline.Start(new PipelineOptions { Workers = workers });
-        await using var client = await ClusterClient.ConnectAsync(new ClusterClientOptions { Cluster = state.Data, Certificate = Path.Combine(dir, CertificateAuthority.ClientFile), CaCertificate = Path.Combine(dir, CertificateAuthority.CaFile) }, null, cancellationToken);
+        await using var embedded = EmbeddedPipeline.Start(new PipelineOptions { Workers = workers, Plan = new PlanOptions { MaxShardBytes = maxShardBytes } });
+        await using var client = await ClusterClient.ConnectAsync(new ClusterClientOptions { Cluster = state.Data, Certificate = Path.Combine(dir, CertificateAuthority.ClientFile), CaCertificate = Path.Combine(dir, CertificateAuthority.CaFile), MaxShardBytes = maxShardBytes }, null, cancellationToken);
         var expected = await embedded.ComputeAsync(problem, null, null, cancellationToken);
         var shards = new ShardCount();
         bool equal = PipelineBench.Same(expected, await client.ComputeAsync(problem, null, shards, cancellationToken));
