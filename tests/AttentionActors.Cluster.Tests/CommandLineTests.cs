@@ -148,7 +148,7 @@ public sealed class OperatorCommandTests : IDisposable
 
         // A long job shows in `jobs`; `cancel` ends it: the client fails naming the operator, and leaves no output file.
         string output = Path.Combine(dir, "long.npy");
-        await using (var job = NodeProcess.Start("long job", Environment, ["run", "--random", "--seq", "16384", "--heads", "8", "--dim", "64", "--out", output, "--quiet", .. client]))
+        await using (var job = NodeProcess.Start("long job", Environment, ["run", "--random", "--seq", "32768", "--heads", "8", "--dim", "64", "--out", output, "--quiet", .. client]))
         {
             string? id = null;
             var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
