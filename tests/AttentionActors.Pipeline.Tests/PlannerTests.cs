@@ -129,4 +129,28 @@ public class PlannerTests
         var plan = ShardPlanner.Plan(problem, 2, new PlanOptions { MaxShardBytes = 256 << 10 });
         Assert.All(plan.Shards, s => Assert.True(s.Bytes <= 256 << 10, $"{s}: {s.Bytes} bytes"));
     }
+
+    [Fact]
+    public void A_key_range_is_cut_where_both_sides_make_the_fewest_tree_nodes()
+    {
+        // 56 blocks of 128 keys over the budget: halving the pairs would cut at 28 ([0, 28) and [28, 56)
+        // are three subtrees each, three partials per row); 32 leaves [0, 32) one subtree and [32, 56) two.
+        var (q, k, v) = TestData.Qkv(6, 1, 1, 1, 16, 56 * 128, 64, 64);
+        var plan = ShardPlanner.Plan(AttentionProblem.Create(q, k, v), 1, new PlanOptions { MaxShardBytes = 5 << 19 });
+        var cuts = plan.Shards.OrderBy(s => s.BlockStart).Select(s => (s.BlockStart, s.BlockEnd)).ToList();
+        Assert.True(cuts.SequenceEqual([(0, 32), (32, 56)]), $"key ranges {string.Join(", ", cuts)}");
+    }
+
+    [Fact]
+    public void Tree_node_counts_match_the_canonical_decomposition()
+    {
+        for (int start = 0; start < 300; start++)
+        {
+            for (int end = start; end < 300; end++)
+            {
+                int counted = ShardPlanner.TreeNodes(start, end), decomposed = Kernels.Partials.CanonicalTree.Decompose(start, end).Length;
+                Assert.True(counted == decomposed, $"[{start}, {end}): {counted} nodes counted, {decomposed} in the decomposition");
+            }
+        }
+    }
 }

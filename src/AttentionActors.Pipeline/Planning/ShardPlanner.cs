@@ -234,22 +234,64 @@ public static class ShardPlanner
         return Math.Clamp(cut, s.RowStart + Math.Max(margin, 1), s.RowEnd - Math.Max(margin, 1));
     }
 
-    /// <summary>The block boundary that halves the visible pairs.</summary>
+    /// <summary>
+    /// The block boundary to cut a draft's key range at. Each maximal aligned subtree of a shard's
+    /// key range is one partial per row sent back and merged, so among the cuts that leave each side
+    /// at least a quarter of the visible pairs this takes the one whose two sides decompose into the
+    /// fewest tree nodes, the nearest to halving the pairs on a tie (blocks [0, 56) are cut at 32,
+    /// one node and two, not at 28, three and three).
+    /// </summary>
     private static int BlockCut(AttentionGeometry p, Draft s)
     {
         var perBlock = VisiblePerBlock(p, s);
         long total = perBlock.Sum();
         long acc = 0;
+        int best = -1, bestNodes = int.MaxValue;
+        long bestDistance = long.MaxValue;
+        int halving = s.BlockEnd - 1;
         for (int k = 0; k < perBlock.Length - 1; k++)
         {
             acc += perBlock[k];
-            if (2 * acc >= total)
+            int cut = s.BlockStart + k + 1;
+            if (2 * acc >= total && halving == s.BlockEnd - 1)
             {
-                return s.BlockStart + k + 1;
+                halving = cut;
+            }
+
+            if (4 * acc < total || 4 * (total - acc) < total)
+            {
+                continue;
+            }
+
+            int nodes = TreeNodes(s.BlockStart, cut) + TreeNodes(cut, s.BlockEnd);
+            long distance = Math.Abs((2 * acc) - total);
+            if (nodes < bestNodes || (nodes == bestNodes && distance < bestDistance))
+            {
+                (best, bestNodes, bestDistance) = (cut, nodes, distance);
             }
         }
 
-        return s.BlockEnd - 1;
+        return best >= 0 ? best : halving;
+    }
+
+    /// <summary>How many maximal aligned subtrees make blocks [start, end): <see cref="CanonicalTree.Decompose"/>'s count, without allocating.</summary>
+    internal static int TreeNodes(int start, int end)
+    {
+        int count = 0;
+        while (start < end)
+        {
+            // The largest power of two that start is a multiple of (any, for 0) and that fits before end.
+            int size = start == 0 ? 1 << 30 : start & -start;
+            while (size > end - start)
+            {
+                size >>= 1;
+            }
+
+            start += size;
+            count++;
+        }
+
+        return count;
     }
 
     /// <summary>
