@@ -153,4 +153,44 @@ public class PlannerTests
             }
         }
     }
+
+    public static TheoryData<string> VisibilityCases => new() { "dense", "causal top-left", "causal bottom-right", "window", "padding", "causal window padding", "varlen", "window right only" };
+
+    [Theory]
+    [MemberData(nameof(VisibilityCases))]
+    public void The_planners_visibility_index_answers_as_the_rows_one_by_one(string name)
+    {
+        var options = name switch
+        {
+            "varlen" => new AttentionOptions { SequenceLengths = [new(600, 700), new(3, 650), new(0, 10), new(411, 97)], Causal = true, Alignment = DiagonalAlignment.BottomRight, Window = (150, -1), BlockSize = 32 },
+            "window right only" => new AttentionOptions { Window = (-1, 40), Alignment = DiagonalAlignment.BottomRight, BlockSize = 32 },
+            _ => Options(name),
+        };
+        int batch = name is "varlen" ? 4 : name is "padding" ? 3 : 2;
+        var g = AttentionGeometry.Create(new TensorShape("Q", batch, 1, 1100, 8), new TensorShape("K", batch, 1, 1100, 8), new TensorShape("V", batch, 1, 1100, 8), options);
+        var index = new Visibility(g);
+        var random = new Random(name.Length);
+        long worst = 0;
+        string where = "";
+        for (int trial = 0; trial < 3000; trial++)
+        {
+            int b = random.Next(batch), r0 = random.Next(g.QuerySeq + 1), count = random.Next(g.QuerySeq - r0 + 1);
+            int k0 = random.Next(g.BlockCount + 1), k1 = k0 + random.Next(g.BlockCount - k0 + 1);
+            long expected = g.VisiblePairs(b, r0, count, k0, k1), actual = index.Pairs(b, r0, count, k0, k1);
+            var blocks = g.VisibleBlocks(b, r0, count);
+            var indexed = index.Blocks(b, r0, count);
+            bool sameBlocks = blocks == indexed || (blocks.First >= blocks.End && indexed.First >= indexed.End);
+            long target = random.NextInt64(expected + 1);
+            int reached = index.RowReaching(b, r0, count, k0, k1, target);
+            bool reachedRight = count == 0 || (g.VisiblePairs(b, r0, reached - r0, k0, k1) >= target && (reached == r0 + 1 || g.VisiblePairs(b, r0, reached - r0 - 1, k0, k1) < target));
+            if (Math.Abs(expected - actual) > worst || !sameBlocks || !reachedRight)
+            {
+                worst = Math.Max(worst, Math.Abs(expected - actual));
+                where = $"batch {b}, rows [{r0}, {r0 + count}), blocks [{k0}, {k1}): pairs {actual} (rows one by one: {expected}), blocks {indexed} ({blocks}), {target} pairs reached at row {reached}";
+                Assert.True(sameBlocks && reachedRight && worst == 0, where);
+            }
+        }
+
+        Assert.True(worst == 0, where);
+    }
 }

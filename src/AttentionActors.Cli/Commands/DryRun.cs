@@ -1,6 +1,5 @@
 using System.Globalization;
 using AttentionActors.Kernels;
-using AttentionActors.Kernels.Partials;
 using AttentionActors.Pipeline.Planning;
 
 namespace AttentionActors.Cli.Commands;
@@ -15,14 +14,19 @@ internal static class DryRun
     private const int ListedShards = 12;
 
     /// <summary>Bytes of every shard's input, partials and output rows: what crosses a cluster's data plane.</summary>
-    public static long BytesMoved(AttentionGeometry g, ShardPlan plan) => plan.Shards.Select(s => Messages(g, s)).Sum(m => m.In + m.Partials + m.Rows);
+    public static long BytesMoved(AttentionGeometry g, ShardPlan plan)
+    {
+        var visible = new Visibility(g);
+        return plan.Shards.Select(s => Messages(visible, s)).Sum(m => m.In + m.Partials + m.Rows);
+    }
 
     public static int Print(AttentionGeometry g, ShardPlan plan, JobEstimate estimate, int workers, long maxShardBytes, TextWriter stdout)
     {
         var inv = CultureInfo.InvariantCulture;
         var shards = plan.Shards;
-        var sizes = shards.Select(s => Messages(g, s)).ToList();
-        long moved = BytesMoved(g, plan);
+        var visible = new Visibility(g);
+        var sizes = shards.Select(s => Messages(visible, s)).ToList();
+        long moved = sizes.Sum(m => m.In + m.Partials + m.Rows);
         stdout.WriteLine(string.Create(inv, $"dry run: Q {g.QueryShape}, K {g.KeyShape}, V {g.ValueShape}; block {g.BlockSize}, {g.BlockCount} key blocks"));
         stdout.WriteLine(string.Create(inv, $"dry run: {shards.Count} shards on {workers} workers, shard budget {JobEstimate.Size(maxShardBytes)}, imbalance {plan.Imbalance:F3} (busiest worker over the mean)"));
         if (shards.Count > 0)
@@ -65,11 +69,13 @@ internal static class DryRun
     }
 
     /// <summary>Float32 bytes of a shard's data in (Q rows, K and V of its blocks), its partials back (m, l, o per tree node and row) and its finished rows out (o and lse).</summary>
-    private static (long In, long Partials, long Rows) Messages(AttentionGeometry g, Shard s)
+    private static (long In, long Partials, long Rows) Messages(Visibility visible, Shard s)
     {
+        var g = visible.Geometry;
         long keys = g.KeysIn(s.BlockStart, s.BlockEnd);
-        var (first, end) = g.VisibleBlocks(s.Batch, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd);
-        long nodes = CanonicalTree.Decompose(first, end).Length;
+        var (first, end) = visible.Blocks(s.Batch, s.RowStart, s.RowCount);
+        (first, end) = (Math.Max(first, s.BlockStart), Math.Min(end, s.BlockEnd));
+        long nodes = first < end ? ShardPlanner.TreeNodes(first, end) : 0;
         return (
             4 * (((long)s.RowCount * g.KeyDim) + (keys * (g.KeyDim + g.ValueDim))),
             4 * nodes * s.RowCount * (g.ValueDim + 2L),

@@ -27,6 +27,7 @@ public static class ShardPlanner
         ArgumentNullException.ThrowIfNull(problem);
         ArgumentOutOfRangeException.ThrowIfLessThan(workers, 1);
         options ??= new PlanOptions();
+        var visible = new Visibility(problem);
         // Phase 1: split the largest oversized shard until every shard fits the byte budget. A
         // priority queue keeps this O(S log S) in the shard count S (plans reach tens of thousands).
         var kept = new HashSet<Draft>();
@@ -43,19 +44,19 @@ public static class ShardPlanner
         {
             for (int h = 0; h < problem.Heads; h++)
             {
-                Keep(Trimmed(problem, new Draft(b, h, 0, problem.QuerySeq, 0, problem.BlockCount)));
+                Keep(Trimmed(visible, new Draft(b, h, 0, problem.QuerySeq, 0, problem.BlockCount)));
             }
         }
 
         while (oversized.Count > 0 && kept.Count < options.MaxShards)
         {
             var target = oversized.Dequeue();
-            var parts = Split(problem, target, options)
+            var parts = Split(visible, target, options)
                 ?? throw new AttentionInputException($"a single query row against one key block needs {target.Bytes:N0} bytes, more than the {options.MaxShardBytes:N0}-byte shard budget; raise the budget or lower the block size");
             kept.Remove(target);
             foreach (var part in parts)
             {
-                Keep(Trimmed(problem, part));
+                Keep(Trimmed(visible, part));
             }
         }
 
@@ -87,7 +88,7 @@ public static class ShardPlanner
             var split = new HashSet<Draft>();
             foreach (var target in targets)
             {
-                if (Split(problem, target, options) is not { } parts)
+                if (Split(visible, target, options) is not { } parts)
                 {
                     settled.Add(target);
                     continue;
@@ -96,7 +97,7 @@ public static class ShardPlanner
                 split.Add(target);
                 foreach (var part in parts)
                 {
-                    if (Trimmed(problem, part) is { } trimmed)
+                    if (Trimmed(visible, part) is { } trimmed)
                     {
                         shards.Add(trimmed);
                     }
@@ -111,22 +112,25 @@ public static class ShardPlanner
         return new ShardPlan(result, workers, Deal(result.Select(s => s.Flops), workers));
     }
 
-    /// <summary>FLOPs per worker when loads are dealt largest first to the least-loaded worker.</summary>
+    /// <summary>
+    /// FLOPs per worker when loads are dealt largest first to the least-loaded worker (the lowest
+    /// numbered among equals). The workers wait in a heap, so a deal is O(S log S + S log W): a plan
+    /// re-deals every shard each round, and a scan of 1024 workers per shard made large plans crawl.
+    /// </summary>
     public static double[] Deal(IEnumerable<double> loads, int workers)
     {
         var bins = new double[workers];
+        var least = new PriorityQueue<int, (double Load, int Worker)>(workers);
+        for (int w = 0; w < workers; w++)
+        {
+            least.Enqueue(w, (0, w));
+        }
+
         foreach (double load in loads.OrderByDescending(x => x))
         {
-            int least = 0;
-            for (int w = 1; w < workers; w++)
-            {
-                if (bins[w] < bins[least])
-                {
-                    least = w;
-                }
-            }
-
-            bins[least] += load;
+            int w = least.Dequeue();
+            bins[w] += load;
+            least.Enqueue(w, (bins[w], w));
         }
 
         return bins;
@@ -165,14 +169,15 @@ public static class ShardPlanner
     private static long WeightValues(AttentionGeometry p) => p.Layer is { } l ? ((long)p.KeyDim * (l.QueryIn + l.KeyIn + 2)) + ((long)p.ValueDim * (l.ValueIn + 1)) : 0;
 
     /// <summary>Narrows a draft to the blocks its rows see; null when it has no visible work.</summary>
-    private static Draft? Trimmed(AttentionGeometry p, Draft d)
+    private static Draft? Trimmed(Visibility v, Draft d)
     {
+        var p = v.Geometry;
         if (d.RowCount == 0)
         {
             return null;
         }
 
-        var (first, end) = p.VisibleBlocks(d.Batch, d.RowStart, d.RowCount);
+        var (first, end) = v.Blocks(d.Batch, d.RowStart, d.RowCount);
         first = Math.Max(first, d.BlockStart);
         end = Math.Min(end, d.BlockEnd);
         if (first >= end)
@@ -180,25 +185,26 @@ public static class ShardPlanner
             return null;
         }
 
-        long pairs = p.VisiblePairs(d.Batch, d.RowStart, d.RowCount, first, end);
+        long pairs = v.Pairs(d.Batch, d.RowStart, d.RowCount, first, end);
         return pairs > 0 ? d with { BlockStart = first, BlockEnd = end, Pairs = pairs, Bytes = Bytes(p, d.RowCount, first, end) } : null;
     }
 
-    private static Draft[]? Split(AttentionGeometry p, Draft s, PlanOptions options)
+    private static Draft[]? Split(Visibility v, Draft s, PlanOptions options)
     {
+        var p = v.Geometry;
         long rowBytes = (long)s.RowCount * (RowWidth(p) + p.PartialWidth + 2);
         long keyBytes = (long)p.KeysIn(s.BlockStart, s.BlockEnd) * KeyWidth(p);
         bool canKeys = s.BlockEnd - s.BlockStart >= 2;
         bool canRows = s.RowCount >= 2 * options.MinRows || (s.RowCount >= 2 && !canKeys);
         if (canRows && (rowBytes >= keyBytes || !canKeys))
         {
-            int cut = RowCut(p, s, options.MinRows);
+            int cut = RowCut(v, s, options.MinRows);
             return [s with { RowCount = cut - s.RowStart }, s with { RowStart = cut, RowCount = s.RowEnd - cut }];
         }
 
         if (canKeys)
         {
-            int cut = BlockCut(p, s);
+            int cut = BlockCut(v, s);
             return [s with { BlockEnd = cut }, s with { BlockStart = cut }];
         }
 
@@ -206,24 +212,9 @@ public static class ShardPlanner
     }
 
     /// <summary>The row that halves the visible pairs, kept ≥ MinRows from both ends and on a multiple of 16 when possible.</summary>
-    private static int RowCut(AttentionGeometry p, Draft s, int minRows)
+    private static int RowCut(Visibility v, Draft s, int minRows)
     {
-        long keyStart = (long)s.BlockStart * p.BlockSize;
-        long keyEnd = Math.Min((long)s.BlockEnd * p.BlockSize, p.KeySeq);
-        long half = s.Pairs / 2;
-        long acc = 0;
-        int cut = s.RowStart + 1;
-        for (int i = s.RowStart; i < s.RowEnd; i++)
-        {
-            var (lo, hi) = p.VisibleKeys(s.Batch, i);
-            acc += Math.Max(0, Math.Min(hi, keyEnd) - Math.Max(lo, keyStart));
-            if (acc >= half)
-            {
-                cut = i + 1;
-                break;
-            }
-        }
-
+        int cut = v.RowReaching(s.Batch, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd, s.Pairs / 2);
         int margin = Math.Min(minRows, s.RowCount / 2);
         int aligned = (cut + 8) & ~15;
         if (aligned - s.RowStart >= margin && s.RowEnd - aligned >= margin)
@@ -241,9 +232,9 @@ public static class ShardPlanner
     /// fewest tree nodes, the nearest to halving the pairs on a tie (blocks [0, 56) are cut at 32,
     /// one node and two, not at 28, three and three).
     /// </summary>
-    private static int BlockCut(AttentionGeometry p, Draft s)
+    private static int BlockCut(Visibility v, Draft s)
     {
-        var perBlock = VisiblePerBlock(p, s);
+        var perBlock = VisiblePerBlock(v, s);
         long total = perBlock.Sum();
         long acc = 0;
         int best = -1, bestNodes = int.MaxValue;
@@ -299,10 +290,21 @@ public static class ShardPlanner
     /// adds its partial edge blocks directly and its full blocks through a difference array (only
     /// the last block of K can be short, and it can only be an edge).
     /// </summary>
-    private static long[] VisiblePerBlock(AttentionGeometry p, Draft s)
+    private static long[] VisiblePerBlock(Visibility v, Draft s)
     {
+        var p = v.Geometry;
         int blocks = s.BlockEnd - s.BlockStart;
         var perBlock = new long[blocks];
+        if (v.Indexed(s.Batch) && blocks < s.RowCount)
+        {
+            for (int k = 0; k < blocks; k++)
+            {
+                perBlock[k] = v.Pairs(s.Batch, s.RowStart, s.RowCount, s.BlockStart + k, s.BlockStart + k + 1);
+            }
+
+            return perBlock;
+        }
+
         var full = new long[blocks + 1];
         long keyStart = (long)s.BlockStart * p.BlockSize;
         long keyEnd = Math.Min((long)s.BlockEnd * p.BlockSize, p.KeySeq);
