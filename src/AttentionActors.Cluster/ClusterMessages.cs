@@ -58,7 +58,7 @@ public sealed record ClusterStatusQuery : IWireMessage;
 /// What a node says about itself: its cluster address, roles, data endpoint, host and process,
 /// SIMD width and worker threads, when it started, and its counters.
 /// </summary>
-public sealed record NodeCard(string Address, IReadOnlyList<string> Roles, string DataEndpoint, string Host, int ProcessId, string Simd, int Threads, long StartedUnixMs, long ShardsDone, int InFlight, bool Draining) : IWireMessage;
+public sealed record NodeCard(string Address, IReadOnlyList<string> Roles, string DataEndpoint, string Host, int ProcessId, string Simd, int Threads, long StartedUnixMs, long ShardsDone, int InFlight, bool Draining, long BytesIn = 0, long BytesOut = 0) : IWireMessage;
 
 /// <summary>One member as the answering node sees it: its membership status (Up, Leaving, …), whether it is reachable, and its card (null when it did not answer).</summary>
 public sealed record MemberView(string Address, string Status, bool Reachable, IReadOnlyList<string> Roles, NodeCard? Card);
@@ -115,7 +115,7 @@ public static class ClusterWire
         WireCodec.Register<DoorsQuery>("DoorsQuery", 0, (c, ref w, m) => { }, (c, ref r) => new DoorsQuery());
         WireCodec.Register<Doors>("Doors", 2, (c, ref w, m) => { WriteStrings(ref w, m.Endpoints); w.Write(m.Self); }, (c, ref r) => new Doors(ReadStrings(ref r, "endpoints"), WireCodec.Text(ref r, "self")));
         WireCodec.Register<ClusterStatusQuery>("ClusterStatusQuery", 0, (c, ref w, m) => { }, (c, ref r) => new ClusterStatusQuery());
-        WireCodec.Register<NodeCard>("NodeCard", 11, (c, ref w, m) => WriteCard(ref w, m), (c, ref r) => ReadCard(ref r));
+        WireCodec.Register<NodeCard>("NodeCard", 13, (c, ref w, m) => WriteCard(ref w, m), (c, ref r) => ReadCard(ref r));
         WireCodec.Register<ClusterStatus>("ClusterStatus", 2, WriteStatus, ReadStatus);
         WireCodec.Register<RunningJobsQuery>("RunningJobsQuery", 0, (c, ref w, m) => { }, (c, ref r) => new RunningJobsQuery());
         WireCodec.Register<RunningJobs>("RunningJobs", 1, WriteRunning, ReadRunning);
@@ -220,10 +220,12 @@ public static class ClusterWire
         w.Write(m.ShardsDone);
         w.Write(m.InFlight);
         w.Write(m.Draining);
+        w.Write(m.BytesIn);
+        w.Write(m.BytesOut);
     }
 
     private static NodeCard ReadCard(ref MessagePackReader r)
-        => new(WireCodec.Text(ref r, "address"), ReadStrings(ref r, "roles"), WireCodec.Text(ref r, "data endpoint"), WireCodec.Text(ref r, "host"), r.ReadInt32(), WireCodec.Text(ref r, "simd"), WireCodec.NonNegative(r.ReadInt32(), "threads"), r.ReadInt64(), WireCodec.NonNegative(r.ReadInt64(), "shards done"), WireCodec.NonNegative(r.ReadInt32(), "in flight"), r.ReadBoolean());
+        => new(WireCodec.Text(ref r, "address"), ReadStrings(ref r, "roles"), WireCodec.Text(ref r, "data endpoint"), WireCodec.Text(ref r, "host"), r.ReadInt32(), WireCodec.Text(ref r, "simd"), WireCodec.NonNegative(r.ReadInt32(), "threads"), r.ReadInt64(), WireCodec.NonNegative(r.ReadInt64(), "shards done"), WireCodec.NonNegative(r.ReadInt32(), "in flight"), r.ReadBoolean(), WireCodec.NonNegative(r.ReadInt64(), "bytes in"), WireCodec.NonNegative(r.ReadInt64(), "bytes out"));
 
     private static void WriteStatus(WireCodec codec, ref MessagePackWriter w, ClusterStatus m)
     {
@@ -238,7 +240,7 @@ public static class ClusterWire
             WriteStrings(ref w, member.Roles);
             if (member.Card is { } card)
             {
-                w.WriteArrayHeader(11);
+                w.WriteArrayHeader(13);
                 WriteCard(ref w, card);
             }
             else
@@ -261,7 +263,7 @@ public static class ClusterWire
             NodeCard? card = null;
             if (!r.TryReadNil())
             {
-                WireCodec.Fields(ref r, 11, "card");
+                WireCodec.Fields(ref r, 13, "card");
                 card = ReadCard(ref r);
             }
 

@@ -1,5 +1,8 @@
+using AttentionActors.Cli.Commands;
 using AttentionActors.Kernels;
 using AttentionActors.Kernels.Tests;
+using AttentionActors.Pipeline;
+using AttentionActors.Pipeline.Planning;
 
 namespace AttentionActors.Cluster.Tests;
 
@@ -129,5 +132,30 @@ public sealed class MultiProcessTests(MixedCluster cluster)
 
         TestData.AssertBitwise(ClusterHarness.SingleNode(first).Output.Data.Span, jobs[0].Output.Data.Span, "first client");
         TestData.AssertBitwise(ClusterHarness.SingleNode(second).Output.Data.Span, jobs[1].Output.Data.Span, "second client");
+    }
+
+    [Fact]
+    public async Task The_dry_runs_bytes_moved_are_what_the_data_plane_carries_within_5_percent()
+    {
+        // Every byte is counted once, where it is read: shard data by the workers, partials by the
+        // reducer, rows by the client; the dry run's model is shard in + partials back + rows out.
+        const long Budget = 256 << 10;
+        var harness = cluster.Harness;
+        var client = await harness.ClientAsync(o => o with { MaxShardBytes = Budget });
+        var problem = Create(TestData.Qkv(18, 1, 4, 2, 1500, 1500, 32, 32), new AttentionOptions { Causal = true, BlockSize = 64 });
+        var before = (await harness.Operator.StatusAsync()).Members.ToDictionary(m => m.Address, m => m.Card?.BytesIn ?? 0);
+        long clientBefore = client.Traffic.Read;
+
+        var result = await harness.Within(client.ComputeAsync(problem), TimeSpan.FromSeconds(60));
+
+        var after = (await harness.Operator.StatusAsync()).Members;
+        long measured = client.Traffic.Read - clientBefore + after.Sum(m => (m.Card?.BytesIn ?? 0) - before.GetValueOrDefault(m.Address));
+        int threads = after.Where(m => m.Roles.Contains("worker")).Sum(m => m.Card?.Threads ?? 0);
+        var plan = ShardPlanner.Plan(EmbeddedPipeline.Planning(problem.Geometry), threads, new PlanOptions { MaxShardBytes = Budget });
+        long predicted = DryRun.BytesMoved(problem.Geometry, plan);
+        double off = (measured - predicted) / (double)predicted;
+        string parts = $"client {client.Traffic.Read - clientBefore:N0}; " + string.Join("; ", after.Select(m => $"{string.Join(',', m.Roles)} {(m.Card?.BytesIn ?? 0) - before.GetValueOrDefault(m.Address):N0}"));
+        Assert.True(Math.Abs(off) <= 0.05, $"the data plane carried {measured:N0} bytes ({parts}), the dry run predicted {predicted:N0} ({off:P1}) for {plan.Shards.Count} shards on {threads} threads");
+        TestData.AssertBitwise(ClusterHarness.SingleNode(problem).Output.Data.Span, result.Output.Data.Span, "output");
     }
 }

@@ -13,11 +13,31 @@ internal static class DryRun
 {
     private const int ListedShards = 12;
 
-    /// <summary>Bytes of every shard's input, partials and output rows: what crosses a cluster's data plane.</summary>
+    /// <summary>
+    /// Bytes of every shard's input and partials, and of the job's finished rows: what crosses a
+    /// cluster's data plane. A row is sent to the client once, however many key ranges its shards cut.
+    /// </summary>
     public static long BytesMoved(AttentionGeometry g, ShardPlan plan)
     {
         var visible = new Visibility(g);
-        return plan.Shards.Select(s => Messages(visible, s)).Sum(m => m.In + m.Partials + m.Rows);
+        return plan.Shards.Select(s => Messages(visible, s)).Sum(m => m.In + m.Partials) + RowsOut(g, plan);
+    }
+
+    /// <summary>Output and lse bytes of the rows the plan's shards cover, each (batch, head, row) once.</summary>
+    private static long RowsOut(AttentionGeometry g, ShardPlan plan)
+    {
+        long rows = 0;
+        foreach (var head in plan.Shards.GroupBy(s => (s.Batch, s.Head)))
+        {
+            int end = int.MinValue;
+            foreach (var s in head.OrderBy(s => s.RowStart))
+            {
+                rows += Math.Max(0, s.RowEnd - Math.Max(s.RowStart, end));
+                end = Math.Max(end, s.RowEnd);
+            }
+        }
+
+        return 4 * rows * (g.ValueDim + 1L);
     }
 
     public static int Print(AttentionGeometry g, ShardPlan plan, JobEstimate estimate, int workers, long maxShardBytes, TextWriter stdout)
@@ -26,7 +46,7 @@ internal static class DryRun
         var shards = plan.Shards;
         var visible = new Visibility(g);
         var sizes = shards.Select(s => Messages(visible, s)).ToList();
-        long moved = sizes.Sum(m => m.In + m.Partials + m.Rows);
+        long moved = sizes.Sum(m => m.In + m.Partials) + RowsOut(g, plan);
         stdout.WriteLine(string.Create(inv, $"dry run: Q {g.QueryShape}, K {g.KeyShape}, V {g.ValueShape}; block {g.BlockSize}, {g.BlockCount} key blocks"));
         stdout.WriteLine(string.Create(inv, $"dry run: {shards.Count} shards on {workers} workers, shard budget {JobEstimate.Size(maxShardBytes)}, imbalance {plan.Imbalance:F3} (busiest worker over the mean)"));
         if (shards.Count > 0)

@@ -42,8 +42,7 @@ public sealed class DataPlaneClient : IAsyncDisposable
     private readonly WireCodec codec;
     private readonly PeerRole[] servers;
     private readonly ConcurrentDictionary<string, Pool> pools = new(StringComparer.Ordinal);
-    private long bytesRead;
-    private long bytesWritten;
+    private readonly TrafficCounter traffic = new();
     private uint nextId;
 
     /// <summary>A client that presents <paramref name="certificates"/> and accepts servers of the <paramref name="servers"/> roles (a client talks to nodes only; a node to nodes and clients).</summary>
@@ -55,24 +54,8 @@ public sealed class DataPlaneClient : IAsyncDisposable
         this.servers = servers.Length > 0 ? servers : [PeerRole.Node];
     }
 
-    /// <summary>Bytes of frames this client wrote and read so far (closed connections included).</summary>
-    public (long Read, long Written) Traffic
-    {
-        get
-        {
-            long read = Interlocked.Read(ref bytesRead), written = Interlocked.Read(ref bytesWritten);
-            foreach (var pool in pools.Values)
-            {
-                foreach (var c in pool.Idle)
-                {
-                    read += c.Frames.BytesRead;
-                    written += c.Frames.BytesWritten;
-                }
-            }
-
-            return (read, written);
-        }
-    }
+    /// <summary>Bytes of frames this client has read and written so far, counted as they pass.</summary>
+    public (long Read, long Written) Traffic => (traffic.Read, traffic.Written);
 
     /// <summary>Sends <paramref name="request"/> to <paramref name="endpoint"/> presenting <paramref name="key"/>, and returns the answer message.</summary>
     public async Task<object> RequestAsync(string endpoint, ReadOnlyMemory<byte> key, object request, TimeSpan? timeout = null, CancellationToken cancellationToken = default)
@@ -133,8 +116,6 @@ public sealed class DataPlaneClient : IAsyncDisposable
         {
             if (connection is not null)
             {
-                Interlocked.Add(ref bytesRead, connection.Frames.BytesRead);
-                Interlocked.Add(ref bytesWritten, connection.Frames.BytesWritten);
                 pool.Drop();
                 await connection.Frames.DisposeAsync().ConfigureAwait(false);
             }
@@ -173,7 +154,7 @@ public sealed class DataPlaneClient : IAsyncDisposable
                 },
                 handshake.Token).ConfigureAwait(false);
             var records = await SealedStream.ClientAsync(network, ssl, handshake.Token).ConfigureAwait(false);
-            return new Connection(new FrameStream(records, options.MaxFrameBytes));
+            return new Connection(new FrameStream(records, options.MaxFrameBytes, traffic));
         }
         catch
         {

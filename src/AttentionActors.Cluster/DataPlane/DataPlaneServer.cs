@@ -84,8 +84,7 @@ public sealed partial class DataPlaneServer : IAsyncDisposable
     private readonly SslServerAuthenticationOptions tls;
     private int connections;
     private Task? accepting;
-    private long bytesRead;
-    private long bytesWritten;
+    private readonly TrafficCounter traffic = new();
 
     private DataPlaneServer(IPEndPoint bind, ClusterCertificates certificates, IDataPlaneHandler handler, DataPlaneOptions options, WireCodec codec, ILogger logger)
     {
@@ -109,8 +108,8 @@ public sealed partial class DataPlaneServer : IAsyncDisposable
     /// <summary>The address and port it listens on (the port the system chose when asked for 0).</summary>
     public IPEndPoint LocalEndpoint => (IPEndPoint)listener.LocalEndpoint;
 
-    /// <summary>Bytes of frames read and written by every connection so far.</summary>
-    public (long Read, long Written) Traffic => (Interlocked.Read(ref bytesRead), Interlocked.Read(ref bytesWritten));
+    /// <summary>Bytes of frames read and written by every connection so far, counted as they pass.</summary>
+    public (long Read, long Written) Traffic => (traffic.Read, traffic.Written);
 
     /// <summary>Starts listening on <paramref name="bind"/>; throws <see cref="SocketException"/> when the address cannot be bound.</summary>
     public static DataPlaneServer Start(IPEndPoint bind, ClusterCertificates certificates, IDataPlaneHandler handler, DataPlaneOptions options, WireCodec codec, ILogger logger)
@@ -169,7 +168,7 @@ public sealed partial class DataPlaneServer : IAsyncDisposable
                 records = await SealedStream.ServerAsync(network, ssl, handshake.Token).ConfigureAwait(false);
             }
 
-            frames = new FrameStream(records, options.MaxFrameBytes);
+            frames = new FrameStream(records, options.MaxFrameBytes, traffic);
             var role = certificates.Check(ssl.RemoteCertificate, out string? problem) ?? throw new AuthenticationException(problem);
             var peer = new Peer(role, remote);
             while (!stopping.IsCancellationRequested)
@@ -199,8 +198,6 @@ public sealed partial class DataPlaneServer : IAsyncDisposable
         {
             if (frames is not null)
             {
-                Interlocked.Add(ref bytesRead, frames.BytesRead);
-                Interlocked.Add(ref bytesWritten, frames.BytesWritten);
                 await frames.DisposeAsync().ConfigureAwait(false);
             }
             else

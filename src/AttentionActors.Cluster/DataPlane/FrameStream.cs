@@ -72,18 +72,15 @@ public sealed class FrameFormatException : Exception
 /// connection's limit before anything is allocated, so a peer can never make this end hold more
 /// than one frame's bytes per connection.
 /// </summary>
-public sealed class FrameStream(Stream stream, int maxFrameBytes) : IAsyncDisposable
+public sealed class FrameStream(Stream stream, int maxFrameBytes, TrafficCounter? traffic = null) : IAsyncDisposable
 {
+    private readonly TrafficCounter traffic = traffic ?? new TrafficCounter();
+
     private const int HeaderBytes = 4 + 1 + 4 + 1 + 2;
     private readonly SemaphoreSlim writing = new(1, 1);
     private readonly byte[] lengthBuffer = new byte[4];
 
     public int MaxFrameBytes { get; } = maxFrameBytes;
-
-    /// <summary>Bytes written and read so far, frames included.</summary>
-    public long BytesWritten { get; private set; }
-
-    public long BytesRead { get; private set; }
 
     /// <summary>
     /// Writes one frame whose payload <paramref name="payload"/> writes; waits for any write in
@@ -122,7 +119,7 @@ public sealed class FrameStream(Stream stream, int maxFrameBytes) : IAsyncDispos
             {
                 await stream.WriteAsync(buffer.Array.AsMemory(0, buffer.Written), cancellationToken).ConfigureAwait(false);
                 await stream.FlushAsync(cancellationToken).ConfigureAwait(false);
-                BytesWritten += buffer.Written;
+                traffic.AddWritten(buffer.Written);
             }
             finally
             {
@@ -160,7 +157,7 @@ public sealed class FrameStream(Stream stream, int maxFrameBytes) : IAsyncDispos
         try
         {
             await stream.ReadExactlyAsync(buffer.AsMemory(0, (int)length), cancellationToken).ConfigureAwait(false);
-            BytesRead += length + 4;
+            traffic.AddRead(length + 4);
             var kind = (FrameKind)buffer[0];
             uint id = BinaryPrimitives.ReadUInt32LittleEndian(buffer.AsSpan(1));
             int keyLength = buffer[5];
@@ -238,4 +235,19 @@ public sealed class FrameStream(Stream stream, int maxFrameBytes) : IAsyncDispos
             Array = larger;
         }
     }
+}
+
+/// <summary>Bytes of data-plane frames read and written, counted as they pass; one counter serves every connection of a server or a client.</summary>
+public sealed class TrafficCounter
+{
+    private long read;
+    private long written;
+
+    public long Read => Interlocked.Read(ref read);
+
+    public long Written => Interlocked.Read(ref written);
+
+    internal void AddRead(long bytes) => Interlocked.Add(ref read, bytes);
+
+    internal void AddWritten(long bytes) => Interlocked.Add(ref written, bytes);
 }

@@ -82,14 +82,13 @@ public sealed partial class ClusterNode : IAsyncDisposable
     public Task<bool> Terminated => system.WhenTerminated.ContinueWith(_ => Volatile.Read(ref stopping) != 0, TaskScheduler.Default);
 
     /// <summary>Bytes this node's data plane has read and written (server and client sides).</summary>
-    public (long Read, long Written) Traffic
+    public (long Read, long Written) Traffic => TrafficOf(server, data);
+
+    private static (long Read, long Written) TrafficOf(DataPlaneServer server, DataPlaneClient data)
     {
-        get
-        {
-            var (serverRead, serverWritten) = server.Traffic;
-            var (clientRead, clientWritten) = data.Traffic;
-            return (serverRead + clientRead, serverWritten + clientWritten);
-        }
+        var (serverRead, serverWritten) = server.Traffic;
+        var (clientRead, clientWritten) = data.Traffic;
+        return (serverRead + clientRead, serverWritten + clientWritten);
     }
 
     /// <summary>
@@ -152,7 +151,7 @@ public sealed partial class ClusterNode : IAsyncDisposable
 
         string dataEndpoint = DataPlane.DataEndpoint.Format(options.AdvertisedHost, server.LocalEndpoint.Port);
         var identity = new NodeIdentity(address, options.Roles, dataEndpoint, Environment.MachineName, Environment.ProcessId, Lanes.Resolve(options.KernelPath).ToString(), options.Has(NodeRoles.Worker) ? options.Threads : 0, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
-        door.Agent = system.ActorOf(Props.Create(() => new NodeAgent(identity, roles, options.ShutdownTimeout, logger)), NodeHost.AgentName);
+        door.Agent = system.ActorOf(Props.Create(() => new NodeAgent(identity, roles, options.ShutdownTimeout, logger, () => TrafficOf(server, data))), NodeHost.AgentName);
         var node = new ClusterNode(system, server, data, roles, options, address, dataEndpoint, logger);
         var timeout = options.JoinTimeout;
         var first = await Task.WhenAny(up.Task, system.WhenTerminated, Task.Delay(timeout, cancellationToken)).ConfigureAwait(false);

@@ -27,10 +27,12 @@ internal sealed partial class NodeAgent : ReceiveActor
     private readonly NodeRoleActors roles;
     private readonly TimeSpan shutdownTimeout;
     private readonly ILogger logger;
+    private readonly Func<(long Read, long Written)> traffic;
 
-    public NodeAgent(NodeIdentity identity, NodeRoleActors roles, TimeSpan shutdownTimeout, ILogger logger)
+    public NodeAgent(NodeIdentity identity, NodeRoleActors roles, TimeSpan shutdownTimeout, ILogger logger, Func<(long Read, long Written)>? traffic = null)
     {
         this.identity = identity;
+        this.traffic = traffic ?? (() => (0, 0));
         this.roles = roles;
         this.shutdownTimeout = shutdownTimeout;
         this.logger = logger;
@@ -125,7 +127,7 @@ internal sealed partial class NodeAgent : ReceiveActor
         }
     }
 
-    private NodeCard Card() => new(identity.Address, identity.Roles, identity.DataEndpoint, identity.Host, identity.ProcessId, identity.Simd, identity.Threads, identity.StartedUnixMs, roles.Stats?.ShardsDone ?? 0, roles.Stats?.InFlight ?? 0, roles.Stats?.Draining ?? false);
+    private NodeCard Card() => new(identity.Address, identity.Roles, identity.DataEndpoint, identity.Host, identity.ProcessId, identity.Simd, identity.Threads, identity.StartedUnixMs, roles.Stats?.ShardsDone ?? 0, roles.Stats?.InFlight ?? 0, roles.Stats?.Draining ?? false, traffic().Read, traffic().Written);
 
     private async Task<List<JobTables>> LocalTables()
     {

@@ -75,7 +75,7 @@ internal static class ClusterCommand
     private static Command Status(TextWriter stdout, TextWriter stderr, Option<string?> dir)
     {
         var json = new Option<bool>("--json") { Description = "Print JSON for scripts instead of a table" };
-        var command = new Command("status", "List the cluster's members: status (Up, Leaving, …), reachability, roles, data endpoint, SIMD, threads, uptime, shards done and in flight") { json };
+        var command = new Command("status", "List the cluster's members: status (Up, Leaving, …), reachability, roles, data endpoint, SIMD, threads, uptime, shards done and in flight, data-plane bytes in and out") { json };
         command.Options.Add(dir);
         var flags = ClusterFlags.Add(command, ClusterUse.Operator);
         command.SetAction((r, ct) => Guard(stderr, async () =>
@@ -90,11 +90,12 @@ internal static class ClusterCommand
 
             long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
             stdout.WriteLine($"cluster of {status.AnsweredBy}: {status.Members.Count} member{(status.Members.Count == 1 ? "" : "s")}, {status.Members.Count(m => m.Status == "Up" && m.Reachable)} up and reachable");
-            Table(stdout, ["ADDRESS", "STATUS", "ROLES", "DATA", "SIMD", "THREADS", "UPTIME", "SHARDS DONE", "IN FLIGHT"], status.Members.Select(m => new[]
+            Table(stdout, ["ADDRESS", "STATUS", "ROLES", "DATA", "SIMD", "THREADS", "UPTIME", "SHARDS DONE", "IN FLIGHT", "DATA IN", "DATA OUT"], status.Members.Select(m => new[]
             {
                 m.Address, m.Reachable ? m.Status : $"{m.Status} UNREACHABLE", string.Join(',', m.Roles), m.Card?.DataEndpoint ?? "?", m.Card?.Simd ?? "?",
                 m.Card?.Threads.ToString(CultureInfo.InvariantCulture) ?? "?", m.Card is { } c ? Uptime((now - c.StartedUnixMs) / 1000.0) : "?",
                 m.Card?.ShardsDone.ToString(CultureInfo.InvariantCulture) ?? "?", m.Card is { } k ? $"{k.InFlight}{(k.Draining ? " (draining)" : "")}" : "?",
+                m.Card is { } i ? JobEstimate.Size(i.BytesIn) : "?", m.Card is { } o ? JobEstimate.Size(o.BytesOut) : "?",
             }));
             return 0;
         }));
