@@ -65,7 +65,8 @@ images() {
     fi
     podman image exists localhost/attention-runtime:bookworm || build -t localhost/attention-runtime:bookworm -f "$root/containers/runtime.Containerfile" "$root/containers"
     say "publishing a self-contained build and building the node image"
-    dotnet publish "$root/src/AttentionActors.Cli" -c Release -r linux-x64 --self-contained -p:PublishReadyToRun="${ATTENTION_READY_TO_RUN:-true}" -o "$root/publish" -nologo -v quiet >"$work/build.log" 2>&1 || fail "dotnet publish: $(tail -20 "$work/build.log")"
+    # Its own build folders (--artifacts-path): ./attention builds for this runtime too, and two builds sharing obj/ corrupt each other.
+    dotnet publish "$root/src/AttentionActors.Cli" -c Release -r linux-x64 --self-contained -p:PublishReadyToRun="${ATTENTION_READY_TO_RUN:-true}" --artifacts-path "$work/artifacts" -o "$root/publish" -nologo -v quiet >"$work/build.log" 2>&1 || fail "dotnet publish: $(tail -20 "$work/build.log")"
     build --target runtime-prebuilt --build-arg RUNTIME_IMAGE=localhost/attention-runtime:bookworm -t "$ATTENTION_IMAGE" -f "$root/Dockerfile" "$root"
     # The image this replaced, now untagged, would otherwise stay on disk (≈ 0.4 GB a build).
     podman image prune -f >/dev/null 2>&1 || true
