@@ -108,19 +108,20 @@ public sealed class RunSafetyTests : IDisposable
         }
 
         string dll = Path.Combine(root, "src", "AttentionActors.Cli", "bin", "Release", "net10.0", "attention.dll");
-        (string Out, string Err) Call()
+        (string Out, string Err) Call(TimeSpan limit)
         {
             using var process = Process.Start(new ProcessStartInfo("bash", [Path.Combine(root, "attention"), "--help"]) { RedirectStandardOutput = true, RedirectStandardError = true })!;
             var stdout = process.StandardOutput.ReadToEndAsync();
             var stderr = process.StandardError.ReadToEndAsync();
-            Assert.True(process.WaitForExit(TimeSpan.FromMinutes(3)), "./attention --help did not finish");
+            Assert.True(process.WaitForExit(limit), $"./attention --help did not finish in {limit.TotalMinutes} minutes");
             Assert.Equal(0, process.ExitCode);
             return (stdout.Result, stderr.Result);
         }
 
-        Call();
+        // The first call may build from nothing (a fresh clone), while the other test assemblies load both cores.
+        Call(TimeSpan.FromMinutes(12));
         var built = File.GetLastWriteTimeUtc(dll);
-        var (output, errors) = Call();
+        var (output, errors) = Call(TimeSpan.FromMinutes(3));
         Assert.Equal(built, File.GetLastWriteTimeUtc(dll));
         Assert.DoesNotContain("Build succeeded", output + errors, StringComparison.Ordinal);
         Assert.Equal(string.Empty, errors);
