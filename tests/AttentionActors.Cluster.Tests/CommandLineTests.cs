@@ -147,8 +147,9 @@ public sealed class OperatorCommandTests : IDisposable
         Assert.True(table == 0 && tableOutput.Contains("3 members, 3 up and reachable", StringComparison.Ordinal), tableOutput);
 
         // A long job shows in `jobs`; `cancel` ends it: the client fails naming the operator, and leaves no output file.
+        // Long enough (9 TFLOP) that listing and cancelling, each a process started under the suite's load, come first.
         string output = Path.Combine(dir, "long.npy");
-        await using (var job = NodeProcess.Start("long job", Environment, ["run", "--random", "--seq", "32768", "--heads", "8", "--dim", "64", "--out", output, "--quiet", .. client]))
+        await using (var job = NodeProcess.Start("long job", Environment, ["run", "--random", "--seq", "65536", "--heads", "8", "--dim", "64", "--out", output, "--quiet", .. client]))
         {
             // The job is listed, then cancelled; a job submitted again under a new id (its coordinator
             // was slow to answer under load) is listed and cancelled in turn.
@@ -168,7 +169,7 @@ public sealed class OperatorCommandTests : IDisposable
                 }
             }
 
-            Assert.True(cancelled, $"the job was never cancelled:\n{tried}{job.Tail()}");
+            Assert.True(cancelled, $"the job was never cancelled (client {(job.HasExited ? $"exited {job.ExitCode}" : "running")}):\n{tried}{job.Output}");
             int code = await job.WaitForExit(TimeSpan.FromSeconds(60));
             Assert.True(code == 1 && job.Output.Contains("cancelled by the operator", StringComparison.Ordinal), $"the cancelled client exited {code}:\n{job.Output}");
             Assert.False(File.Exists(output), "a cancelled job left its output file");
