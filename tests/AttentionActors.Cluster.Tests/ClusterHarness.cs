@@ -1,6 +1,4 @@
 using System.Globalization;
-using System.Net;
-using System.Net.Sockets;
 using AttentionActors.Cluster.Client;
 using AttentionActors.Cluster.Security;
 using AttentionActors.Kernels;
@@ -57,14 +55,7 @@ public sealed class ClusterHarness : IAsyncDisposable
     public OperatorClient Operator => op ??= OperatorClient.Connect(Data, TestCertificates.Node, TestCertificates.Ca);
 
     /// <summary>A free TCP port on loopback (the system's choice, released for the node to take).</summary>
-    public static int FreePort()
-    {
-        var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        int port = ((IPEndPoint)listener.LocalEndpoint).Port;
-        listener.Stop();
-        return port;
-    }
+    public static int FreePort() => Cli.Commands.Cluster.ClusterBench.FreePort();
 
     /// <summary>The settings every test node shares: its certificates and quick failure detection.</summary>
     private static Dictionary<string, string> Environment(IDictionary<string, string>? extra)

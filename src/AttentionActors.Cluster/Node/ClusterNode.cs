@@ -81,9 +81,7 @@ public sealed partial class ClusterNode : IAsyncDisposable
     /// <summary>Completes when the node's actor system has ended; true if that was asked for (<see cref="StopAsync"/>), false if the cluster took it down.</summary>
     public Task<bool> Terminated => system.WhenTerminated.ContinueWith(_ => Volatile.Read(ref stopping) != 0, TaskScheduler.Default);
 
-    /// <summary>Bytes this node's data plane has read and written (server and client sides).</summary>
-    public (long Read, long Written) Traffic => TrafficOf(server, data);
-
+    /// <summary>Bytes this node's data plane has read and written (server and client sides), for its card.</summary>
     private static (long Read, long Written) TrafficOf(DataPlaneServer server, DataPlaneClient data)
     {
         var (serverRead, serverWritten) = server.Traffic;

@@ -127,7 +127,11 @@ internal sealed partial class NodeAgent : ReceiveActor
         }
     }
 
-    private NodeCard Card() => new(identity.Address, identity.Roles, identity.DataEndpoint, identity.Host, identity.ProcessId, identity.Simd, identity.Threads, identity.StartedUnixMs, roles.Stats?.ShardsDone ?? 0, roles.Stats?.InFlight ?? 0, roles.Stats?.Draining ?? false, traffic().Read, traffic().Written);
+    private NodeCard Card()
+    {
+        var (read, written) = traffic();
+        return new(identity.Address, identity.Roles, identity.DataEndpoint, identity.Host, identity.ProcessId, identity.Simd, identity.Threads, identity.StartedUnixMs, roles.Stats?.ShardsDone ?? 0, roles.Stats?.InFlight ?? 0, roles.Stats?.Draining ?? false, read, written);
+    }
 
     private async Task<List<JobTables>> LocalTables()
     {

@@ -158,7 +158,8 @@ internal static class ClusterBench
         return 0;
     }
 
-    private static int FreePort()
+    /// <summary>A free TCP port on loopback (the system's choice, released for a node to take).</summary>
+    internal static int FreePort()
     {
         var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();
