@@ -2,6 +2,7 @@ using System.Globalization;
 using AttentionActors.Cluster.Client;
 using AttentionActors.Cluster.Security;
 using AttentionActors.Kernels;
+using AttentionActors.Pipeline;
 
 namespace AttentionActors.Cluster.Tests;
 
@@ -150,7 +151,10 @@ public sealed class ClusterHarness : IAsyncDisposable
         }
     }
 
-    /// <summary>The task's result, or a timeout that shows every node's last lines.</summary>
+    /// <summary>
+    /// The task's result, or a timeout that shows every node's last lines. A failure other than a
+    /// job's own refusal (a lost node, an unreachable cluster) shows them too: the nodes say why.
+    /// </summary>
     public async Task<T> Within<T>(Task<T> task, TimeSpan timeout)
     {
         if (await Task.WhenAny(task, Task.Delay(timeout)) != task)
@@ -158,7 +162,14 @@ public sealed class ClusterHarness : IAsyncDisposable
             throw new TimeoutException($"no result within {timeout.TotalSeconds:F0} s\n{Logs()}");
         }
 
-        return await task;
+        try
+        {
+            return await task;
+        }
+        catch (Exception ex) when (ex is not AttentionJobException { NodeLost: false })
+        {
+            throw new ClusterTestException($"{ex.GetType().Name}: {ex.Message}\n{Logs()}", ex);
+        }
     }
 
     /// <summary>Every table of every role on every live node, once the jobs that ran have ended: each must be empty.</summary>
@@ -211,3 +222,6 @@ public sealed class ClusterHarness : IAsyncDisposable
     /// <summary>The job's single-node result, the reference every cluster result must equal bit for bit.</summary>
     public static AttentionResult SingleNode(AttentionProblem problem) => Attention.Compute(problem);
 }
+
+/// <summary>A cluster job's unexpected failure, with every node's last lines.</summary>
+public sealed class ClusterTestException(string message, Exception inner) : Exception(message, inner);

@@ -181,4 +181,21 @@ public class CanonicalTreeTests
         var ex = Assert.Throws<ArgumentException>(() => CanonicalTree.Reduce(4, [a, b]));
         Assert.Contains("overlap", ex.Message, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void A_root_is_taken_as_it_is_beside_the_identity_and_refused_beside_keys_of_the_same_row()
+    {
+        var root = new PartialSet([new TreeNode(2, 0)], 2, 1, [1f, float.NegativeInfinity], [2f, 0f], [3f, 0f]);
+        var identity = new PartialSet([new TreeNode(0, 3)], 2, 1, [float.NegativeInfinity, float.NegativeInfinity], [0f, 0f], [0f, 0f]);
+        var otherRow = new PartialSet([new TreeNode(1, 0)], 2, 1, [float.NegativeInfinity, 5f], [0f, 1f], [0f, 7f]);
+        var reduced = CanonicalTree.Reduce(4, [identity, root, otherRow]);
+        Assert.Equal([new TreeNode(2, 0)], reduced.Nodes);
+        Assert.Equal([1f, 5f], reduced.M);
+        Assert.Equal([2f, 1f], reduced.L);
+        Assert.Equal([3f, 7f], reduced.O);
+
+        var sameRow = new PartialSet([new TreeNode(0, 3)], 2, 1, [0.5f, float.NegativeInfinity], [1f, 0f], [4f, 0f]);
+        var ex = Assert.Throws<ArgumentException>(() => CanonicalTree.Reduce(4, [root, sameRow]));
+        Assert.Contains("row 0", ex.Message, StringComparison.Ordinal);
+    }
 }

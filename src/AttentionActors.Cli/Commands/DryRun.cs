@@ -88,14 +88,12 @@ internal static class DryRun
         return 0;
     }
 
-    /// <summary>Float32 bytes of a shard's data in (Q rows, K and V of its blocks), its partials back (m, l, o per tree node and row) and its finished rows out (o and lse).</summary>
+    /// <summary>Float32 bytes of a shard's data in (Q rows, K and V of its blocks), its partials back (m, l, o per tree node and row: the root alone when it holds every block its rows see) and its finished rows out (o and lse).</summary>
     private static (long In, long Partials, long Rows) Messages(Visibility visible, Shard s)
     {
         var g = visible.Geometry;
         long keys = g.KeysIn(s.BlockStart, s.BlockEnd);
-        var (first, end) = visible.Blocks(s.Batch, s.RowStart, s.RowCount);
-        (first, end) = (Math.Max(first, s.BlockStart), Math.Min(end, s.BlockEnd));
-        long nodes = first < end ? ShardPlanner.TreeNodes(first, end) : 0;
+        long nodes = AttentionGeometry.ResultNodes(g.BlockCount, visible.Blocks(s.Batch, s.RowStart, s.RowCount), s.BlockStart, s.BlockEnd).Length;
         return (
             4 * (((long)s.RowCount * g.KeyDim) + (keys * (g.KeyDim + g.ValueDim))),
             4 * nodes * s.RowCount * (g.ValueDim + 2L),

@@ -63,7 +63,12 @@ internal sealed partial class JobHost : ReceiveActor, IWithTimers
         {
             unreachable.Add(u.Member.Address);
             Lost(u.Member.Address);
+            if (!u.Member.HasRole(NodeRoles.Coordinator))
+            {
+                Timers.StartSingleTimer(("down", u.Member.UniqueAddress), new DownCheck(u.Member), options.StableAfter / 2);
+            }
         });
+        Receive<DownCheck>(check => DownIfStillLost(check.Member));
         Receive<ClusterEvent.ReachableMember>(r =>
         {
             unreachable.Remove(r.Member.Address);
@@ -169,6 +174,8 @@ internal sealed partial class JobHost : ReceiveActor, IWithTimers
 
     private sealed record CardCheck : INoSerializationVerificationNeeded;
 
+    private sealed record DownCheck(Member Member) : INoSerializationVerificationNeeded;
+
     private sealed record Planned(Submit Submit, IActorRef ReplyTo, ShardPlan? Plan, int Workers, Address Reducer, string? Problem) : INoSerializationVerificationNeeded;
 
     private sealed class JobRecord(JobId job, IActorRef coordinator, IActorRef link, byte[] ownerKey, long admittedBytes, Address reducerAddress, int shards, DateTimeOffset started)
@@ -208,6 +215,34 @@ internal sealed partial class JobHost : ReceiveActor, IWithTimers
     }
 
     private static void AskCard(Address address) => Context.ActorSelection(new RootActorPath(address) / "user" / NodeHost.AgentName).Tell(new GetCard());
+
+    /// <summary>
+    /// Downs a worker or reducer node still unreachable half a stable-after after it was lost, when
+    /// this coordinator sees most coordinators: such a node holds no job state a coordinator needs
+    /// (its shards were re-issued when it was lost). Left to the split-brain resolver, nodes that die
+    /// one after another within stable-after, each having seen the one before it die, look
+    /// indirectly connected to it, and it downs every node, coordinators included; downed here one
+    /// by one, they leave membership before their losses pile up.
+    /// </summary>
+    private void DownIfStillLost(Member member)
+    {
+        var cluster = Akka.Cluster.Cluster.Get(Context.System);
+        var state = cluster.State;
+        if (!state.Unreachable.Any(m => m.UniqueAddress.Equals(member.UniqueAddress)))
+        {
+            return;
+        }
+
+        var coordinators = state.Members.Where(m => m.HasRole(NodeRoles.Coordinator) && m.Status is MemberStatus.Up or MemberStatus.Leaving or MemberStatus.WeaklyUp).ToList();
+        int reachable = coordinators.Count(m => !state.Unreachable.Contains(m));
+        if (2 * reachable <= coordinators.Count)
+        {
+            return;
+        }
+
+        LogDowning(logger, member.Address, options.StableAfter.TotalSeconds / 2);
+        cluster.Down(member.Address);
+    }
 
     /// <summary>A node stopped answering (or left): the queue skips it and every job re-issues what ran there.</summary>
     private void Lost(Address address)
@@ -314,6 +349,9 @@ internal sealed partial class JobHost : ReceiveActor, IWithTimers
 
     [LoggerMessage(Level = LogLevel.Information, Message = "job {Job} started: {Shards} shards for {Workers} worker threads, reducer {Reducer}")]
     private static partial void LogStarted(ILogger logger, JobId job, int shards, int workers, Address reducer);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "downing {Node}: unreachable for {Seconds} s (its shards were re-issued when it was lost); its process exits and may be restarted to join again")]
+    private static partial void LogDowning(ILogger logger, Address node, double seconds);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "job {Job} refused: {Reason}")]
     private static partial void LogRefused(ILogger logger, JobId job, string reason);

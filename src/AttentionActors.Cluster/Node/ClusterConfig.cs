@@ -17,7 +17,9 @@ namespace AttentionActors.Cluster.Node;
 /// coordinator in the minority, downing it and every job. A side left without its coordinators downs
 /// itself, so its workers exit and, restarted, join the seeds again instead of idling headless.
 /// It never downs everything for being unstable: a burst of losses changes membership faster than
-/// stable-after, and must cost those nodes, not the cluster.
+/// stable-after, and must cost those nodes, not the cluster. For the same reason coordinators down
+/// a lost worker or reducer themselves after half of stable-after (<see cref="Coordinator.JobHost"/>):
+/// the resolver takes nodes that died having seen another die for indirectly connected, and downs all.
 /// </summary>
 public static class ClusterConfig
 {

@@ -103,14 +103,16 @@ public static partial class Attention
     /// <summary>
     /// The partials of query rows [rowStart, rowStart + rowCount) of (b, h) over key blocks
     /// [blockStart, blockEnd): one entry per maximal aligned tree node of the part of that range
-    /// the rows can see (none when they see nothing). This is a worker's whole job.
+    /// the rows can see (none when they see nothing), or the root alone when the range holds every
+    /// block they see (<see cref="AttentionGeometry.ResultNodes(int,int,int,int,int)"/>). This is a worker's whole job.
     /// </summary>
     public static PartialSet ComputePartials(AttentionProblem problem, int b, int h, int rowStart, int rowCount, int blockStart, int blockEnd, KernelPath path = KernelPath.Auto, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(problem);
         CheckRange(problem, b, h, rowStart, rowCount, blockStart, blockEnd);
-        var (first, end) = problem.Geometry.VisibleBlocks(b, rowStart, rowCount, blockStart, blockEnd);
-        var nodes = CanonicalTree.Decompose(first, end);
+        var (seenFirst, seenEnd) = problem.Geometry.VisibleBlocks(b, rowStart, rowCount);
+        int first = Math.Max(seenFirst, blockStart), end = Math.Min(seenEnd, blockEnd);
+        var nodes = first < end ? CanonicalTree.Decompose(first, end) : [];
         var set = new PartialSet(nodes, rowCount, problem.PartialWidth);
         if (nodes.Length == 0)
         {
@@ -125,7 +127,10 @@ public static partial class Attention
             Dispatch(path, new CollectPanel(problem, pack, set, b, h, rowStart + r0, r0, rows, first, end));
         }
 
-        return set;
+        // The same tree evaluation the reducer would make of these nodes: the bits do not change, the partials shrink to one per row.
+        return AttentionGeometry.ResultNodes(problem.BlockCount, (seenFirst, seenEnd), blockStart, blockEnd) is [var only] && only != nodes[0]
+            ? CanonicalTree.Reduce(problem.BlockCount, [set])
+            : set;
     }
 
     private static void CheckRange(AttentionProblem p, int b, int h, int rowStart, int rowCount, int blockStart, int blockEnd)

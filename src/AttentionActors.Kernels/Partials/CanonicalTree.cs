@@ -95,11 +95,68 @@ public static class CanonicalTree
 
     /// <summary>
     /// Reduces partial sets that cover disjoint block ranges of the same query rows into the root,
-    /// as one set holding a single node. Arrival order does not matter.
+    /// as one set holding a single node. Arrival order does not matter. A set may already hold the
+    /// root (a shard that held every block its rows see); any other set is then the identity for
+    /// those rows, and merging the identity changes no bit, so the root is taken as it is.
     /// </summary>
     public static PartialSet Reduce(int blockCount, IReadOnlyList<PartialSet> parts)
     {
         ArgumentNullException.ThrowIfNull(parts);
+        var top = new TreeNode(Height(blockCount), 0);
+        if (parts.Count > 1 && parts.Any(p => p.Nodes.Contains(top)))
+        {
+            return TakeRoots(top, parts);
+        }
+
+        return ReduceTree(blockCount, parts);
+    }
+
+    /// <summary>Each row's one non-identity entry among sets one of which holds the root; two for one row overlap, and are refused.</summary>
+    private static PartialSet TakeRoots(TreeNode top, IReadOnlyList<PartialSet> parts)
+    {
+        int rows = parts[0].Rows, dv = parts[0].ValueDim;
+        var root = new PartialSet([top], rows, dv);
+        Array.Fill(root.M, float.NegativeInfinity);
+        for (int r = 0; r < rows; r++)
+        {
+            (PartialSet Set, int Node)? found = null;
+            foreach (var part in parts)
+            {
+                if (part.Rows != rows || part.ValueDim != dv)
+                {
+                    throw new ArgumentException($"partials disagree on shape: {part.Rows}×{part.ValueDim} vs {rows}×{dv}");
+                }
+
+                for (int n = 0; n < part.Nodes.Length; n++)
+                {
+                    if (float.IsNegativeInfinity(part.M[(n * rows) + r]))
+                    {
+                        continue;
+                    }
+
+                    if (found is { } other)
+                    {
+                        throw new ArgumentException($"row {r}: tree nodes {other.Set.Nodes[other.Node]} and {part.Nodes[n]} both hold keys of the row, and one of them is the root");
+                    }
+
+                    found = (part, n);
+                }
+            }
+
+            if (found is var (set, node))
+            {
+                int at = (node * rows) + r;
+                root.M[r] = set.M[at];
+                root.L[r] = set.L[at];
+                set.O.AsSpan(at * dv, dv).CopyTo(root.O.AsSpan(r * dv, dv));
+            }
+        }
+
+        return root;
+    }
+
+    private static PartialSet ReduceTree(int blockCount, IReadOnlyList<PartialSet> parts)
+    {
         if (parts.Count == 0)
         {
             throw new ArgumentException("no partials to reduce");

@@ -275,6 +275,30 @@ public sealed class AttentionGeometry
         return first < end ? (first, end) : (blockStart, blockStart);
     }
 
+    /// <summary>
+    /// The tree nodes a shard's partials hold: the root alone when [blockStart, blockEnd) holds every
+    /// block its rows see — the shard finishes its rows' tree itself, every other block being the
+    /// identity for them — else the maximal aligned nodes of the part its rows see (none when they see nothing).
+    /// </summary>
+    public Partials.TreeNode[] ResultNodes(int b, int rowStart, int rowCount, int blockStart, int blockEnd)
+    {
+        var (first, end) = VisibleBlocks(b, rowStart, rowCount);
+        return ResultNodes(BlockCount, (first, end), blockStart, blockEnd);
+    }
+
+    /// <summary><see cref="ResultNodes(int,int,int,int,int)"/> for rows that see blocks [seen.First, seen.End) of <paramref name="blockCount"/>.</summary>
+    public static Partials.TreeNode[] ResultNodes(int blockCount, (int First, int End) seen, int blockStart, int blockEnd)
+    {
+        var (seenFirst, seenEnd) = seen;
+        if (seenFirst < seenEnd && blockStart <= seenFirst && seenEnd <= blockEnd)
+        {
+            return [new Partials.TreeNode(Partials.CanonicalTree.Height(blockCount), 0)];
+        }
+
+        int first = Math.Max(seenFirst, blockStart), end = Math.Min(seenEnd, blockEnd);
+        return first < end ? Partials.CanonicalTree.Decompose(first, end) : [];
+    }
+
     /// <summary>Number of visible (query, key) pairs in rows [rowStart, rowStart + rowCount) of batch b, within blocks [blockStart, blockEnd).</summary>
     public long VisiblePairs(int b, int rowStart, int rowCount, int blockStart, int blockEnd)
     {

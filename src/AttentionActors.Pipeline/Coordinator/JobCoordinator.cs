@@ -94,6 +94,12 @@ internal sealed partial class JobCoordinator : ReceiveActor, IWithTimers
 
         public int Attempt { get; set; } = 1;
 
+        /// <summary>Attempts that failed in a way the shard may have caused; the job fails when they reach the limit.</summary>
+        public int Charged { get; set; }
+
+        /// <summary>Whether the current attempt's worker said it began computing it (a shard still waiting on a node did not).</summary>
+        public bool Started { get; set; }
+
         public bool Done { get; set; }
 
         /// <summary>Whether a second computation on another node must match the merged one before the job completes.</summary>
@@ -151,6 +157,7 @@ internal sealed partial class JobCoordinator : ReceiveActor, IWithTimers
             lastActivity = Now;
             if (Current(started.ShardId, started.Attempt) is { } state && Grants.Valid(key, job, started.ShardId, started.Attempt, started.Grant))
             {
+                state.Started = true;
                 StartDeadline(state);
             }
         });
@@ -202,10 +209,13 @@ internal sealed partial class JobCoordinator : ReceiveActor, IWithTimers
                 return;
             }
 
-            // Heartbeats say the node is gone: its attempts are re-issued now, not at their deadlines.
+            // Heartbeats say the node is gone: its attempts are re-issued now, not at their deadlines. Only
+            // an attempt that had started counts against its shard: one still waiting there for a thread
+            // cannot have killed the node (a shard that kills every node it runs on fails its job; one that
+            // queued behind it must not).
             foreach (var state in shards.Values.Where(s => !s.Done && WorkerOf(s, s.Attempt)?.Path.Address.Equals(lost.Address) == true).ToList())
             {
-                Retry(state, $"{state.Shard} was running on {lost.Address}, which stopped answering heartbeats");
+                Retry(state, $"{state.Shard} was {(state.Started ? "running" : "waiting")} on {lost.Address}, which stopped answering heartbeats", charge: state.Started);
             }
         });
         Receive<CancelJob>(cancel => Fail(cancel.Reason, cancelled: true), _ => Sender.Equals(setup.Client) || Sender.Equals(setup.Reducer) || Sender.Equals(Context.Parent));
@@ -292,17 +302,22 @@ internal sealed partial class JobCoordinator : ReceiveActor, IWithTimers
     private ComputeShard Work(Shard shard, int attempt)
         => new(job, shard, attempt, setup.Geometry, setup.Inputs?.Invoke(shard), setup.Store, Grants.For(key, job, shard.Id, attempt), setup.Reducer, setup.ResultsTo, Self);
 
-    /// <summary>Re-issues a shard as a new attempt, or fails the job once its attempts are used up.</summary>
-    private void Retry(ShardState state, string why)
+    /// <summary>
+    /// Re-issues a shard as a new attempt, or fails the job once its attempts are used up. With
+    /// <paramref name="charge"/> false the failure is not the shard's (it never ran): it gets a new
+    /// attempt number, so a late answer is still told apart, without using one of its attempts.
+    /// </summary>
+    private void Retry(ShardState state, string why, bool charge = true)
     {
         Timers.Cancel(("deadline", state.Shard.Id));
-        if (state.Attempt >= options.MaxAttempts)
+        if (charge && ++state.Charged >= options.MaxAttempts)
         {
-            Fail($"{why} (attempt {state.Attempt} of {options.MaxAttempts}); giving up");
+            Fail($"{why} (attempt {state.Charged} of {options.MaxAttempts}); giving up");
             return;
         }
 
         state.Attempt++;
+        state.Started = false;
         LogRetry(logger, job, why, state.Attempt);
         setup.Queue.Tell(Work(state.Shard, state.Attempt), Self);
     }

@@ -35,8 +35,7 @@ public static class JobPlanner
                 var (leafStart, leafEnd) = Inspection.CoverageLeafRange(g, s.Head, s.RowStart, s.RowCount);
                 return 4L * CanonicalTree.Decompose(leafStart, leafEnd).Length * g.KeysIn(s.BlockStart, s.BlockEnd);
             default:
-                var (first, end) = g.VisibleBlocks(s.Batch, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd);
-                return 4L * CanonicalTree.Decompose(first, end).Length * s.RowCount * (g.PartialWidth + 2L);
+                return 4L * g.ResultNodes(s.Batch, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd).Length * s.RowCount * (g.PartialWidth + 2L);
         }
     }
 }

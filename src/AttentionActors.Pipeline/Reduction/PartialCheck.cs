@@ -7,7 +7,8 @@ namespace AttentionActors.Pipeline.Reduction;
 /// <summary>
 /// The trust boundary for partials: a shard's partial set must be exactly what the canonical
 /// computation of that shard produces — the maximal aligned tree nodes of the blocks its rows see,
-/// in order, one (m, l, o) per node and row — and hold only numbers a real computation can give.
+/// in order, or the root when it holds every block they see; one (m, l, o) per node and row — and
+/// hold only numbers a real computation can give.
 /// Anything else is a failed shard attempt: covering too little would silently drop keys.
 /// </summary>
 internal static class PartialCheck
@@ -26,11 +27,11 @@ internal static class PartialCheck
             return $"partials of {shard} hold {set.Rows} rows × {set.ValueDim} values, expected {shard.RowCount} × {g.PartialWidth}";
         }
 
-        var (first, end) = g.VisibleBlocks(shard.Batch, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd);
-        var expected = CanonicalTree.Decompose(first, end);
+        var (first, end) = g.VisibleBlocks(shard.Batch, shard.RowStart, shard.RowCount);
+        var expected = AttentionGeometry.ResultNodes(g.BlockCount, (first, end), shard.BlockStart, shard.BlockEnd);
         if (!set.Nodes.AsSpan().SequenceEqual(expected))
         {
-            return $"partials of {shard} hold tree nodes [{string.Join(", ", set.Nodes)}], but its rows see blocks [{first}, {end}), whose canonical nodes are [{string.Join(", ", expected)}]";
+            return $"partials of {shard} hold tree nodes [{string.Join(", ", set.Nodes)}], but its rows see blocks [{first}, {end}), for which the shard's canonical nodes are [{string.Join(", ", expected)}]";
         }
 
         for (int r = 0; r < set.Rows; r++)

@@ -125,6 +125,42 @@ public sealed class CoordinatorTests() : RoleTestKit("akka.scheduler.implementat
     }
 
     [Fact]
+    public void A_lost_node_charges_an_attempt_only_to_the_shard_that_had_started_there()
+    {
+        var r = Start("charged", new JobOptions { ShardTimeout = TimeSpan.FromMinutes(10), MaxAttempts = 3 });
+        var work = r.Dispatched[0];
+
+        // Three nodes lost while the shard only waited on each for a thread: it never ran, so it is re-issued every time.
+        for (int attempt = 1; attempt <= 3; attempt++)
+        {
+            var node = CreateTestProbe();
+            Dispatch(r, work, node);
+            r.Coordinator.Tell(new NodeUnreachable(node.Ref.Path.Address));
+            work = r.Queue.ExpectMsg<ComputeShard>();
+            Assert.Equal((r.Dispatched[0].Shard.Id, attempt + 1), (work.Shard.Id, work.Attempt));
+        }
+
+        r.Client.ExpectNoMsg(TimeSpan.FromMilliseconds(100));
+
+        // Three nodes lost while it computed: its attempts are used up, and the job fails naming it.
+        for (int charged = 1; charged <= 3; charged++)
+        {
+            var node = CreateTestProbe();
+            Dispatch(r, work, node);
+            r.Coordinator.Tell(new ShardStarted(Job, work.Shard.Id, work.Attempt, work.Grant), node);
+            r.Coordinator.Tell(new NodeUnreachable(node.Ref.Path.Address));
+            if (charged < 3)
+            {
+                work = r.Queue.ExpectMsg<ComputeShard>();
+            }
+        }
+
+        var failed = r.Client.FishForMessage<AttentionFailed>(_ => true);
+        Assert.Contains("was running on", failed.Reason, StringComparison.Ordinal);
+        Assert.Contains("attempt 3 of 3", failed.Reason, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Coordinator_takes_merges_only_from_its_reducer_and_withdraws_the_jobs_work_when_it_succeeds()
     {
         var r = Start("success", new JobOptions());

@@ -147,6 +147,51 @@ public sealed class ReducerTests : RoleTestKit
         TestData.AssertBitwise(Attention.Compute(problem).Output.Data.Span, output, $"after a forged set ({kind})");
     }
 
+    [Fact]
+    public void A_shard_holding_every_block_its_rows_see_sends_their_root_and_its_nodes_unmerged_are_refused()
+    {
+        // Causal, every row range small enough to hold all its keys: the planner cuts rows, not keys.
+        var (q, k, v) = TestData.Qkv(10, 1, 3, 1, 300, 300, 16, 16);
+        var problem = AttentionProblem.Create(q, k, v, new AttentionOptions { Causal = true, BlockSize = 16 });
+        var plan = Planning.ShardPlanner.Plan(problem, 4);
+        var partials = plan.Shards.Select(s => new PartialComputed(Job, s.Id, 1, GrantOf(s.Id), Attention.ComputePartials(problem, s.Batch, s.Head, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd))).ToArray();
+        var g = problem.Geometry;
+        var root = new TreeNode(CanonicalTree.Height(g.BlockCount), 0);
+        var shards = plan.Shards.ToDictionary(s => s.Id);
+        int Visible(Planning.Shard s)
+        {
+            var (first, end) = g.VisibleBlocks(s.Batch, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd);
+            return CanonicalTree.Decompose(first, end).Length;
+        }
+
+        // Whole row ranges of the causal plan come back as one root per row, however many nodes their keys span.
+        var target = partials.First(p => p.Partials.Nodes is [var only] && only == root && Visible(shards[p.ShardId]) >= 2);
+        long sent = partials.Sum(p => (long)p.Partials.Nodes.Length * p.Partials.Rows);
+        long unmerged = plan.Shards.Sum(s => (long)Visible(s) * s.RowCount);
+        Assert.True(sent < unmerged, $"partial rows sent {sent}, the visible nodes hold {unmerged}");
+
+        // The same keys as the shard's canonical nodes, each computed as a shard of its own: right numbers, wrong shape.
+        var s = shards[target.ShardId];
+        var (first, end) = g.VisibleBlocks(s.Batch, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd);
+        var pieces = CanonicalTree.Decompose(first, end).Select(n => Attention.ComputePartials(problem, s.Batch, s.Head, s.RowStart, s.RowCount, (int)n.Start, (int)Math.Min(n.End, g.BlockCount))).ToList();
+        var forged = new PartialSet([.. pieces.SelectMany(p => p.Nodes)], s.RowCount, g.PartialWidth, [.. pieces.SelectMany(p => p.M)], [.. pieces.SelectMany(p => p.L)], [.. pieces.SelectMany(p => p.O)]);
+        var (reducer, client, coordinator) = Start("root-unmerged", problem, plan);
+        reducer.Tell(target with { Partials = forged });
+        var failed = coordinator.ExpectMsg<ShardFailed>();
+        Assert.Equal(target.ShardId, failed.ShardId);
+        Assert.Contains($"canonical nodes are [{root}]", failed.Error, StringComparison.Ordinal);
+
+        foreach (var p in partials)
+        {
+            reducer.Tell(p);
+        }
+
+        var (output, lse, _) = Collect(client, g);
+        var single = Attention.Compute(problem);
+        TestData.AssertBitwise(single.Output.Data.Span, output, "roots from whole shards");
+        TestData.AssertBitwise(single.Lse, lse, "roots from whole shards, lse");
+    }
+
     /// <summary>A causal problem with a mask that hides key blocks [8, 16) from rows below 200 and row 250 from every key.</summary>
     private static (AttentionProblem Problem, Planning.ShardPlan Plan, PartialComputed[] Partials) Masked()
     {
