@@ -48,9 +48,10 @@ public sealed class AllocationTests : IDisposable
         Assert.True(allocated < 48L << 20, $"{allocated >> 20} MiB were allocated by a dry run");
         Assert.Empty(Directory.GetFiles(dir));
         var shape = (string name) => new Kernels.TensorShape(name, 1, 2, 60000, 64);
-        var plan = Pipeline.Planning.ShardPlanner.Plan(Kernels.AttentionGeometry.Create(shape("Q"), shape("K"), shape("V"), new Kernels.AttentionOptions { Causal = true }), 3);
+        var plan = Pipeline.Planning.ShardPlanner.Plan(Kernels.AttentionGeometry.Create(shape("Q"), shape("K"), shape("V"), new Kernels.AttentionOptions { Causal = true }), 3, new Pipeline.Planning.PlanOptions { KeysFromStore = true });
         Assert.Contains($"dry run: {plan.Shards.Count} shards on 3 workers", stdout, StringComparison.Ordinal);
         Assert.Contains("moved in all", stdout, StringComparison.Ordinal);
+        Assert.Contains("dry run: on 1 worker node of 3 / 3 / 3 (min / median / max) threads", stdout, StringComparison.Ordinal);
         Assert.Contains("dry run: worker 2:", stdout, StringComparison.Ordinal);
         Assert.Contains($"| {plan.Shards[0].Id} | 0 | {plan.Shards[0].Head} | [{plan.Shards[0].RowStart}, {plan.Shards[0].RowEnd}) |", stdout, StringComparison.Ordinal);
         Assert.DoesNotContain("attention: Q", stdout, StringComparison.Ordinal);

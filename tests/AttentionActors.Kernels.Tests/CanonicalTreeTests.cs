@@ -198,4 +198,42 @@ public class CanonicalTreeTests
         var ex = Assert.Throws<ArgumentException>(() => CanonicalTree.Reduce(4, [root, sameRow]));
         Assert.Contains("row 0", ex.Message, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void Aligned_pieces_pushed_left_to_right_give_the_nodes_and_bits_of_the_whole_range()
+    {
+        var rng = new Random(11);
+        var p = Problem(6, 400, 1000, new AttentionOptions { BlockSize = 16, Causal = true, Alignment = DiagonalAlignment.BottomRight }, 2, 1, 16, 12);
+        int compared = 0;
+        for (int trial = 0; trial < 30; trial++)
+        {
+            int start = rng.Next(0, p.BlockCount - 1), end = rng.Next(start + 1, p.BlockCount + 1), rowStart = rng.Next(0, 300), rows = rng.Next(1, 100);
+            int piece = 1 << rng.Next(0, 4);
+            var whole = Attention.ComputePartials(p, 1, 1, rowStart, rows, start, end);
+            var (first, last) = p.Geometry.VisibleBlocks(1, rowStart, rows, start, end);
+            if (whole.Nodes.Length == 0 || whole.Nodes.SequenceEqual(CanonicalTree.Decompose(first, last)) is false)
+            {
+                continue;
+            }
+
+            var stack = new TreeStack();
+            foreach (var node in CanonicalTree.Decompose(first, last))
+            {
+                long size = Math.Min(node.End - node.Start, piece);
+                for (long at = node.Start; at < node.End; at += size)
+                {
+                    stack.Push(Attention.ComputePartials(p, 1, 1, rowStart, rows, (int)at, (int)(at + size)));
+                }
+            }
+
+            var pushed = stack.ToSet();
+            Assert.Equal(whole.Nodes, pushed.Nodes);
+            TestData.AssertBitwise(whole.M, pushed.M, $"trial {trial}: m");
+            TestData.AssertBitwise(whole.L, pushed.L, $"trial {trial}: l");
+            TestData.AssertBitwise(whole.O, pushed.O, $"trial {trial}: o");
+            compared++;
+        }
+
+        Assert.True(compared >= 10, $"only {compared} of 30 ranges were compared");
+    }
 }

@@ -31,7 +31,7 @@ public sealed class WireMessageTests
             typeof(AttentionCompleted), typeof(AttentionFailed), typeof(CancelJob), typeof(ComputeShard), typeof(ExpectShards), typeof(FailJob),
             typeof(JobEnded), typeof(JobProgress), typeof(PartialComputed), typeof(RowsFinished), typeof(ShardFailed), typeof(ShardMerged),
             typeof(ShardStarted), typeof(WatchJob), typeof(AuditMismatch), typeof(CoverageComputed), typeof(CoverageFinished), typeof(WeightsComputed), typeof(WeightsFinished),
-            typeof(WorkerReady), typeof(ShardDispatched), typeof(ShardUndeliverable), typeof(JobTablesQuery), typeof(JobTables),
+            typeof(WorkerReady), typeof(ShardDispatched), typeof(ShardUndeliverable), typeof(JobTablesQuery), typeof(JobTables), typeof(ShardsSent),
         ];
         Assert.Equal(expected.Select(t => t.Name).Order(), names);
 

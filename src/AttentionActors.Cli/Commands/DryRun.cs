@@ -1,4 +1,5 @@
 using System.Globalization;
+using AttentionActors.Cluster.Workers;
 using AttentionActors.Kernels;
 using AttentionActors.Pipeline.Planning;
 
@@ -6,21 +7,89 @@ namespace AttentionActors.Cli.Commands;
 
 /// <summary>
 /// <c>attention run … --dry-run</c>: the plan without computing or allocating the tensors — shards,
-/// rows × key blocks each, bytes per message (shard in, partials back, rows out), total bytes moved,
-/// and the estimated time per worker at the kernel speed measured here.
+/// rows × key blocks each, bytes per message (shard in, partials back, rows out), total bytes moved
+/// on a cluster of a given number of worker nodes, and the estimated time per worker at the kernel speed measured here.
 /// </summary>
 internal static class DryRun
 {
     private const int ListedShards = 12;
 
     /// <summary>
-    /// Bytes of every shard's input and partials, and of the job's finished rows: what crosses a
-    /// cluster's data plane. A row is sent to the client once, however many key ranges its shards cut.
+    /// What crosses a cluster's data plane when the plan runs on worker nodes of <paramref name="nodes"/>
+    /// threads each with block stores of <paramref name="storeBytes"/>: the data each node fetches
+    /// (<see cref="NodeBytesIn"/>), every shard's partials, and the job's finished rows, each row sent
+    /// to the client once however many key ranges its shards cut.
     /// </summary>
-    public static long BytesMoved(AttentionGeometry g, ShardPlan plan)
+    public static long BytesMoved(AttentionGeometry g, ShardPlan plan, IReadOnlyList<int> nodes, long storeBytes)
     {
         var visible = new Visibility(g);
-        return plan.Shards.Select(s => Messages(visible, s)).Sum(m => m.In + m.Partials) + RowsOut(g, plan);
+        return NodeBytesIn(g, plan, nodes, storeBytes).Sum() + plan.Shards.Sum(s => Messages(visible, s).Partials) + RowsOut(g, plan);
+    }
+
+    /// <summary>
+    /// Bytes each worker node fetches: every shard is dealt to its home node (<see cref="Locality"/>)
+    /// and the node takes its shards in locality order, fetching the Q rows and K/V blocks its store
+    /// does not hold, least recently used evicted first, as <see cref="BlockStore"/> does. Threads
+    /// taking shards side by side, and nodes taking shards from each other at the end, move a little more.
+    /// Jobs whose shards are fetched whole (explicit masks, layer jobs) fetch every shard's data.
+    /// </summary>
+    public static long[] NodeBytesIn(AttentionGeometry g, ShardPlan plan, IReadOnlyList<int> nodes, long storeBytes)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        var homes = Locality.Homes(g, plan, nodes);
+        var bytes = new long[nodes.Count];
+        var visible = new Visibility(g);
+        var stores = Enumerable.Range(0, nodes.Count).Select(_ => new Lru(storeBytes)).ToArray();
+        long blockBytes = 4L * g.BlockSize * (g.KeyDim + g.ValueDim);
+        foreach (var s in Locality.Ordered(g, plan.Shards))
+        {
+            int node = homes[s.Id];
+            if (!BlockStore.Splits(g))
+            {
+                bytes[node] += Messages(visible, s).In;
+                continue;
+            }
+
+            var store = stores[node];
+            bytes[node] += store.Touch((0, s.Batch, s.Head, s.RowStart, s.RowCount), 4L * s.RowCount * g.KeyDim);
+            int kvHead = s.Head / g.GroupSize;
+            for (int k = s.BlockStart; k < s.BlockEnd; k++)
+            {
+                bytes[node] += store.Touch((1, s.Batch, kvHead, k, 1), k == g.BlockCount - 1 ? 4L * g.KeysIn(k, k + 1) * (g.KeyDim + g.ValueDim) : blockBytes);
+            }
+        }
+
+        return bytes;
+    }
+
+    /// <summary>A block store's bookkeeping without the data: which parts it holds, and what a touch fetches.</summary>
+    private sealed class Lru(long budget)
+    {
+        private readonly Dictionary<(int, int, int, int, int), (LinkedListNode<(int, int, int, int, int)> Node, long Bytes)> held = [];
+        private readonly LinkedList<(int, int, int, int, int)> recent = new();
+        private long bytes;
+
+        /// <summary>The bytes fetched for <paramref name="part"/>: none when held (it becomes the most recent), else its size.</summary>
+        public long Touch((int, int, int, int, int) part, long size)
+        {
+            if (held.TryGetValue(part, out var entry))
+            {
+                recent.Remove(entry.Node);
+                recent.AddLast(entry.Node);
+                return 0;
+            }
+
+            held[part] = (recent.AddLast(part), size);
+            bytes += size;
+            while (bytes > budget && recent.First is { } oldest)
+            {
+                bytes -= held[oldest.Value].Bytes;
+                held.Remove(oldest.Value);
+                recent.RemoveFirst();
+            }
+
+            return size;
+        }
     }
 
     /// <summary>Output and lse bytes of the rows the plan's shards cover, each (batch, head, row) once.</summary>
@@ -40,22 +109,36 @@ internal static class DryRun
         return 4 * rows * (g.ValueDim + 1L);
     }
 
-    public static int Print(AttentionGeometry g, ShardPlan plan, JobEstimate estimate, int workers, long maxShardBytes, TextWriter stdout)
+    /// <summary>The threads of each of <paramref name="nodes"/> worker nodes sharing <paramref name="workers"/> threads as evenly as they go.</summary>
+    public static int[] Spread(int workers, int nodes) => [.. Enumerable.Range(0, nodes).Select(i => (workers / nodes) + (i < workers % nodes ? 1 : 0))];
+
+    public static int Print(AttentionGeometry g, ShardPlan plan, JobEstimate estimate, int workers, long maxShardBytes, int nodes, long storeBytes, TextWriter stdout)
     {
         var inv = CultureInfo.InvariantCulture;
         var shards = plan.Shards;
         var visible = new Visibility(g);
         var sizes = shards.Select(s => Messages(visible, s)).ToList();
-        long moved = sizes.Sum(m => m.In + m.Partials) + RowsOut(g, plan);
+        var threads = Spread(workers, nodes);
+        var nodeIn = NodeBytesIn(g, plan, threads, storeBytes);
+        long partials = sizes.Sum(m => m.Partials), rowsOut = RowsOut(g, plan);
+        long moved = nodeIn.Sum() + partials + rowsOut;
+        long data = 4 * (g.QueryShape.Length + g.KeyShape.Length + g.ValueShape.Length + (g.QueryShape.Length / g.KeyDim * (g.ValueDim + 1)));
         stdout.WriteLine(string.Create(inv, $"dry run: Q {g.QueryShape}, K {g.KeyShape}, V {g.ValueShape}; block {g.BlockSize}, {g.BlockCount} key blocks"));
         stdout.WriteLine(string.Create(inv, $"dry run: {shards.Count} shards on {workers} workers, shard budget {JobEstimate.Size(maxShardBytes)}, imbalance {plan.Imbalance:F3} (busiest worker over the mean)"));
         if (shards.Count > 0)
         {
             stdout.WriteLine(string.Create(inv, $"dry run: rows per shard {Range(shards.Select(s => (double)s.RowCount))}; key blocks per shard {Range(shards.Select(s => (double)(s.BlockEnd - s.BlockStart)))}"));
-            stdout.WriteLine(string.Create(inv, $"dry run: bytes per message: shard in {Range(sizes.Select(m => (double)m.In), bytes: true)}, partials back {Range(sizes.Select(m => (double)m.Partials), bytes: true)}, rows out {Range(sizes.Select(m => (double)m.Rows), bytes: true)}"));
+            stdout.WriteLine(string.Create(inv, $"dry run: bytes per shard: data it reads {Range(sizes.Select(m => (double)m.In), bytes: true)}, partials back {Range(sizes.Select(m => (double)m.Partials), bytes: true)}, rows out {Range(sizes.Select(m => (double)m.Rows), bytes: true)}"));
         }
 
-        stdout.WriteLine(string.Create(inv, $"dry run: {JobEstimate.Size(moved)} moved in all, {moved / Math.Max(plan.TotalFlops, 1):G3} bytes per FLOP; {plan.TotalFlops / 1e9:G4} GFLOP visible"));
+        stdout.WriteLine(string.Create(inv, $"dry run: on {nodes} worker {(nodes == 1 ? "node" : "nodes")} of {Range(threads.Select(t => (double)t))} threads, block stores of {JobEstimate.Size(storeBytes)}: data in per node {Range(nodeIn.Select(b => (double)b), bytes: true)}"));
+        stdout.WriteLine(string.Create(inv, $"dry run: {JobEstimate.Size(moved)} moved in all ({JobEstimate.Size(nodeIn.Sum())} data in, {JobEstimate.Size(partials)} partials, {JobEstimate.Size(rowsOut)} rows out): {moved / (double)Math.Max(data, 1):F2}× the {JobEstimate.Size(data)} of Q, K, V, output and lse; {moved / Math.Max(plan.TotalFlops, 1):G3} bytes per FLOP; {plan.TotalFlops / 1e9:G4} GFLOP visible"));
+        foreach (double gbps in new[] { 1.0, 10.0 })
+        {
+            // Every byte crosses a node's link once; the busiest node's link bounds the time.
+            long busiest = nodeIn.Max() + (partials / nodes);
+            stdout.WriteLine(string.Create(inv, $"dry run: at {gbps:G} GB/s per node: the busiest node's data take {JobEstimate.Duration(TimeSpan.FromSeconds(busiest / (gbps * 1e9)))}; the reducer takes the partials in {JobEstimate.Duration(TimeSpan.FromSeconds(partials / (gbps * 1e9)))}"));
+        }
         double perThread = estimate.FlopsPerSecond;
         if (plan.WorkerLoads.Count > 8)
         {
@@ -73,7 +156,7 @@ internal static class DryRun
         }
 
         stdout.WriteLine(string.Create(inv, $"dry run: memory needed about {JobEstimate.Size(estimate.NeededBytes)} ({estimate.DescribeNeed()}); {JobEstimate.Size(estimate.AvailableBytes)} available{(estimate.Fits ? "" : " — too much: the run would be refused")}"));
-        stdout.WriteLine("| shard | batch | head | rows | key blocks | GFLOP | shard in | partials back | rows out |");
+        stdout.WriteLine("| shard | batch | head | rows | key blocks | GFLOP | data read | partials back | rows out |");
         stdout.WriteLine("|---:|---:|---:|---|---|---:|---:|---:|---:|");
         foreach (var (s, m) in shards.Zip(sizes).Take(ListedShards))
         {

@@ -55,7 +55,14 @@ internal static class RunJob
             var estimate = JobEstimate.For(geometry, inputHeap, outPath is not null && !request.SingleNode && packed is null, request.Workers, pipeline.Plan.MaxShardBytes, request.Verify, ParseBytes("--memory-limit", request.MemoryLimit));
             if (request.DryRun)
             {
-                return DryRun.Print(geometry, ShardPlanner.Plan(EmbeddedPipeline.Planning(geometry), pipeline.Workers, pipeline.Plan), estimate, pipeline.Workers, pipeline.Plan.MaxShardBytes, stdout);
+                if (request.Nodes < 1 || request.Nodes > request.Workers || request.BlockStoreBytes < 0)
+                {
+                    throw new UsageException($"--nodes {request.Nodes} must be between 1 and --workers ({request.Workers}), and --block-store-bytes {request.BlockStoreBytes} at least 0");
+                }
+
+                // Planned as a cluster's coordinator plans: K/V from the nodes' block stores where the job allows.
+                var plan = ShardPlanner.Plan(EmbeddedPipeline.Planning(geometry), pipeline.Workers, pipeline.Plan with { KeysFromStore = AttentionActors.Cluster.Workers.BlockStore.Splits(geometry) });
+                return DryRun.Print(geometry, plan, estimate, pipeline.Workers, pipeline.Plan.MaxShardBytes, request.Nodes, request.BlockStoreBytes, stdout);
             }
 
             if (!estimate.Fits && !request.NoMemoryCheck)

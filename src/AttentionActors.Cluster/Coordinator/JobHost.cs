@@ -2,6 +2,7 @@ using Akka.Actor;
 using Akka.Cluster;
 using AttentionActors.Cluster.DataPlane;
 using AttentionActors.Cluster.Node;
+using AttentionActors.Cluster.Workers;
 using AttentionActors.Kernels;
 using AttentionActors.Pipeline;
 using AttentionActors.Pipeline.Client;
@@ -176,7 +177,7 @@ internal sealed partial class JobHost : ReceiveActor, IWithTimers
 
     private sealed record DownCheck(Member Member) : INoSerializationVerificationNeeded;
 
-    private sealed record Planned(Submit Submit, IActorRef ReplyTo, ShardPlan? Plan, int Workers, Address Reducer, string? Problem) : INoSerializationVerificationNeeded;
+    private sealed record Planned(Submit Submit, IActorRef ReplyTo, ShardPlan? Plan, int Workers, Address Reducer, string? Problem, IReadOnlyList<string>? Homes = null) : INoSerializationVerificationNeeded;
 
     private sealed class JobRecord(JobId job, IActorRef coordinator, IActorRef link, byte[] ownerKey, long admittedBytes, Address reducerAddress, int shards, DateTimeOffset started)
     {
@@ -282,7 +283,7 @@ internal sealed partial class JobHost : ReceiveActor, IWithTimers
         var reducer = reducers[nextReducer++ % reducers.Count].Address;
         int threads = workers.Sum(w => w.Card.Threads);
         long maxShardBytes = Math.Min(request.MaxShardBytes > 0 ? request.MaxShardBytes : options.MaxShardBytes, new DataPlaneOptions().MaxFrameBytes - (1 << 20));
-        var planOptions = new PlanOptions { MaxShardBytes = maxShardBytes, MaxShards = options.MaxShards };
+        var planOptions = new PlanOptions { MaxShardBytes = maxShardBytes, MaxShards = options.MaxShards, KeysFromStore = BlockStore.Splits(request.Geometry) };
         var replyTo = Sender;
         var self = Self;
 
@@ -291,7 +292,9 @@ internal sealed partial class JobHost : ReceiveActor, IWithTimers
         {
             try
             {
-                return new Planned(submit, replyTo, JobPlanner.Plan(request.Geometry, threads, planOptions), threads, reducer, null);
+                var plan = JobPlanner.Plan(request.Geometry, threads, planOptions);
+                var homes = Locality.Homes(request.Geometry, plan, [.. workers.Select(w => w.Card.Threads)]).Select(i => workers[i].Address.ToString()).ToList();
+                return new Planned(submit, replyTo, plan, threads, reducer, null, homes);
             }
             catch (Exception ex) when (ex is AttentionInputException or ArgumentException)
             {
@@ -332,6 +335,7 @@ internal sealed partial class JobHost : ReceiveActor, IWithTimers
             ClientInbox = request.Inbox,
             Audit = request.Audit,
             MaskBlocks = request.MaskBlocks is { } bits ? MaskBlocks.FromBits(request.Geometry, bits) : null,
+            Homes = planned.Homes,
         };
         var coordinator = Context.ActorOf(Props.Create(() => new JobCoordinator(setup, logger)), $"job-{job}");
         Context.Watch(coordinator);

@@ -190,7 +190,8 @@ public sealed partial class ClusterNode : IAsyncDisposable
         WorkerStats? stats = null;
         if (options.Has(NodeRoles.Coordinator))
         {
-            queue = system.ActorOf(Props.Create(() => new ShardQueue()), NodeHost.QueueName);
+            string self = Akka.Cluster.Cluster.Get(system).SelfAddress.ToString();
+            queue = system.ActorOf(Props.Create(() => new ShardQueue(self)), NodeHost.QueueName);
             var q = queue;
             jobs = system.ActorOf(Props.Create(() => new JobHost(options, q, data, logger)), NodeHost.JobsName);
         }
@@ -205,10 +206,12 @@ public sealed partial class ClusterNode : IAsyncDisposable
         {
             var workerStats = stats = new WorkerStats();
             projections = new ProjectionCaches();
+            var blocks = new BlockStore(options.BlockStoreBytes, (work, part, ct) => Reaching(work.Store!.Endpoint, () => data.RequestDataAsync(work.Store.Endpoint, work.Store.Key, new FetchShard(work.Job, part), seq => WireCodec.DecodeShardData(seq, work.Geometry, part), null, ct)));
             var services = WorkerServices.Kernels(options.KernelPath) with
             {
                 Projections = projections,
-                Fetch = (work, ct) => Reaching(work.Store!.Endpoint, () => data.RequestDataAsync(work.Store.Endpoint, work.Store.Key, new FetchShard(work.Job, work.Shard), seq => WireCodec.DecodeShardData(seq, work.Geometry, work.Shard), null, ct)),
+                Fetch = blocks.Fetch,
+                Chunked = blocks.ComputeInChunks,
                 Send = (work, result, ct) =>
                 {
                     if (Reaching(work.ResultsTo, () => data.RequestAsync(work.ResultsTo, default, result, null, ct)) is not Ack)
@@ -219,7 +222,7 @@ public sealed partial class ClusterNode : IAsyncDisposable
             };
             services = configure?.Invoke(services) ?? services;
             var fetch = services.Fetch;
-            var f = feed = system.ActorOf(Props.Create(() => new WorkFeed(workerStats, fetch, options.Threads)), NodeHost.FeedName);
+            var f = feed = system.ActorOf(Props.Create(() => new WorkFeed(workerStats, fetch, options.Threads, blocks)), NodeHost.FeedName);
             for (int w = 0; w < options.Threads; w++)
             {
                 var s = services;

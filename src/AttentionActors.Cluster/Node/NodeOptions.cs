@@ -66,6 +66,13 @@ public sealed record NodeOptions
     /// </summary>
     public long MaxShardBytes { get; init; } = 16L << 20;
 
+    /// <summary>
+    /// Bytes of fetched tensors a worker node keeps for its running jobs: K/V blocks and Q rows,
+    /// least recently used evicted first, a job's dropped when it ends [4 GiB]. Shards of a head
+    /// dealt to this node then fetch its K/V once; 0 fetches every shard's data anew.
+    /// </summary>
+    public long BlockStoreBytes { get; init; } = 4L << 30;
+
     /// <summary>Most shards one job's plan may hold [65536].</summary>
     public int MaxShards { get; init; } = 65536;
 
@@ -129,6 +136,11 @@ public sealed record NodeOptions
         if (StableAfter < TimeSpan.FromSeconds(1) || ShutdownTimeout <= TimeSpan.Zero || ClientTimeout < TimeSpan.FromSeconds(1) || JoinTimeout <= TimeSpan.Zero)
         {
             throw new ArgumentOutOfRangeException(nameof(StableAfter), $"stable-after {StableAfter}, shutdown timeout {ShutdownTimeout} and client timeout {ClientTimeout} must be at least 1 s, positive and at least 1 s");
+        }
+
+        if (BlockStoreBytes < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(BlockStoreBytes), $"block store bytes {BlockStoreBytes} must be 0 or more");
         }
 
         if (MaxShardBytes < 64 << 10 || MaxShards < 1 || MaxAdmittedBytes < 1)

@@ -55,6 +55,7 @@ internal sealed class WorkFeed : ReceiveActor
 
     private readonly WorkerStats stats;
     private readonly ShardFetcher? prefetch;
+    private readonly BlockStore? blocks;
     private readonly int depth;
     private readonly LinkedList<Waiting> waiting = new();
     private readonly LinkedList<IActorRef> idle = new();
@@ -67,8 +68,10 @@ internal sealed class WorkFeed : ReceiveActor
     /// <param name="stats">The counters the node's card reports.</param>
     /// <param name="prefetch">Fetches a waiting shard's data ahead of its worker [none: each worker fetches its own].</param>
     /// <param name="depth">Shards that may wait here with their data fetched, beyond one per idle worker (one per worker thread).</param>
-    public WorkFeed(WorkerStats stats, ShardFetcher? prefetch = null, int depth = 0)
+    /// <param name="blocks">The node's store of fetched tensors, whose parts of a job go when it ends [none].</param>
+    public WorkFeed(WorkerStats stats, ShardFetcher? prefetch = null, int depth = 0, BlockStore? blocks = null)
     {
+        this.blocks = blocks;
         this.stats = stats;
         this.prefetch = prefetch;
         this.depth = prefetch is null ? 0 : Math.Max(0, depth);
@@ -125,6 +128,7 @@ internal sealed class WorkFeed : ReceiveActor
         });
         Receive<JobEnded>(end =>
         {
+            blocks?.Forget(end.Job);
             for (var node = waiting.First; node is not null;)
             {
                 var next = node.Next;
@@ -142,7 +146,7 @@ internal sealed class WorkFeed : ReceiveActor
                 worker.Tell(end, Self);
             }
         });
-        Receive<JobTablesQuery>(_ => Sender.Tell(new JobTables("feed", [.. waiting.Select(w => w.Work.Job).Distinct()])));
+        Receive<JobTablesQuery>(_ => Sender.Tell(new JobTables("feed", [.. waiting.Select(w => w.Work.Job).Concat(blocks?.Jobs ?? []).Distinct()])));
         Receive<Prefetched>(done =>
         {
             // A shard no longer waiting (its job ended, or handed back) drops what was fetched for it.
@@ -273,7 +277,8 @@ internal sealed class WorkFeed : ReceiveActor
         for (var node = waiting.First; node is not null && ahead < depth; node = node.Next, ahead++)
         {
             var entry = node.Value;
-            if (entry.Fetching is not null || entry.Work.Input is not null || entry.Work.Store is null)
+            // A shard computed chunk by chunk from the block store is not fetched whole ahead.
+            if (entry.Fetching is not null || entry.Work.Input is not null || entry.Work.Store is null || (blocks is not null && BlockStore.Chunks(entry.Work)))
             {
                 continue;
             }

@@ -115,10 +115,16 @@ internal sealed partial class JobCoordinator : ReceiveActor, IWithTimers
         var audited = setup.Audit > 0 ? setup.Plan.Shards.Where(s => Covers(setup.Audit, s.Id)).Select(s => s.Id).ToHashSet() : [];
         audits = audited.Count;
         setup.Reducer.Tell(new ExpectShards(job, setup.Geometry, setup.Plan.Shards, setup.Client, Self, [.. audited.Order()], setup.MaskBlocks, key, setup.ClientInbox), Self);
-        foreach (var shard in setup.Plan.Shards)
+        // Shards dealt to nodes go in locality order: each node then takes its own in the order its block store serves best.
+        foreach (var shard in setup.Homes is null ? setup.Plan.Shards : Locality.Ordered(setup.Geometry, setup.Plan.Shards))
         {
             shards[shard.Id] = new ShardState(shard, audited.Contains(shard.Id));
             setup.Queue.Tell(Work(shard, 1), Self);
+        }
+
+        if (setup.Homes is not null)
+        {
+            setup.Queue.Tell(new ShardsSent(job), Self);
         }
 
         Timers.StartPeriodicTimer("stall", new StallCheck(), options.StallTimeout / 4);
@@ -300,7 +306,7 @@ internal sealed partial class JobCoordinator : ReceiveActor, IWithTimers
         => shards.TryGetValue(shardId, out var state) && !state.Done && state.Attempt == attempt ? state : null;
 
     private ComputeShard Work(Shard shard, int attempt)
-        => new(job, shard, attempt, setup.Geometry, setup.Inputs?.Invoke(shard), setup.Store, Grants.For(key, job, shard.Id, attempt), setup.Reducer, setup.ResultsTo, Self);
+        => new(job, shard, attempt, setup.Geometry, setup.Inputs?.Invoke(shard), setup.Store, Grants.For(key, job, shard.Id, attempt), setup.Reducer, setup.ResultsTo, Self, Home: attempt == 1 && setup.Homes is { } homes ? homes[shard.Id] : "");
 
     /// <summary>
     /// Re-issues a shard as a new attempt, or fails the job once its attempts are used up. With

@@ -30,6 +30,9 @@ public sealed record JobSetup(JobId Job, AttentionGeometry Geometry, ShardPlan P
     /// <summary>With an explicit mask: which blocks each row may attend, for the reducer's checks [none].</summary>
     public MaskBlocks? MaskBlocks { get; init; }
 
+    /// <summary>The worker node each shard is dealt to, by shard id (<see cref="Locality"/>); a re-issued attempt goes to any [none].</summary>
+    public IReadOnlyList<string>? Homes { get; init; }
+
     /// <summary>The fraction of shards (0 to 1) computed a second time on another node, whose bits must match [0].</summary>
     public double Audit { get; init; }
 }

@@ -11,6 +11,14 @@ public sealed record PlanOptions
     /// </summary>
     public long MaxShardBytes { get; init; } = 16L << 20;
 
+    /// <summary>
+    /// Whether workers take K/V from their node's block store, a chunk of at most half the budget at
+    /// a time [false]. Then a shard's keys are not bounded by the budget — only its rows, its
+    /// partials and one chunk are — so shards span whole rows of keys and return one partial per
+    /// row; keys are cut only where rows cannot be (a cluster's attention jobs without an explicit mask).
+    /// </summary>
+    public bool KeysFromStore { get; init; }
+
     /// <summary>Target for busiest-worker load over the mean [1.05].</summary>
     public double MaxImbalance { get; init; } = 1.05;
 

@@ -44,7 +44,7 @@ public static class ShardPlanner
         {
             for (int h = 0; h < problem.Heads; h++)
             {
-                Keep(Trimmed(visible, new Draft(b, h, 0, problem.QuerySeq, 0, problem.BlockCount)));
+                Keep(Trimmed(visible, new Draft(b, h, 0, problem.QuerySeq, 0, problem.BlockCount), options));
             }
         }
 
@@ -56,7 +56,7 @@ public static class ShardPlanner
             kept.Remove(target);
             foreach (var part in parts)
             {
-                Keep(Trimmed(visible, part));
+                Keep(Trimmed(visible, part, options));
             }
         }
 
@@ -97,7 +97,7 @@ public static class ShardPlanner
                 split.Add(target);
                 foreach (var part in parts)
                 {
-                    if (Trimmed(visible, part) is { } trimmed)
+                    if (Trimmed(visible, part, options) is { } trimmed)
                     {
                         shards.Add(trimmed);
                     }
@@ -159,6 +159,9 @@ public static class ShardPlanner
         return 4 * ((rowCount * (long)RowWidth(p)) + (keys * KeyWidth(p)) + WeightValues(p) + mask + (nodes * rowCount * (p.PartialWidth + 2L)));
     }
 
+    /// <summary>Values of K and V a shard holds at a time when its keys come from a node's block store in chunks: half its budget, at most 8 MiB.</summary>
+    private static long KeyChunk(PlanOptions options) => Math.Min(8L << 20, options.MaxShardBytes / 2) / 4;
+
     /// <summary>Values a shard carries per query row: a Q row, or an X row in a layer job.</summary>
     private static int RowWidth(AttentionGeometry p) => p.Layer?.QueryIn ?? p.KeyDim;
 
@@ -169,7 +172,7 @@ public static class ShardPlanner
     private static long WeightValues(AttentionGeometry p) => p.Layer is { } l ? ((long)p.KeyDim * (l.QueryIn + l.KeyIn + 2)) + ((long)p.ValueDim * (l.ValueIn + 1)) : 0;
 
     /// <summary>Narrows a draft to the blocks its rows see; null when it has no visible work.</summary>
-    private static Draft? Trimmed(Visibility v, Draft d)
+    private static Draft? Trimmed(Visibility v, Draft d, PlanOptions options)
     {
         var p = v.Geometry;
         if (d.RowCount == 0)
@@ -177,16 +180,23 @@ public static class ShardPlanner
             return null;
         }
 
-        var (first, end) = v.Blocks(d.Batch, d.RowStart, d.RowCount);
-        first = Math.Max(first, d.BlockStart);
-        end = Math.Min(end, d.BlockEnd);
+        var seen = v.Blocks(d.Batch, d.RowStart, d.RowCount);
+        int first = Math.Max(seen.First, d.BlockStart), end = Math.Min(seen.End, d.BlockEnd);
         if (first >= end)
         {
             return null;
         }
 
         long pairs = v.Pairs(d.Batch, d.RowStart, d.RowCount, first, end);
-        return pairs > 0 ? d with { BlockStart = first, BlockEnd = end, Pairs = pairs, Bytes = Bytes(p, d.RowCount, first, end) } : null;
+        if (pairs == 0)
+        {
+            return null;
+        }
+
+        long bytes = options.KeysFromStore
+            ? 4 * ((d.RowCount * ((long)RowWidth(p) + ((p.PartialWidth + 2L) * AttentionGeometry.ResultNodes(p.BlockCount, seen, first, end).Length))) + Math.Min((long)p.KeysIn(first, end) * KeyWidth(p), KeyChunk(options)))
+            : Bytes(p, d.RowCount, first, end);
+        return d with { BlockStart = first, BlockEnd = end, Pairs = pairs, Bytes = bytes };
     }
 
     private static Draft[]? Split(Visibility v, Draft s, PlanOptions options)
@@ -194,6 +204,7 @@ public static class ShardPlanner
         var p = v.Geometry;
         long rowBytes = (long)s.RowCount * (RowWidth(p) + p.PartialWidth + 2);
         long keyBytes = (long)p.KeysIn(s.BlockStart, s.BlockEnd) * KeyWidth(p);
+        keyBytes = options.KeysFromStore ? Math.Min(keyBytes, KeyChunk(options)) : keyBytes;
         bool canKeys = s.BlockEnd - s.BlockStart >= 2;
         bool canRows = s.RowCount >= 2 * options.MinRows || (s.RowCount >= 2 && !canKeys);
         if (canRows && (rowBytes >= keyBytes || !canKeys))

@@ -31,6 +31,7 @@ public sealed partial class WireCodec
         w.Write(m.ResultsTo);
         WriteRef(ref w, m.Coordinator);
         w.Write(m.Avoid);
+        w.Write(m.Home);
     }
 
     private static void WriteShardData(ref MessagePackWriter w, ShardInput input)
@@ -156,7 +157,7 @@ public sealed partial class WireCodec
         var reducer = codec.ReadRef(ref r, "reducer");
         string resultsTo = Text(ref r, "results endpoint");
         var coordinator = codec.ReadRef(ref r, "coordinator");
-        return new ComputeShard(job, shard, attempt, g, input, store, grant, reducer, resultsTo, coordinator, Text(ref r, "avoid"));
+        return new ComputeShard(job, shard, attempt, g, input, store, grant, reducer, resultsTo, coordinator, Text(ref r, "avoid"), Text(ref r, "home"));
     }
 
     private static void WriteExpect(WireCodec codec, ref MessagePackWriter w, ExpectShards m)

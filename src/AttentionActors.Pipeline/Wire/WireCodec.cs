@@ -74,12 +74,13 @@ public sealed partial class WireCodec
         Register<JobTables>("JobTables", 2, (c, ref w, m) => { w.Write(m.Role); WriteJobs(ref w, m.Jobs); }, (c, ref r) => new JobTables(Text(ref r, "role"), ReadJobs(ref r)));
         Register<CancelJob>("CancelJob", 2, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.Reason); }, (c, ref r) => new CancelJob(Job(ref r), Text(ref r, "reason")));
         Register<JobEnded>("JobEnded", 2, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.Why); }, (c, ref r) => new JobEnded(Job(ref r), Text(ref r, "why")));
+        Register<ShardsSent>("ShardsSent", 1, (c, ref w, m) => WriteJob(ref w, m.Job), (c, ref r) => new ShardsSent(Job(ref r)));
         Register<FailJob>("FailJob", 2, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.Reason); }, (c, ref r) => new FailJob(Job(ref r), Text(ref r, "reason")));
         Register<AttentionCompleted>("AttentionCompleted", 2, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.RowsSent); }, (c, ref r) => new AttentionCompleted(Job(ref r), NonNegative(r.ReadInt64(), "rows sent")));
         Register<AttentionFailed>("AttentionFailed", 4, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.Reason); w.Write(m.Cancelled); w.Write(m.NodeLost); }, (c, ref r) => new AttentionFailed(Job(ref r), Text(ref r, "reason"), r.ReadBoolean(), r.ReadBoolean()));
         Register<JobProgress>("JobProgress", 6, WriteProgress, ReadProgress);
         Register<WatchJob>("WatchJob", 2, (c, ref w, m) => { WriteRef(ref w, m.Coordinator); WriteRef(ref w, m.Reducer); }, (c, ref r) => new WatchJob(c.ReadRef(ref r, "coordinator"), c.ReadRef(ref r, "reducer")));
-        Register<ComputeShard>("ComputeShard", 11, WriteCompute, ReadCompute);
+        Register<ComputeShard>("ComputeShard", 12, WriteCompute, ReadCompute);
         Register<ExpectShards>("ExpectShards", 9, WriteExpect, ReadExpect);
         Register<PartialComputed>("PartialComputed", 5, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.ShardId); w.Write(m.Attempt); w.Write(m.Grant); WritePartials(ref w, m.Partials); }, (c, ref r) => new PartialComputed(Job(ref r), r.ReadInt32(), Attempt(ref r), Grant(ref r), ReadPartials(ref r)));
         Register<CoverageComputed>("CoverageComputed", 5, (c, ref w, m) => { WriteJob(ref w, m.Job); w.Write(m.ShardId); w.Write(m.Attempt); w.Write(m.Grant); WriteCoverage(ref w, m.Parts); }, (c, ref r) => new CoverageComputed(Job(ref r), r.ReadInt32(), Attempt(ref r), Grant(ref r), ReadCoverage(ref r)));

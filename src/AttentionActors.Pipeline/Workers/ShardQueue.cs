@@ -15,6 +15,13 @@ public sealed record WorkerReady(int Slots = 1) : IWireMessage;
 /// </summary>
 public sealed record JobEnded(JobId Job, string Why) : IWireMessage;
 
+/// <summary>
+/// Notice from a job's coordinator to the queue, after the job's first attempts: every shard of the
+/// job has arrived, so a node that runs dry may now take shards dealt to another (until then the
+/// shards still on their way may be its own).
+/// </summary>
+public sealed record ShardsSent(JobId Job) : IWireMessage;
+
 /// <summary>Notice from the queue to a job's coordinator: attempt <paramref name="Attempt"/> of a shard went to <paramref name="Worker"/> (its deadline starts now).</summary>
 public sealed record ShardDispatched(JobId Job, int ShardId, int Attempt, IActorRef Worker) : IWireMessage;
 
@@ -37,22 +44,29 @@ public sealed record NodeReachable(Address Address) : INoSerializationVerificati
 /// submitted behind another client's fifty waits for one shard of theirs, not all of them. A
 /// client's own shards go in arrival order, re-issued ones first. Workers offer room with
 /// <see cref="WorkerReady"/>: a worker one slot at a time, a worker node's feed as many as it has
-/// idle threads. Each hand-over is reported to the shard's coordinator (<see cref="ShardDispatched"/>).
+/// idle threads. A shard with a home node (<see cref="ComputeShard.Home"/>) goes to that node; a node
+/// with none of its own left takes the last shard of the node with the most left (work stealing: the
+/// far end of that node's stretch, where it would come last). Each hand-over is reported to the shard's coordinator (<see cref="ShardDispatched"/>).
 /// The queue knows every worker that ever asked for work, so <see cref="JobEnded"/> reaches the busy
 /// ones too; a worker whose node is unreachable gets nothing until it is reachable again.
 /// </summary>
 internal sealed class ShardQueue : ReceiveActor
 {
-    private readonly Dictionary<string, LinkedList<ComputeShard>> waiting = [];
+    private readonly Dictionary<string, Waiting> waiting = [];
     private readonly LinkedList<string> turns = new();
     private readonly Dictionary<IActorRef, int> room = [];
     private readonly LinkedList<IActorRef> offering = new();
     private readonly HashSet<IActorRef> workers = [];
     private readonly HashSet<Address> unreachable = [];
     private readonly EndedJobs ended = new();
+    private readonly HashSet<JobId> complete = [];
 
-    public ShardQueue()
+    private readonly string self;
+
+    /// <param name="self">This node's cluster address, which local workers are known by in shards' homes [none: one process].</param>
+    public ShardQueue(string self = "")
     {
+        this.self = self;
         Receive<WorkerReady>(ready =>
         {
             if (workers.Add(Sender))
@@ -88,37 +102,20 @@ internal sealed class ShardQueue : ReceiveActor
             string client = ClientOf(work);
             if (!waiting.TryGetValue(client, out var shards))
             {
-                waiting[client] = shards = new LinkedList<ComputeShard>();
+                waiting[client] = shards = new Waiting();
                 turns.AddLast(client);
             }
 
-            if (work.Attempt > 1)
-            {
-                shards.AddFirst(work);
-            }
-            else
-            {
-                shards.AddLast(work);
-            }
-
+            shards.Add(work);
             Dispatch();
         });
         Receive<JobEnded>(end =>
         {
             ended.Add(end.Job);
+            complete.Remove(end.Job);
             foreach (var (client, shards) in waiting.ToList())
             {
-                for (var node = shards.First; node is not null;)
-                {
-                    var next = node.Next;
-                    if (node.Value.Job == end.Job)
-                    {
-                        shards.Remove(node);
-                    }
-
-                    node = next;
-                }
-
+                shards.RemoveJob(end.Job);
                 if (shards.Count == 0)
                 {
                     waiting.Remove(client);
@@ -131,8 +128,16 @@ internal sealed class ShardQueue : ReceiveActor
                 worker.Tell(end, Self);
             }
         });
+        Receive<ShardsSent>(sent =>
+        {
+            if (!ended.Contains(sent.Job))
+            {
+                complete.Add(sent.Job);
+                Dispatch();
+            }
+        });
         Receive<NodeUnreachable>(lost => unreachable.Add(lost.Address));
-        Receive<JobTablesQuery>(_ => Sender.Tell(new JobTables("queue", [.. waiting.Values.SelectMany(shards => shards).Select(w => w.Job).Distinct()])));
+        Receive<JobTablesQuery>(_ => Sender.Tell(new JobTables("queue", [.. waiting.Values.SelectMany(shards => shards.All).Select(w => w.Job).Distinct()])));
         Receive<NodeReachable>(back =>
         {
             unreachable.Remove(back.Address);
@@ -180,24 +185,22 @@ internal sealed class ShardQueue : ReceiveActor
         }
     }
 
-    /// <summary>Hands the first of <paramref name="shards"/> a worker with room may take to that worker; false when there is none.</summary>
-    private bool HandOverOne(LinkedList<ComputeShard> shards)
-    {
-        for (var node = shards.First; node is not null; node = node.Next)
-        {
-            var work = node.Value;
-            var worker = offering.First;
-            while (worker is not null && !Eligible(worker.Value, work))
-            {
-                worker = worker.Next;
-            }
+    /// <summary>Whether a worker on <paramref name="node"/> has asked for work and is reachable.</summary>
+    private bool Live(string node) => workers.Any(w => NodeOf(w) == node && !unreachable.Contains(w.Path.Address));
 
-            if (worker is null)
+    /// <summary>The node a worker runs on, as shards' homes name it.</summary>
+    private string NodeOf(IActorRef worker) => worker.Path.Address.HasGlobalScope ? worker.Path.Address.ToString() : self;
+
+    /// <summary>Hands the first worker with room the shard it should take next (<see cref="Waiting.Take"/>); false when no worker with room may take any.</summary>
+    private bool HandOverOne(Waiting shards)
+    {
+        for (var worker = offering.First; worker is not null; worker = worker.Next)
+        {
+            if (unreachable.Contains(worker.Value.Path.Address) || shards.Take(NodeOf(worker.Value), work => Eligible(worker.Value, work), complete.Contains, Live) is not { } work)
             {
                 continue;
             }
 
-            shards.Remove(node);
             var to = worker.Value;
 
             // The coordinator hears first: whatever the worker says about this attempt reaches it after this notice.
@@ -215,5 +218,145 @@ internal sealed class ShardQueue : ReceiveActor
         }
 
         return false;
+    }
+
+    /// <summary>One client's waiting shards: re-issued and homeless ones in order (re-issued first), and each home node's in plan order.</summary>
+    private sealed class Waiting
+    {
+        private readonly LinkedList<ComputeShard> any = new();
+        private readonly Dictionary<string, LinkedList<ComputeShard>> byHome = [];
+
+        /// <summary>The (job, batch, key head) of every shard handed to each node: what its block store holds.</summary>
+        private readonly Dictionary<string, HashSet<(JobId, int, int)>> held = [];
+
+        public int Count { get; private set; }
+
+        public IEnumerable<ComputeShard> All => any.Concat(byHome.Values.SelectMany(l => l));
+
+        public void Add(ComputeShard work)
+        {
+            Count++;
+            if (work.Attempt > 1)
+            {
+                any.AddFirst(work);
+            }
+            else if (work.Home.Length == 0)
+            {
+                any.AddLast(work);
+            }
+            else
+            {
+                if (!byHome.TryGetValue(work.Home, out var mine))
+                {
+                    byHome[work.Home] = mine = new LinkedList<ComputeShard>();
+                }
+
+                mine.AddLast(work);
+            }
+        }
+
+        /// <summary>
+        /// The shard a worker on <paramref name="node"/> takes next, removed: the first re-issued or
+        /// homeless one it may take, else the first of its node's own, else — once all of that job's
+        /// shards are here (<paramref name="sent"/>) — another node's: the last of the node dealt the
+        /// stretch just before its own (homes are dealt in the order of node addresses), whose last
+        /// shards share a head with its first ones; else an end of any node's stretch in a key head
+        /// it has taken shards of; else the last of the node with the most left, when that node has
+        /// more than one left or is not <paramref name="live"/> (its last one it takes itself soon:
+        /// fetching another head's K/V for it would cost more than waiting). The first two cost the
+        /// stealer little more than Q rows: its block store holds their K/V. Null when there is none it may take.
+        /// </summary>
+        public ComputeShard? Take(string node, Func<ComputeShard, bool> eligible, Func<JobId, bool> sent, Func<string, bool> live)
+        {
+            var work = Choose(node, eligible, sent, live);
+            if (work is not null && work.Attempt == 1 && work.Home.Length > 0)
+            {
+                if (!held.TryGetValue(node, out var heads))
+                {
+                    held[node] = heads = [];
+                }
+
+                heads.Add((work.Job, work.Shard.Batch, work.Shard.Head / work.Geometry.GroupSize));
+            }
+
+            return work;
+        }
+
+        private ComputeShard? Choose(string node, Func<ComputeShard, bool> eligible, Func<JobId, bool> sent, Func<string, bool> live)
+        {
+            for (var entry = any.First; entry is not null; entry = entry.Next)
+            {
+                if (eligible(entry.Value))
+                {
+                    return Remove(any, entry);
+                }
+            }
+
+            if (byHome.TryGetValue(node, out var mine) && mine.First is { } first)
+            {
+                return Remove(mine, first);
+            }
+
+            LinkedList<ComputeShard>? previous = null;
+            string? before = null;
+            foreach (var (home, list) in byHome)
+            {
+                if (string.CompareOrdinal(home, node) < 0 && (before is null || string.CompareOrdinal(home, before) > 0) && list.Last is { } last && sent(last.Value.Job))
+                {
+                    (previous, before) = (list, home);
+                }
+            }
+
+            if (previous?.Last is { } next)
+            {
+                return Remove(previous, next);
+            }
+
+            if (held.TryGetValue(node, out var heads))
+            {
+                foreach (var list in byHome.Values)
+                {
+                    foreach (var end in new[] { list.Last, list.First })
+                    {
+                        if (end is not null && sent(end.Value.Job) && heads.Contains((end.Value.Job, end.Value.Shard.Batch, end.Value.Shard.Head / end.Value.Geometry.GroupSize)))
+                        {
+                            return Remove(list, end);
+                        }
+                    }
+                }
+            }
+
+            var richest = byHome.Where(h => h.Value.Last is { } last && sent(last.Value.Job) && (h.Value.Count > 1 || !live(h.Key))).Select(h => h.Value).MaxBy(l => l.Count);
+            return richest?.Last is { } steal ? Remove(richest, steal) : null;
+        }
+
+        public void RemoveJob(JobId job)
+        {
+            foreach (var heads in held.Values)
+            {
+                heads.RemoveWhere(h => h.Item1 == job);
+            }
+
+            foreach (var list in byHome.Values.Prepend(any))
+            {
+                for (var entry = list.First; entry is not null;)
+                {
+                    var next = entry.Next;
+                    if (entry.Value.Job == job)
+                    {
+                        Remove(list, entry);
+                    }
+
+                    entry = next;
+                }
+            }
+        }
+
+        private ComputeShard Remove(LinkedList<ComputeShard> list, LinkedListNode<ComputeShard> entry)
+        {
+            list.Remove(entry);
+            Count--;
+            return entry.Value;
+        }
     }
 }

@@ -21,6 +21,8 @@ public sealed record DataRef(string Endpoint, byte[] Key);
 /// the process that holds the tensors). <paramref name="ResultsTo"/> names the reducer node's data
 /// endpoint when results travel on the data plane (empty: tell <paramref name="Reducer"/>).
 /// <paramref name="Avoid"/> names a node address the shard must not run on (an audit's second computation).
+/// <paramref name="Home"/> names the worker node the plan dealt it to, which the queue hands it to first
+/// (<see cref="Planning.Locality"/>; empty: any).
 /// </summary>
 public sealed record ComputeShard(
     JobId Job,
@@ -33,7 +35,8 @@ public sealed record ComputeShard(
     IActorRef Reducer,
     string ResultsTo,
     IActorRef Coordinator,
-    string Avoid = "") : IWireMessage;
+    string Avoid = "",
+    string Home = "") : IWireMessage;
 
 /// <summary>How a worker turns a shard's input into partials; the default is the kernel library.</summary>
 public delegate PartialSet ShardComputer(ShardInput input, Shard shard, int attempt, CancellationToken cancellationToken);
@@ -65,6 +68,13 @@ public sealed class PeerUnreachableException : Exception
 /// <summary>How a cluster worker fetches a shard's data from its store (checked against the shard before it returns); throws <see cref="PeerUnreachableException"/> when the store cannot be reached.</summary>
 public delegate ShardInput ShardFetcher(ComputeShard work, CancellationToken cancellationToken);
 
+/// <summary>
+/// How a cluster worker computes, from its node's store, a shard too large to hold whole (its
+/// partials), or null when the shard is fetched and computed whole; throws
+/// <see cref="PeerUnreachableException"/> when the store cannot be reached.
+/// </summary>
+public delegate Kernels.Partials.PartialSet? ChunkedComputer(ComputeShard work, ShardComputer compute, CancellationToken cancellationToken);
+
 /// <summary>How a cluster worker sends a result to the reducer node named by <see cref="ComputeShard.ResultsTo"/>; throws <see cref="PeerUnreachableException"/> when that node cannot be reached.</summary>
 public delegate void ResultSender(ComputeShard work, IWireMessage result, CancellationToken cancellationToken);
 
@@ -82,6 +92,9 @@ public sealed record WorkerServices
 
     /// <summary>Fetches a shard's data when the shard carries none (cluster) [none].</summary>
     public ShardFetcher? Fetch { get; init; }
+
+    /// <summary>Computes a large attention shard chunk by chunk from the node's block store (cluster) [none].</summary>
+    public ChunkedComputer? Chunked { get; init; }
 
     /// <summary>Sends results over the data plane when a shard names a results endpoint (cluster) [none].</summary>
     public ResultSender? Send { get; init; }
@@ -190,19 +203,29 @@ internal sealed class Worker : ReceiveActor, IDisposable
         var stage = ShardFailure.StoreUnreachable;
         try
         {
-            var input = work.Input
-                ?? services.Fetch?.Invoke(work, token)
-                ?? throw new InvalidOperationException($"{work.Shard} arrived without its data and this worker has no store to fetch from");
-
-            // A layer shard's Q rows and K/V blocks are projected here, shared with the process's other workers.
-            stage = ShardFailure.Compute;
-            input = input.Layer is null ? input : input.Projected(services.Projections?.For(work.Job));
-            IWireMessage result = input.Geometry.Pass switch
+            IWireMessage result;
+            if (work.Input is null && services.Chunked?.Invoke(work, services.Compute, token) is { } chunked)
             {
-                JobPass.Coverage => new CoverageComputed(work.Job, work.Shard.Id, work.Attempt, work.Grant, services.Coverage(input, work.Shard, work.Attempt, token)),
-                JobPass.Weights => new WeightsComputed(work.Job, work.Shard.Id, work.Attempt, work.Grant, services.Weights(input, work.Shard, work.Attempt, token)),
-                _ => new PartialComputed(work.Job, work.Shard.Id, work.Attempt, work.Grant, services.Compute(input, work.Shard, work.Attempt, token)),
-            };
+                result = new PartialComputed(work.Job, work.Shard.Id, work.Attempt, work.Grant, chunked);
+            }
+            else
+            {
+                var input = work.Input
+                    ?? services.Fetch?.Invoke(work, token)
+                    ?? throw new InvalidOperationException($"{work.Shard} arrived without its data and this worker has no store to fetch from");
+
+                // A layer shard's Q rows and K/V blocks are projected here, shared with the process's other workers.
+                stage = ShardFailure.Compute;
+                input = input.Layer is null ? input : input.Projected(services.Projections?.For(work.Job));
+                result = input.Geometry.Pass switch
+                {
+                    JobPass.Coverage => new CoverageComputed(work.Job, work.Shard.Id, work.Attempt, work.Grant, services.Coverage(input, work.Shard, work.Attempt, token)),
+                    JobPass.Weights => new WeightsComputed(work.Job, work.Shard.Id, work.Attempt, work.Grant, services.Weights(input, work.Shard, work.Attempt, token)),
+                    _ => new PartialComputed(work.Job, work.Shard.Id, work.Attempt, work.Grant, services.Compute(input, work.Shard, work.Attempt, token)),
+                };
+            }
+
+            stage = ShardFailure.Compute;
             if (work.ResultsTo.Length > 0)
             {
                 var send = services.Send ?? throw new InvalidOperationException($"{work.Shard} asks for its result at {work.ResultsTo} and this worker has no data plane");

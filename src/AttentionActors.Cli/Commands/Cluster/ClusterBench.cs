@@ -84,7 +84,19 @@ internal static class ClusterBench
         await using var client = await ClusterClient.ConnectAsync(new ClusterClientOptions { Cluster = state.Data, Certificate = Path.Combine(dir, CertificateAuthority.ClientFile), CaCertificate = Path.Combine(dir, CertificateAuthority.CaFile), MaxShardBytes = maxShardBytes }, null, cancellationToken);
         var expected = await embedded.ComputeAsync(problem, null, null, cancellationToken);
         var shards = new ShardCount();
+
+        // Bytes on the data plane, counted where they are read (the nodes' and the client's), against the dry run's model.
+        var before = (await op.StatusAsync(cancellationToken)).Members.ToDictionary(m => m.Address, m => m.Card?.BytesIn ?? 0);
+        long clientBefore = client.Traffic.Read;
         bool equal = PipelineBench.Same(expected, await client.ComputeAsync(problem, null, shards, cancellationToken));
+        var after = (await op.StatusAsync(cancellationToken)).Members;
+        long measured = client.Traffic.Read - clientBefore + after.Sum(m => (m.Card?.BytesIn ?? 0) - before.GetValueOrDefault(m.Address));
+        int[] nodes = [.. after.Where(m => m.Roles.Contains("worker")).OrderBy(m => m.Address, StringComparer.Ordinal).Select(m => m.Card?.Threads ?? 0)];
+        var g = problem.Geometry;
+        var plan = ShardPlanner.Plan(EmbeddedPipeline.Planning(g), nodes.Sum(), new PlanOptions { MaxShardBytes = maxShardBytes, KeysFromStore = AttentionActors.Cluster.Workers.BlockStore.Splits(g) });
+        long predicted = DryRun.BytesMoved(g, plan, nodes, new AttentionActors.Cluster.Node.NodeOptions().BlockStoreBytes);
+        long data = 4 * (g.QueryShape.Length + g.KeyShape.Length + g.ValueShape.Length + (g.QueryShape.Length / g.KeyDim * (g.ValueDim + 1)));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"bytes moved: {measured:N0} measured on the data plane, {predicted:N0} by the dry run ({(measured - predicted) / (double)predicted:+0.0%;-0.0%}); {measured / (double)data:F2}× the {data:N0} bytes of Q, K, V, output and lse"));
         var embeddedTimes = new List<double>();
         var clusterTimes = new List<double>();
         for (int r = 0; r < repeat; r++)
