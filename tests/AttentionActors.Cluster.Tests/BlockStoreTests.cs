@@ -185,4 +185,33 @@ public sealed class BlockStoreTests
 
         Assert.True(chunkedTrials >= 6, $"only {chunkedTrials} of 12 shards were computed in chunks");
     }
+
+    [Fact]
+    public void A_client_store_refuses_block_and_row_ranges_outside_the_job_by_name_and_serves_those_inside()
+    {
+        var p = Problem();
+        var key = new byte[32];
+        key[0] = 7;
+        var store = new Client.TensorStore(64 << 20);
+        store.Add(Job, new Client.TensorStore.Entry(key, p.Geometry, s => ShardInput.Slice(p, s.Batch, s.Head, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd)));
+        Shard Part(int head, int rowStart, int rowCount, int blockStart, int blockEnd) => new(7, 0, head, rowStart, rowCount, blockStart, blockEnd, 0, 0, 0);
+
+        foreach (var (part, named) in new[]
+        {
+            (Part(0, 0, 0, 5, p.Geometry.BlockCount + 1), "key blocks [5, 11)"),
+            (Part(0, 0, 0, 3, 2), "key blocks [3, 2)"),
+            (Part(0, 290, 20, 0, 0), "rows [290, 310)"),
+            (Part(4, 0, 10, 0, 0), "head 4"),
+            (Part(0, -1, 10, 0, 0), "rows [-1, 9)"),
+        })
+        {
+            var answer = store.Serve(new FetchShard(Job, part), key);
+            Assert.True(answer.Refusal is not null, $"{part} was served");
+            Assert.Contains(named, answer.Refusal, StringComparison.Ordinal);
+            Assert.Contains(Job.ToString(), answer.Refusal, StringComparison.Ordinal);
+        }
+
+        Assert.Null(store.Serve(new FetchShard(Job, Part(1, 0, 0, 2, 6)), key).Refusal);
+        Assert.Null(store.Serve(new FetchShard(Job, Part(1, 100, 50, 0, 0)), key).Refusal);
+    }
 }

@@ -60,9 +60,10 @@ public sealed record NodeOptions
     public TimeSpan ShutdownTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
     /// <summary>
-    /// Largest shard the planner cuts, in bytes [16 MiB]. Each shard fetches its rows' K/V blocks
-    /// again, so larger shards move fewer bytes (N = 16384, H = 8, d = 64: 451 MiB at 8 MiB, 226 MiB at 16),
-    /// at the cost of memory per worker thread (two shards each: one computing, one fetched ahead).
+    /// Largest shard the planner cuts, in bytes [16 MiB]: its Q rows, its partials, and the K/V it
+    /// holds at a time. An attention job's shards take K/V from their node's block store a chunk at a
+    /// time, so their keys are not bounded by it; jobs whose shards are fetched whole (explicit masks,
+    /// layer jobs, inspection passes) carry their K/V within it. Memory per worker thread is about two shards.
     /// </summary>
     public long MaxShardBytes { get; init; } = 16L << 20;
 

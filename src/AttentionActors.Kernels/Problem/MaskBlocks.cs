@@ -88,6 +88,9 @@ public sealed class MaskBlocks
     public bool SeesAny(int b, int h, int i, int first, int end)
     {
         int plane = heads == 1 ? 0 : h;
+
+        // A tree node may reach past the last block (the root of a tree over 5 blocks spans 8): those blocks hold no key.
+        end = Math.Min(end, blockCount);
         for (int kb = first; kb < end; kb++)
         {
             long at = Index(b, plane, i, kb);

@@ -34,7 +34,7 @@ internal static class ClusterSettings
         ("Node:StableAfterSeconds", "s", "5", "membership must be stable this long before unreachable nodes are downed (keep-majority)"),
         ("Node:JoinTimeoutSeconds", "s", "60", "how long a starting node waits to be Up in its seeds' cluster before it exits 1"),
         ("Node:ShutdownTimeoutSeconds", "s", "30", "how long a stopping or drained node waits for its running shards"),
-        ("Node:MaxShardBytes", "bytes", "16777216", "largest shard the coordinator cuts; larger shards fetch K/V blocks again fewer times"),
+        ("Node:MaxShardBytes", "bytes", "16777216", "largest shard the coordinator cuts: its Q rows, its partials and the K/V it holds at a time"),
         ("Node:MaxShards", "count", "65536", "most shards one job's plan may hold"),
         ("Node:BlockStoreBytes", "bytes", "4294967296", "fetched K/V blocks and Q rows a worker node keeps for its running jobs (least recently used evicted first; 0 keeps none)"),
         ("Node:MaxAdmittedBytes", "bytes", "a quarter of the memory", "most bytes of partials a coordinator's running jobs may hold on their reducers"),
