@@ -1,7 +1,6 @@
 using AttentionActors.Cli.Commands;
 using AttentionActors.Kernels;
 using AttentionActors.Kernels.Tests;
-using AttentionActors.Pipeline;
 using AttentionActors.Pipeline.Planning;
 
 namespace AttentionActors.Cluster.Tests;
@@ -155,7 +154,7 @@ public sealed class MultiProcessTests(MixedCluster cluster)
         // The coordinator deals shards to the worker nodes in the order of their addresses.
         int[] nodes = [.. after.Where(m => m.Roles.Contains("worker")).OrderBy(m => m.Address, StringComparer.Ordinal).Select(m => m.Card?.Threads ?? 0)];
         int threads = nodes.Sum();
-        var plan = ShardPlanner.Plan(EmbeddedPipeline.Planning(problem.Geometry), threads, new PlanOptions { MaxShardBytes = Budget, KeysFromStore = true });
+        var plan = DryRun.ClusterPlan(problem.Geometry, threads, new PlanOptions { MaxShardBytes = Budget });
         long predicted = DryRun.BytesMoved(problem.Geometry, plan, nodes, new Node.NodeOptions().BlockStoreBytes);
         double off = (measured - predicted) / (double)predicted;
         string parts = $"client {client.Traffic.Read - clientBefore:N0}; " + string.Join("; ", after.Select(m => $"{string.Join(',', m.Roles)} {(m.Card?.BytesIn ?? 0) - before.GetValueOrDefault(m.Address):N0}"));

@@ -74,6 +74,15 @@ internal static class TestData
         }
     }
 
+    /// <summary>Asserts two partial sets hold the same tree nodes and the same bits of m, l and o.</summary>
+    public static void AssertSamePartials(Partials.PartialSet expected, Partials.PartialSet actual, string context)
+    {
+        Assert.Equal(expected.Nodes, actual.Nodes);
+        AssertBitwise(expected.M, actual.M, $"{context}: m");
+        AssertBitwise(expected.L, actual.L, $"{context}: l");
+        AssertBitwise(expected.O, actual.O, $"{context}: o");
+    }
+
     /// <summary>Asserts bit-for-bit equality, naming the first differing element.</summary>
     public static void AssertBitwise(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual, string context)
     {

@@ -109,6 +109,13 @@ internal static class DryRun
         return 4 * rows * (g.ValueDim + 1L);
     }
 
+    /// <summary>A job's plan as a cluster's coordinator makes it: K/V from the nodes' block stores where the job allows (<see cref="BlockStore.Splits"/>).</summary>
+    public static ShardPlan ClusterPlan(AttentionGeometry g, int workers, PlanOptions options)
+        => ShardPlanner.Plan(Pipeline.EmbeddedPipeline.Planning(g), workers, options with { KeysFromStore = BlockStore.Splits(g) });
+
+    /// <summary>Bytes of a job's Q, K and V and of its output and lse, as float32: what bytes moved are measured against.</summary>
+    public static long DataBytes(AttentionGeometry g) => 4 * (g.QueryShape.Length + g.KeyShape.Length + g.ValueShape.Length + (g.QueryShape.Length / g.KeyDim * (g.ValueDim + 1)));
+
     /// <summary>The threads of each of <paramref name="nodes"/> worker nodes sharing <paramref name="workers"/> threads as evenly as they go.</summary>
     public static int[] Spread(int workers, int nodes) => [.. Enumerable.Range(0, nodes).Select(i => (workers / nodes) + (i < workers % nodes ? 1 : 0))];
 
@@ -122,7 +129,7 @@ internal static class DryRun
         var nodeIn = NodeBytesIn(g, plan, threads, storeBytes);
         long partials = sizes.Sum(m => m.Partials), rowsOut = RowsOut(g, plan);
         long moved = nodeIn.Sum() + partials + rowsOut;
-        long data = 4 * (g.QueryShape.Length + g.KeyShape.Length + g.ValueShape.Length + (g.QueryShape.Length / g.KeyDim * (g.ValueDim + 1)));
+        long data = DataBytes(g);
         stdout.WriteLine(string.Create(inv, $"dry run: Q {g.QueryShape}, K {g.KeyShape}, V {g.ValueShape}; block {g.BlockSize}, {g.BlockCount} key blocks"));
         stdout.WriteLine(string.Create(inv, $"dry run: {shards.Count} shards on {workers} workers, shard budget {JobEstimate.Size(maxShardBytes)}, imbalance {plan.Imbalance:F3} (busiest worker over the mean)"));
         if (shards.Count > 0)

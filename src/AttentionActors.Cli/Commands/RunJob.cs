@@ -60,8 +60,7 @@ internal static class RunJob
                     throw new UsageException($"--nodes {request.Nodes} must be between 1 and --workers ({request.Workers}), and --block-store-bytes {request.BlockStoreBytes} at least 0");
                 }
 
-                // Planned as a cluster's coordinator plans: K/V from the nodes' block stores where the job allows.
-                var plan = ShardPlanner.Plan(EmbeddedPipeline.Planning(geometry), pipeline.Workers, pipeline.Plan with { KeysFromStore = AttentionActors.Cluster.Workers.BlockStore.Splits(geometry) });
+                var plan = DryRun.ClusterPlan(geometry, pipeline.Workers, pipeline.Plan);
                 return DryRun.Print(geometry, plan, estimate, pipeline.Workers, pipeline.Plan.MaxShardBytes, request.Nodes, request.BlockStoreBytes, stdout);
             }
 

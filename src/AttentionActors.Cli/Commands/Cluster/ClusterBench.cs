@@ -93,9 +93,9 @@ internal static class ClusterBench
         long measured = client.Traffic.Read - clientBefore + after.Sum(m => (m.Card?.BytesIn ?? 0) - before.GetValueOrDefault(m.Address));
         int[] nodes = [.. after.Where(m => m.Roles.Contains("worker")).OrderBy(m => m.Address, StringComparer.Ordinal).Select(m => m.Card?.Threads ?? 0)];
         var g = problem.Geometry;
-        var plan = ShardPlanner.Plan(EmbeddedPipeline.Planning(g), nodes.Sum(), new PlanOptions { MaxShardBytes = maxShardBytes, KeysFromStore = AttentionActors.Cluster.Workers.BlockStore.Splits(g) });
+        var plan = DryRun.ClusterPlan(g, nodes.Sum(), new PlanOptions { MaxShardBytes = maxShardBytes });
         long predicted = DryRun.BytesMoved(g, plan, nodes, new AttentionActors.Cluster.Node.NodeOptions().BlockStoreBytes);
-        long data = 4 * (g.QueryShape.Length + g.KeyShape.Length + g.ValueShape.Length + (g.QueryShape.Length / g.KeyDim * (g.ValueDim + 1)));
+        long data = DryRun.DataBytes(g);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"bytes moved: {measured:N0} measured on the data plane, {predicted:N0} by the dry run ({(measured - predicted) / (double)predicted:+0.0%;-0.0%}); {measured / (double)data:F2}× the {data:N0} bytes of Q, K, V, output and lse"));
         var embeddedTimes = new List<double>();
         var clusterTimes = new List<double>();
