@@ -69,14 +69,14 @@ public sealed class EmbeddedPipeline : IAttentionRunner
     public static AttentionGeometry Planning(AttentionGeometry geometry) => geometry.WithMask(null);
 
     /// <inheritdoc/>
-    public Task<AttentionResult> ComputeAsync(AttentionProblem problem, Memory<float>? output = null, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
+    public Task<AttentionResult> ComputeAsync(AttentionProblem problem, AttentionTensor? output = null, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(problem);
         return ComputeAsync(problem, ShardPlanner.Plan(Planning(problem.Geometry), options.Workers, options.Plan), output, progress, cancellationToken);
     }
 
     /// <summary>Runs a given plan (tests use this to control the shards), writing the output into <paramref name="output"/> or a new array.</summary>
-    public async Task<AttentionResult> ComputeAsync(AttentionProblem problem, ShardPlan plan, Memory<float>? output = null, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
+    public async Task<AttentionResult> ComputeAsync(AttentionProblem problem, ShardPlan plan, AttentionTensor? output = null, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(problem);
         ArgumentNullException.ThrowIfNull(plan);
@@ -117,7 +117,7 @@ public sealed class EmbeddedPipeline : IAttentionRunner
         JobOutputs.CheckLse(g, lse);
         JobOutputs.CheckCoverage(g, coverage);
         ShardInputSource inputs = shard => ShardInput.SliceCoverage(problem, lse, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd);
-        return RunAsync(g, plan, inputs, coverage, progress, cancellationToken);
+        return RunAsync(g, plan, inputs, new AttentionTensor("coverage", coverage, g.Batch, g.KvHeads, g.KeySeq, 1), progress, cancellationToken);
     }
 
     /// <inheritdoc/>
@@ -138,11 +138,11 @@ public sealed class EmbeddedPipeline : IAttentionRunner
         JobOutputs.CheckLse(g, lse);
         var cells = new float[window.Cells];
         ShardInputSource inputs = shard => ShardInput.SliceWeights(problem, lse, window, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd);
-        await RunAsync(g, plan, inputs, cells, progress, cancellationToken).ConfigureAwait(false);
+        await RunAsync(g, plan, inputs, new AttentionTensor("weights", cells, 1, 1, window.CellRows, window.CellCols), progress, cancellationToken).ConfigureAwait(false);
         return cells;
     }
 
-    private async Task<AttentionResult> RunAsync(AttentionGeometry g, ShardPlan plan, ShardInputSource inputs, Memory<float> target, IProgress<JobProgress>? progress, CancellationToken cancellationToken, MaskBlocks? maskBlocks = null)
+    private async Task<AttentionResult> RunAsync(AttentionGeometry g, ShardPlan plan, ShardInputSource inputs, AttentionTensor target, IProgress<JobProgress>? progress, CancellationToken cancellationToken, MaskBlocks? maskBlocks = null)
     {
         cancellationToken.ThrowIfCancellationRequested();
         ObjectDisposedException.ThrowIf(Volatile.Read(ref disposed) != 0, this);

@@ -19,7 +19,7 @@ public interface IAttentionRunner : IAsyncDisposable
     /// <paramref name="output"/> as rows finish (a memory-mapped file, say) or into a new array,
     /// and the log-sum-exp (and entropy when asked for).
     /// </summary>
-    Task<AttentionResult> ComputeAsync(AttentionProblem problem, Memory<float>? output = null, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default);
+    Task<AttentionResult> ComputeAsync(AttentionProblem problem, AttentionTensor? output = null, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default);
 
     /// <summary>
     /// A multi-head layer's attention, <c>[B, H, N, E/H]</c> per head before the output projection:

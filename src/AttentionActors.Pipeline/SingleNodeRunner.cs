@@ -15,21 +15,26 @@ public sealed class SingleNodeRunner(int threads, KernelPath path = KernelPath.A
 
     public string Where => $"a single node ({threads} thread{(threads == 1 ? "" : "s")})";
 
-    public Task<AttentionResult> ComputeAsync(AttentionProblem problem, Memory<float>? output = null, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
+    public Task<AttentionResult> ComputeAsync(AttentionProblem problem, AttentionTensor? output = null, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(problem);
-        var target = output is { } given ? JobOutputs.Attention(problem.Geometry, given) : (Memory<float>?)null;
+        var target = output is { } given ? JobOutputs.Attention(problem.Geometry, given) : null;
+        if (new[] { problem.Q, problem.K, problem.V, target }.FirstOrDefault(t => t is { IsSegmented: true }) is { } segmented)
+        {
+            throw new AttentionInputException($"{segmented} holds {segmented.Length:N0} values in segments; a single node computes whole tensors of at most {Array.MaxLength:N0} values: run the job on the embedded pipeline or a cluster, which read it row range by row range");
+        }
+
         return Task.Run(
             () =>
             {
                 var result = Attention.Compute(problem, settings, null, cancellationToken);
-                if (target is not { } buffer)
+                if (target is null)
                 {
                     return result;
                 }
 
-                result.Output.Data.Span.CopyTo(buffer.Span);
-                return result with { Output = new AttentionTensor(result.Output.Name, buffer, problem.Batch, problem.Heads, problem.QuerySeq, problem.ValueDim) };
+                result.Output.Data.Span.CopyTo(target.Data.Span);
+                return result with { Output = target };
             },
             cancellationToken);
     }

@@ -81,6 +81,27 @@ public sealed class MultiProcessTests(MixedCluster cluster)
     }
 
     [Fact]
+    public async Task Tensors_held_in_segments_are_served_row_range_by_row_range_and_give_single_node_bits()
+    {
+        // A tensor past one buffer is held in segments of whole planes; the client's store serves shards from them and writes rows into a segmented output.
+        var whole = Problem(Cases[0]);
+        var parts = AttentionProblem.Create(TestData.Segment(whole.Q, 1), TestData.Segment(whole.K, 3), TestData.Segment(whole.V, 1), whole.Options);
+        var output = TestData.Segment(AttentionTensor.Zeros("out", whole.Batch, whole.Heads, whole.QuerySeq, whole.ValueDim), 2);
+        var client = await cluster.Harness.ClientAsync(o => o with { MaxShardBytes = 96 << 10 });
+        var actual = await cluster.Harness.Within(client.ComputeAsync(parts, output), TimeSpan.FromSeconds(60));
+        var expected = ClusterHarness.SingleNode(whole);
+        for (int b = 0; b < whole.Batch; b++)
+        {
+            for (int h = 0; h < whole.Heads; h++)
+            {
+                TestData.AssertBitwise(expected.Output.Rows(b, h, 0, whole.QuerySeq).Span, output.Rows(b, h, 0, whole.QuerySeq).Span, $"output plane ({b}, {h})");
+            }
+        }
+
+        TestData.AssertBitwise(expected.Lse, actual.Lse, "lse");
+    }
+
+    [Fact]
     public async Task A_layer_job_projects_on_the_workers_and_gives_the_bits_of_projecting_first()
     {
         var rng = new Random(5);

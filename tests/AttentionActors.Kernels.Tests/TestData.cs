@@ -31,6 +31,20 @@ internal static class TestData
         return (float)(Math.Sqrt(-2.0 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2));
     }
 
+    /// <summary>A copy of <paramref name="whole"/> held in segments of <paramref name="planesPerSegment"/> (batch, head) planes, as a file too large for one buffer is.</summary>
+    public static AttentionTensor Segment(AttentionTensor whole, int planesPerSegment)
+    {
+        long plane = (long)whole.Seq * whole.Dim, planes = (long)whole.Batch * whole.Heads;
+        var segments = new List<Memory<float>>();
+        for (long p = 0; p < planes; p += planesPerSegment)
+        {
+            long n = Math.Min(planesPerSegment, planes - p) * plane;
+            segments.Add(whole.Data.Slice((int)(p * plane), (int)n).ToArray());
+        }
+
+        return AttentionTensor.Segmented(whole.Name, segments, whole.Batch, whole.Heads, whole.Seq, whole.Dim);
+    }
+
     public static (AttentionTensor Q, AttentionTensor K, AttentionTensor V) Qkv(int seed, int b, int h, int hk, int nq, int nk, int dk, int dv)
         => (Normal("Q", seed, b, h, nq, dk), Normal("K", seed + 1, b, hk, nk, dk), Normal("V", seed + 2, b, hk, nk, dv));
 

@@ -453,11 +453,38 @@ public class PipelineTests
         Array.Fill(buffer, float.NaN);
         await using var cluster = Start(new PipelineOptions { Workers = 3, MaxMessageBytes = 64 << 10 });
         var plan = ShardPlanner.Plan(problem, 3, new PlanOptions { MaxShardBytes = 64 << 10 });
-        var result = await cluster.ComputeAsync(problem, plan, buffer);
+        var result = await cluster.ComputeAsync(problem, plan, AttentionTensor.FromArray("out", buffer, problem.Batch, problem.Heads, problem.QuerySeq, problem.ValueDim));
         Assert.True(result.Output.Data.Span.Overlaps(buffer), "the result must be the caller's buffer");
         var single = Attention.Compute(problem);
         TestData.AssertBitwise(single.Output.Data.Span, buffer, "caller's buffer");
         TestData.AssertBitwise(single.Lse, result.Lse, "lse");
+    }
+
+    [Theory]
+    [InlineData("causal bottom-right")]
+    [InlineData("gqa")]
+    public async Task Segmented_inputs_and_output_give_the_bits_of_whole_ones(string scenario)
+    {
+        // Tensors past one buffer are held in segments of whole (batch, head) planes; a sharded job reads them row range by row range.
+        var (problem, _) = Scenario(scenario);
+        var parts = AttentionProblem.Create(TestData.Segment(problem.Q, 1), TestData.Segment(problem.K, 2), TestData.Segment(problem.V, 1), problem.Options);
+        var segments = Enumerable.Range(0, problem.Batch * problem.Heads).Select(_ => (Memory<float>)new float[problem.QuerySeq * problem.ValueDim]).ToArray();
+        var output = AttentionTensor.Segmented("out", segments, problem.Batch, problem.Heads, problem.QuerySeq, problem.ValueDim);
+        await using var cluster = Start(new PipelineOptions { Workers = 3, MaxMessageBytes = 64 << 10 });
+        var result = await cluster.ComputeAsync(parts, ShardPlanner.Plan(problem, 3, new PlanOptions { MaxShardBytes = 64 << 10 }), output);
+        Assert.Same(output, result.Output);
+        var single = Attention.Compute(problem);
+        for (int b = 0; b < problem.Batch; b++)
+        {
+            for (int h = 0; h < problem.Heads; h++)
+            {
+                TestData.AssertBitwise(single.Output.Rows(b, h, 0, problem.QuerySeq).Span, output.Rows(b, h, 0, problem.QuerySeq).Span, $"{scenario}: output plane ({b}, {h})");
+            }
+        }
+
+        TestData.AssertBitwise(single.Lse, result.Lse, "lse");
+        var refused = await Assert.ThrowsAsync<AttentionInputException>(() => new SingleNodeRunner(1).ComputeAsync(parts));
+        Assert.Contains("in segments", refused.Message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -1,4 +1,5 @@
 using AttentionActors.Cli.Npy;
+using AttentionActors.Kernels;
 
 namespace AttentionActors.Cli.Commands;
 
@@ -21,8 +22,9 @@ internal sealed class OutputFile : IDisposable
     /// <summary>The final path.</summary>
     public string Path { get; }
 
-    /// <summary>The mapped data of a file made by <see cref="Create"/>.</summary>
-    public Memory<float> Data => mapped?.Data ?? Memory<float>.Empty;
+    /// <summary>The mapped data of a file made by <see cref="Create"/> as a tensor <c>[batch, heads, seq, dim]</c>: one buffer, or segments of whole planes when it is larger than one buffer addresses.</summary>
+    public AttentionTensor Tensor(int batch, int heads, int seq, int dim)
+        => mapped?.Tensor("out", batch, heads, seq, dim) ?? throw new InvalidOperationException($"{Path} is not a mapped output");
 
     /// <summary>Checks, before any work, that <paramref name="path"/> can be written: its folder exists and it is not a folder.</summary>
     public static string Check(string option, string path)

@@ -83,7 +83,7 @@ internal sealed class RunInputs : IDisposable
     private static AttentionTensor Tensor(string name, NpyFile file)
     {
         var shape = ShapeOf(name, file.Path, file.Shape);
-        return new AttentionTensor(shape.Name, file.Data, shape.Batch, shape.Heads, shape.Seq, shape.Dim);
+        return file.Tensor(shape.Name, shape.Batch, shape.Heads, shape.Seq, shape.Dim);
     }
 
     private static TensorShape ShapeOf(string name, string path, int[] s)

@@ -40,6 +40,7 @@ internal static class RunJob
             geometry = geometry.WithMask(mask?.Shape);
             inputHeap += mask is null ? 0 : 4 * mask.Data.Length;
             var inspect = request.Inspect is { } asked ? InspectStep.Check(asked, geometry) : null;
+            CheckLarge(request, qShape, kShape, vShape, (long)qShape.Batch * qShape.Heads * qShape.Seq * geometry.ValueDim, outPath, packed is not null);
             if (request.MaxShardBytes is < 64 << 10)
             {
                 throw new UsageException($"--max-shard-bytes {request.MaxShardBytes} must be at least 65536 (64 KiB)");
@@ -95,7 +96,7 @@ internal static class RunJob
             }
 
             JobProgress? last = null;
-            var result = await WithProgress(request, stderr, estimate.Time, p => last = p, (progress, ct) => runner.ComputeAsync(problem, mapped?.Data, progress, ct), cancellationToken);
+            var result = await WithProgress(request, stderr, estimate.Time, p => last = p, (progress, ct) => runner.ComputeAsync(problem, mapped?.Tensor(problem.Batch, problem.Heads, problem.QuerySeq, problem.ValueDim), progress, ct), cancellationToken);
             var elapsed = clock.Elapsed;
             InspectPasses? passes = null;
             if (inspect is not null)
@@ -252,6 +253,31 @@ internal static class RunJob
     }
 
     private static string OneLine(string text) => text.ReplaceLineEndings(" ");
+
+    /// <summary>
+    /// A tensor of more values than one array holds is read from a float32 .npy file in segments and
+    /// reaches only the shards' row ranges: the ways of running that need it whole are refused first.
+    /// </summary>
+    private static void CheckLarge(RunRequest r, TensorShape q, TensorShape k, TensorShape v, long outValues, string? outPath, bool packed)
+    {
+        var large = new[] { (q.Name, q.Length), (k.Name, k.Length), (v.Name, v.Length), ("the output", outValues) }.Where(t => t.Item2 > Array.MaxLength).ToArray();
+        if (large.Length == 0 || r.DryRun)
+        {
+            return;
+        }
+
+        string what = $"{large[0].Item1} holds {large[0].Item2:N0} values, more than one array ({Array.MaxLength:N0})";
+        string? refusal = r.SingleNode ? "--single-node computes on whole arrays; run it on the embedded pipeline (the default) or a cluster, which read it in segments"
+            : r.Verify ? "--verify recomputes it on a single node, which holds whole arrays; check a smaller job of the same shape instead"
+            : r.Random ? "--random makes arrays; give float32 .npy files (--q/--k/--v), which are memory-mapped in segments"
+            : packed ? "packed (--cu-seqlens) inputs are unpacked into arrays; pad them into [B, H, N, D] files"
+            : outValues > Array.MaxLength && outPath is null ? "write the output to a file with --out, which is memory-mapped in segments"
+            : null;
+        if (refusal is not null)
+        {
+            throw new UsageException($"{what}: {refusal}");
+        }
+    }
 
     private static void CheckInputChoice(RunRequest r)
     {

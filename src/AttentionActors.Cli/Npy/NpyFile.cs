@@ -3,6 +3,7 @@ using System.Globalization;
 using System.IO.MemoryMappedFiles;
 using System.Text;
 using System.Text.RegularExpressions;
+using AttentionActors.Kernels;
 
 namespace AttentionActors.Cli.Npy;
 
@@ -12,30 +13,46 @@ public sealed class NpyFormatException(string message) : Exception(message);
 /// <summary>
 /// A float32 array read from a .npy file (format 1.0–3.0, C order, little-endian float32 or
 /// float64). float32 data is memory-mapped, not copied; float64 is converted to float32 in one
-/// streaming pass (values beyond float32's range are refused). Dispose to unmap.
+/// streaming pass (values beyond float32's range are refused). A float32 file of more values than
+/// one buffer addresses is mapped in <see cref="Segments"/> of whole [N, D] planes (its last two
+/// dimensions), so tensors of any size are read and written in place. Dispose to unmap.
 /// </summary>
 public sealed partial class NpyFile : IDisposable
 {
+    /// <summary>The most values one segment holds by default: one buffer's limit.</summary>
+    public const long MaxSegmentValues = int.MaxValue;
+
     /// <summary>\x93NUMPY as bytes (a u8 string literal would encode U+0093 as two bytes).</summary>
     private static ReadOnlySpan<byte> Magic => [0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y'];
 
-    private readonly MemoryMappedFile? map;
-    private readonly MappedFloats? mapped;
+    private readonly MappedView? view;
+    private readonly Memory<float>[] segments;
 
-    private NpyFile(string path, int[] shape, Memory<float> data, MemoryMappedFile? map, MappedFloats? mapped)
+    private NpyFile(string path, int[] shape, Memory<float>[] segments, MappedView? view)
     {
         Path = path;
         Shape = shape;
-        Data = data;
-        this.map = map;
-        this.mapped = mapped;
+        this.segments = segments;
+        this.view = view;
     }
 
     public string Path { get; }
 
     public int[] Shape { get; }
 
-    public Memory<float> Data { get; }
+    /// <summary>The values as one buffer; a file held in several segments throws <see cref="NpyFormatException"/> (use <see cref="Segments"/>).</summary>
+    public Memory<float> Data => segments.Length switch
+    {
+        0 => Memory<float>.Empty,
+        1 => segments[0],
+        _ => throw new NpyFormatException($"{Path}: {Count:N0} values are more than one buffer holds ({MaxSegmentValues:N0}); only a sharded job reads this file, in {segments.Length} segments"),
+    };
+
+    /// <summary>The values in runs of whole [N, D] planes: one segment unless the file is larger than <see cref="MaxSegmentValues"/> (or the segment size asked for).</summary>
+    public IReadOnlyList<Memory<float>> Segments => segments;
+
+    /// <summary>Values in the file.</summary>
+    public long Count => Shape.Aggregate(1L, (a, d) => a * d);
 
     /// <summary>Reads and checks a file's header and size only: its shape and bytes per element (4 or 8).</summary>
     public static (int[] Shape, int Width) Inspect(string path)
@@ -47,37 +64,37 @@ public sealed partial class NpyFile : IDisposable
     /// <summary>Like <see cref="Inspect"/>, plus where the little-endian data start, for streaming a file of any size.</summary>
     public static (int[] Shape, int Width, long DataOffset, long Count) Layout(string path) => Check(path);
 
-    public static NpyFile Read(string path)
+    /// <summary>Maps (float32) or converts (float64) a file; float32 data past <paramref name="segmentValues"/> values are mapped in segments of whole planes.</summary>
+    public static NpyFile Read(string path, long segmentValues = MaxSegmentValues)
     {
         var (shape, width, dataOffset, count) = Check(path);
         if (count == 0)
         {
-            return new NpyFile(path, shape, Memory<float>.Empty, null, null);
+            return new NpyFile(path, shape, [], null);
         }
 
         if (width == 4)
         {
-            var map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
-            var mapped = new MappedFloats(map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read), dataOffset, (int)count);
-            return new NpyFile(path, shape, mapped.Memory, map, mapped);
+            var view = MappedView.Open(path, MemoryMappedFileAccess.Read);
+            return new NpyFile(path, shape, view.Segments(path, shape, dataOffset, segmentValues), view);
         }
 
-        return new NpyFile(path, shape, ConvertDoubles(path, dataOffset, count), null, null);
+        if (count > Array.MaxLength)
+        {
+            throw new NpyFormatException($"{path}: {count:N0} float64 values would be converted into one float32 array, which holds at most {Array.MaxLength:N0}; save the tensor as float32 (arr.astype('<f4')), which is mapped in place at any size");
+        }
+
+        return new NpyFile(path, shape, [ConvertDoubles(path, dataOffset, count)], null);
     }
 
     /// <summary>
     /// Creates a zero-filled float32 .npy file of <paramref name="shape"/> and maps its data for
     /// writing, so a result can be written in place as it arrives instead of held in memory.
     /// </summary>
-    public static NpyFile Create(string path, IReadOnlyList<int> shape)
+    public static NpyFile Create(string path, IReadOnlyList<int> shape, long segmentValues = MaxSegmentValues)
     {
         ArgumentNullException.ThrowIfNull(shape);
         long count = shape.Aggregate(1L, (a, d) => a * d);
-        if (count > Array.MaxLength)
-        {
-            throw new NpyFormatException($"{path}: {count:N0} elements is more than one tensor may hold ({Array.MaxLength:N0})");
-        }
-
         var header = Header(shape);
         using (var stream = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None))
         {
@@ -87,13 +104,21 @@ public sealed partial class NpyFile : IDisposable
 
         if (count == 0)
         {
-            return new NpyFile(path, [.. shape], Memory<float>.Empty, null, null);
+            return new NpyFile(path, [.. shape], [], null);
         }
 
-        var map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.ReadWrite);
-        var mapped = new MappedFloats(map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.ReadWrite), header.Length, (int)count);
-        return new NpyFile(path, [.. shape], mapped.Memory, map, mapped);
+        var view = MappedView.Open(path, MemoryMappedFileAccess.ReadWrite);
+        return new NpyFile(path, [.. shape], view.Segments(path, [.. shape], header.Length, segmentValues), view);
     }
+
+    /// <summary>
+    /// The file as a <c>[batch, heads, seq, dim]</c> tensor named <paramref name="name"/>: one
+    /// buffer, or segments of whole (batch, head) planes.
+    /// </summary>
+    public AttentionTensor Tensor(string name, int batch, int heads, int seq, int dim)
+        => segments.Length > 1
+            ? AttentionTensor.Segmented(name, segments, batch, heads, seq, dim)
+            : new AttentionTensor(name, Data, batch, heads, seq, dim);
 
     private static (int[] Shape, int Width, long DataOffset, long Count) Check(string path)
     {
@@ -111,11 +136,6 @@ public sealed partial class NpyFile : IDisposable
         if (fileLength != needed)
         {
             throw new NpyFormatException($"{path}: header says shape ({string.Join(", ", shape)}) of {(width == 4 ? "float32" : "float64")}, which needs {needed - dataOffset:N0} data bytes, but the file has {fileLength - dataOffset:N0}{(fileLength < needed ? " (truncated?)" : "")}");
-        }
-
-        if (count > Array.MaxLength)
-        {
-            throw new NpyFormatException($"{path}: {count:N0} elements is more than one tensor may hold ({Array.MaxLength:N0})");
         }
 
         return (shape, width, dataOffset, count);
@@ -146,11 +166,7 @@ public sealed partial class NpyFile : IDisposable
         return bytes;
     }
 
-    public void Dispose()
-    {
-        ((IDisposable?)mapped)?.Dispose();
-        map?.Dispose();
-    }
+    public void Dispose() => view?.Dispose();
 
     /// <summary>
     /// Reads a 1-D integer file whole (int32 '&lt;i4' or int64 '&lt;i8', as <c>numpy.save</c> writes
@@ -362,22 +378,69 @@ public sealed partial class NpyFile : IDisposable
     [GeneratedRegex(@"'shape'\s*:\s*\(([^)]*)\)")]
     private static partial Regex ShapePattern();
 
-    /// <summary>The float32 data of a read-only memory-mapped view, as <see cref="Memory{T}"/>.</summary>
-    private sealed unsafe class MappedFloats : MemoryManager<float>
+    /// <summary>A whole file mapped once; its float32 data handed out as segments that share the mapping.</summary>
+    private sealed unsafe class MappedView : IDisposable
     {
-        private readonly MemoryMappedViewAccessor view;
+        private readonly MemoryMappedFile map;
+        private readonly MemoryMappedViewAccessor accessor;
         private readonly byte* pointer;
-        private readonly int length;
 
-        public MappedFloats(MemoryMappedViewAccessor view, long offset, int length)
+        private MappedView(MemoryMappedFile map, MemoryMappedViewAccessor accessor)
         {
-            this.view = view;
-            this.length = length;
+            this.map = map;
+            this.accessor = accessor;
             byte* basePointer = null;
-            view.SafeMemoryMappedViewHandle.AcquirePointer(ref basePointer);
-            pointer = basePointer + view.PointerOffset + offset;
+            accessor.SafeMemoryMappedViewHandle.AcquirePointer(ref basePointer);
+            pointer = basePointer + accessor.PointerOffset;
         }
 
+        public static MappedView Open(string path, MemoryMappedFileAccess access)
+        {
+            var map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, access);
+            try
+            {
+                return new MappedView(map, map.CreateViewAccessor(0, 0, access));
+            }
+            catch
+            {
+                map.Dispose();
+                throw;
+            }
+        }
+
+        /// <summary>The data at <paramref name="offset"/> cut into runs of whole planes (the shape's last two dimensions) of at most <paramref name="segmentValues"/> values.</summary>
+        public Memory<float>[] Segments(string path, int[] shape, long offset, long segmentValues)
+        {
+            long count = shape.Aggregate(1L, (a, d) => a * d);
+            long plane = shape.Length >= 2 ? (long)shape[^2] * shape[^1] : count;
+            long limit = Math.Min(segmentValues, MaxSegmentValues);
+            if (plane > limit)
+            {
+                throw new NpyFormatException($"{path}: one [{(shape.Length >= 2 ? $"{shape[^2]}, {shape[^1]}" : $"{count}")}] plane holds {plane:N0} values, more than one buffer addresses ({limit:N0}); split the sequence or the heads");
+            }
+
+            long perSegment = limit / plane * plane;
+            var segments = new Memory<float>[(count + perSegment - 1) / perSegment];
+            for (int i = 0; i < segments.Length; i++)
+            {
+                long start = i * perSegment;
+                segments[i] = new PointerFloats(pointer + offset + (start * 4), (int)Math.Min(perSegment, count - start)).Memory;
+            }
+
+            return segments;
+        }
+
+        public void Dispose()
+        {
+            accessor.SafeMemoryMappedViewHandle.ReleasePointer();
+            accessor.Dispose();
+            map.Dispose();
+        }
+    }
+
+    /// <summary>float32 values at a pointer into a mapping that outlives them, as <see cref="Memory{T}"/>.</summary>
+    private sealed unsafe class PointerFloats(byte* pointer, int length) : MemoryManager<float>
+    {
         public override Span<float> GetSpan() => new(pointer, length);
 
         public override MemoryHandle Pin(int elementIndex = 0) => new(pointer + ((long)elementIndex * 4));
@@ -388,8 +451,6 @@ public sealed partial class NpyFile : IDisposable
 
         protected override void Dispose(bool disposing)
         {
-            view.SafeMemoryMappedViewHandle.ReleasePointer();
-            view.Dispose();
         }
     }
 }

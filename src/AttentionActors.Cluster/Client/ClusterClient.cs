@@ -199,7 +199,7 @@ public sealed partial class ClusterClient : IAttentionRunner
         }
     }
 
-    public Task<AttentionResult> ComputeAsync(AttentionProblem problem, Memory<float>? output = null, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
+    public Task<AttentionResult> ComputeAsync(AttentionProblem problem, AttentionTensor? output = null, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(problem);
         var g = problem.Geometry;
@@ -221,7 +221,7 @@ public sealed partial class ClusterClient : IAttentionRunner
         var g = problem.Geometry.ForPass(JobPass.Coverage);
         JobOutputs.CheckLse(g, lse);
         var coverage = new float[(long)g.Batch * g.KvHeads * g.KeySeq];
-        await RunAsync(g, s => ShardInput.SliceCoverage(problem, lse, s.Batch, s.Head, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd), coverage, null, progress, cancellationToken).ConfigureAwait(false);
+        await RunAsync(g, s => ShardInput.SliceCoverage(problem, lse, s.Batch, s.Head, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd), new AttentionTensor("coverage", coverage, g.Batch, g.KvHeads, g.KeySeq, 1), null, progress, cancellationToken).ConfigureAwait(false);
         return coverage;
     }
 
@@ -232,12 +232,12 @@ public sealed partial class ClusterClient : IAttentionRunner
         var g = problem.Geometry.ForWeights(window);
         JobOutputs.CheckLse(g, lse);
         var cells = new float[window.Cells];
-        await RunAsync(g, s => ShardInput.SliceWeights(problem, lse, window, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd), cells, null, progress, cancellationToken).ConfigureAwait(false);
+        await RunAsync(g, s => ShardInput.SliceWeights(problem, lse, window, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd), new AttentionTensor("weights", cells, 1, 1, window.CellRows, window.CellCols), null, progress, cancellationToken).ConfigureAwait(false);
         return cells;
     }
 
     /// <summary>Submits the job, watches it, and submits it again to a live coordinator when a node it ran on is lost.</summary>
-    private async Task<AttentionResult> RunAsync(AttentionGeometry g, Func<Shard, ShardInput> slice, Memory<float> target, byte[]? maskBlocks, IProgress<JobProgress>? progress, CancellationToken cancellationToken)
+    private async Task<AttentionResult> RunAsync(AttentionGeometry g, Func<Shard, ShardInput> slice, AttentionTensor target, byte[]? maskBlocks, IProgress<JobProgress>? progress, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
         AttentionJobException? lost = null;
@@ -257,7 +257,7 @@ public sealed partial class ClusterClient : IAttentionRunner
         throw new AttentionJobException($"{lost!.Message}; the job was submitted {options.Resubmits + 1} times and lost a node every time, so it was given up") { NodeLost = true };
     }
 
-    private async Task<AttentionResult> RunOnceAsync(AttentionGeometry g, Func<Shard, ShardInput> slice, Memory<float> target, byte[]? maskBlocks, IProgress<JobProgress>? progress, CancellationToken cancellationToken)
+    private async Task<AttentionResult> RunOnceAsync(AttentionGeometry g, Func<Shard, ShardInput> slice, AttentionTensor target, byte[]? maskBlocks, IProgress<JobProgress>? progress, CancellationToken cancellationToken)
     {
         var job = JobId.New();
         byte[] storeKey = RandomNumberGenerator.GetBytes(32), inboxKey = RandomNumberGenerator.GetBytes(32), ownerKey = RandomNumberGenerator.GetBytes(32);

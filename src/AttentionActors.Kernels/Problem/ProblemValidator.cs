@@ -231,7 +231,29 @@ internal static class ProblemValidator
     /// </summary>
     private static double MaxRowNorm(AttentionTensor t, out double maxAbs)
     {
-        var data = t.Data.Span;
+        if (!t.IsSegmented)
+        {
+            return MaxRowNorm(t, t.Data.Span, 0, out maxAbs);
+        }
+
+        // A segmented tensor is checked plane by plane; the largest norm of all rows is the largest of the planes'.
+        double norm = 0;
+        maxAbs = 0;
+        for (int b = 0; b < t.Batch; b++)
+        {
+            for (int h = 0; h < t.Heads; h++)
+            {
+                norm = Math.Max(norm, MaxRowNorm(t, t.Rows(b, h, 0, t.Seq).Span, (((long)b * t.Heads) + h) * t.Seq * t.Dim, out double planeAbs));
+                maxAbs = Math.Max(maxAbs, planeAbs);
+            }
+        }
+
+        return norm;
+    }
+
+    /// <summary><see cref="MaxRowNorm(AttentionTensor, out double)"/> over <paramref name="data"/>, which starts at element <paramref name="origin"/> of <paramref name="t"/>.</summary>
+    private static double MaxRowNorm(AttentionTensor t, ReadOnlySpan<float> data, long origin, out double maxAbs)
+    {
         double maxNorm = 0;
         maxAbs = 0;
         int dim = t.Dim;
@@ -264,7 +286,7 @@ internal static class ProblemValidator
 
             if (!float.IsFinite(sum))
             {
-                double exact = ExactRowSquares(t, row, span, out double rowAbs);
+                double exact = ExactRowSquares(t, origin + row, span, out double rowAbs);
                 maxNorm = Math.Max(maxNorm, exact);
                 maxAbs = Math.Max(maxAbs, rowAbs);
                 continue;

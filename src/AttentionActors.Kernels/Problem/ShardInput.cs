@@ -154,9 +154,9 @@ public sealed record ShardInput(
         int keys = g.KeysIn(blockStart, blockEnd);
         return new ShardInput(
             g, b, h, rowStart, rowCount, blockStart, blockEnd,
-            problem.Q.Data.Slice((int)problem.Q.RowOffset(b, h, rowStart), rowCount * g.KeyDim),
-            problem.K.Data.Slice((int)problem.K.RowOffset(b, kvh, j0), keys * g.KeyDim),
-            problem.V.Data.Slice((int)problem.V.RowOffset(b, kvh, j0), keys * g.ValueDim))
+            problem.Q.Rows(b, h, rowStart, rowCount),
+            problem.K.Rows(b, kvh, j0, keys),
+            problem.V.Rows(b, kvh, j0, keys))
         {
             Mask = problem.Mask?.View(b, h, rowStart, rowCount, j0, keys) ?? ReadOnlyMemory<float>.Empty,
             MaskStride = problem.Mask is null ? 0 : g.KeySeq,
@@ -175,8 +175,8 @@ public sealed record ShardInput(
         int kvh = h / g.GroupSize;
         return new ShardInput(
             g.ForPass(JobPass.Coverage), b, h, rowStart, rowCount, blockStart, blockEnd,
-            problem.Q.Data.Slice((int)problem.Q.RowOffset(b, h, rowStart), rowCount * g.KeyDim),
-            problem.K.Data.Slice((int)problem.K.RowOffset(b, kvh, blockStart * g.BlockSize), g.KeysIn(blockStart, blockEnd) * g.KeyDim),
+            problem.Q.Rows(b, h, rowStart, rowCount),
+            problem.K.Rows(b, kvh, blockStart * g.BlockSize, g.KeysIn(blockStart, blockEnd)),
             ReadOnlyMemory<float>.Empty,
             lse.Slice((int)((((long)b * g.Heads) + h) * g.QuerySeq) + rowStart, rowCount))
         {
@@ -208,13 +208,13 @@ public sealed record ShardInput(
         for (int i = 0; i < heads; i++)
         {
             int h = window.FirstHead + i;
-            problem.Q.Data.Span.Slice((int)problem.Q.RowOffset(window.Batch, h, rowStart), rowCount * d).CopyTo(q.AsSpan(i * rowCount * d));
+            problem.Q.Rows(window.Batch, h, rowStart, rowCount).Span.CopyTo(q.AsSpan(i * rowCount * d));
             lse.Span.Slice((int)((((long)window.Batch * g.Heads) + h) * g.QuerySeq) + rowStart, rowCount).CopyTo(l.AsSpan(i * rowCount));
         }
 
         for (int i = 0; i < kvHeads; i++)
         {
-            problem.K.Data.Span.Slice((int)problem.K.RowOffset(window.Batch, firstKv + i, j0), keys * d).CopyTo(k.AsSpan(i * keys * d));
+            problem.K.Rows(window.Batch, firstKv + i, j0, keys).Span.CopyTo(k.AsSpan(i * keys * d));
         }
 
         float[]? mask = null;

@@ -39,7 +39,7 @@ internal sealed partial class JobClient
             return;
         }
 
-        var span = output.Span;
+        var span = output.Data.Span;
         for (int r = 0; r < cells.CellRowCount; r++)
         {
             for (int c = 0; c < cells.CellColCount; c++)
@@ -83,6 +83,6 @@ internal sealed partial class JobClient
         }
 
         Done();
-        result.TrySetResult(new AttentionResult(new AttentionTensor("weights", output, 1, 1, window.CellRows, window.CellCols), []));
+        result.TrySetResult(new AttentionResult(output, []));
     }
 }

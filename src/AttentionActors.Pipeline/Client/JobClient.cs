@@ -61,7 +61,7 @@ internal sealed partial class JobClient : ReceiveActor, IWithTimers
 {
     private readonly JobId job;
     private readonly AttentionGeometry geometry;
-    private readonly Memory<float> output;
+    private readonly AttentionTensor output;
     private readonly float[] lse;
     private readonly float[]? entropy;
     private readonly BitArray received;
@@ -72,7 +72,7 @@ internal sealed partial class JobClient : ReceiveActor, IWithTimers
     private IActorRef? reducer;
     private long rowsReceived;
 
-    public JobClient(JobId job, AttentionGeometry geometry, Memory<float> output, IProgress<JobProgress>? progress, TaskCompletionSource<AttentionResult> result, TimeSpan grace)
+    public JobClient(JobId job, AttentionGeometry geometry, AttentionTensor output, IProgress<JobProgress>? progress, TaskCompletionSource<AttentionResult> result, TimeSpan grace)
     {
         this.job = job;
         this.geometry = geometry;
@@ -193,7 +193,7 @@ internal sealed partial class JobClient : ReceiveActor, IWithTimers
             return;
         }
 
-        var span = output.Span;
+        var span = output.Data.Span;
         long offset = ((((long)keys.Batch * g.KvHeads) + keys.KvHead) * g.KeySeq) + keys.KeyStart;
         for (int j = 0; j < keys.KeyCount; j++)
         {
@@ -221,7 +221,7 @@ internal sealed partial class JobClient : ReceiveActor, IWithTimers
     private void OnCoverageCompleted(AttentionCompleted completed)
     {
         var g = geometry;
-        var span = output.Span;
+        var span = output.Data.Span;
         long missing = 0;
         string? first = null;
         for (int b = 0; b < g.Batch; b++)
@@ -269,18 +269,18 @@ internal sealed partial class JobClient : ReceiveActor, IWithTimers
         }
 
         Done();
-        result.TrySetResult(new AttentionResult(new AttentionTensor("coverage", output, g.Batch, g.KvHeads, g.KeySeq, 1), []));
+        result.TrySetResult(new AttentionResult(output, []));
     }
 
     private void Write(RowsFinished rows)
     {
         var g = geometry;
-        var span = output.Span;
+        var span = output.Rows(rows.Batch, rows.Head, rows.RowStart, rows.RowCount).Span;
         for (int r = 0; r < rows.RowCount; r++)
         {
             long row = ((((long)rows.Batch * g.Heads) + rows.Head) * g.QuerySeq) + rows.RowStart + r;
             var source = rows.Output.AsSpan(r * g.ValueDim, g.ValueDim);
-            var target = span.Slice(checked((int)(row * g.ValueDim)), g.ValueDim);
+            var target = span.Slice(r * g.ValueDim, g.ValueDim);
             if (received[(int)row])
             {
                 // Delivery is at least once: a repeat must be the same bits, or something computed wrongly.
@@ -371,7 +371,6 @@ internal sealed partial class JobClient : ReceiveActor, IWithTimers
         }
 
         var g = geometry;
-        var span = output.Span;
         long missing = 0;
         string? first = null;
         for (int b = 0; b < g.Batch; b++)
@@ -394,7 +393,7 @@ internal sealed partial class JobClient : ReceiveActor, IWithTimers
                         continue;
                     }
 
-                    span.Slice((int)(row * g.ValueDim), g.ValueDim).Clear();
+                    output.Rows(b, h, i, 1).Span.Clear();
                     lse[row] = float.NegativeInfinity;
                     if (entropy is not null)
                     {
@@ -411,7 +410,7 @@ internal sealed partial class JobClient : ReceiveActor, IWithTimers
         }
 
         Done();
-        result.TrySetResult(new AttentionResult(new AttentionTensor("out", output, g.Batch, g.Heads, g.QuerySeq, g.ValueDim), lse) { Entropy = entropy });
+        result.TrySetResult(new AttentionResult(output, lse) { Entropy = entropy });
     }
 
     private void Fail(string reason, bool cancelled = false, bool nodeLost = false)

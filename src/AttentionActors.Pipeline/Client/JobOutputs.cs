@@ -5,17 +5,25 @@ namespace AttentionActors.Pipeline.Client;
 /// <summary>The buffers a job writes into, checked against its geometry before anything runs.</summary>
 public static class JobOutputs
 {
-    /// <summary><paramref name="output"/>, or a new array, for the attention output <c>[B, H, Nq, Dv]</c>; throws naming the sizes when it does not fit.</summary>
-    public static Memory<float> Attention(AttentionGeometry g, Memory<float>? output)
+    /// <summary>
+    /// <paramref name="output"/>, or a new array, for the attention output <c>[B, H, Nq, Dv]</c>;
+    /// throws naming the shapes when it does not fit. An output of more values than one array holds
+    /// must be given (a memory-mapped file in segments).
+    /// </summary>
+    public static AttentionTensor Attention(AttentionGeometry g, AttentionTensor? output)
     {
         ArgumentNullException.ThrowIfNull(g);
         long length = (long)g.Batch * g.Heads * g.QuerySeq * g.ValueDim;
         if (output is { } given)
         {
-            return given.Length == length ? given : throw new ArgumentException($"the output buffer holds {given.Length} values; [{g.Batch}, {g.Heads}, {g.QuerySeq}, {g.ValueDim}] needs {length}", nameof(output));
+            return !given.IsWindow && given.Batch == g.Batch && given.Heads == g.Heads && given.Seq == g.QuerySeq && given.Dim == g.ValueDim
+                ? given
+                : throw new ArgumentException($"the output {given} does not have the job's shape [{g.Batch}, {g.Heads}, {g.QuerySeq}, {g.ValueDim}]", nameof(output));
         }
 
-        return length <= Array.MaxLength ? new float[length] : throw new ArgumentException($"the output [{g.Batch}, {g.Heads}, {g.QuerySeq}, {g.ValueDim}] holds {length:N0} values, more than one array may; pass a buffer (a memory-mapped file)", nameof(output));
+        return length <= Array.MaxLength
+            ? AttentionTensor.Zeros("out", g.Batch, g.Heads, g.QuerySeq, g.ValueDim)
+            : throw new ArgumentException($"the output [{g.Batch}, {g.Heads}, {g.QuerySeq}, {g.ValueDim}] holds {length:N0} values, more than one array may; pass an output tensor (a memory-mapped file in segments)", nameof(output));
     }
 
     /// <summary>Throws unless <paramref name="lse"/> holds the log-sum-exp <c>[B, H, Nq]</c> of <paramref name="g"/>.</summary>

@@ -18,7 +18,7 @@ public sealed class JobClientTests : RoleTestKit
     {
         var output = new float[g.Batch * g.Heads * g.QuerySeq * g.ValueDim];
         var result = new TaskCompletionSource<AttentionResult>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var client = Sys.ActorOf(Props.Create(() => new JobClient(Job, g, output, null, result, Grace)), name);
+        var client = Sys.ActorOf(Props.Create(() => new JobClient(Job, g, AttentionTensor.FromArray("out", output, g.Batch, g.Heads, g.QuerySeq, g.ValueDim), null, result, Grace)), name);
         client.Tell(new WatchJob(coordinator, reducer));
         return (client, result.Task, output);
     }
@@ -55,7 +55,7 @@ public sealed class JobClientTests : RoleTestKit
         var reducer = Sys.ActorOf(Props.Create(() => new Sink()), "reducer-cancel");
         var output = new float[problem.Q.Length / problem.KeyDim * problem.ValueDim];
         var tcs = new TaskCompletionSource<AttentionResult>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var client = Sys.ActorOf(Props.Create(() => new JobClient(Job, problem.Geometry, output, null, tcs, Grace)), "client-cancel");
+        var client = Sys.ActorOf(Props.Create(() => new JobClient(Job, problem.Geometry, AttentionTensor.FromArray("out", output, problem.Batch, problem.Heads, problem.QuerySeq, problem.ValueDim), null, tcs, Grace)), "client-cancel");
         client.Tell(new WatchJob(coordinator, reducer));
         client.Tell(new CancelRequested("caller gave up"));
         var error = await Faulted(tcs.Task, TimeSpan.FromSeconds(5));
