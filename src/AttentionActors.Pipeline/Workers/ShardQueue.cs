@@ -45,14 +45,13 @@ public sealed record NodeReachable(Address Address) : INoSerializationVerificati
 /// client's own shards go in arrival order, re-issued ones first. Workers offer room with
 /// <see cref="WorkerReady"/>: a worker one slot at a time, a worker node's feed as many as it has
 /// idle threads. A shard with a home node (<see cref="ComputeShard.Home"/>) goes to that node; a node
-/// with none of its own left takes the last shard of the node with the most left (work stealing: the
-/// far end of that node's stretch, where it would come last). Each hand-over is reported to the shard's coordinator (<see cref="ShardDispatched"/>).
+/// with none of its own left takes another node's shard whose K/V blocks its store lacks the fewest of (work stealing, <see cref="WaitingShards"/>). Each hand-over is reported to the shard's coordinator (<see cref="ShardDispatched"/>).
 /// The queue knows every worker that ever asked for work, so <see cref="JobEnded"/> reaches the busy
 /// ones too; a worker whose node is unreachable gets nothing until it is reachable again.
 /// </summary>
 internal sealed class ShardQueue : ReceiveActor
 {
-    private readonly Dictionary<string, Waiting> waiting = [];
+    private readonly Dictionary<string, WaitingShards> waiting = [];
     private readonly LinkedList<string> turns = new();
     private readonly Dictionary<IActorRef, int> room = [];
     private readonly LinkedList<IActorRef> offering = new();
@@ -102,7 +101,7 @@ internal sealed class ShardQueue : ReceiveActor
             string client = ClientOf(work);
             if (!waiting.TryGetValue(client, out var shards))
             {
-                waiting[client] = shards = new Waiting();
+                waiting[client] = shards = new WaitingShards();
                 turns.AddLast(client);
             }
 
@@ -191,8 +190,8 @@ internal sealed class ShardQueue : ReceiveActor
     /// <summary>The node a worker runs on, as shards' homes name it.</summary>
     private string NodeOf(IActorRef worker) => worker.Path.Address.HasGlobalScope ? worker.Path.Address.ToString() : self;
 
-    /// <summary>Hands the first worker with room the shard it should take next (<see cref="Waiting.Take"/>); false when no worker with room may take any.</summary>
-    private bool HandOverOne(Waiting shards)
+    /// <summary>Hands the first worker with room the shard it should take next (<see cref="WaitingShards.Take"/>); false when no worker with room may take any.</summary>
+    private bool HandOverOne(WaitingShards shards)
     {
         for (var worker = offering.First; worker is not null; worker = worker.Next)
         {
@@ -218,145 +217,5 @@ internal sealed class ShardQueue : ReceiveActor
         }
 
         return false;
-    }
-
-    /// <summary>One client's waiting shards: re-issued and homeless ones in order (re-issued first), and each home node's in plan order.</summary>
-    private sealed class Waiting
-    {
-        private readonly LinkedList<ComputeShard> any = new();
-        private readonly Dictionary<string, LinkedList<ComputeShard>> byHome = [];
-
-        /// <summary>The (job, batch, key head) of every shard handed to each node: what its block store holds.</summary>
-        private readonly Dictionary<string, HashSet<(JobId, int, int)>> held = [];
-
-        public int Count { get; private set; }
-
-        public IEnumerable<ComputeShard> All => any.Concat(byHome.Values.SelectMany(l => l));
-
-        public void Add(ComputeShard work)
-        {
-            Count++;
-            if (work.Attempt > 1)
-            {
-                any.AddFirst(work);
-            }
-            else if (work.Home.Length == 0)
-            {
-                any.AddLast(work);
-            }
-            else
-            {
-                if (!byHome.TryGetValue(work.Home, out var mine))
-                {
-                    byHome[work.Home] = mine = new LinkedList<ComputeShard>();
-                }
-
-                mine.AddLast(work);
-            }
-        }
-
-        /// <summary>
-        /// The shard a worker on <paramref name="node"/> takes next, removed: the first re-issued or
-        /// homeless one it may take, else the first of its node's own, else — once all of that job's
-        /// shards are here (<paramref name="sent"/>) — another node's: the last of the node dealt the
-        /// stretch just before its own (homes are dealt in the order of node addresses), whose last
-        /// shards share a head with its first ones; else an end of any node's stretch in a key head
-        /// it has taken shards of; else the last of the node with the most left, when that node has
-        /// more than one left or is not <paramref name="live"/> (its last one it takes itself soon:
-        /// fetching another head's K/V for it would cost more than waiting). The first two cost the
-        /// stealer little more than Q rows: its block store holds their K/V. Null when there is none it may take.
-        /// </summary>
-        public ComputeShard? Take(string node, Func<ComputeShard, bool> eligible, Func<JobId, bool> sent, Func<string, bool> live)
-        {
-            var work = Choose(node, eligible, sent, live);
-            if (work is not null && work.Attempt == 1 && work.Home.Length > 0)
-            {
-                if (!held.TryGetValue(node, out var heads))
-                {
-                    held[node] = heads = [];
-                }
-
-                heads.Add((work.Job, work.Shard.Batch, work.Shard.Head / work.Geometry.GroupSize));
-            }
-
-            return work;
-        }
-
-        private ComputeShard? Choose(string node, Func<ComputeShard, bool> eligible, Func<JobId, bool> sent, Func<string, bool> live)
-        {
-            for (var entry = any.First; entry is not null; entry = entry.Next)
-            {
-                if (eligible(entry.Value))
-                {
-                    return Remove(any, entry);
-                }
-            }
-
-            if (byHome.TryGetValue(node, out var mine) && mine.First is { } first)
-            {
-                return Remove(mine, first);
-            }
-
-            LinkedList<ComputeShard>? previous = null;
-            string? before = null;
-            foreach (var (home, list) in byHome)
-            {
-                if (string.CompareOrdinal(home, node) < 0 && (before is null || string.CompareOrdinal(home, before) > 0) && list.Last is { } last && sent(last.Value.Job))
-                {
-                    (previous, before) = (list, home);
-                }
-            }
-
-            if (previous?.Last is { } next)
-            {
-                return Remove(previous, next);
-            }
-
-            if (held.TryGetValue(node, out var heads))
-            {
-                foreach (var list in byHome.Values)
-                {
-                    foreach (var end in new[] { list.Last, list.First })
-                    {
-                        if (end is not null && sent(end.Value.Job) && heads.Contains((end.Value.Job, end.Value.Shard.Batch, end.Value.Shard.Head / end.Value.Geometry.GroupSize)))
-                        {
-                            return Remove(list, end);
-                        }
-                    }
-                }
-            }
-
-            var richest = byHome.Where(h => h.Value.Last is { } last && sent(last.Value.Job) && (h.Value.Count > 1 || !live(h.Key))).Select(h => h.Value).MaxBy(l => l.Count);
-            return richest?.Last is { } steal ? Remove(richest, steal) : null;
-        }
-
-        public void RemoveJob(JobId job)
-        {
-            foreach (var heads in held.Values)
-            {
-                heads.RemoveWhere(h => h.Item1 == job);
-            }
-
-            foreach (var list in byHome.Values.Prepend(any))
-            {
-                for (var entry = list.First; entry is not null;)
-                {
-                    var next = entry.Next;
-                    if (entry.Value.Job == job)
-                    {
-                        Remove(list, entry);
-                    }
-
-                    entry = next;
-                }
-            }
-        }
-
-        private ComputeShard Remove(LinkedList<ComputeShard> list, LinkedListNode<ComputeShard> entry)
-        {
-            list.Remove(entry);
-            Count--;
-            return entry.Value;
-        }
     }
 }
