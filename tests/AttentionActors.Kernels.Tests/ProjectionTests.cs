@@ -1,6 +1,6 @@
 namespace AttentionActors.Kernels.Tests;
 
-/// <summary>y = x·Wᵀ + b against float64, for every remainder of the 4×4 tiles and the 16-lane depth.</summary>
+/// <summary>y = x·Wᵀ + b against float64 and against its definition — one fused multiply-add chain per output — for every remainder of the 8-row tiles, 32-output panels and 64-row work items.</summary>
 public class ProjectionTests
 {
     [Fact]
@@ -35,6 +35,41 @@ public class ProjectionTests
                     }
 
                     TestData.AssertBitwise(y, Projection.Linear(x, rows, inDim, w, outDim, b, threads: 3), $"[{rows}×{inDim}]·[{outDim}×{inDim}]ᵀ on 3 threads");
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public void Every_output_is_its_fused_multiply_add_chain_in_ascending_k_bit_for_bit()
+    {
+        // The bits every SIMD width must give (the suite runs this at each): acc = fma(x[r, k], W[c, k], acc) from 0, then + b[c].
+        var rng = new Random(10);
+        foreach (int rows in new[] { 1, 7, 8, 9, 17, 64, 71, 130 })
+        {
+            foreach (int outDim in new[] { 1, 31, 32, 33, 64, 97 })
+            {
+                foreach (int inDim in new[] { 1, 16, 37, 129 })
+                {
+                    var x = Enumerable.Range(0, rows * inDim).Select(_ => TestData.Gaussian(rng)).ToArray();
+                    var w = Enumerable.Range(0, outDim * inDim).Select(_ => TestData.Gaussian(rng)).ToArray();
+                    var b = outDim % 2 == 1 ? Enumerable.Range(0, outDim).Select(_ => TestData.Gaussian(rng)).ToArray() : null;
+                    var expected = new float[rows * outDim];
+                    for (int r = 0; r < rows; r++)
+                    {
+                        for (int c = 0; c < outDim; c++)
+                        {
+                            float acc = 0;
+                            for (int k = 0; k < inDim; k++)
+                            {
+                                acc = MathF.FusedMultiplyAdd(x[(r * inDim) + k], w[(c * inDim) + k], acc);
+                            }
+
+                            expected[(r * outDim) + c] = b is null ? acc : acc + b[c];
+                        }
+                    }
+
+                    TestData.AssertBitwise(expected, Projection.Linear(x, rows, inDim, w, outDim, b, threads: 2), $"[{rows}×{inDim}]·[{outDim}×{inDim}]ᵀ{(b is null ? "" : " + b")}");
                 }
             }
         }

@@ -26,6 +26,7 @@ internal static class BenchCommand
         var heads = new Option<int?>("--heads") { Description = "Query heads H [8; 32 with --decode]" };
         var decode = new Option<bool>("--decode") { Description = "Time decoding steps instead: --query-rows rows per head against Nk cached keys, reported as K/V GB/s against the measured memory bandwidth" };
         var queryRows = new Option<int[]>("--query-rows") { Description = "With --decode: query rows Nq per head", DefaultValueFactory = _ => [1, 16], AllowMultipleArgumentsPerToken = true };
+        var projection = new Option<bool>("--projection") { Description = "Time the layer's linear maps y = x·Wᵀ instead, x [--seq, --dim] and W [--dim, --dim], beside NumPy's x @ W.T (OpenBLAS) on the same threads [N 8192, E 1024]" };
         var kvHeads = new Option<int?>("--kv-heads") { Description = "With --decode: key/value heads (H/H_kv query heads share each) [8]" };
         var threads = new Option<int[]>("--threads") { Description = "Thread counts", DefaultValueFactory = _ => [1, 2], AllowMultipleArgumentsPerToken = true };
         var repeat = new Option<int>("--repeat") { Description = "Minimum timed runs per configuration; short ones repeat to fill about a second (the median is reported)", DefaultValueFactory = _ => 3 };
@@ -39,10 +40,12 @@ internal static class BenchCommand
         var maxShardBytes = new Option<long>("--max-shard-bytes") { Description = "With --pipeline or --cluster: the planner's shard budget in bytes, on both sides", DefaultValueFactory = _ => new Pipeline.Planning.PlanOptions().MaxShardBytes };
         var command = new Command("bench", "Measure the single-node kernel (GFLOP/s, peak memory), verified against the reference first; or, with --pipeline, the embedded pipeline against it")
         {
-            seqs, dims, heads, threads, repeat, causal, block, checkRows, path, pipeline, cluster, workers, maxShardBytes, decode, queryRows, kvHeads,
+            seqs, dims, heads, threads, repeat, causal, block, checkRows, path, pipeline, cluster, workers, maxShardBytes, decode, queryRows, kvHeads, projection,
         };
         command.SetAction(async (r, ct) => r.GetValue(cluster)
             ? await Cluster.ClusterBench.RunAsync(Given(r.GetValue(seqs), [16384])[0], Given(r.GetValue(dims), [64])[0], r.GetValue(heads) ?? DefaultHeads, r.GetValue(workers), Math.Max(1, r.GetValue(repeat)), r.GetValue(causal), r.GetValue(maxShardBytes), ct)
+            : r.GetValue(projection)
+            ? ProjectionBench.Run(Given(r.GetValue(seqs), [8192]), Given(r.GetValue(dims), [1024]), r.GetValue(threads)!, Math.Max(1, r.GetValue(repeat)))
             : r.GetValue(decode)
             ? DecodeBench.Run(
                 r.GetValue(queryRows)!, Given(r.GetValue(seqs), [65536]), Given(r.GetValue(dims), [128]), r.GetValue(heads) ?? 32, r.GetValue(kvHeads) ?? 8, r.GetValue(threads)!,

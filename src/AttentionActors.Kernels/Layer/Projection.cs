@@ -11,18 +11,25 @@ namespace AttentionActors.Kernels;
 /// x: [n, in] row-major     W: [out, in] row-major     b: [out] or none     y: [n, out]
 /// y[r, c] = (Σ_k x[r, k]·W[c, k]) + b[c]
 /// </code>
-/// Each sum runs in 16 lanes (lane t takes k ≡ t mod 16, ascending k, one fused multiply-add per
-/// term) and then a fixed pairwise tree over the lanes; the bias is added last. The 16 lanes are
-/// Vector512 arithmetic, which is exact lane by lane wherever it runs (one AVX-512 instruction,
-/// two AVX2 ones, or software), so every machine gives the same bits. Register tiles of 4 rows × 4
-/// outputs share each loaded vector four ways.
+/// Each sum is one chain of fused multiply-adds in ascending k — <c>acc = fma(x[r, k], W[c, k], acc)</c>
+/// from acc = 0 — and the bias is added last. Vectors run across outputs, never across k, so a
+/// lane is one output's chain and every vector width (and scalar code) gives the same bits.
+/// The kernel is a GEMM's: W is packed once into panels of 32 outputs <c>[in][32]</c>; a register
+/// tile of 8 rows × 32 outputs (16 accumulators) broadcasts one x value per row and loads two
+/// vectors of W per k, so each loaded value serves 8 fused multiply-adds.
 /// </summary>
 public static class Projection
 {
-    private const int Tile = 4;
+    /// <summary>Outputs per packed panel: two 16-float vectors.</summary>
+    private const int Panel = 32;
+
+    /// <summary>Rows per register tile.</summary>
+    private const int Rows = 8;
+
+    /// <summary>Rows per work item: a work item reuses each panel (in × 32 floats, in L2) for its row tiles.</summary>
     private const int Block = 64;
 
-    /// <summary>y [n, out] = x [n, in]·Wᵀ + b, split over <paramref name="threads"/> threads by row tiles.</summary>
+    /// <summary>y [n, out] = x [n, in]·Wᵀ + b, split over <paramref name="threads"/> threads by row blocks.</summary>
     public static float[] Linear(float[] x, int rows, int inDim, float[] w, int outDim, float[]? b, int threads = 1, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(x);
@@ -32,46 +39,47 @@ public static class Projection
             throw new ArgumentException($"x holds {x.Length} values, W {w.Length}, b {b?.Length}; [{rows}, {inDim}]·[{outDim}, {inDim}]ᵀ + [{outDim}] needs {(long)rows * inDim}, {(long)outDim * inDim} and {outDim}");
         }
 
-        // Rows padded with zeros to whole vectors: a zero term leaves its lane unchanged.
-        int padded = (inDim + 15) & ~15;
-        var xp = Pad(x, rows, inDim, padded);
-        var wp = Pad(w, outDim, inDim, padded);
+        var packed = Pack(w, outDim, inDim);
+        int panels = (outDim + Panel - 1) / Panel;
         var y = new float[(long)rows * outDim];
-        // Work items of 64 rows; within one, 64 outputs at a time, so the 64 rows of x and 64 rows of
-        // W in use (2 × 64 × depth floats) stay in L2 while every 4 × 4 tile of them is computed.
         int blocks = (rows + Block - 1) / Block;
         ParallelWork.Run(blocks, threads, block =>
         {
             int r0 = block * Block;
-            int mr = Math.Min(Block, rows - r0);
-            for (int c0 = 0; c0 < outDim; c0 += Block)
+            int end = Math.Min(rows, r0 + Block);
+            Span<float> edge = stackalloc float[Rows * Panel];
+            for (int p = 0; p < panels; p++)
             {
-                int nc = Math.Min(Block, outDim - c0);
-                for (int r = r0; r < r0 + mr; r += Tile)
+                int c0 = p * Panel, nc = Math.Min(Panel, outDim - c0);
+                int r = r0;
+                for (; r + Rows <= end; r += Rows)
                 {
-                    for (int c = c0; c < c0 + nc; c += Tile)
+                    if (nc == Panel)
                     {
-                        if (r + Tile <= r0 + mr && c + Tile <= c0 + nc)
+                        Tile(x, r, inDim, packed, p, y.AsSpan((int)(((long)r * outDim) + c0)), outDim);
+                    }
+                    else
+                    {
+                        // The last panel's outputs past outDim are zero-padded: computed into a scratch tile, then the real ones copied.
+                        Tile(x, r, inDim, packed, p, edge, Panel);
+                        for (int i = 0; i < Rows; i++)
                         {
-                            Tile4x4(xp, r, wp, c, padded, y, outDim);
-                            continue;
-                        }
-
-                        for (int rr = r; rr < Math.Min(r + Tile, r0 + mr); rr++)
-                        {
-                            for (int cc = c; cc < Math.Min(c + Tile, c0 + nc); cc++)
-                            {
-                                y[((long)rr * outDim) + cc] = Dot(xp, rr, wp, cc, padded);
-                            }
+                            edge.Slice(i * Panel, nc).CopyTo(y.AsSpan((int)(((long)(r + i) * outDim) + c0), nc));
                         }
                     }
+                }
+
+                for (; r < end; r++)
+                {
+                    Row(x, r, inDim, packed, p, edge);
+                    edge[..nc].CopyTo(y.AsSpan((int)(((long)r * outDim) + c0), nc));
                 }
             }
 
             if (b is not null)
             {
                 // Element-wise, one rounding each: TensorPrimitives' vector width cannot change a bit.
-                for (int r = r0; r < r0 + mr; r++)
+                for (int r = r0; r < end; r++)
                 {
                     var row = y.AsSpan((int)((long)r * outDim), outDim);
                     TensorPrimitives.Add(row, b, row);
@@ -81,92 +89,96 @@ public static class Projection
         return y;
     }
 
-    private static float[] Pad(float[] a, int rows, int cols, int padded)
+    /// <summary>W [out, in] as panels [out / 32][in][32], the outputs past <paramref name="outDim"/> zero.</summary>
+    private static float[] Pack(float[] w, int outDim, int inDim)
     {
-        if (cols == padded)
+        int panels = (outDim + Panel - 1) / Panel;
+        var packed = new float[(long)panels * inDim * Panel];
+        for (int c = 0; c < outDim; c++)
         {
-            return a;
+            long panel = (long)(c / Panel) * inDim * Panel, lane = c % Panel;
+            var row = w.AsSpan((int)((long)c * inDim), inDim);
+            for (int k = 0; k < inDim; k++)
+            {
+                packed[panel + ((long)k * Panel) + lane] = row[k];
+            }
         }
 
-        var p = new float[(long)rows * padded];
-        for (int r = 0; r < rows; r++)
-        {
-            Array.Copy(a, (long)r * cols, p, (long)r * padded, cols);
-        }
-
-        return p;
+        return packed;
     }
 
-    private static void Tile4x4(float[] x, int r0, float[] w, int c0, int depth, float[] y, int outDim)
+    /// <summary>Rows [r, r + 8) × the 32 outputs of panel <paramref name="panel"/>, stored at <paramref name="y"/> with row stride <paramref name="stride"/>.</summary>
+    private static void Tile(float[] x, int r, int depth, float[] packed, int panel, Span<float> y, int stride)
     {
         ref float xr = ref MemoryMarshal.GetArrayDataReference(x);
-        ref float wr = ref MemoryMarshal.GetArrayDataReference(w);
-        nint x0 = (nint)r0 * depth, w0 = (nint)c0 * depth;
-        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default;
-        Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default;
-        Vector512<float> a20 = default, a21 = default, a22 = default, a23 = default;
-        Vector512<float> a30 = default, a31 = default, a32 = default, a33 = default;
-        for (nint k = 0; k < depth; k += 16)
+        ref float pr = ref MemoryMarshal.GetArrayDataReference(packed);
+        nint x0 = (nint)r * depth, p0 = (nint)panel * depth * Panel;
+        nint x1 = x0 + depth, x2 = x1 + depth, x3 = x2 + depth, x4 = x3 + depth, x5 = x4 + depth, x6 = x5 + depth, x7 = x6 + depth;
+        Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default, c30 = default, c31 = default;
+        Vector512<float> c40 = default, c41 = default, c50 = default, c51 = default, c60 = default, c61 = default, c70 = default, c71 = default;
+        for (nint k = 0; k < depth; k++)
         {
-            var q0 = Load(ref xr, x0 + k);
-            var q1 = Load(ref xr, x0 + depth + k);
-            var q2 = Load(ref xr, x0 + (2 * depth) + k);
-            var q3 = Load(ref xr, x0 + (3 * depth) + k);
-            var k0 = Load(ref wr, w0 + k);
-            var k1 = Load(ref wr, w0 + depth + k);
-            var k2 = Load(ref wr, w0 + (2 * depth) + k);
-            var k3 = Load(ref wr, w0 + (3 * depth) + k);
-            a00 = Vector512.FusedMultiplyAdd(q0, k0, a00);
-            a01 = Vector512.FusedMultiplyAdd(q0, k1, a01);
-            a02 = Vector512.FusedMultiplyAdd(q0, k2, a02);
-            a03 = Vector512.FusedMultiplyAdd(q0, k3, a03);
-            a10 = Vector512.FusedMultiplyAdd(q1, k0, a10);
-            a11 = Vector512.FusedMultiplyAdd(q1, k1, a11);
-            a12 = Vector512.FusedMultiplyAdd(q1, k2, a12);
-            a13 = Vector512.FusedMultiplyAdd(q1, k3, a13);
-            a20 = Vector512.FusedMultiplyAdd(q2, k0, a20);
-            a21 = Vector512.FusedMultiplyAdd(q2, k1, a21);
-            a22 = Vector512.FusedMultiplyAdd(q2, k2, a22);
-            a23 = Vector512.FusedMultiplyAdd(q2, k3, a23);
-            a30 = Vector512.FusedMultiplyAdd(q3, k0, a30);
-            a31 = Vector512.FusedMultiplyAdd(q3, k1, a31);
-            a32 = Vector512.FusedMultiplyAdd(q3, k2, a32);
-            a33 = Vector512.FusedMultiplyAdd(q3, k3, a33);
+            // acc = fma(x[r, k], W[c, k], acc) for 8 rows × 32 outputs.
+            var w0 = Vector512.LoadUnsafe(ref pr, (nuint)(p0 + (k * Panel)));
+            var w1 = Vector512.LoadUnsafe(ref pr, (nuint)(p0 + (k * Panel) + 16));
+            var a = Vector512.Create(Unsafe.Add(ref xr, x0 + k));
+            c00 = Vector512.FusedMultiplyAdd(a, w0, c00);
+            c01 = Vector512.FusedMultiplyAdd(a, w1, c01);
+            a = Vector512.Create(Unsafe.Add(ref xr, x1 + k));
+            c10 = Vector512.FusedMultiplyAdd(a, w0, c10);
+            c11 = Vector512.FusedMultiplyAdd(a, w1, c11);
+            a = Vector512.Create(Unsafe.Add(ref xr, x2 + k));
+            c20 = Vector512.FusedMultiplyAdd(a, w0, c20);
+            c21 = Vector512.FusedMultiplyAdd(a, w1, c21);
+            a = Vector512.Create(Unsafe.Add(ref xr, x3 + k));
+            c30 = Vector512.FusedMultiplyAdd(a, w0, c30);
+            c31 = Vector512.FusedMultiplyAdd(a, w1, c31);
+            a = Vector512.Create(Unsafe.Add(ref xr, x4 + k));
+            c40 = Vector512.FusedMultiplyAdd(a, w0, c40);
+            c41 = Vector512.FusedMultiplyAdd(a, w1, c41);
+            a = Vector512.Create(Unsafe.Add(ref xr, x5 + k));
+            c50 = Vector512.FusedMultiplyAdd(a, w0, c50);
+            c51 = Vector512.FusedMultiplyAdd(a, w1, c51);
+            a = Vector512.Create(Unsafe.Add(ref xr, x6 + k));
+            c60 = Vector512.FusedMultiplyAdd(a, w0, c60);
+            c61 = Vector512.FusedMultiplyAdd(a, w1, c61);
+            a = Vector512.Create(Unsafe.Add(ref xr, x7 + k));
+            c70 = Vector512.FusedMultiplyAdd(a, w0, c70);
+            c71 = Vector512.FusedMultiplyAdd(a, w1, c71);
         }
 
-        long y0 = ((long)r0 * outDim) + c0, y1 = y0 + outDim, y2 = y1 + outDim, y3 = y2 + outDim;
-        (y[y0], y[y0 + 1], y[y0 + 2], y[y0 + 3]) = (Across(a00), Across(a01), Across(a02), Across(a03));
-        (y[y1], y[y1 + 1], y[y1 + 2], y[y1 + 3]) = (Across(a10), Across(a11), Across(a12), Across(a13));
-        (y[y2], y[y2 + 1], y[y2 + 2], y[y2 + 3]) = (Across(a20), Across(a21), Across(a22), Across(a23));
-        (y[y3], y[y3 + 1], y[y3 + 2], y[y3 + 3]) = (Across(a30), Across(a31), Across(a32), Across(a33));
+        ref float yr = ref MemoryMarshal.GetReference(y);
+        Store(ref yr, 0, c00, c01);
+        Store(ref yr, stride, c10, c11);
+        Store(ref yr, 2 * stride, c20, c21);
+        Store(ref yr, 3 * stride, c30, c31);
+        Store(ref yr, 4 * stride, c40, c41);
+        Store(ref yr, 5 * stride, c50, c51);
+        Store(ref yr, 6 * stride, c60, c61);
+        Store(ref yr, 7 * stride, c70, c71);
     }
 
-    private static float Dot(float[] x, int r, float[] w, int c, int depth)
+    /// <summary>Row <paramref name="r"/> × the 32 outputs of panel <paramref name="panel"/> into <paramref name="y"/>[0, 32): the rows left over after whole tiles.</summary>
+    private static void Row(float[] x, int r, int depth, float[] packed, int panel, Span<float> y)
     {
         ref float xr = ref MemoryMarshal.GetArrayDataReference(x);
-        ref float wr = ref MemoryMarshal.GetArrayDataReference(w);
-        nint x0 = (nint)r * depth, w0 = (nint)c * depth;
-        var acc = Vector512<float>.Zero;
-        for (nint k = 0; k < depth; k += 16)
+        ref float pr = ref MemoryMarshal.GetArrayDataReference(packed);
+        nint x0 = (nint)r * depth, p0 = (nint)panel * depth * Panel;
+        Vector512<float> c0 = default, c1 = default;
+        for (nint k = 0; k < depth; k++)
         {
-            acc = Vector512.FusedMultiplyAdd(Load(ref xr, x0 + k), Load(ref wr, w0 + k), acc);
+            var a = Vector512.Create(Unsafe.Add(ref xr, x0 + k));
+            c0 = Vector512.FusedMultiplyAdd(a, Vector512.LoadUnsafe(ref pr, (nuint)(p0 + (k * Panel))), c0);
+            c1 = Vector512.FusedMultiplyAdd(a, Vector512.LoadUnsafe(ref pr, (nuint)(p0 + (k * Panel) + 16)), c1);
         }
 
-        return Across(acc);
+        Store(ref MemoryMarshal.GetReference(y), 0, c0, c1);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Load(ref float source, nint offset) => Vector512.LoadUnsafe(ref source, (nuint)offset);
-
-    /// <summary>
-    /// The 16 lanes summed in a fixed pairwise tree: lane t + lane t+8 (t &lt; 8), then t + t+4,
-    /// then t + t+2, then 0 + 1 — halves of the vector added, which is the same tree at any width.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Across(Vector512<float> v)
+    private static void Store(ref float y, nint offset, Vector512<float> low, Vector512<float> high)
     {
-        var half = v.GetLower() + v.GetUpper();
-        var quarter = half.GetLower() + half.GetUpper();
-        return (quarter.GetElement(0) + quarter.GetElement(2)) + (quarter.GetElement(1) + quarter.GetElement(3));
+        low.StoreUnsafe(ref y, (nuint)offset);
+        high.StoreUnsafe(ref y, (nuint)(offset + 16));
     }
 }

@@ -1,0 +1,93 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace AttentionActors.Cli.Commands;
+
+/// <summary>What a benchmark names beside its figures: the CPU, and its fused multiply-add peak measured on the spot.</summary>
+internal static class MachineInfo
+{
+    private static readonly ConcurrentDictionary<int, double> Peaks = new();
+
+    /// <summary>The CPU's model name from /proc/cpuinfo, or "an unnamed CPU".</summary>
+    public static string Cpu()
+    {
+        try
+        {
+            var line = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal));
+            return line is null ? "an unnamed CPU" : line[(line.IndexOf(':', StringComparison.Ordinal) + 1)..].Trim();
+        }
+        catch (IOException)
+        {
+            return "an unnamed CPU";
+        }
+    }
+
+    /// <summary>
+    /// GFLOP/s of <paramref name="threads"/> threads doing nothing but independent 512-bit fused
+    /// multiply-adds (256-bit where 512 is not accelerated), 15 GFLOP per thread: the ceiling a kernel's
+    /// figure is a fraction of. Measured once per thread count.
+    /// </summary>
+    public static double FmaPeakGflops(int threads) => Peaks.GetOrAdd(threads, t =>
+    {
+        const long Iterations = 40_000_000;
+        var sw = Stopwatch.StartNew();
+        var sums = new float[t];
+        Parallel.For(0, t, new ParallelOptions { MaxDegreeOfParallelism = t }, i => sums[i] = Vector512.IsHardwareAccelerated ? Spin512(Iterations) : Spin256(Iterations));
+        double seconds = sw.Elapsed.TotalSeconds;
+        int lanes = Vector512.IsHardwareAccelerated ? 16 : 8;
+        return t * Iterations * 12.0 * lanes * 2 / seconds / 1e9;
+    });
+
+    /// <summary>Twelve independent FMA chains, enough to cover the latency of two pipes; compiled optimized at once (a loop run once would start unoptimized).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float Spin512(long iterations)
+    {
+        var m = Vector512.Create(0.999999f);
+        var add = Vector512.Create(1e-7f);
+        Vector512<float> a0 = Vector512.Create(1f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+        for (long i = 0; i < iterations; i++)
+        {
+            a0 = Vector512.FusedMultiplyAdd(a0, m, add);
+            a1 = Vector512.FusedMultiplyAdd(a1, m, add);
+            a2 = Vector512.FusedMultiplyAdd(a2, m, add);
+            a3 = Vector512.FusedMultiplyAdd(a3, m, add);
+            a4 = Vector512.FusedMultiplyAdd(a4, m, add);
+            a5 = Vector512.FusedMultiplyAdd(a5, m, add);
+            a6 = Vector512.FusedMultiplyAdd(a6, m, add);
+            a7 = Vector512.FusedMultiplyAdd(a7, m, add);
+            a8 = Vector512.FusedMultiplyAdd(a8, m, add);
+            a9 = Vector512.FusedMultiplyAdd(a9, m, add);
+            a10 = Vector512.FusedMultiplyAdd(a10, m, add);
+            a11 = Vector512.FusedMultiplyAdd(a11, m, add);
+        }
+
+        return Vector512.Sum(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float Spin256(long iterations)
+    {
+        var m = Vector256.Create(0.999999f);
+        var add = Vector256.Create(1e-7f);
+        Vector256<float> a0 = Vector256.Create(1f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+        for (long i = 0; i < iterations; i++)
+        {
+            a0 = Vector256.FusedMultiplyAdd(a0, m, add);
+            a1 = Vector256.FusedMultiplyAdd(a1, m, add);
+            a2 = Vector256.FusedMultiplyAdd(a2, m, add);
+            a3 = Vector256.FusedMultiplyAdd(a3, m, add);
+            a4 = Vector256.FusedMultiplyAdd(a4, m, add);
+            a5 = Vector256.FusedMultiplyAdd(a5, m, add);
+            a6 = Vector256.FusedMultiplyAdd(a6, m, add);
+            a7 = Vector256.FusedMultiplyAdd(a7, m, add);
+            a8 = Vector256.FusedMultiplyAdd(a8, m, add);
+            a9 = Vector256.FusedMultiplyAdd(a9, m, add);
+            a10 = Vector256.FusedMultiplyAdd(a10, m, add);
+            a11 = Vector256.FusedMultiplyAdd(a11, m, add);
+        }
+
+        return Vector256.Sum(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11);
+    }
+}

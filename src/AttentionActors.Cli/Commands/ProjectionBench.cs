@@ -1,0 +1,168 @@
+using System.Diagnostics;
+using System.Globalization;
+using AttentionActors.Kernels;
+
+namespace AttentionActors.Cli.Commands;
+
+/// <summary>
+/// <c>attention bench --projection</c>: the layer's linear maps <c>y = x·Wᵀ</c>, x [N, E] and
+/// W [E, E], against NumPy's <c>x @ W.T</c> (OpenBLAS SGEMM) on the same shapes and threads when
+/// Debian's python3 with numpy is present. The two alternate, round by round, and the table gives
+/// the medians and the median of the rounds' ratios; a few outputs are checked against float64 first.
+/// </summary>
+internal static class ProjectionBench
+{
+    private const string Python = "/usr/bin/python3";
+
+    /// <summary>Times <c>x @ W.T</c> <c>runs</c> times after one warm-up and prints the median seconds.</summary>
+    private const string Peer = """
+        import sys, time
+        import numpy as np
+        n, e, runs = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((n, e), dtype=np.float32)
+        w = rng.standard_normal((e, e), dtype=np.float32)
+        x @ w.T
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter(); x @ w.T; times.append(time.perf_counter() - t)
+        print(sorted(times)[len(times) // 2])
+        """;
+
+    public static int Run(int[] rowCounts, int[] dims, int[] threadCounts, int repeat)
+    {
+        string? wrong = rowCounts.Any(n => n <= 0) ? $"--seq {string.Join(' ', rowCounts)}: every row count must be positive"
+            : dims.Any(e => e <= 0) ? $"--dim {string.Join(' ', dims)}: every width must be positive"
+            : threadCounts.Any(t => t <= 0) ? $"--threads {string.Join(' ', threadCounts)}: every thread count must be positive"
+            : null;
+        if (wrong is not null)
+        {
+            Console.Error.WriteLine($"bench: {wrong}");
+            return 2;
+        }
+
+        bool peer = PeerAvailable();
+        int rounds = Math.Max(repeat, 3);
+        Console.WriteLine($"projection y = x·Wᵀ, {MachineInfo.Cpu()}, {Environment.ProcessorCount} cores; median of {rounds} alternating rounds{(peer ? "; NumPy (OpenBLAS SGEMM, OPENBLAS_CORETYPE unset) beside it" : $"; NumPy not found ({Python} with numpy): no peer column")}");
+        Console.WriteLine();
+        Console.WriteLine("| N | E | threads | s | GFLOP/s | of FMA peak | NumPy s | NumPy GFLOP/s | ours / NumPy | max err/tol |");
+        Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        bool allPassed = true;
+        foreach (int n in rowCounts)
+        {
+            foreach (int e in dims)
+            {
+                var x = PipelineBench.Random("x", 1, 1, n, e).Data.ToArray();
+                var w = PipelineBench.Random("W", 2, 1, e, e).Data.ToArray();
+                double flops = 2.0 * n * e * e;
+                foreach (int t in threadCounts)
+                {
+                    double err = Check(x, w, n, e, t);
+                    allPassed &= err <= 1;
+                    var ours = new List<double>();
+                    var theirs = new List<double>();
+                    var ratios = new List<double>();
+                    for (int round = 0; round < rounds; round++)
+                    {
+                        ours.Add(Median(() => Projection.Linear(x, n, e, w, e, null, t)));
+                        if (peer)
+                        {
+                            theirs.Add(PeerSeconds(n, e, t));
+                            ratios.Add(theirs[^1] / ours[^1]);
+                        }
+                    }
+
+                    double s = PipelineBench.Median(ours);
+                    string peerColumns = peer
+                        ? string.Create(CultureInfo.InvariantCulture, $"{PipelineBench.Median(theirs):F4} | {flops / PipelineBench.Median(theirs) / 1e9:F1} | {PipelineBench.Median(ratios):F2}")
+                        : "– | – | –";
+                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                        $"| {n} | {e} | {t} | {s:F4} | {flops / s / 1e9:F1} | {flops / s / 1e9 / MachineInfo.FmaPeakGflops(t):P0} | {peerColumns} | {err:F3} |"));
+                }
+            }
+        }
+
+        if (!allPassed)
+        {
+            Console.Error.WriteLine("bench: a projection fell outside its error bound (max err/tol > 1)");
+            return 1;
+        }
+
+        return 0;
+    }
+
+    /// <summary>Median of enough runs to fill about half a second (at least three).</summary>
+    private static double Median(Action run)
+    {
+        var times = new List<double>();
+        double total = 0;
+        while (times.Count < 3 || (total < 0.5 && times.Count < 100))
+        {
+            var sw = Stopwatch.StartNew();
+            run();
+            times.Add(sw.Elapsed.TotalSeconds);
+            total += times[^1];
+        }
+
+        return PipelineBench.Median(times);
+    }
+
+    /// <summary>
+    /// Worst |y − exact| / (1e-6·(1 + Σ|x·w|)) over 64 sampled outputs, the exact sums in float64:
+    /// the bound the projection tests hold every output to.
+    /// </summary>
+    private static double Check(float[] x, float[] w, int n, int e, int threads)
+    {
+        var y = Projection.Linear(x, n, e, w, e, null, threads);
+        var rng = new Random(7);
+        double worst = 0;
+        for (int sample = 0; sample < 64; sample++)
+        {
+            int r = rng.Next(n), c = rng.Next(e);
+            double exact = 0, magnitude = 0;
+            for (int k = 0; k < e; k++)
+            {
+                double term = (double)x[((long)r * e) + k] * w[((long)c * e) + k];
+                exact += term;
+                magnitude += Math.Abs(term);
+            }
+
+            worst = Math.Max(worst, Math.Abs(y[((long)r * e) + c] - exact) / (1e-6 * (1 + magnitude)));
+        }
+
+        return worst;
+    }
+
+    private static bool PeerAvailable()
+    {
+        try
+        {
+            return File.Exists(Python) && PeerSeconds(64, 64, 1) > 0;
+        }
+        catch (InvalidOperationException)
+        {
+            return false;
+        }
+    }
+
+    private static double PeerSeconds(int n, int e, int threads)
+    {
+        var start = new ProcessStartInfo(Python) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (string arg in new[] { "-c", Peer, n.ToString(CultureInfo.InvariantCulture), e.ToString(CultureInfo.InvariantCulture), "5" })
+        {
+            start.ArgumentList.Add(arg);
+        }
+
+        // The environment pins OpenBLAS to its Haswell kernels, which halves it on AVX-512 machines: the peer runs at its best.
+        start.Environment.Remove("OPENBLAS_CORETYPE");
+        start.Environment.Remove("OPENBLAS_L2_SIZE");
+        start.Environment["OPENBLAS_NUM_THREADS"] = threads.ToString(CultureInfo.InvariantCulture);
+        using var process = Process.Start(start) ?? throw new InvalidOperationException($"{Python} did not start");
+        string output = process.StandardOutput.ReadToEnd();
+        string error = process.StandardError.ReadToEnd();
+        process.WaitForExit();
+        return process.ExitCode == 0 && double.TryParse(output.Trim(), NumberStyles.Float, CultureInfo.InvariantCulture, out double seconds)
+            ? seconds
+            : throw new InvalidOperationException($"{Python} failed (exit {process.ExitCode}): {error.Trim()}");
+    }
+}
