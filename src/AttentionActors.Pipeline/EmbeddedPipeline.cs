@@ -93,10 +93,11 @@ public sealed class EmbeddedPipeline : IAttentionRunner
         ArgumentNullException.ThrowIfNull(problem);
         var g = problem.Geometry;
 
-        // In one process shards carry views and nothing travels: the job is planned like the attention on the projected tensors.
-        var plan = ShardPlanner.Plan(g.WithLayer(null), options.Workers, options.Plan);
-        ShardInputSource inputs = shard => ShardInput.SliceLayer(problem, shard.Batch, shard.Head, shard.RowStart, shard.RowCount, shard.BlockStart, shard.BlockEnd);
-        return await RunAsync(g, plan, inputs, JobOutputs.Attention(g, null), progress, cancellationToken).ConfigureAwait(false);
+        // In one process nothing travels, so the projections run first, each one GEMM on the workers'
+        // threads, and the job is the attention of the projected tensors. Every projected value is its
+        // own fused multiply-add chain, so these are the bits a cluster's workers get projecting shard by shard.
+        var (q, k, v) = await Task.Run(() => MultiHeadLayer.Project(problem.Weights, g.Batch, problem.X, g.QuerySeq, problem.KeyInput, problem.ValueInput, g.KeySeq, options.Workers, cancellationToken), cancellationToken).ConfigureAwait(false);
+        return await ComputeAsync(AttentionProblem.Create(q, k, v, g.Options), null, progress, cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc/>

@@ -22,9 +22,9 @@ public interface IAttentionRunner : IAsyncDisposable
     Task<AttentionResult> ComputeAsync(AttentionProblem problem, AttentionTensor? output = null, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default);
 
     /// <summary>
-    /// A multi-head layer's attention, <c>[B, H, N, E/H]</c> per head before the output projection:
-    /// each worker projects its shard's rows with its head's weights, bit for bit
-    /// <see cref="MultiHeadLayer.Project"/> followed by the attention.
+    /// A multi-head layer's attention, <c>[B, H, N, E/H]</c> per head before the output projection,
+    /// bit for bit <see cref="MultiHeadLayer.Project"/> followed by the attention: a cluster's workers
+    /// project their shards' rows with their heads' weights; in one process the projections run first.
     /// </summary>
     Task<AttentionResult> ComputeLayerAsync(LayerProblem problem, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default);
 

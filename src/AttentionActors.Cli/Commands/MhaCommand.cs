@@ -138,7 +138,7 @@ internal static class MhaCommand
                 var clock = System.Diagnostics.Stopwatch.StartNew();
                 var layer = LayerProblem.Create(weights, batch, xs, n, ks, ReferenceEquals(vs, ks) ? null : vs, nk, options);
 
-                // Single node projects first and then attends; the pipeline's workers (here or on a cluster's nodes) project their own shards' rows.
+                // A single node and the embedded pipeline project first and then attend; a cluster's workers project their own shards' rows.
                 using var loggers = LoggerFactory.Create(b => b.SetMinimumLevel(LogLevel.Warning).AddSimpleConsole(c => c.SingleLine = true));
                 await using IAttentionRunner runner = r.GetValue(singleNode) ? new SingleNodeRunner(threads)
                     : clusterOptions is not null ? await ClusterClient.ConnectAsync(clusterOptions, ReferenceEquals(stderr, Console.Error) ? loggers : null, cancellationToken)

@@ -97,6 +97,9 @@ internal static class ClusterBench
         long predicted = DryRun.BytesMoved(g, plan, nodes, new AttentionActors.Cluster.Node.NodeOptions().BlockStoreBytes);
         long data = DryRun.DataBytes(g);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"bytes moved: {measured:N0} measured on the data plane, {predicted:N0} by the dry run ({(measured - predicted) / (double)predicted:+0.0%;-0.0%}); {measured / (double)data:F2}× the {data:N0} bytes of Q, K, V, output and lse"));
+        var workerCards = after.Where(m => m.Roles.Contains("worker")).OrderBy(m => m.Address, StringComparer.Ordinal).ToList();
+        var nodeIn = DryRun.NodeBytesIn(g, plan, nodes, new AttentionActors.Cluster.Node.NodeOptions().BlockStoreBytes);
+        Console.WriteLine("  fetched by each worker node, measured / dry run: " + string.Join(", ", workerCards.Select((m, i) => string.Create(CultureInfo.InvariantCulture, $"{((m.Card?.BytesIn ?? 0) - before.GetValueOrDefault(m.Address)) / 1e6:F0} / {nodeIn[i] / 1e6:F0} MB"))));
         var embeddedTimes = new List<double>();
         var clusterTimes = new List<double>();
         for (int r = 0; r < repeat; r++)
