@@ -28,7 +28,7 @@ internal static class DryRun
 
     /// <summary>
     /// Bytes each worker node fetches: every shard is dealt to its home node (<see cref="Locality"/>)
-    /// and the node takes its shards in locality order, fetching the Q rows and K/V blocks its store
+    /// and the node takes its shards in its order (<see cref="Locality.TakeOrder"/>), fetching the Q rows and K/V blocks its store
     /// does not hold, least recently used evicted first, as <see cref="BlockStore"/> does. Threads
     /// taking shards side by side, and nodes taking shards from each other at the end, move a little more.
     /// Jobs whose shards are fetched whole (explicit masks, layer jobs) fetch every shard's data.
@@ -41,7 +41,7 @@ internal static class DryRun
         var visible = new Visibility(g);
         var stores = Enumerable.Range(0, nodes.Count).Select(_ => new Lru(storeBytes)).ToArray();
         long blockBytes = 4L * g.BlockSize * (g.KeyDim + g.ValueDim);
-        foreach (var s in Locality.Ordered(g, plan.Shards))
+        foreach (var s in Locality.TakeOrder(g, plan.Shards))
         {
             int node = homes[s.Id];
             if (!BlockStore.Splits(g))

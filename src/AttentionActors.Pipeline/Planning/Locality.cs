@@ -7,8 +7,8 @@ namespace AttentionActors.Pipeline.Planning;
 /// of the shards in locality order — batch, key head, query head, rows, key blocks — holding its
 /// share of the FLOPs by its threads. A node then works on a few heads, Ulysses-style, and its
 /// block store fetches each of their K/V blocks once; a head split between two nodes costs its
-/// K/V twice at most. The queue hands a shard to its home node first; a node that runs dry takes
-/// from the far end of the stretch with the most shards left, at the cost of fetching those blocks.
+/// K/V twice at most. The queue hands a shard to its home node first (<see cref="TakeOrder"/>); a node
+/// that runs dry takes the shard whose blocks it lacks the fewest of, at the cost of fetching them.
 /// </summary>
 public static class Locality
 {
@@ -18,6 +18,27 @@ public static class Locality
         ArgumentNullException.ThrowIfNull(g);
         ArgumentNullException.ThrowIfNull(shards);
         return [.. shards.OrderBy(s => s.Batch).ThenBy(s => s.Head / g.GroupSize).ThenBy(s => s.Head).ThenBy(s => s.RowStart).ThenBy(s => s.BlockStart)];
+    }
+
+    /// <summary>
+    /// <paramref name="shards"/> in the order a node takes its own: locality order, reversed within
+    /// each (batch, key head) — its top rows first, leaving the bottom rows, which cost a node that
+    /// runs dry the fewest K/V blocks, to the end.
+    /// </summary>
+    public static List<Shard> TakeOrder(AttentionGeometry g, IEnumerable<Shard> shards)
+    {
+        var ordered = Ordered(g, shards);
+        int start = 0;
+        for (int i = 1; i <= ordered.Count; i++)
+        {
+            if (i == ordered.Count || ordered[i].Batch != ordered[start].Batch || ordered[i].Head / g.GroupSize != ordered[start].Head / g.GroupSize)
+            {
+                ordered.Reverse(start, i - start);
+                start = i;
+            }
+        }
+
+        return ordered;
     }
 
     /// <summary>

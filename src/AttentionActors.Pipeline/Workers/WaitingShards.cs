@@ -2,7 +2,7 @@ namespace AttentionActors.Pipeline.Workers;
 
 /// <summary>
 /// One client's waiting shards in the queue: re-issued and homeless ones in order (re-issued first),
-/// and each home node's in plan order. A node takes its own first; once a job's shards have all
+/// and each home node's in plan order. A node takes its own first, top rows of a key head first; once a job's shards have all
 /// arrived, a node with none of its own left steals the shard of another node whose K/V blocks its
 /// block store lacks the fewest of. Every block a thief fetches is a block the plan did not count,
 /// so the cost of a steal is those blocks alone (Q rows are fetched by whoever computes the shard).
@@ -109,7 +109,17 @@ internal sealed class WaitingShards
 
         if (byHome.TryGetValue(node, out var mine) && mine.First is { } first)
         {
-            return Remove(mine, first);
+            // Within its first (batch, key head) a node takes the top rows first (Locality.TakeOrder):
+            // under a causal mask the largest shards, and the ones a thief would pay a whole head for,
+            // so a thief starting from the bottom meets the owner in the middle instead of racing it to the top.
+            var key = KeyOf(first.Value);
+            var last = first;
+            while (last.Next is { } next && KeyOf(next.Value) == key)
+            {
+                last = next;
+            }
+
+            return Remove(mine, last);
         }
 
         held.TryGetValue(node, out var blocks);

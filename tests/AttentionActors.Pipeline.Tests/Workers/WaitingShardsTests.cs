@@ -46,12 +46,26 @@ public class WaitingShardsTests
     private static string Show(ComputeShard? work) => work is null ? "nothing" : $"head {work.Shard.Head} rows [{work.Shard.RowStart}, {work.Shard.RowStart + work.Shard.RowCount})";
 
     [Fact]
-    public void A_node_takes_its_own_shards_first_in_plan_order()
+    public void A_node_takes_its_own_shards_first_a_heads_top_rows_first()
     {
         var shards = Dealt(causal: true);
-        Assert.Equal("head 1 rows [0, 256)", Show(Take(shards, "B")));
-        Assert.Equal("head 1 rows [256, 512)", Show(Take(shards, "B")));
-        Assert.Equal("head 0 rows [0, 256)", Show(Take(shards, "A")));
+        Assert.Equal("head 1 rows [768, 1024)", Show(Take(shards, "B")));
+        Assert.Equal("head 1 rows [512, 768)", Show(Take(shards, "B")));
+        Assert.Equal("head 0 rows [768, 1024)", Show(Take(shards, "A")));
+    }
+
+    [Fact]
+    public void Owner_and_thief_meet_in_the_middle_of_a_head()
+    {
+        // A works down from the top, C up from the bottom: C fetches the blocks of the rows it takes, not the whole head.
+        var shards = Dealt(causal: true);
+        Assert.Equal("head 0 rows [768, 1024)", Show(Take(shards, "A")));
+        Take(shards, "B");
+        Take(shards, "B");
+        Assert.Equal("head 0 rows [0, 256)", Show(Take(shards, "C")));
+        Assert.Equal("head 0 rows [512, 768)", Show(Take(shards, "A")));
+        Assert.Equal("head 0 rows [256, 512)", Show(Take(shards, "A")));
+        Assert.Equal("head 1 rows [0, 256)", Show(Take(shards, "C")));
     }
 
     [Fact]
@@ -113,7 +127,7 @@ public class WaitingShardsTests
         }
 
         Assert.Null(Take(shards, "C"));
-        Assert.Equal("head 1 rows [768, 1024)", Show(Take(shards, "C", live: home => home != "B")));
+        Assert.Equal("head 1 rows [0, 256)", Show(Take(shards, "C", live: home => home != "B")));
         Assert.Equal(1, shards.Count);
     }
 }
