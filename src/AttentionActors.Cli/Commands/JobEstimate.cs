@@ -94,7 +94,8 @@ internal sealed record JobEstimate(IReadOnlyList<(string Part, long Bytes)> Part
 
     /// <summary>
     /// FLOP/s of one thread of the kernel on this machine for this job's score function and head
-    /// dims: a dense 128 × 2048 shard, timed for at least 30 ms (one warm-up run first).
+    /// dims: a dense 128 × 2048 shard, timed for 30 ms after one warm-up run — or only until the probe
+    /// has done the job's own FLOPs, since a job that small takes less time than the probe already has.
     /// </summary>
     private static double MeasureSpeed(AttentionGeometry g)
     {
@@ -127,7 +128,7 @@ internal sealed record JobEstimate(IReadOnlyList<(string Part, long Bytes)> Part
             BlockSize = o.BlockSize,
         };
         var problem = AttentionProblem.Create(Make("Q", rows, g.KeyDim), Make("K", keys, g.KeyDim), Make("V", keys, g.ValueDim), options);
-        double flops = 2.0 * rows * keys * (g.KeyDim + g.ValueDim);
+        double flops = 2.0 * rows * keys * (g.KeyDim + g.ValueDim), jobFlops = g.VisibleFlops();
         Attention.ComputePartials(problem, 0, 0, 0, rows, 0, problem.BlockCount);
         var clock = Stopwatch.StartNew();
         int runs = 0;
@@ -136,7 +137,7 @@ internal sealed record JobEstimate(IReadOnlyList<(string Part, long Bytes)> Part
             Attention.ComputePartials(problem, 0, 0, 0, rows, 0, problem.BlockCount);
             runs++;
         }
-        while (clock.Elapsed.TotalMilliseconds < 30);
+        while (clock.Elapsed.TotalMilliseconds < 30 && flops * runs < jobFlops);
         return flops * runs / clock.Elapsed.TotalSeconds;
     }
 }
