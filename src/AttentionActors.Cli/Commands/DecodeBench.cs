@@ -28,7 +28,7 @@ internal static class DecodeBench
             return 2;
         }
 
-        Console.WriteLine($"kernel path {Lanes.Resolve(path)}, {Environment.ProcessorCount} cores, block {block}, median of {Math.Max(repeat, 5)} alternating runs");
+        Console.WriteLine($"kernel path {Lanes.Resolve(path)}, {MachineInfo.Cpu()}, {Environment.ProcessorCount} cores, block {block}, median of {Math.Max(repeat, 5)} alternating runs");
         Console.WriteLine();
         Console.WriteLine("| Nq | Nk | H | H_kv | d | threads | s | GFLOP/s | K/V GB/s | memory GB/s | K/V of memory | max err/tol |");
         Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
