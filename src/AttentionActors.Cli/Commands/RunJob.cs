@@ -75,17 +75,21 @@ internal static class RunJob
                 stderr.WriteLine($"attention: this job is {estimate.Flops / 1e12:G3} TFLOP, about {JobEstimate.Duration(estimate.Time)} on {estimate.Threads} {(estimate.Threads == 1 ? "core" : "cores")} here (Ctrl-C cancels)");
             }
 
-            using var inputs = packed?.Load(request) ?? LoadInputs(request);
-            var problem = AttentionProblem.Create(geometry, inputs.Q, inputs.K, inputs.V, mask);
             using var loggers = LoggerFactory.Create(b => b
                 .SetMinimumLevel(request.Quiet ? LogLevel.Error : LogLevel.Warning)
                 .AddSimpleConsole(c => c.SingleLine = true)
                 .AddFilter((_, _, level) => level >= LogLevel.Warning));
             pipeline = pipeline with { LoggerFactory = ReferenceEquals(stderr, Console.Error) ? loggers : null };
+
+            // An actor system takes a few hundred milliseconds to start: it starts while the inputs load and are checked.
+            var started = pipeline;
+            var starting = Task.Run<IAttentionRunner>(async () => request.SingleNode ? new SingleNodeRunner(request.Workers)
+                : clusterOptions is not null ? await ClusterClient.ConnectAsync(clusterOptions, started.LoggerFactory, cancellationToken)
+                : EmbeddedPipeline.Start(started));
+            var (inputs, problem) = await LoadAsync(request, packed, geometry, mask, starting);
+            using var owned = inputs;
             int[] outShape = [.. leading, problem.QuerySeq, problem.ValueDim];
-            await using IAttentionRunner runner = request.SingleNode ? new SingleNodeRunner(request.Workers)
-                : clusterOptions is not null ? await ClusterClient.ConnectAsync(clusterOptions, pipeline.LoggerFactory, cancellationToken)
-                : EmbeddedPipeline.Start(pipeline);
+            await using IAttentionRunner runner = await starting;
             var clock = Stopwatch.StartNew();
 
             // The output streams into a memory-mapped file as rows finish; packed inputs are unpacked afterwards instead.
@@ -322,6 +326,31 @@ internal static class RunJob
         }
 
         return (seq, kvSeq, dim, kvHeads);
+    }
+
+    /// <summary>The job's inputs and checked problem; when they fail, the runner started beside them is stopped before the failure is reported.</summary>
+    private static async Task<(RunInputs Inputs, AttentionProblem Problem)> LoadAsync(RunRequest request, PackedInputs? packed, AttentionGeometry geometry, AttentionMask? mask, Task<IAttentionRunner> starting)
+    {
+        RunInputs? inputs = null;
+        try
+        {
+            inputs = packed?.Load(request) ?? LoadInputs(request);
+            return (inputs, AttentionProblem.Create(geometry, inputs.Q, inputs.K, inputs.V, mask));
+        }
+        catch
+        {
+            inputs?.Dispose();
+            try
+            {
+                await (await starting).DisposeAsync();
+            }
+            catch (Exception ex) when (ex is not OutOfMemoryException)
+            {
+                // The input's failure is the one to report; a runner that failed to start has nothing to stop.
+            }
+
+            throw;
+        }
     }
 
     private static RunInputs LoadInputs(RunRequest r)
