@@ -39,7 +39,7 @@ public sealed class EmbeddedPipeline : IAttentionRunner
         system = ActorSystem.Create("attention", ActorSystemSetup.Create(BootstrapSetup.Create().WithConfig(config), new LoggerFactorySetup(loggers)));
         queue = system.ActorOf(Props.Create(() => new ShardQueue()), "queue");
         reducer = system.ActorOf(Props.Create(() => new Reducer(options.MaxMessageBytes)), "reducer");
-        var services = WorkerServices.Kernels(options.KernelPath) with { Projections = new ProjectionCaches() };
+        var services = WorkerServices.Kernels(options.KernelPath);
         services = options.Compute is { } compute ? services with { Compute = compute } : services;
         for (int w = 0; w < options.Workers; w++)
         {

@@ -61,6 +61,12 @@ public sealed class LargeTensorTests : IDisposable
         NpyFile.Write(PathOf("q.npy"), new float[2 * 40 * 8], [2, 40, 8]);
         var ex = Assert.Throws<NpyFormatException>(() => NpyFile.Read(PathOf("q.npy"), 100));
         Assert.Contains("[40, 8] plane holds 320 values", ex.Message, StringComparison.Ordinal);
+
+        // The refused file is not left mapped: it can be opened for writing alone.
+        using (File.Open(PathOf("q.npy"), FileMode.Open, FileAccess.ReadWrite, FileShare.None))
+        {
+        }
+
         using var file = NpyFile.Read(PathOf("q.npy"), 320);
         var whole = Assert.Throws<NpyFormatException>(() => file.Data);
         Assert.Contains("2 segments", whole.Message, StringComparison.Ordinal);

@@ -75,8 +75,8 @@ public sealed partial class NpyFile : IDisposable
 
         if (width == 4)
         {
-            var view = MappedView.Open(path, MemoryMappedFileAccess.Read);
-            return new NpyFile(path, shape, view.Segments(path, shape, dataOffset, segmentValues), view);
+            var (view, segments) = MappedView.Map(path, MemoryMappedFileAccess.Read, shape, dataOffset, segmentValues);
+            return new NpyFile(path, shape, segments, view);
         }
 
         if (count > Array.MaxLength)
@@ -107,8 +107,8 @@ public sealed partial class NpyFile : IDisposable
             return new NpyFile(path, [.. shape], [], null);
         }
 
-        var view = MappedView.Open(path, MemoryMappedFileAccess.ReadWrite);
-        return new NpyFile(path, [.. shape], view.Segments(path, [.. shape], header.Length, segmentValues), view);
+        var (view, segments) = MappedView.Map(path, MemoryMappedFileAccess.ReadWrite, [.. shape], header.Length, segmentValues);
+        return new NpyFile(path, [.. shape], segments, view);
     }
 
     /// <summary>
@@ -394,22 +394,33 @@ public sealed partial class NpyFile : IDisposable
             pointer = basePointer + accessor.PointerOffset;
         }
 
-        public static MappedView Open(string path, MemoryMappedFileAccess access)
+        /// <summary>Maps <paramref name="path"/> and cuts its data at <paramref name="offset"/> into segments (<see cref="Segments"/>); nothing stays mapped when that fails.</summary>
+        public static (MappedView View, Memory<float>[] Segments) Map(string path, MemoryMappedFileAccess access, int[] shape, long offset, long segmentValues)
         {
             var map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, access);
+            MappedView? view = null;
             try
             {
-                return new MappedView(map, map.CreateViewAccessor(0, 0, access));
+                view = new MappedView(map, map.CreateViewAccessor(0, 0, access));
+                return (view, view.Segments(path, shape, offset, segmentValues));
             }
             catch
             {
-                map.Dispose();
+                if (view is null)
+                {
+                    map.Dispose();
+                }
+                else
+                {
+                    view.Dispose();
+                }
+
                 throw;
             }
         }
 
         /// <summary>The data at <paramref name="offset"/> cut into runs of whole planes (the shape's last two dimensions) of at most <paramref name="segmentValues"/> values.</summary>
-        public Memory<float>[] Segments(string path, int[] shape, long offset, long segmentValues)
+        private Memory<float>[] Segments(string path, int[] shape, long offset, long segmentValues)
         {
             long count = shape.Aggregate(1L, (a, d) => a * d);
             long plane = shape.Length >= 2 ? (long)shape[^2] * shape[^1] : count;
