@@ -18,6 +18,7 @@ internal static class RunJob
     public static async Task<int> ExecuteAsync(RunRequest request, TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken)
     {
         var outputs = new List<OutputFile>();
+        ILoggerFactory? loggers = null;
         int code = 0;
         try
         {
@@ -53,8 +54,39 @@ internal static class RunJob
 
             var pipeline = new PipelineOptions { Workers = request.Workers, Plan = new PlanOptions { MaxShardBytes = request.MaxShardBytes ?? new PlanOptions().MaxShardBytes, MaxShards = request.MaxShards } };
             var clusterOptions = ClusterOptionsOf(request);
-            var estimate = JobEstimate.For(geometry, inputHeap, outPath is not null && !request.SingleNode && packed is null, request.Workers, pipeline.Plan.MaxShardBytes, request.Verify, ParseBytes("--memory-limit", request.MemoryLimit));
-            if (request.DryRun)
+            // An actor system takes a few hundred milliseconds to start, and its console logging tens:
+            // both start while the job is estimated and its inputs load and are checked, and are
+            // stopped again if any of that fails.
+            var starting = request.DryRun ? null : Task.Run<IAttentionRunner>(async () =>
+            {
+                if (ReferenceEquals(stderr, Console.Error))
+                {
+                    loggers = LoggerFactory.Create(b => b
+                        .SetMinimumLevel(request.Quiet ? LogLevel.Error : LogLevel.Warning)
+                        .AddSimpleConsole(c => c.SingleLine = true)
+                        .AddFilter((_, _, level) => level >= LogLevel.Warning));
+                }
+
+                return request.SingleNode ? new SingleNodeRunner(request.Workers)
+                    : clusterOptions is not null ? await ClusterClient.ConnectAsync(clusterOptions, loggers, cancellationToken)
+                    : EmbeddedPipeline.Start(pipeline with { LoggerFactory = loggers });
+            });
+            JobEstimate estimate;
+            try
+            {
+                estimate = JobEstimate.For(geometry, inputHeap, outPath is not null && !request.SingleNode && packed is null, request.Workers, pipeline.Plan.MaxShardBytes, request.Verify, ParseBytes("--memory-limit", request.MemoryLimit));
+                if (!estimate.Fits && !request.NoMemoryCheck)
+                {
+                    throw new UsageException($"this job needs about {JobEstimate.Size(estimate.NeededBytes)} of memory ({estimate.DescribeNeed()}) but {JobEstimate.Size(estimate.AvailableBytes)} is available and a job may plan on {JobEstimate.UsableShare:P0} of it; make it smaller, write a large output with --out (memory-mapped), or pass --no-memory-check to run anyway");
+                }
+            }
+            catch when (starting is not null)
+            {
+                await StopAsync(starting);
+                throw;
+            }
+
+            if (starting is null)
             {
                 if (request.Nodes < 1 || request.Nodes > request.Workers || request.BlockStoreBytes < 0)
                 {
@@ -65,27 +97,11 @@ internal static class RunJob
                 return DryRun.Print(geometry, plan, estimate, pipeline.Workers, pipeline.Plan.MaxShardBytes, request.Nodes, request.BlockStoreBytes, stdout);
             }
 
-            if (!estimate.Fits && !request.NoMemoryCheck)
-            {
-                throw new UsageException($"this job needs about {JobEstimate.Size(estimate.NeededBytes)} of memory ({estimate.DescribeNeed()}) but {JobEstimate.Size(estimate.AvailableBytes)} is available and a job may plan on {JobEstimate.UsableShare:P0} of it; make it smaller, write a large output with --out (memory-mapped), or pass --no-memory-check to run anyway");
-            }
-
             if (!request.Quiet && estimate.Time > TimeSpan.FromMinutes(10))
             {
                 stderr.WriteLine($"attention: this job is {estimate.Flops / 1e12:G3} TFLOP, about {JobEstimate.Duration(estimate.Time)} on {estimate.Threads} {(estimate.Threads == 1 ? "core" : "cores")} here (Ctrl-C cancels)");
             }
 
-            using var loggers = LoggerFactory.Create(b => b
-                .SetMinimumLevel(request.Quiet ? LogLevel.Error : LogLevel.Warning)
-                .AddSimpleConsole(c => c.SingleLine = true)
-                .AddFilter((_, _, level) => level >= LogLevel.Warning));
-            pipeline = pipeline with { LoggerFactory = ReferenceEquals(stderr, Console.Error) ? loggers : null };
-
-            // An actor system takes a few hundred milliseconds to start: it starts while the inputs load and are checked.
-            var started = pipeline;
-            var starting = Task.Run<IAttentionRunner>(async () => request.SingleNode ? new SingleNodeRunner(request.Workers)
-                : clusterOptions is not null ? await ClusterClient.ConnectAsync(clusterOptions, started.LoggerFactory, cancellationToken)
-                : EmbeddedPipeline.Start(started));
             var (inputs, problem) = await LoadAsync(request, packed, geometry, mask, starting);
             using var owned = inputs;
             int[] outShape = [.. leading, problem.QuerySeq, problem.ValueDim];
@@ -190,6 +206,9 @@ internal static class RunJob
         {
             // Files not committed (a failed or cancelled job) are removed: never a partial output.
             outputs.ForEach(f => f.Dispose());
+
+            // Set by the task that starts the runner, which has ended by now: every path awaits it.
+            loggers?.Dispose();
         }
     }
 
@@ -340,16 +359,20 @@ internal static class RunJob
         catch
         {
             inputs?.Dispose();
-            try
-            {
-                await (await starting).DisposeAsync();
-            }
-            catch (Exception ex) when (ex is not OutOfMemoryException)
-            {
-                // The input's failure is the one to report; a runner that failed to start has nothing to stop.
-            }
-
+            await StopAsync(starting);
             throw;
+        }
+    }
+
+    /// <summary>Stops a runner started beside a step that failed: that failure is the one to report, and a runner that failed to start has nothing to stop.</summary>
+    private static async Task StopAsync(Task<IAttentionRunner> starting)
+    {
+        try
+        {
+            await (await starting).DisposeAsync();
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
         }
     }
 
