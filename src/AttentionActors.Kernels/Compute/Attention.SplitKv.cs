@@ -73,12 +73,15 @@ public static partial class Attention
                 return;
             }
 
-            using var pack = KeyPack.Create(problem, b, kvh, first, end);
+            // When the whole group is one panel, that panel packs each block as it reaches it, so
+            // the chunk's keys stream in from memory while the blocks before them compute.
+            bool onePanel = stack == problem.GroupSize;
+            using var pack = onePanel ? KeyPack.Allocate(problem, first, end) : KeyPack.Create(problem, b, kvh, first, end);
             var nodes = CanonicalTree.Decompose(first, end);
             for (int h = kvh * problem.GroupSize; h < (kvh + 1) * problem.GroupSize; h += stack)
             {
                 var set = new PartialSet(nodes, unitRows, problem.PartialWidth);
-                Dispatch(settings.KernelPath, new CollectPanel(problem, pack, set, b, h, 0, 0, unitRows, first, end, rows));
+                Dispatch(settings.KernelPath, new CollectPanel(problem, pack, set, b, h, 0, 0, unitRows, first, end, rows, onePanel));
                 parts[((((b * heads) + h) / stack) * chunks) + c] = set;
             }
         }, cancellationToken);

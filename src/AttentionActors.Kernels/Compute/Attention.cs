@@ -237,14 +237,14 @@ public static partial class Attention
     }
 
     /// <summary>Computes a panel of a shard and copies its tree nodes into the shard's partial set.</summary>
-    private readonly record struct CollectPanel(AttentionProblem P, KeyPack Keys, PartialSet Set, int B, int H, int RowStart, int SetRow, int Rows, int First, int End, int HeadRows = 0) : IPanelJob
+    private readonly record struct CollectPanel(AttentionProblem P, KeyPack Keys, PartialSet Set, int B, int H, int RowStart, int SetRow, int Rows, int First, int End, int HeadRows = 0, bool PackAsItGoes = false) : IPanelJob
     {
         public void Run<TL, TV>()
             where TL : ILanes<TV>
             where TV : unmanaged
         {
             var ws = WorkspaceFor(P, First, End);
-            int count = PanelKernel<TL, TV>.Run(P, ws, Keys, B, H, RowStart, Rows, First, End, HeadRows);
+            int count = PanelKernel<TL, TV>.Run(P, ws, Keys, B, H, RowStart, Rows, First, End, HeadRows, PackAsItGoes);
             if (count != Set.Nodes.Length)
             {
                 throw new InvalidOperationException($"panel produced {count} tree nodes where the range decomposes into {Set.Nodes.Length}");

@@ -115,7 +115,16 @@ internal sealed class KeyPack : IDisposable
     }
 
     /// <summary>Transposes key block <paramref name="kb"/> of (b, kvh) into its place.</summary>
-    public void PackBlock(AttentionProblem p, int b, int kvh, int kb)
+    /// <param name="p">The problem.</param>
+    /// <param name="b">Batch.</param>
+    /// <param name="kvh">Key head.</param>
+    /// <param name="kb">Block.</param>
+    /// <param name="fromMemory">
+    /// The block's keys may not be in L1 yet (a panel packing as it goes asked them into L2 only
+    /// during the block before): each group of 8 keys asks for the keys two groups on into L1
+    /// first, so the transposition does not wait on each line.
+    /// </param>
+    public void PackBlock(AttentionProblem p, int b, int kvh, int kb, bool fromMemory = false)
     {
         int depth = Depth;
         var kData = p.K.Data.Span;
@@ -148,7 +157,7 @@ internal sealed class KeyPack : IDisposable
 
         if (score is ScoreFunction.Dot or ScoreFunction.Gaussian)
         {
-            Transpose(kData.Slice((int)p.K.RowOffset(b, kvh, j0), n * dk), n, dk, kt, ld);
+            Transpose(kData.Slice((int)p.K.RowOffset(b, kvh, j0), n * dk), n, dk, kt, ld, fromMemory);
             return;
         }
 
@@ -175,7 +184,7 @@ internal sealed class KeyPack : IDisposable
     }
 
     /// <summary>dst[k, j] = src[j, k] for an n × d source; dst rows have stride <paramref name="ld"/>.</summary>
-    private static void Transpose(ReadOnlySpan<float> src, int n, int d, Span<float> dst, int ld)
+    private static void Transpose(ReadOnlySpan<float> src, int n, int d, Span<float> dst, int ld, bool fromMemory)
     {
         ref float s = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(src);
         ref float t = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(dst);
@@ -185,6 +194,11 @@ internal sealed class KeyPack : IDisposable
         int j = 0;
         for (; j + 8 <= n; j += 8)
         {
+            if (fromMemory)
+            {
+                PrefetchKeys(ref s, j + AheadKeys, Math.Min(n, j + AheadKeys + 8), d);
+            }
+
             int k = 0;
             if (Avx.IsSupported)
             {
@@ -210,6 +224,25 @@ internal sealed class KeyPack : IDisposable
             {
                 dst[(k * ld) + j] = src[(j * d) + k];
             }
+        }
+    }
+
+    /// <summary>How far ahead of the keys being transposed <see cref="PrefetchKeys"/> asks (16 keys of d = 128: 8 KiB).</summary>
+    private const int AheadKeys = 16;
+
+    /// <summary>Asks keys [from, end) (rows of <paramref name="d"/> floats) into L1: a hint only, it never faults and changes no value.</summary>
+    private static unsafe void PrefetchKeys(ref float s, int from, int end, int d)
+    {
+        if (!Sse.IsSupported || from >= end)
+        {
+            return;
+        }
+
+        ref float first = ref System.Runtime.CompilerServices.Unsafe.Add(ref s, from * d);
+        int lines = (((end - from) * d) + 15) / 16;
+        for (int l = 0; l < lines; l++)
+        {
+            Sse.Prefetch0(System.Runtime.CompilerServices.Unsafe.AsPointer(ref System.Runtime.CompilerServices.Unsafe.Add(ref first, l * 16)));
         }
     }
 

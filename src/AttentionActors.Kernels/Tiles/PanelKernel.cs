@@ -40,7 +40,14 @@ internal static class PanelKernel<TL, TV>
     /// (their Q rows are adjacent when the heads' rows are whole). Every element is computed as for
     /// its own head's panel, so stacking changes which rows share a tile, never a bit.
     /// </summary>
-    public static int Run(AttentionProblem p, Workspace ws, KeyPack keys, int b, int h, int rowStart, int rows, int blockStart, int blockEnd, int headRows = 0)
+    /// <remarks>
+    /// With <c>packAsItGoes</c> the pack is allocated but empty and this panel is its only reader:
+    /// each block is packed just before its first tile reads it, and the next block's keys are asked
+    /// into L2 (from K itself) while this block computes. So reading K from memory overlaps the
+    /// arithmetic instead of preceding all of it, which is what bounds a decoding step. The packed
+    /// values, and so the bits, are the same.
+    /// </remarks>
+    public static int Run(AttentionProblem p, Workspace ws, KeyPack keys, int b, int h, int rowStart, int rows, int blockStart, int blockEnd, int headRows = 0, bool packAsItGoes = false)
     {
         headRows = headRows <= 0 ? rows : headRows;
         int kvh = h / p.GroupSize;
@@ -83,12 +90,21 @@ internal static class PanelKernel<TL, TV>
                 var tiles = CutTiles(ws, slot, rows, n, wide);
                 int chunk = 4 * TL.Count;
 
-                // The next block's packed keys and values are asked into L2 a few lines after each
-                // tile call of this block, so they arrive before the next block's first tile reads them.
+                // The next block's keys and values are asked into L2 a few lines after each tile call
+                // of this block, so they arrive before the next block's first tile reads them: its
+                // packed keys, or when the panel packs as it goes, its rows of K.
                 int nextN = kb + 1 < blockEnd ? Math.Min(p.BlockSize, p.KeySeq - j0 - p.BlockSize) : 0;
-                ref float nextK = ref nextN > 0 ? ref keys.Data[keys.Offset(kb + 1)] : ref kt;
+                ref float nextK = ref nextN <= 0 ? ref kt
+                    : ref packAsItGoes ? ref Unsafe.Add(ref MemoryMarshal.GetReference(p.K.Data.Span), (nint)p.K.RowOffset(b, kvh, j0 + p.BlockSize))
+                    : ref keys.Data[keys.Offset(kb + 1)];
                 ref float nextV = ref Unsafe.Add(ref v, nextN > 0 ? p.BlockSize * ldv : 0);
-                int linesK = nextN > 0 ? keys.BlockStride / 16 : 0, linesV = ((nextN * ldv) + 15) / 16;
+                int linesK = nextN <= 0 ? 0 : packAsItGoes ? ((nextN * p.KeyDim) + 15) / 16 : keys.BlockStride / 16;
+                int linesV = ((nextN * ldv) + 15) / 16;
+                if (packAsItGoes)
+                {
+                    keys.PackBlock(p, b, kvh, kb, fromMemory: true);
+                }
+
                 int quotaK = 1 + (linesK / Math.Max(1, tiles.Length * ((bp + chunk - 1) / chunk)));
                 int quotaV = 1 + (linesV / Math.Max(1, tiles.Length * ((dv + chunk - 1) / chunk)));
                 int fetchedK = 0, fetchedV = 0;
