@@ -18,6 +18,11 @@ trap 'rm -f "$log"' EXIT
 
 dotnet build AttentionActors.sln -c Release -nologo -v quiet
 
+# The command line's own build (./attention: a self-contained ReadyToRun composite, 1.5-2 minutes of
+# both cores) is made now, when needed, rather than by the first test that calls ./attention: beside
+# the cluster tests it would slow their nodes past the failure detector's timings.
+./attention --version >/dev/null
+
 run() {
     echo "== $*"
     "$@" 2>&1 | tee -a "$log"
