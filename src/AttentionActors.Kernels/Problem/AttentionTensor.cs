@@ -108,7 +108,7 @@ public sealed class AttentionTensor
 
     /// <summary>Allocates a zeroed tensor.</summary>
     public static AttentionTensor Zeros(string name, int batch, int heads, int seq, int dim)
-        => new(name, new float[checked(batch * heads * seq * dim)], batch, heads, seq, dim);
+        => new(name, HugePages.Floats(checked(batch * heads * seq * dim)), batch, heads, seq, dim);
 
     /// <summary>Wraps an array without copying.</summary>
     public static AttentionTensor FromArray(string name, float[] data, int batch, int heads, int seq, int dim)
