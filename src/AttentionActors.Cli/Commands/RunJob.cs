@@ -86,6 +86,7 @@ internal static class RunJob
                 throw;
             }
 
+            // A dry run, the one request that starts no runner.
             if (starting is null)
             {
                 if (request.Nodes < 1 || request.Nodes > request.Workers || request.BlockStoreBytes < 0)
