@@ -200,6 +200,52 @@ public class CanonicalTreeTests
     }
 
     [Fact]
+    public void A_blocks_maximum_is_its_largest_logit_to_the_bit_at_every_width_and_scale()
+    {
+        // Small integer inputs make every dot product exact, so the logits are known independently
+        // of the kernel: s_j = round(dot_j · scale). A leaf's m must be their maximum exactly (as
+        // +0 when it is a zero), whether the kernel scaled each logit or scaled the scores' maximum.
+        var rng = new Random(5);
+        int nq = 40, nk = (3 * 64) + 20, d = 16;
+        float[] Integers(int count) => [.. Enumerable.Range(0, count).Select(_ => (float)rng.Next(-8, 9))];
+        var q = AttentionTensor.FromArray("Q", Integers(nq * d), 1, 1, nq, d);
+        var k = AttentionTensor.FromArray("K", Integers(nk * d), 1, 1, nk, d);
+        var v = AttentionTensor.FromArray("V", Integers(nk * 8), 1, 1, nk, 8);
+        int compared = 0;
+        foreach (float scale in new[] { 0.37f, 0.3f, 1f, 0f, -0.5f })
+        {
+            var p = AttentionProblem.Create(q, k, v, new AttentionOptions { BlockSize = 64, Scale = scale });
+            foreach (var path in new[] { KernelPath.Scalar, KernelPath.Vector128, KernelPath.Vector256, KernelPath.Vector512, KernelPath.Auto })
+            {
+                for (int kb = 0; kb < p.BlockCount; kb++)
+                {
+                    var leaf = Attention.ComputePartials(p, 0, 0, 0, nq, kb, kb + 1, path);
+                    for (int i = 0; i < nq; i++)
+                    {
+                        float expected = float.NegativeInfinity;
+                        for (int j = kb * 64; j < Math.Min(nk, (kb + 1) * 64); j++)
+                        {
+                            double dot = 0;
+                            for (int c = 0; c < d; c++)
+                            {
+                                dot += (double)q.Data.Span[(i * d) + c] * k.Data.Span[(j * d) + c];
+                            }
+
+                            expected = Math.Max(expected, (float)dot * scale);
+                        }
+
+                        expected += 0f;
+                        Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(leaf.M[i]), $"scale {scale}, {path}, block {kb}, row {i}: m {leaf.M[i]:R}, largest logit {expected:R}");
+                        compared++;
+                    }
+                }
+            }
+        }
+
+        Assert.Equal(5 * 5 * 4 * nq, compared);
+    }
+
+    [Fact]
     public void Aligned_pieces_pushed_left_to_right_give_the_nodes_and_bits_of_the_whole_range()
     {
         var rng = new Random(11);
