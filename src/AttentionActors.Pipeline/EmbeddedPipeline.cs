@@ -1,6 +1,5 @@
 using System.Collections.Concurrent;
 using Akka.Actor;
-using Akka.Actor.Setup;
 using AttentionActors.Kernels;
 using AttentionActors.Pipeline.Client;
 using AttentionActors.Pipeline.Coordinator;
@@ -36,7 +35,7 @@ public sealed class EmbeddedPipeline : IAttentionRunner
         var loggers = options.LoggerFactory ?? NullLoggerFactory.Instance;
         logger = loggers.CreateLogger("AttentionActors.Pipeline");
         var config = options.ActorConfig is { } extra ? extra.WithFallback(PipelineConfig.Base) : PipelineConfig.Base;
-        system = ActorSystem.Create("attention", ActorSystemSetup.Create(BootstrapSetup.Create().WithConfig(config), new LoggerFactorySetup(loggers)));
+        system = PipelineConfig.CreateSystem("attention", config, new LoggerFactorySetup(loggers));
         queue = system.ActorOf(Props.Create(() => new ShardQueue()), "queue");
         reducer = system.ActorOf(Props.Create(() => new Reducer(options.MaxMessageBytes)), "reducer");
         var services = WorkerServices.Kernels(options.KernelPath);

@@ -1,4 +1,8 @@
+using Akka.Actor;
+using Akka.Actor.Internal;
+using Akka.Actor.Setup;
 using Akka.Configuration;
+using Akka.Util;
 
 namespace AttentionActors.Pipeline;
 
@@ -36,4 +40,20 @@ public static class PipelineConfig
     /// <c>serialize-messages</c>): a test setting that proves each one survives the wire.
     /// </summary>
     public static Config SerializeMessages { get; } = ConfigurationFactory.ParseString("akka.actor.serialize-messages = on");
+
+    /// <summary>
+    /// Creates and starts an actor system from <paramref name="config"/> and <paramref name="setups"/>,
+    /// as <c>ActorSystem.Create(name, ActorSystemSetup)</c> does with a <see cref="BootstrapSetup"/>
+    /// config, minus one step: that overload reads the application's XML configuration file
+    /// (<c>ConfigurationManager.GetSection("akka")</c>) even when the setup carries the config, and
+    /// throws the result away. Loading System.Configuration, XML and cryptography for that took about
+    /// a third of a small job's start-up. This program has no such file; its settings are the HOCON here.
+    /// </summary>
+    public static ActorSystem CreateSystem(string name, Config config, params Setup[] setups)
+    {
+        var setup = ActorSystemSetup.Create([BootstrapSetup.Create().WithConfig(config), .. setups]);
+        var system = new ActorSystemImpl(name, config, setup, Option<Props>.None);
+        system.Start();
+        return system;
+    }
 }

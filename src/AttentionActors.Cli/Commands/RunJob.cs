@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using AttentionActors.Cli.Logging;
 using AttentionActors.Cli.Npy;
 using AttentionActors.Cluster.Client;
 using AttentionActors.Cluster.Security;
@@ -18,7 +19,7 @@ internal static class RunJob
     public static async Task<int> ExecuteAsync(RunRequest request, TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken)
     {
         var outputs = new List<OutputFile>();
-        ILoggerFactory? loggers = null;
+        Task<ILoggerFactory>? consoleLogging = null;
         int code = 0;
         try
         {
@@ -55,18 +56,20 @@ internal static class RunJob
             var pipeline = new PipelineOptions { Workers = request.Workers, Plan = new PlanOptions { MaxShardBytes = request.MaxShardBytes ?? new PlanOptions().MaxShardBytes, MaxShards = request.MaxShards } };
             var clusterOptions = ClusterOptionsOf(request);
             // An actor system takes a few hundred milliseconds to start, and its console logging tens:
-            // both start while the job is estimated and its inputs load and are checked, and are
-            // stopped again if any of that fails.
+            // both start while the job is estimated and its inputs load and are checked (the runner
+            // does not wait for the logging either: it gets loggers that forward to it when it is
+            // ready), and are stopped again if any of that fails.
+            if (!request.DryRun && ReferenceEquals(stderr, Console.Error))
+            {
+                consoleLogging = Task.Run<ILoggerFactory>(() => LoggerFactory.Create(b => b
+                    .SetMinimumLevel(request.Quiet ? LogLevel.Error : LogLevel.Warning)
+                    .AddSimpleConsole(c => c.SingleLine = true)
+                    .AddFilter((_, _, level) => level >= LogLevel.Warning)));
+            }
+
+            var loggers = consoleLogging is null ? null : new PendingLoggerFactory(consoleLogging);
             var starting = request.DryRun ? null : Task.Run<IAttentionRunner>(async () =>
             {
-                if (ReferenceEquals(stderr, Console.Error))
-                {
-                    loggers = LoggerFactory.Create(b => b
-                        .SetMinimumLevel(request.Quiet ? LogLevel.Error : LogLevel.Warning)
-                        .AddSimpleConsole(c => c.SingleLine = true)
-                        .AddFilter((_, _, level) => level >= LogLevel.Warning));
-                }
-
                 return request.SingleNode ? new SingleNodeRunner(request.Workers)
                     : clusterOptions is not null ? await ClusterClient.ConnectAsync(clusterOptions, loggers, cancellationToken)
                     : EmbeddedPipeline.Start(pipeline with { LoggerFactory = loggers });
@@ -208,8 +211,10 @@ internal static class RunJob
             // Files not committed (a failed or cancelled job) are removed: never a partial output.
             outputs.ForEach(f => f.Dispose());
 
-            // Set by the task that starts the runner, which has ended by now: every path awaits it.
-            loggers?.Dispose();
+            if (consoleLogging is not null)
+            {
+                (await consoleLogging).Dispose();
+            }
         }
     }
 

@@ -1,7 +1,6 @@
 using System.Net;
 using System.Security.Cryptography;
 using Akka.Actor;
-using Akka.Actor.Setup;
 using AttentionActors.Cluster.DataPlane;
 using AttentionActors.Cluster.Security;
 using AttentionActors.Kernels;
@@ -170,7 +169,7 @@ public sealed partial class ClusterClient : IAttentionRunner
         ClusterWire.Register();
         loggers ??= NullLoggerFactory.Instance;
         var certificates = ClusterCertificates.Load(options.Certificate!, options.CaCertificate!, options.CertificatePassword);
-        var system = ActorSystem.Create("attention-client", ActorSystemSetup.Create(BootstrapSetup.Create().WithConfig(PipelineConfig.Base), new LoggerFactorySetup(loggers)));
+        var system = PipelineConfig.CreateSystem("attention-client", PipelineConfig.Base, new LoggerFactorySetup(loggers));
         var codec = new WireCodec((ExtendedActorSystem)system);
         var dataOptions = new DataPlaneOptions();
         var store = new TensorStore(dataOptions.MaxFrameBytes);

@@ -1,7 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
 using Akka.Actor;
-using Akka.Actor.Setup;
 using Akka.Remote.Transport.DotNetty;
 using AttentionActors.Cluster.Coordinator;
 using AttentionActors.Cluster.DataPlane;
@@ -117,11 +116,10 @@ public sealed partial class ClusterNode : IAsyncDisposable
         }
 
         var tls = new DotNettySslSetup(certificates.Own, false, true, (certificate, _, _, _, _) => certificates.Check(certificate, out _) == PeerRole.Node);
-        var setup = ActorSystemSetup.Create(BootstrapSetup.Create().WithConfig(ClusterConfig.For(options)), new LoggerFactorySetup(loggers), tls);
         ActorSystem system;
         try
         {
-            system = ActorSystem.Create(ClusterConfig.SystemName, setup);
+            system = PipelineConfig.CreateSystem(ClusterConfig.SystemName, ClusterConfig.For(options), new LoggerFactorySetup(loggers), tls);
         }
         catch (Exception ex) when (ex is Akka.Remote.RemoteTransportException or SocketException or AggregateException)
         {
