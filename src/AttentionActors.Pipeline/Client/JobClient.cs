@@ -57,7 +57,7 @@ public sealed record HostStopping(string Reason) : INoSerializationVerificationN
 /// coverage pass (<see cref="JobPass.Coverage"/>) the output is the coverage <c>[B, Hkv, Nk]</c>
 /// and it completes only when every key that some query sees has arrived.
 /// </summary>
-internal sealed partial class JobClient : ReceiveActor, IWithTimers
+internal sealed partial class JobClient : ReceiveActor, IWithTimers, IWithUnboundedStash
 {
     private readonly JobId job;
     private readonly AttentionGeometry geometry;
@@ -95,6 +95,8 @@ internal sealed partial class JobClient : ReceiveActor, IWithTimers
 
     public ITimerScheduler Timers { get; set; } = null!;
 
+    public IStash Stash { get; set; } = null!;
+
     private sealed record GraceExpired(string Who) : INoSerializationVerificationNeeded;
 
     protected override void PreRestart(Exception reason, object message)
@@ -120,6 +122,7 @@ internal sealed partial class JobClient : ReceiveActor, IWithTimers
             reducer = watch.Reducer;
             Context.Watch(watch.Coordinator);
             Context.Watch(watch.Reducer);
+            Stash.UnstashAll();
         });
         // Rows, progress and completion come only from the job's reducer; a failure from it or the coordinator.
         Receive<RowsFinished>(OnRows, m => m.Job == job && Sender.Equals(reducer));
@@ -140,6 +143,21 @@ internal sealed partial class JobClient : ReceiveActor, IWithTimers
             Timers.StartSingleTimer("grace", new GraceExpired(who), grace);
         });
         Receive<GraceExpired>(expired => Fail($"the job's {expired.Who} stopped and no result came within {grace.TotalSeconds:F1} s"));
+
+        // The job's actors start before this client is told who they are (the coordinator exists only
+        // once created), so their first rows, or even the completion, can arrive first: they wait here
+        // until the WatchJob names their senders. Once it has, a message from anyone else is refused.
+        ReceiveAny(message =>
+        {
+            if (reducer is null)
+            {
+                Stash.Stash();
+            }
+            else
+            {
+                Unhandled(message);
+            }
+        });
     }
 
     private void Done() => Become(() => ReceiveAny(_ => { }));

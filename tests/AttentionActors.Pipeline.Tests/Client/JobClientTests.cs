@@ -102,6 +102,43 @@ public sealed class JobClientTests : RoleTestKit
     }
 
     [Fact]
+    public async Task Client_keeps_rows_and_the_completion_that_arrive_before_it_is_told_whom_to_watch()
+    {
+        // The embedded pipeline tells the client its coordinator and reducer only after creating the
+        // coordinator, which may already have the reducer streaming rows: all of them, and even the
+        // completion, can reach the client before the WatchJob does (sent here in that order).
+        var (problem, _, _) = Computed(26);
+        var g = problem.Geometry;
+        var coordinator = Sys.ActorOf(Props.Create(() => new Sink()), "coordinator-early");
+        var reducer = Sys.ActorOf(Props.Create(() => new Sink()), "reducer-early");
+        var output = new float[g.Batch * g.Heads * g.QuerySeq * g.ValueDim];
+        var tcs = new TaskCompletionSource<AttentionResult>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var client = Sys.ActorOf(Props.Create(() => new JobClient(Job, g, AttentionTensor.FromArray("out", output, g.Batch, g.Heads, g.QuerySeq, g.ValueDim), null, tcs, Grace)), "client-early");
+        var single = Attention.Compute(problem);
+        int dv = g.ValueDim;
+        long sent = 0;
+        for (int b = 0; b < g.Batch; b++)
+        {
+            for (int h = 0; h < g.Heads; h++)
+            {
+                long first = (((long)b * g.Heads) + h) * g.QuerySeq;
+                var rows = single.Output.Data.Span.Slice((int)(first * dv), g.QuerySeq * dv).ToArray();
+                var lse = single.Lse.AsSpan((int)first, g.QuerySeq).ToArray();
+                client.Tell(new RowsFinished(Job, b, h, 0, g.QuerySeq, rows, lse), reducer);
+                sent += g.QuerySeq;
+            }
+        }
+
+        client.Tell(new AttentionCompleted(Job, sent), reducer);
+        client.Tell(new WatchJob(coordinator, reducer));
+        var finished = await Task.WhenAny(tcs.Task, Task.Delay(TimeSpan.FromSeconds(10)));
+        Assert.True(finished == tcs.Task, "the job never completed: rows and completion that came before the WatchJob were dropped");
+        var done = await tcs.Task;
+        TestData.AssertBitwise(single.Output.Data.Span, output, "client output");
+        TestData.AssertBitwise(single.Lse, done.Lse, "client lse");
+    }
+
+    [Fact]
     public async Task Client_rejects_a_repeated_row_with_different_bits()
     {
         var (problem, _, _) = Computed(25);
