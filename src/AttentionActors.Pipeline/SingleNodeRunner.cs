@@ -27,14 +27,8 @@ public sealed class SingleNodeRunner(int threads, KernelPath path = KernelPath.A
         return Task.Run(
             () =>
             {
-                var result = Attention.Compute(problem, settings, null, cancellationToken);
-                if (target is null)
-                {
-                    return result;
-                }
-
-                result.Output.Data.Span.CopyTo(target.Data.Span);
-                return result with { Output = target };
+                // Straight into the caller's output (a memory-mapped file, say), not a copy of it.
+                return target is null ? Attention.Compute(problem, settings, null, cancellationToken) : Attention.ComputeInto(problem, target, settings, null, cancellationToken);
             },
             cancellationToken);
     }

@@ -44,7 +44,7 @@ public static partial class Attention
         return chunk;
     }
 
-    private static AttentionResult ComputeSplitKeys(AttentionProblem problem, ComputeOptions settings, IProgress<long>? progress, CancellationToken cancellationToken)
+    private static AttentionResult ComputeSplitKeys(AttentionProblem problem, ComputeOptions settings, IProgress<long>? progress, AttentionTensor? into, CancellationToken cancellationToken)
     {
         int threads = settings.Threads > 0 ? settings.Threads : Environment.ProcessorCount;
         int rows = problem.QuerySeq;
@@ -86,7 +86,7 @@ public static partial class Attention
             }
         }, cancellationToken);
 
-        var output = AttentionTensor.Zeros("out", problem.Batch, heads, rows, problem.ValueDim);
+        var output = into ?? AttentionTensor.Zeros("out", problem.Batch, heads, rows, problem.ValueDim);
         var lse = new float[problem.Batch * heads * rows];
         var entropy = problem.Options.Entropy ? new float[lse.Length] : null;
         long rowsDone = 0;

@@ -30,15 +30,34 @@ public static partial class Attention
     /// <paramref name="progress"/>, when given, receives the number of query rows finished so far.
     /// </summary>
     public static AttentionResult Compute(AttentionProblem problem, ComputeOptions? settings = null, IProgress<long>? progress = null, CancellationToken cancellationToken = default)
+        => Compute(problem, settings, progress, null, cancellationToken);
+
+    /// <summary>
+    /// <see cref="Compute(AttentionProblem, ComputeOptions?, IProgress{long}?, CancellationToken)"/>
+    /// writing every output row into <paramref name="into"/> (one [B, H, Nq, Dv] array, such as a
+    /// memory-mapped output file) instead of a new array; its old contents are never read.
+    /// </summary>
+    public static AttentionResult ComputeInto(AttentionProblem problem, AttentionTensor into, ComputeOptions? settings = null, IProgress<long>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(into);
+        return Compute(problem, settings, progress, into, cancellationToken);
+    }
+
+    private static AttentionResult Compute(AttentionProblem problem, ComputeOptions? settings, IProgress<long>? progress, AttentionTensor? into, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(problem);
         settings ??= new ComputeOptions();
-        if (SplitsKeys(problem))
+        if (into is not null && (into.IsSegmented || into.IsWindow || into.Batch != problem.Batch || into.Heads != problem.Heads || into.Seq != problem.QuerySeq || into.Dim != problem.ValueDim))
         {
-            return ComputeSplitKeys(problem, settings, progress, cancellationToken);
+            throw new ArgumentException($"{into} is not one [{problem.Batch}, {problem.Heads}, {problem.QuerySeq}, {problem.ValueDim}] array for this problem's output", nameof(into));
         }
 
-        var output = AttentionTensor.Zeros("out", problem.Batch, problem.Heads, problem.QuerySeq, problem.ValueDim);
+        if (SplitsKeys(problem))
+        {
+            return ComputeSplitKeys(problem, settings, progress, into, cancellationToken);
+        }
+
+        var output = into ?? AttentionTensor.Zeros("out", problem.Batch, problem.Heads, problem.QuerySeq, problem.ValueDim);
         var lse = new float[problem.Batch * problem.Heads * problem.QuerySeq];
         var entropy = problem.Options.Entropy ? new float[lse.Length] : null;
         int panels = (problem.QuerySeq + PanelKernelShape.PanelRows - 1) / PanelKernelShape.PanelRows;

@@ -14,18 +14,28 @@ internal static partial class HugePages
     private const int MadviseHugePage = 14;
     private const long HugePage = 2L << 20;
 
-    /// <summary>Below this an array spans too few huge pages to matter.</summary>
-    private const long MinimumBytes = 8L << 20;
+    /// <summary>Below this an array spans too few whole huge pages to matter (one at most).</summary>
+    private const long MinimumBytes = 4L << 20;
 
     /// <summary>A zeroed array of <paramref name="length"/> floats, large ones advised as huge pages before anything touches them.</summary>
     public static float[] Floats(int length)
     {
         var array = new float[length];
-        if (OperatingSystem.IsLinux() && available && (long)length * sizeof(float) >= MinimumBytes)
+        Advise(array);
+        return array;
+    }
+
+    /// <summary>
+    /// Advises a large array's whole 2 MiB pages as huge pages: those not touched yet come as huge
+    /// pages at their first touch (pages already touched stay as they are).
+    /// </summary>
+    public static void Advise(float[] array)
+    {
+        if (OperatingSystem.IsLinux() && available && (long)array.Length * sizeof(float) >= MinimumBytes)
         {
             try
             {
-                Advise(array);
+                AdviseRange(array);
             }
             catch (Exception ex) when (ex is DllNotFoundException or EntryPointNotFoundException)
             {
@@ -33,13 +43,11 @@ internal static partial class HugePages
                 available = false;
             }
         }
-
-        return array;
     }
 
     private static bool available = true;
 
-    private static unsafe void Advise(float[] array)
+    private static unsafe void AdviseRange(float[] array)
     {
         fixed (float* first = array)
         {

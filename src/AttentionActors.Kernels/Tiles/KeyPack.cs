@@ -100,7 +100,11 @@ internal sealed class KeyPack : IDisposable
             throw new AttentionInputException($"the packed keys and values of {blocks} blocks need {length} floats, more than one array holds; use fewer keys per shard");
         }
 
-        return new KeyPack(System.Buffers.ArrayPool<float>.Shared.Rent((int)length + 15), blockStart, blocks, depth, rowStride, p.BlockSize, valueRowStride);
+        // A pool's array fresh from the system is pages not touched yet: large ones come as huge pages
+        // (a whole head's keys and values are several MiB, a thousand small-page faults each).
+        var data = System.Buffers.ArrayPool<float>.Shared.Rent((int)length + 15);
+        HugePages.Advise(data);
+        return new KeyPack(data, blockStart, blocks, depth, rowStride, p.BlockSize, valueRowStride);
     }
 
     public static KeyPack Create(AttentionProblem p, int b, int kvh, int blockStart, int blockEnd, bool values = false)
