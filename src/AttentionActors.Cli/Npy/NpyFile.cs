@@ -385,13 +385,14 @@ public sealed partial class NpyFile : IDisposable
         private readonly MemoryMappedViewAccessor accessor;
         private readonly byte* pointer;
 
-        private MappedView(MemoryMappedFile map, MemoryMappedViewAccessor accessor)
+        private MappedView(MemoryMappedFile map, MemoryMappedViewAccessor accessor, bool write)
         {
             this.map = map;
             this.accessor = accessor;
             byte* basePointer = null;
             accessor.SafeMemoryMappedViewHandle.AcquirePointer(ref basePointer);
             pointer = basePointer + accessor.PointerOffset;
+            Prefault.Pages(pointer, accessor.Capacity, write);
         }
 
         /// <summary>Maps <paramref name="path"/> and cuts its data at <paramref name="offset"/> into segments (<see cref="Segments"/>); nothing stays mapped when that fails.</summary>
@@ -401,7 +402,7 @@ public sealed partial class NpyFile : IDisposable
             MappedView? view = null;
             try
             {
-                view = new MappedView(map, map.CreateViewAccessor(0, 0, access));
+                view = new MappedView(map, map.CreateViewAccessor(0, 0, access), access == MemoryMappedFileAccess.ReadWrite);
                 return (view, view.Segments(path, shape, offset, segmentValues));
             }
             catch
