@@ -42,7 +42,7 @@ public sealed class RunSafetyTests : IDisposable
         var shape = (string name) => new Kernels.TensorShape(name, 1, 8, 3_000_000, 64);
         var geometry = Kernels.AttentionGeometry.Create(shape("Q"), shape("K"), shape("V"));
         long inputs = 3 * 4L * 8 * 3_000_000 * 64;
-        var estimate = Commands.JobEstimate.For(geometry, inputs, outputMapped: false, workers: 2, maxShardBytes: 8 << 20, verify: false, memoryLimit: 24L << 30);
+        var estimate = Commands.JobEstimate.For(geometry, inputs, outputMapped: false, workers: 2, maxShardBytes: 8 << 20, verify: false, memoryLimit: 24L << 30).WithSpeed(Commands.JobEstimate.MeasureSpeed(geometry));
         Assert.False(estimate.Fits, $"needs {estimate.NeededBytes >> 20} MiB of {estimate.AvailableBytes >> 20}");
         Assert.True(estimate.NeededBytes > 23L << 30, $"needs only {estimate.NeededBytes >> 20} MiB");
         Assert.Equal(4.0 * 8 * 3e6 * 3e6 * 64, estimate.Flops, 1e-9 * estimate.Flops);

@@ -6,8 +6,8 @@ namespace AttentionActors.Cli.Commands;
 
 /// <summary>
 /// What a job will cost, from its shapes alone (nothing allocated yet): the memory it needs, part
-/// by part, against what the machine has available, and the time it should take at the kernel
-/// speed measured on this machine just now.
+/// by part, against what the machine has available, and, once <see cref="WithSpeed"/> gives it the
+/// kernel speed measured on this machine just now, the time it should take.
 /// </summary>
 internal sealed record JobEstimate(IReadOnlyList<(string Part, long Bytes)> Parts, long AvailableBytes, double Flops, double FlopsPerSecond, int Threads)
 {
@@ -53,8 +53,11 @@ internal sealed record JobEstimate(IReadOnlyList<(string Part, long Bytes)> Part
 
         int threads = Math.Min(workers, Environment.ProcessorCount);
         long available = Math.Min(AvailableMemory(), memoryLimit ?? long.MaxValue);
-        return new JobEstimate(parts, available, geometry.VisibleFlops(), MeasureSpeed(geometry), threads);
+        return new JobEstimate(parts, available, geometry.VisibleFlops(), 0, threads);
     }
+
+    /// <summary>This estimate with the kernel speed <see cref="MeasureSpeed"/> found, which its <see cref="Time"/> needs.</summary>
+    public JobEstimate WithSpeed(double flopsPerSecond) => this with { FlopsPerSecond = flopsPerSecond };
 
     public string DescribeNeed() => string.Join("; ", Parts.Where(p => p.Bytes > 0).Select(p => $"{p.Part} {Size(p.Bytes)}"));
 
@@ -97,7 +100,7 @@ internal sealed record JobEstimate(IReadOnlyList<(string Part, long Bytes)> Part
     /// dims: a dense 128 × 2048 shard, timed for 30 ms after one warm-up run — or only until the probe
     /// has done the job's own FLOPs, since a job that small takes less time than the probe already has.
     /// </summary>
-    private static double MeasureSpeed(AttentionGeometry g)
+    public static double MeasureSpeed(AttentionGeometry g)
     {
         const int rows = 128, keys = 2048;
         var rng = new Random(1);
