@@ -79,13 +79,13 @@ internal static class RunJob
             // only the time estimate waits for it. Beside an actor system's start it made three
             // busy threads on two cores and the job started later (1.53 s against 1.46 s at N 8192,
             // medians of eight): there this thread runs it, then loads the inputs.
-            var speed = request.SingleNode
-                ? Task.Run(() => JobEstimate.MeasureSpeed(geometry), CancellationToken.None)
-                : Task.FromResult(JobEstimate.MeasureSpeed(geometry));
-
+            Task<double> speed;
             JobEstimate estimate;
             try
             {
+                speed = request.SingleNode
+                    ? Task.Run(() => JobEstimate.MeasureSpeed(geometry), CancellationToken.None)
+                    : Task.FromResult(JobEstimate.MeasureSpeed(geometry));
                 estimate = JobEstimate.For(geometry, inputHeap, outPath is not null && !request.SingleNode && packed is null, request.Workers, pipeline.Plan.MaxShardBytes, request.Verify, ParseBytes("--memory-limit", request.MemoryLimit));
                 if (!estimate.Fits && !request.NoMemoryCheck)
                 {
