@@ -70,6 +70,7 @@ public class ProjectionTests
                     }
 
                     TestData.AssertBitwise(expected, Projection.Linear(x, rows, inDim, w, outDim, b, threads: 2), $"[{rows}×{inDim}]·[{outDim}×{inDim}]ᵀ{(b is null ? "" : " + b")}");
+                    TestData.AssertBitwise(expected, Projection.Linear(x, rows, Projection.Pack(w, outDim, inDim), b), $"[{rows}×{inDim}]·[{outDim}×{inDim}]ᵀ{(b is null ? "" : " + b")}, W packed beforehand");
                 }
             }
         }
@@ -80,5 +81,10 @@ public class ProjectionTests
     {
         var ex = Assert.Throws<ArgumentException>(() => Projection.Linear(new float[12], 3, 4, new float[10], 2, null));
         Assert.Contains("[3, 4]·[2, 4]ᵀ", ex.Message, StringComparison.Ordinal);
+        var packed = Projection.Pack(new float[8], 2, 4);
+        ex = Assert.Throws<ArgumentException>(() => Projection.Linear(new float[10], 3, packed, null));
+        Assert.Contains("[3, 4]·[2, 4]ᵀ", ex.Message, StringComparison.Ordinal);
+        ex = Assert.Throws<ArgumentException>(() => Projection.Pack(new float[10], 2, 4));
+        Assert.Contains("[2, 4] needs 8", ex.Message, StringComparison.Ordinal);
     }
 }

@@ -30,7 +30,7 @@ public sealed record LayerRows(
 /// A multi-head layer's attention posed on its inputs: X <c>[B, N, E_q]</c>, the key input
 /// <c>[B, Nk, E_k]</c>, the value input <c>[B, Nk, E_v]</c> (the key input itself unless given) and
 /// the weights. Shards of it carry inputs and one head's weights; the worker projects them with
-/// <see cref="Projection.Linear"/> (whose bits do not depend on how rows are split), so the partials
+/// <see cref="Projection.Linear(float[], int, int, float[], int, float[], int, CancellationToken)"/> (whose bits do not depend on how rows are split), so the partials
 /// are those of the problem on the projected tensors (<see cref="MultiHeadLayer.Project"/>).
 /// </summary>
 public sealed class LayerProblem

@@ -28,7 +28,7 @@ public sealed record MultiHeadWeights(int Heads, float[] Wq, float[] Wk, float[]
 /// head h: Q_h, K_h, V_h = columns [h·E/H, (h+1)·E/H) of Q, K, V
 /// out = concat_h(attention(Q_h, K_h, V_h))·W_oᵀ + b_o              ([B, N, E_out])
 /// </code>
-/// The projections use <see cref="Projection.Linear"/>, whose bits do not depend on the machine.
+/// The projections use <see cref="Projection.Linear(float[], int, int, float[], int, float[], int, CancellationToken)"/>, whose bits do not depend on the machine.
 /// </summary>
 public static class MultiHeadLayer
 {

@@ -116,13 +116,16 @@ public sealed record ShardInput(
         var q = Cached(new ProjectionKey('q', Batch, Head, RowStart, RowCount), () => Projection.Linear(LayerArray("X rows", rows.X, rows.X.Length), RowCount, layer.QueryIn, wq, dk, bq));
         var k = new float[(long)keys * dk];
         var v = new float[(long)keys * dv];
+
+        // W_k and W_v are packed once for all the blocks (and only if some block is not cached).
+        PackedWeights? packedK = null, packedV = null;
         for (int kb = BlockStart; kb < BlockEnd; kb++)
         {
             int j = (kb - BlockStart) * Geometry.BlockSize, n = Geometry.KeysIn(kb, kb + 1);
             var keyIn = rows.KeyIn.Slice(j * layer.KeyIn, n * layer.KeyIn);
             var valueIn = layer.SeparateValues ? rows.ValueIn.Slice(j * layer.ValueIn, n * layer.ValueIn) : keyIn;
-            Cached(new ProjectionKey('k', Batch, kvh, kb, 1), () => Projection.Linear(LayerArray("key input rows", keyIn, keyIn.Length), n, layer.KeyIn, wk, dk, bk)).CopyTo(k, (long)j * dk);
-            Cached(new ProjectionKey('v', Batch, kvh, kb, 1), () => Projection.Linear(LayerArray("value input rows", valueIn, valueIn.Length), n, layer.ValueIn, wv, dv, bv)).CopyTo(v, (long)j * dv);
+            Cached(new ProjectionKey('k', Batch, kvh, kb, 1), () => Projection.Linear(LayerArray("key input rows", keyIn, keyIn.Length), n, packedK ??= Projection.Pack(wk, dk, layer.KeyIn), bk)).CopyTo(k, (long)j * dk);
+            Cached(new ProjectionKey('v', Batch, kvh, kb, 1), () => Projection.Linear(LayerArray("value input rows", valueIn, valueIn.Length), n, packedV ??= Projection.Pack(wv, dv, layer.ValueIn), bv)).CopyTo(v, (long)j * dv);
         }
 
         return this with { Q = q, K = k, V = v, Layer = null };
