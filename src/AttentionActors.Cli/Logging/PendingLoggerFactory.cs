@@ -23,7 +23,7 @@ internal sealed class PendingLoggerFactory(Task<ILoggerFactory> real) : ILoggerF
     {
         private ILogger? logger;
 
-        private ILogger Logger => Volatile.Read(ref logger) ?? Interlocked.CompareExchange(ref logger, real.GetAwaiter().GetResult().CreateLogger(category), null) ?? logger!;
+        private ILogger Logger => LazyInitializer.EnsureInitialized(ref logger, () => real.GetAwaiter().GetResult().CreateLogger(category));
 
         public IDisposable? BeginScope<TState>(TState state)
             where TState : notnull

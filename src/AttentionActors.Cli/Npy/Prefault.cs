@@ -1,4 +1,4 @@
-using System.Runtime.InteropServices;
+using AttentionActors.Kernels;
 
 namespace AttentionActors.Cli.Npy;
 
@@ -10,35 +10,19 @@ namespace AttentionActors.Cli.Npy;
 /// may be written back meanwhile. A hint only: where the kernel refuses (before Linux 5.14), the
 /// pages fault in as before, and no value changes.
 /// </summary>
-internal static partial class Prefault
+internal static class Prefault
 {
-    private const int PopulateRead = 22;
-    private const int PopulateWrite = 23;
-
     /// <summary>Mappings up to this size are populated whole.</summary>
     public const long MaxBytes = 1L << 30;
 
-    private static bool available = OperatingSystem.IsLinux();
-
     public static unsafe void Pages(byte* start, long length, bool write)
     {
-        if (!available || length <= 0 || length > MaxBytes)
+        if (length <= 0 || length > MaxBytes)
         {
             return;
         }
 
         long first = (long)start & ~4095L;
-        try
-        {
-            // The result is not checked: a kernel without the advice refuses, and faulting page by page is correct.
-            _ = Madvise((nint)first, (nuint)((long)start + length - first), write ? PopulateWrite : PopulateRead);
-        }
-        catch (Exception ex) when (ex is DllNotFoundException or EntryPointNotFoundException)
-        {
-            available = false;
-        }
+        PageAdvice.Give((nint)first, (nuint)((long)start + length - first), write ? PageAdvice.PopulateWrite : PageAdvice.PopulateRead);
     }
-
-    [LibraryImport("libc", EntryPoint = "madvise")]
-    private static partial int Madvise(nint address, nuint length, int advice);
 }

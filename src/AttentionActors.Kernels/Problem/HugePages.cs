@@ -1,5 +1,3 @@
-using System.Runtime.InteropServices;
-
 namespace AttentionActors.Kernels;
 
 /// <summary>
@@ -9,9 +7,8 @@ namespace AttentionActors.Kernels;
 /// A hint only: it changes no value, and where it is refused or the GC moves the array later,
 /// the pages are simply small.
 /// </summary>
-internal static partial class HugePages
+internal static class HugePages
 {
-    private const int MadviseHugePage = 14;
     private const long HugePage = 2L << 20;
 
     /// <summary>Below this an array spans too few whole huge pages to matter (one at most).</summary>
@@ -29,38 +26,21 @@ internal static partial class HugePages
     /// Advises a large array's whole 2 MiB pages as huge pages: those not touched yet come as huge
     /// pages at their first touch (pages already touched stay as they are).
     /// </summary>
-    public static void Advise(float[] array)
+    public static unsafe void Advise(float[] array)
     {
-        if (OperatingSystem.IsLinux() && available && (long)array.Length * sizeof(float) >= MinimumBytes)
+        if ((long)array.Length * sizeof(float) < MinimumBytes)
         {
-            try
-            {
-                AdviseRange(array);
-            }
-            catch (Exception ex) when (ex is DllNotFoundException or EntryPointNotFoundException)
-            {
-                // No C library to ask (a libc under another name): small pages from now on.
-                available = false;
-            }
+            return;
         }
-    }
 
-    private static bool available = true;
-
-    private static unsafe void AdviseRange(float[] array)
-    {
         fixed (float* first = array)
         {
             long start = ((long)first + HugePage - 1) & ~(HugePage - 1);
             long end = ((long)(first + array.Length)) & ~(HugePage - 1);
             if (end > start)
             {
-                // The result is not checked: a kernel without transparent huge pages refuses, and small pages are correct.
-                _ = Madvise((nint)start, (nuint)(end - start), MadviseHugePage);
+                PageAdvice.Give((nint)start, (nuint)(end - start), PageAdvice.HugePage);
             }
         }
     }
-
-    [LibraryImport("libc", EntryPoint = "madvise")]
-    private static partial int Madvise(nint address, nuint length, int advice);
 }
