@@ -85,7 +85,18 @@ public class DecodeTests
         {
             foreach (int threads in new[] { 1, 2, 3 })
             {
-                var actual = Attention.Compute(p, new ComputeOptions { KernelPath = path, Threads = threads });
+                // With 3 threads every unit's partials go to a rented array of their own.
+                Attention.PartialBankValues = threads == 3 ? 1 : 1L << 30;
+                AttentionResult actual;
+                try
+                {
+                    actual = Attention.Compute(p, new ComputeOptions { KernelPath = path, Threads = threads });
+                }
+                finally
+                {
+                    Attention.PartialBankValues = 1L << 30;
+                }
+
                 string context = $"{name}, {path}, {threads} threads";
                 TestData.AssertWithinContract(actual, reference, context);
                 TestData.AssertBitwise(output, actual.Output.Data.Span, $"{context}: out");
@@ -107,6 +118,23 @@ public class DecodeTests
         int items = (p.BlockCount + chunk - 1) / chunk;
         Assert.True(items >= 8, $"one (batch, kv-head) of {p.BlockCount} blocks gives {items} chunks of {chunk} blocks for 2 threads");
         Assert.True((chunk & (chunk - 1)) == 0, $"chunk of {chunk} blocks is not a power of two");
+    }
+
+    [Fact]
+    public void A_repeated_decoding_step_rents_its_partials_instead_of_allocating_them()
+    {
+        // 2 K/V groups of 4 heads × 16 rows, 512 blocks in 32 chunks: 2 × 32 × 64 rows × 64 values of partials.
+        var (q, k, v) = TestData.Qkv(11, 1, 8, 2, 16, 65536, 64, 64);
+        var p = AttentionProblem.Create(q, k, v, new AttentionOptions { BlockSize = 128 });
+        var settings = new ComputeOptions { Threads = 1 };
+        long partialBytes = 2L * (p.BlockCount / Attention.ChunkBlocks(p, 1)) * (4 * 16) * p.PartialWidth * sizeof(float);
+        var first = Attention.Compute(p, settings);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        var second = Attention.Compute(p, settings);
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        TestData.AssertBitwise(first.Output.Data.Span, second.Output.Data.Span, "second step: out");
+        long outputBytes = (long)p.Batch * p.Heads * p.QuerySeq * (p.ValueDim + 1) * sizeof(float);
+        Assert.True(allocated < outputBytes + (partialBytes / 8), $"a repeated step allocated {allocated} bytes: its output and lse are {outputBytes}, its partials {partialBytes}");
     }
 
     [Fact]

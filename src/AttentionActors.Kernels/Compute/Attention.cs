@@ -143,7 +143,7 @@ public static partial class Attention
         {
             cancellationToken.ThrowIfCancellationRequested();
             int rows = Math.Min(PanelKernelShape.PanelRows, rowCount - r0);
-            Dispatch(path, new CollectPanel(problem, pack, set, b, h, rowStart + r0, r0, rows, first, end));
+            Dispatch(path, new CollectPanel(problem, pack, PartialTarget.Of(set), b, h, rowStart + r0, r0, rows, first, end));
         }
 
         // The same tree evaluation the reducer would make of these nodes: the bits do not change, the partials shrink to one per row.
@@ -256,7 +256,16 @@ public static partial class Attention
     }
 
     /// <summary>Computes a panel of a shard and copies its tree nodes into the shard's partial set.</summary>
-    private readonly record struct CollectPanel(AttentionProblem P, KeyPack Keys, PartialSet Set, int B, int H, int RowStart, int SetRow, int Rows, int First, int End, int HeadRows = 0, bool PackAsItGoes = false) : IPanelJob
+    /// <summary>
+    /// Where a panel's tree nodes land: row r of node n at <c>M[((FirstSlot + n)·Rows) + row]</c> (and
+    /// L; o at that index times the partial width), the panel's rows starting at row <c>SetRow</c>.
+    /// </summary>
+    private readonly record struct PartialTarget(float[] M, float[] L, float[] O, int FirstSlot, int Rows, int Nodes)
+    {
+        public static PartialTarget Of(PartialSet set) => new(set.M, set.L, set.O, 0, set.Rows, set.Nodes.Length);
+    }
+
+    private readonly record struct CollectPanel(AttentionProblem P, KeyPack Keys, PartialTarget Set, int B, int H, int RowStart, int SetRow, int Rows, int First, int End, int HeadRows = 0, bool PackAsItGoes = false) : IPanelJob
     {
         public void Run<TL, TV>()
             where TL : ILanes<TV>
@@ -264,9 +273,9 @@ public static partial class Attention
         {
             var ws = WorkspaceFor(P, First, End);
             int count = PanelKernel<TL, TV>.Run(P, ws, Keys, B, H, RowStart, Rows, First, End, HeadRows, PackAsItGoes);
-            if (count != Set.Nodes.Length)
+            if (count != Set.Nodes)
             {
-                throw new InvalidOperationException($"panel produced {count} tree nodes where the range decomposes into {Set.Nodes.Length}");
+                throw new InvalidOperationException($"panel produced {count} tree nodes where the range decomposes into {Set.Nodes}");
             }
 
             int dv = P.PartialWidth;
@@ -275,7 +284,7 @@ public static partial class Attention
                 for (int r = 0; r < Rows; r++)
                 {
                     int at = ws.Index(n, r);
-                    int dst = (n * Set.Rows) + SetRow + r;
+                    int dst = ((Set.FirstSlot + n) * Set.Rows) + SetRow + r;
                     Set.M[dst] = ws.StackM[at];
                     Set.L[dst] = ws.StackL[at];
 
