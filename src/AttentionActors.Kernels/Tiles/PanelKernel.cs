@@ -90,9 +90,12 @@ internal static class PanelKernel<TL, TV>
                 var tiles = CutTiles(ws, slot, rows, n, wide);
                 int chunk = 4 * TL.Count;
 
-                // The next block's keys and values are asked into L2 a few lines after each tile call
-                // of this block, so they arrive before the next block's first tile reads them: its
-                // packed keys, or when the panel packs as it goes, its rows of K.
+                // The next block's keys and values are asked into L2 while this block computes, so they
+                // arrive before the next block's first tile reads them: its packed keys, or when the
+                // panel packs as it goes, its rows of K. When the panel packs as it goes (a decoding
+                // step, reading K and V from memory), its 6×4 tiles ask for them a line every second
+                // step: bursts between tile calls fill the core's miss buffers and stall it. Other
+                // tiles ask for a share after each of their calls.
                 int nextN = kb + 1 < blockEnd ? Math.Min(p.BlockSize, p.KeySeq - j0 - p.BlockSize) : 0;
                 ref float nextK = ref nextN <= 0 ? ref kt
                     : ref packAsItGoes ? ref Unsafe.Add(ref MemoryMarshal.GetReference(p.K.Data.Span), (nint)p.K.RowOffset(b, kvh, j0 + p.BlockSize))
@@ -105,9 +108,10 @@ internal static class PanelKernel<TL, TV>
                     keys.PackBlock(p, b, kvh, kb, fromMemory: true);
                 }
 
+                var aheadK = new Ahead(ref nextK, linesK, packAsItGoes && wide);
+                var aheadV = new Ahead(ref nextV, linesV, packAsItGoes && wide);
                 int quotaK = 1 + (linesK / Math.Max(1, tiles.Length * ((bp + chunk - 1) / chunk)));
                 int quotaV = 1 + (linesV / Math.Max(1, tiles.Length * ((dv + chunk - 1) / chunk)));
-                int fetchedK = 0, fetchedV = 0;
 
                 // 1. S for every tile, one chunk of key columns at a time: the chunk's packed keys stay
                 // in L1 while each tile reads them. Keys [KeyLo, KeyHi) of a tile are visible to some
@@ -121,12 +125,14 @@ internal static class PanelKernel<TL, TV>
                         int lo = Math.Max(t.ColumnLo, c0), hi = Math.Min(t.ColumnHi, c0 + chunk);
                         if (lo < hi)
                         {
-                            Scores(p, ref Unsafe.Add(ref q, t.Row * qStride), qStride, ref kt, keys.RowStride, ref ws.S[t.Row * bp], t.Rows, depth, bp, lo, hi);
+                            Scores(p, ref Unsafe.Add(ref q, t.Row * qStride), qStride, ref kt, keys.RowStride, ref ws.S[t.Row * bp], t.Rows, depth, bp, lo, hi, ref aheadK);
                         }
 
-                        PrefetchLines(ref nextK, linesK, ref fetchedK, quotaK);
+                        aheadK.AskAfterCall(quotaK, t.Rows);
                     }
                 }
+
+                aheadK.AskRest();
 
                 // 2. logits, mask and m per row. A row that sees every column of its tile and has no
                 // modifier but the scale is scaled and maximized in one pass.
@@ -175,10 +181,12 @@ internal static class PanelKernel<TL, TV>
                 {
                     foreach (var t in tiles)
                     {
-                        WeightedValues(ws, slot, t, bp, ref v, ldv, c0, Math.Min(dv, c0 + chunk));
-                        PrefetchLines(ref nextV, linesV, ref fetchedV, quotaV);
+                        WeightedValues(ws, slot, t, bp, ref v, ldv, c0, Math.Min(dv, c0 + chunk), ref aheadV);
+                        aheadV.AskAfterCall(quotaV, t.Rows);
                     }
                 }
+
+                aheadV.AskRest();
             }
 
             ws.Nodes[nodes++] = new TreeNode(0, kb);
@@ -219,22 +227,63 @@ internal static class PanelKernel<TL, TV>
     }
 
     /// <summary>
-    /// Asks for the next <paramref name="count"/> of the <paramref name="lines"/> 64-byte lines from
-    /// <paramref name="start"/> to be brought into L2, from line <paramref name="fetched"/> on. A hint
-    /// only: it never faults and changes no value (a stale address after the GC moves the array
-    /// costs a useless fetch, nothing else).
+    /// The 64-byte lines of the next block still to ask into L2: <c>left</c> of them from
+    /// <c>at</c> on. A hint only: it never faults and changes no value (a stale address after
+    /// the GC moves the array costs a useless fetch, nothing else).
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe void PrefetchLines(ref float start, int lines, ref int fetched, int count)
+    private unsafe struct Ahead(ref float start, int lines, bool inTiles)
     {
-        if (!Sse.IsSupported)
+        private nint at = (nint)Unsafe.AsPointer(ref start);
+        private int left = lines;
+
+        /// <summary>
+        /// Hands the next <paramref name="steps"/> / 2 lines to a 6×4 tile that asks for them itself
+        /// (see <see cref="TileKernels{TL, TV}.Score6x4"/>): their start, or 0 when none are left or
+        /// the tiles do not ask.
+        /// </summary>
+        public nint ForTile(int steps)
         {
-            return;
+            if (!inTiles || left <= 0)
+            {
+                return 0;
+            }
+
+            nint start = at;
+            at += steps * TileKernels<TL, TV>.AheadBytesPerStep;
+            left -= (steps * TileKernels<TL, TV>.AheadBytesPerStep) / 64;
+            return start;
         }
 
-        for (int end = Math.Min(lines, fetched + count); fetched < end; fetched++)
+        /// <summary>After a call of a tile of <paramref name="rows"/> rows: the next <paramref name="count"/> lines, unless the tile asked for its own.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void AskAfterCall(int count, int rows)
         {
-            Sse.Prefetch1(Unsafe.AsPointer(ref Unsafe.Add(ref start, fetched * 16)));
+            if (!inTiles || rows != PanelKernelShape.WideTileRows)
+            {
+                Ask(count);
+            }
+        }
+
+        /// <summary>Every line not asked for yet.</summary>
+        public void AskRest() => Ask(left);
+
+        private void Ask(int count)
+        {
+            if (!Sse.IsSupported)
+            {
+                return;
+            }
+
+            // Locals, not the fields: the loop then carries no dependency through memory.
+            nint line = at;
+            int asked = Math.Max(0, Math.Min(left, count));
+            for (int i = 0; i < asked; i++)
+            {
+                Sse.Prefetch1((void*)(line + (i * 64)));
+            }
+
+            at = line + (asked * 64);
+            left -= asked;
         }
     }
 
@@ -265,7 +314,8 @@ internal static class PanelKernel<TL, TV>
         var (keyLo, keyHi) = TileKeys(ws, r0, mr, n);
         cLo = keyLo & ~15;
         cHi = (keyHi + 15) & ~15;
-        Scores(p, ref Unsafe.Add(ref q, r0 * qStride), qStride, ref keys.Data[keys.Offset(kb)], keys.RowStride, ref ws.S[0], mr, keys.Depth, bp, cLo, cHi);
+        var none = new Ahead(ref q, 0, false);
+        Scores(p, ref Unsafe.Add(ref q, r0 * qStride), qStride, ref keys.Data[keys.Offset(kb)], keys.RowStride, ref ws.S[0], mr, keys.Depth, bp, cLo, cHi, ref none);
         for (int r = 0; r < mr; r++)
         {
             int row = r0 + r;
@@ -435,11 +485,11 @@ internal static class PanelKernel<TL, TV>
     }
 
     /// <summary>Raw scores of <paramref name="mr"/> query rows against the block's key columns [cLo, cHi): row r's land in <c>s[r·bp + c]</c>.</summary>
-    private static void Scores(AttentionProblem p, ref float q, nint qStride, ref float kt, int ldk, ref float s, int mr, int depth, int bp, int cLo, int cHi)
+    private static void Scores(AttentionProblem p, ref float q, nint qStride, ref float kt, int ldk, ref float s, int mr, int depth, int bp, int cLo, int cHi, ref Ahead ahead)
     {
         if (p.Options.Score == ScoreFunction.Gaussian)
         {
-            Scores<DistanceStep>(ref q, qStride, ref kt, ldk, ref s, mr, depth, bp, cLo, cHi);
+            Scores<DistanceStep>(ref q, qStride, ref kt, ldk, ref s, mr, depth, bp, cLo, cHi, ref ahead);
         }
         else if (p.Options.Score == ScoreFunction.Additive)
         {
@@ -455,11 +505,11 @@ internal static class PanelKernel<TL, TV>
         }
         else
         {
-            Scores<DotStep>(ref q, qStride, ref kt, ldk, ref s, mr, depth, bp, cLo, cHi);
+            Scores<DotStep>(ref q, qStride, ref kt, ldk, ref s, mr, depth, bp, cLo, cHi, ref ahead);
         }
     }
 
-    private static void Scores<TS>(ref float q, nint qStride, ref float kt, int ldk, ref float s, int mr, int depth, int bp, int cLo, int cHi)
+    private static void Scores<TS>(ref float q, nint qStride, ref float kt, int ldk, ref float s, int mr, int depth, int bp, int cLo, int cHi, ref Ahead ahead)
         where TS : struct
     {
         int w = TL.Count;
@@ -489,7 +539,15 @@ internal static class PanelKernel<TL, TV>
             int c = cLo;
             for (; c + (4 * w) <= cHi; c += 4 * w)
             {
-                TileKernels<TL, TV>.Score6x4<TS>(ref qr, qStride, depth, ref Unsafe.Add(ref kt, c), ldk, ref Unsafe.Add(ref sr, c), bp);
+                nint from = ahead.ForTile(depth);
+                if (from == 0)
+                {
+                    TileKernels<TL, TV>.Score6x4<TS, NoLinesAhead>(ref qr, qStride, depth, ref Unsafe.Add(ref kt, c), ldk, ref Unsafe.Add(ref sr, c), bp, 0);
+                }
+                else
+                {
+                    TileKernels<TL, TV>.Score6x4<TS, LinesAhead>(ref qr, qStride, depth, ref Unsafe.Add(ref kt, c), ldk, ref Unsafe.Add(ref sr, c), bp, from);
+                }
             }
 
             // The last 1–3 key vectors: rows [0, 4) and [2, 6) of the tile as two 4-row tiles (rows 2
@@ -535,7 +593,7 @@ internal static class PanelKernel<TL, TV>
     /// O[tile rows, c0..c1) = Σ_{KeyLo ≤ j &lt; KeyHi} P[row, j]·V[j, c0..c1) (keys outside have P = 0
     /// for every row of the tile).
     /// </summary>
-    private static void WeightedValues(Workspace ws, int slot, PanelTile t, int bp, ref float v, int ldv, int c0, int c1)
+    private static void WeightedValues(Workspace ws, int slot, PanelTile t, int bp, ref float v, int ldv, int c0, int c1, ref Ahead ahead)
     {
         int w = TL.Count;
         int mr = t.Rows, keyLo = t.KeyLo;
@@ -566,7 +624,15 @@ internal static class PanelKernel<TL, TV>
             int c = c0;
             for (; c + (4 * w) <= c1; c += 4 * w)
             {
-                TileKernels<TL, TV>.Pv6x4(ref pr, bp, n, ref Unsafe.Add(ref vFirst, c), ldv, ref Unsafe.Add(ref or, c), oStride);
+                nint from = ahead.ForTile(n);
+                if (from == 0)
+                {
+                    TileKernels<TL, TV>.Pv6x4<NoLinesAhead>(ref pr, bp, n, ref Unsafe.Add(ref vFirst, c), ldv, ref Unsafe.Add(ref or, c), oStride, 0);
+                }
+                else
+                {
+                    TileKernels<TL, TV>.Pv6x4<LinesAhead>(ref pr, bp, n, ref Unsafe.Add(ref vFirst, c), ldv, ref Unsafe.Add(ref or, c), oStride, from);
+                }
             }
 
             // Two more value vectors: rows [0, 4) and [2, 6) as two 4-row tiles (rows 2 and 3 twice, to the same bits).

@@ -10,6 +10,12 @@ internal readonly struct DotStep;
 /// <summary>Marks the squared-distance inner step <c>acc += (q − k)²</c>.</summary>
 internal readonly struct DistanceStep;
 
+/// <summary>Marks a 6×4 tile that asks no lines ahead (the code is that of a tile without the option).</summary>
+internal readonly struct NoLinesAhead;
+
+/// <summary>Marks a 6×4 tile that asks a line ahead into L2 every second step.</summary>
+internal readonly struct LinesAhead;
+
 /// <summary>
 /// Register-blocked tile kernels for one SIMD width (W = TL.Count lanes).
 /// <code>
@@ -147,13 +153,31 @@ internal static class TileKernels<TL, TV>
         Store2(ref s, 7 * sStride, w, a70, a71);
     }
 
+    /// <summary>Bytes the 6×4 tiles' look-ahead advances per step: one 64-byte line every second step.</summary>
+    public const int AheadBytesPerStep = 32;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void AskLine<TA>(nint at)
+        where TA : struct
+    {
+        // Folded when the JIT specialises TA: with NoLinesAhead the loop holds no trace of it.
+        if (typeof(TA) == typeof(LinesAhead) && System.Runtime.Intrinsics.X86.Sse.IsSupported)
+        {
+            System.Runtime.Intrinsics.X86.Sse.Prefetch1((void*)at);
+        }
+    }
+
     /// <summary>
     /// S[0..6, 0..4W) for six query rows and 4W keys: 24 accumulators, 4 key vectors and one broadcast
     /// live (29 of 32 vector registers); 10 loads per 24 FMAs against the 8×2 tile's 10 per 16.
+    /// With <typeparamref name="TA"/> <see cref="LinesAhead"/> it also asks depth / 2 lines from
+    /// <paramref name="ahead"/> on into L2, spread over its steps (a hint: it never faults and changes
+    /// no value).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Score6x4<TS>(ref float q, nint qStride, int depth, ref float kt, nint ktStride, ref float s, nint sStride)
+    public static void Score6x4<TS, TA>(ref float q, nint qStride, int depth, ref float kt, nint ktStride, ref float s, nint sStride, nint ahead)
         where TS : struct
+        where TA : struct
     {
         nint w = TL.Count;
         ref float q1 = ref Unsafe.Add(ref q, qStride);
@@ -167,9 +191,12 @@ internal static class TileKernels<TL, TV>
         TV a30 = default, a31 = default, a32 = default, a33 = default;
         TV a40 = default, a41 = default, a42 = default, a43 = default;
         TV a50 = default, a51 = default, a52 = default, a53 = default;
+        nint line = ahead;
         ref float kr = ref kt;
         for (nint k = 0; k < depth; k++)
         {
+            AskLine<TA>(line);
+            line += AheadBytesPerStep;
             var k0 = TL.Load(ref kr, 0);
             var k1 = TL.Load(ref kr, w);
             var k2 = TL.Load(ref kr, 2 * w);
@@ -407,9 +434,14 @@ internal static class TileKernels<TL, TV>
         Store2(ref o, 7 * oStride, w, a70, a71);
     }
 
-    /// <summary>O[0..6, 0..4W) = Σ_{j &lt; n} P[0..6, j] · V[j, 0..4W): 24 accumulators, 10 loads per 24 FMAs.</summary>
+    /// <summary>
+    /// O[0..6, 0..4W) = Σ_{j &lt; n} P[0..6, j] · V[j, 0..4W): 24 accumulators, 10 loads per 24 FMAs.
+    /// With <typeparamref name="TA"/> <see cref="LinesAhead"/> it also asks n / 2 lines from
+    /// <paramref name="ahead"/> on into L2, as <see cref="Score6x4"/>.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Pv6x4(ref float p, nint pStride, int n, ref float v, nint vStride, ref float o, nint oStride)
+    public static void Pv6x4<TA>(ref float p, nint pStride, int n, ref float v, nint vStride, ref float o, nint oStride, nint ahead)
+        where TA : struct
     {
         nint w = TL.Count;
         ref float p1 = ref Unsafe.Add(ref p, pStride);
@@ -423,9 +455,12 @@ internal static class TileKernels<TL, TV>
         TV a30 = default, a31 = default, a32 = default, a33 = default;
         TV a40 = default, a41 = default, a42 = default, a43 = default;
         TV a50 = default, a51 = default, a52 = default, a53 = default;
+        nint line = ahead;
         ref float vr = ref v;
         for (nint j = 0; j < n; j++)
         {
+            AskLine<TA>(line);
+            line += AheadBytesPerStep;
             var v0 = TL.Load(ref vr, 0);
             var v1 = TL.Load(ref vr, w);
             var v2 = TL.Load(ref vr, 2 * w);
