@@ -25,7 +25,7 @@ public static class Cli
         InspectCommand.Create(stdout, stderr),
         PlotCommand.Create(stdout, stderr),
         MhaCommand.Create(stdout, stderr),
-        BenchCommand.Create(),
+        BenchCommand.Create(stdout, stderr),
         CompareCommand.Create(stdout, stderr),
         Commands.Cluster.NodeCommand.Create(stderr),
         Commands.Cluster.ClusterCommand.Create(stdout, stderr),

@@ -8,8 +8,19 @@ public sealed class DecodeBenchTests
     [Fact]
     public async Task A_small_decoding_bench_checks_and_times_every_configuration()
     {
-        var (code, _, _) = await Run("bench", "--decode", "--seq", "1000", "--dim", "16", "--heads", "4", "--kv-heads", "2", "--query-rows", "1", "3", "--threads", "1", "2", "--repeat", "1", "--block", "64");
-        Assert.Equal(0, code);
+        var (code, stdout, stderr) = await Run("bench", "--decode", "--seq", "1000", "--dim", "16", "--heads", "4", "--kv-heads", "2", "--query-rows", "1", "3", "--threads", "1", "2", "--repeat", "1", "--block", "64");
+        Assert.True(code == 0, $"exit {code}: {stderr}");
+        Assert.Contains(" cores, ", stdout, StringComparison.Ordinal);
+        var header = stdout.Split('\n').First(line => line.StartsWith("| Nq ", StringComparison.Ordinal)).Split('|', StringSplitOptions.TrimEntries)[1..^1];
+        var rows = stdout.Split('\n').Where(line => line.Length > 2 && char.IsDigit(line[2])).Select(line => line.Split('|', StringSplitOptions.TrimEntries)[1..^1]).ToList();
+        Assert.Equal(4, rows.Count);
+        int ofPeak = Array.IndexOf(header, "of peak");
+        Assert.True(ofPeak > Array.IndexOf(header, "GFLOP/s"), $"no 'of peak' column after GFLOP/s in: {string.Join(" | ", header)}");
+        Assert.All(rows, row =>
+        {
+            Assert.Equal(header.Length, row.Length);
+            Assert.EndsWith("%", row[ofPeak], StringComparison.Ordinal);
+        });
     }
 
     [Theory]
@@ -19,7 +30,11 @@ public sealed class DecodeBenchTests
     [InlineData("--threads", "0")]
     public async Task Bad_decoding_shapes_exit_2(params string[] args)
     {
-        var (code, _, _) = await Run(["bench", "--decode", "--seq", "1000", "--dim", "16", "--heads", "4", "--kv-heads", "2", .. args]);
+        // The case's options replace the small shape's, so the refusal is the bench's own check, not a repeated option.
+        string[] shape = ["--seq", "1000", "--dim", "16", "--heads", "4", "--kv-heads", "2"];
+        var kept = shape.Chunk(2).Where(pair => !args.Contains(pair[0])).SelectMany(pair => pair);
+        var (code, _, stderr) = await Run(["bench", "--decode", .. kept, .. args]);
         Assert.Equal(2, code);
+        Assert.Contains($"bench: {args[0]} {args[1]}", stderr, StringComparison.Ordinal);
     }
 }

@@ -19,7 +19,7 @@ internal static class BenchCommand
 
     private static readonly int[] DefaultDims = [64, 128];
 
-    public static Command Create()
+    public static Command Create(TextWriter stdout, TextWriter stderr)
     {
         var seqs = new Option<int[]>("--seq") { Description = "Sequence lengths N (Nq = Nk; with --decode, Nk) [1024 4096 16384; 65536 with --decode]", AllowMultipleArgumentsPerToken = true };
         var dims = new Option<int[]>("--dim") { Description = "Head dims d [64 128; 128 with --decode]", AllowMultipleArgumentsPerToken = true };
@@ -48,7 +48,7 @@ internal static class BenchCommand
             ? ProjectionBench.Run(Given(r.GetValue(seqs), [8192]), Given(r.GetValue(dims), [1024]), r.GetValue(threads)!, Math.Max(1, r.GetValue(repeat)))
             : r.GetValue(decode)
             ? DecodeBench.Run(
-                r.GetValue(queryRows)!, Given(r.GetValue(seqs), [65536]), Given(r.GetValue(dims), [128]), r.GetValue(heads) ?? 32, r.GetValue(kvHeads) ?? 8, r.GetValue(threads)!,
+                stdout, stderr, r.GetValue(queryRows)!, Given(r.GetValue(seqs), [65536]), Given(r.GetValue(dims), [128]), r.GetValue(heads) ?? 32, r.GetValue(kvHeads) ?? 8, r.GetValue(threads)!,
                 Math.Max(1, r.GetValue(repeat)), r.GetValue(block), r.GetValue(checkRows), r.GetValue(path))
             : r.GetValue(pipeline)
             ? await PipelineBench.RunAsync(Given(r.GetValue(seqs), DefaultSeqs), Given(r.GetValue(dims), DefaultDims), r.GetValue(heads) ?? DefaultHeads, r.GetValue(workers), Math.Max(1, r.GetValue(repeat)), r.GetValue(causal), r.GetValue(block), r.GetValue(maxShardBytes))
