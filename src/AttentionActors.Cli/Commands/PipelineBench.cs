@@ -82,14 +82,25 @@ internal static class PipelineBench
     }
 
     internal static AttentionTensor Random(string name, int seed, int heads, int n, int d)
+        => Fill(AttentionTensor.FromArray(name, new float[heads * n * d], 1, heads, n, d), seed);
+
+    /// <summary>
+    /// As <see cref="Random(string, int, int, int, int)"/>, in a tensor allocated by
+    /// <see cref="AttentionTensor.Zeros"/>: large ones on 2 MiB pages where Linux offers them, as a
+    /// key/value cache kept across decoding steps should be.
+    /// </summary>
+    internal static AttentionTensor RandomOnHugePages(string name, int seed, int heads, int n, int d)
+        => Fill(AttentionTensor.Zeros(name, 1, heads, n, d), seed);
+
+    private static AttentionTensor Fill(AttentionTensor tensor, int seed)
     {
         var rng = new Random(seed);
-        var data = new float[heads * n * d];
+        var data = tensor.Data.Span;
         for (int i = 0; i < data.Length; i++)
         {
             data[i] = (float)(rng.NextDouble() * 2 - 1) * 1.7f;
         }
 
-        return AttentionTensor.FromArray(name, data, 1, heads, n, d);
+        return tensor;
     }
 }
