@@ -102,7 +102,7 @@ public static partial class Attention
             long slots = nodes[u / unitsPerBatch].Length;
             if (slots * unitRows * width > Array.MaxLength)
             {
-                throw new InvalidOperationException($"split-KV: {slots} key chunks × {unitRows} query rows × {width} partial values do not fit one array; use a larger --block");
+                throw new InvalidOperationException($"split-KV: {slots} key chunks × {unitRows} query rows × {width} partial values do not fit one array; use larger key blocks (AttentionOptions.BlockSize, --block)");
             }
 
             if (bankSlots.Count == 0 || (bankSlots[^1] > 0 && (bankSlots[^1] + slots) * unitRows * width > PartialBankValues))
