@@ -24,7 +24,7 @@ internal static class BenchCommand
         var seqs = new Option<int[]>("--seq") { Description = "Sequence lengths N (Nq = Nk; with --decode, Nk) [1024 4096 16384; 65536 with --decode]", AllowMultipleArgumentsPerToken = true };
         var dims = new Option<int[]>("--dim") { Description = "Head dims d [64 128; 128 with --decode]", AllowMultipleArgumentsPerToken = true };
         var heads = new Option<int?>("--heads") { Description = "Query heads H [8; 32 with --decode]" };
-        var decode = new Option<bool>("--decode") { Description = "Time decoding steps instead: --query-rows rows per head against Nk cached keys, reported as K/V GB/s against the measured memory bandwidth" };
+        var decode = new Option<bool>("--decode") { Description = "Time decoding steps instead: --query-rows rows per head against Nk cached keys (K and V on 2 MiB pages where Linux offers them), reported as K/V GB/s against the measured memory bandwidth and as GFLOP/s against the FMA peak" };
         var queryRows = new Option<int[]>("--query-rows") { Description = "With --decode: query rows Nq per head", DefaultValueFactory = _ => [1, 16], AllowMultipleArgumentsPerToken = true };
         var projection = new Option<bool>("--projection") { Description = "Time the layer's linear maps y = x·Wᵀ instead, x [--seq, --dim] and W [--dim, --dim], beside NumPy's x @ W.T (OpenBLAS) on the same threads [N 8192, E 1024]" };
         var kvHeads = new Option<int?>("--kv-heads") { Description = "With --decode: key/value heads (H/H_kv query heads share each) [8]" };
