@@ -61,10 +61,23 @@ internal static class RunJob
             // ready), and are stopped again if any of that fails.
             if (!request.DryRun && ReferenceEquals(stderr, Console.Error))
             {
-                consoleLogging = Task.Run<ILoggerFactory>(() => LoggerFactory.Create(b => b
-                    .SetMinimumLevel(request.Quiet ? LogLevel.Error : LogLevel.Warning)
-                    .AddSimpleConsole(c => c.SingleLine = true)
-                    .AddFilter((_, _, level) => level >= LogLevel.Warning)));
+                consoleLogging = Task.Run<ILoggerFactory>(() =>
+                {
+                    var factory = LoggerFactory.Create(b => b
+                        .SetMinimumLevel(request.Quiet ? LogLevel.Error : LogLevel.Warning)
+                        .AddSimpleConsole(c => c.SingleLine = true)
+                        .AddFilter((_, _, level) => level >= LogLevel.Warning));
+                    if (!request.SingleNode)
+                    {
+                        // Stopping an actor system cancels Akka's scheduler timer, and .NET gives that
+                        // cancellation a stack trace with file information: the first one loads and
+                        // compiles the symbol reader (21-25 ms in a small program). Done here, beside
+                        // the actor system's start, it is off the end of the run.
+                        _ = new System.Diagnostics.StackTrace(fNeedFileInfo: true);
+                    }
+
+                    return factory;
+                });
             }
 
             var loggers = consoleLogging is null ? null : new PendingLoggerFactory(consoleLogging);
