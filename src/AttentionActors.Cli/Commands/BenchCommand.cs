@@ -43,17 +43,17 @@ internal static class BenchCommand
             seqs, dims, heads, threads, repeat, causal, block, checkRows, path, pipeline, cluster, workers, maxShardBytes, decode, queryRows, kvHeads, projection,
         };
         command.SetAction(async (r, ct) => r.GetValue(cluster)
-            ? await Cluster.ClusterBench.RunAsync(Given(r.GetValue(seqs), [16384])[0], Given(r.GetValue(dims), [64])[0], r.GetValue(heads) ?? DefaultHeads, r.GetValue(workers), Math.Max(1, r.GetValue(repeat)), r.GetValue(causal), r.GetValue(maxShardBytes), ct)
+            ? await Cluster.ClusterBench.RunAsync(stdout, stderr, Given(r.GetValue(seqs), [16384])[0], Given(r.GetValue(dims), [64])[0], r.GetValue(heads) ?? DefaultHeads, r.GetValue(workers), Math.Max(1, r.GetValue(repeat)), r.GetValue(causal), r.GetValue(maxShardBytes), ct)
             : r.GetValue(projection)
-            ? ProjectionBench.Run(Given(r.GetValue(seqs), [8192]), Given(r.GetValue(dims), [1024]), r.GetValue(threads)!, Math.Max(1, r.GetValue(repeat)))
+            ? ProjectionBench.Run(stdout, stderr, Given(r.GetValue(seqs), [8192]), Given(r.GetValue(dims), [1024]), r.GetValue(threads)!, Math.Max(1, r.GetValue(repeat)))
             : r.GetValue(decode)
             ? DecodeBench.Run(
                 stdout, stderr, r.GetValue(queryRows)!, Given(r.GetValue(seqs), [65536]), Given(r.GetValue(dims), [128]), r.GetValue(heads) ?? 32, r.GetValue(kvHeads) ?? 8, r.GetValue(threads)!,
                 Math.Max(1, r.GetValue(repeat)), r.GetValue(block), r.GetValue(checkRows), r.GetValue(path))
             : r.GetValue(pipeline)
-            ? await PipelineBench.RunAsync(Given(r.GetValue(seqs), DefaultSeqs), Given(r.GetValue(dims), DefaultDims), r.GetValue(heads) ?? DefaultHeads, r.GetValue(workers), Math.Max(1, r.GetValue(repeat)), r.GetValue(causal), r.GetValue(block), r.GetValue(maxShardBytes))
+            ? await PipelineBench.RunAsync(stdout, stderr, Given(r.GetValue(seqs), DefaultSeqs), Given(r.GetValue(dims), DefaultDims), r.GetValue(heads) ?? DefaultHeads, r.GetValue(workers), Math.Max(1, r.GetValue(repeat)), r.GetValue(causal), r.GetValue(block), r.GetValue(maxShardBytes))
             : Run(
-                Given(r.GetValue(seqs), DefaultSeqs), Given(r.GetValue(dims), DefaultDims), r.GetValue(heads) ?? DefaultHeads, r.GetValue(threads)!, Math.Max(1, r.GetValue(repeat)),
+                stdout, stderr, Given(r.GetValue(seqs), DefaultSeqs), Given(r.GetValue(dims), DefaultDims), r.GetValue(heads) ?? DefaultHeads, r.GetValue(threads)!, Math.Max(1, r.GetValue(repeat)),
                 r.GetValue(causal), r.GetValue(block), r.GetValue(checkRows), r.GetValue(path)));
         return command;
     }
@@ -61,12 +61,12 @@ internal static class BenchCommand
     /// <summary>An unset list option reads as empty: its default then depends on the mode.</summary>
     private static int[] Given(int[]? values, int[] otherwise) => values is { Length: > 0 } ? values : otherwise;
 
-    private static int Run(int[] seqs, int[] dims, int heads, int[] threadCounts, int repeat, bool causal, int block, int checkRows, KernelPath path)
+    private static int Run(TextWriter stdout, TextWriter stderr, int[] seqs, int[] dims, int heads, int[] threadCounts, int repeat, bool causal, int block, int checkRows, KernelPath path)
     {
-        Console.WriteLine($"kernel path {Lanes.Resolve(path)}, {MachineInfo.Cpu()}, {Environment.ProcessorCount} cores, block {block}, median of {repeat}; of peak: of the FMA peak measured here on as many threads");
-        Console.WriteLine();
-        Console.WriteLine("| N | d | H | threads | dense s | GFLOP/s | of peak | causal s | causal/dense | peak WS MiB | Q+K+V+O MiB | max err/tol |");
-        Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        stdout.WriteLine($"kernel path {Lanes.Resolve(path)}, {MachineInfo.Cpu()}, {Environment.ProcessorCount} cores, block {block}, median of {repeat}; of peak: of the FMA peak measured here on as many threads");
+        stdout.WriteLine();
+        stdout.WriteLine("| N | d | H | threads | dense s | GFLOP/s | of peak | causal s | causal/dense | peak WS MiB | Q+K+V+O MiB | max err/tol |");
+        stdout.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         bool allPassed = true;
         foreach (int n in seqs)
         {
@@ -92,7 +92,7 @@ internal static class BenchCommand
                     double ioMiB = 4.0 * q.Length * 4 / (1 << 20);
                     using var self = Process.GetCurrentProcess();
                     self.Refresh();
-                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
                         $"| {n} | {d} | {heads} | {t} | {denseTime:F3} | {gflops:F1} | {gflops / MachineInfo.FmaPeakGflops(t):P0} | {(causal ? causalTime.ToString("F3", CultureInfo.InvariantCulture) : "–")} | {(causal ? (causalTime / denseTime).ToString("F2", CultureInfo.InvariantCulture) : "–")} | {self.PeakWorkingSet64 / (1 << 20)} | {ioMiB:F0} | {worst:F3} |"));
                 }
             }
@@ -100,7 +100,7 @@ internal static class BenchCommand
 
         if (!allPassed)
         {
-            Console.Error.WriteLine("bench: a configuration fell outside the accuracy contract (max err/tol > 1)");
+            stderr.WriteLine("bench: a configuration fell outside the accuracy contract (max err/tol > 1)");
             return 1;
         }
 

@@ -14,12 +14,12 @@ namespace AttentionActors.Cli.Commands;
 /// </summary>
 internal static class PipelineBench
 {
-    public static async Task<int> RunAsync(int[] seqs, int[] dims, int heads, int workers, int repeat, bool causal, int block, long maxShardBytes)
+    public static async Task<int> RunAsync(TextWriter stdout, TextWriter stderr, int[] seqs, int[] dims, int heads, int workers, int repeat, bool causal, int block, long maxShardBytes)
     {
-        Console.WriteLine($"{Environment.ProcessorCount} cores, {workers} workers vs {workers} threads, block {block}, shard budget {maxShardBytes >> 10} KiB, {repeat} alternating runs each");
-        Console.WriteLine();
-        Console.WriteLine("| N | d | H | mask | shards | single-node GFLOP/s (median) | pipeline GFLOP/s (median) | pipeline/single | bits equal |");
-        Console.WriteLine("|---:|---:|---:|---|---:|---:|---:|---:|---|");
+        stdout.WriteLine($"{Environment.ProcessorCount} cores, {workers} workers vs {workers} threads, block {block}, shard budget {maxShardBytes >> 10} KiB, {repeat} alternating runs each");
+        stdout.WriteLine();
+        stdout.WriteLine("| N | d | H | mask | shards | single-node GFLOP/s (median) | pipeline GFLOP/s (median) | pipeline/single | bits equal |");
+        stdout.WriteLine("|---:|---:|---:|---|---:|---:|---:|---:|---|");
         var cluster = new PipelineOptions { Workers = workers, Plan = new PlanOptions { MaxShardBytes = maxShardBytes } };
         await using var embedded = EmbeddedPipeline.Start(cluster);
         bool allEqual = true;
@@ -56,14 +56,14 @@ internal static class PipelineBench
                 allEqual &= equal;
                 double s = flops / Median(singleTimes) / 1e9;
                 double p = flops / Median(pipelineTimes) / 1e9;
-                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"| {n} | {d} | {heads} | {(causal ? "causal" : "dense")} | {shards} | {s:F1} | {p:F1} | {p / s:F3} | {(equal ? "yes" : "NO")} |"));
             }
         }
 
         if (!allEqual)
         {
-            Console.Error.WriteLine("bench: the pipeline's output differed from single-node");
+            stderr.WriteLine("bench: the pipeline's output differed from single-node");
             return 1;
         }
 

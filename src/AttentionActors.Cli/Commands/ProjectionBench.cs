@@ -29,7 +29,7 @@ internal static class ProjectionBench
         print(sorted(times)[len(times) // 2])
         """;
 
-    public static int Run(int[] rowCounts, int[] dims, int[] threadCounts, int repeat)
+    public static int Run(TextWriter stdout, TextWriter stderr, int[] rowCounts, int[] dims, int[] threadCounts, int repeat)
     {
         string? wrong = rowCounts.Any(n => n <= 0) ? $"--seq {string.Join(' ', rowCounts)}: every row count must be positive"
             : dims.Any(e => e <= 0) ? $"--dim {string.Join(' ', dims)}: every width must be positive"
@@ -37,16 +37,16 @@ internal static class ProjectionBench
             : null;
         if (wrong is not null)
         {
-            Console.Error.WriteLine($"bench: {wrong}");
+            stderr.WriteLine($"bench: {wrong}");
             return 2;
         }
 
         bool peer = PeerAvailable();
         int rounds = Math.Max(repeat, 3);
-        Console.WriteLine($"projection y = x·Wᵀ, {MachineInfo.Cpu()}, {Environment.ProcessorCount} cores; median of {rounds} alternating rounds{(peer ? "; NumPy (OpenBLAS SGEMM, OPENBLAS_CORETYPE unset) beside it" : $"; NumPy not found ({Python} with numpy): no peer column")}");
-        Console.WriteLine();
-        Console.WriteLine("| N | E | threads | s | GFLOP/s | of FMA peak | NumPy s | NumPy GFLOP/s | ours / NumPy | max err/tol |");
-        Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        stdout.WriteLine($"projection y = x·Wᵀ, {MachineInfo.Cpu()}, {Environment.ProcessorCount} cores; median of {rounds} alternating rounds{(peer ? "; NumPy (OpenBLAS SGEMM, OPENBLAS_CORETYPE unset) beside it" : $"; NumPy not found ({Python} with numpy): no peer column")}");
+        stdout.WriteLine();
+        stdout.WriteLine("| N | E | threads | s | GFLOP/s | of FMA peak | NumPy s | NumPy GFLOP/s | ours / NumPy | max err/tol |");
+        stdout.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         bool allPassed = true;
         foreach (int n in rowCounts)
         {
@@ -76,7 +76,7 @@ internal static class ProjectionBench
                     string peerColumns = peer
                         ? string.Create(CultureInfo.InvariantCulture, $"{PipelineBench.Median(theirs):F4} | {flops / PipelineBench.Median(theirs) / 1e9:F1} | {PipelineBench.Median(ratios):F2}")
                         : "– | – | –";
-                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
                         $"| {n} | {e} | {t} | {s:F4} | {flops / s / 1e9:F1} | {flops / s / 1e9 / MachineInfo.FmaPeakGflops(t):P0} | {peerColumns} | {err:F3} |"));
                 }
             }
@@ -84,7 +84,7 @@ internal static class ProjectionBench
 
         if (!allPassed)
         {
-            Console.Error.WriteLine("bench: a projection fell outside its error bound (max err/tol > 1)");
+            stderr.WriteLine("bench: a projection fell outside its error bound (max err/tol > 1)");
             return 1;
         }
 

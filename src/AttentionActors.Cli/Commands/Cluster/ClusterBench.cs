@@ -23,7 +23,7 @@ internal static class ClusterBench
     private const int ProbeBytes = 8 << 20;
     private const int Formations = 5;
 
-    public static async Task<int> RunAsync(int n, int d, int heads, int workers, int repeat, bool causal, long maxShardBytes, CancellationToken cancellationToken)
+    public static async Task<int> RunAsync(TextWriter stdout, TextWriter stderr, int n, int d, int heads, int workers, int repeat, bool causal, long maxShardBytes, CancellationToken cancellationToken)
     {
         string directory = Directory.CreateTempSubdirectory("attention-bench-").FullName;
         try
@@ -43,8 +43,8 @@ internal static class ClusterBench
             formations.Add(formation.TotalSeconds);
             try
             {
-                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Environment.ProcessorCount} cores; cluster: a coordinator+reducer process and {workers} single-thread worker processes, formed in {PipelineBench.Median(formations):F2} s (launch to every node Up; median of {Formations}, slowest {formations.Max():F2} s)"));
-                return await MeasureAsync(state, n, d, heads, workers, repeat, causal, maxShardBytes, cancellationToken);
+                stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Environment.ProcessorCount} cores; cluster: a coordinator+reducer process and {workers} single-thread worker processes, formed in {PipelineBench.Median(formations):F2} s (launch to every node Up; median of {Formations}, slowest {formations.Max():F2} s)"));
+                return await MeasureAsync(stdout, stderr, state, n, d, heads, workers, repeat, causal, maxShardBytes, cancellationToken);
             }
             finally
             {
@@ -57,7 +57,7 @@ internal static class ClusterBench
         }
     }
 
-    private static async Task<int> MeasureAsync(LocalClusterState state, int n, int d, int heads, int workers, int repeat, bool causal, long maxShardBytes, CancellationToken cancellationToken)
+    private static async Task<int> MeasureAsync(TextWriter stdout, TextWriter stderr, LocalClusterState state, int n, int d, int heads, int workers, int repeat, bool causal, long maxShardBytes, CancellationToken cancellationToken)
     {
         string dir = state.Directory;
         await using var op = OperatorClient.Connect(state.Data, Path.Combine(dir, CertificateAuthority.NodeFile), Path.Combine(dir, CertificateAuthority.CaFile));
@@ -76,7 +76,7 @@ internal static class ClusterBench
             }
         }
 
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"data plane: {ProbeBytes / PipelineBench.Median(probes) / (1 << 30):F2} GiB/s one way for 8 MiB answers (TLS 1.3 handshake, AES-GCM records; median of {probes.Count})"));
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"data plane: {ProbeBytes / PipelineBench.Median(probes) / (1 << 30):F2} GiB/s one way for 8 MiB answers (TLS 1.3 handshake, AES-GCM records; median of {probes.Count})"));
 
         var problem = AttentionProblem.Create(PipelineBench.Random("Q", 1, heads, n, d), PipelineBench.Random("K", 2, heads, n, d), PipelineBench.Random("V", 3, heads, n, d), new AttentionOptions { Causal = causal });
         double flops = problem.Geometry.VisibleFlops();
@@ -98,9 +98,9 @@ internal static class ClusterBench
         long storeBytes = new AttentionActors.Cluster.Node.NodeOptions().BlockStoreBytes;
         long predicted = DryRun.BytesMoved(g, plan, nodes, storeBytes);
         long data = DryRun.DataBytes(g);
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"bytes moved: {measured:N0} measured on the data plane, {predicted:N0} by the dry run ({(measured - predicted) / (double)predicted:+0.0%;-0.0%}); {measured / (double)data:F2}× the {data:N0} bytes of Q, K, V, output and lse"));
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"bytes moved: {measured:N0} measured on the data plane, {predicted:N0} by the dry run ({(measured - predicted) / (double)predicted:+0.0%;-0.0%}); {measured / (double)data:F2}× the {data:N0} bytes of Q, K, V, output and lse"));
         var nodeIn = DryRun.NodeBytesIn(g, plan, nodes, storeBytes);
-        Console.WriteLine("  fetched by each worker node, measured / dry run: " + string.Join(", ", workerCards.Select((m, i) => string.Create(CultureInfo.InvariantCulture, $"{((m.Card?.BytesIn ?? 0) - before.GetValueOrDefault(m.Address)) / 1e6:F0} / {nodeIn[i] / 1e6:F0} MB"))));
+        stdout.WriteLine("  fetched by each worker node, measured / dry run: " + string.Join(", ", workerCards.Select((m, i) => string.Create(CultureInfo.InvariantCulture, $"{((m.Card?.BytesIn ?? 0) - before.GetValueOrDefault(m.Address)) / 1e6:F0} / {nodeIn[i] / 1e6:F0} MB"))));
         var embeddedTimes = new List<double>();
         var clusterTimes = new List<double>();
         for (int r = 0; r < repeat; r++)
@@ -115,12 +115,12 @@ internal static class ClusterBench
 
         double e = flops / PipelineBench.Median(embeddedTimes) / 1e9;
         double c = flops / PipelineBench.Median(clusterTimes) / 1e9;
-        Console.WriteLine();
-        Console.WriteLine("| N | d | H | mask | cluster shards | embedded GFLOP/s (median) | cluster GFLOP/s (median) | cluster/embedded | bits equal |");
-        Console.WriteLine("|---:|---:|---:|---|---:|---:|---:|---:|---|");
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+        stdout.WriteLine();
+        stdout.WriteLine("| N | d | H | mask | cluster shards | embedded GFLOP/s (median) | cluster GFLOP/s (median) | cluster/embedded | bits equal |");
+        stdout.WriteLine("|---:|---:|---:|---|---:|---:|---:|---:|---|");
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"| {n} | {d} | {heads} | {(causal ? "causal" : "dense")} | {shards.Total} | {e:F1} | {c:F1} | {c / e:F3} | {(equal ? "yes" : "NO")} |"));
-        Console.WriteLine();
+        stdout.WriteLine();
 
         // A worker killed while it computes a shard: when its attempt is re-issued, and the job's bits after.
         var killedJob = client.ComputeAsync(problem, null, null, cancellationToken);
@@ -152,22 +152,22 @@ internal static class ClusterBench
             if (reissue is not null && TimeSpan.TryParseExact(reissue[..12], @"hh\:mm\:ss\.fff", CultureInfo.InvariantCulture, out var when))
             {
                 double detect = (when - at.TimeOfDay).TotalSeconds;
-                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"worker killed mid-shard (SIGKILL): its shard re-issued {detect:F2} s later; one shard computes in about {shardSeconds:F2} s on one thread, so it was computed again within {detect + shardSeconds:F2} s; bits after: {(PipelineBench.Same(expected, afterKill) ? "equal" : "DIFFERENT")}"));
             }
             else
             {
-                Console.WriteLine("worker killed mid-shard (SIGKILL): no re-issue was logged (its shard may have been answered before it died); bits after: " + (PipelineBench.Same(expected, afterKill) ? "equal" : "DIFFERENT"));
+                stdout.WriteLine("worker killed mid-shard (SIGKILL): no re-issue was logged (its shard may have been answered before it died); bits after: " + (PipelineBench.Same(expected, afterKill) ? "equal" : "DIFFERENT"));
             }
         }
         else
         {
-            Console.WriteLine("worker kill: skipped (the job ended before the worker held a shard)");
+            stdout.WriteLine("worker kill: skipped (the job ended before the worker held a shard)");
         }
 
         if (!equal)
         {
-            Console.Error.WriteLine("bench: a cluster result differed from the embedded pipeline's");
+            stderr.WriteLine("bench: a cluster result differed from the embedded pipeline's");
             return 1;
         }
 

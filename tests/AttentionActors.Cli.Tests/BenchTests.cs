@@ -1,0 +1,67 @@
+using System.Globalization;
+using static AttentionActors.Cli.Tests.CliRunner;
+
+namespace AttentionActors.Cli.Tests;
+
+/// <summary>`attention bench` (the kernel grid) and `bench --projection`: small configurations, checked and timed, with the table every figure goes in.</summary>
+public sealed class BenchTests
+{
+    [Fact]
+    public async Task A_small_kernel_bench_names_the_cpu_and_gives_each_figure_its_fraction_of_the_peak()
+    {
+        var (code, stdout, stderr) = await Run("bench", "--seq", "256", "--dim", "16", "--heads", "2", "--threads", "1", "2", "--repeat", "1", "--causal");
+        Assert.True(code == 0, $"exit {code}: {stderr}");
+        Assert.Contains(" cores, ", stdout, StringComparison.Ordinal);
+        var (header, rows) = BenchTable.Parse(stdout);
+        Assert.Equal(2, rows.Count);
+        int ofPeak = BenchTable.Column(header, "of peak"), gflops = BenchTable.Column(header, "GFLOP/s"), causal = BenchTable.Column(header, "causal/dense");
+        Assert.All(rows, row =>
+        {
+            Assert.True(double.Parse(row[gflops], CultureInfo.InvariantCulture) > 0, $"GFLOP/s '{row[gflops]}'");
+            Assert.EndsWith("%", row[ofPeak], StringComparison.Ordinal);
+            Assert.True(double.Parse(row[causal], CultureInfo.InvariantCulture) > 0, $"causal/dense '{row[causal]}'");
+        });
+    }
+
+    [Fact]
+    public async Task A_small_projection_bench_puts_numpy_beside_each_figure_when_it_is_there()
+    {
+        var (code, stdout, stderr) = await Run("bench", "--projection", "--seq", "64", "--dim", "32", "--threads", "1", "--repeat", "1");
+        Assert.True(code == 0, $"exit {code}: {stderr}");
+        var (header, rows) = BenchTable.Parse(stdout);
+        var row = Assert.Single(rows);
+        Assert.EndsWith("%", row[BenchTable.Column(header, "of FMA peak")], StringComparison.Ordinal);
+        if (stdout.Contains("NumPy not found", StringComparison.Ordinal))
+        {
+            Assert.DoesNotContain("NumPy GFLOP/s", header);
+        }
+        else
+        {
+            Assert.True(double.Parse(row[BenchTable.Column(header, "NumPy GFLOP/s")], CultureInfo.InvariantCulture) > 0, string.Join(" | ", row));
+            Assert.True(double.Parse(row[BenchTable.Column(header, "ours / NumPy")], CultureInfo.InvariantCulture) > 0, string.Join(" | ", row));
+        }
+    }
+}
+
+/// <summary>The markdown table a bench prints: its header cells and its data rows' cells.</summary>
+internal static class BenchTable
+{
+    public static (string[] Header, List<string[]> Rows) Parse(string stdout)
+    {
+        var lines = stdout.Split('\n').Select(line => line.TrimEnd('\r')).Where(line => line.StartsWith('|')).ToList();
+        Assert.True(lines.Count >= 2, $"no table in:\n{stdout}");
+        var header = Cells(lines[0]);
+        var rows = lines.Skip(2).Select(Cells).ToList();
+        Assert.All(rows, row => Assert.Equal(header.Length, row.Length));
+        return (header, rows);
+    }
+
+    public static int Column(string[] header, string name)
+    {
+        int at = Array.IndexOf(header, name);
+        Assert.True(at >= 0, $"no '{name}' column in: {string.Join(" | ", header)}");
+        return at;
+    }
+
+    private static string[] Cells(string line) => line.Split('|', StringSplitOptions.TrimEntries)[1..^1];
+}
