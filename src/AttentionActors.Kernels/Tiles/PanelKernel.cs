@@ -94,8 +94,8 @@ internal static class PanelKernel<TL, TV>
                 // arrive before the next block's first tile reads them: its packed keys, or when the
                 // panel packs as it goes, its rows of K. When the panel packs as it goes (a decoding
                 // step, reading K and V from memory), its 6×4 tiles ask for them a line every second
-                // step: bursts between tile calls fill the core's miss buffers and stall it. Other
-                // tiles ask for a share after each of their calls.
+                // step: bursts between tile calls fill the core's miss buffers and stall it. Calls
+                // that take no lines that way ask for a share after they return.
                 int nextN = kb + 1 < blockEnd ? Math.Min(p.BlockSize, p.KeySeq - j0 - p.BlockSize) : 0;
                 ref float nextK = ref nextN <= 0 ? ref kt
                     : ref packAsItGoes ? ref Unsafe.Add(ref MemoryMarshal.GetReference(p.K.Data.Span), (nint)p.K.RowOffset(b, kvh, j0 + p.BlockSize))
@@ -128,7 +128,7 @@ internal static class PanelKernel<TL, TV>
                             Scores(p, ref Unsafe.Add(ref q, t.Row * qStride), qStride, ref kt, keys.RowStride, ref ws.S[t.Row * bp], t.Rows, depth, bp, lo, hi, ref aheadK);
                         }
 
-                        aheadK.AskAfterCall(quotaK, t.Rows);
+                        aheadK.AskAfterCall(quotaK);
                     }
                 }
 
@@ -182,7 +182,7 @@ internal static class PanelKernel<TL, TV>
                     foreach (var t in tiles)
                     {
                         WeightedValues(ws, slot, t, bp, ref v, ldv, c0, Math.Min(dv, c0 + chunk), ref aheadV);
-                        aheadV.AskAfterCall(quotaV, t.Rows);
+                        aheadV.AskAfterCall(quotaV);
                     }
                 }
 
@@ -235,6 +235,7 @@ internal static class PanelKernel<TL, TV>
     {
         private nint at = (nint)Unsafe.AsPointer(ref start);
         private int left = lines;
+        private bool tileAsked;
 
         /// <summary>
         /// Hands the next <paramref name="steps"/> / 2 lines to a 6×4 tile that asks for them itself
@@ -251,17 +252,20 @@ internal static class PanelKernel<TL, TV>
             nint start = at;
             at += steps * TileKernels<TL, TV>.AheadBytesPerStep;
             left -= (steps * TileKernels<TL, TV>.AheadBytesPerStep) / 64;
+            tileAsked = true;
             return start;
         }
 
-        /// <summary>After a call of a tile of <paramref name="rows"/> rows: the next <paramref name="count"/> lines, unless the tile asked for its own.</summary>
+        /// <summary>After a tile call: the next <paramref name="count"/> lines, unless the call took lines through <see cref="ForTile"/>.</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public void AskAfterCall(int count, int rows)
+        public void AskAfterCall(int count)
         {
-            if (!inTiles || rows != PanelKernelShape.WideTileRows)
+            if (!tileAsked)
             {
                 Ask(count);
             }
+
+            tileAsked = false;
         }
 
         /// <summary>Every line not asked for yet.</summary>
