@@ -142,16 +142,16 @@ public static partial class Attention
                     return;
                 }
 
-                // When the whole group is one panel, that panel packs each block as it reaches it, so
+                // When the whole group is one panel, that panel packs the keys as it reaches them, so
                 // the chunk's keys stream in from memory while the blocks before them compute.
                 bool onePanel = stack == problem.GroupSize;
-                using var pack = onePanel ? KeyPack.Allocate(problem, first, end) : KeyPack.Create(problem, b, kvh, first, end);
+                using var pack = onePanel ? null : KeyPack.Create(problem, b, kvh, first, end);
                 int firstSlot = slotStart[b][c], count = slotStart[b][c + 1] - firstSlot;
                 for (int h = kvh * problem.GroupSize; h < (kvh + 1) * problem.GroupSize; h += stack)
                 {
                     int u = ((b * heads) + h) / stack;
                     var target = new PartialTarget(m[bankOf[u]], l[bankOf[u]], o[bankOf[u]], unitSlot[u] + firstSlot, unitRows, count);
-                    Dispatch(settings.KernelPath, new CollectPanel(problem, pack, target, b, h, 0, 0, unitRows, first, end, rows, onePanel));
+                    Dispatch(settings.KernelPath, new CollectPanel(problem, pack, target, b, h, 0, 0, unitRows, first, end, rows));
                 }
             }, cancellationToken);
 

@@ -255,7 +255,6 @@ public static partial class Attention
         }
     }
 
-    /// <summary>Computes a panel of a shard and copies its tree nodes into the shard's partial set.</summary>
     /// <summary>
     /// Where a panel's tree nodes land: row r of node n at <c>M[((FirstSlot + n)·Rows) + row]</c> (and
     /// L; o at that index times the partial width), the panel's rows starting at row <c>SetRow</c>.
@@ -265,14 +264,18 @@ public static partial class Attention
         public static PartialTarget Of(PartialSet set) => new(set.M, set.L, set.O, 0, set.Rows, set.Nodes.Length);
     }
 
-    private readonly record struct CollectPanel(AttentionProblem P, KeyPack Keys, PartialTarget Set, int B, int H, int RowStart, int SetRow, int Rows, int First, int End, int HeadRows = 0, bool PackAsItGoes = false) : IPanelJob
+    /// <summary>
+    /// Computes a panel and copies its tree nodes to <see cref="Set"/>; without <see cref="Keys"/> the
+    /// panel packs its keys as it goes (see <see cref="PanelKernel{TL, TV}.Run"/>).
+    /// </summary>
+    private readonly record struct CollectPanel(AttentionProblem P, KeyPack? Keys, PartialTarget Set, int B, int H, int RowStart, int SetRow, int Rows, int First, int End, int HeadRows = 0) : IPanelJob
     {
         public void Run<TL, TV>()
             where TL : ILanes<TV>
             where TV : unmanaged
         {
             var ws = WorkspaceFor(P, First, End);
-            int count = PanelKernel<TL, TV>.Run(P, ws, Keys, B, H, RowStart, Rows, First, End, HeadRows, PackAsItGoes);
+            int count = PanelKernel<TL, TV>.Run(P, ws, Keys, B, H, RowStart, Rows, First, End, HeadRows);
             if (count != Set.Nodes)
             {
                 throw new InvalidOperationException($"panel produced {count} tree nodes where the range decomposes into {Set.Nodes}");

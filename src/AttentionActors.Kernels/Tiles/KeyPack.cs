@@ -123,29 +123,12 @@ internal sealed class KeyPack : IDisposable
     /// <param name="b">Batch.</param>
     /// <param name="kvh">Key head.</param>
     /// <param name="kb">Block.</param>
-    /// <param name="fromMemory">
-    /// The block's keys may not be in L1 yet (a panel packing as it goes asked them into L2 only
-    /// during the block before): each group of 8 keys asks for the keys two groups on into L1
-    /// first, so the transposition does not wait on each line.
-    /// </param>
-    public void PackBlock(AttentionProblem p, int b, int kvh, int kb, bool fromMemory = false)
+    public void PackBlock(AttentionProblem p, int b, int kvh, int kb)
     {
-        int depth = Depth;
-        var kData = p.K.Data.Span;
-        int dk = p.KeyDim;
-        var score = p.Options.Score;
         int j0 = kb * p.BlockSize;
         int n = Math.Min(p.BlockSize, p.KeySeq - j0);
         int bp = (n + 15) & ~15;
-        int ld = RowStride;
-        var kt = Data.AsSpan(Offset(kb), BlockStride);
-
-        // Pooled memory is not zeroed: clear the padding columns n ≤ jj < bp of every feature row
-        // (the tiles read them; the columns from bp to the row stride are never read).
-        for (int k = 0; k < depth && n < bp; k++)
-        {
-            kt.Slice((k * ld) + n, bp - n).Clear();
-        }
+        PackKeys(p, b, kvh, j0, n, bp, Data.AsSpan(Offset(kb), BlockStride), RowStride, fromMemory: false);
 
         // Value rows j < n only: keys past n have P = 0 and are never summed, columns past d_v never read.
         if (HasValues)
@@ -158,21 +141,60 @@ internal sealed class KeyPack : IDisposable
                 vData.Slice(jj * dv, dv).CopyTo(vt.Slice(jj * ValueRowStride, dv));
             }
         }
+    }
+
+    /// <summary>
+    /// Packs columns [c0, c1) of key block <paramref name="kb"/> of (b, kvh) alone, as
+    /// <see cref="PackBlock"/> lays out the whole block but with column c0 at column 0 of
+    /// <paramref name="dst"/> (rows <paramref name="ld"/> apart; columns past the block's last key
+    /// cleared). A panel that is the only reader of a block packs it a chunk at a time, just before
+    /// scoring the chunk, into a buffer that stays in L1.
+    /// </summary>
+    public static void PackColumns(AttentionProblem p, int b, int kvh, int kb, int c0, int c1, Span<float> dst, int ld)
+    {
+        int j0 = kb * p.BlockSize;
+        int n = Math.Min(p.BlockSize, p.KeySeq - j0);
+        PackKeys(p, b, kvh, j0 + c0, Math.Clamp(n - c0, 0, c1 - c0), c1 - c0, dst, ld, fromMemory: true);
+    }
+
+    /// <summary>
+    /// Feature k of key <c>j + c</c> of (b, kvh) into <c>dst[k·ld + c]</c> for c &lt; <paramref name="count"/>,
+    /// and zeros for count ≤ c &lt; <paramref name="width"/>: the tiles read those padding columns
+    /// (pooled memory is not zeroed), and their scores are masked. With <c>fromMemory</c> the keys
+    /// may not be in L1 yet (a panel packing as it goes asked them into L2 only during the block
+    /// before): each group of 8 keys asks for the keys two groups on into L1 first, so the
+    /// transposition does not wait on each line.
+    /// </summary>
+    private static void PackKeys(AttentionProblem p, int b, int kvh, int j, int count, int width, Span<float> dst, int ld, bool fromMemory)
+    {
+        int depth = FeatureDepth(p);
+        var kData = p.K.Data.Span;
+        int dk = p.KeyDim;
+        var score = p.Options.Score;
+        for (int k = 0; k < depth && count < width; k++)
+        {
+            dst.Slice((k * ld) + count, width - count).Clear();
+        }
+
+        if (count == 0)
+        {
+            return;
+        }
 
         if (score is ScoreFunction.Dot or ScoreFunction.Gaussian)
         {
-            Transpose(kData.Slice((int)p.K.RowOffset(b, kvh, j0), n * dk), n, dk, kt, ld, fromMemory);
+            Transpose(kData.Slice((int)p.K.RowOffset(b, kvh, j), count * dk), count, dk, dst, ld, fromMemory);
             return;
         }
 
         Span<float> feature = depth <= 1024 ? stackalloc float[depth] : new float[depth];
-        for (int jj = 0; jj < n; jj++)
+        for (int jj = 0; jj < count; jj++)
         {
-            var key = kData.Slice((int)p.K.RowOffset(b, kvh, j0 + jj), dk);
+            var key = kData.Slice((int)p.K.RowOffset(b, kvh, j + jj), dk);
             Features(p, score, key, feature);
             for (int k = 0; k < depth; k++)
             {
-                kt[(k * ld) + jj] = feature[k];
+                dst[(k * ld) + jj] = feature[k];
             }
         }
     }

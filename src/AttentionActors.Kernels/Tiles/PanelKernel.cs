@@ -41,19 +41,20 @@ internal static class PanelKernel<TL, TV>
     /// its own head's panel, so stacking changes which rows share a tile, never a bit.
     /// </summary>
     /// <remarks>
-    /// With <c>packAsItGoes</c> the pack is allocated but empty and this panel is its only reader:
-    /// each block is packed just before its first tile reads it, and the next block's keys are asked
-    /// into L2 (from K itself) while this block computes. So reading K from memory overlaps the
-    /// arithmetic instead of preceding all of it, which is what bounds a decoding step. The packed
-    /// values, and so the bits, are the same.
+    /// Without <paramref name="keys"/> this panel is the only reader of its keys (a decoding step):
+    /// it packs each chunk of a block's key columns just before scoring it, into the workspace where
+    /// it stays in L1, and asks the next block's keys into L2 (from K itself) while this block
+    /// computes. So reading K from memory overlaps the arithmetic instead of preceding all of it,
+    /// which is what bounds a decoding step. The packed values, and so the bits, are the same.
     /// </remarks>
-    public static int Run(AttentionProblem p, Workspace ws, KeyPack keys, int b, int h, int rowStart, int rows, int blockStart, int blockEnd, int headRows = 0, bool packAsItGoes = false)
+    public static int Run(AttentionProblem p, Workspace ws, KeyPack? keys, int b, int h, int rowStart, int rows, int blockStart, int blockEnd, int headRows = 0)
     {
         headRows = headRows <= 0 ? rows : headRows;
         int kvh = h / p.GroupSize;
         int dv = p.ValueDim;
         bool entropy = p.Options.Entropy;
-        int depth = keys.Depth;
+        bool packAsItGoes = keys is null;
+        int depth = keys?.Depth ?? KeyPack.FeatureDepth(p);
         Span<RowModifiers> mods = stackalloc RowModifiers[(rows + headRows - 1) / headRows];
         for (int g = 0; g < mods.Length; g++)
         {
@@ -67,6 +68,11 @@ internal static class PanelKernel<TL, TV>
         }
 
         var vData = p.V.Data.Span;
+
+        // Packing as it goes: one chunk of 4 vectors of key columns, rows padded as a pack's are.
+        int chunk = 4 * TL.Count;
+        int chunkStride = KeyPack.RowStrideFor(chunk);
+        var columns = packAsItGoes ? ws.KeyColumns(depth * chunkStride) : default;
 
         // Read once: the rows must advance by the heights their tiles were cut with, even if the shape changes meanwhile.
         bool wide = WideTiles;
@@ -83,12 +89,16 @@ internal static class PanelKernel<TL, TV>
             }
             else
             {
-                ref float kt = ref keys.Data[keys.Offset(kb)];
+                // Column c of the block's packed keys is kt[k·ldk + c]; packing as it goes, the chunk
+                // from c0 sits at the start of the workspace's columns instead (kt moves with c0).
+                ref float kt = ref packAsItGoes ? ref MemoryMarshal.GetReference(columns) : ref keys!.Data[keys.Offset(kb)];
+                int ldk = packAsItGoes ? chunkStride : keys!.RowStride;
+
                 // Values from the pack's copy (rows ldv apart) when it has one, else from V.
-                int ldv = keys.HasValues ? keys.ValueRowStride : dv;
-                ref float v = ref keys.HasValues ? ref keys.Data[keys.ValueOffset(kb)] : ref Unsafe.Add(ref MemoryMarshal.GetReference(vData), (nint)p.V.RowOffset(b, kvh, j0));
+                bool copied = keys is { HasValues: true };
+                int ldv = copied ? keys!.ValueRowStride : dv;
+                ref float v = ref copied ? ref keys!.Data[keys.ValueOffset(kb)] : ref Unsafe.Add(ref MemoryMarshal.GetReference(vData), (nint)p.V.RowOffset(b, kvh, j0));
                 var tiles = CutTiles(ws, slot, rows, n, wide);
-                int chunk = 4 * TL.Count;
 
                 // The next block's keys and values are asked into L2 while this block computes, so they
                 // arrive before the next block's first tile reads them: its packed keys, or when the
@@ -99,15 +109,10 @@ internal static class PanelKernel<TL, TV>
                 int nextN = kb + 1 < blockEnd ? Math.Min(p.BlockSize, p.KeySeq - j0 - p.BlockSize) : 0;
                 ref float nextK = ref nextN <= 0 ? ref kt
                     : ref packAsItGoes ? ref Unsafe.Add(ref MemoryMarshal.GetReference(p.K.Data.Span), (nint)p.K.RowOffset(b, kvh, j0 + p.BlockSize))
-                    : ref keys.Data[keys.Offset(kb + 1)];
+                    : ref keys!.Data[keys.Offset(kb + 1)];
                 ref float nextV = ref Unsafe.Add(ref v, nextN > 0 ? p.BlockSize * ldv : 0);
-                int linesK = nextN <= 0 ? 0 : packAsItGoes ? ((nextN * p.KeyDim) + 15) / 16 : keys.BlockStride / 16;
+                int linesK = nextN <= 0 ? 0 : packAsItGoes ? ((nextN * p.KeyDim) + 15) / 16 : keys!.BlockStride / 16;
                 int linesV = ((nextN * ldv) + 15) / 16;
-                if (packAsItGoes)
-                {
-                    keys.PackBlock(p, b, kvh, kb, fromMemory: true);
-                }
-
                 var aheadK = new Ahead(ref nextK, linesK, packAsItGoes && wide);
                 var aheadV = new Ahead(ref nextV, linesV, packAsItGoes && wide);
                 int quotaK = 1 + (linesK / Math.Max(1, tiles.Length * ((bp + chunk - 1) / chunk)));
@@ -120,12 +125,19 @@ internal static class PanelKernel<TL, TV>
                 // the tiling.
                 for (int c0 = 0; c0 < bp; c0 += chunk)
                 {
+                    ref float ktc = ref kt;
+                    if (packAsItGoes)
+                    {
+                        KeyPack.PackColumns(p, b, kvh, kb, c0, Math.Min(bp, c0 + chunk), columns, chunkStride);
+                        ktc = ref Unsafe.Subtract(ref kt, c0);
+                    }
+
                     foreach (var t in tiles)
                     {
                         int lo = Math.Max(t.ColumnLo, c0), hi = Math.Min(t.ColumnHi, c0 + chunk);
                         if (lo < hi)
                         {
-                            Scores(p, ref Unsafe.Add(ref q, t.Row * qStride), qStride, ref kt, keys.RowStride, ref ws.S[t.Row * bp], t.Rows, depth, bp, lo, hi, ref aheadK);
+                            Scores(p, ref Unsafe.Add(ref q, t.Row * qStride), qStride, ref ktc, ldk, ref ws.S[t.Row * bp], t.Rows, depth, bp, lo, hi, ref aheadK);
                         }
 
                         aheadK.AskAfterCall(quotaK);

@@ -26,6 +26,8 @@ internal sealed class Workspace
     public int[] BlockHi = [];
     public readonly float[] Lanes16 = new float[16];
 
+    private AlignedFloats keyColumns = AlignedFloats.Empty;
+
     public int SlotRows { get; private set; }
 
     public int ValueDim { get; private set; }
@@ -84,6 +86,16 @@ internal sealed class Workspace
         {
             buffer = new AlignedFloats(length);
         }
+    }
+
+    /// <summary>
+    /// Room for one chunk of packed key columns (<paramref name="length"/> floats), for a panel that
+    /// packs its keys as it goes: a few tens of KiB, so the chunk stays in L1 while its tiles read it.
+    /// </summary>
+    public Span<float> KeyColumns(int length)
+    {
+        Grow(ref keyColumns, length);
+        return keyColumns.AsSpan(0, length);
     }
 
     /// <summary>Row r of stack slot s: (m, l) index and o offset.</summary>
