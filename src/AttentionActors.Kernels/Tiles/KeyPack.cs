@@ -215,8 +215,9 @@ internal sealed class KeyPack : IDisposable
         ref float s = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(src);
         ref float t = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(dst);
 
-        // 8 keys at a time: 8×8 tiles transposed in registers where AVX has the shuffles, else
-        // eight sequential reads per row and eight contiguous writes per dim.
+        // 8 keys at a time: 8×16 tiles transposed in registers where AVX-512 has the shuffles, then
+        // 8×8 tiles where AVX has them, else eight sequential reads per row and eight contiguous
+        // writes per dim. Each is a copy: the packed values are the same bits on every CPU.
         int j = 0;
         for (; j + 8 <= n; j += 8)
         {
@@ -226,6 +227,14 @@ internal sealed class KeyPack : IDisposable
             }
 
             int k = 0;
+            if (Avx512F.IsSupported)
+            {
+                for (; k + 16 <= d; k += 16)
+                {
+                    Transpose8x16(ref System.Runtime.CompilerServices.Unsafe.Add(ref s, (j * d) + k), d, ref System.Runtime.CompilerServices.Unsafe.Add(ref t, (k * ld) + j), ld);
+                }
+            }
+
             if (Avx.IsSupported)
             {
                 for (; k + 8 <= d; k += 8)
@@ -310,6 +319,64 @@ internal sealed class KeyPack : IDisposable
         Avx.Permute2x128(u1, u5, 0x31).StoreUnsafe(ref dst, (nuint)(5 * dstStride));
         Avx.Permute2x128(u2, u6, 0x31).StoreUnsafe(ref dst, (nuint)(6 * dstStride));
         Avx.Permute2x128(u3, u7, 0x31).StoreUnsafe(ref dst, (nuint)(7 * dstStride));
+    }
+
+    /// <summary>
+    /// dst[c, u] = src[u, c] for 8 rows of 16 columns, in 512-bit registers: the 8×8 tile's unpack and
+    /// shuffle steps transpose the 4×4 blocks inside each 128-bit lane, then one two-source
+    /// permutation per output register pairs lane L of rows 0–3 with lane L of rows 4–7. Half the
+    /// shuffles per element of two 8×8 tiles, which is what a decoding step's packing is made of.
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static void Transpose8x16(ref float src, int srcStride, ref float dst, int dstStride)
+    {
+        var r0 = Vector512.LoadUnsafe(ref src);
+        var r1 = Vector512.LoadUnsafe(ref src, (nuint)srcStride);
+        var r2 = Vector512.LoadUnsafe(ref src, (nuint)(2 * srcStride));
+        var r3 = Vector512.LoadUnsafe(ref src, (nuint)(3 * srcStride));
+        var r4 = Vector512.LoadUnsafe(ref src, (nuint)(4 * srcStride));
+        var r5 = Vector512.LoadUnsafe(ref src, (nuint)(5 * srcStride));
+        var r6 = Vector512.LoadUnsafe(ref src, (nuint)(6 * srcStride));
+        var r7 = Vector512.LoadUnsafe(ref src, (nuint)(7 * srcStride));
+
+        var t0 = Avx512F.UnpackLow(r0, r1);
+        var t1 = Avx512F.UnpackHigh(r0, r1);
+        var t2 = Avx512F.UnpackLow(r2, r3);
+        var t3 = Avx512F.UnpackHigh(r2, r3);
+        var t4 = Avx512F.UnpackLow(r4, r5);
+        var t5 = Avx512F.UnpackHigh(r4, r5);
+        var t6 = Avx512F.UnpackLow(r6, r7);
+        var t7 = Avx512F.UnpackHigh(r6, r7);
+
+        // Lane L of u_c holds rows 0–3 of column 4L + c; lane L of u_(4+c) rows 4–7 of it.
+        var u0 = Avx512F.Shuffle(t0, t2, 0x44);
+        var u1 = Avx512F.Shuffle(t0, t2, 0xEE);
+        var u2 = Avx512F.Shuffle(t1, t3, 0x44);
+        var u3 = Avx512F.Shuffle(t1, t3, 0xEE);
+        var u4 = Avx512F.Shuffle(t4, t6, 0x44);
+        var u5 = Avx512F.Shuffle(t4, t6, 0xEE);
+        var u6 = Avx512F.Shuffle(t5, t7, 0x44);
+        var u7 = Avx512F.Shuffle(t5, t7, 0xEE);
+
+        // Lanes 0 and 2 of u_c and u_(4+c) make columns c and 8 + c; lanes 1 and 3 columns 4 + c and 12 + c.
+        var even = Vector512.Create(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+        var odd = Vector512.Create(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+        StoreColumns(Avx512F.PermuteVar16x32x2(u0, even, u4), ref dst, 0, 8 * dstStride);
+        StoreColumns(Avx512F.PermuteVar16x32x2(u1, even, u5), ref dst, dstStride, 9 * dstStride);
+        StoreColumns(Avx512F.PermuteVar16x32x2(u2, even, u6), ref dst, 2 * dstStride, 10 * dstStride);
+        StoreColumns(Avx512F.PermuteVar16x32x2(u3, even, u7), ref dst, 3 * dstStride, 11 * dstStride);
+        StoreColumns(Avx512F.PermuteVar16x32x2(u0, odd, u4), ref dst, 4 * dstStride, 12 * dstStride);
+        StoreColumns(Avx512F.PermuteVar16x32x2(u1, odd, u5), ref dst, 5 * dstStride, 13 * dstStride);
+        StoreColumns(Avx512F.PermuteVar16x32x2(u2, odd, u6), ref dst, 6 * dstStride, 14 * dstStride);
+        StoreColumns(Avx512F.PermuteVar16x32x2(u3, odd, u7), ref dst, 7 * dstStride, 15 * dstStride);
+    }
+
+    /// <summary>The low 8 floats of <paramref name="pair"/> at dst[<paramref name="low"/>], the high 8 at dst[<paramref name="high"/>].</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static void StoreColumns(Vector512<float> pair, ref float dst, int low, int high)
+    {
+        pair.GetLower().StoreUnsafe(ref dst, (nuint)low);
+        pair.GetUpper().StoreUnsafe(ref dst, (nuint)high);
     }
 
     /// <summary>The packed features of one key for the cosine (k/‖k‖) and additive (W_kᵀ k) scores.</summary>
