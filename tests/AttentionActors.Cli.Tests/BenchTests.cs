@@ -43,6 +43,61 @@ public sealed class BenchTests
     }
 }
 
+/// <summary>
+/// What every mode of `attention bench` refuses before it starts: each refusal exits 2 and names
+/// the option and its value. Before this check the kernel bench crashed with a stack trace on a
+/// bad shape, and with --check-rows 0 reported "max err/tol 0.000" for a check it never made.
+/// </summary>
+public sealed class BenchOptionTests
+{
+    [Theory]
+    [InlineData("", "--seq", "-5")]
+    [InlineData("", "--dim", "0")]
+    [InlineData("", "--heads", "0")]
+    [InlineData("", "--threads", "0")]
+    [InlineData("", "--block", "7")]
+    [InlineData("", "--check-rows", "0")]
+    [InlineData("", "--repeat", "0")]
+    [InlineData("--decode", "--check-rows", "0")]
+    [InlineData("--decode", "--kv-heads", "0")]
+    [InlineData("--projection", "--seq", "0")]
+    [InlineData("--pipeline", "--seq", "0")]
+    [InlineData("--pipeline", "--workers", "0")]
+    [InlineData("--pipeline", "--max-shard-bytes", "-1")]
+    [InlineData("--cluster", "--workers", "0")]
+    public async Task A_bad_option_exits_2_naming_it_in_every_mode(string mode, string option, string value)
+    {
+        // A small shape for the options the case leaves alone, so a mode that wrongly accepted the case would still finish quickly.
+        string[] shape = ["--seq", "256", "--dim", "16", "--heads", "2", "--threads", "1", "--repeat", "1"];
+        var kept = shape.Chunk(2).Where(pair => pair[0] != option).SelectMany(pair => pair);
+        string[] modeArgs = mode.Length == 0 ? [] : [mode];
+        var (code, stdout, stderr) = await Run(["bench", .. modeArgs, .. kept, option, value]);
+        Assert.True(code == 2, $"{mode} {option} {value}: exit {code}\n{stdout}\n{stderr}");
+        Assert.Contains($"bench: {option} {value}", stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("|---", stdout, StringComparison.Ordinal);
+    }
+}
+
+/// <summary>`attention bench --pipeline`: the embedded pipeline timed against the single-node kernel, bits compared.</summary>
+public sealed class PipelineBenchTests
+{
+    [Fact]
+    public async Task A_small_pipeline_bench_shards_the_job_and_finds_the_same_bits()
+    {
+        // A 64 KiB budget cuts N 512, d 32, 2 heads into several shards.
+        var (code, stdout, stderr) = await Run("bench", "--pipeline", "--seq", "512", "--dim", "32", "--heads", "2", "--workers", "2", "--repeat", "1", "--max-shard-bytes", "65536", "--causal");
+        Assert.True(code == 0, $"exit {code}: {stderr}");
+        var (header, rows) = BenchTable.Parse(stdout);
+        var row = Assert.Single(rows);
+        string line = string.Join(" | ", row);
+        Assert.Equal("causal", row[BenchTable.Column(header, "mask")]);
+        Assert.True(int.Parse(row[BenchTable.Column(header, "shards")], CultureInfo.InvariantCulture) > 1, line);
+        Assert.True(double.Parse(row[BenchTable.Column(header, "pipeline/single")], CultureInfo.InvariantCulture) > 0, line);
+        Assert.Equal("yes", row[BenchTable.Column(header, "bits equal")]);
+    }
+}
+
 /// <summary>The markdown table a bench prints: its header cells and its data rows' cells.</summary>
 internal static class BenchTable
 {

@@ -42,21 +42,48 @@ internal static class BenchCommand
         {
             seqs, dims, heads, threads, repeat, causal, block, checkRows, path, pipeline, cluster, workers, maxShardBytes, decode, queryRows, kvHeads, projection,
         };
-        command.SetAction(async (r, ct) => r.GetValue(cluster)
-            ? await Cluster.ClusterBench.RunAsync(stdout, stderr, Given(r.GetValue(seqs), [16384])[0], Given(r.GetValue(dims), [64])[0], r.GetValue(heads) ?? DefaultHeads, r.GetValue(workers), Math.Max(1, r.GetValue(repeat)), r.GetValue(causal), r.GetValue(maxShardBytes), ct)
+        command.SetAction(async (r, ct) =>
+        {
+            string? wrong = Wrong(r.GetValue(seqs), r.GetValue(dims), r.GetValue(heads), r.GetValue(kvHeads), r.GetValue(threads)!, r.GetValue(repeat), r.GetValue(block), r.GetValue(checkRows), r.GetValue(workers), r.GetValue(maxShardBytes));
+            if (wrong is not null)
+            {
+                stderr.WriteLine($"bench: {wrong}");
+                return 2;
+            }
+
+            return r.GetValue(cluster)
+            ? await Cluster.ClusterBench.RunAsync(stdout, stderr, Given(r.GetValue(seqs), [16384])[0], Given(r.GetValue(dims), [64])[0], r.GetValue(heads) ?? DefaultHeads, r.GetValue(workers), r.GetValue(repeat), r.GetValue(causal), r.GetValue(maxShardBytes), ct)
             : r.GetValue(projection)
-            ? ProjectionBench.Run(stdout, stderr, Given(r.GetValue(seqs), [8192]), Given(r.GetValue(dims), [1024]), r.GetValue(threads)!, Math.Max(1, r.GetValue(repeat)))
+            ? ProjectionBench.Run(stdout, stderr, Given(r.GetValue(seqs), [8192]), Given(r.GetValue(dims), [1024]), r.GetValue(threads)!, r.GetValue(repeat))
             : r.GetValue(decode)
             ? DecodeBench.Run(
                 stdout, stderr, r.GetValue(queryRows)!, Given(r.GetValue(seqs), [65536]), Given(r.GetValue(dims), [128]), r.GetValue(heads) ?? 32, r.GetValue(kvHeads) ?? 8, r.GetValue(threads)!,
-                Math.Max(1, r.GetValue(repeat)), r.GetValue(block), r.GetValue(checkRows), r.GetValue(path))
+                r.GetValue(repeat), r.GetValue(block), r.GetValue(checkRows), r.GetValue(path))
             : r.GetValue(pipeline)
-            ? await PipelineBench.RunAsync(stdout, stderr, Given(r.GetValue(seqs), DefaultSeqs), Given(r.GetValue(dims), DefaultDims), r.GetValue(heads) ?? DefaultHeads, r.GetValue(workers), Math.Max(1, r.GetValue(repeat)), r.GetValue(causal), r.GetValue(block), r.GetValue(maxShardBytes))
+            ? await PipelineBench.RunAsync(stdout, stderr, Given(r.GetValue(seqs), DefaultSeqs), Given(r.GetValue(dims), DefaultDims), r.GetValue(heads) ?? DefaultHeads, r.GetValue(workers), r.GetValue(repeat), r.GetValue(causal), r.GetValue(block), r.GetValue(maxShardBytes))
             : Run(
-                stdout, stderr, Given(r.GetValue(seqs), DefaultSeqs), Given(r.GetValue(dims), DefaultDims), r.GetValue(heads) ?? DefaultHeads, r.GetValue(threads)!, Math.Max(1, r.GetValue(repeat)),
-                r.GetValue(causal), r.GetValue(block), r.GetValue(checkRows), r.GetValue(path)));
+                stdout, stderr, Given(r.GetValue(seqs), DefaultSeqs), Given(r.GetValue(dims), DefaultDims), r.GetValue(heads) ?? DefaultHeads, r.GetValue(threads)!, r.GetValue(repeat),
+                r.GetValue(causal), r.GetValue(block), r.GetValue(checkRows), r.GetValue(path));
+        });
         return command;
     }
+
+    /// <summary>
+    /// What is wrong with the options every mode reads, naming the option and its value, or null.
+    /// Each mode checks its own (--query-rows, heads per K/V head) itself.
+    /// </summary>
+    private static string? Wrong(int[]? seqs, int[]? dims, int? heads, int? kvHeads, int[] threads, int repeat, int block, int checkRows, int workers, long maxShardBytes)
+        => seqs?.Any(n => n <= 0) == true ? $"--seq {string.Join(' ', seqs)}: every length must be positive"
+            : dims?.Any(d => d <= 0) == true ? $"--dim {string.Join(' ', dims)}: every dim must be positive"
+            : heads <= 0 ? $"--heads {heads} must be positive"
+            : kvHeads <= 0 ? $"--kv-heads {kvHeads} must be positive"
+            : threads.Any(t => t <= 0) ? $"--threads {string.Join(' ', threads)}: every thread count must be positive"
+            : repeat < 1 ? $"--repeat {repeat} must be at least 1"
+            : block < 16 || block > 4096 || block % 16 != 0 ? $"--block {block} must be a multiple of 16 between 16 and 4096"
+            : checkRows < 1 ? $"--check-rows {checkRows} must be at least 1: every configuration is checked against the float64 reference before it is timed"
+            : workers < 1 || workers > Pipeline.PipelineOptions.MaxWorkers ? $"--workers {workers} must be between 1 and {Pipeline.PipelineOptions.MaxWorkers} on this {Environment.ProcessorCount}-core machine (16 per core, at least 64)"
+            : maxShardBytes < 64 << 10 ? $"--max-shard-bytes {maxShardBytes} must be at least 65536 (64 KiB)"
+            : null;
 
     /// <summary>An unset list option reads as empty: its default then depends on the mode.</summary>
     private static int[] Given(int[]? values, int[] otherwise) => values is { Length: > 0 } ? values : otherwise;

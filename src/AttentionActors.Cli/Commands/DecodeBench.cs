@@ -20,9 +20,6 @@ internal static class DecodeBench
     {
         string? wrong = heads <= 0 || kvHeads <= 0 || heads % kvHeads != 0 ? $"--heads {heads} must be a positive multiple of --kv-heads {kvHeads}"
             : queryRows.Any(n => n <= 0) ? $"--query-rows {string.Join(' ', queryRows)}: every count must be positive"
-            : keySeqs.Any(n => n <= 0) ? $"--seq {string.Join(' ', keySeqs)}: every key count must be positive"
-            : dims.Any(n => n <= 0) ? $"--dim {string.Join(' ', dims)}: every head dim must be positive"
-            : threadCounts.Any(n => n <= 0) ? $"--threads {string.Join(' ', threadCounts)}: every thread count must be positive"
             : null;
         if (wrong is not null)
         {

@@ -31,16 +31,6 @@ internal static class ProjectionBench
 
     public static int Run(TextWriter stdout, TextWriter stderr, int[] rowCounts, int[] dims, int[] threadCounts, int repeat)
     {
-        string? wrong = rowCounts.Any(n => n <= 0) ? $"--seq {string.Join(' ', rowCounts)}: every row count must be positive"
-            : dims.Any(e => e <= 0) ? $"--dim {string.Join(' ', dims)}: every width must be positive"
-            : threadCounts.Any(t => t <= 0) ? $"--threads {string.Join(' ', threadCounts)}: every thread count must be positive"
-            : null;
-        if (wrong is not null)
-        {
-            stderr.WriteLine($"bench: {wrong}");
-            return 2;
-        }
-
         bool peer = PeerAvailable();
         int rounds = Math.Max(repeat, 3);
         stdout.WriteLine($"projection y = x·Wᵀ, {MachineInfo.Cpu()}, {Environment.ProcessorCount} cores; median of {rounds} alternating rounds{(peer ? "; NumPy (OpenBLAS SGEMM, OPENBLAS_CORETYPE unset) beside it" : $"; NumPy not found ({Python} with numpy): no peer column")}");
