@@ -137,6 +137,47 @@ public class DecodeTests
         Assert.True(allocated < outputBytes + (partialBytes / 8), $"a repeated step allocated {allocated} bytes: its output and lse are {outputBytes}, its partials {partialBytes}");
     }
 
+    /// <summary>
+    /// Shards of up to <see cref="Attention.PackAsItGoesRows"/> rows pack their keys as they go;
+    /// a problem of more than a panel's rows computes from a pack. Shards of a few rows, anywhere in
+    /// the rows (the causal diagonal and ALiBi depend on where), over random cuts of the blocks,
+    /// merged by the reducer's tree, give the bits of the whole problem at every width.
+    /// </summary>
+    [Fact]
+    public void Shards_of_a_few_rows_give_the_bits_of_the_packed_row_path()
+    {
+        var (q, k, v) = TestData.Qkv(17, 1, 4, 2, PanelKernelShape.PanelRows + 44, 700, 40, 24);
+        var p = AttentionProblem.Create(q, k, v, new AttentionOptions { BlockSize = 32, Causal = true, Alignment = DiagonalAlignment.BottomRight, AlibiSlopes = AttentionOptions.DefaultAlibiSlopes(4), SoftCap = 8f });
+        Assert.False(Attention.SplitsKeys(p));
+        var rng = new Random(9);
+        int dv = p.ValueDim;
+        foreach (var path in new[] { KernelPath.Scalar, KernelPath.Vector128, KernelPath.Vector256, KernelPath.Vector512 })
+        {
+            var whole = Attention.Compute(p, new ComputeOptions { KernelPath = path, Threads = 2 });
+            for (int h = 0; h < p.Heads; h++)
+            {
+                foreach (int rowStart in new[] { 0, 5, 131, p.QuerySeq - Attention.PackAsItGoesRows })
+                {
+                    int rows = rowStart == 5 ? 3 : Attention.PackAsItGoesRows;
+                    var cuts = Enumerable.Range(1, p.BlockCount - 1).OrderBy(_ => rng.Next()).Take(rng.Next(0, 5)).Append(0).Append(p.BlockCount).Order().ToList();
+                    var pieces = cuts.Zip(cuts.Skip(1)).Select(r => Attention.ComputePartials(p, 0, h, rowStart, rows, r.First, r.Second, path)).ToList();
+                    var root = CanonicalTree.Reduce(p.BlockCount, pieces);
+                    var output = new float[rows * dv];
+                    var lse = new float[rows];
+                    for (int r = 0; r < rows; r++)
+                    {
+                        PartialMath.Finalize(root.M[r], root.L[r], root.RowO(0, r)[..dv], output.AsSpan(r * dv, dv), out lse[r]);
+                    }
+
+                    int row0 = (h * p.QuerySeq) + rowStart;
+                    string context = $"{path}, head {h}, rows [{rowStart}, {rowStart + rows}), cuts {string.Join(',', cuts)}";
+                    TestData.AssertBitwise(whole.Output.Data.Span.Slice(row0 * dv, rows * dv), output, $"{context}: out");
+                    TestData.AssertBitwise(whole.Lse.AsSpan(row0, rows), lse, $"{context}: lse");
+                }
+            }
+        }
+    }
+
     [Fact]
     public void Panels_of_many_rows_keep_the_row_path()
     {
