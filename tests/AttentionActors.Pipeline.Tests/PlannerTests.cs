@@ -26,6 +26,26 @@ public class PlannerTests
         _ => new() { BlockSize = 64 },
     };
 
+    [Fact]
+    public void Query_heads_that_share_a_kv_head_take_the_same_keys_one_after_another()
+    {
+        // A decoding step, 8 query heads over 2 K/V heads: the shards of one K/V head, rows and key
+        // blocks are adjacent in the plan (workers take them in its order), heads in order.
+        var (q, k, v) = TestData.Qkv(2, 1, 8, 2, 1, 4000, 32, 32);
+        var problem = AttentionProblem.Create(q, k, v, new AttentionOptions { BlockSize = 64 });
+        var plan = ShardPlanner.Plan(problem, 2, new PlanOptions { MaxShardBytes = 64 << 10 });
+        var runs = plan.Shards.Chunk(problem.GroupSize).ToList();
+        Assert.True(runs.Count > problem.KvHeads, $"{plan.Shards.Count} shards do not split the keys");
+        foreach (var run in runs)
+        {
+            var first = run[0];
+            string shown = string.Join("; ", run.Select(s => s.ToString()));
+            Assert.Equal(Enumerable.Range(first.Head, problem.GroupSize), run.Select(s => s.Head));
+            Assert.True(first.Head % problem.GroupSize == 0, shown);
+            Assert.All(run, s => Assert.True(s.Batch == first.Batch && s.RowStart == first.RowStart && s.RowCount == first.RowCount && s.BlockStart == first.BlockStart && s.BlockEnd == first.BlockEnd, shown));
+        }
+    }
+
     [Theory]
     [MemberData(nameof(Cases))]
     public void Every_visible_pair_is_covered_exactly_once_and_masked_pairs_are_never_sent(string name, int batch, int nq, int nk)

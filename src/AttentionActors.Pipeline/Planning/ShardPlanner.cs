@@ -107,7 +107,10 @@ public static class ShardPlanner
             shards.RemoveAll(split.Contains);
         }
 
-        var ordered = shards.OrderByDescending(s => s.Pairs).ThenBy(s => s.Batch).ThenBy(s => s.Head).ThenBy(s => s.RowStart).ThenBy(s => s.BlockStart).ToList();
+        // Workers take shards in this order. Among equal work, the query heads that share a K/V head
+        // (grouped-query attention) follow each other on the same rows and key blocks, so the
+        // second to last of them find those keys and values in the caches instead of memory.
+        var ordered = shards.OrderByDescending(s => s.Pairs).ThenBy(s => s.Batch).ThenBy(s => s.Head / problem.GroupSize).ThenBy(s => s.RowStart).ThenBy(s => s.BlockStart).ThenBy(s => s.Head).ToList();
         var result = ordered.Select((s, i) => new Shard(i, s.Batch, s.Head, s.RowStart, s.RowCount, s.BlockStart, s.BlockEnd, s.Pairs, Flops(problem, s.Pairs), s.Bytes)).ToList();
         return new ShardPlan(result, workers, Deal(result.Select(s => s.Flops), workers));
     }
