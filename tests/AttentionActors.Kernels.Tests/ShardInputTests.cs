@@ -71,6 +71,27 @@ public class ShardInputTests
         Assert.True(identities > 0, "the case must contain rows that see none of the blocks");
     }
 
+    /// <summary>
+    /// A shard sliced from a problem is made of views of values <see cref="AttentionProblem.Create(AttentionTensor, AttentionTensor, AttentionTensor, AttentionOptions?)"/>
+    /// checked: a worker in the same process does not scan them again. A NaN written into the
+    /// tensor after that check shows it (the worker computes instead of refusing), while the same
+    /// values as a copy, as they arrive from another process, are refused.
+    /// </summary>
+    [Fact]
+    public void Views_of_a_checked_problem_are_not_scanned_again_but_copies_are()
+    {
+        var p = Problem("causal bottom-right gqa");
+        var view = ShardInput.Slice(p, 0, 3, 40, 50, 5, 9);
+        Assert.True(view.ValuesChecked);
+        p.K.Data.Span[(int)p.K.RowOffset(0, 1, 167) + 2] = float.NaN;
+        Attention.ComputePartials(view);
+
+        var copy = view with { K = view.K.ToArray() };
+        Assert.False(copy.ValuesChecked);
+        Assert.Contains("K[0, 1, 167, 2] is NaN", Assert.Throws<AttentionInputException>(() => Attention.ComputePartials(copy)).Message, StringComparison.Ordinal);
+        Assert.False((view with { Geometry = p.Geometry.ForPass(JobPass.Coverage) }).ValuesChecked);
+    }
+
     [Fact]
     public void A_bad_shard_input_is_refused_naming_what_is_wrong()
     {

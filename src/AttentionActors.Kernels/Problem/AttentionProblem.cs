@@ -91,6 +91,14 @@ public sealed class AttentionProblem
     /// shard's rows and blocks): their shapes must be the geometry's, and every value they hold is checked.
     /// </summary>
     public static AttentionProblem Create(AttentionGeometry geometry, AttentionTensor q, AttentionTensor k, AttentionTensor v, AttentionMask? mask = null)
+        => Create(geometry, q, k, v, mask, checkValues: true);
+
+    /// <summary>
+    /// As <see cref="Create(AttentionGeometry, AttentionTensor, AttentionTensor, AttentionTensor, AttentionMask?)"/>;
+    /// without <paramref name="checkValues"/> the values are not scanned again, for windows of a
+    /// problem this process has already checked (<see cref="ShardInput.ValuesChecked"/>).
+    /// </summary>
+    internal static AttentionProblem Create(AttentionGeometry geometry, AttentionTensor q, AttentionTensor k, AttentionTensor v, AttentionMask? mask, bool checkValues)
     {
         ArgumentNullException.ThrowIfNull(geometry);
         ArgumentNullException.ThrowIfNull(q);
@@ -118,7 +126,11 @@ public sealed class AttentionProblem
         }
 
         var problem = new AttentionProblem(geometry, q, k, v, mask);
-        ProblemValidator.CheckValues(problem);
+        if (checkValues)
+        {
+            ProblemValidator.CheckValues(problem);
+        }
+
         return problem;
     }
 

@@ -52,6 +52,20 @@ public sealed record ShardInput(
         return compact;
     }
 
+    /// <summary>
+    /// Whether Q, K, V and the mask are still the views <see cref="Slice"/> took of a problem this
+    /// process has checked, in that problem's geometry: <see cref="ToProblem"/> then checks the
+    /// shard's place and shapes, not every value again. A worker of the embedded pipeline would
+    /// otherwise scan each shard's keys and values once more before computing (half of a decoding
+    /// step's time there), and again for every query head sharing them. Data from another process
+    /// arrives as a new input, and a copy made with other data or another geometry (<c>with</c>)
+    /// no longer holds those views: both are checked in full.
+    /// </summary>
+    internal bool ValuesChecked => checkedViews is { } c && ReferenceEquals(c.Geometry, Geometry)
+        && c.Q.Equals(Q) && c.K.Equals(K) && c.V.Equals(V) && c.Mask.Equals(Mask);
+
+    private CheckedViews? checkedViews;
+
     /// <summary>In a layer job (<see cref="AttentionGeometry.Layer"/>): the inputs and head weights that Q, K and V are projected from; Q, K and V are then empty.</summary>
     public LayerRows? Layer { get; init; }
 
@@ -163,7 +177,14 @@ public sealed record ShardInput(
         {
             Mask = problem.Mask?.View(b, h, rowStart, rowCount, j0, keys) ?? ReadOnlyMemory<float>.Empty,
             MaskStride = problem.Mask is null ? 0 : g.KeySeq,
-        };
+        }.Checked();
+    }
+
+    /// <summary>This input, its current views marked as taken from a checked problem (see <see cref="ValuesChecked"/>).</summary>
+    private ShardInput Checked()
+    {
+        checkedViews = new CheckedViews(Geometry, Q, K, V, Mask);
+        return this;
     }
 
     /// <summary>
@@ -292,8 +313,9 @@ public sealed record ShardInput(
 
     /// <summary>
     /// The problem this input poses, on windows of Q, K and V: checks the place, the element counts
-    /// and every value (finite, no overflow), so data that came from another process is never
-    /// computed on unchecked. Throws <see cref="AttentionInputException"/> naming what is wrong.
+    /// and every value (finite, no overflow; not again for <see cref="ValuesChecked"/> views), so
+    /// data that came from another process is never computed on unchecked. Throws
+    /// <see cref="AttentionInputException"/> naming what is wrong.
     /// </summary>
     public AttentionProblem ToProblem()
     {
@@ -308,10 +330,13 @@ public sealed record ShardInput(
             throw new AttentionInputException($"{this} carries {Mask.Length} mask values but its job has no explicit mask");
         }
 
-        return AttentionProblem.Create(Geometry, q, k, v, MaskWindow(Mask, Head, BlockStart * Geometry.BlockSize, keys, MaskStride));
+        return AttentionProblem.Create(Geometry, q, k, v, MaskWindow(Mask, Head, BlockStart * Geometry.BlockSize, keys, MaskStride), checkValues: !ValuesChecked);
     }
 
     public override string ToString() => $"batch {Batch}, head {Head}, rows [{RowStart}, {RowStart + RowCount}), key blocks [{BlockStart}, {BlockEnd})";
+
+    /// <summary>The geometry and views <see cref="Slice"/> took from a checked problem.</summary>
+    private sealed record CheckedViews(AttentionGeometry Geometry, ReadOnlyMemory<float> Q, ReadOnlyMemory<float> K, ReadOnlyMemory<float> V, ReadOnlyMemory<float> Mask);
 
     // The kernel only reads its inputs; the tensor type is shared with outputs, hence the cast.
     private static Memory<float> MemoryOf(ReadOnlyMemory<float> data) => System.Runtime.InteropServices.MemoryMarshal.AsMemory(data);
