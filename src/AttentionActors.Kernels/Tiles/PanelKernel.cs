@@ -682,11 +682,23 @@ internal static class PanelKernel<TL, TV>
         ValueColumns(ref Unsafe.Add(ref p, r * bp), bp, n, ref vFirst, ldv, ref Unsafe.Add(ref o, r * oStride), oStride, mr - r, c0, c1);
     }
 
-    /// <summary>Output columns [c, end) of <paramref name="rows"/> rows, one vector (then one column) at a time.</summary>
+    /// <summary>Output columns [c, end) of <paramref name="rows"/> rows, four vectors, then one vector, then one column at a time.</summary>
     private static void ValueColumns(ref float p, int bp, int n, ref float vFirst, int dv, ref float o, nint oStride, int rows, int c, int end)
     {
         int w = TL.Count;
-        for (; c + w <= end; c += w)
+
+        // Four vectors of a row at a time (a tile of fewer rows than the register tiles': a shard
+        // of one decoding row), then one.
+        int wide = c + ((end - c) / (4 * w) * 4 * w);
+        for (int r = 0; r < rows; r++)
+        {
+            for (int c4 = c; c4 < wide; c4 += 4 * w)
+            {
+                TileKernels<TL, TV>.Pv1x4(ref Unsafe.Add(ref p, r * bp), n, ref Unsafe.Add(ref vFirst, c4), dv, ref Unsafe.Add(ref o, (r * oStride) + c4));
+            }
+        }
+
+        for (c = wide; c + w <= end; c += w)
         {
             for (int r = 0; r < rows; r++)
             {

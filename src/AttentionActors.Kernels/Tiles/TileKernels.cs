@@ -543,6 +543,29 @@ internal static class TileKernels<TL, TV>
         Store2(ref o, 3 * oStride, w, a30, a31);
     }
 
+    /// <summary>
+    /// O[0, 0..4W) = Σ_{j &lt; n} P[j] · V[j, 0..4W): one row's four vectors of columns in four
+    /// independent chains, where <see cref="Pv1x1"/> would wait on one chain's FMA latency per key.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Pv1x4(ref float p, int n, ref float v, nint vStride, ref float o)
+    {
+        nint w = TL.Count;
+        TV a0 = default, a1 = default, a2 = default, a3 = default;
+        ref float vr = ref v;
+        for (nint j = 0; j < n; j++)
+        {
+            var b = TL.Splat(Unsafe.Add(ref p, j));
+            a0 = TL.Fma(b, TL.Load(ref vr, 0), a0);
+            a1 = TL.Fma(b, TL.Load(ref vr, w), a1);
+            a2 = TL.Fma(b, TL.Load(ref vr, 2 * w), a2);
+            a3 = TL.Fma(b, TL.Load(ref vr, 3 * w), a3);
+            vr = ref Unsafe.Add(ref vr, vStride);
+        }
+
+        Store4(ref o, 0, w, a0, a1, a2, a3);
+    }
+
     /// <summary>O[0, 0..W) = Σ_{j &lt; n} P[j] · V[j, 0..W).</summary>
     public static void Pv1x1(ref float p, int n, ref float v, nint vStride, ref float o)
     {
