@@ -94,13 +94,7 @@ internal static class PipelineBench
 
     private static AttentionTensor Fill(AttentionTensor tensor, int seed)
     {
-        var rng = new Random(seed);
-        var data = tensor.Data.Span;
-        for (int i = 0; i < data.Length; i++)
-        {
-            data[i] = (float)(rng.NextDouble() * 2 - 1) * 1.7f;
-        }
-
+        UniformFill.Fill(tensor.Data, seed, 0, 1.7f);
         return tensor;
     }
 }
