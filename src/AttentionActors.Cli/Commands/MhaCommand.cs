@@ -139,9 +139,10 @@ internal static class MhaCommand
                 var layer = LayerProblem.Create(weights, batch, xs, n, ks, ReferenceEquals(vs, ks) ? null : vs, nk, options);
 
                 // A single node and the embedded pipeline project first and then attend; a cluster's workers project their own shards' rows.
-                using var loggers = LoggerFactory.Create(b => b.SetMinimumLevel(LogLevel.Warning).AddSimpleConsole(c => c.SingleLine = true));
+                // Only the cluster client logs (building console logging takes tens of milliseconds).
+                using var loggers = clusterOptions is not null && ReferenceEquals(stderr, Console.Error) ? LoggerFactory.Create(b => b.SetMinimumLevel(LogLevel.Warning).AddSimpleConsole(c => c.SingleLine = true)) : null;
                 await using IAttentionRunner runner = r.GetValue(singleNode) ? new SingleNodeRunner(threads)
-                    : clusterOptions is not null ? await ClusterClient.ConnectAsync(clusterOptions, ReferenceEquals(stderr, Console.Error) ? loggers : null, cancellationToken)
+                    : clusterOptions is not null ? await ClusterClient.ConnectAsync(clusterOptions, loggers, cancellationToken)
                     : EmbeddedPipeline.Start(new PipelineOptions { Workers = threads });
                 var result = await runner.ComputeLayerAsync(layer, null, cancellationToken);
                 string where = runner.Where;
