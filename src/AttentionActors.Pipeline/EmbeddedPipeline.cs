@@ -68,10 +68,21 @@ public sealed class EmbeddedPipeline : IAttentionRunner
     public static AttentionGeometry Planning(AttentionGeometry geometry) => geometry.WithMask(null);
 
     /// <inheritdoc/>
-    public Task<AttentionResult> ComputeAsync(AttentionProblem problem, AttentionTensor? output = null, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
+    /// <remarks>
+    /// A decoding step with grouped K/V heads runs as its stacked form (<see cref="KeyGroupStacking"/>):
+    /// each shard then holds the rows of every query head of its K/V group and reads their keys and
+    /// values once, not once per query head. The bits are the same.
+    /// </remarks>
+    public async Task<AttentionResult> ComputeAsync(AttentionProblem problem, AttentionTensor? output = null, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(problem);
-        return ComputeAsync(problem, ShardPlanner.Plan(Planning(problem.Geometry), options.Workers, options.Plan), output, progress, cancellationToken);
+        if (KeyGroupStacking.TryStack(problem, output) is { } stacked)
+        {
+            var result = await ComputeAsync(stacked.Problem, ShardPlanner.Plan(Planning(stacked.Problem.Geometry), options.Workers, options.Plan), stacked.Output, progress, cancellationToken).ConfigureAwait(false);
+            return KeyGroupStacking.Unstack(problem, result, output);
+        }
+
+        return await ComputeAsync(problem, ShardPlanner.Plan(Planning(problem.Geometry), options.Workers, options.Plan), output, progress, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Runs a given plan (tests use this to control the shards), writing the output into <paramref name="output"/> or a new array.</summary>

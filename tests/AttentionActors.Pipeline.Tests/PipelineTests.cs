@@ -8,7 +8,12 @@ namespace AttentionActors.Pipeline.Tests;
 /// <summary>End to end: the embedded pipeline equals single-node bit for bit, and the reference within the contract.</summary>
 public class PipelineTests
 {
-    public static TheoryData<string> Scenarios => ["gqa", "causal top-left", "causal bottom-right", "padding", "window", "cross", "alibi", "varlen", "mask"];
+    private static readonly string[] ScenarioNames = ["gqa", "gqa decoding", "causal top-left", "causal bottom-right", "padding", "window", "cross", "alibi", "varlen", "mask"];
+
+    public static TheoryData<string> Scenarios => [.. ScenarioNames];
+
+    /// <summary>The scenarios with rows enough for the weight windows below (a decoding step has five).</summary>
+    public static TheoryData<string> WindowScenarios => [.. ScenarioNames.Where(name => name != "gqa decoding")];
 
     private static (AttentionProblem Problem, string Name) Scenario(string name)
     {
@@ -22,6 +27,7 @@ public class PipelineTests
             "alibi" => TestData.Qkv(16, 2, 4, 2, 400, 900, 16, 16),
             "varlen" => TestData.Qkv(17, 4, 4, 2, 600, 700, 16, 16),
             "mask" => TestData.Qkv(18, 2, 4, 2, 500, 800, 16, 16),
+            "gqa decoding" => TestData.Qkv(20, 2, 8, 2, 5, 1300, 32, 24),
             _ => TestData.Qkv(15, 2, 2, 2, 333, 1777, 40, 8),
         };
         var options = name switch
@@ -33,6 +39,7 @@ public class PipelineTests
             "varlen" => new AttentionOptions { SequenceLengths = [new(600, 700), new(3, 650), new(0, 10), new(411, 97)], Causal = true, Alignment = DiagonalAlignment.BottomRight, Window = (150, -1), BlockSize = 32 },
             "alibi" => new AttentionOptions { AlibiSlopes = [0.5f, 0.25f, 0.125f, 0.0625f, 0.02f, 0.3f, 0.01f, 0.9f], Alignment = DiagonalAlignment.BottomRight, Window = (200, 50), BlockSize = 32 },
             "mask" => new AttentionOptions { Causal = true, Alignment = DiagonalAlignment.BottomRight, KeyLengths = [800, 610], BlockSize = 32 },
+            "gqa decoding" => new AttentionOptions { KeyLengths = [1300, 777], BlockSize = 32 },
             _ => new AttentionOptions { BlockSize = 48 },
         };
         return (AttentionProblem.Create(q, k, v, options, name == "mask" ? DocumentMask(4, 500, 800) : null), name);
@@ -138,7 +145,7 @@ public class PipelineTests
     }
 
     [Theory]
-    [MemberData(nameof(Scenarios))]
+    [MemberData(nameof(WindowScenarios))]
     public async Task Weight_windows_as_a_distributed_pass_have_the_single_node_bits(string name)
     {
         var (problem, _) = Scenario(name);
@@ -443,6 +450,45 @@ public class PipelineTests
         var result = await cluster.ComputeAsync(problem);
         Assert.True(forged > 0);
         TestData.AssertBitwise(Attention.Compute(problem).Output.Data.Span, result.Output.Data.Span, "after empty partial sets");
+    }
+
+    [Fact]
+    public async Task A_decoding_steps_shards_hold_every_query_head_of_their_key_value_group()
+    {
+        // B 2, H 8 over 2 K/V heads, 3 query rows: 4 query heads × 3 rows per group.
+        var (q, k, v) = TestData.Qkv(23, 2, 8, 2, 3, 1000, 32, 24);
+        var plain = AttentionProblem.Create(q, k, v, new AttentionOptions { KeyLengths = [1000, 611], BlockSize = 32, Entropy = true });
+        var causal = AttentionProblem.Create(q, k, v, new AttentionOptions { KeyLengths = [1000, 611], BlockSize = 32, Causal = true, Alignment = DiagonalAlignment.BottomRight });
+        foreach (var (problem, heads, rows) in new[] { (plain, 2, 12), (causal, 8, 3) })
+        {
+            var seen = new System.Collections.Concurrent.ConcurrentBag<(int Heads, int Rows)>();
+            var options = new PipelineOptions
+            {
+                Workers = 2,
+                Plan = new PlanOptions { MaxShardBytes = 96 << 10 },
+                Compute = (input, s, a, ct) =>
+                {
+                    seen.Add((input.Geometry.Heads, input.RowCount));
+                    return Kernel(input, ct);
+                },
+            };
+            await using var embedded = Start(options);
+            var output = AttentionTensor.Zeros("out", 2, 8, 3, 24);
+            var sharded = await embedded.ComputeAsync(problem, output);
+            Assert.Same(output, sharded.Output);
+
+            // A causal mask's diagonal depends on each row's index: those rows keep their own heads.
+            Assert.NotEmpty(seen);
+            Assert.All(seen, shard => Assert.Equal(heads, shard.Heads));
+            Assert.Equal(rows, seen.Max(shard => shard.Rows));
+            var single = Attention.Compute(problem);
+            TestData.AssertBitwise(single.Output.Data.Span, output.Data.Span, $"{heads} heads in the shards, out");
+            TestData.AssertBitwise(single.Lse, sharded.Lse, $"{heads} heads in the shards, lse");
+            if (problem.Options.Entropy)
+            {
+                TestData.AssertBitwise(single.Entropy!, sharded.Entropy!, $"{heads} heads in the shards, entropy");
+            }
+        }
     }
 
     [Fact]

@@ -198,9 +198,21 @@ public sealed partial class ClusterClient : IAttentionRunner
         }
     }
 
-    public Task<AttentionResult> ComputeAsync(AttentionProblem problem, AttentionTensor? output = null, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
+    /// <remarks>
+    /// A decoding step with grouped K/V heads runs as its stacked form (<see cref="KeyGroupStacking"/>):
+    /// each shard then holds the rows of every query head of its K/V group, and a worker fetches and
+    /// reads the group's keys and values once, not once per query head. The bits are the same.
+    /// </remarks>
+    public async Task<AttentionResult> ComputeAsync(AttentionProblem problem, AttentionTensor? output = null, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(problem);
+        return KeyGroupStacking.TryStack(problem, output) is { } stacked
+            ? KeyGroupStacking.Unstack(problem, await RunProblemAsync(stacked.Problem, stacked.Output, progress, cancellationToken).ConfigureAwait(false), output)
+            : await RunProblemAsync(problem, output, progress, cancellationToken).ConfigureAwait(false);
+    }
+
+    private Task<AttentionResult> RunProblemAsync(AttentionProblem problem, AttentionTensor? output, IProgress<JobProgress>? progress, CancellationToken cancellationToken)
+    {
         var g = problem.Geometry;
         var target = JobOutputs.Attention(g, output);
         byte[]? blocks = problem.Mask is { } mask ? MaskBlocks.Of(g, mask).Bits : null;
