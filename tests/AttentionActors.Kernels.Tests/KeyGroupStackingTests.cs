@@ -6,9 +6,9 @@ namespace AttentionActors.Kernels.Tests;
 /// </summary>
 public sealed class KeyGroupStackingTests
 {
-    public static TheoryData<string> Stackable => ["one row, GQA 4, padding, entropy", "five rows, MQA, cosine + soft-cap", "128 rows, GQA 2, gaussian", "additive"];
+    public static TheoryData<string> Stackable => ["one row, GQA 4, padding, entropy", "one row, causal bottom-right, padding", "five rows, MQA, cosine + soft-cap", "128 rows, GQA 2, gaussian", "additive"];
 
-    public static TheoryData<string> NotStackable => ["no shared K/V heads", "257 rows", "causal", "window", "ALiBi", "variable lengths", "explicit mask", "segmented Q", "windowed Q", "segmented output"];
+    public static TheoryData<string> NotStackable => ["no shared K/V heads", "257 rows", "causal", "causal, two rows bottom-right", "window", "ALiBi", "variable lengths", "explicit mask", "segmented Q", "windowed Q", "segmented output"];
 
     private static AttentionProblem Decode(int nq, int h, int hk, AttentionOptions options, AttentionMask? mask = null)
     {
@@ -19,6 +19,7 @@ public sealed class KeyGroupStackingTests
     private static AttentionProblem StackableCase(string name) => name switch
     {
         "one row, GQA 4, padding, entropy" => Decode(1, 8, 2, new AttentionOptions { BlockSize = 32, KeyLengths = [700, 333], Entropy = true }),
+        "one row, causal bottom-right, padding" => Decode(1, 8, 2, new AttentionOptions { BlockSize = 32, KeyLengths = [650, 333], Causal = true, Alignment = DiagonalAlignment.BottomRight, Entropy = true }),
         "five rows, MQA, cosine + soft-cap" => Decode(5, 6, 1, new AttentionOptions { BlockSize = 64, Score = ScoreFunction.Cosine, Temperature = 0.2f, SoftCap = 4f }),
         "128 rows, GQA 2, gaussian" => Decode(128, 4, 2, new AttentionOptions { BlockSize = 16, Score = ScoreFunction.Gaussian, Sigma = 2f }),
         "additive" => Decode(2, 4, 2, new AttentionOptions { BlockSize = 32, Score = ScoreFunction.Additive, Additive = new AdditiveParameters(TestData.Uniform(24 * 6, 1), TestData.Uniform(24 * 6, 2), TestData.Uniform(6, 3)) }),
@@ -87,7 +88,8 @@ public sealed class KeyGroupStackingTests
         {
             "no shared K/V heads" => Decode(1, 4, 4, plain),
             "257 rows" => Decode(257, 4, 2, plain),
-            "causal" => Decode(1, 8, 2, plain with { Causal = true, Alignment = DiagonalAlignment.BottomRight }),
+            "causal" => Decode(1, 8, 2, plain with { Causal = true, Alignment = DiagonalAlignment.TopLeft }),
+            "causal, two rows bottom-right" => Decode(2, 8, 2, plain with { Causal = true, Alignment = DiagonalAlignment.BottomRight }),
             "window" => Decode(2, 8, 2, plain with { Window = (100, 0), Alignment = DiagonalAlignment.BottomRight }),
             "ALiBi" => Decode(1, 8, 2, plain with { AlibiSlopes = AttentionOptions.DefaultAlibiSlopes(8), Alignment = DiagonalAlignment.BottomRight }),
             "variable lengths" => Decode(3, 8, 2, plain with { SequenceLengths = [new(3, 700), new(1, 500)] }),

@@ -459,7 +459,11 @@ public class PipelineTests
         var (q, k, v) = TestData.Qkv(23, 2, 8, 2, 3, 1000, 32, 24);
         var plain = AttentionProblem.Create(q, k, v, new AttentionOptions { KeyLengths = [1000, 611], BlockSize = 32, Entropy = true });
         var causal = AttentionProblem.Create(q, k, v, new AttentionOptions { KeyLengths = [1000, 611], BlockSize = 32, Causal = true, Alignment = DiagonalAlignment.BottomRight });
-        foreach (var (problem, heads, rows) in new[] { (plain, 2, 12), (causal, 8, 3) })
+
+        // One row aligned bottom-right sees every key: its causal mask hides nothing, so it stacks too.
+        var (q1, k1, v1) = TestData.Qkv(24, 2, 8, 2, 1, 1000, 32, 24);
+        var step = AttentionProblem.Create(q1, k1, v1, new AttentionOptions { KeyLengths = [1000, 611], BlockSize = 32, Causal = true, Alignment = DiagonalAlignment.BottomRight });
+        foreach (var (problem, heads, rows) in new[] { (plain, 2, 12), (causal, 8, 3), (step, 2, 4) })
         {
             var seen = new System.Collections.Concurrent.ConcurrentBag<(int Heads, int Rows)>();
             var options = new PipelineOptions
@@ -473,7 +477,7 @@ public class PipelineTests
                 },
             };
             await using var embedded = Start(options);
-            var output = AttentionTensor.Zeros("out", 2, 8, 3, 24);
+            var output = AttentionTensor.Zeros("out", 2, 8, problem.QuerySeq, 24);
             var sharded = await embedded.ComputeAsync(problem, output);
             Assert.Same(output, sharded.Output);
 

@@ -11,8 +11,9 @@ namespace AttentionActors.Kernels;
 /// shard or panel, so the bits are the same. What changes is the plan: a shard of the stacked job
 /// holds a whole group's rows and reads the group's keys and values once, as the single-node
 /// split-KV path does, where shards of one query head read them once per query head.
-/// Only where no option depends on a row's position or head: no causal mask, window, ALiBi,
-/// explicit mask or variable-length sequences (key padding per batch is kept).
+/// Only where no option depends on a row's position or head: no causal mask (unless it hides no
+/// key from any row), window, ALiBi, explicit mask or variable-length sequences (key padding per
+/// batch is kept).
 /// </summary>
 public static class KeyGroupStacking
 {
@@ -28,8 +29,12 @@ public static class KeyGroupStacking
         var g = problem.Geometry;
         var o = problem.Options;
         var q = problem.Q;
+
+        // A causal mask whose first row's diagonal lies on or past the last key hides nothing: a
+        // one-row step aligned bottom-right, as decoding steps are (FlashAttention's convention).
+        bool hidesNothing = o.Causal && g.DiagonalOffset >= g.KeySeq - 1;
         if (g.GroupSize < 2 || g.QuerySeq > PanelKernelShape.PanelRows || g.Layer is not null || g.Pass != JobPass.Attention
-            || o.Causal || o.Window is not null || o.AlibiSlopes is not null || o.SequenceLengths is not null || problem.Mask is not null
+            || (o.Causal && !hidesNothing) || o.Window is not null || o.AlibiSlopes is not null || o.SequenceLengths is not null || problem.Mask is not null
             || q.IsSegmented || q.IsWindow || output is { IsSegmented: true } or { IsWindow: true })
         {
             return null;
@@ -37,7 +42,7 @@ public static class KeyGroupStacking
 
         int kvHeads = g.KvHeads, rows = g.GroupSize * g.QuerySeq;
         var stackedQ = new AttentionTensor(q.Name, q.Data, g.Batch, kvHeads, rows, g.KeyDim);
-        var geometry = AttentionGeometry.Create(stackedQ.ShapeInfo, problem.K.ShapeInfo, problem.V.ShapeInfo, o);
+        var geometry = AttentionGeometry.Create(stackedQ.ShapeInfo, problem.K.ShapeInfo, problem.V.ShapeInfo, hidesNothing ? o with { Causal = false } : o);
 
         // The same values the problem's own check read: not scanned again.
         var stacked = AttentionProblem.Create(geometry, stackedQ, problem.K, problem.V, null, checkValues: false);
