@@ -261,4 +261,22 @@ public sealed class RunCommandTests : IDisposable
         Assert.Equal(2, code);
         Assert.Contains("Q (q.npy)[0, 1, 4, 5] is NaN", stderr, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public async Task A_decoding_steps_dry_run_plans_the_stacked_heads_that_run()
+    {
+        // 8 query heads over 2 K/V heads, one row each: each K/V head's 4 query heads run as one head of 4 rows.
+        string[] step = ["run", "--random", "--seq", "1", "--kv-seq", "3000", "--dim", "16", "--heads", "8", "--kv-heads", "2", "--causal", "bottom-right"];
+        var (code, stdout, stderr) = await Run([.. step, "--dry-run"]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("Q[1, 8, 1, 16] planned as Q[1, 2, 4, 16]", stdout, StringComparison.Ordinal);
+        Assert.Contains("rows per shard 4 / 4 / 4", stdout, StringComparison.Ordinal);
+
+        // Two rows aligned bottom-right see different keys: their heads stay apart.
+        step[3] = "2";
+        (code, stdout, stderr) = await Run([.. step, "--dry-run"]);
+        Assert.True(code == 0, stderr);
+        Assert.DoesNotContain("planned as", stdout, StringComparison.Ordinal);
+        Assert.Contains("rows per shard 2 / 2 / 2", stdout, StringComparison.Ordinal);
+    }
 }

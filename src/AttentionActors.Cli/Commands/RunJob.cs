@@ -119,8 +119,15 @@ internal static class RunJob
                     throw new UsageException($"--nodes {request.Nodes} must be between 1 and --workers ({request.Workers}), and --block-store-bytes {request.BlockStoreBytes} at least 0");
                 }
 
-                var plan = DryRun.ClusterPlan(geometry, pipeline.Workers, pipeline.Plan);
-                return DryRun.Print(geometry, plan, estimate.WithSpeed(await speed), pipeline.Workers, pipeline.Plan.MaxShardBytes, request.Nodes, request.BlockStoreBytes, stdout);
+                // A decoding step with grouped K/V heads runs stacked, one head per K/V head: that is the plan to show.
+                var planned = KeyGroupStacking.Stack(geometry) ?? geometry;
+                if (!ReferenceEquals(planned, geometry))
+                {
+                    stdout.WriteLine($"dry run: the {geometry.GroupSize} query heads of each K/V head run as one head of {planned.QuerySeq} rows (a decoding step; the same bits): {geometry.QueryShape} planned as {planned.QueryShape}");
+                }
+
+                var plan = DryRun.ClusterPlan(planned, pipeline.Workers, pipeline.Plan);
+                return DryRun.Print(planned, plan, estimate.WithSpeed(await speed), pipeline.Workers, pipeline.Plan.MaxShardBytes, request.Nodes, request.BlockStoreBytes, stdout);
             }
 
             var (inputs, problem) = await LoadAsync(request, packed, geometry, mask, starting);

@@ -18,35 +18,49 @@ namespace AttentionActors.Kernels;
 public static class KeyGroupStacking
 {
     /// <summary>
-    /// The stacked problem and output of a decoding step (at most <see cref="PanelKernelShape.PanelRows"/>
-    /// query rows per head, K/V heads shared by several query heads, whole tensors in one buffer
-    /// each, options that do not depend on a row's position or head), or null when the problem
-    /// is not one.
+    /// The geometry of <paramref name="g"/>'s stacked form — <c>[B, H/G, G·Nq, d]</c> queries against
+    /// the same keys and values — when it is a decoding step with grouped K/V heads (at most
+    /// <see cref="PanelKernelShape.PanelRows"/> query rows per head, several query heads per K/V
+    /// head) and no option depends on a row's position or head; else null.
     /// </summary>
-    public static (AttentionProblem Problem, AttentionTensor? Output)? TryStack(AttentionProblem problem, AttentionTensor? output = null)
+    public static AttentionGeometry? Stack(AttentionGeometry g)
     {
-        ArgumentNullException.ThrowIfNull(problem);
-        var g = problem.Geometry;
-        var o = problem.Options;
-        var q = problem.Q;
+        ArgumentNullException.ThrowIfNull(g);
+        var o = g.Options;
 
         // A causal mask whose first row's diagonal lies on or past the last key hides nothing: a
         // one-row step aligned bottom-right, as decoding steps are (FlashAttention's convention).
         bool hidesNothing = o.Causal && g.DiagonalOffset >= g.KeySeq - 1;
-        if (g.GroupSize < 2 || g.QuerySeq > PanelKernelShape.PanelRows || g.Layer is not null || g.Pass != JobPass.Attention
-            || (o.Causal && !hidesNothing) || o.Window is not null || o.AlibiSlopes is not null || o.SequenceLengths is not null || problem.Mask is not null
-            || q.IsSegmented || q.IsWindow || output is { IsSegmented: true } or { IsWindow: true })
+        if (g.GroupSize < 2 || g.QuerySeq > PanelKernelShape.PanelRows || g.Layer is not null || g.Pass != JobPass.Attention || g.Mask is not null
+            || (o.Causal && !hidesNothing) || o.Window is not null || o.AlibiSlopes is not null || o.SequenceLengths is not null)
         {
             return null;
         }
 
-        int kvHeads = g.KvHeads, rows = g.GroupSize * g.QuerySeq;
-        var stackedQ = new AttentionTensor(q.Name, q.Data, g.Batch, kvHeads, rows, g.KeyDim);
-        var geometry = AttentionGeometry.Create(stackedQ.ShapeInfo, problem.K.ShapeInfo, problem.V.ShapeInfo, hidesNothing ? o with { Causal = false } : o);
+        var q = g.QueryShape;
+        var stacked = new TensorShape(q.Name, q.Batch, g.KvHeads, g.GroupSize * g.QuerySeq, q.Dim);
+        return AttentionGeometry.Create(stacked, g.KeyShape, g.ValueShape, hidesNothing ? o with { Causal = false } : o);
+    }
+
+    /// <summary>
+    /// The stacked problem and output of <paramref name="problem"/> (<see cref="Stack(AttentionGeometry)"/>)
+    /// when its Q, and the output if given, are each whole tensors in one buffer; else null.
+    /// </summary>
+    public static (AttentionProblem Problem, AttentionTensor? Output)? TryStack(AttentionProblem problem, AttentionTensor? output = null)
+    {
+        ArgumentNullException.ThrowIfNull(problem);
+        var q = problem.Q;
+        if (problem.Mask is not null || q.IsSegmented || q.IsWindow || output is { IsSegmented: true } or { IsWindow: true }
+            || Stack(problem.Geometry) is not { } geometry)
+        {
+            return null;
+        }
+
+        var stackedQ = new AttentionTensor(q.Name, q.Data, geometry.Batch, geometry.Heads, geometry.QuerySeq, geometry.KeyDim);
 
         // The same values the problem's own check read: not scanned again.
         var stacked = AttentionProblem.Create(geometry, stackedQ, problem.K, problem.V, null, checkValues: false);
-        var stackedOutput = output is null ? null : new AttentionTensor(output.Name, output.Data, g.Batch, kvHeads, rows, g.ValueDim);
+        var stackedOutput = output is null ? null : new AttentionTensor(output.Name, output.Data, geometry.Batch, geometry.Heads, geometry.QuerySeq, geometry.ValueDim);
         return (stacked, stackedOutput);
     }
 
