@@ -15,7 +15,7 @@ public sealed class MultiProcessTests(MixedCluster cluster)
     {
         "causal" => Create(TestData.Qkv(11, 1, 3, 3, 515, 515, 32, 32), new AttentionOptions { Causal = true, BlockSize = 64 }),
         "gqa" => Create(TestData.Qkv(12, 1, 6, 2, 300, 300, 24, 40), new AttentionOptions { BlockSize = 32 }),
-        "gqa decoding" => Create(TestData.Qkv(17, 2, 8, 2, 5, 900, 24, 16), new AttentionOptions { KeyLengths = [900, 400], BlockSize = 32 }),
+        "gqa decoding" => Create(TestData.Qkv(17, 2, 8, 2, 40, 900, 24, 16), new AttentionOptions { KeyLengths = [900, 400], BlockSize = 32 }),
         "cross" => Create(TestData.Qkv(13, 1, 2, 2, 123, 777, 32, 16), new AttentionOptions { Causal = true, Alignment = DiagonalAlignment.BottomRight, BlockSize = 48 }),
         "padded" => Create(TestData.Qkv(14, 3, 2, 2, 200, 200, 16, 16), new AttentionOptions { KeyLengths = [200, 37, 0], BlockSize = 16 }),
         "entropy" => Create(TestData.Qkv(15, 2, 4, 2, 260, 300, 16, 16), new AttentionOptions { Causal = true, Alignment = DiagonalAlignment.BottomRight, KeyLengths = [300, 120], BlockSize = 32, Entropy = true }),
