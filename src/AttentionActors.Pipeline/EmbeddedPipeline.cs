@@ -78,8 +78,15 @@ public sealed class EmbeddedPipeline : IAttentionRunner
         ArgumentNullException.ThrowIfNull(problem);
         if (KeyGroupStacking.TryStack(problem, output) is { } stacked)
         {
-            var result = await ComputeAsync(stacked.Problem, ShardPlanner.Plan(Planning(stacked.Problem.Geometry), options.Workers, options.Plan), stacked.Output, progress, cancellationToken).ConfigureAwait(false);
-            return KeyGroupStacking.Unstack(problem, result, output);
+            try
+            {
+                var result = await ComputeAsync(stacked.Problem, ShardPlanner.Plan(Planning(stacked.Problem.Geometry), options.Workers, options.Plan), stacked.Output, progress, cancellationToken).ConfigureAwait(false);
+                return KeyGroupStacking.Unstack(problem, result, output);
+            }
+            catch (AttentionJobException ex)
+            {
+                throw new AttentionJobException($"{ex.Message} ({KeyGroupStacking.Describe(problem.Geometry)})", ex) { NodeLost = ex.NodeLost };
+            }
         }
 
         return await ComputeAsync(problem, ShardPlanner.Plan(Planning(problem.Geometry), options.Workers, options.Plan), output, progress, cancellationToken).ConfigureAwait(false);

@@ -268,6 +268,22 @@ public class PipelineTests
     }
 
     [Fact]
+    public async Task A_failed_decoding_step_says_how_its_stacked_shards_map_to_query_heads()
+    {
+        var (problem, _) = Scenario("gqa decoding");
+        var options = new PipelineOptions
+        {
+            Workers = 2,
+            Compute = (input, s, a, ct) => s.Id == 1 ? throw new InvalidOperationException("disk on fire") : Kernel(input, ct),
+        };
+        await using var cluster = Start(options);
+        var ex = await Assert.ThrowsAsync<AttentionJobException>(() => cluster.ComputeAsync(problem));
+        Assert.Contains("shard 1 ", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("disk on fire", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("head k of its shards holds query heads 4k to 4k + 3, and its row g·5 + i is row i of query head 4k + g", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_shard_that_fails_once_is_retried_and_the_result_is_exact()
     {
         var (problem, _) = Scenario("padding");

@@ -206,9 +206,19 @@ public sealed partial class ClusterClient : IAttentionRunner
     public async Task<AttentionResult> ComputeAsync(AttentionProblem problem, AttentionTensor? output = null, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(problem);
-        return KeyGroupStacking.TryStack(problem, output) is { } stacked
-            ? KeyGroupStacking.Unstack(problem, await RunProblemAsync(stacked.Problem, stacked.Output, progress, cancellationToken).ConfigureAwait(false), output)
-            : await RunProblemAsync(problem, output, progress, cancellationToken).ConfigureAwait(false);
+        if (KeyGroupStacking.TryStack(problem, output) is not { } stacked)
+        {
+            return await RunProblemAsync(problem, output, progress, cancellationToken).ConfigureAwait(false);
+        }
+
+        try
+        {
+            return KeyGroupStacking.Unstack(problem, await RunProblemAsync(stacked.Problem, stacked.Output, progress, cancellationToken).ConfigureAwait(false), output);
+        }
+        catch (AttentionJobException ex)
+        {
+            throw new AttentionJobException($"{ex.Message} ({KeyGroupStacking.Describe(problem.Geometry)})", ex) { NodeLost = ex.NodeLost };
+        }
     }
 
     private Task<AttentionResult> RunProblemAsync(AttentionProblem problem, AttentionTensor? output, IProgress<JobProgress>? progress, CancellationToken cancellationToken)

@@ -65,6 +65,17 @@ public static class KeyGroupStacking
     }
 
     /// <summary>
+    /// How the stacked job's heads and rows map to those of <paramref name="g"/>, for messages that
+    /// name a stacked shard (a failed job's, say).
+    /// </summary>
+    public static string Describe(AttentionGeometry g)
+    {
+        ArgumentNullException.ThrowIfNull(g);
+        int n = g.GroupSize, rows = g.QuerySeq;
+        return string.Create(System.Globalization.CultureInfo.InvariantCulture, $"a decoding step run with the {n} query heads of each K/V head stacked: head k of its shards holds query heads {n}k to {n}k + {n - 1}, and its row g·{rows} + i is row i of query head {n}k + g");
+    }
+
+    /// <summary>
     /// The result of <paramref name="problem"/> from that of its stacked form: the same values in
     /// the problem's shape (<paramref name="output"/> itself when the caller gave one). The
     /// log-sum-exp and entropy <c>[B, H/G, G·Nq]</c> are already in the order of <c>[B, H, Nq]</c>.
