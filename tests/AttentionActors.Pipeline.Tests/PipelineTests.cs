@@ -508,6 +508,11 @@ public class PipelineTests
             {
                 TestData.AssertBitwise(single.Entropy!, sharded.Entropy!, $"{heads} heads in the shards, entropy");
             }
+
+            // An output with the values of the stacked shape but not the job's is refused, stacked or not.
+            var stackedShape = AttentionTensor.Zeros("out", 2, 2, 4 * problem.QuerySeq, 24);
+            var refused = await Assert.ThrowsAsync<ArgumentException>(() => embedded.ComputeAsync(problem, stackedShape));
+            Assert.Contains($"does not have the job's shape [2, 8, {problem.QuerySeq}, 24]", refused.Message, StringComparison.Ordinal);
         }
     }
 

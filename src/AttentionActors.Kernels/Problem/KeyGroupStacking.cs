@@ -44,14 +44,17 @@ public static class KeyGroupStacking
 
     /// <summary>
     /// The stacked problem and output of <paramref name="problem"/> (<see cref="Stack(AttentionGeometry)"/>)
-    /// when its Q, and the output if given, are each whole tensors in one buffer; else null.
+    /// when its Q, and the output if given, are each whole tensors in one buffer; else null. An
+    /// output of another shape than the problem's is not stacked, so the job's own check refuses it.
     /// </summary>
     public static (AttentionProblem Problem, AttentionTensor? Output)? TryStack(AttentionProblem problem, AttentionTensor? output = null)
     {
         ArgumentNullException.ThrowIfNull(problem);
         var q = problem.Q;
-        if (problem.Mask is not null || q.IsSegmented || q.IsWindow || output is { IsSegmented: true } or { IsWindow: true }
-            || Stack(problem.Geometry) is not { } geometry)
+        var g = problem.Geometry;
+        if (problem.Mask is not null || q.IsSegmented || q.IsWindow
+            || (output is not null && (output.IsSegmented || output.IsWindow || output.Batch != g.Batch || output.Heads != g.Heads || output.Seq != g.QuerySeq || output.Dim != g.ValueDim))
+            || Stack(g) is not { } geometry)
         {
             return null;
         }
