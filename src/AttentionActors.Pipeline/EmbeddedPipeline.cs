@@ -73,24 +73,8 @@ public sealed class EmbeddedPipeline : IAttentionRunner
     /// each shard then holds the rows of every query head of its K/V group and reads their keys and
     /// values once, not once per query head. The bits are the same.
     /// </remarks>
-    public async Task<AttentionResult> ComputeAsync(AttentionProblem problem, AttentionTensor? output = null, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
-    {
-        ArgumentNullException.ThrowIfNull(problem);
-        if (KeyGroupStacking.TryStack(problem, output) is { } stacked)
-        {
-            try
-            {
-                var result = await ComputeAsync(stacked.Problem, ShardPlanner.Plan(Planning(stacked.Problem.Geometry), options.Workers, options.Plan), stacked.Output, progress, cancellationToken).ConfigureAwait(false);
-                return KeyGroupStacking.Unstack(problem, result, output);
-            }
-            catch (AttentionJobException ex)
-            {
-                throw new AttentionJobException($"{ex.Message} ({KeyGroupStacking.Describe(problem.Geometry)})", ex) { NodeLost = ex.NodeLost };
-            }
-        }
-
-        return await ComputeAsync(problem, ShardPlanner.Plan(Planning(problem.Geometry), options.Workers, options.Plan), output, progress, cancellationToken).ConfigureAwait(false);
-    }
+    public Task<AttentionResult> ComputeAsync(AttentionProblem problem, AttentionTensor? output = null, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
+        => StackedJobs.RunAsync(problem, output, (job, into) => ComputeAsync(job, ShardPlanner.Plan(Planning(job.Geometry), options.Workers, options.Plan), into, progress, cancellationToken));
 
     /// <summary>Runs a given plan (tests use this to control the shards), writing the output into <paramref name="output"/> or a new array.</summary>
     public async Task<AttentionResult> ComputeAsync(AttentionProblem problem, ShardPlan plan, AttentionTensor? output = null, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)

@@ -203,23 +203,8 @@ public sealed partial class ClusterClient : IAttentionRunner
     /// each shard then holds the rows of every query head of its K/V group, and a worker fetches and
     /// reads the group's keys and values once, not once per query head. The bits are the same.
     /// </remarks>
-    public async Task<AttentionResult> ComputeAsync(AttentionProblem problem, AttentionTensor? output = null, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
-    {
-        ArgumentNullException.ThrowIfNull(problem);
-        if (KeyGroupStacking.TryStack(problem, output) is not { } stacked)
-        {
-            return await RunProblemAsync(problem, output, progress, cancellationToken).ConfigureAwait(false);
-        }
-
-        try
-        {
-            return KeyGroupStacking.Unstack(problem, await RunProblemAsync(stacked.Problem, stacked.Output, progress, cancellationToken).ConfigureAwait(false), output);
-        }
-        catch (AttentionJobException ex)
-        {
-            throw new AttentionJobException($"{ex.Message} ({KeyGroupStacking.Describe(problem.Geometry)})", ex) { NodeLost = ex.NodeLost };
-        }
-    }
+    public Task<AttentionResult> ComputeAsync(AttentionProblem problem, AttentionTensor? output = null, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
+        => StackedJobs.RunAsync(problem, output, (job, into) => RunProblemAsync(job, into, progress, cancellationToken));
 
     private Task<AttentionResult> RunProblemAsync(AttentionProblem problem, AttentionTensor? output, IProgress<JobProgress>? progress, CancellationToken cancellationToken)
     {
