@@ -96,7 +96,8 @@ public sealed class AttentionProblem
     /// <summary>
     /// As <see cref="Create(AttentionGeometry, AttentionTensor, AttentionTensor, AttentionTensor, AttentionMask?)"/>;
     /// without <paramref name="checkValues"/> the values are not scanned again, for windows of a
-    /// problem this process has already checked (<see cref="ShardInput.ValuesChecked"/>).
+    /// problem this process has already checked (<see cref="ShardInput.ValuesChecked"/>) or its
+    /// buffers seen in another shape (<see cref="KeyGroupStacking.TryStack"/>).
     /// </summary>
     internal static AttentionProblem Create(AttentionGeometry geometry, AttentionTensor q, AttentionTensor k, AttentionTensor v, AttentionMask? mask, bool checkValues)
     {

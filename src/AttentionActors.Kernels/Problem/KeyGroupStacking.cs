@@ -52,7 +52,7 @@ public static class KeyGroupStacking
         ArgumentNullException.ThrowIfNull(problem);
         var q = problem.Q;
         var g = problem.Geometry;
-        if (problem.Mask is not null || q.IsSegmented || q.IsWindow
+        if (q.IsSegmented || q.IsWindow
             || (output is not null && (output.IsSegmented || output.IsWindow || output.Batch != g.Batch || output.Heads != g.Heads || output.Seq != g.QuerySeq || output.Dim != g.ValueDim))
             || Stack(g) is not { } geometry)
         {
