@@ -104,8 +104,9 @@ internal static class PanelKernel<TL, TV>
                 // arrive before the next block's first tile reads them: its packed keys, or when the
                 // panel packs as it goes, its rows of K. When the panel packs as it goes (a decoding
                 // step, reading K and V from memory), its 6×4 tiles ask for them a line every second
-                // step: bursts between tile calls fill the core's miss buffers and stall it. Calls
-                // that take no lines that way ask for a share after they return.
+                // step and its 4×4 tiles a line every step: bursts between tile calls fill the core's
+                // miss buffers and stall it. Calls that take no lines that way ask for a share after
+                // they return.
                 int nextN = kb + 1 < blockEnd ? Math.Min(p.BlockSize, p.KeySeq - j0 - p.BlockSize) : 0;
                 ref float nextK = ref nextN <= 0 ? ref kt
                     : ref packAsItGoes ? ref Unsafe.Add(ref MemoryMarshal.GetReference(p.K.Data.Span), (nint)p.K.RowOffset(b, kvh, j0 + p.BlockSize))
@@ -250,11 +251,11 @@ internal static class PanelKernel<TL, TV>
         private bool tileAsked;
 
         /// <summary>
-        /// Hands the next <paramref name="steps"/> / 2 lines to a 6×4 tile that asks for them itself
-        /// (see <see cref="TileKernels{TL, TV}.Score6x4"/>): their start, or 0 when none are left or
-        /// the tiles do not ask.
+        /// Hands the lines of the next <paramref name="steps"/> steps of <paramref name="bytesPerStep"/>
+        /// to a tile that asks for them itself (see <see cref="TileKernels{TL, TV}.Score6x4"/>):
+        /// their start, or 0 when none are left or the tiles do not ask.
         /// </summary>
-        public nint ForTile(int steps)
+        public nint ForTile(int steps, int bytesPerStep = TileKernels<TL, TV>.AheadBytesPerStep)
         {
             if (!inTiles || left <= 0)
             {
@@ -262,8 +263,8 @@ internal static class PanelKernel<TL, TV>
             }
 
             nint start = at;
-            at += steps * TileKernels<TL, TV>.AheadBytesPerStep;
-            left -= (steps * TileKernels<TL, TV>.AheadBytesPerStep) / 64;
+            at += steps * bytesPerStep;
+            left -= (steps * bytesPerStep) / 64;
             tileAsked = true;
             return start;
         }
@@ -582,7 +583,15 @@ internal static class PanelKernel<TL, TV>
             int c = cLo;
             for (; WideTiles && c + (4 * w) <= cHi; c += 4 * w)
             {
-                TileKernels<TL, TV>.Score4x4<TS>(ref qr, qStride, depth, ref Unsafe.Add(ref kt, c), ldk, ref Unsafe.Add(ref sr, c), bp);
+                nint from = ahead.ForTile(depth, TileKernels<TL, TV>.AheadBytesPerStep4);
+                if (from == 0)
+                {
+                    TileKernels<TL, TV>.Score4x4<TS, NoLinesAhead>(ref qr, qStride, depth, ref Unsafe.Add(ref kt, c), ldk, ref Unsafe.Add(ref sr, c), bp, 0);
+                }
+                else
+                {
+                    TileKernels<TL, TV>.Score4x4<TS, LinesAhead>(ref qr, qStride, depth, ref Unsafe.Add(ref kt, c), ldk, ref Unsafe.Add(ref sr, c), bp, from);
+                }
             }
 
             for (; c + (2 * w) <= cHi; c += 2 * w)
@@ -668,7 +677,15 @@ internal static class PanelKernel<TL, TV>
             int c = c0;
             for (; WideTiles && c + (4 * w) <= c1; c += 4 * w)
             {
-                TileKernels<TL, TV>.Pv4x4(ref pr, bp, n, ref Unsafe.Add(ref vFirst, c), ldv, ref Unsafe.Add(ref or, c), oStride);
+                nint from = ahead.ForTile(n, TileKernels<TL, TV>.AheadBytesPerStep4);
+                if (from == 0)
+                {
+                    TileKernels<TL, TV>.Pv4x4<NoLinesAhead>(ref pr, bp, n, ref Unsafe.Add(ref vFirst, c), ldv, ref Unsafe.Add(ref or, c), oStride, 0);
+                }
+                else
+                {
+                    TileKernels<TL, TV>.Pv4x4<LinesAhead>(ref pr, bp, n, ref Unsafe.Add(ref vFirst, c), ldv, ref Unsafe.Add(ref or, c), oStride, from);
+                }
             }
 
             for (; c + (2 * w) <= c1; c += 2 * w)

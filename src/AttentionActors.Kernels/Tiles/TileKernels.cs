@@ -10,10 +10,10 @@ internal readonly struct DotStep;
 /// <summary>Marks the squared-distance inner step <c>acc += (q − k)²</c>.</summary>
 internal readonly struct DistanceStep;
 
-/// <summary>Marks a 6×4 tile that asks no lines ahead (the code is that of a tile without the option).</summary>
+/// <summary>Marks a 6×4 or 4×4 tile that asks no lines ahead (the code is that of a tile without the option).</summary>
 internal readonly struct NoLinesAhead;
 
-/// <summary>Marks a 6×4 tile that asks a line ahead into L2 every second step.</summary>
+/// <summary>Marks a 6×4 tile that asks a line ahead into L2 every second step, or a 4×4 tile every step.</summary>
 internal readonly struct LinesAhead;
 
 /// <summary>
@@ -43,10 +43,15 @@ internal static class TileKernels<TL, TV>
         return TL.Fma(q, k, acc);
     }
 
-    /// <summary>S[0..4, 0..4W) for four query rows and 4W keys.</summary>
+    /// <summary>
+    /// S[0..4, 0..4W) for four query rows and 4W keys. With <typeparamref name="TA"/>
+    /// <see cref="LinesAhead"/> it also asks <paramref name="depth"/> lines from
+    /// <paramref name="ahead"/> on into L2, one per step (see <see cref="Score6x4"/>).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Score4x4<TS>(ref float q, nint qStride, int depth, ref float kt, nint ktStride, ref float s, nint sStride)
+    public static void Score4x4<TS, TA>(ref float q, nint qStride, int depth, ref float kt, nint ktStride, ref float s, nint sStride, nint ahead)
         where TS : struct
+        where TA : struct
     {
         nint w = TL.Count;
         ref float q1 = ref Unsafe.Add(ref q, qStride);
@@ -56,9 +61,12 @@ internal static class TileKernels<TL, TV>
         TV a10 = default, a11 = default, a12 = default, a13 = default;
         TV a20 = default, a21 = default, a22 = default, a23 = default;
         TV a30 = default, a31 = default, a32 = default, a33 = default;
+        nint line = ahead;
         ref float kr = ref kt;
         for (nint k = 0; k < depth; k++)
         {
+            AskLine<TA>(line);
+            line += AheadBytesPerStep4;
             var k0 = TL.Load(ref kr, 0);
             var k1 = TL.Load(ref kr, w);
             var k2 = TL.Load(ref kr, 2 * w);
@@ -155,6 +163,13 @@ internal static class TileKernels<TL, TV>
 
     /// <summary>Bytes the 6×4 tiles' look-ahead advances per step: one 64-byte line every second step.</summary>
     public const int AheadBytesPerStep = 32;
+
+    /// <summary>
+    /// Bytes the 4×4 tiles' look-ahead advances per step: a line every step. A decoding step of one
+    /// row per query head (four heads a group) has only 4×4 tiles; with a line every second step
+    /// they would leave three quarters of the next block's lines to the burst after them.
+    /// </summary>
+    public const int AheadBytesPerStep4 = 64;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static unsafe void AskLine<TA>(nint at)
@@ -329,9 +344,14 @@ internal static class TileKernels<TL, TV>
         TL.Store(acc, ref s, 0);
     }
 
-    /// <summary>O[0..4, 0..4W) = Σ_{j &lt; n} P[0..4, j] · V[j, 0..4W).</summary>
+    /// <summary>
+    /// O[0..4, 0..4W) = Σ_{j &lt; n} P[0..4, j] · V[j, 0..4W). With <typeparamref name="TA"/>
+    /// <see cref="LinesAhead"/> it also asks <paramref name="n"/> lines from <paramref name="ahead"/>
+    /// on into L2, one per step.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Pv4x4(ref float p, nint pStride, int n, ref float v, nint vStride, ref float o, nint oStride)
+    public static void Pv4x4<TA>(ref float p, nint pStride, int n, ref float v, nint vStride, ref float o, nint oStride, nint ahead)
+        where TA : struct
     {
         nint w = TL.Count;
         ref float p1 = ref Unsafe.Add(ref p, pStride);
@@ -341,9 +361,12 @@ internal static class TileKernels<TL, TV>
         TV a10 = default, a11 = default, a12 = default, a13 = default;
         TV a20 = default, a21 = default, a22 = default, a23 = default;
         TV a30 = default, a31 = default, a32 = default, a33 = default;
+        nint line = ahead;
         ref float vr = ref v;
         for (nint j = 0; j < n; j++)
         {
+            AskLine<TA>(line);
+            line += AheadBytesPerStep4;
             var v0 = TL.Load(ref vr, 0);
             var v1 = TL.Load(ref vr, w);
             var v2 = TL.Load(ref vr, 2 * w);
