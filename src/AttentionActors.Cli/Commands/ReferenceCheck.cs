@@ -20,14 +20,15 @@ internal static class ReferenceCheck
     }
 
     /// <summary>
-    /// Every row when the reference costs at most <paramref name="fullFlops"/>, else
-    /// <paramref name="sampled"/> rows (the first, the last, and random ones) spread over batches and heads.
+    /// Every row when the reference costs at most <paramref name="fullFlops"/> or the problem has no
+    /// more than <paramref name="sampled"/> rows, else <paramref name="sampled"/> distinct rows (the
+    /// first, the last, and random ones) spread over batches and heads.
     /// </summary>
     public static List<(int B, int H, int I)> Rows(AttentionProblem p, int sampled, double fullFlops)
     {
         long total = (long)p.Batch * p.Heads * p.QuerySeq;
         var rows = new List<(int, int, int)>();
-        if (2.0 * total * p.KeySeq * (p.KeyDim + p.ValueDim) <= fullFlops)
+        if (total <= sampled || 2.0 * total * p.KeySeq * (p.KeyDim + p.ValueDim) <= fullFlops)
         {
             for (int b = 0; b < p.Batch; b++)
             {
@@ -43,45 +44,74 @@ internal static class ReferenceCheck
             return rows;
         }
 
+        // Distinct: with fewer rows than the sample, drawing with repeats checked each row several
+        // times over (a decoding step of 32 rows against a million keys, 256 draws: a minute).
+        var drawn = new HashSet<(int, int, int)>();
         var rng = new Random(1);
-        for (int s = 0; s < sampled && p.QuerySeq > 0; s++)
+        for (int s = 0; rows.Count < sampled; s++)
         {
             int i = s == 0 ? 0 : s == 1 ? p.QuerySeq - 1 : rng.Next(p.QuerySeq);
-            rows.Add((rng.Next(p.Batch), rng.Next(p.Heads), i));
+            var row = (rng.Next(p.Batch), rng.Next(p.Heads), i);
+            if (drawn.Add(row))
+            {
+                rows.Add(row);
+            }
         }
 
         return rows;
     }
 
+    /// <summary>The rows' reference, computed in parallel (each row on its own; the worst differences do not depend on the order).</summary>
     public static Outcome Compare(AttentionProblem p, AttentionResult result, IReadOnlyList<(int B, int H, int I)> rows)
     {
-        double maxAbs = 0, maxRel = 0, worst = 0;
-        var expected = new double[p.ValueDim];
-        var scratch = new double[p.KeySeq];
-        var output = result.Output.Data.Span;
-        foreach (var (b, h, i) in rows)
-        {
-            double lse = ReferenceAttention.Row(p.Q, p.K, p.V, p.Options, b, h, i, expected, scratch, p.Mask);
-            long row = ((((long)b * p.Heads) + h) * p.QuerySeq) + i;
-            var actual = output.Slice((int)(row * p.ValueDim), p.ValueDim);
-            for (int c = 0; c < p.ValueDim; c++)
+        var worst = new Worst();
+        var gate = new object();
+        Parallel.For(
+            0,
+            rows.Count,
+            () => (Worst: new Worst(), Expected: new double[p.ValueDim], Scratch: new double[p.KeySeq]),
+            (n, _, local) =>
             {
-                Track(actual[c], expected[c]);
-            }
+                var (b, h, i) = rows[n];
+                double lse = ReferenceAttention.Row(p.Q, p.K, p.V, p.Options, b, h, i, local.Expected, local.Scratch, p.Mask);
+                long row = ((((long)b * p.Heads) + h) * p.QuerySeq) + i;
+                var actual = result.Output.Data.Span.Slice((int)(row * p.ValueDim), p.ValueDim);
+                for (int c = 0; c < p.ValueDim; c++)
+                {
+                    local.Worst.Track(actual[c], local.Expected[c]);
+                }
 
-            if (double.IsNegativeInfinity(lse))
+                if (double.IsNegativeInfinity(lse))
+                {
+                    local.Worst.Ratio = float.IsNegativeInfinity(result.Lse[row]) ? local.Worst.Ratio : double.PositiveInfinity;
+                }
+                else
+                {
+                    local.Worst.Track(result.Lse[row], lse);
+                }
+
+                return local;
+            },
+            local =>
             {
-                worst = float.IsNegativeInfinity(result.Lse[row]) ? worst : double.PositiveInfinity;
-            }
-            else
-            {
-                Track(result.Lse[row], lse);
-            }
-        }
+                lock (gate)
+                {
+                    worst.Add(local.Worst);
+                }
+            });
 
-        return new Outcome(rows.Count, rows.Count == (long)p.Batch * p.Heads * p.QuerySeq, maxAbs, maxRel, worst);
+        return new Outcome(rows.Count, rows.Count == (long)p.Batch * p.Heads * p.QuerySeq, worst.Abs, worst.Rel, worst.Ratio);
+    }
 
-        void Track(double actual, double reference)
+    private sealed class Worst
+    {
+        public double Abs { get; private set; }
+
+        public double Rel { get; private set; }
+
+        public double Ratio { get; set; }
+
+        public void Track(double actual, double reference)
         {
             double diff = Math.Abs(actual - reference);
             if (double.IsNaN(diff))
@@ -89,9 +119,16 @@ internal static class ReferenceCheck
                 diff = double.PositiveInfinity;
             }
 
-            maxAbs = Math.Max(maxAbs, diff);
-            maxRel = Math.Max(maxRel, diff / Math.Max(Math.Abs(reference), 1e-30));
-            worst = Math.Max(worst, diff / (2e-6 + (1e-5 * Math.Abs(reference))));
+            Abs = Math.Max(Abs, diff);
+            Rel = Math.Max(Rel, diff / Math.Max(Math.Abs(reference), 1e-30));
+            Ratio = Math.Max(Ratio, diff / (2e-6 + (1e-5 * Math.Abs(reference))));
+        }
+
+        public void Add(Worst other)
+        {
+            Abs = Math.Max(Abs, other.Abs);
+            Rel = Math.Max(Rel, other.Rel);
+            Ratio = Math.Max(Ratio, other.Ratio);
         }
     }
 }
