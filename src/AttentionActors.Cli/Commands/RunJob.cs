@@ -356,7 +356,7 @@ internal static class RunJob
         }
     }
 
-    private static (int Seq, int KvSeq, int Dim, int KvHeads) RandomShape(RunRequest r)
+    internal static (int Seq, int KvSeq, int Dim, int KvHeads) RandomShape(RunRequest r)
     {
         if (r.Seq is not { } seq || r.Dim is not { } dim)
         {
@@ -373,10 +373,15 @@ internal static class RunJob
             }
         }
 
-        // A dry run allocates nothing, so it may plan jobs larger than one process could hold.
-        if (!r.DryRun && (long)r.Batch * Math.Max(r.Heads, kvHeads) * Math.Max(seq, kvSeq) * dim > Array.MaxLength)
+        // A dry run allocates nothing, so it may plan jobs larger than one process could hold. Q and
+        // K/V are counted apart: a decoding step's cache of a million keys over few K/V heads fits
+        // where as many keys on every query head would not.
+        foreach (var (tensor, elements) in new[] { ("Q", (long)r.Batch * r.Heads * seq * dim), ("K and V (each)", (long)r.Batch * kvHeads * kvSeq * dim) })
         {
-            throw new UsageException($"--random tensor of {(long)r.Batch * Math.Max(r.Heads, kvHeads) * Math.Max(seq, kvSeq) * dim:N0} elements is more than one tensor may hold ({Array.MaxLength:N0})");
+            if (!r.DryRun && elements > Array.MaxLength)
+            {
+                throw new UsageException($"--random {tensor}: {elements:N0} elements, more than one tensor may hold ({Array.MaxLength:N0})");
+            }
         }
 
         return (seq, kvSeq, dim, kvHeads);
