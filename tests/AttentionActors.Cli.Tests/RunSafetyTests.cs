@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using AttentionActors.Cli.Commands;
 using AttentionActors.Pipeline;
 
 using static AttentionActors.Cli.Tests.CliRunner;
@@ -47,6 +48,36 @@ public sealed class RunSafetyTests : IDisposable
         Assert.True(estimate.NeededBytes > 23L << 30, $"needs only {estimate.NeededBytes >> 20} MiB");
         Assert.Equal(4.0 * 8 * 3e6 * 3e6 * 64, estimate.Flops, 1e-9 * estimate.Flops);
         Assert.True(estimate.Time > TimeSpan.FromHours(1), $"estimated {estimate.Time}");
+    }
+
+    [Theory]
+    [InlineData(1, 32, 8, false, 4)] // a decoding step: the group's four query heads share each shard
+    [InlineData(1, 32, 32, false, 1)] // one row per head, no groups
+    [InlineData(16, 32, 8, false, 64)]
+    [InlineData(2, 32, 8, true, 2)] // a causal mask hiding keys keeps the rows in their heads
+    [InlineData(4096, 8, 8, false, 128)] // dense: a full panel
+    public void The_speed_probe_scores_as_many_rows_as_a_shard_of_the_job(int queries, int heads, int kvHeads, bool causal, int rows)
+    {
+        var geometry = Kernels.AttentionGeometry.Create(
+            new Kernels.TensorShape("Q", 1, heads, queries, 64),
+            new Kernels.TensorShape("K", 1, kvHeads, 8192, 64),
+            new Kernels.TensorShape("V", 1, kvHeads, 8192, 64),
+            new Kernels.AttentionOptions { Causal = causal, Alignment = Kernels.DiagonalAlignment.BottomRight });
+        Assert.Equal(rows, Commands.JobEstimate.ProbeRows(geometry));
+    }
+
+    [Fact]
+    public void A_random_decoding_step_is_limited_by_its_largest_tensor_not_by_the_longest_length_on_the_most_heads()
+    {
+        // K and V [1, 8, 1M, 128]: 1.0e9 elements each, which a tensor holds; Q [1, 32, 1, 128].
+        var decoding = new RunRequest { Random = true, Seq = 1, KvSeq = 1_000_000, Dim = 128, Heads = 32, KvHeads = 8 };
+        Assert.Equal((1, 1_000_000, 128, 8), RunJob.RandomShape(decoding));
+
+        var tooLong = Assert.Throws<UsageException>(() => RunJob.RandomShape(decoding with { KvSeq = 3_000_000 }));
+        Assert.Contains("--random K and V (each): 3,072,000,000 elements, more than one tensor may hold", tooLong.Message, StringComparison.Ordinal);
+
+        var tooManyQueries = Assert.Throws<UsageException>(() => RunJob.RandomShape(decoding with { Seq = 600_000 }));
+        Assert.Contains("--random Q: 2,457,600,000 elements", tooManyQueries.Message, StringComparison.Ordinal);
     }
 
     [Theory]

@@ -11,6 +11,14 @@ namespace AttentionActors.Cli.Commands;
 /// </summary>
 internal sealed record JobEstimate(IReadOnlyList<(string Part, long Bytes)> Parts, long AvailableBytes, double Flops, double FlopsPerSecond, int Threads)
 {
+    /// <summary>
+    /// Query rows of the speed probe's shard: as many as one of the job's shards scores each key
+    /// for (a head's rows, or a decoding step's group of query heads stacked), at most 128. A shard
+    /// of a few rows reads every key for those rows only: a decoding step of one row on 32 query
+    /// heads over 8 was estimated 5–10× too quick by a 128-row probe.
+    /// </summary>
+    internal static int ProbeRows(AttentionGeometry g) => Math.Min(128, (KeyGroupStacking.Stack(g) ?? g).QuerySeq);
+
     /// <summary>The runtime, code and scratch not tied to the job's size.</summary>
     private const long BaseBytes = 96L << 20;
 
@@ -97,13 +105,16 @@ internal sealed record JobEstimate(IReadOnlyList<(string Part, long Bytes)> Part
 
     /// <summary>
     /// FLOP/s of one thread of the kernel on this machine for this job's score function and head
-    /// dims: a dense 128 × 2048 shard, timed for 15 ms after one warm-up run — or only until the probe
-    /// has done the job's own FLOPs, since a job that small takes less time than the probe already has.
-    /// Every job's start waits for it; over ten dry runs 15 ms gave 64–78 GFLOP/s, 30 ms 67–81.
+    /// dims: a dense shard of <see cref="ProbeRows"/> × 2048, timed for 15 ms after one warm-up run —
+    /// or only until the probe has done the job's own FLOPs, since a job that small takes less time
+    /// than the probe already has. Every job's start waits for it; over ten dry runs 15 ms gave
+    /// 64–78 GFLOP/s, 30 ms 67–81. The probe's keys and values are in cache: a decoding step reading
+    /// a cache of keys larger than L3 from memory runs slower than it measures.
     /// </summary>
     public static double MeasureSpeed(AttentionGeometry g)
     {
-        const int rows = 128, keys = 2048;
+        const int keys = 2048;
+        int rows = ProbeRows(g);
         AttentionTensor Make(string name, int n, int d)
         {
             var data = new float[n * d];
