@@ -22,6 +22,30 @@ public class BadInputTests
     }
 
     [Fact]
+    public void A_tensor_checked_on_every_core_names_its_first_non_finite_value_and_its_largest_row()
+    {
+        // K [1, 2, 2^17, 64]: 2^24 values, the size from which a tensor is checked in parallel
+        // chunks of 2^14 rows. Two NaNs, the later one in an earlier-finishing chunk on any
+        // schedule; then, without them, one large row near the end sets the reported norm.
+        int keys = 1 << 17, dim = 64;
+        Assert.Equal(ProblemValidator.ParallelValues, 2L * keys * dim);
+        var q = TestData.Normal("Q", 1, 1, 2, 4, dim);
+        var k = AttentionTensor.Zeros("K", 1, 2, keys, dim);
+        var v = AttentionTensor.Zeros("V", 1, 2, keys, dim);
+        var kData = k.Data.Span;
+        kData[(int)k.RowOffset(0, 1, 100_000) + 7] = float.NaN; // chunk 14
+        kData[(int)k.RowOffset(0, 0, 3) + 5] = float.NaN; // chunk 0, row 3
+        var nan = Assert.Throws<AttentionInputException>(() => AttentionProblem.Create(q, k, v));
+        Assert.Contains("K[0, 0, 3, 5] is NaN", nan.Message, StringComparison.Ordinal);
+
+        kData.Clear();
+        var far = kData.Slice((int)k.RowOffset(0, 1, keys - 2), dim);
+        far.Fill(1e36f); // ‖row‖ = 8e36 (squared in float64: beyond float32), ‖Q‖·‖K‖ beyond the sums
+        var overflow = Assert.Throws<AttentionInputException>(() => AttentionProblem.Create(q, k, v));
+        Assert.Contains("‖K‖ 8E+36", overflow.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Shape_mismatches_name_both_tensors()
     {
         var (q, k, v) = Good();
