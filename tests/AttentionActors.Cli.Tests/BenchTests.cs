@@ -39,6 +39,13 @@ public sealed class BenchTests
         {
             Assert.True(double.Parse(row[BenchTable.Column(header, "NumPy GFLOP/s")], CultureInfo.InvariantCulture) > 0, string.Join(" | ", row));
             Assert.True(double.Parse(row[BenchTable.Column(header, "ours / NumPy")], CultureInfo.InvariantCulture) > 0, string.Join(" | ", row));
+
+            // The peer is named by the library NumPy loaded, and called OpenBLAS only when it is.
+            string first = stdout.Split('\n')[0];
+            var named = System.Text.RegularExpressions.Regex.Match(first, @"x @ W\.T on (OpenBLAS SGEMM \()?(?<library>/[^;,]+)[;,]");
+            Assert.True(named.Success, first);
+            Assert.True(File.Exists(named.Groups["library"].Value.Split(' ')[0]), first);
+            Assert.Equal(named.Groups["library"].Value.Contains("openblas", StringComparison.OrdinalIgnoreCase), first.Contains("on OpenBLAS SGEMM", StringComparison.Ordinal));
         }
     }
 }

@@ -6,16 +6,18 @@ namespace AttentionActors.Cli.Commands;
 
 /// <summary>
 /// <c>attention bench --projection</c>: the layer's linear maps <c>y = x·Wᵀ</c>, x [N, E] and
-/// W [E, E], against NumPy's <c>x @ W.T</c> (OpenBLAS SGEMM) on the same shapes and threads when
-/// Debian's python3 with numpy is present. The two alternate, round by round, and the table gives
-/// the medians and the median of the rounds' ratios; a few outputs are checked against float64 first.
+/// W [E, E], against NumPy's <c>x @ W.T</c> on the same shapes and threads when Debian's python3
+/// with numpy is present. The two alternate, round by round, and the table gives the medians and the
+/// median of the rounds' ratios; a few outputs are checked against float64 first. The header names
+/// the BLAS library NumPy loaded: the anchor is OpenBLAS's SGEMM, and Debian's numpy runs on the
+/// unoptimized reference BLAS when no optimized one is installed.
 /// </summary>
 internal static class ProjectionBench
 {
     private const string Python = "/usr/bin/python3";
 
     /// <summary>Times <c>x @ W.T</c> <c>runs</c> times after one warm-up and prints the median seconds.</summary>
-    private const string Peer = """
+    private const string PeerScript = """
         import sys, time
         import numpy as np
         n, e, runs = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
@@ -27,13 +29,17 @@ internal static class ProjectionBench
         for _ in range(runs):
             t = time.perf_counter(); x @ w.T; times.append(time.perf_counter() - t)
         print(sorted(times)[len(times) // 2])
+        with open("/proc/self/maps") as maps:
+            blas = sorted({l.split()[-1] for l in maps if "blas" in l.rsplit("/", 1)[-1].lower() or "mkl" in l.lower()})
+        print(" ".join(blas) or "?")
         """;
 
     public static int Run(TextWriter stdout, TextWriter stderr, int[] rowCounts, int[] dims, int[] threadCounts, int repeat)
     {
-        bool peer = PeerAvailable();
+        string? library = PeerLibrary();
+        bool peer = library is not null;
         int rounds = Math.Max(repeat, 3);
-        stdout.WriteLine($"projection y = x·Wᵀ, {MachineInfo.Cpu()}, {Environment.ProcessorCount} cores; median of {rounds} alternating rounds{(peer ? "; NumPy (OpenBLAS SGEMM, OPENBLAS_CORETYPE unset) beside it" : $"; NumPy not found ({Python} with numpy): no peer column")}");
+        stdout.WriteLine($"projection y = x·Wᵀ, {MachineInfo.Cpu()}, {Environment.ProcessorCount} cores; median of {rounds} alternating rounds{(peer ? $"; NumPy beside it, {DescribeLibrary(library!)}" : $"; NumPy not found ({Python} with numpy): no peer column")}");
         stdout.WriteLine();
         stdout.WriteLine("| N | E | threads | s | GFLOP/s | of FMA peak | NumPy s | NumPy GFLOP/s | ours / NumPy | max err/tol |");
         stdout.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
@@ -123,22 +129,30 @@ internal static class ProjectionBench
         return worst;
     }
 
-    private static bool PeerAvailable()
+    /// <summary>The BLAS libraries NumPy loaded (paths), or null when there is no NumPy to run.</summary>
+    private static string? PeerLibrary()
     {
         try
         {
-            return File.Exists(Python) && PeerSeconds(64, 64, 1) > 0;
+            return File.Exists(Python) ? Peer(64, 64, 1).Library : null;
         }
         catch (InvalidOperationException)
         {
-            return false;
+            return null;
         }
     }
 
-    private static double PeerSeconds(int n, int e, int threads)
+    /// <summary>What the peer column measures: OpenBLAS's SGEMM only when NumPy loaded OpenBLAS.</summary>
+    internal static string DescribeLibrary(string library) => library.Contains("openblas", StringComparison.OrdinalIgnoreCase)
+        ? $"x @ W.T on OpenBLAS SGEMM ({library}; OPENBLAS_CORETYPE unset)"
+        : $"x @ W.T on {library}, not OpenBLAS: no anchor for the ratio (Debian: apt-get install libopenblas0)";
+
+    private static double PeerSeconds(int n, int e, int threads) => Peer(n, e, threads).Seconds;
+
+    private static (double Seconds, string Library) Peer(int n, int e, int threads)
     {
         var start = new ProcessStartInfo(Python) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (string arg in new[] { "-c", Peer, n.ToString(CultureInfo.InvariantCulture), e.ToString(CultureInfo.InvariantCulture), "5" })
+        foreach (string arg in new[] { "-c", PeerScript, n.ToString(CultureInfo.InvariantCulture), e.ToString(CultureInfo.InvariantCulture), "5" })
         {
             start.ArgumentList.Add(arg);
         }
@@ -151,8 +165,9 @@ internal static class ProjectionBench
         string output = process.StandardOutput.ReadToEnd();
         string error = process.StandardError.ReadToEnd();
         process.WaitForExit();
-        return process.ExitCode == 0 && double.TryParse(output.Trim(), NumberStyles.Float, CultureInfo.InvariantCulture, out double seconds)
-            ? seconds
+        string[] lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        return process.ExitCode == 0 && lines.Length == 2 && double.TryParse(lines[0], NumberStyles.Float, CultureInfo.InvariantCulture, out double seconds)
+            ? (seconds, lines[1])
             : throw new InvalidOperationException($"{Python} failed (exit {process.ExitCode}): {error.Trim()}");
     }
 }
