@@ -256,7 +256,7 @@ internal static class ProblemValidator
     /// this large is a job's input (a decoding step's cache of keys, say), not a shard of the default
     /// budget, and one thread read it at about half the speed two do (a 1 GiB K took 60 ms).
     /// </summary>
-    internal static long ParallelValues { get; set; } = 1L << 24;
+    internal const long ParallelValues = 1L << 24;
 
     /// <summary>
     /// <see cref="MaxRowNorm(AttentionTensor, out double)"/> of a whole tensor on every core. The

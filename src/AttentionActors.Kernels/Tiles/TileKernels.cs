@@ -166,8 +166,10 @@ internal static class TileKernels<TL, TV>
 
     /// <summary>
     /// Bytes the 4×4 tiles' look-ahead advances per step: a line every step. A decoding step of one
-    /// row per query head (four heads a group) has only 4×4 tiles; with a line every second step
-    /// they would leave three quarters of the next block's lines to the burst after them.
+    /// row per query head (four heads a group) has only 4×4 tiles, one per chunk of 64 keys or value
+    /// columns: at d = 128 they ask a quarter of the next block's lines this way (an eighth at a line
+    /// every second step) and leave the rest to the bursts after each call. Two or three lines a step
+    /// measured the same as one.
     /// </summary>
     public const int AheadBytesPerStep4 = 64;
 
