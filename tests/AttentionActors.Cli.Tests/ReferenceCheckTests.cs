@@ -18,30 +18,21 @@ public sealed class ReferenceCheckTests
         return AttentionProblem.Create(Make("Q", heads, rows, 0), Make("K", 2, keys, 1), Make("V", 2, keys, 2), new AttentionOptions());
     }
 
-    [Fact]
-    public void A_problem_with_fewer_rows_than_the_sample_is_checked_row_by_row_once()
+    [Theory]
+    [InlineData(32, 1, 32, true)] // a decoding step of 32 rows, a reference too costly to run whole: each row once
+    [InlineData(4, 80, 256, false)] // 320 rows: 256 distinct ones
+    public void The_check_compares_distinct_rows_and_every_row_when_there_are_fewer_than_the_sample(int heads, int queries, int expected, bool all)
     {
-        // 32 rows, a sample of 256 and a reference too costly for a full check: each row once.
-        var p = Problem(heads: 32, rows: 1, keys: 64);
+        var p = Problem(heads, queries, keys: 64);
         var rows = ReferenceCheck.Rows(p, sampled: 256, fullFlops: 0);
-        Assert.Equal(32, rows.Count);
-        Assert.Equal(32, rows.Distinct().Count());
+        Assert.Equal(expected, rows.Count);
+        Assert.Equal(expected, rows.Distinct().Count());
+        Assert.Contains(rows, r => r.I == 0);
+        Assert.Contains(rows, r => r.I == queries - 1);
 
         var outcome = ReferenceCheck.Compare(p, Attention.Compute(p), rows);
-        Assert.True(outcome.AllRows);
+        Assert.Equal(all, outcome.AllRows);
         Assert.True(outcome.Inside, $"worst {outcome.WorstRatio} of the tolerance, max |out − ref| {outcome.MaxAbs}");
-    }
-
-    [Fact]
-    public void A_sample_draws_distinct_rows_including_the_first_and_last()
-    {
-        var p = Problem(heads: 4, rows: 80, keys: 64);
-        var rows = ReferenceCheck.Rows(p, sampled: 256, fullFlops: 0);
-        Assert.Equal(256, rows.Count);
-        Assert.Equal(256, rows.Distinct().Count());
-        Assert.Contains(rows, r => r.I == 0);
-        Assert.Contains(rows, r => r.I == 79);
-        Assert.False(ReferenceCheck.Compare(p, Attention.Compute(p), rows).AllRows);
     }
 
     [Fact]
