@@ -12,6 +12,15 @@ public sealed class BenchTests
         var (code, stdout, stderr) = await Run("bench", "--seq", "256", "--dim", "16", "--heads", "2", "--threads", "1", "2", "--repeat", "1", "--causal");
         Assert.True(code == 0, $"exit {code}: {stderr}");
         Assert.Contains(" cores, ", stdout, StringComparison.Ordinal);
+
+        // The CPU is named with its first-level data cache where sysfs gives it (what decoding speed turned on).
+        string l1 = "/sys/devices/system/cpu/cpu0/cache/index0";
+        if (File.Exists(Path.Combine(l1, "size")) && File.ReadAllText(Path.Combine(l1, "type")).Trim() == "Data")
+        {
+            string kib = File.ReadAllText(Path.Combine(l1, "size")).Trim().TrimEnd('K');
+            Assert.Contains($"L1d {kib} KiB", stdout.Split('\n')[0], StringComparison.Ordinal);
+        }
+
         var (header, rows) = BenchTable.Parse(stdout);
         Assert.Equal(2, rows.Count);
         int ofPeak = BenchTable.Column(header, "of peak"), gflops = BenchTable.Column(header, "GFLOP/s"), causal = BenchTable.Column(header, "causal/dense");
