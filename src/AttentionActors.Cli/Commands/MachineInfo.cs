@@ -12,44 +12,28 @@ internal static class MachineInfo
 
     /// <summary>
     /// The CPU's model name from /proc/cpuinfo with its family and model numbers and the first
-    /// core's data caches (a virtual machine may name only "AMD EPYC", and the same kernel ran at a
-    /// third of the bandwidth on a 32 KiB L1 as on a 48 KiB one), or "an unnamed CPU".
+    /// core's data caches, or "an unnamed CPU". A virtual machine may name only "AMD EPYC", and
+    /// decoding's share of the memory bandwidth turned on the L1's size (33% on a 32 KiB L1 against
+    /// 74% on a 48 KiB one, before the transposition asked its keys into L2).
     /// </summary>
     public static string Cpu()
     {
-        string name = "an unnamed CPU";
-        string? family = null, model = null;
+        // The first processor's fields: the lines before the first blank one, "key : value".
+        var fields = new Dictionary<string, string>(StringComparer.Ordinal);
         try
         {
-            foreach (string line in File.ReadLines("/proc/cpuinfo"))
+            foreach (var pair in File.ReadLines("/proc/cpuinfo").TakeWhile(l => l.Length > 0).Select(l => l.Split(':', 2)).Where(p => p.Length == 2))
             {
-                int colon = line.IndexOf(':', StringComparison.Ordinal);
-                if (colon < 0)
-                {
-                    if (line.Length == 0)
-                    {
-                        break; // the first processor's block ends here
-                    }
-
-                    continue;
-                }
-
-                string key = line[..colon].Trim(), value = line[(colon + 1)..].Trim();
-                (name, family, model) = key switch
-                {
-                    "model name" => (value, family, model),
-                    "cpu family" => (name, value, model),
-                    "model" => (name, family, value),
-                    _ => (name, family, model),
-                };
+                fields.TryAdd(pair[0].Trim(), pair[1].Trim());
             }
         }
         catch (IOException)
         {
         }
 
+        string name = fields.GetValueOrDefault("model name", "an unnamed CPU");
         var details = new List<string>();
-        if (family is not null && model is not null)
+        if (fields.TryGetValue("cpu family", out string? family) && fields.TryGetValue("model", out string? model))
         {
             details.Add($"family {family}, model {model}");
         }
