@@ -50,7 +50,7 @@ public static partial class Attention
         return chunk;
     }
 
-    private static AttentionResult ComputeSplitKeys(AttentionProblem problem, ComputeOptions settings, IProgress<long>? progress, AttentionTensor? into, CancellationToken cancellationToken)
+    private static AttentionResult ComputeSplitKeys(AttentionProblem problem, ComputeOptions settings, IProgress<long>? progress, AttentionTensor? into, CancellationToken cancellationToken, KeyValueCache? cache = null)
     {
         int threads = settings.Threads > 0 ? settings.Threads : Environment.ProcessorCount;
         int rows = problem.QuerySeq;
@@ -143,15 +143,16 @@ public static partial class Attention
                 }
 
                 // When the whole group is one panel, that panel packs the keys as it reaches them, so
-                // the chunk's keys stream in from memory while the blocks before them compute.
+                // the chunk's keys stream in from memory while the blocks before them compute. A
+                // key/value cache holds them packed already.
                 bool onePanel = stack == problem.GroupSize;
-                using var pack = onePanel ? null : KeyPack.Create(problem, b, kvh, first, end);
+                using var pack = onePanel || cache is not null ? null : KeyPack.Create(problem, b, kvh, first, end);
                 int firstSlot = slotStart[b][c], count = slotStart[b][c + 1] - firstSlot;
                 for (int h = kvh * problem.GroupSize; h < (kvh + 1) * problem.GroupSize; h += stack)
                 {
                     int u = ((b * heads) + h) / stack;
                     var target = new PartialTarget(m[bankOf[u]], l[bankOf[u]], o[bankOf[u]], unitSlot[u] + firstSlot, unitRows, count);
-                    Dispatch(settings.KernelPath, new CollectPanel(problem, pack, target, b, h, 0, 0, unitRows, first, end, rows));
+                    Dispatch(settings.KernelPath, new CollectPanel(problem, pack, target, b, h, 0, 0, unitRows, first, end, rows, cache));
                 }
             }, cancellationToken);
 

@@ -280,14 +280,14 @@ public static partial class Attention
     /// Computes a panel and copies its tree nodes to <see cref="Set"/>; without <see cref="Keys"/> the
     /// panel packs its keys as it goes (see <see cref="PanelKernel{TL, TV}.Run"/>).
     /// </summary>
-    private readonly record struct CollectPanel(AttentionProblem P, KeyPack? Keys, PartialTarget Set, int B, int H, int RowStart, int SetRow, int Rows, int First, int End, int HeadRows = 0) : IPanelJob
+    private readonly record struct CollectPanel(AttentionProblem P, KeyPack? Keys, PartialTarget Set, int B, int H, int RowStart, int SetRow, int Rows, int First, int End, int HeadRows = 0, KeyValueCache? Cache = null) : IPanelJob
     {
         public void Run<TL, TV>()
             where TL : ILanes<TV>
             where TV : unmanaged
         {
             var ws = WorkspaceFor(P, First, End);
-            int count = PanelKernel<TL, TV>.Run(P, ws, Keys, B, H, RowStart, Rows, First, End, HeadRows);
+            int count = PanelKernel<TL, TV>.Run(P, ws, Keys, B, H, RowStart, Rows, First, End, HeadRows, Cache);
             if (count != Set.Nodes)
             {
                 throw new InvalidOperationException($"panel produced {count} tree nodes where the range decomposes into {Set.Nodes}");

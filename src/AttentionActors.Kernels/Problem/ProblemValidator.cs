@@ -172,6 +172,15 @@ internal static class ProblemValidator
         double qNorm = MaxRowNorm(p.Q, out _);
         double kNorm = MaxRowNorm(p.K, out _);
         MaxRowNorm(p.V, out double vAbs);
+        CheckBounds(p, qNorm, kNorm, vAbs);
+    }
+
+    /// <summary>
+    /// Throws unless no score, logit or weighted sum of <paramref name="p"/> can overflow, given the
+    /// largest row norms of Q and K and the largest magnitude in V.
+    /// </summary>
+    public static void CheckBounds(AttentionProblem p, double qNorm, double kNorm, double vAbs)
+    {
         var o = p.Options;
         double raw;
         double logit;
@@ -229,7 +238,7 @@ internal static class ProblemValidator
     /// float32 — is redone exactly in float64, which finds and names the culprit. Workers run this
     /// on every shard they receive, so it must cost little next to the shard's compute.
     /// </summary>
-    private static double MaxRowNorm(AttentionTensor t, out double maxAbs)
+    internal static double MaxRowNorm(AttentionTensor t, out double maxAbs)
     {
         if (!t.IsSegmented)
         {
