@@ -2,7 +2,7 @@ using static AttentionActors.Cli.Tests.CliRunner;
 
 namespace AttentionActors.Cli.Tests;
 
-/// <summary>`attention bench --decode`: checks every configuration against float64 before timing it (exit 1 if outside the contract).</summary>
+/// <summary>`attention bench --decode`: checks every configuration against float64 before timing it (exit 1 if outside the contract), with K and V as tensors and from a key/value cache (exit 1 if their bits differ).</summary>
 public sealed class DecodeBenchTests
 {
     [Fact]
@@ -12,10 +12,19 @@ public sealed class DecodeBenchTests
         Assert.True(code == 0, $"exit {code}: {stderr}");
         Assert.Contains(" cores, ", stdout, StringComparison.Ordinal);
         var (header, rows) = BenchTable.Parse(stdout);
-        Assert.Equal(4, rows.Count);
-        int ofPeak = BenchTable.Column(header, "of peak");
+
+        // Each of the 4 configurations twice: K and V as tensors, then from a key/value cache.
+        int from = BenchTable.Column(header, "K/V from");
+        Assert.Equal(Enumerable.Repeat<string[]>(["tensors", "cache"], 4).SelectMany(pair => pair), rows.Select(row => row[from]));
+        int ofPeak = BenchTable.Column(header, "of peak"), ofMemory = BenchTable.Column(header, "K/V of memory"), error = BenchTable.Column(header, "max err/tol");
         Assert.True(ofPeak > BenchTable.Column(header, "GFLOP/s"), $"'of peak' does not follow GFLOP/s in: {string.Join(" | ", header)}");
-        Assert.All(rows, row => Assert.EndsWith("%", row[ofPeak], StringComparison.Ordinal));
+        Assert.All(rows, row =>
+        {
+            Assert.EndsWith("%", row[ofPeak], StringComparison.Ordinal);
+            Assert.EndsWith("%", row[ofMemory], StringComparison.Ordinal);
+            double worst = double.Parse(row[error], System.Globalization.CultureInfo.InvariantCulture);
+            Assert.True(worst is > 0 and <= 1, $"max err/tol '{row[error]}' in: {string.Join(" | ", row)}");
+        });
     }
 
     [Theory]

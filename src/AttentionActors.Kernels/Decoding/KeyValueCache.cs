@@ -206,9 +206,11 @@ public sealed class KeyValueCache
     /// </summary>
     private void AddSlab(List<(float[] Slab, int Start)> head)
     {
-        int count = (int)Math.Clamp(Math.Min(head.Count, SlabBytes / sizeof(float) / blockFloats), 1, (Array.MaxLength - 15) / blockFloats);
-        var slab = HugePages.Floats((count * blockFloats) + 15);
-        int pad = AlignedFloats.AlignmentPad(slab);
+        const int hugePage = (int)(HugePages.HugePage / sizeof(float));
+        int count = (int)Math.Clamp(Math.Min(head.Count, SlabBytes / sizeof(float) / blockFloats), 1, (Array.MaxLength - hugePage) / blockFloats);
+        bool huge = (long)count * blockFloats * sizeof(float) >= SlabBytes;
+        var slab = HugePages.Floats((count * blockFloats) + (huge ? hugePage : 15));
+        int pad = huge ? HugePages.PadToHugePage(slab) : AlignedFloats.AlignmentPad(slab);
         for (int i = 0; i < count; i++)
         {
             head.Add((slab, pad + (i * blockFloats)));

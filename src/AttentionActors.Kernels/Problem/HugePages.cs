@@ -9,7 +9,7 @@ namespace AttentionActors.Kernels;
 /// </summary>
 internal static class HugePages
 {
-    private const long HugePage = 2L << 20;
+    public const long HugePage = 2L << 20;
 
     /// <summary>Below this an array spans too few whole huge pages to matter (one at most).</summary>
     private const long MinimumBytes = 4L << 20;
@@ -20,6 +20,15 @@ internal static class HugePages
         var array = new float[length];
         Advise(array);
         return array;
+    }
+
+    /// <summary>Floats from element 0 of <paramref name="array"/> to its first 2 MiB boundary.</summary>
+    public static unsafe int PadToHugePage(float[] array)
+    {
+        fixed (float* first = array)
+        {
+            return (int)((HugePage - ((long)first & (HugePage - 1))) & (HugePage - 1)) / sizeof(float);
+        }
     }
 
     /// <summary>
