@@ -9,7 +9,7 @@ namespace AttentionActors.Kernels.Tests;
 /// </summary>
 public class KeyValueCacheTests
 {
-    public static TheoryData<string> Cases => ["one row, GQA 4, d 128", "16 rows, causal + ALiBi + soft-cap", "gaussian + entropy + padding, d_v 80", "odd widths, MHA"];
+    public static TheoryData<string> Cases => ["one row, GQA 4, d 128", "16 rows, causal + ALiBi + soft-cap", "gaussian + entropy + padding, d_v 80", "odd widths, MHA", "sliding window, sequences of different lengths"];
 
     private sealed record Case(int Batch, int Heads, int KvHeads, int Nq, int KeyDim, int ValueDim, int[] Appends, AttentionOptions Options);
 
@@ -19,6 +19,7 @@ public class KeyValueCacheTests
         "16 rows, causal + ALiBi + soft-cap" => new(1, 8, 2, 16, 40, 24, [300, 17, 83], new AttentionOptions { BlockSize = 64, SoftCap = 5f, AlibiSlopes = AttentionOptions.DefaultAlibiSlopes(8), Causal = true, Alignment = DiagonalAlignment.BottomRight }),
         "gaussian + entropy + padding, d_v 80" => new(2, 4, 4, 3, 16, 80, [150, 250], new AttentionOptions { BlockSize = 32, Score = ScoreFunction.Gaussian, Sigma = 3f, Entropy = true, KeyLengths = [400, 333] }),
         "odd widths, MHA" => new(1, 3, 3, 5, 20, 72, [1, 99, 130], new AttentionOptions { BlockSize = 48 }),
+        "sliding window, sequences of different lengths" => new(2, 4, 2, 4, 32, 32, [100, 60], new AttentionOptions { BlockSize = 32, Causal = true, Alignment = DiagonalAlignment.BottomRight, Window = (50, 0), SequenceLengths = [new(4, 160), new(2, 120)] }),
         _ => throw new ArgumentException(name),
     };
 
@@ -38,7 +39,12 @@ public class KeyValueCacheTests
             cache.Append(keys[^1], values[^1]);
             var k = Concat(keys);
             var v = Concat(values);
-            var options = c.Options.KeyLengths is null ? c.Options : c.Options with { KeyLengths = [.. c.Options.KeyLengths.Select(n => Math.Min(n, k.Seq))] };
+            // Lengths past the keys appended so far are cut to them.
+            var options = c.Options with
+            {
+                KeyLengths = c.Options.KeyLengths?.Select(n => Math.Min(n, k.Seq)).ToArray(),
+                SequenceLengths = c.Options.SequenceLengths?.Select(l => l with { Key = Math.Min(l.Key, k.Seq) }).ToArray(),
+            };
             Assert.Equal(k.Seq, cache.Length);
 
             // Every width and thread count after the last append; the default after the others.
