@@ -75,6 +75,32 @@ public class KeyValueCacheTests
     }
 
     [Fact]
+    public void Truncating_drops_the_last_keys_and_the_next_append_continues_from_there()
+    {
+        // Speculative decoding: draft tokens appended, some rejected, others appended in their place.
+        var cache = new KeyValueCache(1, 2, 16, 24, blockSize: 64);
+        var k = TestData.Normal("K", 1, 1, 2, 300, 16);
+        var v = TestData.Normal("V", 2, 1, 2, 300, 24);
+        cache.Append(k, v);
+        cache.Truncate(130);
+        var k2 = TestData.Normal("K", 3, 1, 2, 5, 16);
+        var v2 = TestData.Normal("V", 4, 1, 2, 5, 24);
+        cache.Append(k2, v2);
+        Assert.Equal(135, cache.Length);
+
+        var q = TestData.Normal("Q", 5, 1, 8, 5, 16);
+        var options = new AttentionOptions { BlockSize = 64, Causal = true, Alignment = DiagonalAlignment.BottomRight };
+        var expected = Attention.Compute(q, Concat([Head(k, 130), k2]), Concat([Head(v, 130), v2]), options);
+        var actual = Attention.Compute(q, cache, options);
+        TestData.AssertBitwise(expected.Output.Data.Span, actual.Output.Data.Span, "after truncating to 130 and appending 5: out");
+        TestData.AssertBitwise(expected.Lse, actual.Lse, "after truncating to 130 and appending 5: lse");
+
+        Assert.Contains("cannot truncate 135 keys to 136", Assert.Throws<AttentionInputException>(() => cache.Truncate(136)).Message);
+        cache.Truncate(0);
+        Assert.Contains("holds no keys yet", Assert.Throws<AttentionInputException>(() => Attention.Compute(q, cache, options)).Message);
+    }
+
+    [Fact]
     public void A_bad_append_names_the_value_and_leaves_the_cache_as_it_was()
     {
         var cache = new KeyValueCache(2, 2, 8, 8);
@@ -152,6 +178,18 @@ public class KeyValueCacheTests
 
         var error = Assert.Throws<AttentionInputException>(call);
         Assert.Contains(expected, error.Message);
+    }
+
+    /// <summary>The first <paramref name="count"/> rows of every (batch, head) of <paramref name="t"/>.</summary>
+    private static AttentionTensor Head(AttentionTensor t, int count)
+    {
+        var data = new float[t.Batch * t.Heads * count * t.Dim];
+        for (int plane = 0; plane < t.Batch * t.Heads; plane++)
+        {
+            t.Data.Span.Slice(plane * t.Seq * t.Dim, count * t.Dim).CopyTo(data.AsSpan(plane * count * t.Dim));
+        }
+
+        return AttentionTensor.FromArray(t.Name, data, t.Batch, t.Heads, count, t.Dim);
     }
 
     /// <summary>Tensors of one batch and head count joined along the sequence.</summary>

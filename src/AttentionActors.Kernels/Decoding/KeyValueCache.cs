@@ -152,36 +152,69 @@ public sealed class KeyValueCache
                 for (int i = 0; i < n; i++)
                 {
                     int j = Length + i;
-                    int c = j % BlockSize;
                     if (j / BlockSize == blocks[g].Count)
                     {
                         AddSlab(blocks[g]);
                     }
 
-                    var (slab, start) = blocks[g][j / BlockSize];
-                    var block = slab.AsSpan(start, blockFloats);
-
-                    // Key j: feature k at (c/64)·64·d_k + k·64 + c mod 64.
-                    var key = k.Slice((int)keys.RowOffset(b, h, i), KeyDim);
-                    int at = (c / Chunk * Chunk * KeyDim) + (c % Chunk);
-                    for (int f = 0; f < KeyDim; f++)
-                    {
-                        block[at + (f * Chunk)] = key[f];
-                    }
-
-                    // Value j: column u·64 + x at ValuesStart + u·64·BlockSize + c·64 + x.
-                    var value = v.Slice((int)values.RowOffset(b, h, i), ValueDim);
-                    for (int u = 0; u * Chunk < ValueDim; u++)
-                    {
-                        int width = Math.Min(Chunk, ValueDim - (u * Chunk));
-                        value.Slice(u * Chunk, width).CopyTo(block.Slice(ValuesStart + (u * Chunk * BlockSize) + (c * Chunk), width));
-                    }
+                    Store(g, j, k.Slice((int)keys.RowOffset(b, h, i), KeyDim), v.Slice((int)values.RowOffset(b, h, i), ValueDim));
                 }
             }
 
             Length += n;
             maxKeyNorm = Math.Max(maxKeyNorm, keyNorm);
             maxValueAbs = Math.Max(maxValueAbs, valueAbs);
+        }
+    }
+
+    /// <summary>
+    /// Drops every key and value from position <paramref name="length"/> on (speculative decoding
+    /// rejecting draft tokens, say); the next append continues from there. The slabs stay allocated.
+    /// </summary>
+    public void Truncate(int length)
+    {
+        lock (gate)
+        {
+            if (length < 0 || length > Length)
+            {
+                throw new AttentionInputException($"key/value cache: cannot truncate {Length:N0} keys to {length:N0}; the new length must lie in [0, {Length:N0}]");
+            }
+
+            // The dropped positions read as zeros again, as positions never written do: the bits of a
+            // step then never depend on what was once there (the kernel masks them either way).
+            var zeroKey = new float[KeyDim];
+            var zeroValue = new float[ValueDim];
+            for (int g = 0; g < blocks.Length; g++)
+            {
+                for (int j = length; j < Length; j++)
+                {
+                    Store(g, j, zeroKey, zeroValue);
+                }
+            }
+
+            Length = length;
+        }
+    }
+
+    /// <summary>Writes key and value <paramref name="j"/> of (batch, kv-head) <paramref name="g"/> into its block.</summary>
+    private void Store(int g, int j, ReadOnlySpan<float> key, ReadOnlySpan<float> value)
+    {
+        var (slab, start) = blocks[g][j / BlockSize];
+        var block = slab.AsSpan(start, blockFloats);
+        int c = j % BlockSize;
+
+        // Key j: feature k at (c/64)·64·d_k + k·64 + c mod 64.
+        int at = (c / Chunk * Chunk * KeyDim) + (c % Chunk);
+        for (int f = 0; f < KeyDim; f++)
+        {
+            block[at + (f * Chunk)] = key[f];
+        }
+
+        // Value j: column u·64 + x at ValuesStart + u·64·BlockSize + c·64 + x.
+        for (int u = 0; u * Chunk < ValueDim; u++)
+        {
+            int width = Math.Min(Chunk, ValueDim - (u * Chunk));
+            value.Slice(u * Chunk, width).CopyTo(block.Slice(ValuesStart + (u * Chunk * BlockSize) + (c * Chunk), width));
         }
     }
 
