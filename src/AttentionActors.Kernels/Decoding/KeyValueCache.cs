@@ -23,7 +23,7 @@ namespace AttentionActors.Kernels;
 /// <para>
 /// Storage is a list of blocks of <see cref="BlockSize"/> keys per (batch, key/value head), in slabs
 /// allocated as keys arrive (on 2 MiB pages once a slab is large: with 4 KiB pages one thread read
-/// a cache at 17.5 GB/s, with 2 MiB pages at 20): appending never moves what is stored. Appends
+/// a cache at 15.5–18 GB/s, with 2 MiB pages at 19.5–20.5): appending never moves what is stored. Appends
 /// and computations may come from several threads; they run one at a time.
 /// </para>
 /// </remarks>
