@@ -272,9 +272,15 @@ public sealed class RunCommandTests : IDisposable
         Assert.Contains("Q[1, 8, 1, 16] planned as Q[1, 2, 4, 16]", stdout, StringComparison.Ordinal);
         Assert.Contains("rows per shard 4 / 4 / 4", stdout, StringComparison.Ordinal);
 
-        // Two rows aligned bottom-right see different keys: their heads stay apart.
+        // Two rows aligned bottom-right see different keys: stacked, each head's rows keep their diagonals.
         step[3] = "2";
         (code, stdout, stderr) = await Run([.. step, "--dry-run"]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("Q[1, 8, 2, 16] planned as Q[1, 2, 8, 16]", stdout, StringComparison.Ordinal);
+        Assert.Contains("rows per shard 8 / 8 / 8", stdout, StringComparison.Ordinal);
+
+        // ALiBi's slopes belong to heads: those heads stay apart.
+        (code, stdout, stderr) = await Run([.. step, "--alibi", "--dry-run"]);
         Assert.True(code == 0, stderr);
         Assert.DoesNotContain("planned as", stdout, StringComparison.Ordinal);
         Assert.Contains("rows per shard 2 / 2 / 2", stdout, StringComparison.Ordinal);

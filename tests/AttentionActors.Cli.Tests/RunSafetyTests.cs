@@ -54,7 +54,7 @@ public sealed class RunSafetyTests : IDisposable
     [InlineData(1, 32, 8, false, 4)] // a decoding step: the group's four query heads share each shard
     [InlineData(1, 32, 32, false, 1)] // one row per head, no groups
     [InlineData(16, 32, 8, false, 64)]
-    [InlineData(2, 32, 8, true, 2)] // a causal mask hiding keys keeps the rows in their heads
+    [InlineData(2, 32, 8, true, 8)] // a causal mask hiding keys: stacked too, each head's rows keeping their diagonals
     [InlineData(4096, 8, 8, false, 128)] // dense: a full panel
     public void The_speed_probe_scores_as_many_rows_as_a_shard_of_the_job(int queries, int heads, int kvHeads, bool causal, int rows)
     {

@@ -6,9 +6,9 @@ namespace AttentionActors.Kernels.Tests;
 /// </summary>
 public sealed class KeyGroupStackingTests
 {
-    public static TheoryData<string> Stackable => ["one row, GQA 4, padding, entropy", "one row, causal bottom-right, padding", "five rows, MQA, cosine + soft-cap", "128 rows, GQA 2, gaussian", "additive"];
+    public static TheoryData<string> Stackable => ["one row, GQA 4, padding, entropy", "one row, causal bottom-right, padding", "five rows, MQA, cosine + soft-cap", "128 rows, GQA 2, gaussian", "additive", "16 rows, causal bottom-right (speculative decoding)", "one row, causal top-left", "two rows, window", "rows as many as keys, causal, no alignment"];
 
-    public static TheoryData<string> NotStackable => ["no shared K/V heads", "257 rows", "causal", "causal, two rows bottom-right", "window", "ALiBi", "variable lengths", "explicit mask", "segmented Q", "windowed Q", "segmented output", "output of the stacked shape"];
+    public static TheoryData<string> NotStackable => ["no shared K/V heads", "257 rows", "ALiBi", "variable lengths", "explicit mask", "segmented Q", "windowed Q", "segmented output", "output of the stacked shape"];
 
     private static AttentionProblem Decode(int nq, int h, int hk, AttentionOptions options, AttentionMask? mask = null)
     {
@@ -23,8 +23,19 @@ public sealed class KeyGroupStackingTests
         "five rows, MQA, cosine + soft-cap" => Decode(5, 6, 1, new AttentionOptions { BlockSize = 64, Score = ScoreFunction.Cosine, Temperature = 0.2f, SoftCap = 4f }),
         "128 rows, GQA 2, gaussian" => Decode(128, 4, 2, new AttentionOptions { BlockSize = 16, Score = ScoreFunction.Gaussian, Sigma = 2f }),
         "additive" => Decode(2, 4, 2, new AttentionOptions { BlockSize = 32, Score = ScoreFunction.Additive, Additive = new AdditiveParameters(TestData.Uniform(24 * 6, 1), TestData.Uniform(24 * 6, 2), TestData.Uniform(6, 3)) }),
+        "16 rows, causal bottom-right (speculative decoding)" => Decode(16, 8, 2, new AttentionOptions { BlockSize = 16, KeyLengths = [700, 690], Causal = true, Alignment = DiagonalAlignment.BottomRight, Entropy = true }),
+        "one row, causal top-left" => Decode(1, 8, 2, new AttentionOptions { BlockSize = 32, Causal = true, Alignment = DiagonalAlignment.TopLeft }),
+        "two rows, window" => Decode(2, 8, 2, new AttentionOptions { BlockSize = 32, Window = (100, 0), Alignment = DiagonalAlignment.BottomRight }),
+        "rows as many as keys, causal, no alignment" => Square(),
         _ => throw new ArgumentException(name),
     };
+
+    /// <summary>A causal step of as many rows as keys without an alignment (both put the diagonal at 0); its stacked rows are not square.</summary>
+    private static AttentionProblem Square()
+    {
+        var (q, k, v) = TestData.Qkv(21, 1, 6, 2, 40, 40, 24, 16);
+        return AttentionProblem.Create(q, k, v, new AttentionOptions { BlockSize = 16, Causal = true });
+    }
 
     [Theory]
     [MemberData(nameof(Stackable))]
@@ -34,6 +45,10 @@ public sealed class KeyGroupStackingTests
         var (stacked, output) = KeyGroupStacking.TryStack(p) ?? throw new InvalidOperationException($"{name}: should stack");
         Assert.Null(output);
         Assert.Equal((p.KvHeads, 1, p.GroupSize * p.QuerySeq), (stacked.Heads, stacked.GroupSize, stacked.QuerySeq));
+
+        // Rows keep their own diagonals where a mask needs them.
+        bool diagonal = p.Options.Window is not null || (p.Options.Causal && p.DiagonalOffset < p.KeySeq - 1);
+        Assert.Equal(diagonal ? p.QuerySeq : 0, stacked.Geometry.RowPeriod);
         Assert.True(stacked.Q.Data.Equals(p.Q.Data), "the stacked Q must be the problem's own buffer");
         Assert.Same(p.K, stacked.K);
 
@@ -46,6 +61,28 @@ public sealed class KeyGroupStackingTests
         {
             TestData.AssertBitwise(expected.Entropy!, actual.Entropy!, $"{name}, entropy");
         }
+    }
+
+    [Fact]
+    public void Rows_in_periods_fit_only_a_plain_attention_pass_whose_rows_they_divide()
+    {
+        var plain = new AttentionOptions { BlockSize = 32, Causal = true, Alignment = DiagonalAlignment.BottomRight };
+        var g = AttentionGeometry.Create(new TensorShape("Q", 1, 2, 12, 8), new TensorShape("K", 1, 2, 100, 8), new TensorShape("V", 1, 2, 100, 8), plain);
+        var periodic = g.WithRowPeriod(4);
+        Assert.Equal(4, periodic.RowPeriod);
+        Assert.Equal(96, periodic.DiagonalOffset);
+
+        // Row 5 is row 1 of its head: it sees keys up to its diagonal 96 + 1.
+        Assert.Equal((0, 98), periodic.VisibleKeys(0, 5));
+        Assert.Same(g, g.WithRowPeriod(0));
+
+        string Refused(Func<AttentionGeometry> make) => Assert.Throws<AttentionInputException>(() => make()).Message;
+        Assert.Contains("must divide the 12 query rows", Refused(() => g.WithRowPeriod(5)));
+        Assert.Contains("must divide", Refused(() => g.WithRowPeriod(-1)));
+        var alibi = AttentionGeometry.Create(g.QueryShape, g.KeyShape, g.ValueShape, plain with { AlibiSlopes = [0.5f, 0.25f] });
+        Assert.Contains("ALiBi", Refused(() => alibi.WithRowPeriod(4)));
+        Assert.Contains("not stacked", Refused(() => periodic.ForPass(JobPass.Coverage)));
+        Assert.Contains("not stacked", Refused(() => periodic.WithMask(new MaskShape(1, 1))));
     }
 
     [Fact]

@@ -8,12 +8,12 @@ namespace AttentionActors.Pipeline.Tests;
 /// <summary>End to end: the embedded pipeline equals single-node bit for bit, and the reference within the contract.</summary>
 public class PipelineTests
 {
-    private static readonly string[] ScenarioNames = ["gqa", "gqa decoding", "causal top-left", "causal bottom-right", "padding", "window", "cross", "alibi", "varlen", "mask"];
+    private static readonly string[] ScenarioNames = ["gqa", "gqa decoding", "speculative decoding", "causal top-left", "causal bottom-right", "padding", "window", "cross", "alibi", "varlen", "mask"];
 
     public static TheoryData<string> Scenarios => [.. ScenarioNames];
 
-    /// <summary>The scenarios with rows enough for the weight windows below (a decoding step has five).</summary>
-    public static TheoryData<string> WindowScenarios => [.. ScenarioNames.Where(name => name != "gqa decoding")];
+    /// <summary>The scenarios with rows enough for the weight windows below (decoding steps have five and sixteen).</summary>
+    public static TheoryData<string> WindowScenarios => [.. ScenarioNames.Where(name => !name.EndsWith("decoding", StringComparison.Ordinal))];
 
     private static (AttentionProblem Problem, string Name) Scenario(string name)
     {
@@ -28,6 +28,7 @@ public class PipelineTests
             "varlen" => TestData.Qkv(17, 4, 4, 2, 600, 700, 16, 16),
             "mask" => TestData.Qkv(18, 2, 4, 2, 500, 800, 16, 16),
             "gqa decoding" => TestData.Qkv(20, 2, 8, 2, 5, 1300, 32, 24),
+            "speculative decoding" => TestData.Qkv(21, 2, 8, 2, 16, 1300, 32, 24),
             _ => TestData.Qkv(15, 2, 2, 2, 333, 1777, 40, 8),
         };
         var options = name switch
@@ -40,6 +41,9 @@ public class PipelineTests
             "alibi" => new AttentionOptions { AlibiSlopes = [0.5f, 0.25f, 0.125f, 0.0625f, 0.02f, 0.3f, 0.01f, 0.9f], Alignment = DiagonalAlignment.BottomRight, Window = (200, 50), BlockSize = 32 },
             "mask" => new AttentionOptions { Causal = true, Alignment = DiagonalAlignment.BottomRight, KeyLengths = [800, 610], BlockSize = 32 },
             "gqa decoding" => new AttentionOptions { KeyLengths = [1300, 777], BlockSize = 32 },
+
+            // Stacked per K/V head with each head's diagonals (rows in periods of 16).
+            "speculative decoding" => new AttentionOptions { Causal = true, Alignment = DiagonalAlignment.BottomRight, Window = (700, 0), KeyLengths = [1300, 1290], BlockSize = 32 },
             _ => new AttentionOptions { BlockSize = 48 },
         };
         return (AttentionProblem.Create(q, k, v, options, name == "mask" ? DocumentMask(4, 500, 800) : null), name);
@@ -471,7 +475,7 @@ public class PipelineTests
         // One row aligned bottom-right sees every key: its causal mask hides nothing, so it stacks too.
         var (q1, k1, v1) = TestData.Qkv(24, 2, 8, 2, 1, 1000, 32, 24);
         var step = AttentionProblem.Create(q1, k1, v1, new AttentionOptions { KeyLengths = [1000, 611], BlockSize = 32, Causal = true, Alignment = DiagonalAlignment.BottomRight });
-        foreach (var (problem, heads, rows) in new[] { (plain, 2, 12), (causal, 8, 3), (step, 2, 4) })
+        foreach (var (problem, heads, rows) in new[] { (plain, 2, 12), (causal, 2, 12), (step, 2, 4) })
         {
             var seen = new System.Collections.Concurrent.ConcurrentBag<(int Heads, int Rows)>();
             var options = new PipelineOptions
@@ -489,7 +493,8 @@ public class PipelineTests
             var sharded = await embedded.ComputeAsync(problem, output);
             Assert.Same(output, sharded.Output);
 
-            // A causal mask's diagonal depends on each row's index: those rows keep their own heads.
+            // A causal mask's diagonal depends on each row's index: stacked, the rows keep their own
+            // heads' diagonals (rows in periods of 3), so the causal step stacks too.
             Assert.NotEmpty(seen);
             Assert.All(seen, shard => Assert.Equal(heads, shard.Heads));
             Assert.Equal(rows, seen.Max(shard => shard.Rows));

@@ -50,7 +50,6 @@ public sealed class AttentionGeometry
             ScoreFunction.Gaussian => (float)(-1.0 / (2.0 * options.Sigma * options.Sigma)),
             _ => 1f,
         };
-        DiagonalOffset = options.Alignment == DiagonalAlignment.BottomRight ? (long)k.Seq - q.Seq : 0;
     }
 
     public TensorShape QueryShape { get; }
@@ -101,8 +100,18 @@ public sealed class AttentionGeometry
     /// <summary>The factor applied to the raw accumulated score (dot scale, 1/τ, −1/(2σ²), or 1).</summary>
     public float Scale { get; }
 
-    /// <summary>Added to a query index to find its diagonal key (Nk − Nq when bottom-right aligned).</summary>
-    public long DiagonalOffset { get; }
+    /// <summary>
+    /// Added to a query index to find its diagonal key: Nk − Nq when bottom-right aligned (Nk −
+    /// <see cref="RowPeriod"/> for stacked heads), else 0.
+    /// </summary>
+    public long DiagonalOffset => Options.Alignment == DiagonalAlignment.BottomRight ? (long)KeySeq - (RowPeriod > 0 ? RowPeriod : QuerySeq) : 0;
+
+    /// <summary>
+    /// Query rows per stacked query head (<see cref="KeyGroupStacking"/>, <see cref="WithRowPeriod"/>):
+    /// row i's causal and window diagonal is that of row i mod RowPeriod, as it is row i mod
+    /// RowPeriod of its own head. 0: rows are their own positions.
+    /// </summary>
+    public int RowPeriod { get; private init; }
 
     /// <summary>FLOPs of the non-causal problem: 4·Nq·Nk·d per head (d the mean of d_k and d_v).</summary>
     public double DenseFlops => 2.0 * Batch * Heads * QuerySeq * (double)KeySeq * (KeyDim + ValueDim);
@@ -120,7 +129,8 @@ public sealed class AttentionGeometry
     public AttentionGeometry ForPass(JobPass pass)
         => pass == Pass ? this : pass == JobPass.Weights
             ? throw new ArgumentException("a weights pass needs its window: use ForWeights", nameof(pass))
-            : new AttentionGeometry(QueryShape, KeyShape, ValueShape, Options) { Pass = pass, Layer = Layer, Mask = Mask };
+            : RowPeriod > 0 ? throw new AttentionInputException($"a {pass} pass runs on the heads as they are, not stacked ({this})")
+            : new AttentionGeometry(QueryShape, KeyShape, ValueShape, Options) { Pass = pass, Layer = Layer, Mask = Mask, RowPeriod = RowPeriod };
 
     /// <summary>The weights pass over <paramref name="window"/> of this problem, or throws <see cref="AttentionInputException"/> naming what does not fit.</summary>
     public AttentionGeometry ForWeights(WeightsWindow window)
@@ -136,7 +146,12 @@ public sealed class AttentionGeometry
             throw new AttentionInputException("a weights pass runs on projected Q and K, not on a layer's inputs");
         }
 
-        return new AttentionGeometry(QueryShape, KeyShape, ValueShape, Options) { Pass = JobPass.Weights, Weights = window, Mask = Mask };
+        if (RowPeriod > 0)
+        {
+            throw new AttentionInputException($"a weights pass runs on the heads as they are, not stacked ({this})");
+        }
+
+        return new AttentionGeometry(QueryShape, KeyShape, ValueShape, Options) { Pass = JobPass.Weights, Weights = window, Mask = Mask, RowPeriod = RowPeriod };
     }
 
     /// <summary>The same problem with Q, K and V projected from layer inputs of <paramref name="layer"/>'s shapes by the workers.</summary>
@@ -147,12 +162,17 @@ public sealed class AttentionGeometry
             throw new AttentionInputException("an explicit mask is not supported in a layer job: compute the projections, then attention with the mask");
         }
 
+        if (layer is not null && RowPeriod > 0)
+        {
+            throw new AttentionInputException($"a layer job projects the heads as they are, not stacked ({this})");
+        }
+
         if (layer is not null && (layer.QueryIn < 1 || layer.KeyIn < 1 || layer.ValueIn < 1 || (!layer.SeparateValues && layer.ValueIn != layer.KeyIn) || KeyDim != ValueDim || Pass != JobPass.Attention))
         {
             throw new AttentionInputException($"{layer} cannot feed {this}: every input needs at least one feature, V without its own input takes the key input's, heads need equal K and V dims, and only the attention pass projects");
         }
 
-        return new AttentionGeometry(QueryShape, KeyShape, ValueShape, Options) { Pass = Pass, Layer = layer, Weights = Weights, Mask = Mask };
+        return new AttentionGeometry(QueryShape, KeyShape, ValueShape, Options) { Pass = Pass, Layer = layer, Weights = Weights, Mask = Mask, RowPeriod = RowPeriod };
     }
 
     /// <summary>
@@ -173,19 +193,46 @@ public sealed class AttentionGeometry
                 throw new AttentionInputException("an explicit mask is not supported in a layer job: compute the projections, then attention with the mask");
             }
 
+            if (RowPeriod > 0)
+            {
+                throw new AttentionInputException($"an explicit mask applies to the heads as they are, not stacked ({this})");
+            }
+
             if ((long)s.Batch * s.Heads * QuerySeq * KeySeq > AttentionMask.MaxElements)
             {
                 throw AttentionMask.TooLarge("mask", s.Batch, s.Heads, QuerySeq, KeySeq);
             }
         }
 
-        var masked = new AttentionGeometry(QueryShape, KeyShape, ValueShape, Options) { Pass = Pass, Layer = Layer, Weights = Weights, Mask = shape };
+        var masked = new AttentionGeometry(QueryShape, KeyShape, ValueShape, Options) { Pass = Pass, Layer = Layer, Weights = Weights, Mask = shape, RowPeriod = RowPeriod };
         if (MaskBlocks.SizeOf(masked) > MaskBlocks.MaxBytes)
         {
             throw new AttentionInputException($"a mask of shape [{shape!.Value.Batch}, {shape.Value.Heads}, {QuerySeq}, {KeySeq}] over {Batch} batch entries needs a {MaskBlocks.SizeOf(masked)}-byte block map, more than {MaskBlocks.MaxBytes}; use a larger block size or fewer batch entries per job");
         }
 
         return masked;
+    }
+
+    /// <summary>
+    /// The same problem with its rows in periods of <paramref name="period"/>: query heads stacked
+    /// into one, each of <paramref name="period"/> rows keeping its own diagonal (0: none). Only for
+    /// the attention pass, without layer inputs, an explicit mask, ALiBi (its slopes and distances
+    /// belong to heads and positions the kernel reads directly) or variable-length sequences;
+    /// otherwise throws <see cref="AttentionInputException"/>.
+    /// </summary>
+    public AttentionGeometry WithRowPeriod(int period)
+    {
+        if (period == RowPeriod)
+        {
+            return this;
+        }
+
+        if (period < 0 || (period > 0 && (QuerySeq % period != 0 || Pass != JobPass.Attention || Layer is not null || Mask is not null || Options.AlibiSlopes is not null || Options.SequenceLengths is not null)))
+        {
+            throw new AttentionInputException($"rows in periods of {period} do not fit {this}: the period must divide the {QuerySeq} query rows, of an attention pass without layer inputs, an explicit mask, ALiBi or variable-length sequences");
+        }
+
+        return new AttentionGeometry(QueryShape, KeyShape, ValueShape, Options) { Pass = Pass, Layer = Layer, Weights = Weights, Mask = Mask, RowPeriod = period };
     }
 
     /// <summary>
@@ -206,7 +253,7 @@ public sealed class AttentionGeometry
             hi = sequences[b].Key;
         }
 
-        long diagonal = i + DiagonalOffsetOf(b);
+        long diagonal = (RowPeriod > 0 ? i % RowPeriod : i) + DiagonalOffsetOf(b);
         if (Options.Causal)
         {
             hi = Math.Min(hi, diagonal + 1);
@@ -330,5 +377,5 @@ public sealed class AttentionGeometry
         return 2.0 * pairs * Heads * (KeyDim + ValueDim);
     }
 
-    public override string ToString() => $"{QueryShape}, {KeyShape}, {ValueShape}, block {BlockSize}{(Mask is { } m ? $", mask [{m.Batch}, {m.Heads}, {QuerySeq}, {KeySeq}]" : "")}{Pass switch { JobPass.Coverage => ", coverage pass", JobPass.Weights => $", {Weights}", _ => "" }}";
+    public override string ToString() => $"{QueryShape}, {KeyShape}, {ValueShape}, block {BlockSize}{(Mask is { } m ? $", mask [{m.Batch}, {m.Heads}, {QuerySeq}, {KeySeq}]" : "")}{(RowPeriod > 0 ? $", rows in periods of {RowPeriod}" : "")}{Pass switch { JobPass.Coverage => ", coverage pass", JobPass.Weights => $", {Weights}", _ => "" }}";
 }

@@ -11,9 +11,9 @@ namespace AttentionActors.Kernels;
 /// shard or panel, so the bits are the same. What changes is the plan: a shard of the stacked job
 /// holds a whole group's rows and reads the group's keys and values once, as the single-node
 /// split-KV path does, where shards of one query head read them once per query head.
-/// Only where no option depends on a row's position or head: no causal mask (unless it hides no
-/// key from any row), window, ALiBi, explicit mask or variable-length sequences (key padding per
-/// batch is kept).
+/// Only where no option depends on a row's head, nor on its position but through its diagonal: a
+/// causal mask or window keeps each head's diagonals (<see cref="AttentionGeometry.RowPeriod"/>);
+/// no ALiBi, explicit mask or variable-length sequences (key padding per batch is kept).
 /// </summary>
 public static class KeyGroupStacking
 {
@@ -21,7 +21,7 @@ public static class KeyGroupStacking
     /// The geometry of <paramref name="g"/>'s stacked form — <c>[B, H/G, G·Nq, d]</c> queries against
     /// the same keys and values — when it is a decoding step with grouped K/V heads (at most
     /// <see cref="PanelKernelShape.PanelRows"/> query rows per head, several query heads per K/V
-    /// head) and no option depends on a row's position or head; else null.
+    /// head) and no option depends on a row's head, nor on its position but through its diagonal; else null.
     /// </summary>
     public static AttentionGeometry? Stack(AttentionGeometry g)
     {
@@ -32,14 +32,23 @@ public static class KeyGroupStacking
         // one-row step aligned bottom-right, as decoding steps are (FlashAttention's convention).
         bool hidesNothing = o.Causal && g.DiagonalOffset >= g.KeySeq - 1;
         if (g.GroupSize < 2 || g.QuerySeq > PanelKernelShape.PanelRows || g.Layer is not null || g.Pass != JobPass.Attention || g.Mask is not null
-            || (o.Causal && !hidesNothing) || o.Window is not null || o.AlibiSlopes is not null || o.SequenceLengths is not null)
+            || g.RowPeriod > 0 || o.AlibiSlopes is not null || o.SequenceLengths is not null)
         {
             return null;
         }
 
         var q = g.QueryShape;
         var stacked = new TensorShape(q.Name, q.Batch, g.KvHeads, g.GroupSize * g.QuerySeq, q.Dim);
-        return AttentionGeometry.Create(stacked, g.KeyShape, g.ValueShape, hidesNothing ? o with { Causal = false } : o);
+        if (hidesNothing || (!o.Causal && o.Window is null))
+        {
+            return AttentionGeometry.Create(stacked, g.KeyShape, g.ValueShape, hidesNothing ? o with { Causal = false } : o);
+        }
+
+        // A causal mask or window that hides keys (the rows of speculative decoding, say): each head's
+        // rows keep their own diagonals as rows in periods of Nq. With Nq = Nk and no alignment
+        // given, both alignments put the diagonal at offset 0; the stacked rows (G·Nq ≠ Nk) need one named.
+        var aligned = o.Alignment is null ? o with { Alignment = DiagonalAlignment.TopLeft } : o;
+        return AttentionGeometry.Create(stacked, g.KeyShape, g.ValueShape, aligned).WithRowPeriod(g.QuerySeq);
     }
 
     /// <summary>

@@ -192,7 +192,7 @@ public sealed partial class WireCodec
 
     internal static void WriteGeometry(ref MessagePackWriter writer, AttentionGeometry g)
     {
-        writer.WriteArrayHeader(8);
+        writer.WriteArrayHeader(9);
         WriteShape(ref writer, g.QueryShape);
         WriteShape(ref writer, g.KeyShape);
         WriteShape(ref writer, g.ValueShape);
@@ -250,13 +250,15 @@ public sealed partial class WireCodec
         {
             writer.WriteNil();
         }
+
+        writer.Write(g.RowPeriod);
     }
 
     /// <summary>A geometry, built and so checked by <see cref="AttentionGeometry.Create"/> and its pass, layer, window and mask methods.</summary>
     internal static AttentionGeometry ReadGeometry(ref MessagePackReader reader)
     {
         MessagePackSecurity.UntrustedData.DepthStep(ref reader);
-        Fields(ref reader, 8, "geometry");
+        Fields(ref reader, 9, "geometry");
         var q = ReadShape(ref reader);
         var k = ReadShape(ref reader);
         var v = ReadShape(ref reader);
@@ -296,6 +298,7 @@ public sealed partial class WireCodec
             mask = new MaskShape(reader.ReadInt32(), reader.ReadInt32());
         }
 
+        int rowPeriod = reader.ReadInt32();
         reader.Depth--;
         var geometry = AttentionGeometry.Create(q, k, v, options).WithMask(mask);
         if (((JobPass)pass == JobPass.Weights) != (window is not null))
@@ -308,7 +311,8 @@ public sealed partial class WireCodec
             return layer is null ? geometry.ForWeights(window) : throw new WireFormatException("a weights pass with layer inputs");
         }
 
-        return geometry.ForPass((JobPass)pass).WithLayer(layer);
+        // Rows in periods (stacked query heads) last: WithRowPeriod refuses what does not fit them.
+        return geometry.ForPass((JobPass)pass).WithLayer(layer).WithRowPeriod(rowPeriod);
     }
 
     internal static void WriteOptions(ref MessagePackWriter writer, AttentionOptions o)
