@@ -9,7 +9,7 @@ namespace AttentionActors.Kernels.Tests;
 /// </summary>
 public class KeyValueCacheTests
 {
-    public static TheoryData<string> Cases => ["one row, GQA 4, d 128", "16 rows, causal + ALiBi + soft-cap", "gaussian + entropy + padding, d_v 80", "odd widths, MHA", "sliding window, sequences of different lengths"];
+    public static TheoryData<string> Cases => ["one row, GQA 4, d 128", "16 rows, causal + ALiBi + soft-cap", "gaussian + entropy + padding, d_v 80", "odd widths, MHA", "sliding window, sequences of different lengths", "one feature, MQA 5, blocks of 16"];
 
     private sealed record Case(int Batch, int Heads, int KvHeads, int Nq, int KeyDim, int ValueDim, int[] Appends, AttentionOptions Options);
 
@@ -19,6 +19,7 @@ public class KeyValueCacheTests
         "16 rows, causal + ALiBi + soft-cap" => new(1, 8, 2, 16, 40, 24, [300, 17, 83], new AttentionOptions { BlockSize = 64, SoftCap = 5f, AlibiSlopes = AttentionOptions.DefaultAlibiSlopes(8), Causal = true, Alignment = DiagonalAlignment.BottomRight }),
         "gaussian + entropy + padding, d_v 80" => new(2, 4, 4, 3, 16, 80, [150, 250], new AttentionOptions { BlockSize = 32, Score = ScoreFunction.Gaussian, Sigma = 3f, Entropy = true, KeyLengths = [400, 333] }),
         "odd widths, MHA" => new(1, 3, 3, 5, 20, 72, [1, 99, 130], new AttentionOptions { BlockSize = 48 }),
+        "one feature, MQA 5, blocks of 16" => new(3, 5, 1, 2, 1, 1, [15, 1, 16, 33], new AttentionOptions { BlockSize = 16, Causal = true, Alignment = DiagonalAlignment.BottomRight }),
         "sliding window, sequences of different lengths" => new(2, 4, 2, 4, 32, 32, [100, 60], new AttentionOptions { BlockSize = 32, Causal = true, Alignment = DiagonalAlignment.BottomRight, Window = (50, 0), SequenceLengths = [new(4, 160), new(2, 120)] }),
         _ => throw new ArgumentException(name),
     };
