@@ -278,7 +278,7 @@ public static partial class Attention
 
     /// <summary>
     /// Computes a panel and copies its tree nodes to <see cref="Set"/>; without <see cref="Keys"/> the
-    /// panel packs its keys as it goes (see <see cref="PanelKernel{TL, TV}.Run"/>).
+    /// panel reads <see cref="Cache"/>, or without one packs its keys as it goes (see <see cref="PanelKernel{TL, TV}.Run"/>).
     /// </summary>
     private readonly record struct CollectPanel(AttentionProblem P, KeyPack? Keys, PartialTarget Set, int B, int H, int RowStart, int SetRow, int Rows, int First, int End, int HeadRows = 0, KeyValueCache? Cache = null) : IPanelJob
     {
