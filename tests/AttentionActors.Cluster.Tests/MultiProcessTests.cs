@@ -9,13 +9,16 @@ namespace AttentionActors.Cluster.Tests;
 [Collection(MixedClusterCollection.Name)]
 public sealed class MultiProcessTests(MixedCluster cluster)
 {
-    private static readonly string[] Cases = ["causal", "gqa", "gqa decoding", "cross", "padded", "entropy", "mask"];
+    private static readonly string[] Cases = ["causal", "gqa", "gqa decoding", "speculative decoding", "cross", "padded", "entropy", "mask"];
 
     private static AttentionProblem Problem(string name) => name switch
     {
         "causal" => Create(TestData.Qkv(11, 1, 3, 3, 515, 515, 32, 32), new AttentionOptions { Causal = true, BlockSize = 64 }),
         "gqa" => Create(TestData.Qkv(12, 1, 6, 2, 300, 300, 24, 40), new AttentionOptions { BlockSize = 32 }),
         "gqa decoding" => Create(TestData.Qkv(17, 2, 8, 2, 40, 900, 24, 16), new AttentionOptions { KeyLengths = [900, 400], BlockSize = 32 }),
+
+        // Stacked per K/V head, each head's 40 rows keeping their diagonals (the period crosses the wire); rows enough for the weight window below.
+        "speculative decoding" => Create(TestData.Qkv(19, 2, 8, 2, 40, 900, 24, 16), new AttentionOptions { Causal = true, Alignment = DiagonalAlignment.BottomRight, Window = (300, 0), KeyLengths = [900, 700], BlockSize = 32 }),
         "cross" => Create(TestData.Qkv(13, 1, 2, 2, 123, 777, 32, 16), new AttentionOptions { Causal = true, Alignment = DiagonalAlignment.BottomRight, BlockSize = 48 }),
         "padded" => Create(TestData.Qkv(14, 3, 2, 2, 200, 200, 16, 16), new AttentionOptions { KeyLengths = [200, 37, 0], BlockSize = 16 }),
         "entropy" => Create(TestData.Qkv(15, 2, 4, 2, 260, 300, 16, 16), new AttentionOptions { Causal = true, Alignment = DiagonalAlignment.BottomRight, KeyLengths = [300, 120], BlockSize = 32, Entropy = true }),
