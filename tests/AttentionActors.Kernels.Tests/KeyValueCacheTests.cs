@@ -135,6 +135,7 @@ public class KeyValueCacheTests
         { "257 query rows", "has 257 query rows per head" },
         { "a NaN in Q", "Q[0, 3, 0, 1] is NaN" },
         { "scores that could overflow", "scores could overflow float32" },
+        { "a cache of blocks of 40", "block size 40 must be a multiple of 16 between 16 and 4096" },
         { "heads not a multiple", "Q's 3 heads are not a multiple of K/V's 2 heads" },
     };
 
@@ -173,6 +174,7 @@ public class KeyValueCacheTests
             "257 query rows" => () => Attention.Compute(TestData.Normal("Q", 3, 2, 4, 257, 8), cache),
             "a NaN in Q" => NaNInQ,
             "scores that could overflow" => HugeScores,
+            "a cache of blocks of 40" => () => _ = new KeyValueCache(2, 2, 8, 8, blockSize: 40),
             "heads not a multiple" => () => Attention.Compute(TestData.Normal("Q", 3, 2, 3, 1, 8), cache),
             _ => throw new ArgumentException(what),
         };

@@ -50,7 +50,7 @@ public sealed class KeyValueCache
     /// <param name="blockSize">Keys per canonical block: every computation on this cache uses it (the bits depend on it). Default 128.</param>
     public KeyValueCache(int batch, int kvHeads, int keyDim, int valueDim, int blockSize = AttentionOptions.DefaultBlockSize)
     {
-        foreach (var (name, value) in new[] { (nameof(batch), batch), (nameof(kvHeads), kvHeads), (nameof(keyDim), keyDim), (nameof(valueDim), valueDim), (nameof(blockSize), blockSize) })
+        foreach (var (name, value) in new[] { (nameof(batch), batch), (nameof(kvHeads), kvHeads), (nameof(keyDim), keyDim), (nameof(valueDim), valueDim) })
         {
             if (value <= 0)
             {
@@ -58,10 +58,7 @@ public sealed class KeyValueCache
             }
         }
 
-        if (blockSize % 16 != 0 || blockSize > 4096)
-        {
-            throw new AttentionInputException($"key/value cache: blockSize must be a multiple of 16 up to 4096; got {blockSize}");
-        }
+        ProblemValidator.CheckBlockSize(blockSize);
 
         long floats = BlockFloatsFor(keyDim, valueDim, blockSize);
         if (floats + 15 > Array.MaxLength)

@@ -42,12 +42,18 @@ internal static class ProblemValidator
         }
     }
 
+    /// <summary>Throws unless <paramref name="blockSize"/> is a block size the kernels take: a multiple of 16 from 16 to 4096.</summary>
+    public static void CheckBlockSize(int blockSize)
+    {
+        if (blockSize < 16 || blockSize > 4096 || blockSize % 16 != 0)
+        {
+            throw Fail($"block size {blockSize} must be a multiple of 16 between 16 and 4096");
+        }
+    }
+
     public static void CheckOptions(TensorShape q, TensorShape k, AttentionOptions o)
     {
-        if (o.BlockSize < 16 || o.BlockSize > 4096 || o.BlockSize % 16 != 0)
-        {
-            throw Fail($"block size {o.BlockSize} must be a multiple of 16 between 16 and 4096");
-        }
+        CheckBlockSize(o.BlockSize);
 
         if (o.Scale is { } scale && !float.IsFinite(scale))
         {
