@@ -76,6 +76,29 @@ public sealed class EmbeddedPipeline : IAttentionRunner
     public Task<AttentionResult> ComputeAsync(AttentionProblem problem, AttentionTensor? output = null, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
         => StackedJobs.RunAsync(problem, output, (job, into) => ComputeAsync(job, ShardPlanner.Plan(Planning(job.Geometry), options.Workers, options.Plan), into, progress, cancellationToken));
 
+    /// <summary>
+    /// A decoding step: <paramref name="q"/> <c>[B, H, Nq, d_k]</c> (Nq ≤ 256 rows per head) against
+    /// every key and value in <paramref name="cache"/>, each shard computed by a worker straight from
+    /// the cache's blocks (no K or V tensor is read or copied). The bits are those of
+    /// <see cref="Attention.Compute(AttentionTensor, KeyValueCache, AttentionOptions?, ComputeOptions?, CancellationToken)"/>
+    /// and of K and V tensors holding the same keys and values. The cache's appends and truncations
+    /// wait until the step is done; the same checks refuse the same steps, before any shard starts.
+    /// </summary>
+    public async Task<AttentionResult> ComputeAsync(AttentionTensor q, KeyValueCache cache, AttentionOptions? attention = null, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(q);
+        ArgumentNullException.ThrowIfNull(cache);
+        await cache.Gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            return await ComputeAsync(cache.StepProblem(q, attention), null, progress, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            cache.Gate.Release();
+        }
+    }
+
     /// <summary>Runs a given plan (tests use this to control the shards), writing the output into <paramref name="output"/> or a new array.</summary>
     public async Task<AttentionResult> ComputeAsync(AttentionProblem problem, ShardPlan plan, AttentionTensor? output = null, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
     {

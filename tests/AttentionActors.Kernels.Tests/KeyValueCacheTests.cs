@@ -38,8 +38,8 @@ public class KeyValueCacheTests
             keys.Add(TestData.Normal("K", 10 + a, c.Batch, c.KvHeads, c.Appends[a], c.KeyDim));
             values.Add(TestData.Normal("V", 20 + a, c.Batch, c.KvHeads, c.Appends[a], c.ValueDim));
             cache.Append(keys[^1], values[^1]);
-            var k = Concat(keys);
-            var v = Concat(values);
+            var k = TestData.ConcatSeq(keys);
+            var v = TestData.ConcatSeq(values);
             // Lengths past the keys appended so far are cut to them.
             var options = c.Options with
             {
@@ -91,7 +91,7 @@ public class KeyValueCacheTests
 
         var q = TestData.Normal("Q", 5, 1, 8, 5, 16);
         var options = new AttentionOptions { BlockSize = 64, Causal = true, Alignment = DiagonalAlignment.BottomRight };
-        var expected = Attention.Compute(q, Concat([Head(k, 130), k2]), Concat([Head(v, 130), v2]), options);
+        var expected = Attention.Compute(q, TestData.ConcatSeq([Head(k, 130), k2]), TestData.ConcatSeq([Head(v, 130), v2]), options);
         var actual = Attention.Compute(q, cache, options);
         TestData.AssertBitwise(expected.Output.Data.Span, actual.Output.Data.Span, "after truncating to 130 and appending 5: out");
         TestData.AssertBitwise(expected.Lse, actual.Lse, "after truncating to 130 and appending 5: lse");
@@ -193,28 +193,5 @@ public class KeyValueCacheTests
         }
 
         return AttentionTensor.FromArray(t.Name, data, t.Batch, t.Heads, count, t.Dim);
-    }
-
-    /// <summary>Tensors of one batch and head count joined along the sequence.</summary>
-    private static AttentionTensor Concat(List<AttentionTensor> parts)
-    {
-        var first = parts[0];
-        int seq = parts.Sum(p => p.Seq);
-        var data = new float[first.Batch * first.Heads * seq * first.Dim];
-        int at = 0;
-        for (int b = 0; b < first.Batch; b++)
-        {
-            for (int h = 0; h < first.Heads; h++)
-            {
-                foreach (var part in parts)
-                {
-                    var rows = part.Data.Span.Slice((int)part.RowOffset(b, h, 0), part.Seq * part.Dim);
-                    rows.CopyTo(data.AsSpan(at));
-                    at += rows.Length;
-                }
-            }
-        }
-
-        return AttentionTensor.FromArray(first.Name, data, first.Batch, first.Heads, seq, first.Dim);
     }
 }

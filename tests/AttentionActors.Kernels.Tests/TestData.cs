@@ -45,6 +45,29 @@ internal static class TestData
         return AttentionTensor.Segmented(whole.Name, segments, whole.Batch, whole.Heads, whole.Seq, whole.Dim);
     }
 
+    /// <summary>The tensors of <paramref name="parts"/> (same batch, heads and width) one after another along the sequence: a cache's appends as one K or V.</summary>
+    public static AttentionTensor ConcatSeq(IReadOnlyList<AttentionTensor> parts)
+    {
+        var first = parts[0];
+        int seq = parts.Sum(p => p.Seq);
+        var data = new float[first.Batch * first.Heads * seq * first.Dim];
+        int at = 0;
+        for (int b = 0; b < first.Batch; b++)
+        {
+            for (int h = 0; h < first.Heads; h++)
+            {
+                foreach (var part in parts)
+                {
+                    var rows = part.Data.Span.Slice((int)part.RowOffset(b, h, 0), part.Seq * part.Dim);
+                    rows.CopyTo(data.AsSpan(at));
+                    at += rows.Length;
+                }
+            }
+        }
+
+        return AttentionTensor.FromArray(first.Name, data, first.Batch, first.Heads, seq, first.Dim);
+    }
+
     public static (AttentionTensor Q, AttentionTensor K, AttentionTensor V) Qkv(int seed, int b, int h, int hk, int nq, int nk, int dk, int dv)
         => (Normal("Q", seed, b, h, nq, dk), Normal("K", seed + 1, b, hk, nk, dk), Normal("V", seed + 2, b, hk, nk, dv));
 

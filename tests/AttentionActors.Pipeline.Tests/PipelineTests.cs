@@ -513,6 +513,110 @@ public class PipelineTests
         }
     }
 
+    /// <summary>Whether this suite's messages cross the wire codec (a shard of a cache step then carries its blocks' rows).</summary>
+    protected virtual bool OverTheWire => false;
+
+    public static TheoryData<string> CacheSteps => ["one row, GQA 4", "16 rows, causal + window + padding + entropy"];
+
+    [Theory]
+    [MemberData(nameof(CacheSteps))]
+    public async Task A_decoding_loop_against_a_key_value_cache_gives_the_bits_of_K_and_V_tensors(string name)
+    {
+        // B 2, H 8 over 2 K/V heads; appends of uneven sizes across block boundaries.
+        int nq = name.StartsWith("one", StringComparison.Ordinal) ? 1 : 16;
+        var options = nq == 1
+            ? new AttentionOptions { BlockSize = 32 }
+            : new AttentionOptions { BlockSize = 32, Causal = true, Alignment = DiagonalAlignment.BottomRight, Window = (500, 0), KeyLengths = [2000, 1990], Entropy = true };
+        var cache = new KeyValueCache(2, 2, 32, 24, 32);
+        var keys = new List<AttentionTensor>();
+        var values = new List<AttentionTensor>();
+        int[] appends = [700, 1, 63, 300];
+        foreach (int workers in new[] { 1, 2, 3 })
+        {
+            bool fromCache = true;
+            var pipeline = new PipelineOptions
+            {
+                Workers = workers,
+                Plan = new PlanOptions { MaxShardBytes = 96 << 10 },
+                Compute = (input, s, a, ct) =>
+                {
+                    // In one process the shards read the cache; over the wire they carry its rows.
+                    fromCache &= input.K.IsEmpty == !OverTheWire && input.V.IsEmpty == !OverTheWire;
+                    return Kernel(input, ct);
+                },
+            };
+            await using var embedded = Start(pipeline);
+            for (int a = 0; a < appends.Length; a++)
+            {
+                int seed = (100 * workers) + a;
+                keys.Add(TestData.Normal("K", seed, 2, 2, appends[a], 32));
+                values.Add(TestData.Normal("V", seed + 50, 2, 2, appends[a], 24));
+                cache.Append(keys[^1], values[^1]);
+                var q = TestData.Normal("Q", seed + 90, 2, 8, nq, 32);
+                var (k, v) = (TestData.ConcatSeq(keys), TestData.ConcatSeq(values));
+                var step = options with { KeyLengths = options.KeyLengths?.Select(n => Math.Min(n, k.Seq)).ToArray() };
+                var expected = Attention.Compute(q, k, v, step);
+                var actual = await embedded.ComputeAsync(q, cache, step);
+                string context = $"{name}, {workers} workers, {k.Seq} keys";
+                TestData.AssertBitwise(expected.Output.Data.Span, actual.Output.Data.Span, $"{context}: out");
+                TestData.AssertBitwise(expected.Lse, actual.Lse, $"{context}: lse");
+                if (step.Entropy)
+                {
+                    TestData.AssertBitwise(expected.Entropy!, actual.Entropy!, $"{context}: entropy");
+                }
+
+                if (a == appends.Length - 1)
+                {
+                    TestData.AssertWithinContract(actual, ReferenceAttention.Compute(q, k, v, step), context);
+                }
+            }
+
+            Assert.True(fromCache, $"{name}, {workers} workers: a shard's K/V did not come as {(OverTheWire ? "the cache's rows" : "the cache")}");
+        }
+    }
+
+    [Fact]
+    public async Task An_append_waits_for_a_running_step_and_a_refused_step_leaves_the_cache_free()
+    {
+        var (k, v) = (TestData.Normal("K", 31, 1, 2, 500, 16), TestData.Normal("V", 32, 1, 2, 500, 16));
+        var (k2, v2) = (TestData.Normal("K", 33, 1, 2, 7, 16), TestData.Normal("V", 34, 1, 2, 7, 16));
+        var q = TestData.Normal("Q", 35, 1, 4, 2, 16);
+        var options = new AttentionOptions { BlockSize = 32 };
+        var cache = new KeyValueCache(1, 2, 16, 16, 32);
+        cache.Append(k, v);
+        using var started = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        int shards = 0;
+        var pipeline = new PipelineOptions
+        {
+            Workers = 1,
+            Compute = (input, s, a, ct) =>
+            {
+                Interlocked.Increment(ref shards);
+                started.Set();
+                release.Wait(TimeSpan.FromSeconds(60), ct);
+                return Kernel(input, ct);
+            },
+        };
+        await using var embedded = Start(pipeline);
+
+        // Refused before any shard starts, naming the block size; the gate is free again after.
+        var refused = await Assert.ThrowsAsync<AttentionInputException>(() => embedded.ComputeAsync(q, cache, options with { BlockSize = 64 }));
+        Assert.Contains("blocks of 32 keys but the options ask for blocks of 64", refused.Message, StringComparison.Ordinal);
+        Assert.Equal(0, Volatile.Read(ref shards));
+
+        var step = embedded.ComputeAsync(q, cache, options);
+        Assert.True(started.Wait(TimeSpan.FromSeconds(10)), "the step's shard never started");
+        var append = Task.Run(() => cache.Append(k2, v2));
+        await Task.Delay(300);
+        Assert.False(append.IsCompleted, "the append ran while a step was reading the cache");
+        release.Set();
+        var result = await step.WaitAsync(TimeSpan.FromSeconds(30));
+        await append.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(507, cache.Length);
+        TestData.AssertBitwise(Attention.Compute(q, k, v, options).Output.Data.Span, result.Output.Data.Span, "the step, with the append waiting");
+    }
+
     [Fact]
     public async Task The_output_is_written_into_the_callers_buffer()
     {
@@ -589,5 +693,7 @@ public class PipelineTests
 /// </summary>
 public sealed class PipelineTestsOverTheWire : PipelineTests
 {
+    protected override bool OverTheWire => true;
+
     protected override EmbeddedPipeline Start(PipelineOptions options) => EmbeddedPipeline.Start(options with { ActorConfig = PipelineConfig.SerializeMessages });
 }

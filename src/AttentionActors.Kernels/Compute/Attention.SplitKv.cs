@@ -50,8 +50,9 @@ public static partial class Attention
         return chunk;
     }
 
-    private static AttentionResult ComputeSplitKeys(AttentionProblem problem, ComputeOptions settings, IProgress<long>? progress, AttentionTensor? into, CancellationToken cancellationToken, KeyValueCache? cache = null)
+    private static AttentionResult ComputeSplitKeys(AttentionProblem problem, ComputeOptions settings, IProgress<long>? progress, AttentionTensor? into, CancellationToken cancellationToken)
     {
+        var cache = problem.Cache;
         int threads = settings.Threads > 0 ? settings.Threads : Environment.ProcessorCount;
         int rows = problem.QuerySeq;
         int heads = problem.Heads;
@@ -152,7 +153,7 @@ public static partial class Attention
                 {
                     int u = ((b * heads) + h) / stack;
                     var target = new PartialTarget(m[bankOf[u]], l[bankOf[u]], o[bankOf[u]], unitSlot[u] + firstSlot, unitRows, count);
-                    Dispatch(settings.KernelPath, new CollectPanel(problem, pack, target, b, h, 0, 0, unitRows, first, end, rows, cache));
+                    Dispatch(settings.KernelPath, new CollectPanel(problem, pack, target, b, h, 0, 0, unitRows, first, end, rows));
                 }
             }, cancellationToken);
 

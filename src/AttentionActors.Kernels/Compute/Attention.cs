@@ -52,7 +52,9 @@ public static partial class Attention
             throw new ArgumentException($"{into} is not one [{problem.Batch}, {problem.Heads}, {problem.QuerySeq}, {problem.ValueDim}] array for this problem's output", nameof(into));
         }
 
-        if (SplitsKeys(problem))
+        // A problem whose keys and values are in a cache (a step of at most one panel of rows) has
+        // no K and V to pack: only the split-KV path reads a cache.
+        if (SplitsKeys(problem) || problem.Cache is not null)
         {
             return ComputeSplitKeys(problem, settings, progress, into, cancellationToken);
         }
@@ -150,7 +152,8 @@ public static partial class Attention
         // A shard of a few rows (a decoding step's) reads each key and value once: its one panel packs
         // the keys as it goes, while the blocks before them compute (see PanelKernel.Run), instead
         // of packing the shard's keys and values first.
-        using var pack = rowCount <= PackAsItGoesRows ? null : KeyPack.Create(problem, b, h / problem.GroupSize, first, end, values: true);
+        // Keys and values in a key/value cache are read where they are: they lie as a pack would put them.
+        using var pack = rowCount <= PackAsItGoesRows || problem.Cache is not null ? null : KeyPack.Create(problem, b, h / problem.GroupSize, first, end, values: true);
         for (int r0 = 0; r0 < rowCount; r0 += PanelKernelShape.PanelRows)
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -278,16 +281,16 @@ public static partial class Attention
 
     /// <summary>
     /// Computes a panel and copies its tree nodes to <see cref="Set"/>; without <see cref="Keys"/> the
-    /// panel reads <see cref="Cache"/>, or without one packs its keys as it goes (see <see cref="PanelKernel{TL, TV}.Run"/>).
+    /// panel reads the problem's key/value cache, or without one packs its keys as it goes (see <see cref="PanelKernel{TL, TV}.Run"/>).
     /// </summary>
-    private readonly record struct CollectPanel(AttentionProblem P, KeyPack? Keys, PartialTarget Set, int B, int H, int RowStart, int SetRow, int Rows, int First, int End, int HeadRows = 0, KeyValueCache? Cache = null) : IPanelJob
+    private readonly record struct CollectPanel(AttentionProblem P, KeyPack? Keys, PartialTarget Set, int B, int H, int RowStart, int SetRow, int Rows, int First, int End, int HeadRows = 0) : IPanelJob
     {
         public void Run<TL, TV>()
             where TL : ILanes<TV>
             where TV : unmanaged
         {
             var ws = WorkspaceFor(P, First, End);
-            int count = PanelKernel<TL, TV>.Run(P, ws, Keys, B, H, RowStart, Rows, First, End, HeadRows, Cache);
+            int count = PanelKernel<TL, TV>.Run(P, ws, Keys, B, H, RowStart, Rows, First, End, HeadRows, P.Cache);
             if (count != Set.Nodes)
             {
                 throw new InvalidOperationException($"panel produced {count} tree nodes where the range decomposes into {Set.Nodes}");

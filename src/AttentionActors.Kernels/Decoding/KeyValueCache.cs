@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using AttentionActors.Kernels.Tiles;
 
 namespace AttentionActors.Kernels;
@@ -27,6 +28,7 @@ namespace AttentionActors.Kernels;
 /// and computations may come from several threads; they run one at a time.
 /// </para>
 /// </remarks>
+[SuppressMessage("Reliability", "CA1001", Justification = "The gate is a SemaphoreSlim whose wait handle is never asked for: it holds no handle to release.")]
 public sealed class KeyValueCache
 {
     /// <summary>Keys per chunk of a block: the widest register tile's columns (4 vectors of 16 floats); narrower tiles read part of a chunk.</summary>
@@ -38,7 +40,7 @@ public sealed class KeyValueCache
     /// <summary>Per (batch, kv-head): where each block starts, in the slabs that hold them.</summary>
     private readonly List<(float[] Slab, int Start)>[] blocks;
     private readonly int blockFloats;
-    private readonly object gate = new();
+    private readonly SemaphoreSlim gate = new(1, 1);
     private double maxKeyNorm;
     private double maxValueAbs;
 
@@ -103,8 +105,12 @@ public sealed class KeyValueCache
     /// <summary>The largest magnitude of any value appended.</summary>
     internal double MaxValueAbs => maxValueAbs;
 
-    /// <summary>The lock that makes appends and computations on this cache run one at a time.</summary>
-    internal object Gate => gate;
+    /// <summary>
+    /// The gate that makes appends, truncations and steps on this cache run one at a time. A
+    /// semaphore rather than a lock: a step on the embedded pipeline holds it across awaits, while
+    /// its shards compute on the workers' threads.
+    /// </summary>
+    internal SemaphoreSlim Gate => gate;
 
     /// <summary>
     /// Appends <c>n</c> keys and values to every (batch, key/value head): <paramref name="keys"/>
@@ -133,7 +139,8 @@ public sealed class KeyValueCache
 
         double keyNorm = ProblemValidator.MaxRowNorm(keys, out _);
         ProblemValidator.MaxRowNorm(values, out double valueAbs);
-        lock (gate)
+        gate.Wait();
+        try
         {
             int n = keys.Seq;
             if ((long)Length + n > int.MaxValue - BlockSize)
@@ -162,6 +169,10 @@ public sealed class KeyValueCache
             maxKeyNorm = Math.Max(maxKeyNorm, keyNorm);
             maxValueAbs = Math.Max(maxValueAbs, valueAbs);
         }
+        finally
+        {
+            gate.Release();
+        }
     }
 
     /// <summary>
@@ -170,7 +181,8 @@ public sealed class KeyValueCache
     /// </summary>
     public void Truncate(int length)
     {
-        lock (gate)
+        gate.Wait();
+        try
         {
             if (length < 0 || length > Length)
             {
@@ -190,6 +202,111 @@ public sealed class KeyValueCache
             }
 
             Length = length;
+        }
+        finally
+        {
+            gate.Release();
+        }
+    }
+
+    /// <summary>
+    /// The problem of one step of <paramref name="q"/> against every key so far, its K and V windows
+    /// of no rows and its keys and values read from this cache (<see cref="AttentionProblem.Cache"/>):
+    /// Q checked (finite) and the overflow bounds applied with the largest key norm and value the
+    /// cache has kept since its appends were checked. The caller holds <see cref="Gate"/> until the
+    /// step is done, so the cache does not change under it.
+    /// </summary>
+    internal AttentionProblem StepProblem(AttentionTensor q, AttentionOptions? options)
+    {
+        ArgumentNullException.ThrowIfNull(q);
+        options ??= new AttentionOptions { BlockSize = BlockSize };
+        if (options.BlockSize != BlockSize)
+        {
+            throw new AttentionInputException($"the key/value cache holds blocks of {BlockSize} keys but the options ask for blocks of {options.BlockSize} (the bits depend on it); use the cache's block size");
+        }
+
+        if (options.Score is not (ScoreFunction.Dot or ScoreFunction.Gaussian))
+        {
+            throw new AttentionInputException($"a key/value cache holds the keys as appended, which the {options.Score} score does not read (it scores normalised or projected keys); compute it with Attention.Compute on K and V tensors");
+        }
+
+        if (q.IsWindow || q.IsSegmented)
+        {
+            throw new AttentionInputException($"{q}: a step against a key/value cache takes a whole Q tensor");
+        }
+
+        if (q.Seq > PanelKernelShape.PanelRows)
+        {
+            throw new AttentionInputException($"{q} has {q.Seq} query rows per head; a step against a key/value cache takes at most {PanelKernelShape.PanelRows} (compute longer queries with Attention.Compute on K and V tensors)");
+        }
+
+        if (Length == 0)
+        {
+            throw new AttentionInputException("the key/value cache holds no keys yet; append some before computing against it");
+        }
+
+        var geometry = AttentionGeometry.Create(q.ShapeInfo, KeyShape(Length), ValueShape(Length), options);
+        var problem = AttentionProblem.Create(geometry, q, NoRows(geometry.KeyShape), NoRows(geometry.ValueShape), null, checkValues: false).WithCache(this);
+        CheckStep(problem, ProblemValidator.MaxRowNorm(q, out _));
+        return problem;
+    }
+
+    /// <summary>
+    /// Throws unless <paramref name="problem"/> (of this cache) is one this cache can serve now: its
+    /// shapes and block size the cache's, its keys the cache's <see cref="Length"/>, and no score or
+    /// sum able to overflow for Q rows of norm up to <paramref name="qNorm"/>.
+    /// </summary>
+    internal void CheckStep(AttentionProblem problem, double qNorm)
+    {
+        var g = problem.Geometry;
+        if (g.Batch != Batch || g.KvHeads != KvHeads || g.KeyDim != KeyDim || g.ValueDim != ValueDim || g.BlockSize != BlockSize || g.KeySeq != Length)
+        {
+            throw new AttentionInputException($"a step of {g} does not fit the key/value cache of [{Batch}, {KvHeads}, {Length}, {KeyDim}] keys, d_v {ValueDim}, blocks of {BlockSize}");
+        }
+
+        ProblemValidator.CheckBounds(problem, qNorm, maxKeyNorm, maxValueAbs);
+    }
+
+    /// <summary>A window of no rows of a tensor of <paramref name="shape"/>: a step's K or V, which the kernel reads from the cache.</summary>
+    internal static AttentionTensor NoRows(TensorShape shape) => AttentionTensor.Window(shape, Memory<float>.Empty, 0, 0, 0, 0);
+
+    private TensorShape KeyShape(int length) => new("K", Batch, KvHeads, length, KeyDim);
+
+    private TensorShape ValueShape(int length) => new("V", Batch, KvHeads, length, ValueDim);
+
+    /// <summary>
+    /// Copies keys [<paramref name="first"/>, +<paramref name="count"/>) of (b, kvh) into
+    /// <paramref name="keys"/> <c>[count, d_k]</c> and their values into <paramref name="values"/>
+    /// <c>[count, d_v]</c>, as K and V tensors hold them: a shard's data when it leaves the process.
+    /// </summary>
+    internal void CopyRows(int b, int kvh, int first, int count, Span<float> keys, Span<float> values)
+    {
+        if (b < 0 || b >= Batch || kvh < 0 || kvh >= KvHeads || first < 0 || count < 0 || (long)first + count > Length)
+        {
+            throw new AttentionInputException($"keys [{first}, {(long)first + count}) of batch {b}, key/value head {kvh} are outside the key/value cache's [{Batch}, {KvHeads}, {Length}]");
+        }
+
+        if (keys.Length != (long)count * KeyDim || values.Length != (long)count * ValueDim)
+        {
+            throw new ArgumentException($"{count} keys and values need {(long)count * KeyDim} and {(long)count * ValueDim} floats; got {keys.Length} and {values.Length}");
+        }
+
+        for (int i = 0; i < count; i++)
+        {
+            int j = first + i, c = j % BlockSize;
+            var (slab, start) = blocks[(b * KvHeads) + kvh][j / BlockSize];
+            var block = slab.AsSpan(start, blockFloats);
+            int at = (c / Chunk * Chunk * KeyDim) + (c % Chunk);
+            for (int f = 0; f < KeyDim; f++)
+            {
+                keys[(i * KeyDim) + f] = block[at + (f * Chunk)];
+            }
+
+            for (int u = 0; u * Chunk < ValueDim; u++)
+            {
+                int width = Math.Min(Chunk, ValueDim - (u * Chunk));
+                block.Slice(ValuesStart + (u * Chunk * BlockSize) + (c * Chunk), width).CopyTo(values.Slice((i * ValueDim) + (u * Chunk), width));
+            }
         }
     }
 

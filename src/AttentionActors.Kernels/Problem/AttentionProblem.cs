@@ -36,6 +36,13 @@ public sealed class AttentionProblem
     /// <summary>The explicit mask (the whole mask, or a shard's window of it), when <see cref="AttentionGeometry.Mask"/> is set.</summary>
     public AttentionMask? Mask { get; }
 
+    /// <summary>
+    /// A decoding step's keys and values when they come from a <see cref="KeyValueCache"/>
+    /// (<see cref="KeyValueCache.StepProblem"/>): K and V are then windows of no rows and the kernel
+    /// reads the cache's blocks instead. Only the split-KV path and shard partials read a cache.
+    /// </summary>
+    internal KeyValueCache? Cache { get; private init; }
+
     public AttentionOptions Options => Geometry.Options;
 
     public int Batch => Geometry.Batch;
@@ -134,6 +141,9 @@ public sealed class AttentionProblem
 
         return problem;
     }
+
+    /// <summary>This problem with its keys and values read from <paramref name="cache"/> (null: from K and V).</summary>
+    internal AttentionProblem WithCache(KeyValueCache? cache) => cache is null && Cache is null ? this : new(Geometry, Q, K, V, Mask) { Cache = cache };
 
     /// <inheritdoc cref="AttentionGeometry.VisibleKeys"/>
     public (int Lo, int Hi) VisibleKeys(int b, int i) => Geometry.VisibleKeys(b, i);

@@ -71,7 +71,7 @@ public static class KeyGroupStacking
         var stackedQ = new AttentionTensor(q.Name, q.Data, geometry.Batch, geometry.Heads, geometry.QuerySeq, geometry.KeyDim);
 
         // The same values the problem's own check read: not scanned again.
-        var stacked = AttentionProblem.Create(geometry, stackedQ, problem.K, problem.V, null, checkValues: false);
+        var stacked = AttentionProblem.Create(geometry, stackedQ, problem.K, problem.V, null, checkValues: false).WithCache(problem.Cache);
         var stackedOutput = output is null ? null : new AttentionTensor(output.Name, output.Data, geometry.Batch, geometry.Heads, geometry.QuerySeq, geometry.ValueDim);
         return (stacked, stackedOutput);
     }

@@ -62,7 +62,33 @@ public sealed record ShardInput(
     /// no longer holds those views: both are checked in full.
     /// </summary>
     internal bool ValuesChecked => checkedViews is { } c && ReferenceEquals(c.Geometry, Geometry)
-        && c.Q.Equals(Q) && c.K.Equals(K) && c.V.Equals(V) && c.Mask.Equals(Mask);
+        && c.Q.Equals(Q) && c.K.Equals(K) && c.V.Equals(V) && c.Mask.Equals(Mask) && ReferenceEquals(c.Cache, Cache);
+
+    /// <summary>
+    /// In one process, a step against a <see cref="KeyValueCache"/>: the shard's keys and values
+    /// are the cache's blocks [BlockStart, BlockEnd) of its key/value head, and K and V are empty.
+    /// Such a shard leaves the process as a copy of those rows (<see cref="WithCacheRows"/>).
+    /// </summary>
+    internal KeyValueCache? Cache { get; init; }
+
+    /// <summary>
+    /// This shard with the keys and values of its blocks copied out of its <see cref="Cache"/> into
+    /// K and V, as a shard of tensors carries them (the same bits: the kernel computes the same
+    /// products from either); a shard without a cache as it is.
+    /// </summary>
+    public ShardInput WithCacheRows()
+    {
+        if (Cache is not { } cache)
+        {
+            return this;
+        }
+
+        int keys = KeyCount, kvh = Head / Geometry.GroupSize;
+        var k = new float[(long)keys * Geometry.KeyDim];
+        var v = new float[(long)keys * Geometry.ValueDim];
+        cache.CopyRows(Batch, kvh, BlockStart * Geometry.BlockSize, keys, k, v);
+        return this with { K = k, V = v, Cache = null };
+    }
 
     private CheckedViews? checkedViews;
 
@@ -169,12 +195,14 @@ public sealed record ShardInput(
         int kvh = h / g.GroupSize;
         int j0 = blockStart * g.BlockSize;
         int keys = g.KeysIn(blockStart, blockEnd);
+        var cache = problem.Cache;
         return new ShardInput(
             g, b, h, rowStart, rowCount, blockStart, blockEnd,
             problem.Q.Rows(b, h, rowStart, rowCount),
-            problem.K.Rows(b, kvh, j0, keys),
-            problem.V.Rows(b, kvh, j0, keys))
+            cache is null ? problem.K.Rows(b, kvh, j0, keys) : ReadOnlyMemory<float>.Empty,
+            cache is null ? problem.V.Rows(b, kvh, j0, keys) : ReadOnlyMemory<float>.Empty)
         {
+            Cache = cache,
             Mask = problem.Mask?.View(b, h, rowStart, rowCount, j0, keys) ?? ReadOnlyMemory<float>.Empty,
             MaskStride = problem.Mask is null ? 0 : g.KeySeq,
         }.Checked();
@@ -183,7 +211,7 @@ public sealed record ShardInput(
     /// <summary>This input, its current views marked as taken from a checked problem (see <see cref="ValuesChecked"/>).</summary>
     private ShardInput Checked()
     {
-        checkedViews = new CheckedViews(Geometry, Q, K, V, Mask);
+        checkedViews = new CheckedViews(Geometry, Q, K, V, Mask, Cache);
         return this;
     }
 
@@ -323,6 +351,11 @@ public sealed record ShardInput(
         int kvh = Head / Geometry.GroupSize;
         int keys = KeyCount;
         var q = AttentionTensor.Window(Geometry.QueryShape, MemoryOf(Q), Batch, Head, RowStart, RowCount);
+        if (Cache is { } cache)
+        {
+            return CacheProblem(cache, q);
+        }
+
         var k = AttentionTensor.Window(Geometry.KeyShape, MemoryOf(K), Batch, kvh, BlockStart * Geometry.BlockSize, keys);
         var v = AttentionTensor.Window(Geometry.ValueShape, MemoryOf(V), Batch, kvh, BlockStart * Geometry.BlockSize, Geometry.Pass == JobPass.Coverage ? 0 : keys);
         if (Geometry.Mask is null && Mask.Length != 0)
@@ -333,10 +366,31 @@ public sealed record ShardInput(
         return AttentionProblem.Create(Geometry, q, k, v, MaskWindow(Mask, Head, BlockStart * Geometry.BlockSize, keys, MaskStride), checkValues: !ValuesChecked);
     }
 
+    /// <summary>
+    /// <see cref="ToProblem"/> for a shard of a step against <paramref name="cache"/>: K and V are
+    /// windows of no rows, the kernel reads the cache. Q's values and the overflow bounds are checked
+    /// (with the cache's largest key norm and value) unless these are the views of a checked step.
+    /// </summary>
+    private AttentionProblem CacheProblem(KeyValueCache cache, AttentionTensor q)
+    {
+        if (!K.IsEmpty || !V.IsEmpty || !Mask.IsEmpty || Layer is not null || Geometry.Pass != JobPass.Attention)
+        {
+            throw new AttentionInputException($"{this} reads a key/value cache but also carries K, V, mask or layer data, or is not an attention shard");
+        }
+
+        var problem = AttentionProblem.Create(Geometry, q, KeyValueCache.NoRows(Geometry.KeyShape), KeyValueCache.NoRows(Geometry.ValueShape), null, checkValues: false).WithCache(cache);
+        if (!ValuesChecked)
+        {
+            cache.CheckStep(problem, ProblemValidator.MaxRowNorm(q, out _));
+        }
+
+        return problem;
+    }
+
     public override string ToString() => $"batch {Batch}, head {Head}, rows [{RowStart}, {RowStart + RowCount}), key blocks [{BlockStart}, {BlockEnd})";
 
     /// <summary>The geometry and views <see cref="Slice"/> took from a checked problem.</summary>
-    private sealed record CheckedViews(AttentionGeometry Geometry, ReadOnlyMemory<float> Q, ReadOnlyMemory<float> K, ReadOnlyMemory<float> V, ReadOnlyMemory<float> Mask);
+    private sealed record CheckedViews(AttentionGeometry Geometry, ReadOnlyMemory<float> Q, ReadOnlyMemory<float> K, ReadOnlyMemory<float> V, ReadOnlyMemory<float> Mask, KeyValueCache? Cache);
 
     // The kernel only reads its inputs; the tensor type is shared with outputs, hence the cast.
     private static Memory<float> MemoryOf(ReadOnlyMemory<float> data) => System.Runtime.InteropServices.MemoryMarshal.AsMemory(data);

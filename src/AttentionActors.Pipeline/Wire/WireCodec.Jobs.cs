@@ -36,6 +36,8 @@ public sealed partial class WireCodec
 
     private static void WriteShardData(ref MessagePackWriter w, ShardInput input)
     {
+        // A shard of a step against a key/value cache travels as the rows of its blocks, as a shard of tensors does.
+        input = input.WithCacheRows();
         w.WriteArrayHeader(6);
         WriteFloats(ref w, input.Q.Span);
         WriteFloats(ref w, input.K.Span);
