@@ -74,7 +74,20 @@ public sealed class EmbeddedPipeline : IAttentionRunner
     /// values once, not once per query head. The bits are the same.
     /// </remarks>
     public Task<AttentionResult> ComputeAsync(AttentionProblem problem, AttentionTensor? output = null, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
-        => StackedJobs.RunAsync(problem, output, (job, into) => ComputeAsync(job, ShardPlanner.Plan(Planning(job.Geometry), options.Workers, options.Plan), into, progress, cancellationToken));
+        => StackedJobs.RunAsync(problem, output, (job, into) => ComputeAsync(job, ShardPlanner.Plan(Planning(job.Geometry), options.Workers, PlanFor(job)), into, progress, cancellationToken));
+
+    /// <summary>
+    /// The planner's settings for an attention job in one process. A shard's keys and values are
+    /// views of the job's, copied only when its kernel packs them (a shard of more than
+    /// <see cref="Attention.PackAsItGoesRows"/> rows packs its blocks first). When no shard can pack
+    /// — a decoding step's few rows, or keys and values in a <see cref="KeyValueCache"/> — the budget
+    /// bounds a shard's rows and partials, not its keys, as for a cluster's workers reading their
+    /// block store: a step is then a few shards of long key ranges instead of dozens of a few
+    /// blocks each, and every shard costs a round trip through the actors (0.15–0.5 ms; a step of
+    /// 32 heads over 8 against 65536 keys was 64 shards on the default budget, and is 8).
+    /// </summary>
+    private PlanOptions PlanFor(AttentionProblem job)
+        => job.Cache is not null || job.QuerySeq <= Attention.PackAsItGoesRows ? options.Plan with { KeysFromStore = true } : options.Plan;
 
     /// <summary>
     /// A decoding step: <paramref name="q"/> <c>[B, H, Nq, d_k]</c> (Nq ≤ 256 rows per head) against
