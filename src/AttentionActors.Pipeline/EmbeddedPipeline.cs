@@ -79,8 +79,8 @@ public sealed class EmbeddedPipeline : IAttentionRunner
     /// <summary>
     /// The planner's settings for an attention job in one process. A shard's keys and values are
     /// views of the job's, copied only when its kernel packs them (a shard of more than
-    /// <see cref="Attention.PackAsItGoesRows"/> rows packs its blocks first). When no shard can pack
-    /// — a decoding step's few rows, or keys and values in a <see cref="KeyValueCache"/> — the budget
+    /// <see cref="Attention.PackAsItGoesRows"/> rows, one panel's, packs its blocks first). When no shard can pack
+    /// — a decoding step's rows, or keys and values in a <see cref="KeyValueCache"/> — the budget
     /// bounds a shard's rows and partials, not its keys, as for a cluster's workers reading their
     /// block store: a step is then a few shards of long key ranges instead of dozens of a few
     /// blocks each, and every shard costs a round trip through the actors (0.15–0.5 ms; a step of

@@ -2,7 +2,7 @@ using static AttentionActors.Cli.Tests.CliRunner;
 
 namespace AttentionActors.Cli.Tests;
 
-/// <summary>`attention bench --decode`: checks every configuration against float64 before timing it (exit 1 if outside the contract), with K and V as tensors and from a key/value cache (exit 1 if their bits differ).</summary>
+/// <summary>`attention bench --decode`: checks every configuration against float64 before timing it (exit 1 if outside the contract), with K and V as tensors and from a key/value cache, on the kernel and on the embedded pipeline (exit 1 if any bits differ).</summary>
 public sealed class DecodeBenchTests
 {
     [Fact]
@@ -13,9 +13,10 @@ public sealed class DecodeBenchTests
         Assert.Contains(" cores, ", stdout, StringComparison.Ordinal);
         var (header, rows) = BenchTable.Parse(stdout);
 
-        // Each of the 4 configurations twice: K and V as tensors, then from a key/value cache.
-        int from = BenchTable.Column(header, "K/V from");
-        Assert.Equal(Enumerable.Repeat<string[]>(["tensors", "cache"], 4).SelectMany(pair => pair), rows.Select(row => row[from]));
+        // Each of the 4 configurations four times: K and V as tensors, then from a key/value cache, on the kernel and then on the embedded pipeline.
+        int from = BenchTable.Column(header, "K/V from"), on = BenchTable.Column(header, "on");
+        string[] ways = ["tensors kernel", "cache kernel", "tensors pipeline", "cache pipeline"];
+        Assert.Equal(Enumerable.Repeat(ways, 4).SelectMany(way => way), rows.Select(row => $"{row[from]} {row[on]}"));
         int ofPeak = BenchTable.Column(header, "of peak"), ofMemory = BenchTable.Column(header, "K/V of memory"), error = BenchTable.Column(header, "max err/tol");
         Assert.True(ofPeak > BenchTable.Column(header, "GFLOP/s"), $"'of peak' does not follow GFLOP/s in: {string.Join(" | ", header)}");
         Assert.All(rows, row =>

@@ -138,13 +138,13 @@ public class DecodeTests
     }
 
     /// <summary>
-    /// Shards of up to <see cref="Attention.PackAsItGoesRows"/> rows pack their keys as they go;
-    /// a problem of more than a panel's rows computes from a pack. Shards of a few rows, anywhere in
-    /// the rows (the causal diagonal and ALiBi depend on where), over random cuts of the blocks,
-    /// merged by the reducer's tree, give the bits of the whole problem at every width.
+    /// Shards of up to <see cref="Attention.PackAsItGoesRows"/> rows (one panel) pack their keys as
+    /// they go; a shard or problem of more rows computes from a pack. Shards of a few rows to a panel's
+    /// and more, anywhere in the rows (the causal diagonal and ALiBi depend on where), over random
+    /// cuts of the blocks, merged by the reducer's tree, give the bits of the whole problem at every width.
     /// </summary>
     [Fact]
-    public void Shards_of_a_few_rows_give_the_bits_of_the_packed_row_path()
+    public void Shards_of_any_rows_give_the_bits_of_the_packed_row_path()
     {
         var (q, k, v) = TestData.Qkv(17, 1, 4, 2, PanelKernelShape.PanelRows + 44, 700, 40, 24);
         var p = AttentionProblem.Create(q, k, v, new AttentionOptions { BlockSize = 32, Causal = true, Alignment = DiagonalAlignment.BottomRight, AlibiSlopes = AttentionOptions.DefaultAlibiSlopes(4), SoftCap = 8f });
@@ -156,9 +156,8 @@ public class DecodeTests
             var whole = Attention.Compute(p, new ComputeOptions { KernelPath = path, Threads = 2 });
             for (int h = 0; h < p.Heads; h++)
             {
-                foreach (int rowStart in new[] { 0, 5, 131, p.QuerySeq - Attention.PackAsItGoesRows })
+                foreach (var (rowStart, rows) in new[] { (0, Attention.PackAsItGoesRows), (5, 3), (131, 16), (p.QuerySeq - Attention.PackAsItGoesRows, Attention.PackAsItGoesRows), (0, p.QuerySeq) })
                 {
-                    int rows = rowStart == 5 ? 3 : Attention.PackAsItGoesRows;
                     var cuts = Enumerable.Range(1, p.BlockCount - 1).OrderBy(_ => rng.Next()).Take(rng.Next(0, 5)).Append(0).Append(p.BlockCount).Order().ToList();
                     var pieces = cuts.Zip(cuts.Skip(1)).Select(r => Attention.ComputePartials(p, 0, h, rowStart, rows, r.First, r.Second, path)).ToList();
                     var root = CanonicalTree.Reduce(p.BlockCount, pieces);

@@ -618,12 +618,12 @@ public class PipelineTests
     }
 
     [Fact]
-    public async Task A_decoding_steps_shards_span_their_keys_as_no_shard_packs_them_while_longer_queries_keep_to_the_budget()
+    public async Task Shards_of_at_most_a_panels_rows_span_their_keys_as_none_packs_them_while_longer_queries_keep_to_the_budget()
     {
         // 1000 keys of d_k 32 and d_v 24 are 219 KiB a K/V head, over twice the 96 KiB budget.
         var (k, v) = (TestData.Normal("K", 41, 2, 2, 1000, 32), TestData.Normal("V", 42, 2, 2, 1000, 24));
         var options = new AttentionOptions { BlockSize = 32, Causal = true, Alignment = DiagonalAlignment.BottomRight };
-        foreach (var (rows, whole) in new[] { (4, true), (40, false) })
+        foreach (var (rows, whole) in new[] { (4, true), (100, true), (300, false) })
         {
             var problem = AttentionProblem.Create(TestData.Normal("Q", 43, 2, 4, rows, 32), k, v, options);
             var blocks = new System.Collections.Concurrent.ConcurrentBag<(int Start, int End)>();
@@ -641,8 +641,8 @@ public class PipelineTests
             var result = await embedded.ComputeAsync(problem);
             TestData.AssertBitwise(Attention.Compute(problem).Output.Data.Span, result.Output.Data.Span, $"{rows} rows a head");
 
-            // A few rows a head: one shard per (batch, K/V head), every block (1000 keys: 32 blocks).
-            // More than 16 rows a shard: the kernel packs its blocks, so the budget cuts the keys.
+            // Up to a panel's rows (256) a K/V head, stacked: one shard per (batch, K/V head), every
+            // block (1000 keys: 32 blocks). More: a shard may pack its blocks, so the budget cuts the keys.
             string shards = string.Join(", ", blocks.Select(b => $"[{b.Start}, {b.End})"));
             Assert.True(whole == blocks.All(b => b == (0, 32)), $"{rows} rows a head: shards of key blocks {shards}");
             Assert.True(!whole || blocks.Count == 4, $"{rows} rows a head: {blocks.Count} shards ({shards})");

@@ -56,7 +56,7 @@ internal static class BenchCommand
             : r.GetValue(projection)
             ? ProjectionBench.Run(stdout, stderr, Given(r.GetValue(seqs), [8192]), Given(r.GetValue(dims), [1024]), r.GetValue(threads)!, r.GetValue(repeat))
             : r.GetValue(decode)
-            ? DecodeBench.Run(
+            ? await DecodeBench.RunAsync(
                 stdout, stderr, r.GetValue(queryRows)!, Given(r.GetValue(seqs), [65536]), Given(r.GetValue(dims), [128]), r.GetValue(heads) ?? 32, r.GetValue(kvHeads) ?? 8, r.GetValue(threads)!,
                 r.GetValue(repeat), r.GetValue(block), r.GetValue(checkRows), r.GetValue(path))
             : r.GetValue(pipeline)

@@ -109,13 +109,16 @@ public static partial class Attention
     }
 
     /// <summary>
-    /// Query rows up to which a shard's panel packs its keys as it goes. Measured on the embedded
-    /// pipeline, Nk 100000, d 128, 32 heads over 8: a step of 1 row took 0.29–0.31 s against
-    /// 0.56–0.68, of 16 rows 0.41–0.47 s against 0.69–0.78. At 64 rows (dense shards of N 4096,
-    /// d 128) the pack was faster (43.0 against 39.5 GFLOP/s): its copy of V pads each row by a
-    /// cache line, so the rows do not crowd half of L1's sets as V's own 512-byte rows do.
+    /// Query rows up to which a shard's panel packs its keys as it goes, rather than packing the
+    /// shard's keys and values first: one panel's. A pack pays off when several panels read it; for
+    /// one, packing first is a pass over K and V more. Measured on AMD Zen 4 (2026-12-07), one thread,
+    /// shards of whole key ranges: dense N 4096, d 128, shards of 64 rows 91.0–93.8 GFLOP/s as they go
+    /// against 82.5–84.4 packed first, of 256 rows 93.5–95.4 against 85.0–88.8; N 8192, d 64, 256
+    /// rows 83.9 against 80.1; a decoding step's shards (32 heads over 8 stacked into 64 rows, 16
+    /// rows a head, 65536 keys) 183 ms against 265. (Earlier, on another host, packing first had
+    /// measured faster at 64 rows of d 128: 43.0 against 39.5 GFLOP/s.)
     /// </summary>
-    internal const int PackAsItGoesRows = 16;
+    internal const int PackAsItGoesRows = PanelKernelShape.PanelRows;
 
     /// <summary>
     /// The partials of one shard from its own data (<see cref="ShardInput.ToProblem"/> checks it
