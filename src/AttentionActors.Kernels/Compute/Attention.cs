@@ -67,24 +67,32 @@ public static partial class Attention
         int perGroup = problem.GroupSize * panels;
         long rowsDone = 0;
 
-        // Keys are transposed (and values copied into rows that spread over L1's sets) once per
-        // (batch, kv-head), all in parallel up front, so no thread waits on another's packing. Items
-        // then run grouped by (batch, kv-head), so a pack serves all its query heads and panels and
-        // is dropped after the last of them; within a head, later (costlier under a causal mask)
-        // panels go first so the threads finish together.
+        // A panel of the dot-product or Gaussian score transposes its keys as it reaches them, one
+        // block at a time into L1, and reads V where it lies: a pack of the whole (batch, kv-head)
+        // made first is a pass over K and V more, and the panels read it back from L3 (see
+        // PackAsItGoesRows for the figures). Cosine and additive scores read each key's features
+        // (normalised, or projected through W_k): those are computed once per (batch, kv-head), all
+        // in parallel up front, so no thread waits on another's packing. Items run grouped by
+        // (batch, kv-head), so a pack serves all its query heads and panels and is dropped after the
+        // last of them; within a head, later (costlier under a causal mask) panels go first so the
+        // threads finish together.
+        bool packFirst = problem.Options.Score is not (ScoreFunction.Dot or ScoreFunction.Gaussian);
         var packs = new KeyPack?[kvGroups];
         var remaining = new int[kvGroups];
-        for (int g = 0; g < kvGroups; g++)
+        for (int g = 0; g < kvGroups && packFirst; g++)
         {
             packs[g] = KeyPack.Allocate(problem, 0, problem.BlockCount, values: true);
             remaining[g] = perGroup;
         }
 
-        ParallelWork.Run(kvGroups * problem.BlockCount, settings.Threads, item =>
+        if (packFirst)
         {
-            int g = item / problem.BlockCount;
-            packs[g]!.PackBlock(problem, g / problem.KvHeads, g % problem.KvHeads, item % problem.BlockCount);
-        }, cancellationToken);
+            ParallelWork.Run(kvGroups * problem.BlockCount, settings.Threads, item =>
+            {
+                int g = item / problem.BlockCount;
+                packs[g]!.PackBlock(problem, g / problem.KvHeads, g % problem.KvHeads, item % problem.BlockCount);
+            }, cancellationToken);
+        }
 
         ParallelWork.Run(kvGroups * perGroup, settings.Threads, item =>
         {
@@ -95,9 +103,9 @@ public static partial class Attention
             int panel = panels - 1 - (within % panels);
             int rowStart = panel * PanelKernelShape.PanelRows;
             int rows = Math.Min(PanelKernelShape.PanelRows, problem.QuerySeq - rowStart);
-            var pack = Volatile.Read(ref packs[group])!;
+            var pack = Volatile.Read(ref packs[group]);
             Dispatch(settings.KernelPath, new FinishPanel(problem, pack, output, lse, entropy, b, h, rowStart, rows));
-            if (Interlocked.Decrement(ref remaining[group]) == 0)
+            if (packFirst && Interlocked.Decrement(ref remaining[group]) == 0)
             {
                 Interlocked.Exchange(ref packs[group], null)?.Dispose();
             }
@@ -226,8 +234,8 @@ public static partial class Attention
             where TV : unmanaged;
     }
 
-    /// <summary>Computes a panel over the blocks it sees, evaluates the tree and finalizes the rows.</summary>
-    private readonly record struct FinishPanel(AttentionProblem P, KeyPack Keys, AttentionTensor Output, float[] Lse, float[]? Entropy, int B, int H, int RowStart, int Rows) : IPanelJob
+    /// <summary>Computes a panel over the blocks it sees (from <see cref="Keys"/>, or packing them as it goes without), evaluates the tree and finalizes the rows.</summary>
+    private readonly record struct FinishPanel(AttentionProblem P, KeyPack? Keys, AttentionTensor Output, float[] Lse, float[]? Entropy, int B, int H, int RowStart, int Rows) : IPanelJob
     {
         public void Run<TL, TV>()
             where TL : ILanes<TV>
