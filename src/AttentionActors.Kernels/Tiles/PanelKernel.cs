@@ -194,16 +194,13 @@ internal static class PanelKernel<TL, TV>
                 // for a maximum, so the exponentials of successive rows overlap in the pipeline.
                 foreach (var t in tiles)
                 {
-                    for (int row = t.Row; row < t.Row + t.Rows; row++)
+                    int at0 = ws.Index(slot, t.Row);
+                    TileKernels<TL, TV>.ExpRows(ref ws.S[t.Row * bp], ref ws.P[t.Row * bp], bp, t.Rows, t.ColumnLo, t.ColumnHi, ws.StackM.AsSpan(at0, t.Rows), ws.StackL.AsSpan(at0, t.Rows), ws.Lanes16);
+                    for (int row = t.Row; entropy && row < t.Row + t.Rows; row++)
                     {
+                        // t = Σ_j e^(s_j − m)·s_j, the column after o (a row that sees nothing has m = −∞ and is never read).
                         int at = ws.Index(slot, row);
-                        ref float sRow = ref ws.S[row * bp];
-                        ws.StackL[at] = TileKernels<TL, TV>.ExpRow(ref sRow, ref ws.P[row * bp], t.ColumnLo, t.ColumnHi, ws.StackM[at], ws.Lanes16);
-                        if (entropy)
-                        {
-                            // t = Σ_j e^(s_j − m)·s_j, the column after o (a row that sees nothing has m = −∞ and is never read).
-                            ws.StackO[(at * ws.ValueDim) + dv] = TileKernels<TL, TV>.WeightedLogitSum(ref sRow, ref ws.P[row * bp], t.ColumnLo, t.ColumnHi, ws.Lanes16);
-                        }
+                        ws.StackO[(at * ws.ValueDim) + dv] = TileKernels<TL, TV>.WeightedLogitSum(ref ws.S[row * bp], ref ws.P[row * bp], t.ColumnLo, t.ColumnHi, ws.Lanes16);
                     }
                 }
 

@@ -664,13 +664,36 @@ internal static class TileKernels<TL, TV>
     }
 
     /// <summary>
-    /// P_j = e^(s_j − m) over columns [cLo, cHi) (16-aligned) of a score row whose maximum is
-    /// <paramref name="m"/>, and returns l = Σ_j P_j summed in 16 lanes (lane t takes j ≡ t mod 16,
-    /// in ascending j) and then a fixed pairwise tree over the lanes. m = −∞ (no visible key) gives
+    /// For rows [0, <paramref name="rows"/>) of a tile, row r's scores at <c>s + r·ld</c> with
+    /// maximum <c>m[r]</c>: P_j = e^(s_j − m) over columns [cLo, cHi) (16-aligned) into
+    /// <c>p + r·ld</c>, and l[r] = Σ_j P_j summed in 16 lanes (lane t takes j ≡ t mod 16, in
+    /// ascending j) and then a fixed pairwise tree over the lanes. m = −∞ (no visible key) gives
     /// P = 0 and l = 0. The other columns are masked: their P is never read, and skipping their +0
-    /// terms leaves every lane unchanged.
+    /// terms leaves every lane unchanged. The exponential's constants are splatted once for the
+    /// tile, not once a row (a row of 128 columns is 8 vectors at AVX-512's width).
     /// </summary>
-    public static float ExpRow(ref float s, ref float p, int cLo, int cHi, float m, Span<float> lanes16)
+    public static void ExpRows(ref float s, ref float p, int ld, int rows, int cLo, int cHi, ReadOnlySpan<float> m, Span<float> l, Span<float> lanes16)
+    {
+        if (TL.Count < 4)
+        {
+            for (int r = 0; r < rows; r++)
+            {
+                l[r] = ExpRowScalarLanes(ref Unsafe.Add(ref s, r * ld), ref Unsafe.Add(ref p, r * ld), cLo, cHi, m[r], lanes16);
+            }
+
+            return;
+        }
+
+        var k = VectorMath.ExpConstants<TL, TV>.Create();
+        for (int r = 0; r < rows; r++)
+        {
+            l[r] = ExpRow(ref Unsafe.Add(ref s, r * ld), ref Unsafe.Add(ref p, r * ld), cLo, cHi, m[r], k);
+        }
+    }
+
+    /// <summary>One row of <see cref="ExpRows"/> at W ≥ 4 lanes, with the constants given.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float ExpRow(ref float s, ref float p, int cLo, int cHi, float m, in VectorMath.ExpConstants<TL, TV> k)
     {
         nint w = TL.Count;
         nint c;
@@ -684,13 +707,7 @@ internal static class TileKernels<TL, TV>
             return 0f;
         }
 
-        if (w < 4)
-        {
-            return ExpSumScalar(ref s, ref p, cLo, cHi, m, lanes16);
-        }
-
         var vm = TL.Splat(m);
-        var k = VectorMath.ExpConstants<TL, TV>.Create();
 
         // The 16 lanes as 16/W ≤ 4 vectors in registers: vector g of each 16 columns adds into a_g.
         var a0 = TL.Splat(0f);
@@ -721,7 +738,23 @@ internal static class TileKernels<TL, TV>
         return SumLanes(a0, a1, a2, a3);
     }
 
-    /// <summary><see cref="ExpRow"/>'s exponentials and their 16-lane sum one element at a time (scalar lanes).</summary>
+    /// <summary>One row of <see cref="ExpRows"/> below 4 lanes: m = −∞ gives P = 0 and l = 0, else <see cref="ExpSumScalar"/>.</summary>
+    private static float ExpRowScalarLanes(ref float s, ref float p, int cLo, int cHi, float m, Span<float> lanes16)
+    {
+        if (float.IsNegativeInfinity(m))
+        {
+            for (int c = cLo; c < cHi; c++)
+            {
+                Unsafe.Add(ref p, c) = 0f;
+            }
+
+            return 0f;
+        }
+
+        return ExpSumScalar(ref s, ref p, cLo, cHi, m, lanes16);
+    }
+
+    /// <summary><see cref="ExpRows"/>' exponentials and their 16-lane sum one element at a time (scalar lanes).</summary>
     private static float ExpSumScalar(ref float s, ref float p, int cLo, int cHi, float m, Span<float> lanes16)
     {
         lanes16.Clear();
@@ -736,7 +769,7 @@ internal static class TileKernels<TL, TV>
     }
 
     /// <summary>
-    /// t = Σ_j P_j·s_j over columns [cLo, cHi) of one row (P = e^(s − m) from <see cref="ExpRow"/>;
+    /// t = Σ_j P_j·s_j over columns [cLo, cHi) of one row (P = e^(s − m) from <see cref="ExpRows"/>;
     /// a masked s = −∞ has P = 0 and counts as 0, never as 0·(−∞)), in 16 lanes (lane t takes
     /// j ≡ t mod 16, ascending j) and then a fixed pairwise tree over the lanes.
     /// </summary>
