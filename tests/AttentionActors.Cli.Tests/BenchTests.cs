@@ -101,8 +101,8 @@ public sealed class PipelineBenchTests
     [Fact]
     public async Task A_small_pipeline_bench_shards_the_job_and_finds_the_same_bits()
     {
-        // A 64 KiB budget cuts N 512, d 32, 2 heads into several shards.
-        var (code, stdout, stderr) = await Run("bench", "--pipeline", "--seq", "512", "--dim", "32", "--heads", "2", "--workers", "2", "--repeat", "1", "--max-shard-bytes", "65536", "--causal");
+        // A 64 KiB budget cuts N 512, d 32, 2 heads in blocks of 128 keys into several shards.
+        var (code, stdout, stderr) = await Run("bench", "--pipeline", "--seq", "512", "--dim", "32", "--heads", "2", "--workers", "2", "--repeat", "1", "--max-shard-bytes", "65536", "--causal", "--block", "128");
         Assert.True(code == 0, $"exit {code}: {stderr}");
         var (header, rows) = BenchTable.Parse(stdout);
         var row = Assert.Single(rows);

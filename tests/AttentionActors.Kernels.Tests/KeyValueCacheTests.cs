@@ -130,7 +130,7 @@ public class KeyValueCacheTests
         { "keys of another width", "does not append to [2, 2, n, 8] keys" },
         { "values of another length", "does not hold the values of the 4 keys" },
         { "no keys yet", "holds no keys yet" },
-        { "another block size", "holds blocks of 128 keys but the options ask for blocks of 64" },
+        { "another block size", $"holds blocks of {AttentionOptions.DefaultBlockSize} keys but the options ask for blocks of 64" },
         { "cosine", "the Cosine score does not read" },
         { "257 query rows", "has 257 query rows per head" },
         { "a NaN in Q", "Q[0, 3, 0, 1] is NaN" },

@@ -6,6 +6,9 @@ namespace AttentionActors.Pipeline.Tests;
 
 public class PlannerTests
 {
+    /// <summary>Blocks of 128 keys: the shapes of the tests that use them are counted in such blocks.</summary>
+    private static readonly AttentionOptions Blocks128 = new() { BlockSize = 128 };
+
     public static TheoryData<string, int, int, int> Cases => new()
     {
         { "dense", 2, 700, 700 },
@@ -122,7 +125,7 @@ public class PlannerTests
     public void Whole_heads_come_first_when_they_balance()
     {
         var (q, k, v) = TestData.Qkv(3, 1, 8, 8, 512, 512, 16, 16);
-        var plan = ShardPlanner.Plan(AttentionProblem.Create(q, k, v), 4);
+        var plan = ShardPlanner.Plan(AttentionProblem.Create(q, k, v, Blocks128), 4);
         Assert.Equal(8, plan.Shards.Count);
         Assert.All(plan.Shards, s => Assert.True(s.RowCount == 512 && s.BlockStart == 0 && s.BlockEnd == 4, $"{s} is not a whole head"));
     }
@@ -141,7 +144,7 @@ public class PlannerTests
     public void A_plan_that_cannot_keep_every_shard_within_the_budget_is_refused_not_oversized()
     {
         var (q, k, v) = TestData.Qkv(5, 1, 2, 2, 512, 8192, 64, 64);
-        var problem = AttentionProblem.Create(q, k, v);
+        var problem = AttentionProblem.Create(q, k, v, Blocks128);
 
         var error = Assert.Throws<AttentionInputException>(() => ShardPlanner.Plan(problem, 2, new PlanOptions { MaxShardBytes = 256 << 10, MaxShards = 8 }));
 
@@ -156,7 +159,7 @@ public class PlannerTests
         // 56 blocks of 128 keys over the budget: halving the pairs would cut at 28 ([0, 28) and [28, 56)
         // are three subtrees each, three partials per row); 32 leaves [0, 32) one subtree and [32, 56) two.
         var (q, k, v) = TestData.Qkv(6, 1, 1, 1, 16, 56 * 128, 64, 64);
-        var plan = ShardPlanner.Plan(AttentionProblem.Create(q, k, v), 1, new PlanOptions { MaxShardBytes = 5 << 19 });
+        var plan = ShardPlanner.Plan(AttentionProblem.Create(q, k, v, Blocks128), 1, new PlanOptions { MaxShardBytes = 5 << 19 });
         var cuts = plan.Shards.OrderBy(s => s.BlockStart).Select(s => (s.BlockStart, s.BlockEnd)).ToList();
         Assert.True(cuts.SequenceEqual([(0, 32), (32, 56)]), $"key ranges {string.Join(", ", cuts)}");
     }
