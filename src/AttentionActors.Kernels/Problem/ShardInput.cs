@@ -76,7 +76,7 @@ public sealed record ShardInput(
     /// K and V, as a shard of tensors carries them (the same bits: the kernel computes the same
     /// products from either); a shard without a cache as it is.
     /// </summary>
-    public ShardInput WithCacheRows()
+    internal ShardInput WithCacheRows()
     {
         if (Cache is not { } cache)
         {
