@@ -160,10 +160,10 @@ public static partial class Attention
             return set;
         }
 
-        // A shard of a few rows (a decoding step's) reads each key and value once: its one panel packs
-        // the keys as it goes, while the blocks before them compute (see PanelKernel.Run), instead
-        // of packing the shard's keys and values first.
-        // Keys and values in a key/value cache are read where they are: they lie as a pack would put them.
+        // A shard of at most one panel's rows reads each key and value once: its panel packs the keys
+        // as it goes, while the blocks before them compute (see PanelKernel.Run), instead of packing
+        // the shard's keys and values first (see PackAsItGoesRows). Keys and values in a key/value
+        // cache are read where they are: they lie as a pack would put them.
         using var pack = rowCount <= PackAsItGoesRows || problem.Cache is not null ? null : KeyPack.Create(problem, b, h / problem.GroupSize, first, end, values: true);
         for (int r0 = 0; r0 < rowCount; r0 += PanelKernelShape.PanelRows)
         {
@@ -301,7 +301,7 @@ public static partial class Attention
             where TV : unmanaged
         {
             var ws = WorkspaceFor(P, First, End);
-            int count = PanelKernel<TL, TV>.Run(P, ws, Keys, B, H, RowStart, Rows, First, End, HeadRows, P.Cache);
+            int count = PanelKernel<TL, TV>.Run(P, ws, Keys, B, H, RowStart, Rows, First, End, HeadRows);
             if (count != Set.Nodes)
             {
                 throw new InvalidOperationException($"panel produced {count} tree nodes where the range decomposes into {Set.Nodes}");

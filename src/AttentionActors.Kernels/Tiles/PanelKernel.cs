@@ -46,11 +46,12 @@ internal static class PanelKernel<TL, TV>
     /// it stays in L1, and asks the next block's keys into L2 (from K itself) while this block
     /// computes. So reading K from memory overlaps the arithmetic instead of preceding all of it,
     /// which is what bounds a decoding step. The packed values, and so the bits, are the same.
-    /// With a <paramref name="cache"/> (and no <paramref name="keys"/>) the keys and values come from
-    /// its blocks, already in 64-column chunks: nothing is packed and nothing asked ahead.
+    /// When the problem's keys and values are in a key/value cache (<see cref="AttentionProblem.Cache"/>)
+    /// they come from its blocks, already in 64-column chunks: nothing is packed and nothing asked ahead.
     /// </remarks>
-    public static int Run(AttentionProblem p, Workspace ws, KeyPack? keys, int b, int h, int rowStart, int rows, int blockStart, int blockEnd, int headRows = 0, KeyValueCache? cache = null)
+    public static int Run(AttentionProblem p, Workspace ws, KeyPack? keys, int b, int h, int rowStart, int rows, int blockStart, int blockEnd, int headRows = 0)
     {
+        var cache = p.Cache;
         headRows = headRows <= 0 ? rows : headRows;
         int kvh = h / p.GroupSize;
         int dv = p.ValueDim;

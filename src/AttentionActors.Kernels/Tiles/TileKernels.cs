@@ -674,39 +674,34 @@ internal static class TileKernels<TL, TV>
     /// </summary>
     public static void ExpRows(ref float s, ref float p, int ld, int rows, int cLo, int cHi, ReadOnlySpan<float> m, Span<float> l, Span<float> lanes16)
     {
-        if (TL.Count < 4)
-        {
-            for (int r = 0; r < rows; r++)
-            {
-                l[r] = ExpRowScalarLanes(ref Unsafe.Add(ref s, r * ld), ref Unsafe.Add(ref p, r * ld), cLo, cHi, m[r], lanes16);
-            }
-
-            return;
-        }
-
         var k = VectorMath.ExpConstants<TL, TV>.Create();
         for (int r = 0; r < rows; r++)
         {
-            l[r] = ExpRow(ref Unsafe.Add(ref s, r * ld), ref Unsafe.Add(ref p, r * ld), cLo, cHi, m[r], k);
+            ref float sr = ref Unsafe.Add(ref s, r * ld);
+            ref float pr = ref Unsafe.Add(ref p, r * ld);
+            if (float.IsNegativeInfinity(m[r]))
+            {
+                // A loop, not a call: a call here would make the constants in registers spill around it.
+                for (int c = cLo; c < cHi; c++)
+                {
+                    Unsafe.Add(ref pr, c) = 0f;
+                }
+
+                l[r] = 0f;
+            }
+            else
+            {
+                l[r] = TL.Count < 4 ? ExpSumScalar(ref sr, ref pr, cLo, cHi, m[r], lanes16) : ExpRow(ref sr, ref pr, cLo, cHi, m[r], k);
+            }
         }
     }
 
-    /// <summary>One row of <see cref="ExpRows"/> at W ≥ 4 lanes, with the constants given.</summary>
+    /// <summary>One row of <see cref="ExpRows"/> with a finite maximum at W ≥ 4 lanes, with the constants given.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float ExpRow(ref float s, ref float p, int cLo, int cHi, float m, in VectorMath.ExpConstants<TL, TV> k)
     {
         nint w = TL.Count;
         nint c;
-        if (float.IsNegativeInfinity(m))
-        {
-            for (c = cLo; c < cHi; c++)
-            {
-                Unsafe.Add(ref p, c) = 0f;
-            }
-
-            return 0f;
-        }
-
         var vm = TL.Splat(m);
 
         // The 16 lanes as 16/W ≤ 4 vectors in registers: vector g of each 16 columns adds into a_g.
@@ -738,23 +733,7 @@ internal static class TileKernels<TL, TV>
         return SumLanes(a0, a1, a2, a3);
     }
 
-    /// <summary>One row of <see cref="ExpRows"/> below 4 lanes: m = −∞ gives P = 0 and l = 0, else <see cref="ExpSumScalar"/>.</summary>
-    private static float ExpRowScalarLanes(ref float s, ref float p, int cLo, int cHi, float m, Span<float> lanes16)
-    {
-        if (float.IsNegativeInfinity(m))
-        {
-            for (int c = cLo; c < cHi; c++)
-            {
-                Unsafe.Add(ref p, c) = 0f;
-            }
-
-            return 0f;
-        }
-
-        return ExpSumScalar(ref s, ref p, cLo, cHi, m, lanes16);
-    }
-
-    /// <summary><see cref="ExpRows"/>' exponentials and their 16-lane sum one element at a time (scalar lanes).</summary>
+    /// <summary>One row of <see cref="ExpRows"/> with a finite maximum below 4 lanes: its exponentials and their 16-lane sum one element at a time.</summary>
     private static float ExpSumScalar(ref float s, ref float p, int cLo, int cHi, float m, Span<float> lanes16)
     {
         lanes16.Clear();
