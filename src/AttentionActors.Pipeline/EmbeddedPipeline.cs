@@ -74,7 +74,16 @@ public sealed class EmbeddedPipeline : IAttentionRunner
     /// values once, not once per query head. The bits are the same.
     /// </remarks>
     public Task<AttentionResult> ComputeAsync(AttentionProblem problem, AttentionTensor? output = null, IProgress<JobProgress>? progress = null, CancellationToken cancellationToken = default)
-        => StackedJobs.RunAsync(problem, output, (job, into) => ComputeAsync(job, ShardPlanner.Plan(Planning(job.Geometry), options.Workers, PlanFor(job)), into, progress, cancellationToken));
+        => StackedJobs.RunAsync(problem, output, (job, into) => ComputeAsync(job, Plan(job.Geometry, job.Cache is not null, options), into, progress, cancellationToken));
+
+    /// <summary>
+    /// The plan an embedded pipeline of <paramref name="options"/> runs a job of <paramref name="geometry"/>
+    /// with (after its grouped query heads are stacked, <see cref="StackedJobs"/>): its keys and
+    /// values in tensors, or in a <see cref="KeyValueCache"/> when <paramref name="fromCache"/>.
+    /// A dry run shows the same plan.
+    /// </summary>
+    internal static ShardPlan Plan(AttentionGeometry geometry, bool fromCache, PipelineOptions options)
+        => ShardPlanner.Plan(Planning(geometry), options.Workers, PlanOptionsFor(geometry, fromCache, options.Plan));
 
     /// <summary>
     /// The planner's settings for an attention job in one process. A shard's keys and values are
@@ -86,8 +95,8 @@ public sealed class EmbeddedPipeline : IAttentionRunner
     /// blocks each, and every shard costs a round trip through the actors (0.15–0.5 ms; a step of
     /// 32 heads over 8 against 65536 keys was 64 shards on the default budget, and is 8).
     /// </summary>
-    private PlanOptions PlanFor(AttentionProblem job)
-        => job.Cache is not null || job.QuerySeq <= Attention.PackAsItGoesRows ? options.Plan with { KeysFromStore = true } : options.Plan;
+    private static PlanOptions PlanOptionsFor(AttentionGeometry job, bool fromCache, PlanOptions plan)
+        => fromCache || job.QuerySeq <= Attention.PackAsItGoesRows ? plan with { KeysFromStore = true } : plan;
 
     /// <summary>
     /// A decoding step: <paramref name="q"/> <c>[B, H, Nq, d_k]</c> (Nq ≤ 256 rows per head) against

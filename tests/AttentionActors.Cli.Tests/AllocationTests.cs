@@ -40,7 +40,7 @@ public sealed class AllocationTests : IDisposable
     {
         string output = Path.Combine(dir, "out.npy");
         long before = GC.GetTotalAllocatedBytes(precise: true);
-        var (code, stdout, stderr) = await Run("run", "--random", "--seq", "60000", "--dim", "64", "--heads", "2", "--causal", "--workers", "3", "--dry-run", "--out", output);
+        var (code, stdout, stderr) = await Run("run", "--random", "--seq", "60000", "--dim", "64", "--heads", "2", "--causal", "--workers", "3", "--dry-run", "--nodes", "1", "--out", output);
         long allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
         Assert.True(code == 0, stderr);
 

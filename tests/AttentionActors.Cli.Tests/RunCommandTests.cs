@@ -263,6 +263,37 @@ public sealed class RunCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task A_dry_run_shows_the_plan_the_embedded_run_uses_and_with_nodes_a_clusters()
+    {
+        // K and V of a head (1 MiB) exceed the 512 KiB budget: the embedded pipeline cuts each head's
+        // keys into ranges (its shards read views), a cluster's coordinator gives every shard whole
+        // key ranges (its workers read their block stores), so the two plans differ.
+        string[] job = ["run", "--random", "--seq", "4096", "--dim", "32", "--heads", "1", "--max-shard-bytes", "524288", "--workers", "2"];
+        var (code, stdout, stderr) = await Run(job);
+        Assert.True(code == 0, stderr);
+        var ran = System.Text.RegularExpressions.Regex.Match(stdout, @"; (\d+) shards on the embedded pipeline");
+        Assert.True(ran.Success, stdout);
+
+        (code, var dry, stderr) = await Run([.. job, "--dry-run"]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("dry run: the embedded pipeline's plan, the one this command runs", dry, StringComparison.Ordinal);
+        Assert.Contains($"dry run: {ran.Groups[1].Value} shards on 2 workers, shard budget 512 KiB", dry, StringComparison.Ordinal);
+        Assert.DoesNotContain("moved in all", dry, StringComparison.Ordinal);
+
+        (code, var cluster, stderr) = await Run([.. job, "--dry-run", "--nodes", "1"]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("dry run: a cluster coordinator's plan", cluster, StringComparison.Ordinal);
+        Assert.Contains("dry run: on 1 worker node of 2 / 2 / 2 (min / median / max) threads", cluster, StringComparison.Ordinal);
+        Assert.Contains("moved in all", cluster, StringComparison.Ordinal);
+        Assert.DoesNotContain($"dry run: {ran.Groups[1].Value} shards on", cluster, StringComparison.Ordinal);
+
+        // The cluster's options belong to a dry run: a real run refuses them rather than ignore them.
+        (code, _, stderr) = await Run([.. job, "--nodes", "2"]);
+        Assert.Equal(2, code);
+        Assert.Contains("--nodes goes with --dry-run", stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_decoding_steps_dry_run_plans_the_stacked_heads_that_run()
     {
         // 8 query heads over 2 K/V heads, one row each: each K/V head's 4 query heads run as one head of 4 rows.

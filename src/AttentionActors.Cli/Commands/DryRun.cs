@@ -119,18 +119,26 @@ internal static class DryRun
     /// <summary>The threads of each of <paramref name="nodes"/> worker nodes sharing <paramref name="workers"/> threads as evenly as they go.</summary>
     public static int[] Spread(int workers, int nodes) => [.. Enumerable.Range(0, nodes).Select(i => (workers / nodes) + (i < workers % nodes ? 1 : 0))];
 
-    public static int Print(AttentionGeometry g, ShardPlan plan, JobEstimate estimate, int workers, long maxShardBytes, int nodes, long storeBytes, TextWriter stdout)
+    /// <summary>The cluster a dry run plans for: worker nodes sharing the workers, each with a block store of <paramref name="StoreBytes"/>.</summary>
+    public sealed record Cluster(int Nodes, long StoreBytes);
+
+    /// <summary>
+    /// Prints <paramref name="plan"/>. On a <paramref name="cluster"/> it adds the bytes each worker
+    /// node fetches and all that crosses the data plane; in one process (null) shards read views of Q,
+    /// K and V and nothing crosses a network.
+    /// </summary>
+    public static int Print(AttentionGeometry g, ShardPlan plan, JobEstimate estimate, int workers, long maxShardBytes, Cluster? cluster, bool singleNode, TextWriter stdout)
     {
         var inv = CultureInfo.InvariantCulture;
         var shards = plan.Shards;
         var visible = new Visibility(g);
         var sizes = shards.Select(s => Messages(visible, s)).ToList();
-        var threads = Spread(workers, nodes);
-        var nodeIn = NodeBytesIn(g, plan, threads, storeBytes);
-        long partials = sizes.Sum(m => m.Partials), rowsOut = RowsOut(g, plan);
-        long moved = nodeIn.Sum() + partials + rowsOut;
-        long data = DataBytes(g);
         stdout.WriteLine(string.Create(inv, $"dry run: Q {g.QueryShape}, K {g.KeyShape}, V {g.ValueShape}; block {g.BlockSize}, {g.BlockCount} key blocks"));
+        stdout.WriteLine(cluster is not null
+            ? $"dry run: a cluster coordinator's plan: keys and values from the worker nodes' block stores{(BlockStore.Splits(g) ? "" : " (not this job: its shards are fetched whole)")}"
+            : singleNode
+            ? "dry run: --single-node computes without shards (its threads take query panels); the plan shown is the embedded pipeline's, the same bits; --nodes N or --cluster plans it for a cluster"
+            : "dry run: the embedded pipeline's plan, the one this command runs (shards read Q, K and V where they lie, in this process); --nodes N or --cluster plans it for a cluster, with the bytes each worker node fetches");
         stdout.WriteLine(string.Create(inv, $"dry run: {shards.Count} shards on {workers} workers, shard budget {JobEstimate.Size(maxShardBytes)}, imbalance {plan.Imbalance:F3} (busiest worker over the mean)"));
         if (shards.Count > 0)
         {
@@ -138,7 +146,43 @@ internal static class DryRun
             stdout.WriteLine(string.Create(inv, $"dry run: bytes per shard: data it reads {Range(sizes.Select(m => (double)m.In), bytes: true)}, partials back {Range(sizes.Select(m => (double)m.Partials), bytes: true)}, rows out {Range(sizes.Select(m => (double)m.Rows), bytes: true)}"));
         }
 
-        stdout.WriteLine(string.Create(inv, $"dry run: on {nodes} worker {(nodes == 1 ? "node" : "nodes")} of {Range(threads.Select(t => (double)t))} threads, block stores of {JobEstimate.Size(storeBytes)}: data in per node {Range(nodeIn.Select(b => (double)b), bytes: true)}"));
+        if (cluster is not null)
+        {
+            PrintMoved(g, plan, sizes, workers, cluster, stdout);
+        }
+        else
+        {
+            stdout.WriteLine(string.Create(inv, $"dry run: {plan.TotalFlops / 1e9:G4} GFLOP visible; {JobEstimate.Size(sizes.Sum(m => m.Partials))} of partials reach the reducer, in memory"));
+        }
+
+        PrintWorkers(plan, estimate, stdout);
+        stdout.WriteLine(string.Create(inv, $"dry run: memory needed about {JobEstimate.Size(estimate.NeededBytes)} ({estimate.DescribeNeed()}); {JobEstimate.Size(estimate.AvailableBytes)} available{(estimate.Fits ? "" : " — too much: the run would be refused")}"));
+        stdout.WriteLine("| shard | batch | head | rows | key blocks | GFLOP | data read | partials back | rows out |");
+        stdout.WriteLine("|---:|---:|---:|---|---|---:|---:|---:|---:|");
+        foreach (var (s, m) in shards.Zip(sizes).Take(ListedShards))
+        {
+            stdout.WriteLine(string.Create(inv, $"| {s.Id} | {s.Batch} | {s.Head} | [{s.RowStart}, {s.RowEnd}) | [{s.BlockStart}, {s.BlockEnd}) | {s.Flops / 1e9:G3} | {m.In:N0} | {m.Partials:N0} | {m.Rows:N0} |"));
+        }
+
+        if (shards.Count > ListedShards)
+        {
+            stdout.WriteLine($"dry run: … and {shards.Count - ListedShards} more shards");
+        }
+
+        return 0;
+    }
+
+    /// <summary>What crosses a cluster's network: the data each worker node fetches, the partials and the rows out, and how long the busiest link takes.</summary>
+    private static void PrintMoved(AttentionGeometry g, ShardPlan plan, List<(long In, long Partials, long Rows)> sizes, int workers, Cluster cluster, TextWriter stdout)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        int nodes = cluster.Nodes;
+        var threads = Spread(workers, nodes);
+        var nodeIn = NodeBytesIn(g, plan, threads, cluster.StoreBytes);
+        long partials = sizes.Sum(m => m.Partials), rowsOut = RowsOut(g, plan);
+        long moved = nodeIn.Sum() + partials + rowsOut;
+        long data = DataBytes(g);
+        stdout.WriteLine(string.Create(inv, $"dry run: on {nodes} worker {(nodes == 1 ? "node" : "nodes")} of {Range(threads.Select(t => (double)t))} threads, block stores of {JobEstimate.Size(cluster.StoreBytes)}: data in per node {Range(nodeIn.Select(b => (double)b), bytes: true)}"));
         stdout.WriteLine(string.Create(inv, $"dry run: {JobEstimate.Size(moved)} moved in all ({JobEstimate.Size(nodeIn.Sum())} data in, {JobEstimate.Size(partials)} partials, {JobEstimate.Size(rowsOut)} rows out): {moved / (double)Math.Max(data, 1):F2}× the {JobEstimate.Size(data)} of Q, K, V, output and lse; {moved / Math.Max(plan.TotalFlops, 1):G3} bytes per FLOP; {plan.TotalFlops / 1e9:G4} GFLOP visible"));
         foreach (double gbps in new[] { 1.0, 10.0 })
         {
@@ -146,6 +190,11 @@ internal static class DryRun
             long busiest = nodeIn.Max() + (partials / nodes);
             stdout.WriteLine(string.Create(inv, $"dry run: at {gbps:G} GB/s per node: the busiest node's data take {JobEstimate.Duration(TimeSpan.FromSeconds(busiest / (gbps * 1e9)))}; the reducer takes the partials in {JobEstimate.Duration(TimeSpan.FromSeconds(partials / (gbps * 1e9)))}"));
         }
+    }
+
+    private static void PrintWorkers(ShardPlan plan, JobEstimate estimate, TextWriter stdout)
+    {
+        var inv = CultureInfo.InvariantCulture;
         double perThread = estimate.FlopsPerSecond;
         if (plan.WorkerLoads.Count > 8)
         {
@@ -161,21 +210,6 @@ internal static class DryRun
                 stdout.WriteLine(string.Create(inv, $"dry run: worker {w}: {plan.WorkerLoads[w] / 1e9:G4} GFLOP, about {JobEstimate.Duration(TimeSpan.FromSeconds(plan.WorkerLoads[w] / perThread))} at {perThread / 1e9:F1} GFLOP/s per core"));
             }
         }
-
-        stdout.WriteLine(string.Create(inv, $"dry run: memory needed about {JobEstimate.Size(estimate.NeededBytes)} ({estimate.DescribeNeed()}); {JobEstimate.Size(estimate.AvailableBytes)} available{(estimate.Fits ? "" : " — too much: the run would be refused")}"));
-        stdout.WriteLine("| shard | batch | head | rows | key blocks | GFLOP | data read | partials back | rows out |");
-        stdout.WriteLine("|---:|---:|---:|---|---|---:|---:|---:|---:|");
-        foreach (var (s, m) in shards.Zip(sizes).Take(ListedShards))
-        {
-            stdout.WriteLine(string.Create(inv, $"| {s.Id} | {s.Batch} | {s.Head} | [{s.RowStart}, {s.RowEnd}) | [{s.BlockStart}, {s.BlockEnd}) | {s.Flops / 1e9:G3} | {m.In:N0} | {m.Partials:N0} | {m.Rows:N0} |"));
-        }
-
-        if (shards.Count > ListedShards)
-        {
-            stdout.WriteLine($"dry run: … and {shards.Count - ListedShards} more shards");
-        }
-
-        return 0;
     }
 
     /// <summary>Float32 bytes of a shard's data in (Q rows, K and V of its blocks), its partials back (m, l, o per tree node and row: the root alone when it holds every block its rows see) and its finished rows out (o and lse).</summary>

@@ -69,9 +69,12 @@ internal sealed record JobEstimate(IReadOnlyList<(string Part, long Bytes)> Part
 
     public string DescribeNeed() => string.Join("; ", Parts.Where(p => p.Bytes > 0).Select(p => $"{p.Part} {Size(p.Bytes)}"));
 
-    public static string Size(long bytes) => bytes >= 1L << 30
-        ? string.Create(CultureInfo.InvariantCulture, $"{bytes / (double)(1L << 30):F1} GiB")
-        : string.Create(CultureInfo.InvariantCulture, $"{bytes / (double)(1L << 20):F0} MiB");
+    public static string Size(long bytes) => bytes switch
+    {
+        >= 1L << 30 => string.Create(CultureInfo.InvariantCulture, $"{bytes / (double)(1L << 30):F1} GiB"),
+        >= 1L << 20 => string.Create(CultureInfo.InvariantCulture, $"{bytes / (double)(1L << 20):F0} MiB"),
+        _ => string.Create(CultureInfo.InvariantCulture, $"{bytes / 1024.0:F0} KiB"),
+    };
 
     public static string Duration(TimeSpan t) => t.TotalSeconds switch
     {

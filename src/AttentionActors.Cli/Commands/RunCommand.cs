@@ -60,8 +60,8 @@ internal static class RunCommand
         var memoryLimit = new Option<string?>("--memory-limit") { Description = "Plan as if at most this much memory were available: bytes, or with a K, M or G suffix (powers of 1024) [what the machine has available]" };
         var audit = new Option<double>("--audit") { Description = "With --cluster: the fraction of shards (0 to 1) computed again on another worker node; any bit of difference fails the job naming both nodes" };
         var dryRun = new Option<bool>("--dry-run") { Description = "Print the plan (shards, bytes per message, bytes moved, time per worker) without computing or loading the tensors" };
-        var nodes = new Option<int>("--nodes") { Description = "With --dry-run: the worker nodes the --workers threads are spread over, for the bytes each fetches [1]", DefaultValueFactory = _ => 1 };
-        var storeBytes = new Option<long>("--block-store-bytes") { Description = "With --dry-run: each worker node's block store (Node:BlockStoreBytes) [4 GiB]", DefaultValueFactory = _ => new AttentionActors.Cluster.Node.NodeOptions().BlockStoreBytes };
+        var nodes = new Option<int?>("--nodes") { Description = "With --dry-run: plan for a cluster of this many worker nodes, the --workers threads spread over them, and print the bytes each fetches [without it or --cluster: the embedded pipeline's plan]" };
+        var storeBytes = new Option<long?>("--block-store-bytes") { Description = "With --dry-run: plan for a cluster whose worker nodes each have a block store of this many bytes (Node:BlockStoreBytes) [4 GiB]" };
         var noMemoryCheck = new Option<bool>("--no-memory-check") { Description = "Run even when the job's estimated memory exceeds what is available" };
         foreach (var option in new Option[]
         {
@@ -211,11 +211,11 @@ internal sealed record RunRequest
 
     public bool DryRun { get; init; }
 
-    /// <summary>With a dry run: the worker nodes the workers are spread over.</summary>
-    public int Nodes { get; init; } = 1;
+    /// <summary>With a dry run: plan for a cluster of this many worker nodes, the workers spread over them.</summary>
+    public int? Nodes { get; init; }
 
-    /// <summary>With a dry run: each worker node's block store, in bytes.</summary>
-    public long BlockStoreBytes { get; init; } = new AttentionActors.Cluster.Node.NodeOptions().BlockStoreBytes;
+    /// <summary>With a dry run: plan for a cluster whose worker nodes each have a block store of this many bytes.</summary>
+    public long? BlockStoreBytes { get; init; }
 
     public int MaxShards { get; init; } = new PlanOptions().MaxShards;
 

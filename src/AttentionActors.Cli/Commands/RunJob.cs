@@ -48,6 +48,11 @@ internal static class RunJob
                 throw new UsageException($"--max-shard-bytes {request.MaxShardBytes} must be at least 65536 (64 KiB)");
             }
 
+            if (!request.DryRun && (request.Nodes is not null || request.BlockStoreBytes is not null))
+            {
+                throw new UsageException($"{(request.Nodes is not null ? "--nodes" : "--block-store-bytes")} goes with --dry-run: it describes the cluster a dry run plans for");
+            }
+
             if (request.MaxShards < 1 || request.MaxShards > PlanOptions.ShardsCeiling)
             {
                 throw new UsageException($"--max-shards {request.MaxShards} must be between 1 and {PlanOptions.ShardsCeiling:N0}");
@@ -114,7 +119,7 @@ internal static class RunJob
             // A dry run, the one request that starts no runner.
             if (starting is null)
             {
-                if (request.Nodes < 1 || request.Nodes > request.Workers || request.BlockStoreBytes < 0)
+                if (request.Nodes is < 1 || request.Nodes > request.Workers || request.BlockStoreBytes is < 0)
                 {
                     throw new UsageException($"--nodes {request.Nodes} must be between 1 and --workers ({request.Workers}), and --block-store-bytes {request.BlockStoreBytes} at least 0");
                 }
@@ -126,8 +131,12 @@ internal static class RunJob
                     stdout.WriteLine($"dry run: the {geometry.GroupSize} query heads of each K/V head run as one head of {planned.QuerySeq} rows (a decoding step; the same bits): {geometry.QueryShape} planned as {planned.QueryShape}");
                 }
 
-                var plan = DryRun.ClusterPlan(planned, pipeline.Workers, pipeline.Plan);
-                return DryRun.Print(planned, plan, estimate.WithSpeed(await speed), pipeline.Workers, pipeline.Plan.MaxShardBytes, request.Nodes, request.BlockStoreBytes, stdout);
+                // The plan of the runner this command would start: a cluster's (--cluster, or --nodes
+                // to plan for one) or the embedded pipeline's, whose shards read in-process views.
+                bool asCluster = clusterOptions is not null || request.Nodes is not null || request.BlockStoreBytes is not null;
+                var plan = asCluster ? DryRun.ClusterPlan(planned, pipeline.Workers, pipeline.Plan) : EmbeddedPipeline.Plan(planned, fromCache: false, pipeline);
+                var on = asCluster ? new DryRun.Cluster(request.Nodes ?? 1, request.BlockStoreBytes ?? new AttentionActors.Cluster.Node.NodeOptions().BlockStoreBytes) : null;
+                return DryRun.Print(planned, plan, estimate.WithSpeed(await speed), pipeline.Workers, pipeline.Plan.MaxShardBytes, on, request.SingleNode, stdout);
             }
 
             var (inputs, problem) = await LoadAsync(request, packed, geometry, mask, starting);
