@@ -414,7 +414,7 @@ internal static class RunJob
     }
 
     /// <summary>Stops a runner started beside a step that failed: that failure is the one to report, and a runner that failed to start has nothing to stop.</summary>
-    private static async Task StopAsync(Task<IAttentionRunner> starting)
+    internal static async Task StopAsync(Task<IAttentionRunner> starting)
     {
         try
         {
