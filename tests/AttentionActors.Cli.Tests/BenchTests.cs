@@ -114,6 +114,29 @@ public sealed class PipelineBenchTests
     }
 }
 
+/// <summary>`attention bench --pipeline` times the plan a user's job runs with: the one `run --dry-run` shows.</summary>
+public sealed class PipelineBenchPlanTests
+{
+    [Fact]
+    public async Task The_pipeline_bench_runs_the_plan_a_dry_run_shows()
+    {
+        // 256 rows are one panel: the embedded pipeline gives each shard whole key ranges (its
+        // panels read them as views), where a plan that counted the keys against the 64 KiB
+        // budget would cut every head's keys into several shards.
+        string[] shape = ["--seq", "256", "--dim", "32", "--heads", "2", "--workers", "2", "--max-shard-bytes", "65536", "--block", "16"];
+        var (code, stdout, stderr) = await Run(["bench", "--pipeline", "--repeat", "1", .. shape]);
+        Assert.True(code == 0, $"exit {code}: {stderr}");
+        var (header, rows) = BenchTable.Parse(stdout);
+        var row = Assert.Single(rows);
+        string shards = row[BenchTable.Column(header, "shards")];
+        Assert.Equal("yes", row[BenchTable.Column(header, "bits equal")]);
+
+        (code, var dry, stderr) = await Run(["run", "--random", "--dry-run", .. shape]);
+        Assert.True(code == 0, $"exit {code}: {stderr}");
+        Assert.Contains($"dry run: {shards} shards on 2 workers", dry, StringComparison.Ordinal);
+    }
+}
+
 /// <summary>The markdown table a bench prints: its header cells and its data rows' cells.</summary>
 internal static class BenchTable
 {
