@@ -124,6 +124,27 @@ public sealed class OperatorCommandTests : IDisposable
     private static string Json(string output) => output[output.IndexOf('{', StringComparison.Ordinal)..];
 
     [Fact]
+    public async Task Bench_cluster_forms_its_own_cluster_and_reports_bits_bytes_against_the_dry_run_and_speed()
+    {
+        var (code, output) = await Attention(TimeSpan.FromMinutes(3), "bench", "--cluster", "--seq", "1024", "--dim", "16", "--heads", "2", "--workers", "2", "--repeat", "1");
+        Assert.True(code == 0, $"bench --cluster exited {code}:\n{output}");
+        Assert.Contains("2 single-thread worker processes, formed in", output, StringComparison.Ordinal);
+        Assert.Matches(@"data plane: \d+\.\d\d GiB/s one way", output);
+
+        // The data plane's bytes, counted by the nodes and the client, against the dry run's model of them.
+        var moved = System.Text.RegularExpressions.Regex.Match(output, @"bytes moved: ([\d,]+) measured on the data plane, ([\d,]+) by the dry run");
+        Assert.True(moved.Success, output);
+        long measured = long.Parse(moved.Groups[1].Value, NumberStyles.AllowThousands, CultureInfo.InvariantCulture);
+        long predicted = long.Parse(moved.Groups[2].Value, NumberStyles.AllowThousands, CultureInfo.InvariantCulture);
+        Assert.True(predicted > 0 && Math.Abs(measured - predicted) <= 0.05 * predicted, $"measured {measured:N0} bytes against the dry run's {predicted:N0}:\n{output}");
+
+        // The table's one row: every cluster result the embedded pipeline's bits.
+        var row = output.Split('\n').Single(line => line.StartsWith("| 1024 | 16 | 2 | dense |", StringComparison.Ordinal));
+        Assert.EndsWith("| yes |", row.TrimEnd(), StringComparison.Ordinal);
+        Assert.Matches("worker kill: skipped|worker killed mid-shard", output);
+    }
+
+    [Fact]
     public async Task Up_status_jobs_cancel_drain_and_down_operate_a_local_cluster()
     {
         string folder = Path.Combine(dir, "cluster");

@@ -36,7 +36,7 @@ internal static class BenchCommand
         var path = new Option<KernelPath>("--path") { Description = "SIMD path", DefaultValueFactory = _ => KernelPath.Auto };
         var pipeline = new Option<bool>("--pipeline") { Description = "Time the embedded pipeline against the single-node kernel instead (alternating runs, bits compared)" };
         var workers = new Option<int>("--workers") { Description = "With --pipeline: workers, and the single-node threads they are compared with; with --cluster: worker processes, and the embedded workers they are compared with [one per core]", DefaultValueFactory = _ => Environment.ProcessorCount };
-        var cluster = new Option<bool>("--cluster") { Description = "Time a local cluster of processes (a coordinator+reducer and --workers single-thread worker processes) against the embedded pipeline instead, with formation time, data-plane speed and a worker killed mid-job [N 16384, d 64, H 8]" };
+        var cluster = new Option<bool>("--cluster") { Description = "Time a local cluster of processes (a coordinator+reducer and --workers single-thread worker processes) against the embedded pipeline instead, with formation time (median of --repeat formations, at most 5), data-plane speed and a worker killed mid-job [N 16384, d 64, H 8]" };
         var maxShardBytes = new Option<long>("--max-shard-bytes") { Description = "With --pipeline or --cluster: the planner's shard budget in bytes, on both sides", DefaultValueFactory = _ => new Pipeline.Planning.PlanOptions().MaxShardBytes };
         var command = new Command("bench", "Measure the single-node kernel (GFLOP/s, peak memory), verified against the reference first; or, with --pipeline, the embedded pipeline against it")
         {

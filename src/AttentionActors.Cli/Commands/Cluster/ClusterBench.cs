@@ -21,7 +21,9 @@ namespace AttentionActors.Cli.Commands.Cluster;
 internal static class ClusterBench
 {
     private const int ProbeBytes = 8 << 20;
-    private const int Formations = 5;
+
+    /// <summary>Most times the cluster is formed for the formation time's median (as many as <c>--repeat</c> asks, up to this).</summary>
+    private const int MaxFormations = 5;
 
     public static async Task<int> RunAsync(TextWriter stdout, TextWriter stderr, int n, int d, int heads, int workers, int repeat, bool causal, long maxShardBytes, CancellationToken cancellationToken)
     {
@@ -32,7 +34,8 @@ internal static class ClusterBench
 
             // Formation: the cluster started and stopped a few times (it varies), then started for the measurements.
             var formations = new List<double>();
-            for (int i = 0; i < Formations - 1; i++)
+            int formationCount = Math.Clamp(repeat, 1, MaxFormations);
+            for (int i = 0; i < formationCount - 1; i++)
             {
                 var (started, took) = await LocalCluster.StartAsync(directory, workers, 1, "127.0.0.1", null, FreePort(), FreePort(), cancellationToken);
                 formations.Add(took.TotalSeconds);
@@ -43,7 +46,7 @@ internal static class ClusterBench
             formations.Add(formation.TotalSeconds);
             try
             {
-                stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Environment.ProcessorCount} cores; cluster: a coordinator+reducer process and {workers} single-thread worker processes, formed in {PipelineBench.Median(formations):F2} s (launch to every node Up; median of {Formations}, slowest {formations.Max():F2} s)"));
+                stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Environment.ProcessorCount} cores; cluster: a coordinator+reducer process and {workers} single-thread worker processes, formed in {PipelineBench.Median(formations):F2} s (launch to every node Up; median of {formations.Count}, slowest {formations.Max():F2} s)"));
                 return await MeasureAsync(stdout, stderr, state, n, d, heads, workers, repeat, causal, maxShardBytes, cancellationToken);
             }
             finally
