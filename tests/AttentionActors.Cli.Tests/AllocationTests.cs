@@ -36,6 +36,19 @@ public sealed class AllocationTests : IDisposable
     }
 
     [Fact]
+    public async Task A_plan_with_more_shards_than_allowed_is_refused_before_the_inputs_are_made()
+    {
+        // Q, K and V would be 384 MiB; 1 MiB shards need far more than 4 of them.
+        long before = GC.GetTotalAllocatedBytes(precise: true);
+        var (code, stdout, stderr) = await Run("run", "--random", "--seq", "65536", "--dim", "64", "--heads", "8", "--max-shards", "4", "--max-shard-bytes", "1048576");
+        long allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
+        Assert.Equal(2, code);
+        Assert.Contains("needs more than 4 shards (the plan's limit)", stderr, StringComparison.Ordinal);
+        Assert.Equal(string.Empty, stdout);
+        Assert.True(allocated < 48L << 20, $"{allocated >> 20} MiB were allocated before refusing");
+    }
+
+    [Fact]
     public async Task A_dry_run_prints_the_plan_without_loading_computing_or_writing()
     {
         string output = Path.Combine(dir, "out.npy");

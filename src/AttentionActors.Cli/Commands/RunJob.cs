@@ -109,6 +109,14 @@ internal static class RunJob
                 {
                     throw new UsageException($"this job needs about {JobEstimate.Size(estimate.NeededBytes)} of memory ({estimate.DescribeNeed()}) but {JobEstimate.Size(estimate.AvailableBytes)} is available and a job may plan on {JobEstimate.UsableShare:P0} of it; make it smaller, write a large output with --out (memory-mapped), or pass --no-memory-check to run anyway");
                 }
+
+                // The embedded pipeline's plan depends on the shapes and options alone: a plan it
+                // would refuse (more shards than --max-shards) is refused before the inputs load.
+                // (A cluster's coordinator plans with its own settings, when the job reaches it.)
+                if (!request.DryRun && !request.SingleNode && clusterOptions is null)
+                {
+                    _ = EmbeddedPipeline.Plan(KeyGroupStacking.Stack(geometry) ?? geometry, fromCache: false, pipeline);
+                }
             }
             catch when (starting is not null)
             {
