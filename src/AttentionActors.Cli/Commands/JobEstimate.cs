@@ -113,8 +113,9 @@ internal sealed record JobEstimate(IReadOnlyList<(string Part, long Bytes)> Part
     /// than the probe already has. Every job's start waits for it; over ten dry runs 15 ms gave
     /// 64–78 GFLOP/s, 30 ms 67–81. The speed is the FLOPs over the thread's CPU time where Linux
     /// offers it (<see cref="ThreadClock"/>): beside an actor system's start three busy threads share
-    /// two cores, and over wall time the estimates of a 1.5 s job ranged from 1.5 to 2.9 s. The probe's keys and values are in cache: a decoding step reading
-    /// a cache of keys larger than L3 from memory runs slower than it measures.
+    /// two cores, and over wall time the estimates of a 1.5 s job ranged from 1.5 to 2.9 s. The
+    /// probe's keys and values are in cache: a decoding step reading a cache of keys larger than L3
+    /// from memory runs slower than it measures.
     /// </summary>
     public static double MeasureSpeed(AttentionGeometry g)
     {

@@ -97,6 +97,8 @@ internal static class RunJob
             // only the time estimate waits for it. Beside an actor system's start it made three
             // busy threads on two cores and the job started later (1.53 s against 1.46 s at N 8192,
             // medians of eight): there this thread runs it, then loads the inputs.
+            // A decoding step with grouped K/V heads runs stacked, one head per K/V head: that is the job planned.
+            var planned = KeyGroupStacking.Stack(geometry) ?? geometry;
             Task<double> speed;
             JobEstimate estimate;
             try
@@ -115,7 +117,7 @@ internal static class RunJob
                 // (A cluster's coordinator plans with its own settings, when the job reaches it.)
                 if (!request.DryRun && !request.SingleNode && clusterOptions is null)
                 {
-                    _ = EmbeddedPipeline.Plan(KeyGroupStacking.Stack(geometry) ?? geometry, fromCache: false, pipeline);
+                    _ = EmbeddedPipeline.Plan(planned, fromCache: false, pipeline);
                 }
             }
             catch when (starting is not null)
@@ -132,8 +134,6 @@ internal static class RunJob
                     throw new UsageException($"--nodes {request.Nodes} must be between 1 and --workers ({request.Workers}), and --block-store-bytes {request.BlockStoreBytes} at least 0");
                 }
 
-                // A decoding step with grouped K/V heads runs stacked, one head per K/V head: that is the plan to show.
-                var planned = KeyGroupStacking.Stack(geometry) ?? geometry;
                 if (!ReferenceEquals(planned, geometry))
                 {
                     stdout.WriteLine($"dry run: the {geometry.GroupSize} query heads of each K/V head run as one head of {planned.QuerySeq} rows (a decoding step; the same bits): {geometry.QueryShape} planned as {planned.QueryShape}");
